@@ -1,0 +1,1 @@
+"""Environments a task runs in, chosen by name: ``venv`` or ``docker``."""

@@ -1,0 +1,1 @@
+"""Redis and RQ: the task store, queues, logs and blobs."""

@@ -1,0 +1,222 @@
+"""The task spec: everything needed to run a recorded command again, exactly.
+
+A spec is a versioned, typed dataclass with a JSON form. Large binary parts (the patch and the
+bundle) are not inside the spec but referenced by sha256 (:class:`BlobRef`); a :class:`Snapshot`
+pairs a spec with the bytes of its blobs. ``overnight snapshot --json`` writes a snapshot with
+the blobs inlined (base64); in Redis the blobs are stored once each, content-addressed.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from overnight.errors import SpecError
+
+SPEC_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BlobRef:
+    """A content-addressed binary part of a task (a patch or a bundle)."""
+
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, data: bytes) -> BlobRef:
+        return cls(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+@dataclasses.dataclass(frozen=True)
+class RepoState:
+    """Where the code came from: remote, commit, branch."""
+
+    commit: str
+    url: str | None = None  # remote URL with credentials stripped; None when there is no remote
+    remote: str | None = None  # name of the remote the URL came from (origin, upstream, ...)
+    branch: str | None = None  # None on a detached HEAD
+    dirty: bool = False
+    tree: str | None = None  # git tree id of the recorded working tree (HEAD + patch)
+    submodules: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> commit
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirements:
+    """What the environment needs, and where that list came from."""
+
+    source: str  # "file", "uv.lock", "requirements.txt", "pyproject.toml", "freeze", "none"
+    text: str = ""
+    path: str | None = None  # repo-relative path of the file it was read from, if any
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A recorded task: the code, the environment and the command, as they were."""
+
+    repo: RepoState
+    argv: tuple[str, ...]
+    python: str  # major.minor.micro of the recording interpreter
+    requirements: Requirements
+    workdir: str = "."  # relative to the repo root, POSIX separators
+    patch: BlobRef | None = None
+    bundle: BlobRef | None = None
+    params: dict[str, str] = dataclasses.field(default_factory=dict)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    note: str = ""
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    user: str = ""
+    host: str = ""
+    created: float = 0.0  # unix time
+    version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["argv"] = list(self.argv)
+        data["tags"] = list(self.tags)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskSpec:
+        """Validate and build a spec; raises :class:`SpecError` naming the problem."""
+        if not isinstance(data, Mapping):
+            raise SpecError(f"task spec must be a JSON object, not {type(data).__name__}")
+        version = data.get("version")
+        if not isinstance(version, int):
+            raise SpecError("task spec has no integer 'version'; it was not written by overnight")
+        if version > SPEC_VERSION:
+            raise SpecError(
+                f"task spec has schema version {version}, newer than this overnight understands "
+                f"({SPEC_VERSION}); upgrade overnight on this machine"
+            )
+        try:
+            repo = RepoState(**_typed(data["repo"], RepoState))
+            reqs = Requirements(**_typed(data["requirements"], Requirements))
+            patch = BlobRef(**data["patch"]) if data.get("patch") else None
+            bundle = BlobRef(**data["bundle"]) if data.get("bundle") else None
+            argv = tuple(_str_list(data["argv"], "argv"))
+            if not argv:
+                raise SpecError("task spec has an empty command (argv)")
+            return cls(
+                repo=repo,
+                argv=argv,
+                python=_str(data["python"], "python"),
+                requirements=reqs,
+                workdir=_str(data.get("workdir", "."), "workdir"),
+                patch=patch,
+                bundle=bundle,
+                params=_str_dict(data.get("params", {}), "params"),
+                env=_str_dict(data.get("env", {}), "env"),
+                note=_str(data.get("note", ""), "note"),
+                name=data.get("name"),
+                tags=tuple(_str_list(data.get("tags", []), "tags")),
+                user=_str(data.get("user", ""), "user"),
+                host=_str(data.get("host", ""), "host"),
+                created=float(data.get("created", 0.0)),
+                version=version,
+            )
+        except KeyError as exc:
+            raise SpecError(f"task spec is missing the field {exc.args[0]!r}") from exc
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"task spec is malformed: {exc}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TaskSpec:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise SpecError(f"task spec is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A spec together with the bytes of the blobs it references."""
+
+    spec: TaskSpec
+    blobs: dict[str, bytes] = dataclasses.field(default_factory=dict)  # sha256 -> bytes
+
+    def blob(self, ref: BlobRef | None) -> bytes | None:
+        if ref is None:
+            return None
+        try:
+            return self.blobs[ref.sha256]
+        except KeyError as exc:
+            raise SpecError(f"snapshot lacks the blob {ref.sha256[:12]} it references") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written by ``overnight snapshot --json``: the spec plus inlined blobs."""
+        data = self.spec.to_dict()
+        data["blobs"] = {
+            sha: base64.b64encode(raw).decode("ascii") for sha, raw in self.blobs.items()
+        }
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
+        raw_blobs = data.get("blobs", {}) if isinstance(data, Mapping) else {}
+        spec = TaskSpec.from_dict({k: v for k, v in data.items() if k != "blobs"})
+        blobs: dict[str, bytes] = {}
+        if not isinstance(raw_blobs, Mapping):
+            raise SpecError("snapshot 'blobs' must be an object of sha256 -> base64")
+        for sha, encoded in raw_blobs.items():
+            try:
+                raw = base64.b64decode(encoded, validate=True)
+            except (ValueError, TypeError) as exc:
+                raise SpecError(f"snapshot blob {sha[:12]} is not valid base64") from exc
+            if hashlib.sha256(raw).hexdigest() != sha:
+                raise SpecError(
+                    f"snapshot blob {sha[:12]} does not match its sha256; the file is corrupt"
+                )
+            blobs[sha] = raw
+        snap = cls(spec=spec, blobs=blobs)
+        snap.blob(spec.patch)
+        snap.blob(spec.bundle)
+        return snap
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Snapshot:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise SpecError(f"snapshot is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise SpecError(f"task spec field {name!r} must be a string")
+    return value
+
+
+def _str_list(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"task spec field {name!r} must be a list of strings")
+    return value
+
+
+def _str_dict(value: Any, name: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise SpecError(f"task spec field {name!r} must be an object of strings")
+    return dict(value)
+
+
+def _typed(value: Any, cls: type) -> dict[str, Any]:
+    """Keep only the fields ``cls`` knows, so older agents tolerate additive fields."""
+    if not isinstance(value, Mapping):
+        raise SpecError(f"task spec field for {cls.__name__} must be an object")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in value.items() if k in names}

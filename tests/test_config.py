@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from overnight.config import ClientConfig, load_client_config, resolve
+from overnight.errors import ConfigError
+
+
+def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("redis_url: redis://file:1/0\nmax_snapshot_mb: 7\ndefault_queue: fileq\n")
+    env = {"OVERNIGHT_REDIS_URL": "redis://env:1/0", "OVERNIGHT_MAX_SNAPSHOT_MB": "9"}
+    got = load_client_config({"redis_url": "redis://flag:1/0", "default_queue": None}, env, cfg)
+    assert got.redis_url == "redis://flag:1/0"
+    assert got.max_snapshot_mb == 9.0
+    assert got.default_queue == "fileq"
+    assert got.log_cap_mb == ClientConfig().log_cap_mb
+
+
+def test_unknown_file_key_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("redis_ur: x\n")
+    with pytest.raises(ConfigError, match="redis_ur"):
+        load_client_config({}, {}, cfg)
+
+
+def test_bad_env_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"\$OVERNIGHT_MAX_SNAPSHOT_MB"):
+        resolve(ClientConfig, {}, {"OVERNIGHT_MAX_SNAPSHOT_MB": "lots"}, {})
+
+
+def test_malformed_yaml_is_one_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("redis_url: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_client_config({}, {}, cfg)
