@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from overnight.errors import CorruptRecord
+from overnight.queue.records import Phase, StatusChange, TaskOptions, TaskRecord, TaskStatus
+
+
+def test_record_round_trip() -> None:
+    rec = TaskRecord(
+        id="abc",
+        spec_id="s" * 64,
+        options=TaskOptions(queue="gpu", gpus=2, after=("x",)),
+        status=TaskStatus.FAILED,
+        history=[StatusChange(TaskStatus.QUEUED, 1.0)],
+        phase=Phase.RUN,
+        error="exit code 3",
+    )
+    assert TaskRecord.from_json(rec.to_json()) == rec
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{", b"[]", b'{"id": "x"}', b'{"id":"x","spec_id":"y","options":{},"status":"bogus"}']
+)
+def test_corrupt_records_raise_one_error_type(raw: bytes) -> None:
+    with pytest.raises(CorruptRecord):
+        TaskRecord.from_json(raw)
+
+
+def test_final_statuses() -> None:
+    assert TaskStatus.LOST.is_final and not TaskStatus.RUNNING.is_final
