@@ -1,0 +1,9 @@
+"""Commands of the `enqueue` area (filled in by its issue)."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group, agent: click.Group) -> None:
+    pass
