@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pynvml
+import pytest
+
+from overnight.agent.gpus import (
+    FakeInventory,
+    GPUDevice,
+    GPUProcess,
+    NvmlInventory,
+    open_inventory,
+    parse_gpu_list,
+)
+from overnight.errors import GPUError, UsageError
+
+MB = 1024 * 1024
+
+
+class FakeNvml(ModuleType):
+    """The slice of pynvml that NvmlInventory calls, over two GPUs, with a driver lacking v3."""
+
+    def __init__(self, *, init_error: Exception | None = None) -> None:
+        super().__init__("fake_pynvml")
+        self.init_error = init_error
+        self.shutdowns = 0
+        self.compute = {0: [SimpleNamespace(pid=10, usedGpuMemory=2048 * MB)], 1: []}
+        self.graphics = {
+            0: [SimpleNamespace(pid=10, usedGpuMemory=2048 * MB)],
+            1: [SimpleNamespace(pid=11, usedGpuMemory=None)],
+        }
+
+    def nvmlInit(self) -> None:
+        if self.init_error:
+            raise self.init_error
+
+    def nvmlShutdown(self) -> None:
+        self.shutdowns += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        if index > 1:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return index
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
+        return SimpleNamespace(total=81559 * MB, used=(3000 if handle == 0 else 700) * MB)
+
+    def nvmlDeviceGetUUID(self, handle: int) -> str:
+        return f"GPU-{handle:08d}"
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        return b"NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
+        return SimpleNamespace(gpu=87, memory=40)
+
+    def nvmlDeviceGetComputeRunningProcesses_v3(self, handle: int) -> list[Any]:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: int) -> list[Any]:
+        return self.compute[handle]
+
+    def nvmlDeviceGetGraphicsRunningProcesses_v2(self, handle: int) -> list[Any]:
+        return self.graphics[handle]
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54.15"
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        return 12040
+
+
+def test_nvml_init_failure_is_a_gpu_error_naming_the_fix() -> None:
+    nvml = FakeNvml(init_error=pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND))
+    with pytest.raises(GPUError, match=r"NVIDIA driver.*--gpus none"):
+        NvmlInventory(nvml=nvml)
+
+
+def test_nvml_inventory_reads_devices_processes_and_versions() -> None:
+    nvml = FakeNvml()
+    inv = NvmlInventory(nvml=nvml)
+    devs = inv.devices()
+    assert [d.id for d in devs] == ["0", "1"]
+    assert devs[0].name == "NVIDIA H100 80GB HBM3"
+    assert devs[0].uuid == "GPU-00000000"
+    assert devs[0].memory_total_mb == 81559
+    # pid 10 is listed as compute and graphics: one process, counted once
+    assert devs[0].processes == (GPUProcess(10, 2048.0),)
+    assert devs[1].processes == (GPUProcess(11, None),)
+    assert inv.foreign_memory_mb(0) == 2048.0
+    assert inv.foreign_memory_mb(0, own_pids={10}) == 0.0
+    # memory NVML cannot attribute is charged to the process it cannot measure
+    assert inv.foreign_memory_mb(1) == 700.0
+    usage = inv.usage(0)
+    assert (usage.utilization_pct, usage.memory_used_mb) == (87.0, 3000.0)
+    versions = inv.versions()
+    assert (versions.driver, versions.cuda) == ("550.54.15", "12.4")
+    inv.close()
+    assert nvml.shutdowns == 1
+
+
+def test_nvml_errors_after_init_become_gpu_errors() -> None:
+    inv = NvmlInventory(nvml=FakeNvml())
+    with pytest.raises(GPUError, match="GPU 5"):
+        inv.usage(5)
+
+
+def test_foreign_memory_skips_own_pids() -> None:
+    dev = GPUDevice(0, "u", "n", 1000.0, 900.0, (GPUProcess(1, 100.0), GPUProcess(2, 300.0)))
+    assert dev.foreign_memory_mb() == 400.0
+    assert dev.foreign_memory_mb({1}) == 300.0
+    assert dev.foreign_memory_mb({1, 2}) == 0.0
+    assert dev.foreign_processes({2}) == (GPUProcess(1, 100.0),)
+
+
+def test_fake_inventory_processes_and_failure() -> None:
+    inv = FakeInventory.with_gpus(2)
+    inv.set_processes(1, GPUProcess(42, 5000.0))
+    assert inv.device(1).memory_used_mb == 5000.0
+    assert inv.foreign_memory_mb(1) == 5000.0
+    assert inv.foreign_memory_mb(1, {42}) == 0.0
+    inv.fail = "driver went away"
+    with pytest.raises(GPUError, match="went away"):
+        inv.devices()
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("all", ("0", "1", "2", "3")),
+        ("ALL", ("0", "1", "2", "3")),
+        ("none", ()),
+        ("", ()),
+        ("0,1", ("0", "1")),
+        ("0-3", ("0", "1", "2", "3")),
+        ("3,0-1", ("3", "0", "1")),
+        ("1, 1", ("1",)),
+    ],
+)
+def test_parse_gpu_list(spec: str, expected: tuple[str, ...]) -> None:
+    assert parse_gpu_list(spec, FakeInventory.with_gpus(4)) == expected
+
+
+@pytest.mark.parametrize("spec", ["two", "0-", "-1", "3-1", "0;1", "1.5", "0,,1"])
+def test_parse_gpu_list_rejects_bad_syntax_with_the_accepted_forms(spec: str) -> None:
+    with pytest.raises(UsageError, match="use all, none, a list like 0,1 or a range like 0-3"):
+        parse_gpu_list(spec, FakeInventory.with_gpus(4))
+
+
+def test_parse_gpu_list_unknown_index_names_what_exists() -> None:
+    with pytest.raises(UsageError, match="GPU 4 is not present; this machine has GPUs: 0, 1"):
+        parse_gpu_list("0,4", FakeInventory.with_gpus(2))
+
+
+def test_without_a_driver_all_is_a_cpu_agent_and_an_index_says_why() -> None:
+    inv = FakeInventory(unavailable_reason="cannot talk to the NVIDIA driver")
+    assert parse_gpu_list("all", inv) == ()
+    with pytest.raises(UsageError, match=r"has GPUs: none \(cannot talk to the NVIDIA driver"):
+        parse_gpu_list("0", inv)
+
+
+def test_inventory_failing_during_parse() -> None:
+    inv = FakeInventory.with_gpus(2)
+    inv.fail = "NVML failed"
+    assert parse_gpu_list("all", inv) == ()
+    with pytest.raises(UsageError, match="NVML failed"):
+        parse_gpu_list("0", inv)
+
+
+def test_open_inventory_never_raises() -> None:
+    inv = open_inventory()
+    try:
+        if isinstance(inv, FakeInventory):
+            assert inv.devices() == []
+            assert inv.unavailable_reason
+        else:
+            assert inv.unavailable_reason is None
+    finally:
+        inv.close()
+
+
+@pytest.mark.gpu
+def test_real_nvml_inventory() -> None:
+    try:
+        inv = NvmlInventory()
+    except GPUError as exc:
+        pytest.skip(f"no NVIDIA GPU here: {exc}")
+    try:
+        devs = inv.devices()
+        if not devs:
+            pytest.skip("NVML works but reports no GPU")
+        for dev in devs:
+            assert dev.uuid.startswith(("GPU-", "MIG-"))
+            assert dev.name
+            assert 0 <= dev.memory_used_mb <= dev.memory_total_mb
+            usage = inv.usage(dev.index)
+            assert 0 <= usage.utilization_pct <= 100
+            assert inv.foreign_memory_mb(dev.index, {p.pid for p in dev.processes}) == 0.0
+        versions = inv.versions()
+        assert versions.driver
+        assert versions.cuda is not None and versions.cuda[0].isdigit()
+        assert parse_gpu_list("all", inv) == tuple(d.id for d in devs)
+    finally:
+        inv.close()
