@@ -39,8 +39,42 @@ class SecretEnvError(SnapshotError):
     """Raised when a recorded environment variable looks like a secret and was not allowed."""
 
 
+class NoCommitError(SnapshotError):
+    """Raised when the repository being snapshotted has no commit yet."""
+
+
+class EmptyCommandError(SnapshotError):
+    """Raised when the command to record is empty."""
+
+
+class EnvVarError(SnapshotError):
+    """Raised when an ``--env`` entry is malformed or names a variable that is not set."""
+
+
+class RequirementsError(SnapshotError):
+    """Raised when the requirements cannot be read (a missing file, a failing ``uv export``)."""
+
+
 class ReconstructError(OvernightError):
     """Raised when a recorded working tree cannot be rebuilt on an agent."""
+
+
+class GitError(OvernightError):
+    """Raised when a git command fails; the recorder and agent turn it into an error naming the cause."""
+
+    def __init__(self, message: str, *, returncode: int = 1, stderr: str = "") -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+    @property
+    def reason(self) -> str:
+        """git's first error line (``fatal: ...``, ``error: ...``), or the message."""
+        lines = [ln.strip() for ln in self.stderr.splitlines() if ln.strip()]
+        for line in lines:
+            if line.startswith(("fatal:", "error:")):
+                return line.split(":", 1)[1].strip()
+        return lines[0] if lines else str(self)
 
 
 class QueueError(OvernightError):
@@ -63,6 +97,14 @@ class CorruptRecord(QueueError):
     """Raised when a record in Redis cannot be decoded or validated."""
 
 
+class InvalidTransition(QueueError):
+    """Raised when a task cannot move to the requested status from the one it is in."""
+
+
+class UnknownQueue(QueueError):
+    """Raised when a command names a queue that no task has ever been enqueued on."""
+
+
 class AgentError(OvernightError):
     """Raised for failures inside an agent while preparing or running a task."""
 
@@ -77,3 +119,11 @@ class TaskRunError(AgentError):
 
 class GPUError(AgentError):
     """Raised when GPUs cannot be discovered or assigned."""
+
+
+class LockTimeout(AgentError):
+    """Raised when a file lock shared between agents is not free within its timeout."""
+
+
+class PreparationCanceled(AgentError):
+    """Raised when a task is canceled while its environment is being prepared."""

@@ -1,0 +1,121 @@
+"""The Python a recorded command runs with: its version and what is installed in it.
+
+``python train.py`` runs the ``python`` on the user's PATH (often a venv), not necessarily the one
+running overnight, so that interpreter is asked directly. Commands that are not a Python
+interpreter (``torchrun``, ``bash run.sh``) fall back to a console script's shebang, then to the
+interpreter running overnight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_PYTHON_NAME = re.compile(r"^python(\d+(\.\d+)*)?(\.exe)?$")
+
+_QUERY = r"""
+import json, os, sys
+sys.path = [p for p in sys.path if p not in ("", os.getcwd())]
+out = {"version": "%d.%d.%d" % tuple(sys.version_info[:3]), "dists": []}
+if sys.argv[-1] == "--dists":
+    import importlib.metadata as md
+    for d in md.distributions():
+        try:
+            direct = d.read_text("direct_url.json")
+        except Exception:
+            direct = None
+        out["dists"].append([d.metadata["Name"] or "", d.version or "", direct])
+print(json.dumps(out))
+"""
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One installed distribution: its name, version and PEP 610 ``direct_url.json`` if any."""
+
+    name: str
+    version: str
+    direct_url: str | None = None
+
+
+def find_python(argv: Sequence[str], cwd: Path, environ: Mapping[str, str]) -> str:
+    """Path of the interpreter ``argv`` runs, or of the one running overnight."""
+    if argv:
+        prog = argv[0]
+        found = (
+            str(cwd / prog)
+            if os.sep in prog and not os.path.isabs(prog)
+            else shutil.which(prog, path=environ.get("PATH", os.defpath))
+        )
+        if found and os.access(found, os.X_OK):
+            if _PYTHON_NAME.match(os.path.basename(prog)):
+                return found
+            shebang = _shebang_python(Path(found))
+            if shebang:
+                return shebang
+    return sys.executable
+
+
+def _shebang_python(path: Path) -> str | None:
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline(256)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode("utf-8", "replace").split()
+    if not words:
+        return None
+    target = words[1] if os.path.basename(words[0]) == "env" and len(words) > 1 else words[0]
+    if not _PYTHON_NAME.match(os.path.basename(target)):
+        return None
+    return target if os.path.isabs(target) else shutil.which(target)
+
+
+def _query(python: str, dists: bool) -> dict[str, object] | None:
+    args = [python, "-c", _QUERY] + (["--dists"] if dists else [])
+    try:
+        proc = subprocess.run(args, capture_output=True, timeout=60, check=False)
+        data = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def python_version(python: str) -> str:
+    """major.minor.micro of ``python``; that of the running interpreter if it cannot be asked."""
+    if python != sys.executable:
+        data = _query(python, dists=False)
+        if data and isinstance(data.get("version"), str):
+            return str(data["version"])
+    return "{}.{}.{}".format(*sys.version_info[:3])
+
+
+def installed(python: str) -> list[Distribution]:
+    """The distributions importable by ``python``, the first one of each name (as imports see it)."""
+    data = _query(python, dists=True)
+    if data is None and python != sys.executable:
+        data = _query(sys.executable, dists=True)
+    rows = data.get("dists", []) if data else []
+    out: list[Distribution] = []
+    seen: set[str] = set()
+    for row in rows if isinstance(rows, list) else []:
+        name, version, direct = row
+        key = normalize_name(str(name))
+        if key and key not in seen:
+            seen.add(key)
+            out.append(Distribution(str(name), str(version), direct))
+    return out
+
+
+def normalize_name(name: str) -> str:
+    """PEP 503 normalized project name."""
+    return re.sub(r"[-_.]+", "-", name).lower()

@@ -1,0 +1,152 @@
+"""The change from HEAD to the working tree, as a binary git patch and the tree it produces.
+
+The working tree is written to a git tree object through a temporary index (a copy of the user's,
+for its stat cache) and a temporary object directory that borrows the repo's objects, so the
+user's index and object store are never touched. ``git add -A`` on that index takes staged and
+unstaged edits, untracked files that are not ignored, deletions, modes and symlinks, exactly as
+git would commit them. The patch is ``git diff-tree --binary`` from HEAD's tree to that tree.
+
+Line endings: ``core.autocrlf`` is forced off, so bytes are stored as they are. Files under a
+``.gitattributes`` conversion (``text``, ``eol``, ``filter``) are stored as git stores them and
+come back as git checks them out, as in a fresh clone of a commit of the same tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from overnight.errors import GitError, SnapshotError
+from overnight.recorder.gitrepo import Git, split_z
+from overnight.recorder.limits import check_total, check_untracked
+
+GITLINK = "160000"
+
+DIFF_ARGS = (
+    "diff-tree",
+    "-r",
+    "-p",
+    "--binary",
+    "--full-index",
+    "--find-renames",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+    "--submodule=short",
+    "--unified=3",
+)
+
+
+@dataclass(frozen=True)
+class WorkingTree:
+    """A working tree as git objects: HEAD's tree, the tree of the working tree, the patch."""
+
+    head_tree: str
+    tree: str
+    patch: bytes
+    changed: list[tuple[str, int]] = field(default_factory=list)  # (path, size) in the patch
+    submodules: dict[str, str] = field(default_factory=dict)  # path -> commit
+
+    @property
+    def dirty(self) -> bool:
+        return self.tree != self.head_tree
+
+
+def untracked_files(git: Git) -> list[tuple[str, int]]:
+    """Untracked, not ignored files (path, size); a nested repository is an error."""
+    out = git.run("ls-files", "--others", "--exclude-standard", "-z")
+    files: list[tuple[str, int]] = []
+    for path in split_z(out):
+        if path.endswith("/"):
+            raise SnapshotError(
+                f"{path} is a separate git repository inside this one (not a submodule), so its "
+                "files cannot be recorded; add it to .gitignore or make it a submodule"
+            )
+        try:
+            files.append((path, os.lstat(git.cwd / path).st_size))
+        except FileNotFoundError:
+            continue  # removed while we looked
+    return files
+
+
+def capture(git: Git, *, max_untracked_file_mb: float, max_snapshot_mb: float) -> WorkingTree:
+    """Record the working tree of the repo whose top level ``git`` runs in."""
+    untracked = untracked_files(git)
+    check_untracked(untracked, max_untracked_file_mb)
+    check_total(sum(size for _, size in untracked), 0, untracked, max_snapshot_mb)
+    paths = git.text("rev-parse", "--git-path", "index", "--git-path", "objects").splitlines()
+    index_path, objects = (git.cwd / line for line in paths)
+    head_tree = git.text("rev-parse", "HEAD^{tree}")
+    with tempfile.TemporaryDirectory(prefix="overnight-snapshot-") as tmp:
+        tmp_objects = Path(tmp) / "objects"
+        for sub in ("info", "pack"):
+            (tmp_objects / sub).mkdir(parents=True)
+        env = {
+            "GIT_INDEX_FILE": str(Path(tmp) / "index"),
+            "GIT_OBJECT_DIRECTORY": str(tmp_objects),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(objects.resolve()),
+        }
+        tree = _write_tree(git, index_path, env)
+        submodules = _gitlinks(git, tree, env) if (git.cwd / ".gitmodules").exists() else {}
+        if tree == head_tree:
+            return WorkingTree(head_tree, tree, b"", [], submodules)
+        patch = git.run(*DIFF_ARGS, head_tree, tree, env=env)
+        changed = _changed_sizes(git, head_tree, tree, env)
+        return WorkingTree(head_tree, tree, patch, changed, submodules)
+
+
+def _write_tree(git: Git, index_path: Path, env: dict[str, str]) -> str:
+    tmp_index = Path(env["GIT_INDEX_FILE"])
+    if index_path.exists():
+        shutil.copy2(index_path, tmp_index)  # keep its mtime, for git's racy-entry check
+        _forget_assume_unchanged(git, env)
+    else:
+        git.run("read-tree", "HEAD", env=env)
+    try:
+        git.run("add", "-A", env=env)
+    except GitError:
+        # An index this git cannot read in a copy (a split index, say): start from HEAD.
+        tmp_index.unlink(missing_ok=True)
+        git.run("read-tree", "HEAD", env=env)
+        git.run("add", "-A", env=env)
+    return git.text("write-tree", env=env)
+
+
+def _forget_assume_unchanged(git: Git, env: dict[str, str]) -> None:
+    """Clear ``assume-unchanged`` bits in the copy, so such files are recorded as they are."""
+    listing = git.run("ls-files", "-v", "-z", env=env)
+    paths = [entry[2:] for entry in split_z(listing) if entry[:1].islower()]
+    if paths:
+        data = "\0".join(paths).encode("utf-8", "surrogateescape") + b"\0"
+        git.run("update-index", "--no-assume-unchanged", "-z", "--stdin", input=data, env=env)
+
+
+def _changed_sizes(git: Git, old: str, new: str, env: dict[str, str]) -> list[tuple[str, int]]:
+    raw = git.run("diff-tree", "-r", "-z", "--no-renames", old, new, env=env)
+    fields = raw.split(b"\0")
+    entries: list[tuple[str, str]] = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        parts = meta.decode().split()
+        if len(parts) >= 5 and parts[1] != GITLINK and set(parts[3]) != {"0"}:
+            entries.append((path.decode("utf-8", "surrogateescape"), parts[3]))
+    if not entries:
+        return []
+    query = "".join(f"{oid}\n" for _, oid in entries).encode()
+    sizes = git.run("cat-file", "--batch-check=%(objectsize)", input=query, env=env).split()
+    return [(path, int(size)) for (path, _), size in zip(entries, sizes, strict=True)]
+
+
+def _gitlinks(git: Git, tree: str, env: dict[str, str]) -> dict[str, str]:
+    listing = git.run("ls-tree", "-r", "-z", "--full-tree", tree, env=env)
+    links: dict[str, str] = {}
+    for entry in split_z(listing):
+        meta, _, path = entry.partition("\t")
+        mode, _, oid = meta.split(" ")
+        if mode == GITLINK:
+            links[path] = oid
+    return links

@@ -1,0 +1,178 @@
+"""Turn a working tree and a command into a :class:`~overnight.spec.Snapshot`.
+
+A snapshot is everything needed to run the command again elsewhere, exactly: the remote and
+commit, the patch from HEAD to the working tree (ignored files are not captured), a bundle of the
+commits the remote lacks, requirements, Python version, argv, params, chosen env vars and a note.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from overnight.errors import EmptyCommandError, GitError, NoCommitError, NotAGitRepoError
+from overnight.recorder import bundle, patch
+from overnight.recorder.envvars import record_env
+from overnight.recorder.gitrepo import Git
+from overnight.recorder.interpreter import find_python, python_version
+from overnight.recorder.limits import check_total
+from overnight.recorder.params import parse_params
+from overnight.recorder.requirements import find_requirements
+from overnight.recorder.urls import strip_credentials
+from overnight.spec import BlobRef, RepoState, Snapshot, TaskSpec
+
+
+@dataclass(frozen=True)
+class SnapshotOptions:
+    """What the user chose on the command line, besides the command itself."""
+
+    requirements_file: Path | None = None
+    env: tuple[str, ...] = ()  # "NAME" (value read from environ) or "NAME=VALUE"
+    allow_secret_env: bool = False
+    note: str = ""
+    tags: tuple[str, ...] = ()
+    name: str | None = None
+    max_snapshot_mb: float = 20.0
+    max_untracked_file_mb: float = 5.0
+
+
+def take_snapshot(
+    cwd: Path,
+    argv: Sequence[str],
+    options: SnapshotOptions,
+    environ: Mapping[str, str] | None = None,
+) -> Snapshot:
+    """Snapshot the repo containing ``cwd`` for running ``argv`` there; raises SnapshotError."""
+    env = os.environ if environ is None else environ
+    argv = tuple(argv)
+    if not argv or not argv[0].strip():
+        raise EmptyCommandError(
+            "no command to record; put it after --, e.g. overnight snapshot -- python train.py"
+        )
+    task_env = record_env(options.env, env, allow_secret=options.allow_secret_env)
+    cwd = Path(cwd).absolute()
+    git, prefix = _open_repo(cwd, env)
+    repo, unpushed = _repo_state(git)
+    tree = patch.capture(
+        git,
+        max_untracked_file_mb=options.max_untracked_file_mb,
+        max_snapshot_mb=options.max_snapshot_mb,
+    )
+    bundle_size = len(unpushed.data) if unpushed else 0
+    check_total(
+        len(tree.patch),
+        bundle_size,
+        tree.changed,
+        options.max_snapshot_mb,
+        bundle_commits=unpushed.commits if unpushed else 0,
+    )
+    python = find_python(argv, cwd, env)
+    blobs: dict[str, bytes] = {}
+    patch_ref = _blob(blobs, tree.patch)
+    bundle_ref = _blob(blobs, unpushed.data if unpushed else b"")
+    spec = TaskSpec(
+        repo=RepoState(
+            commit=repo.commit,
+            url=repo.url,
+            remote=repo.remote,
+            branch=repo.branch,
+            dirty=tree.dirty,
+            tree=tree.tree,
+            submodules=tree.submodules,
+        ),
+        argv=argv,
+        python=python_version(python),
+        requirements=find_requirements(cwd, git.cwd, options.requirements_file, python=python),
+        workdir=prefix.rstrip("/") or ".",
+        patch=patch_ref,
+        bundle=bundle_ref,
+        params=parse_params(argv),
+        env=task_env,
+        note=options.note,
+        name=options.name,
+        tags=tuple(options.tags),
+        user=_user(env),
+        host=socket.gethostname(),
+        created=time.time(),
+    )
+    return Snapshot(spec=spec, blobs=blobs)
+
+
+def _blob(blobs: dict[str, bytes], data: bytes) -> BlobRef | None:
+    if not data:
+        return None
+    ref = BlobRef.of(data)
+    blobs[ref.sha256] = data
+    return ref
+
+
+def _open_repo(cwd: Path, environ: Mapping[str, str]) -> tuple[Git, str]:
+    """A :class:`Git` at the repo's top level, and ``cwd`` relative to it (``sub/dir/``)."""
+    if not cwd.is_dir():
+        raise NotAGitRepoError(f"{cwd} is not a directory")
+    probe = Git(cwd, environ=environ)
+    try:
+        out = probe.run("rev-parse", "--show-toplevel", "--show-prefix")
+    except GitError as exc:
+        raise NotAGitRepoError(
+            f"{cwd} is not inside a git work tree; run from your project's repo (git init)"
+        ) from exc
+    top, _, prefix = out.decode("utf-8", "surrogateescape").rstrip("\n").partition("\n")
+    git = probe.at(Path(top))
+    if not git.ok("rev-parse", "--verify", "--quiet", "HEAD^{commit}"):
+        raise NoCommitError(
+            f"the repository at {top} has no commit yet; commit your code first (git commit)"
+        )
+    return git, prefix
+
+
+def _remote(git: Git, branch: str | None) -> str | None:
+    """``origin``, else the branch's upstream remote, else ``upstream``, else the only/first one."""
+    remotes = git.text("remote").split()
+    if not remotes:
+        return None
+    if "origin" in remotes:
+        return "origin"
+    if branch:
+        try:
+            tracked = git.text("config", "--get", f"branch.{branch}.remote")
+        except GitError:
+            tracked = ""
+        if tracked in remotes:
+            return tracked
+    return "upstream" if "upstream" in remotes else sorted(remotes)[0]
+
+
+def _remote_url(git: Git, remote: str) -> str:
+    url = git.text("remote", "get-url", remote)
+    local = Path(url) if "://" not in url and ":" not in url.split("/", 1)[0] else None
+    if local is not None and not local.is_absolute() and (git.cwd / local).exists():
+        url = str((git.cwd / local).resolve())
+    return strip_credentials(url)
+
+
+def _repo_state(git: Git) -> tuple[RepoState, bundle.Bundle | None]:
+    commit = git.text("rev-parse", "HEAD")
+    try:
+        branch: str | None = git.text("symbolic-ref", "--quiet", "--short", "HEAD")
+    except GitError:
+        branch = None
+    remote = _remote(git, branch)
+    url = _remote_url(git, remote) if remote else None
+    state = RepoState(commit=commit, url=url, remote=remote, branch=branch)
+    return state, bundle.unpushed(git, remote)
+
+
+def _user(environ: Mapping[str, str]) -> str:
+    name = environ.get("USER") or environ.get("LOGNAME")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""

@@ -1,0 +1,47 @@
+"""Remote URLs without credentials, so a task spec never carries the laptop's tokens.
+
+``https://user:token@host/r.git`` loses its user info (a lone user name in an https URL is often a
+token); query parameters that look like credentials (``?token=``, ``access_token``,
+``private_token``, signatures) are dropped; ssh URLs keep their user (``git@``, not a secret) but
+lose a password. scp-like addresses (``git@host:org/r.git``) and local paths are unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+_SECRET_PARAM = re.compile(
+    r"token|secret|passw|pwd|key|auth|sig|credential|session|code|ticket", re.IGNORECASE
+)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SSH_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
+
+
+def strip_credentials(url: str) -> str:
+    """``url`` with passwords, tokens and credential-like query parameters removed."""
+    if not _SCHEME.match(url):
+        return url  # scp-like (user@host:path) or a local path: no place for a password
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        keep_user = parts.scheme.lower() in _SSH_SCHEMES and user
+        netloc = f"{user}@{hostport}" if keep_user else hostport
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        kept = [(k, v) for k, v in pairs if not _SECRET_PARAM.search(k)]
+        query = urlencode(kept) if len(kept) != len(pairs) else query
+    fragment = "" if _SECRET_PARAM.search(parts.fragment) else parts.fragment
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def url_host(url: str) -> str:
+    """The host an URL or scp-like address points at (``""`` for a local path)."""
+    if _SCHEME.match(url):
+        host = urlsplit(url).hostname
+        return host or ""
+    match = re.match(r"^(?:[^@/]+@)?([^:/]+):(?!/)", url)
+    return match.group(1) if match else ""
