@@ -1,0 +1,106 @@
+"""An agent's settings: one typed object, resolved once at the command line and passed down.
+
+Every field can come from a flag, an ``OVERNIGHT_<FIELD>`` variable or the ``agent:`` section of
+the config file (see :mod:`overnight.config`); ``redis_url`` also falls back to the file's
+top-level key, which the client uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from overnight.config import DEFAULT_REDIS_URL, agent_section, config_path, load_file, resolve
+from overnight.errors import ConfigError
+
+ENV_MODES = ("venv", "docker")
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """How one agent serves its queues."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    name: str | None = None  # default: <hostname>-<pid>
+    queues: tuple[str, ...] = ("default",)  # the first named has priority
+    gpus: str = ""  # "", "all" or a list like "0,1"
+    cpu_slots: int = 1  # tasks asking for no GPU that may run at once
+    env_mode: str = "venv"
+    workspace_dir: str = "~/.cache/overnight/workspaces"
+    cache_dir: str = "~/.cache/overnight/envs"
+    spill_dir: str = "~/.cache/overnight/spill"
+    keep_workspaces: bool = False
+    grace: float = 30.0  # seconds between SIGTERM and SIGKILL when a task is stopped
+    heartbeat_interval: float = 5.0  # seconds between a running task's heartbeats
+    lost_ttl: float = 30.0  # a task whose heartbeat is older than this is lost
+    reap_interval: float = 10.0  # seconds between looks for other agents' lost tasks
+    control_interval: float = 0.5  # seconds between looks for cancel requests
+    dequeue_timeout: float = 1.0  # longest blocking pop before housekeeping runs again
+    max_backoff: float = 30.0  # longest wait between reconnect attempts
+    log_buffer_mb: float = 8.0  # log lines held in memory per task during an outage
+    log_cap_mb: float = 50.0
+    max_envs: int = 20
+    max_env_gb: float | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # added for every task
+    git_tokens: dict[str, str] = dataclasses.field(default_factory=dict)  # host -> token
+    git_ssh_command: str | None = None
+    default_image: str | None = None  # docker mode: image when the task names none
+    docker_network: str | None = None
+    docker_mounts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.env_mode not in ENV_MODES:
+            raise ConfigError(
+                f"env_mode {self.env_mode!r} is not one of {', '.join(ENV_MODES)}; "
+                "pass --env-mode venv or --env-mode docker"
+            )
+        if not self.queues:
+            raise ConfigError("an agent needs at least one queue; pass --queue NAME")
+        if self.cpu_slots < 1:
+            raise ConfigError(f"cpu_slots must be at least 1, not {self.cpu_slots}")
+        if self.lost_ttl <= self.heartbeat_interval:
+            raise ConfigError(
+                f"lost_ttl ({self.lost_ttl:g} s) must exceed heartbeat_interval "
+                f"({self.heartbeat_interval:g} s), or live tasks would be declared lost"
+            )
+        for field in ("grace", "heartbeat_interval", "control_interval", "dequeue_timeout"):
+            if getattr(self, field) <= 0:
+                raise ConfigError(f"{field} must be a positive number of seconds")
+
+    @property
+    def agent_name(self) -> str:
+        return self.name or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def workspace_path(self) -> Path:
+        return Path(self.workspace_dir).expanduser()
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser()
+
+    @property
+    def spill_path(self) -> Path:
+        return Path(self.spill_dir).expanduser()
+
+    @property
+    def log_buffer_bytes(self) -> int:
+        return max(1, int(self.log_buffer_mb * 1024 * 1024))
+
+
+def load_agent_config(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    path: Path | None = None,
+) -> AgentConfig:
+    """The agent's settings: flags > ``OVERNIGHT_*`` > the file's ``agent:`` section > defaults."""
+    file = path if path is not None else config_path(environ)
+    section = dict(agent_section(environ, file))
+    top_url = load_file(file).get("redis_url")
+    if top_url is not None and "redis_url" not in section:
+        section["redis_url"] = top_url
+    return resolve(AgentConfig, flags, environ, section)

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+from rq import Queue, Worker
+from rq.job import JobStatus
+from rq.serializers import JSONSerializer
+
+from overnight.agent.worker import AgentWorker, Claim
+from overnight.errors import AgentError
+
+ENTRY = "overnight.queue.jobs.run_task"
+
+
+@pytest.fixture
+def conn(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def blocking(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    yield client
+    client.close()
+
+
+def push(conn: redis.Redis, queue: str, job_id: str, func: str = ENTRY) -> None:
+    Queue(queue, connection=conn, serializer=JSONSerializer).enqueue(
+        func, job_id, job_id=job_id, job_timeout=-1
+    )
+
+
+def started(conn: redis.Redis, blocking: redis.Redis, job_id: str) -> tuple[AgentWorker, Claim]:
+    push(conn, "gpu", job_id)
+    worker = AgentWorker(conn, blocking, "box", ["gpu"])
+    worker.register()
+    claim = worker.dequeue(None)
+    assert claim is not None
+    worker.start(claim)
+    return worker, claim
+
+
+def test_registered_worker_is_what_rq_lists(conn: redis.Redis, blocking: redis.Redis) -> None:
+    worker = AgentWorker(conn, blocking, "box-1", ["gpu", "cpu"])
+    worker.register()
+    listed = {w.name: w for w in Worker.all(connection=conn, serializer=JSONSerializer)}
+    assert listed["box-1"].queue_names() == ["gpu", "cpu"]
+    worker.unregister()
+    assert "box-1" not in {w.name for w in Worker.all(connection=conn)}
+
+
+def test_first_queue_named_has_priority(conn: redis.Redis, blocking: redis.Redis) -> None:
+    push(conn, "cpu", "c1")
+    push(conn, "gpu", "g1")
+    worker = AgentWorker(conn, blocking, "box", ["gpu", "cpu"])
+    first, second = worker.dequeue(None), worker.dequeue(None)
+    assert first is not None and second is not None
+    assert (first.job_id, second.job_id) == ("g1", "c1")
+    assert worker.dequeue(None) is None
+
+
+def test_blocking_pop_wakes_when_a_job_is_pushed(conn: redis.Redis, blocking: redis.Redis) -> None:
+    worker = AgentWorker(conn, blocking, "box", ["gpu"])
+    pusher = threading.Timer(0.2, push, args=(conn, "gpu", "late"))
+    pusher.start()
+    claim = worker.dequeue(20.0)
+    pusher.join()
+    assert claim is not None and claim.job_id == "late"
+
+
+def test_started_then_finished_keeps_rq_registries_true(
+    conn: redis.Redis, blocking: redis.Redis
+) -> None:
+    worker, claim = started(conn, blocking, "t1")
+    queue = Queue("gpu", connection=conn, serializer=JSONSerializer)
+    assert queue.started_job_registry.get_job_ids() == ["t1"]
+    assert conn.llen(queue.intermediate_queue_key) == 0
+    assert claim.job.get_status() == JobStatus.STARTED
+    worker.heartbeat([claim], "busy")
+    worker.finished(claim)
+    assert queue.started_job_registry.get_job_ids() == []
+    assert queue.finished_job_registry.get_job_ids() == ["t1"]
+    assert claim.job.get_status() == JobStatus.FINISHED
+
+
+@pytest.mark.parametrize("ending", ["failed", "canceled", "release"])
+def test_other_endings(conn: redis.Redis, blocking: redis.Redis, ending: str) -> None:
+    worker, claim = started(conn, blocking, "t2")
+    queue = Queue("gpu", connection=conn, serializer=JSONSerializer)
+    if ending == "failed":
+        worker.failed(claim, "exited with 1")
+        assert queue.failed_job_registry.get_job_ids() == ["t2"]
+        assert claim.job.get_status() == JobStatus.FAILED
+    elif ending == "canceled":
+        worker.canceled(claim)
+        assert queue.canceled_job_registry.get_job_ids() == ["t2"]
+        assert claim.job.get_status() == JobStatus.CANCELED
+    else:
+        worker.release(claim)
+    assert queue.started_job_registry.get_job_ids() == []
+
+
+def test_refused_job_is_failed_in_rq_and_never_run(
+    conn: redis.Redis, blocking: redis.Redis
+) -> None:
+    push(conn, "gpu", "evil", func="os.system")
+    worker = AgentWorker(conn, blocking, "box", ["gpu"])
+    worker.register()
+    claim = worker.dequeue(None)
+    assert claim is not None
+    worker.refuse(claim, "refused: not overnight")
+    queue = Queue("gpu", connection=conn, serializer=JSONSerializer)
+    assert queue.failed_job_registry.get_job_ids() == ["evil"]
+    assert conn.llen(queue.intermediate_queue_key) == 0
+
+
+def test_push_back_returns_the_job_to_the_front(conn: redis.Redis, blocking: redis.Redis) -> None:
+    push(conn, "gpu", "a")
+    push(conn, "gpu", "b")
+    worker = AgentWorker(conn, blocking, "box", ["gpu"])
+    claim = worker.dequeue(None)
+    assert claim is not None
+    worker.push_back(claim)
+    again = worker.dequeue(None)
+    assert again is not None and again.job_id == "a"
+
+
+def test_a_live_namesake_is_an_error_a_stale_one_is_replaced(
+    conn: redis.Redis, blocking: redis.Redis
+) -> None:
+    AgentWorker(conn, blocking, "box", ["gpu"]).register()
+    with pytest.raises(AgentError, match="already running"):
+        AgentWorker(conn, blocking, "box", ["gpu"]).register()
+    AgentWorker(conn, blocking, "box", ["gpu"], stale_after=0.0).register()
+
+
+def test_heartbeat_re_registers_after_redis_lost_its_data(
+    conn: redis.Redis, blocking: redis.Redis
+) -> None:
+    worker = AgentWorker(conn, blocking, "box", ["gpu"])
+    worker.register()
+    conn.flushdb()
+    worker.heartbeat([], "idle")
+    listed = {w.name: w for w in Worker.all(connection=conn)}
+    assert listed["box"].queue_names() == ["gpu"]
