@@ -1,9 +1,190 @@
-"""Commands of the `snapshot` area (filled in by its issue)."""
+"""``overnight snapshot`` (print a task spec) and ``overnight agent checkout`` (rebuild its tree).
+
+:func:`snapshot_options` and :func:`options_from_flags` are shared with ``overnight enqueue``.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+
+from overnight.config import ClientConfig, load_client_config
+from overnight.errors import UsageError
+from overnight.recorder.checkout import reconstruct
+from overnight.recorder.limits import human_size
+from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+from overnight.spec import Snapshot
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+IGNORED_NOTE = (
+    "Ignored files (.gitignore, .git/info/exclude, core.excludesFile) are not captured; "
+    "everything else in the working tree is, untracked and binary files included."
+)
+
+
+def snapshot_options(f: F) -> F:
+    """Add the snapshot flags (requirements, env, note, tags, name, size limits) to a command."""
+    decorators = [
+        click.option(
+            "--requirements",
+            "requirements_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Requirements file to record (default: uv.lock, requirements.txt or "
+            "pyproject.toml of the project, else a freeze of the command's Python).",
+        ),
+        click.option(
+            "--env",
+            "env",
+            multiple=True,
+            metavar="NAME[=VALUE]",
+            help="Environment variable for the task; NAME takes its value from here. "
+            "Names with TOKEN, SECRET, PASSWORD or KEY need --allow-secret-env.",
+        ),
+        click.option(
+            "--allow-secret-env",
+            is_flag=True,
+            default=False,
+            help="Record --env variables whose names look like secrets.",
+        ),
+        click.option(
+            "-m", "--note", default="", help="Why this run exists (the lab-notebook line)."
+        ),
+        click.option("--tag", "tags", multiple=True, help="A tag for the task (repeatable)."),
+        click.option("--name", default=None, help="A short name for the task."),
+        click.option(
+            "--max-snapshot-mb",
+            type=float,
+            default=None,
+            help="Largest patch plus bundle, in MB (default 20, or max_snapshot_mb in config).",
+        ),
+        click.option(
+            "--max-untracked-file-mb",
+            type=float,
+            default=None,
+            help="Largest single untracked file, in MB (default 5).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def options_from_flags(flags: Mapping[str, Any], config: ClientConfig) -> SnapshotOptions:
+    """The :class:`SnapshotOptions` for the flags :func:`snapshot_options` added; config fills gaps."""
+    max_snapshot = flags.get("max_snapshot_mb")
+    max_untracked = flags.get("max_untracked_file_mb")
+    return SnapshotOptions(
+        requirements_file=flags.get("requirements_file"),
+        env=tuple(flags.get("env") or ()),
+        allow_secret_env=bool(flags.get("allow_secret_env", False)),
+        note=flags.get("note") or "",
+        tags=tuple(flags.get("tags") or ()),
+        name=flags.get("name"),
+        max_snapshot_mb=config.max_snapshot_mb if max_snapshot is None else float(max_snapshot),
+        max_untracked_file_mb=(
+            config.max_untracked_file_mb if max_untracked is None else float(max_untracked)
+        ),
+    )
+
+
+def _summary(snap: Snapshot) -> str:
+    spec = snap.spec
+    repo = spec.repo
+    lines = [
+        f"repo:         {repo.url or '(no remote)'}" + (f" [{repo.remote}]" if repo.remote else ""),
+        f"commit:       {repo.commit}" + (f" on {repo.branch}" if repo.branch else " (detached)"),
+        f"changes:      {_blob_line(spec.patch.size if spec.patch else 0, 'patch')}"
+        + ("" if repo.dirty else " (clean)"),
+        f"unpushed:     {_blob_line(spec.bundle.size if spec.bundle else 0, 'bundle')}",
+        f"requirements: {spec.requirements.source}"
+        + (f" ({spec.requirements.path})" if spec.requirements.path else "")
+        + f", {len(spec.requirements.text.splitlines())} lines",
+        f"python:       {spec.python}",
+        f"workdir:      {spec.workdir}",
+        f"command:      {' '.join(spec.argv)}",
+    ]
+    if spec.params:
+        lines.append("params:       " + " ".join(f"{k}={v}" for k, v in spec.params.items()))
+    if spec.env:
+        lines.append("env:          " + " ".join(sorted(spec.env)))
+    if repo.submodules:
+        lines.append("submodules:   " + " ".join(sorted(repo.submodules)))
+    for label, value in (("name", spec.name), ("note", spec.note), ("tags", " ".join(spec.tags))):
+        if value:
+            lines.append(f"{label + ':':<14}{value}")
+    return "\n".join(lines)
+
+
+def _blob_line(size: int, kind: str) -> str:
+    return f"{kind} of {human_size(size)}" if size else "none"
+
+
+@click.command(
+    "snapshot",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    epilog=IGNORED_NOTE,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON (blobs inlined).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON snapshot to FILE (only when the snapshot succeeds).",
+)
+@snapshot_options
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def snapshot_command(
+    as_json: bool, output: Path | None, command: tuple[str, ...], **flags: Any
+) -> None:
+    """Record the working tree and CMD as a task spec, without queueing it.
+
+    \b
+    overnight snapshot --json -- python train.py --lr 0.01 > task.json
+    """
+    config = load_client_config(
+        flags={k: flags.get(k) for k in ("max_snapshot_mb", "max_untracked_file_mb")}
+    )
+    snap = take_snapshot(Path.cwd(), command, options_from_flags(flags, config), dict(os.environ))
+    if output is not None:
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(snap.to_json() + "\n")
+        tmp.replace(output)
+    if as_json:
+        click.echo(snap.to_json())
+    else:
+        click.echo(_summary(snap))
+
+
+@click.command("checkout")
+@click.argument("spec", metavar="SPEC")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--source", help="Clone commits from this URL or path instead of the recorded remote."
+)
+def checkout_command(spec: str, dest: Path, source: str | None) -> None:
+    """Rebuild the working tree recorded in SPEC (a file from `snapshot --json`) at DEST."""
+    path = Path(spec)
+    if not path.is_file():
+        raise UsageError(
+            f"{spec}: no such file; give a JSON file written by overnight snapshot --json"
+        )
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {spec}: {exc.strerror}") from exc
+    snap = Snapshot.from_json(text)
+    reconstruct(snap, dest, source=source)
+    repo = snap.spec.repo
+    extra = " + patch" if snap.spec.patch else ""
+    extra += " + bundle" if snap.spec.bundle else ""
+    click.echo(f"rebuilt {repo.commit[:7]}{extra} at {dest}")
 
 
 def register(cli: click.Group, agent: click.Group) -> None:
-    pass
+    cli.add_command(snapshot_command)
+    agent.add_command(checkout_command)
