@@ -1,0 +1,89 @@
+"""Sampling overhead of the resource monitor on a busy task (target: under 1 % of one core).
+
+Starts a task-like process tree (busy children plus idle workers, as a training run with data
+loader workers has), monitors it the way the agent does, and prints the CPU time the monitor
+spent per second of wall time. This process does nothing else while it waits, so its own CPU time
+is the monitor's. Real GPUs are sampled when NVML answers; otherwise a fake inventory stands in
+(and the GPU part costs next to nothing).
+
+    python bench/monitor.py [--seconds 20] [--interval 1 --interval 5] [--busy 2 --idle 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import psutil
+
+from overnight.agent.gpus import FakeInventory, GPUInventory, open_inventory
+from overnight.agent.monitor import GPUProbe, GPUSampler, Monitor, ProcessTreeSampler
+
+TREE = """
+import subprocess, sys
+busy, idle = int(sys.argv[1]), int(sys.argv[2])
+kids = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+kids += [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1e6)"]) for _ in range(idle)]
+print("ready", flush=True)
+sys.stdin.read()
+for k in kids:
+    k.kill()
+"""
+
+
+def measure(pid: int, inventory: GPUInventory, interval: float, seconds: float) -> None:
+    gpu_ids = tuple(d.id for d in inventory.devices())
+    probe = GPUProbe(inventory, warn=lambda message: print(f"warning: {message}"))
+    monitor = Monitor([ProcessTreeSampler(pid), GPUSampler(probe, gpu_ids)], interval=interval)
+    me = psutil.Process()
+    before = me.cpu_times()
+    start = time.monotonic()
+    with monitor:
+        time.sleep(seconds)
+    wall = time.monotonic() - start
+    after = me.cpu_times()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    summary = monitor.summary()
+    samples = int(summary["rss_mb"]["samples"])
+    tree = int(summary["processes"]["last"])
+    print(
+        f"interval {interval:g} s, {tree} processes, {len(gpu_ids)} GPUs, {samples} samples "
+        f"in {wall:.1f} s: monitor CPU {1000 * cpu / wall:.2f} ms per s of wall time "
+        f"= {100 * cpu / wall:.3f} % of one core ({1000 * cpu / max(samples, 1):.2f} ms a sample); "
+        f"task tree used {summary.get('cpu_pct', {}).get('mean', 0):.0f} % CPU"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--interval", type=float, action="append")
+    parser.add_argument("--busy", type=int, default=2)
+    parser.add_argument("--idle", type=int, default=8)
+    args = parser.parse_args()
+    inventory = open_inventory()
+    if isinstance(inventory, FakeInventory):
+        print(f"no usable NVML ({inventory.unavailable_reason}); sampling 8 fake GPUs")
+        inventory = FakeInventory.with_gpus(8)
+    tree = subprocess.Popen(
+        [sys.executable, "-c", TREE, str(args.busy), str(args.idle)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tree.stdout is not None
+        tree.stdout.readline()
+        for interval in args.interval or [1.0, 5.0]:
+            measure(tree.pid, inventory, interval, args.seconds)
+    finally:
+        assert tree.stdin is not None
+        tree.stdin.close()
+        tree.wait()
+        inventory.close()
+
+
+if __name__ == "__main__":
+    main()
