@@ -1,0 +1,121 @@
+"""A task's command as a local subprocess: its own process group, stdout and stderr merged.
+
+The command runs in a new session, so its process group holds it and every child it starts;
+stopping the task signals the whole group, grandchildren included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from overnight.agent.environments.base import Process
+from overnight.errors import TaskRunError
+
+READ_SIZE = 64 * 1024
+
+
+class LocalProcess(Process):
+    """A command started with :class:`subprocess.Popen`; ``ident`` is its pid.
+
+    ``on_exit`` is called once, with the exit code, the first time ``poll`` or ``wait`` sees
+    the process ended (the venv environment releases its in-use lease there).
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        on_exit: Callable[[int], None] | None = None,
+    ) -> None:
+        if not argv:
+            raise TaskRunError("the task has an empty command; record it again with a command")
+        if not cwd.is_dir():
+            raise TaskRunError(f"working directory {cwd} does not exist in the task's workspace")
+        try:
+            self._popen = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                bufsize=0,
+            )
+        except FileNotFoundError as exc:
+            raise TaskRunError(f"command not found: {argv[0]}") from exc
+        except PermissionError as exc:
+            raise TaskRunError(
+                f"command is not executable: {argv[0]}; make it executable (chmod +x) "
+                "or run it through its interpreter"
+            ) from exc
+        except OSError as exc:
+            raise TaskRunError(f"cannot start {argv[0]}: {exc}") from exc
+        self._pgid = self._popen.pid  # a new session's leader is its process group's leader
+        self._on_exit = on_exit
+        self._exit_lock = threading.Lock()
+
+    def output(self) -> Iterator[bytes]:
+        stream = self._popen.stdout
+        assert stream is not None
+        fd = stream.fileno()
+        try:
+            while True:
+                chunk = os.read(fd, READ_SIZE)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            stream.close()
+
+    def poll(self) -> int | None:
+        return self._exited(self._popen.poll())
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            code = self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self._exited(code)
+
+    def terminate(self) -> None:
+        self._signal_group(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal_group(signal.SIGKILL)
+
+    @property
+    def ident(self) -> str:
+        return str(self._popen.pid)
+
+    def close(self) -> None:
+        """Close the output pipe without reading it (when ``output`` is never consumed)."""
+        if self._popen.stdout is not None:
+            self._popen.stdout.close()
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # The group outlives its leader while children remain, so this also reaches processes
+        # left behind after the command itself exited.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._pgid, sig)
+
+    def _exited(self, code: int | None) -> int | None:
+        if code is None:
+            return None
+        with self._exit_lock:
+            callback, self._on_exit = self._on_exit, None
+        if callback is not None:
+            callback(code)
+        return code
