@@ -1,23 +1,21 @@
 """The agent as RQ sees it: a registered worker that pops jobs and keeps RQ's registries true.
 
-The agent never lets RQ import or perform a job function. It uses RQ for what RQ is good at
-(queues, worker registration, the started/finished/failed/canceled registries that ``rq info``
-and dashboards read) and runs each task itself. This module does the RQ bookkeeping around
-one task: pop it, mark it started, keep its execution alive, and record how it ended.
+The agent never lets RQ import or perform a job function. It uses RQ for queues and worker
+registration (``rq info`` lists it) and runs each task itself. This module pops jobs, hands
+back the ones the agent cannot take now and refuses foreign ones; the task store mirrors every
+status change of a task onto its RQ job and registries (:mod:`overnight.queue.mirror`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import redis
 from rq import Queue, Worker
 from rq.exceptions import DequeueTimeout
-from rq.executions import Execution, prepare_execution
-from rq.job import Job, JobStatus
-from rq.registry import CanceledJobRegistry
+from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat, utcparse
 from rq.worker import WorkerStatus
@@ -33,7 +31,6 @@ class Claim:
 
     job: Job
     queue: Queue
-    execution: Execution | None = None  # set once marked started
 
     @property
     def job_id(self) -> str:
@@ -93,8 +90,8 @@ class AgentWorker:
     def unregister(self) -> None:
         self.rq.register_death()  # type: ignore[no-untyped-call]
 
-    def heartbeat(self, claims: Sequence[Claim], state: str) -> None:
-        """Keep the worker and its executions alive; re-register if Redis lost our entry."""
+    def heartbeat(self, state: str) -> None:
+        """Keep the worker alive and its state current; re-register if Redis lost our entry."""
         self.rq.last_heartbeat = now()
         with self.connection.pipeline() as pipe:
             pipe.hset(self.rq.key, "last_heartbeat", utcformat(self.rq.last_heartbeat))
@@ -106,15 +103,18 @@ class AgentWorker:
             self.connection.delete(self.rq.key)
             self.rq.register_birth()  # type: ignore[no-untyped-call]
         self.rq.set_state(state)
-        for claim in claims:
-            if claim.execution is not None:
-                self.rq.maintain_heartbeats(claim.job, claim.execution)
 
-    def dequeue(self, timeout: float | None) -> Claim | None:
-        """The next job in queue order; blocks up to ``timeout`` seconds (None: don't block)."""
+    def dequeue(self, timeout: float | None, *, skip: Collection[str] = ()) -> Claim | None:
+        """The next job in queue order; blocks up to ``timeout`` seconds (None: don't block).
+
+        Queues named in ``skip`` are left alone this time.
+        """
+        queues = [q for q in self.queues if q.name not in skip]
+        if not queues:
+            return None
         try:
             result = Queue.dequeue_any(
-                self.queues,
+                queues,
                 timeout,  # type: ignore[arg-type]  # RQ passes it to BLPOP/BLMOVE, which take floats
                 connection=self.blocking,
                 serializer=JSONSerializer,
@@ -129,13 +129,6 @@ class AgentWorker:
             job=job, queue=Queue(queue.name, connection=self.connection, serializer=JSONSerializer)
         )
 
-    def start(self, claim: Claim) -> None:
-        """Mark the job started: an execution in the started registry, status ``started``."""
-        job = claim.job
-        self._forget_stale_executions(job)
-        claim.execution = prepare_execution(self.rq, job)
-        self.rq.prepare_job_execution(job, remove_from_intermediate_queue=True)
-
     def push_back(self, claim: Claim) -> None:
         """Return a popped job to the front of its queue, untouched (the agent can't take it now)."""
         with self.connection.pipeline() as pipe:
@@ -146,11 +139,6 @@ class AgentWorker:
     def drop(self, claim: Claim) -> None:
         """Forget a popped job that needs no run (its task was canceled or is handled elsewhere)."""
         self.connection.lrem(claim.queue.intermediate_queue_key, 1, claim.job_id)
-        if claim.execution is not None:
-            with self.connection.pipeline() as pipe:
-                self.rq.cleanup_execution(claim.job, pipe, claim.execution)
-                pipe.execute()
-            claim.execution = None
 
     def refuse(self, claim: Claim, reason: str) -> None:
         """Record a job as failed without running it (not overnight's entry point)."""
@@ -158,62 +146,12 @@ class AgentWorker:
         job.retries_left = None  # never let RQ retry a job the agent refuses
         job.started_at = job.ended_at = now()
         self.connection.lrem(claim.queue.intermediate_queue_key, 1, claim.job_id)
-        self.rq.handle_job_failure(job, claim.queue, exc_string=reason, execution=claim.execution)
-        claim.execution = None
-
-    def finished(self, claim: Claim) -> None:
-        job = claim.job
-        job.ended_at = now()
-        job._result = None
-        assert claim.execution is not None
-        self.rq.handle_job_success(
-            job, claim.queue, claim.queue.started_job_registry, claim.execution
-        )
-        claim.execution = None
-
-    def failed(self, claim: Claim, message: str) -> None:
-        job = claim.job
-        job.retries_left = None  # overnight decides about retries, not RQ
-        job.ended_at = now()
-        self.rq.handle_job_failure(job, claim.queue, exc_string=message, execution=claim.execution)
-        claim.execution = None
-
-    def canceled(self, claim: Claim) -> None:
-        job = claim.job
-        job.ended_at = now()
-        with self.connection.pipeline() as pipe:
-            job.set_status(JobStatus.CANCELED, pipeline=pipe)
-            pipe.hset(job.key, "ended_at", utcformat(job.ended_at))
-            CanceledJobRegistry(job.origin, self.connection, serializer=JSONSerializer).add(
-                job, pipeline=pipe
-            )
-            if claim.execution is not None:
-                self.rq.cleanup_execution(job, pipe, claim.execution)
-            pipe.execute()
-        claim.execution = None
-
-    def release(self, claim: Claim) -> None:
-        """End our execution and leave the job's status to whoever requeues it."""
-        self.drop(claim)
+        self.rq.handle_job_failure(job, claim.queue, exc_string=reason)
 
     def maintain(self) -> None:
         """RQ's own registry upkeep, at most every ten minutes across all workers of a queue."""
         if self.rq.should_run_maintenance_tasks:
             self.rq.clean_registries()  # type: ignore[no-untyped-call]
-
-    def _forget_stale_executions(self, job: Job) -> None:
-        """Executions of this job left by an agent that died: they must not fail it later."""
-        key = f"rq:executions:{job.id}"
-        stale = [_text(m) for m in self.connection.zrange(key, 0, -1)]
-        if not stale:
-            return
-        with self.connection.pipeline() as pipe:
-            for execution_id in stale:
-                composite = f"{job.id}:{execution_id}"
-                pipe.zrem(job.started_job_registry.key, composite)
-                pipe.delete(f"rq:execution:{composite}")
-            pipe.delete(key)
-            pipe.execute()
 
 
 def _text(value: object) -> str:

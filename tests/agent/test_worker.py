@@ -6,10 +6,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 from rq import Queue, Worker
-from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
-from overnight.agent.worker import AgentWorker, Claim
+from overnight.agent.worker import AgentWorker
 from overnight.errors import AgentError
 
 ENTRY = "overnight.queue.jobs.run_task"
@@ -33,16 +32,6 @@ def push(conn: redis.Redis, queue: str, job_id: str, func: str = ENTRY) -> None:
     Queue(queue, connection=conn, serializer=JSONSerializer).enqueue(
         func, job_id, job_id=job_id, job_timeout=-1
     )
-
-
-def started(conn: redis.Redis, blocking: redis.Redis, job_id: str) -> tuple[AgentWorker, Claim]:
-    push(conn, "gpu", job_id)
-    worker = AgentWorker(conn, blocking, "box", ["gpu"])
-    worker.register()
-    claim = worker.dequeue(None)
-    assert claim is not None
-    worker.start(claim)
-    return worker, claim
 
 
 def test_registered_worker_is_what_rq_lists(conn: redis.Redis, blocking: redis.Redis) -> None:
@@ -73,36 +62,13 @@ def test_blocking_pop_wakes_when_a_job_is_pushed(conn: redis.Redis, blocking: re
     assert claim is not None and claim.job_id == "late"
 
 
-def test_started_then_finished_keeps_rq_registries_true(
-    conn: redis.Redis, blocking: redis.Redis
-) -> None:
-    worker, claim = started(conn, blocking, "t1")
-    queue = Queue("gpu", connection=conn, serializer=JSONSerializer)
-    assert queue.started_job_registry.get_job_ids() == ["t1"]
-    assert conn.llen(queue.intermediate_queue_key) == 0
-    assert claim.job.get_status() == JobStatus.STARTED
-    worker.heartbeat([claim], "busy")
-    worker.finished(claim)
-    assert queue.started_job_registry.get_job_ids() == []
-    assert queue.finished_job_registry.get_job_ids() == ["t1"]
-    assert claim.job.get_status() == JobStatus.FINISHED
-
-
-@pytest.mark.parametrize("ending", ["failed", "canceled", "release"])
-def test_other_endings(conn: redis.Redis, blocking: redis.Redis, ending: str) -> None:
-    worker, claim = started(conn, blocking, "t2")
-    queue = Queue("gpu", connection=conn, serializer=JSONSerializer)
-    if ending == "failed":
-        worker.failed(claim, "exited with 1")
-        assert queue.failed_job_registry.get_job_ids() == ["t2"]
-        assert claim.job.get_status() == JobStatus.FAILED
-    elif ending == "canceled":
-        worker.canceled(claim)
-        assert queue.canceled_job_registry.get_job_ids() == ["t2"]
-        assert claim.job.get_status() == JobStatus.CANCELED
-    else:
-        worker.release(claim)
-    assert queue.started_job_registry.get_job_ids() == []
+def test_skipped_queues_are_left_alone(conn: redis.Redis, blocking: redis.Redis) -> None:
+    push(conn, "gpu", "g1")
+    push(conn, "cpu", "c1")
+    worker = AgentWorker(conn, blocking, "box", ["gpu", "cpu"])
+    claim = worker.dequeue(None, skip={"gpu"})
+    assert claim is not None and claim.job_id == "c1"
+    assert worker.dequeue(None, skip={"gpu", "cpu"}) is None
 
 
 def test_refused_job_is_failed_in_rq_and_never_run(
@@ -145,6 +111,6 @@ def test_heartbeat_re_registers_after_redis_lost_its_data(
     worker = AgentWorker(conn, blocking, "box", ["gpu"])
     worker.register()
     conn.flushdb()
-    worker.heartbeat([], "idle")
+    worker.heartbeat("idle")
     listed = {w.name: w for w in Worker.all(connection=conn)}
     assert listed["box"].queue_names() == ["gpu"]
