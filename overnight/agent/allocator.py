@@ -10,7 +10,9 @@ head of its queue it calls :meth:`Allocator.plan`:
   not start hold so many GPUs that the reservation cannot be met: then smaller tasks go on). Call :meth:`Allocator.wait`
   (returns on a release, or after its timeout: foreign processes can go away without an event),
   then ``plan`` again with the same task id; it keeps its place. :meth:`Allocator.withdraw` drops
-  the reservation (the task was canceled or handed back).
+  the reservation (the task was canceled or handed back). A reservation that ``plan`` has not
+  renewed for ``reservation_ttl`` seconds lapses, so a task pushed back to its queue and taken by
+  another agent does not hold this agent's GPUs back for ever.
 - ``Verdict.TOO_LARGE``: the agent can never run it (more GPUs than it offers, or a CPU-only task
   on an agent with no CPU slots); hand the task back and flag it, ``decision.reason`` says why.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -35,6 +38,7 @@ from overnight.agent.gpus import GPUInventory
 from overnight.errors import GPUError
 
 DEFAULT_FOREIGN_THRESHOLD_MB = 1024.0
+DEFAULT_RESERVATION_TTL = 60.0
 
 
 class Verdict(str, enum.Enum):
@@ -83,6 +87,8 @@ class Allocator:
         foreign_threshold_mb: float = DEFAULT_FOREIGN_THRESHOLD_MB,
         own_pids: Callable[[], Collection[int]] = _nothing,
         warn: Callable[[str], None] = _quiet,
+        reservation_ttl: float | None = DEFAULT_RESERVATION_TTL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if len(set(gpu_ids)) != len(gpu_ids):
             raise GPUError(f"GPU ids must be distinct, got {', '.join(gpu_ids)}")
@@ -98,6 +104,9 @@ class Allocator:
         self._gpus: dict[str, tuple[str, ...]] = {}  # task id -> GPUs it holds
         self._cpu: set[str] = set()  # task ids holding a CPU slot
         self._reserved: dict[str, int] = {}  # task id -> GPUs wanted, in reservation order
+        self._renewed: dict[str, float] = {}  # task id -> when plan() or reserve() last saw it
+        self._ttl = reservation_ttl
+        self._clock = clock
         self._foreign: dict[str, str] = {}  # GPU id -> why it is held back
         self._inventory_failed = False
 
@@ -108,12 +117,12 @@ class Allocator:
         with self._changed:
             too_large = self._too_large(count)
             if too_large:
-                self._reserved.pop(task_id, None)
+                self._unreserve(task_id)
                 return Decision(Verdict.TOO_LARGE, reason=too_large)
             granted = self.try_acquire(task_id, count)
             if granted is not None:
                 return Decision(Verdict.GRANTED, granted, f"got {self._what(count, granted)}")
-            self._reserved.setdefault(task_id, count)
+            self._hold(task_id, count)
             return Decision(Verdict.WAIT, reason=self._why_waiting(task_id, count))
 
     def try_acquire(self, task_id: str, count: int) -> tuple[str, ...] | None:
@@ -128,6 +137,7 @@ class Allocator:
                 raise GPUError(f"task {task_id} already holds its resources")
             if self._too_large(count):
                 return None
+            self._prune()
             if count == 0:
                 available = self.cpu_slots - len(self._cpu)
             else:
@@ -135,7 +145,7 @@ class Allocator:
                 available = len(self._free())
             if available - self._needed_ahead(task_id, count) < _units(count):
                 return None
-            self._reserved.pop(task_id, None)
+            self._unreserve(task_id)
             if count == 0:
                 self._cpu.add(task_id)
                 return ()
@@ -149,12 +159,12 @@ class Allocator:
             too_large = self._too_large(count)
             if too_large:
                 raise GPUError(too_large)
-            self._reserved.setdefault(task_id, count)
+            self._hold(task_id, count)
 
     def withdraw(self, task_id: str) -> None:
         """Drop ``task_id``'s reservation, if any; what it waited for goes to the next in line."""
         with self._changed:
-            if self._reserved.pop(task_id, None) is not None:
+            if self._unreserve(task_id):
                 self._changed.notify_all()
 
     def release(self, task_id: str) -> None:
@@ -163,8 +173,8 @@ class Allocator:
             held = self._gpus.pop(task_id, None)
             slot = task_id in self._cpu
             self._cpu.discard(task_id)
-            reserved = self._reserved.pop(task_id, None)
-            if held is not None or slot or reserved is not None:
+            reserved = self._unreserve(task_id)
+            if held is not None or slot or reserved:
                 self._changed.notify_all()
 
     def wait(self, timeout: float) -> bool:
@@ -194,6 +204,7 @@ class Allocator:
     def reservations(self) -> list[tuple[str, int]]:
         """Waiting tasks and the GPUs they wait for, first in line first."""
         with self._changed:
+            self._prune()
             return list(self._reserved.items())
 
     def free(self) -> tuple[str, ...]:
@@ -205,6 +216,7 @@ class Allocator:
         """A JSON-ready view for the agent's registry entry (``AgentInfo.extra``)."""
         with self._changed:
             self._refresh()
+            self._prune()
             owner = {gpu: task for task, gpus in self._gpus.items() for gpu in gpus}
             return {
                 "gpus": {
@@ -223,6 +235,24 @@ class Allocator:
             }
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _hold(self, task_id: str, count: int) -> None:
+        self._prune()
+        self._reserved.setdefault(task_id, count)
+        self._renewed[task_id] = self._clock()
+
+    def _unreserve(self, task_id: str) -> bool:
+        self._renewed.pop(task_id, None)
+        return self._reserved.pop(task_id, None) is not None
+
+    def _prune(self) -> None:
+        """Forget reservations nobody renewed: their task was probably taken by another agent."""
+        if self._ttl is None:
+            return
+        oldest = self._clock() - self._ttl
+        for task_id in [t for t, at in self._renewed.items() if at < oldest]:
+            self._unreserve(task_id)
+            self._changed.notify_all()
 
     def _too_large(self, count: int) -> str:
         if count == 0 and self.cpu_slots == 0:

@@ -109,6 +109,21 @@ def test_withdrawn_reservation_frees_the_line() -> None:
     assert alloc.try_acquire("b", 1) == ("1",)
 
 
+def test_a_reservation_nobody_renews_lapses() -> None:
+    now = [0.0]
+    alloc = Allocator(FOUR, reservation_ttl=60, clock=lambda: now[0])
+    alloc.try_acquire("a", 1)
+    assert alloc.plan("big", 4).verdict is Verdict.WAIT
+    now[0] = 50.0
+    assert alloc.plan("big", 4).verdict is Verdict.WAIT  # renewed
+    now[0] = 100.0
+    assert alloc.try_acquire("b", 1) is None
+    # the big task was taken by another agent: this one never asks again
+    now[0] = 111.0
+    assert alloc.try_acquire("b", 1) == ("1",)
+    assert alloc.reservations() == []
+
+
 def test_cpu_reservation_keeps_its_place() -> None:
     alloc = Allocator(("0",), cpu_slots=1)
     alloc.try_acquire("c1", 0)
