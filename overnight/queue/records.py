@@ -69,13 +69,13 @@ class TaskRecord:
     """One task as stored in Redis; the spec is stored beside it (``spec_key``)."""
 
     id: str
-    spec_id: str  # sha256 of the spec JSON; sweeps share blobs, not specs
+    spec_id: str  # sha256 of the recorded spec JSON, shared by a sweep's tasks, retries and clones
     options: TaskOptions
     status: TaskStatus = TaskStatus.QUEUED
     created: float = 0.0
     history: list[StatusChange] = dataclasses.field(default_factory=list)
     name: str | None = None
-    argv: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()  # what this task runs: the recorded argv with sweep/clone params set
     params: dict[str, str] = dataclasses.field(default_factory=dict)
     tags: tuple[str, ...] = ()
     agent: str | None = None

@@ -1,0 +1,116 @@
+"""Garbage collection: ended tasks older than the retention go, with everything only they used.
+
+A task's record, indexes, log, RQ job, heartbeat and flags are deleted; its spec and blobs are
+released and deleted once no remaining task uses them (reference counts, see
+:mod:`overnight.queue.blobs`). Tasks that have not ended are never collected.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import time
+from typing import TYPE_CHECKING
+
+from overnight.queue import keys, replies
+from overnight.queue.records import TaskRecord, TaskStatus
+
+if TYPE_CHECKING:
+    from overnight.queue.store import TaskStore
+
+_CHUNK = 500
+
+
+@dataclasses.dataclass
+class GcReport:
+    tasks: list[str] = dataclasses.field(default_factory=list)  # ids removed (or to be, dry run)
+    specs_and_blobs: int = 0  # spec and blob keys deleted
+    corrupt: list[str] = dataclasses.field(default_factory=list)  # corrupt records removed
+
+
+def collect(
+    store: TaskStore,
+    *,
+    older_than: float,
+    corrupt: bool = False,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> GcReport:
+    """Remove ended tasks that ended (or were created, if never started) ``older_than`` s ago.
+
+    With ``corrupt``, records that cannot be decoded are removed too, whatever their age.
+    """
+    cutoff = (time.time() if now is None else now) - older_than
+    report = GcReport()
+    candidates = (
+        [replies.text(m) for m in store.redis.zrange(keys.BY_CREATED, 0, -1)]
+        if corrupt
+        else store.index.ids_older_than(cutoff)
+    )
+    for start in range(0, len(candidates), _CHUNK):
+        chunk = candidates[start : start + _CHUNK]
+        doomed: list[TaskRecord] = []
+        for record in store.get_many(chunk):
+            if record.status is TaskStatus.CORRUPT:
+                if corrupt:
+                    report.corrupt.append(record.id)
+                    if not dry_run:
+                        _delete_corrupt(store, record.id)
+                continue
+            if record.status.is_final and (record.ended or record.created) < cutoff:
+                doomed.append(record)
+        report.tasks.extend(r.id for r in doomed)
+        if not dry_run and doomed:
+            report.specs_and_blobs += _delete(store, doomed)
+    return report
+
+
+def _delete(store: TaskStore, records: list[TaskRecord]) -> int:
+    pipe = store.redis.pipeline(transaction=True)
+    for record in records:
+        pipe.delete(
+            keys.task(record.id),
+            keys.heartbeat(record.id),
+            keys.cancel(record.id),
+            keys.dependents(record.id),
+            keys.log(record.id),
+            keys.log_meta(record.id),
+        )
+        store.index.remove(pipe, record)
+        store.rq.delete(pipe, record.id, record.options.queue)
+    pipe.execute()
+    deleted = 0
+    uses = collections.Counter(r.spec_id for r in records)
+    for spec_id, count in uses.items():
+        raw = replies.raw(store.redis.get(keys.spec(spec_id)))
+        deleted += store.blobs.release_spec(spec_id, _blob_shas(raw), count)
+    return deleted
+
+
+def _blob_shas(raw: bytes | None) -> list[str]:
+    """Blob shas a stored spec references, read leniently (any spec version, or none)."""
+    if raw is None:
+        return []
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return []
+    shas = []
+    for field in ("patch", "bundle"):
+        ref = data.get(field) if isinstance(data, dict) else None
+        if isinstance(ref, dict) and isinstance(ref.get("sha256"), str):
+            shas.append(ref["sha256"])
+    return shas
+
+
+def _delete_corrupt(store: TaskStore, task_id: str) -> None:
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.delete(keys.task(task_id), keys.heartbeat(task_id), keys.cancel(task_id))
+    pipe.zrem(keys.BY_CREATED, task_id)
+    pipe.zrem(keys.BY_ID, task_id)
+    for status in TaskStatus:
+        pipe.zrem(keys.by_status(status.value), task_id)
+    for queue in store.known_queues():
+        pipe.zrem(keys.by_queue(queue), task_id)
+    pipe.execute()

@@ -1,0 +1,123 @@
+"""The one function an overnight RQ job may name, and a worker that refuses every other job.
+
+An RQ job names a function that the worker imports and calls. Anyone who can write to Redis can
+push a job naming ``os.system``; an overnight worker must never run it. Every overnight job
+names :data:`ENTRY_POINT` with the task id as its only argument, and :class:`TaskWorker` (and the
+agent daemon built on this module) checks that before anything else, recording any other job as
+failed instead of running it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from rq.job import Job
+from rq.queue import Queue
+from rq.serializers import JSONSerializer
+from rq.worker import Worker
+
+from overnight.errors import AgentError, OvernightError
+from overnight.queue.records import Phase, TaskStatus
+
+ENTRY_POINT = "overnight.queue.jobs.run_task"
+"""The only function an overnight RQ job may name."""
+
+log = logging.getLogger(__name__)
+
+
+def run_task(task_id: str) -> None:
+    """The job function RQ jobs name; tasks run only in ``overnight agent daemon``.
+
+    The daemon takes a task's job from its RQ queue and runs the task itself, supervised; it never
+    lets RQ call this function. A plain ``rq worker`` that reaches here refuses.
+    """
+    raise AgentError(
+        f"overnight task {task_id} must be run by `overnight agent daemon`, not by a plain RQ worker"
+    )
+
+
+def is_overnight_job(job: Job) -> bool:
+    """Whether ``job`` names :data:`ENTRY_POINT` with a single task-id argument (and nothing else).
+
+    A job whose data cannot be decoded as JSON (pickle, garbage) is not an overnight job.
+    """
+    try:
+        func_name, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
+    except Exception:  # DeserializationError, or anything a hostile payload raises
+        return False
+    return (
+        func_name == ENTRY_POINT
+        and instance is None
+        and not kwargs
+        and isinstance(args, (list, tuple))
+        and len(args) == 1
+        and args[0] == job.id
+    )
+
+
+def task_id_of(job: Job) -> str:
+    """The task an overnight job runs; raises :class:`AgentError` for any other job."""
+    if not is_overnight_job(job):
+        raise AgentError(f"RQ job {job.id} is not an overnight job ({describe(job)}); refusing it")
+    return str(job.args[0])
+
+
+def describe(job: Job) -> str:
+    """What a job names, for error messages, without ever importing it."""
+    try:
+        return f"function {job.func_name!r}"
+    except Exception:
+        return "a payload that is not overnight's JSON"
+
+
+def refusal_message(job: Job) -> str:
+    return (
+        f"refused: RQ job {job.id} names {describe(job)}; an overnight worker runs only "
+        f"{ENTRY_POINT}. Something pushed a foreign job on this queue"
+    )
+
+
+def record_refusal(job: Job, message: str) -> None:
+    """Mark the task record with the job's id failed, when one exists and is not final."""
+    from overnight.queue.store import TaskStore  # the store imports this module
+
+    store = TaskStore(job.connection)
+    # No such task, a corrupt record, or a task already past queued: nothing to mark.
+    with contextlib.suppress(OvernightError):
+        store.transition(
+            job.id,
+            TaskStatus.FAILED,
+            note=message,
+            expect={TaskStatus.QUEUED, TaskStatus.WAITING},
+            phase=Phase.AGENT,
+            error=message,
+        )
+
+
+class TaskWorker(Worker):
+    """An RQ worker that runs nothing but overnight jobs; any other job is recorded as failed.
+
+    The check happens in the worker process before any fork, so a refused job's function is never
+    imported. Serializes as JSON by default.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("serializer", JSONSerializer)
+        super().__init__(*args, **kwargs)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        if is_overnight_job(job):
+            super().execute_job(job, queue)
+        else:
+            self.refuse(job, queue)
+
+    def refuse(self, job: Job, queue: Queue) -> None:
+        """Record ``job`` as failed in RQ (and on its task record) without running it."""
+        message = refusal_message(job)
+        log.warning("%s", message)
+        record_refusal(job, message)
+        job.retries_left = 0  # a hand-made job may ask RQ to retry it; never
+        queue.intermediate_queue.remove(job.id)
+        self.handle_job_failure(job, queue=queue, exc_string=message)

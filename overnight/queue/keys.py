@@ -1,0 +1,92 @@
+"""Names of everything overnight keeps in Redis, and task ids.
+
+All keys start with ``overnight:``; RQ's own keys (``rq:...``) are named by RQ. Keeping every name
+here means a newcomer can read the whole layout in one screen.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+PREFIX = "overnight:"
+
+ID_LENGTH = 12
+_ID = re.compile(r"^[0-9a-f]{1,12}$")
+
+
+def new_task_id() -> str:
+    """A random 12-hex-digit id; random (not time-ordered) so that short prefixes stay unique."""
+    return uuid.uuid4().hex[:ID_LENGTH]
+
+
+def looks_like_id(text: str) -> bool:
+    """Whether ``text`` could be a task id or a prefix of one."""
+    return bool(_ID.match(text))
+
+
+def task(task_id: str) -> str:
+    return f"{PREFIX}task:{task_id}"
+
+
+def spec(spec_id: str) -> str:
+    return f"{PREFIX}spec:{spec_id}"
+
+
+def blob(sha256: str) -> str:
+    return f"{PREFIX}blob:{sha256}"
+
+
+def log(task_id: str) -> str:
+    return f"{PREFIX}log:{task_id}"
+
+
+def log_meta(task_id: str) -> str:
+    """Hash with the byte count of a task's log and what was trimmed from its head."""
+    return f"{PREFIX}logmeta:{task_id}"
+
+
+def heartbeat(task_id: str) -> str:
+    return f"{PREFIX}hb:{task_id}"
+
+
+def cancel(task_id: str) -> str:
+    return f"{PREFIX}cancel:{task_id}"
+
+
+def dependents(task_id: str) -> str:
+    """Set of waiting tasks that run only after this one finishes."""
+    return f"{PREFIX}dependents:{task_id}"
+
+
+REFS = f"{PREFIX}refs"
+"""Hash of reference counts: ``s:<spec_id>`` (tasks per spec), ``b:<sha256>`` (specs per blob)."""
+
+QUEUES = f"{PREFIX}queues"
+"""Set of every queue name a task was ever enqueued on."""
+
+BY_CREATED = f"{PREFIX}idx:created"
+"""Sorted set of all task ids, scored by creation time."""
+
+BY_ID = f"{PREFIX}idx:ids"
+"""Sorted set of all task ids with score 0, for prefix lookups (ZRANGEBYLEX)."""
+
+
+def by_queue(queue: str) -> str:
+    return f"{PREFIX}idx:queue:{queue}"
+
+
+def by_status(status: str) -> str:
+    return f"{PREFIX}idx:status:{status}"
+
+
+def by_tag(tag: str) -> str:
+    return f"{PREFIX}idx:tag:{tag}"
+
+
+AGENTS = f"{PREFIX}agents"
+"""Sorted set of agent names, scored by the time their registration expires."""
+
+
+def agent(name: str) -> str:
+    return f"{PREFIX}agent:{name}"

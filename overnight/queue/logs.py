@@ -1,0 +1,192 @@
+"""Task logs: one Redis stream per task, appended in batches, capped in bytes.
+
+Each entry has the fields ``t`` (unix time) and ``line`` (one line, no newline). When a log grows
+past its cap the oldest entries are trimmed and readers see a marker line in their place, so a
+reader always knows that the head is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import redis
+
+from overnight.queue import keys, replies
+
+DEFAULT_CAP_BYTES = 50 * 1024 * 1024
+_TRIM_TO = 0.9  # trim to 90% of the cap, so a full log is not trimmed on every batch
+_TRIM_CHUNK = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class LogEntry:
+    """One line of a task's output."""
+
+    id: str  # the stream entry id; pass it as ``after`` to read what follows
+    time: float
+    line: str
+    marker: bool = False  # True for overnight's own notice that the head of the log was trimmed
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+class LogStore:
+    """Appends to, reads and follows task logs."""
+
+    def __init__(self, redis_client: redis.Redis, *, cap_bytes: int = DEFAULT_CAP_BYTES) -> None:
+        self._redis = redis_client
+        self.cap_bytes = cap_bytes
+
+    def append(self, task_id: str, batch: Sequence[tuple[float, str]]) -> None:
+        """Add lines (unix time, text without newline) in one round trip; trims past the cap."""
+        if not batch:
+            return
+        key = keys.log(task_id)
+        pipe = self._redis.pipeline(transaction=False)
+        added = 0
+        for stamp, line in batch:
+            pipe.xadd(key, {"t": f"{stamp:.3f}", "line": line})
+            added += len(line.encode("utf-8", "replace"))
+        pipe.hincrby(keys.log_meta(task_id), "bytes", added)
+        total = int(pipe.execute()[-1])
+        if total > self.cap_bytes:
+            self._trim(task_id, total)
+
+    def _trim(self, task_id: str, total: int) -> None:
+        key = keys.log(task_id)
+        target = int(self.cap_bytes * _TRIM_TO)
+        freed = lines = 0
+        keep_from: str | None = None
+        start = "-"
+        while keep_from is None:
+            chunk = _raw_entries(self._redis.xrange(key, min=start, count=_TRIM_CHUNK))
+            if not chunk:
+                break
+            for entry_id, fields in chunk:
+                if total - freed <= target:
+                    keep_from = entry_id
+                    break
+                freed += len(fields.get(b"line", b""))
+                lines += 1
+            else:
+                start = "(" + chunk[-1][0]
+        if keep_from is None:  # everything would go: keep the newest line
+            last = _raw_entries(self._redis.xrevrange(key, count=1))
+            if not last:
+                return
+            keep_from = last[0][0]
+            freed -= len(last[0][1].get(b"line", b""))
+            lines -= 1
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.xtrim(key, minid=keep_from)
+        meta = keys.log_meta(task_id)
+        pipe.hincrby(meta, "bytes", -freed)
+        pipe.hincrby(meta, "trimmed_lines", lines)
+        pipe.hincrby(meta, "trimmed_bytes", freed)
+        pipe.execute()
+
+    def _marker(self, task_id: str, first: LogEntry | None) -> LogEntry | None:
+        meta = self._redis.hgetall(keys.log_meta(task_id))
+        lines = int(meta.get(b"trimmed_lines", 0))
+        if lines <= 0:
+            return None
+        size = human_bytes(int(meta.get(b"trimmed_bytes", 0)))
+        return LogEntry(
+            id="0-0",
+            time=first.time if first else time.time(),
+            line=(
+                f"[overnight: {lines} earlier lines ({size}) were trimmed to keep this log under "
+                f"{human_bytes(self.cap_bytes)}]"
+            ),
+            marker=True,
+        )
+
+    def read(self, task_id: str, *, after: str = "0", count: int | None = None) -> list[LogEntry]:
+        """Entries after the entry id ``after`` ("0": from the start, with the trim marker if any)."""
+        start = "-" if after in ("0", "0-0") else f"({after}"
+        entries = _entries(self._redis.xrange(keys.log(task_id), min=start, count=count))
+        if after in ("0", "0-0"):
+            marker = self._marker(task_id, entries[0] if entries else None)
+            if marker is not None:
+                entries.insert(0, marker)
+        return entries
+
+    def tail(self, task_id: str, lines: int) -> list[LogEntry]:
+        """The last ``lines`` entries, with the trim marker when they reach the head of the log."""
+        raw = self._redis.xrevrange(keys.log(task_id), count=lines) if lines > 0 else []
+        entries = _entries(raw)[::-1]
+        if len(entries) < lines:
+            marker = self._marker(task_id, entries[0] if entries else None)
+            if marker is not None:
+                entries.insert(0, marker)
+        return entries
+
+    def follow(
+        self,
+        task_id: str,
+        *,
+        until: Callable[[], bool],
+        after: str = "0",
+        block: float = 1.0,
+    ) -> Iterator[LogEntry]:
+        """Entries as they arrive (XREAD BLOCK), ending once ``until()`` is true and the log is drained.
+
+        ``until`` is asked after every read that returned nothing new, so the stream ends within
+        about ``block`` seconds of the task reaching a final status.
+        """
+        last = after
+        for entry in self.read(task_id, after=after):
+            if not entry.marker:
+                last = entry.id
+            yield entry
+        key = keys.log(task_id)
+        done = False
+        while True:
+            reply: Any = self._redis.xread(
+                {key: last}, count=_TRIM_CHUNK, block=max(1, int(block * 1000))
+            )
+            entries = [e for _, items in (reply or []) for e in _entries(items)]
+            for entry in entries:
+                last = entry.id
+                yield entry
+            if entries:
+                continue
+            if done:
+                return
+            if until():
+                done = True  # one more read: lines written just before the final status
+                block = 0.001
+
+    def size(self, task_id: str) -> int:
+        """Bytes of text currently held for a task."""
+        value = self._redis.hget(keys.log_meta(task_id), "bytes")
+        return int(value) if value is not None else 0
+
+    def delete(self, task_id: str) -> None:
+        self._redis.delete(keys.log(task_id), keys.log_meta(task_id))
+
+
+def _raw_entries(reply: Any) -> list[tuple[str, dict[bytes, bytes]]]:
+    """Stream entries as (id, fields) with a str id, from XRANGE-style replies."""
+    return [(replies.text(entry_id), dict(fields or {})) for entry_id, fields in (reply or [])]
+
+
+def _entries(reply: Any) -> list[LogEntry]:
+    out = []
+    for entry_id, fields in _raw_entries(reply):
+        try:
+            stamp = float(fields.get(b"t", b"0"))
+        except ValueError:
+            stamp = 0.0
+        line = fields.get(b"line", b"").decode("utf-8", "replace")
+        out.append(LogEntry(id=entry_id, time=stamp, line=line))
+    return out

@@ -1,0 +1,348 @@
+"""The task store: records, specs, blobs, logs and RQ jobs of tasks, kept consistent in Redis.
+
+Redis holds the truth about every task: its record (status, history, agent, exit code), the spec
+it runs (stored once per snapshot, shared by a sweep's tasks, retries and clones) and its blobs.
+Every change of a record happens in one transaction with its indexes and its RQ job, so readers
+never see them disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+from redis.exceptions import WatchError
+
+from overnight.errors import (
+    CorruptRecord,
+    InvalidTransition,
+    SpecError,
+    TaskNotFound,
+    UsageError,
+)
+from overnight.queue import keys, replies
+from overnight.queue.blobs import BlobStore
+from overnight.queue.index import Query, TaskIndex
+from overnight.queue.logs import DEFAULT_CAP_BYTES, LogStore
+from overnight.queue.mirror import RQMirror
+from overnight.queue.records import (
+    Phase,
+    StatusChange,
+    TaskOptions,
+    TaskRecord,
+    TaskStatus,
+)
+from overnight.spec import Snapshot, TaskSpec
+
+HEARTBEAT_TTL = 30.0
+"""Seconds a preparing/running task lives without a heartbeat before it counts as lost."""
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_RUN_FIELDS = {"agent", "gpu_ids", "exit_code", "phase", "error", "extra", "attempt", "name"}
+_ACTIVE = (TaskStatus.PREPARING, TaskStatus.RUNNING)
+
+
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    """One task to enqueue: a snapshot, how to run it, and this task's own argv (sweeps, clones)."""
+
+    snapshot: Snapshot
+    options: TaskOptions
+    argv: tuple[str, ...] | None = None  # None: the recorded argv
+    name: str | None = None  # None: the recorded name
+    retry_of: str | None = None
+
+
+def check_options(options: TaskOptions) -> None:
+    """Raise :class:`UsageError` naming the first invalid option."""
+    if not _QUEUE_NAME.match(options.queue):
+        raise UsageError(
+            f"invalid queue name {options.queue!r}: use letters, digits, '.', '_' and '-'"
+        )
+    if options.gpus < 0:
+        raise UsageError(f"--gpus must be 0 or more, not {options.gpus}")
+    if options.retries < 0:
+        raise UsageError(f"--retries must be 0 or more, not {options.retries}")
+    if options.timeout is not None and options.timeout <= 0:
+        raise UsageError("--timeout must be a positive duration such as 8h or 90m")
+
+
+class TaskStore:
+    """Tasks in Redis. One instance per process; cheap to create."""
+
+    def __init__(self, redis: redis.Redis, *, log_cap_mb: float = 50.0) -> None:
+        self.redis = redis
+        cap = int(log_cap_mb * 1024 * 1024) if log_cap_mb > 0 else DEFAULT_CAP_BYTES
+        self.logs = LogStore(redis, cap_bytes=cap)
+        self.blobs = BlobStore(redis)
+        self.index = TaskIndex(redis)
+        self.rq = RQMirror(redis)
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def submit(
+        self, snapshot: Snapshot, options: TaskOptions, *, retry_of: str | None = None
+    ) -> TaskRecord:
+        """Store a task and push its RQ job; status ``queued``, or ``waiting`` with ``after``."""
+        return self.submit_many([Submission(snapshot, options, retry_of=retry_of)])[0]
+
+    def submit_many(self, submissions: Sequence[Submission]) -> list[TaskRecord]:
+        """Store many tasks in one transaction (a sweep): specs and blobs once each."""
+        from overnight.queue.submit import submit_all
+
+        return submit_all(self, submissions)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskRecord:
+        raw = replies.raw(self.redis.get(keys.task(task_id)))
+        if raw is None:
+            raise TaskNotFound(f"no task {task_id}; `overnight ls` lists tasks")
+        return _decode(task_id, raw)
+
+    def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        """Records in the given order; corrupt ones as ``corrupt`` placeholders, missing ones left out."""
+        if not task_ids:
+            return []
+        out = []
+        values = self.redis.mget([keys.task(t) for t in task_ids])
+        for task_id, value in zip(task_ids, values, strict=True):
+            raw = replies.raw(value)
+            if raw is None:
+                continue
+            try:
+                out.append(_decode(task_id, raw))
+            except CorruptRecord as exc:
+                out.append(corrupt_placeholder(task_id, str(exc)))
+        return out
+
+    def resolve(self, id_or_prefix: str) -> str:
+        return self.index.resolve(id_or_prefix)
+
+    def find(self, query: Query) -> list[TaskRecord]:
+        """Tasks matching ``query``, newest first, at most ``query.limit``."""
+        found: list[TaskRecord] = []
+        for chunk in self.index.candidates(query):
+            for record in self.get_many(chunk):
+                if query.matches(record):
+                    found.append(record)
+                    if query.limit is not None and len(found) >= query.limit:
+                        return found
+        return found
+
+    def recorded_snapshot(self, task_id: str) -> Snapshot:
+        """The snapshot as it was recorded (before sweep or clone params were set in argv)."""
+        record = self.get(task_id)
+        spec = self._spec(record)
+        return Snapshot(spec=spec, blobs=self.blobs.get_blobs(_blob_shas(spec)))
+
+    def load_snapshot(self, task_id: str) -> Snapshot:
+        """What the task runs: its spec, with this task's argv and params, and its blobs."""
+        record = self.get(task_id)
+        recorded = self._spec(record)
+        spec = dataclasses.replace(
+            recorded, argv=record.argv, params=dict(record.params), name=record.name
+        )
+        return Snapshot(spec=spec, blobs=self.blobs.get_blobs(_blob_shas(spec)))
+
+    def _spec(self, record: TaskRecord) -> TaskSpec:
+        raw = self.blobs.spec_json(record.spec_id)
+        try:
+            return TaskSpec.from_json(raw)
+        except SpecError as exc:
+            raise SpecError(f"task {record.id}: {exc}") from exc
+
+    # -- changing -----------------------------------------------------------------------------
+
+    def transition(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        note: str = "",
+        expect: Collection[TaskStatus] | None = None,
+        at_front: bool = False,
+        heartbeat_ttl: float = HEARTBEAT_TTL,
+        only_if_silent: bool = False,
+        release: bool = True,
+        **fields: Any,
+    ) -> TaskRecord:
+        """Move a task to ``status`` atomically with its indexes, RQ job and heartbeat.
+
+        With ``expect``, a task in another status raises :class:`InvalidTransition` and nothing is
+        written. ``fields`` set record fields (agent, gpu_ids, exit_code, phase, error, attempt;
+        extra is merged). ``queued`` starts a new attempt: the run fields are cleared. Reaching a
+        final status releases the tasks waiting for this one (unless ``release`` is False, for a
+        caller that requeues the task at once). ``only_if_silent`` refuses (InvalidTransition)
+        when the task's heartbeat is alive, checked atomically.
+        """
+        status = TaskStatus(status)
+        if status is TaskStatus.CORRUPT:
+            raise ValueError("corrupt is a display status and is never stored")
+        unknown = set(fields) - _RUN_FIELDS
+        if unknown:
+            raise TypeError(f"transition() got unknown record fields: {', '.join(sorted(unknown))}")
+
+        def change(old: TaskRecord, pipe: Pipeline) -> TaskRecord:
+            if expect is not None and old.status not in expect:
+                wanted = " or ".join(sorted(s.value for s in expect))
+                raise InvalidTransition(
+                    f"task {task_id} is {old.status.value}, not {wanted}; it cannot become "
+                    f"{status.value} now"
+                )
+            if only_if_silent:
+                replies.watch(pipe, keys.heartbeat(task_id))
+                if pipe.exists(keys.heartbeat(task_id)):
+                    raise InvalidTransition(f"task {task_id} has a live heartbeat")
+            new = _changed(old, status, note, fields, time.time())
+            state = self.rq.read_state(pipe, task_id, old.options.queue)
+            pipe.multi()
+            self.index.move(pipe, old, new)
+            self.rq.apply(
+                pipe,
+                state,
+                task_id,
+                new.options.queue,
+                status,
+                after=old.options.after if old.status is TaskStatus.WAITING else (),
+                agent=new.agent,
+                at_front=at_front,
+                error=new.error,
+            )
+            if status in _ACTIVE:
+                pipe.set(keys.heartbeat(task_id), new.agent or "", px=int(heartbeat_ttl * 1000))
+            else:
+                pipe.delete(keys.heartbeat(task_id))
+            if status.is_final or status is TaskStatus.QUEUED:
+                pipe.delete(keys.cancel(task_id))
+            return new
+
+        old, new = self._update(task_id, change)
+        if release and new.status.is_final and not old.status.is_final:
+            from overnight.queue.dependencies import release_dependents
+
+            release_dependents(self, task_id, new.status)
+        return new
+
+    def _update(
+        self, task_id: str, change: Callable[[TaskRecord, Pipeline], TaskRecord]
+    ) -> tuple[TaskRecord, TaskRecord]:
+        """Read-modify-write a record under WATCH; ``change`` queues its own writes after MULTI."""
+        key = keys.task(task_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    replies.watch(pipe, key)
+                    raw = replies.raw(pipe.get(key))
+                    if raw is None:
+                        raise TaskNotFound(f"no task {task_id}; `overnight ls` lists tasks")
+                    old = _decode(task_id, raw)
+                    new = change(old, pipe)
+                    if not pipe.explicit_transaction:
+                        pipe.multi()
+                    pipe.set(key, new.to_json())
+                    pipe.execute()
+                    return old, new
+                except WatchError:
+                    continue
+
+    def add_note(self, task_id: str, note: str) -> None:
+        """Append a line to the task's notes (shown by ``overnight show``)."""
+
+        def change(old: TaskRecord, pipe: Pipeline) -> TaskRecord:
+            return dataclasses.replace(old, notes=[*old.notes, note])
+
+        self._update(task_id, change)
+
+    def request_cancel(self, task_id: str) -> TaskRecord:
+        """Queued or waiting: off its queue and ``canceled`` now. Preparing or running: flagged
+        for its agent, which stops it. Raises :class:`InvalidTransition` for a finished task."""
+        from overnight.queue.cancel import request_cancel
+
+        return request_cancel(self, task_id)
+
+    def cancel_requested(self, task_id: str) -> bool:
+        return bool(self.redis.exists(keys.cancel(task_id)))
+
+    def requeue(
+        self, task_id: str, *, at_front: bool = False, note: str = "", new_attempt: bool = False
+    ) -> TaskRecord:
+        """Back to ``queued`` on its queue, same id, RQ job pushed again (at the front if asked)."""
+        record = self.get(task_id)
+        attempt = record.attempt + 1 if new_attempt else record.attempt
+        return self.transition(
+            task_id, TaskStatus.QUEUED, note=note or "requeued", at_front=at_front, attempt=attempt
+        )
+
+    def heartbeat(self, task_id: str, agent: str, ttl: float = HEARTBEAT_TTL) -> None:
+        """Say that ``agent`` still works on the task; without one for ``ttl`` s it is lost."""
+        self.redis.set(keys.heartbeat(task_id), agent, px=max(1, int(ttl * 1000)))
+
+    def reap_lost(self) -> list[str]:
+        """Mark preparing/running tasks whose heartbeat expired ``lost``; requeue as retries allow."""
+        from overnight.queue.reaper import reap_lost
+
+        return reap_lost(self)
+
+    def known_queues(self) -> list[str]:
+        return sorted(replies.text(q) for q in self.redis.smembers(keys.QUEUES))
+
+
+def corrupt_placeholder(task_id: str, reason: str) -> TaskRecord:
+    """A stand-in for a record that cannot be decoded, shown with status ``corrupt``."""
+    return TaskRecord(
+        id=task_id, spec_id="", options=TaskOptions(), status=TaskStatus.CORRUPT, error=reason
+    )
+
+
+def _decode(task_id: str, raw: bytes) -> TaskRecord:
+    try:
+        record = TaskRecord.from_json(raw)
+    except CorruptRecord as exc:
+        raise CorruptRecord(f"task {task_id}: {exc}; remove it with `overnight gc`") from exc
+    if record.status is TaskStatus.CORRUPT:
+        raise CorruptRecord(f"task {task_id}: stored status 'corrupt' is not a real status")
+    return record
+
+
+def _blob_shas(spec: TaskSpec) -> list[str]:
+    return [ref.sha256 for ref in (spec.patch, spec.bundle) if ref is not None]
+
+
+def _changed(
+    old: TaskRecord, status: TaskStatus, note: str, fields: dict[str, Any], now: float
+) -> TaskRecord:
+    history = list(old.history)
+    if status is not old.status or note:
+        history.append(StatusChange(status, now, note))
+    new = dataclasses.replace(old, status=status, history=history)
+    if status is TaskStatus.QUEUED:
+        new = dataclasses.replace(
+            new,
+            agent=None,
+            gpu_ids=(),
+            started=None,
+            ended=None,
+            exit_code=None,
+            phase=None,
+            error=None,
+        )
+    if status is TaskStatus.RUNNING and new.started is None:
+        new.started = now
+    if status.is_final:
+        new.ended = now
+    for name, value in fields.items():
+        if name == "extra":
+            new.extra = {**new.extra, **dict(value)}
+        elif name == "phase":
+            new.phase = Phase(value) if value is not None else None
+        elif name == "gpu_ids":
+            new.gpu_ids = tuple(str(g) for g in value)
+        else:
+            setattr(new, name, value)
+    return new
