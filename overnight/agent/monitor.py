@@ -317,6 +317,32 @@ class Monitor:
         }
 
 
+def describe_resources(report: Mapping[str, Any]) -> list[str]:
+    """Readable lines for :meth:`Monitor.report` output (``overnight show``): peak and mean."""
+    summary: Mapping[str, Mapping[str, float]] = report.get("summary") or {}
+    labels = {"cpu_pct": "CPU", "rss_mb": "RSS", "gpu_mem_mb": "GPU memory (all)"}
+    for metric in sorted(summary):
+        gpu, _, kind = metric.partition(".")
+        if gpu.startswith("gpu") and kind:
+            labels[metric] = f"GPU {gpu[3:]} {'utilisation' if kind == 'util_pct' else 'memory'}"
+    lines = []
+    for metric, label in labels.items():
+        stats = summary.get(metric)
+        if stats:
+            peak, mean = _amount(metric, stats["peak"]), _amount(metric, stats["mean"])
+            lines.append(f"{label}: peak {peak}, mean {mean}")
+    lines.extend(
+        f"{name} monitoring was off: {why}" for name, why in (report.get("off") or {}).items()
+    )
+    return lines
+
+
+def _amount(metric: str, value: float) -> str:
+    if metric.endswith("_pct"):
+        return f"{value:.0f} %"
+    return f"{value / 1024:.1f} GB" if value >= 1024 else f"{value:.0f} MB"
+
+
 def _call_quietly(warn: Callable[[str], None], message: str) -> None:
     # A broken log sink must not take monitoring (or the task) down.
     with contextlib.suppress(Exception):

@@ -18,6 +18,7 @@ from overnight.agent.monitor import (
     Monitor,
     ProcessTreeSampler,
     Series,
+    describe_resources,
     tree_pids,
 )
 
@@ -239,3 +240,31 @@ def test_docker_stats_of_a_real_container(docker_engine: Any) -> None:
         assert values["cpu_pct"] > 0
     finally:
         container.remove(force=True)
+
+
+def test_describe_resources_for_show() -> None:
+    inv = FakeInventory.with_gpus(2)
+    cpu = iter([50.0, 100.0])
+
+    class Tree:
+        name = "process"
+
+        def sample(self) -> Mapping[str, float]:
+            return {"cpu_pct": next(cpu), "rss_mb": 900.0, "processes": 2.0}
+
+    probe = GPUProbe(inv, warn=pytest.fail)
+    monitor = Monitor([Tree(), GPUSampler(probe, ("1",))])
+    inv.set_usage(1, utilization_pct=80.0, memory_used_mb=20480.0)
+    monitor.sample_once()
+    inv.set_usage(1, utilization_pct=100.0, memory_used_mb=40960.0)
+    monitor.sample_once()
+    assert describe_resources(monitor.report()) == [
+        "CPU: peak 100 %, mean 75 %",
+        "RSS: peak 900 MB, mean 900 MB",
+        "GPU memory (all): peak 40.0 GB, mean 30.0 GB",
+        "GPU 1 memory: peak 40.0 GB, mean 30.0 GB",
+        "GPU 1 utilisation: peak 100 %, mean 90 %",
+    ]
+    assert describe_resources({"summary": {}, "off": {"gpu": "lost"}}) == [
+        "gpu monitoring was off: lost"
+    ]
