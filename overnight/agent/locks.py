@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ class FileLock:
         self.shared = shared
         self.poll_interval = poll_interval
         self._fd: int | None = None
+        self._release_lock = threading.Lock()  # release may race from a finalizer
 
     @property
     def locked(self) -> bool:
@@ -90,7 +92,8 @@ class FileLock:
 
     def release(self) -> None:
         """Drop the lock; does nothing when it is not held."""
-        fd, self._fd = self._fd, None
+        with self._release_lock:
+            fd, self._fd = self._fd, None
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

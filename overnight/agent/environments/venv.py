@@ -1,0 +1,343 @@
+"""The venv environment: tasks run as local processes in venvs built with uv and cached by key.
+
+The key hashes the interpreter (version and path), the normalized requirements and uv's
+version, so a venv is built once and reused by every later task that needs the same thing.
+Two tasks (in one agent or in two agents on one host) that need the same key at once do one
+build: the second waits on the key's build lock, then reuses the result. The layout and the
+eviction rules are in :mod:`overnight.agent.environments.venv_cache`.
+
+A task holds its venv's in-use lock from ``prepare`` until its process has exited, so eviction
+never removes a venv under a running task.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import shutil
+import subprocess
+import threading
+import time
+import weakref
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+
+from overnight.agent.environments.base import (
+    Environment,
+    LogSink,
+    Prepared,
+    Process,
+    RunRequest,
+    StopCheck,
+)
+from overnight.agent.environments.keys import environment_key, normalize_requirements
+from overnight.agent.environments.venv_cache import EnvRecord, VenvCache, tree_size
+from overnight.agent.interpreters import Interpreter, find_interpreter, major_minor
+from overnight.agent.locks import FileLock
+from overnight.agent.logbatch import Line
+from overnight.agent.process import LocalProcess
+from overnight.agent.runner import CANCELED, supervise
+from overnight.errors import (
+    EnvironmentBuildError,
+    LockTimeout,
+    PreparationCanceled,
+    TaskRunError,
+)
+from overnight.spec import TaskSpec
+
+UV_GRACE = 5.0  # seconds uv gets to stop after SIGTERM when a build is canceled
+
+
+class VenvEnvironment(Environment):
+    """Venvs under ``cache_dir``; tasks get ``base_env`` (default: this process's environment).
+
+    ``system_certs`` makes uv trust the platform's certificate store (``UV_SYSTEM_CERTS``), so
+    installs work behind an inspecting proxy whose CA the system trusts; ``SSL_CERT_FILE`` in
+    ``base_env`` is honoured too. ``prepare`` passes uv's output to ``log`` from a helper
+    thread (the runner's sender) while the calling thread waits.
+    """
+
+    name = "venv"
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        max_envs: int = 20,
+        max_gb: float | None = None,
+        base_env: Mapping[str, str] | None = None,
+        uv_bin: str | None = None,
+        system_certs: bool = True,
+    ) -> None:
+        self.cache = VenvCache(cache_dir)
+        self.max_envs = max_envs
+        self.max_gb = max_gb
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.uv_bin = uv_bin or _default_uv()
+        self.system_certs = system_certs
+        self._interpreters: dict[str, Interpreter] = {}
+        self._uv_version: str | None = None
+        self._leases: dict[int, weakref.finalize[..., Prepared]] = {}
+        self._memo_lock = threading.Lock()
+
+    # -- what defines an environment -------------------------------------------------------
+
+    def interpreter(self, recorded: str) -> Interpreter:
+        """The interpreter for a recorded Python version (looked up once per major.minor)."""
+        wanted = major_minor(recorded) or recorded
+        with self._memo_lock:
+            if wanted not in self._interpreters:
+                self._interpreters[wanted] = find_interpreter(
+                    recorded, uv_bin=self.uv_bin, environ=self.base_env
+                )
+            return self._interpreters[wanted]
+
+    @property
+    def uv_version(self) -> str:
+        if self._uv_version is None:
+            try:
+                out = subprocess.run(
+                    [self.uv_bin, "--version"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=True,
+                    env=self._uv_env(),
+                ).stdout
+                self._uv_version = out.split()[1]
+            except (OSError, subprocess.SubprocessError, IndexError) as exc:
+                raise EnvironmentBuildError(
+                    f"uv at {self.uv_bin} does not run ({exc}); install it on the agent "
+                    "with `pip install uv`"
+                ) from exc
+        return self._uv_version
+
+    def key(self, spec: TaskSpec) -> str:
+        interp = self.interpreter(spec.python)
+        return self._key(interp, normalize_requirements(spec.requirements.text))
+
+    def _key(self, interp: Interpreter, requirements: str) -> str:
+        return environment_key("venv", interp.version, interp.path, requirements, self.uv_version)
+
+    # -- prepare -----------------------------------------------------------------------------
+
+    def prepare(self, spec: TaskSpec, log: LogSink, should_stop: StopCheck) -> Prepared:
+        interp = self.interpreter(spec.python)
+        if interp.warning:
+            log(f"[overnight] {interp.warning}")
+        requirements = normalize_requirements(spec.requirements.text)
+        key = self._key(interp, requirements)
+        lease = self.cache.use_lock(key)
+        if not lease.acquire(should_stop=should_stop):
+            raise PreparationCanceled("canceled while waiting for the venv cache")
+        try:
+            record, built = self._ensure(key, interp, requirements, log, should_stop)
+            self.cache.touch(key)
+        except BaseException:
+            lease.release()
+            raise
+        venv = self.cache.path(key)
+        prepared = Prepared(
+            key=key,
+            built=built,
+            python=interp.version,
+            details={
+                "venv": str(venv),
+                "venv_python": str(venv / "bin" / "python"),
+                "interpreter": interp.path,
+                "interpreter_source": interp.source,
+                "installed": list(record.packages) if built else [],
+                "record": record.to_dict(),
+            },
+            warnings=(interp.warning,) if interp.warning else (),
+        )
+        self._leases[id(prepared)] = weakref.finalize(
+            prepared, self._drop_lease, id(prepared), lease
+        )
+        try:
+            removed = self.evict(keep={key})
+        except OSError as exc:
+            log(f"[overnight] could not evict old venvs from the cache: {exc}")
+        else:
+            if removed:
+                log(f"[overnight] removed {len(removed)} least recently used venv(s)")
+        return prepared
+
+    def evict(self, keep: Collection[str] = ()) -> list[str]:
+        """Remove least recently used venvs not in use until within ``max_envs``/``max_gb``."""
+        return self.cache.evict(max_envs=self.max_envs, max_gb=self.max_gb, keep=keep)
+
+    def _ensure(
+        self, key: str, interp: Interpreter, requirements: str, log: LogSink, stop: StopCheck
+    ) -> tuple[EnvRecord, bool]:
+        record = self.cache.record(key)
+        if record is not None:
+            log(f"[overnight] reusing venv {key} (Python {record.python})")
+            return record, False
+        lock = self.cache.build_lock(key)
+        if not lock.try_acquire():
+            log(f"[overnight] another task is building venv {key}; waiting for it")
+            if not lock.acquire(should_stop=stop):
+                raise PreparationCanceled("canceled while waiting for the venv build")
+        try:
+            record = self.cache.record(key)
+            if record is not None:
+                log(f"[overnight] reusing venv {key}, just built by another task")
+                return record, False
+            return self._build(key, interp, requirements, log, stop), True
+        finally:
+            lock.release()
+
+    def _build(
+        self, key: str, interp: Interpreter, requirements: str, log: LogSink, stop: StopCheck
+    ) -> EnvRecord:
+        started = time.monotonic()
+        count = len(requirements.splitlines())
+        log(f"[overnight] building venv {key}: Python {interp.version}, {count} requirement(s)")
+        folder = self.cache.new_build_dir(key)
+        try:
+            self._uv(
+                ["venv", "--relocatable", "--python", interp.path, str(folder)],
+                log,
+                stop,
+                "creating the venv",
+            )
+            python = folder / "bin" / "python"
+            if requirements:
+                listing = folder / "overnight-requirements.txt"
+                listing.write_text(requirements)
+                self._uv(
+                    ["pip", "install", "--python", str(python), "-r", str(listing)],
+                    log,
+                    stop,
+                    "installing the requirements",
+                )
+            record = EnvRecord(
+                key=key,
+                python=interp.version,
+                interpreter=interp.path,
+                requirements=requirements,
+                uv_version=self.uv_version,
+                packages=self._freeze(python),
+                created=time.time(),
+                build_seconds=round(time.monotonic() - started, 3),
+                size_bytes=tree_size(folder),
+            )
+            self.cache.commit(key, folder, record)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # gone already when committed
+        log(f"[overnight] venv {key} built in {record.build_seconds:.1f}s")
+        return record
+
+    def _uv(self, args: Sequence[str], log: LogSink, stop: StopCheck, what: str) -> None:
+        """Run uv with its output in the task's log; stop it within ~0.1 s of a cancel."""
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+
+        def sink(batch: Sequence[Line]) -> None:
+            for _, text in batch:
+                tail.append(text)
+                with contextlib.suppress(Exception):  # a failing log must not fail the build
+                    log(text)
+
+        process = LocalProcess([self.uv_bin, *args], cwd=self.cache.root, env=self._uv_env())
+        outcome = supervise(process, sink, should_stop=stop, timeout=None, grace=UV_GRACE)
+        if outcome.reason == CANCELED:
+            raise PreparationCanceled(f"canceled while {what}")
+        if outcome.exit_code != 0:
+            raise EnvironmentBuildError(
+                f"{what} failed (uv exited with {outcome.exit_code}): {_error_text(tail)}; "
+                "fix the task's requirements (uv's output is in the task's log)"
+            )
+
+    def _freeze(self, python: Path) -> tuple[str, ...]:
+        proc = subprocess.run(
+            [self.uv_bin, "pip", "freeze", "--python", str(python)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=self._uv_env(),
+        )
+        return tuple(line for line in proc.stdout.splitlines() if line.strip())
+
+    def _uv_env(self) -> dict[str, str]:
+        env = {k: v for k, v in self.base_env.items() if k not in ("VIRTUAL_ENV", "UV_PYTHON")}
+        env.update(
+            UV_CACHE_DIR=str(self.cache.uv_cache),
+            UV_PYTHON_DOWNLOADS="never",
+            NO_COLOR="1",
+        )
+        if self.system_certs:
+            env["UV_SYSTEM_CERTS"] = "1"
+        return env
+
+    # -- start -------------------------------------------------------------------------------
+
+    def start(self, prepared: Prepared, request: RunRequest) -> Process:
+        lease = self.cache.use_lock(prepared.key)
+        try:
+            lease.acquire(timeout=120)
+        except LockTimeout as exc:
+            raise TaskRunError(f"venv {prepared.key} is locked: {exc}") from exc
+        try:
+            if self.cache.record(prepared.key) is None:
+                raise TaskRunError(
+                    f"venv {prepared.key} left the cache before the task started; retry the task"
+                )
+            process = LocalProcess(
+                request.argv,
+                cwd=request.workspace / request.workdir,
+                env=self.task_env(prepared, request),
+                on_exit=lambda _code: lease.release(),
+            )
+        except BaseException:
+            lease.release()
+            raise
+        weakref.finalize(process, lease.release)
+        finalizer = self._leases.pop(id(prepared), None)
+        if finalizer is not None:
+            finalizer()  # the process holds the venv now; the prepare lease can go
+        return process
+
+    def task_env(self, prepared: Prepared, request: RunRequest) -> dict[str, str]:
+        """The base env, then the task's env, with the venv activated."""
+        venv = self.cache.path(prepared.key)
+        env = dict(self.base_env)
+        env.update(request.env)
+        env.pop("PYTHONHOME", None)
+        env["VIRTUAL_ENV"] = str(venv)
+        env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", os.defpath)])
+        env.setdefault("PYTHONUNBUFFERED", "1")  # prints reach the log as they happen
+        return env
+
+    def _drop_lease(self, ident: int, lease: FileLock) -> None:
+        self._leases.pop(ident, None)
+        lease.release()
+
+
+def _default_uv() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if found is None:
+            raise EnvironmentBuildError(
+                "uv is not installed on this agent; install it with `pip install uv`"
+            ) from None
+        return found
+
+
+def _error_text(lines: Collection[str]) -> str:
+    """uv's error, from its first ``error:`` line on, in one line."""
+    kept = list(lines)
+    for index, line in enumerate(kept):
+        if line.lstrip().startswith("error:"):
+            kept = kept[index:]
+            break
+    else:
+        kept = kept[-3:]
+    text = " ".join(line.strip() for line in kept if line.strip())
+    return text or "no output"
