@@ -1,9 +1,310 @@
-"""Commands of the `reports` area (filled in by its issue)."""
+"""``overnight top`` (a live view of agents, their GPUs and running tasks) and ``overnight summary``
+(the Monday-morning view of what ran since a moment).
+
+Both read what the daemon publishes; these keys are the contract:
+
+- ``AgentInfo.extra["slots"]``: :meth:`overnight.agent.allocator.Allocator.describe`;
+- ``AgentInfo.extra["windows"]``: ``Windows.to_dict()`` plus ``"state"``: ``Windows.describe(now)``;
+- ``AgentInfo.extra["usage"]``: task id -> ``Monitor.latest()`` of each running task (live values);
+- ``TaskRecord.extra["resources"]``: ``Monitor.report()`` (peak and mean per metric), written when
+  the task ends and, if the daemon likes, while it runs.
+
+Anything missing is shown as unknown, never as an error.
+"""
 
 from __future__ import annotations
 
+import collections
+import json
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
 import click
+
+from overnight.config import load_client_config
+from overnight.queue.agents import AgentInfo, AgentRegistry
+from overnight.queue.connection import connect
+from overnight.queue.durations import format_duration, parse_since
+from overnight.queue.index import Query
+from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.queue.store import TaskStore
+
+LOOKBACK = 7 * 86400  # summary also looks at tasks created this long before --since
+_WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})
+_ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
+_FAILED = frozenset({TaskStatus.FAILED, TaskStatus.LOST})
+
+
+def offer_problem(record: TaskRecord, agents: Sequence[AgentInfo]) -> str | None:
+    """Why no live agent could ever run this waiting task ("no agent offers 8 GPUs on queue gpu")."""
+    if record.status not in _WAITING:
+        return None
+    queue, wanted = record.options.queue, record.options.gpus
+    serving = [a for a in agents if queue in a.queues]
+    if not serving:
+        return f"no live agent serves queue {queue}"
+    if wanted and max(len(a.gpus) for a in serving) < wanted:
+        return f"no agent offers {wanted} GPUs on queue {queue}"
+    return None
+
+
+def peak_gpu_memory_mb(record: TaskRecord) -> float | None:
+    """The task's peak GPU memory (all its GPUs together), when it was measured."""
+    stats = _resources(record).get("summary", {}).get("gpu_mem_mb")
+    return float(stats["peak"]) if stats else None
+
+
+def _resources(record: TaskRecord) -> Mapping[str, Any]:
+    value = record.extra.get("resources")
+    return value if isinstance(value, Mapping) else {}
+
+
+def _size(mb: float | None) -> str:
+    if mb is None:
+        return "-"
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def _label(record: TaskRecord) -> str:
+    return record.name or " ".join(record.argv)[:40]
+
+
+def _params(record: TaskRecord) -> str:
+    return " ".join(f"{k}={v}" for k, v in record.params.items())
+
+
+def _runtime(record: TaskRecord, now: float) -> float | None:
+    if record.started is None:
+        return None
+    return (record.ended or now) - record.started
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+
+def tasks_since(store: TaskStore, since: float, *, queue: str | None = None) -> list[TaskRecord]:
+    """Tasks created, started or ended at or after ``since``, and tasks still active; newest first."""
+    found = store.find(Query(queue=queue, since=since - LOOKBACK, limit=None))
+    return [
+        r
+        for r in found
+        if r.status in _ACTIVE or max(r.created, r.started or 0.0, r.ended or 0.0) >= since
+    ]
+
+
+def summary_report(records: Sequence[TaskRecord], since: float, now: float) -> dict[str, Any]:
+    """JSON-ready: counts by status and one entry per task."""
+    counts = collections.Counter(r.status.value for r in records)
+    return {
+        "since": since,
+        "now": now,
+        "counts": dict(counts.most_common()),
+        "tasks": [
+            {
+                "id": r.id,
+                "status": r.status.value,
+                "name": _label(r),
+                "params": dict(r.params),
+                "duration": _runtime(r, now),
+                "exit_code": r.exit_code,
+                "peak_gpu_mem_mb": peak_gpu_memory_mb(r),
+                "error": (r.error or "").splitlines()[0] if r.error else None,
+                "phase": r.phase.value if r.phase else None,
+            }
+            for r in records
+        ],
+    }
+
+
+def render_summary(report: Mapping[str, Any]) -> list[str]:
+    since = datetime.fromtimestamp(report["since"])
+    total = sum(report["counts"].values())
+    counts = ", ".join(f"{n} {status}" for status, n in report["counts"].items())
+    head = f"since {since:%a %Y-%m-%d %H:%M}: {total} task{'s' if total != 1 else ''}"
+    lines = [f"{head}: {counts}" if total else head]
+    if not total:
+        return lines
+    rows = [["ID", "STATUS", "NAME", "PARAMS", "DURATION", "EXIT", "PEAK GPU MEM"]]
+    errors: dict[int, str] = {}
+    for task in report["tasks"]:
+        rows.append(
+            [
+                task["id"][:12],
+                task["status"],
+                task["name"],
+                " ".join(f"{k}={v}" for k, v in task["params"].items()),
+                format_duration(task["duration"]) or "-",
+                "-" if task["exit_code"] is None else str(task["exit_code"]),
+                _size(task["peak_gpu_mem_mb"]),
+            ]
+        )
+        if task["error"] and task["status"] in {s.value for s in _FAILED}:
+            phase = f"[{task['phase']}] " if task["phase"] else ""
+            errors[len(rows) - 1] = f"{' ' * 14}error: {phase}{task['error']}"
+    for index, line in enumerate(_table(rows)):
+        lines.append(line)
+        if index in errors:
+            lines.append(errors[index])
+    return lines
+
+
+# -- top ----------------------------------------------------------------------------------------
+
+
+def render_top(
+    agents: Sequence[AgentInfo], tasks: Mapping[str, TaskRecord], now: float
+) -> list[str]:
+    """Agents with their GPUs, slots, window and running tasks; then waiting tasks by queue."""
+    lines: list[str] = []
+    for agent in agents:
+        lines.extend(_agent_lines(agent, tasks, now))
+    if not agents:
+        lines.append("no live agents")
+    waiting = collections.Counter(r.options.queue for r in tasks.values() if r.status in _WAITING)
+    if waiting:
+        lines.append("waiting: " + ", ".join(f"{q} {n}" for q, n in sorted(waiting.items())))
+    for record in tasks.values():
+        problem = offer_problem(record, agents)
+        if problem:
+            lines.append(f"  {record.id[:12]} {_label(record)}: {problem}")
+    return lines
+
+
+def _agent_lines(agent: AgentInfo, tasks: Mapping[str, TaskRecord], now: float) -> list[str]:
+    windows = agent.extra.get("windows") or {}
+    head = [
+        agent.name,
+        agent.state,
+        f"queues {','.join(agent.queues)}",
+        agent.env_mode,
+        f"up {format_duration(now - agent.started)}" if agent.started else "",
+        f"beat {format_duration(now - agent.heartbeat)} ago",
+        f"window {windows['state']}" if windows.get("state") else "",
+    ]
+    lines = ["  ".join(part for part in head if part)]
+    usage: Mapping[str, Mapping[str, float]] = agent.extra.get("usage") or {}
+    slots = agent.extra.get("slots") or {}
+    gpus: Mapping[str, Mapping[str, str]] = slots.get("gpus") or {g: {} for g in agent.gpus}
+    for gpu, state in gpus.items():
+        if "task" in state:
+            live = _live(state["task"], usage, tasks)
+            util = live.get(f"gpu{gpu}.util_pct")
+            mem = live.get(f"gpu{gpu}.mem_mb")
+            shown = f"util {util:.0f} %" if util is not None else "util -"
+            lines.append(f"  GPU {gpu}  {state['task'][:12]}  {shown}  mem {_size(mem)}")
+        elif "unavailable" in state:
+            lines.append(f"  GPU {gpu}  held back: {state['unavailable']}")
+        else:
+            lines.append(f"  GPU {gpu}  free")
+    if "cpu_slots" in slots:
+        lines.append(f"  CPU slots: {len(slots.get('cpu_tasks', []))} of {slots['cpu_slots']} busy")
+    reserved = slots.get("reserved") or []
+    if reserved:
+        shown = ", ".join(f"{r['task'][:12]} ({r['gpus']} GPUs)" for r in reserved)
+        lines.append(f"  waiting for room: {shown}")
+    for task_id in agent.tasks:
+        record = tasks.get(task_id)
+        live = _live(task_id, usage, tasks)
+        parts = [
+            f"  {task_id[:12]}",
+            record.status.value if record else "?",
+            format_duration(_runtime(record, now)) if record else "",
+            f"{_label(record)} {_params(record)}".strip() if record else "",
+            f"cpu {live['cpu_pct']:.0f} %" if "cpu_pct" in live else "",
+            f"rss {_size(live['rss_mb'])}" if "rss_mb" in live else "",
+            f"gpu mem {_size(live['gpu_mem_mb'])}" if "gpu_mem_mb" in live else "",
+        ]
+        lines.append("  ".join(p for p in parts if p))
+    return lines
+
+
+def _live(
+    task_id: str, usage: Mapping[str, Mapping[str, float]], tasks: Mapping[str, TaskRecord]
+) -> Mapping[str, float]:
+    if task_id in usage:
+        return usage[task_id]
+    record = tasks.get(task_id)
+    summary = _resources(record).get("summary", {}) if record else {}
+    return {metric: stats["last"] for metric, stats in summary.items() if "last" in stats}
+
+
+def top_snapshot(store: TaskStore, registry: AgentRegistry) -> dict[str, Any]:
+    """What ``top`` shows, read once: live agents and the active and waiting tasks."""
+    agents = registry.list()
+    ids = store.index.ids(_ACTIVE | _WAITING)
+    tasks = {r.id: r for r in store.get_many(ids)}
+    return {"agents": agents, "tasks": tasks, "now": time.time()}
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _store(redis_url: str | None) -> TaskStore:
+    config = load_client_config({"redis_url": redis_url})
+    store = TaskStore(connect(config.redis_url), log_cap_mb=config.log_cap_mb)
+    store.reap_lost()
+    return store
+
+
+@click.command("top")
+@click.option("-n", "--interval", type=float, default=2.0, show_default=True, help="Seconds.")
+@click.option("--once", is_flag=True, help="Print one view and exit.")
+@click.option("--json", "as_json", is_flag=True, help="One view as JSON (implies --once).")
+@click.option("--redis-url", help="Redis to read (default: $OVERNIGHT_REDIS_URL or config).")
+def top_command(interval: float, once: bool, as_json: bool, redis_url: str | None) -> None:
+    """A live view of agents, their GPUs and running tasks (Ctrl-C to quit)."""
+    store = _store(redis_url)
+    registry = AgentRegistry(store.redis)
+    while True:
+        view = top_snapshot(store, registry)
+        if as_json:
+            data = {
+                "agents": [json.loads(a.to_json()) for a in view["agents"]],
+                "tasks": [json.loads(r.to_json()) for r in view["tasks"].values()],
+            }
+            click.echo(json.dumps(data, indent=2))
+            return
+        lines = render_top(view["agents"], view["tasks"], view["now"])
+        if once:
+            click.echo("\n".join(lines))
+            return
+        click.clear()
+        click.echo(f"overnight top  {datetime.now():%H:%M:%S}  (every {interval:g} s)\n")
+        click.echo("\n".join(lines))
+        try:
+            time.sleep(interval)
+            store.reap_lost()
+        except KeyboardInterrupt:
+            return
+
+
+@click.command("summary")
+@click.option(
+    "--since", default="16h", show_default=True, help="A duration ago (16h, 3d) or a date."
+)
+@click.option("-q", "--queue", help="Only this queue.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--redis-url", help="Redis to read (default: $OVERNIGHT_REDIS_URL or config).")
+def summary_command(since: str, queue: str | None, as_json: bool, redis_url: str | None) -> None:
+    """What ran since a moment: counts by status; per task params, duration, exit, GPU peak."""
+    start = parse_since(since)
+    store = _store(redis_url)
+    report = summary_report(tasks_since(store, start, queue=queue), start, time.time())
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo("\n".join(render_summary(report)))
 
 
 def register(cli: click.Group, agent: click.Group) -> None:
-    pass
+    cli.add_command(top_command)
+    cli.add_command(summary_command)

@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+from click.testing import CliRunner
+
+from overnight.cli import cli
+from overnight.commands.reports import (
+    offer_problem,
+    peak_gpu_memory_mb,
+    render_summary,
+    render_top,
+    summary_report,
+    tasks_since,
+)
+from overnight.queue.agents import AgentInfo, AgentRegistry
+from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.tasks import make_snapshot, redis_client, store
+
+__all__ = ["redis_client", "store"]
+
+NOW = 1_704_700_000.0  # Mon 2024-01-08, about 08:00 in Europe
+
+
+def record(task_id: str, status: TaskStatus, **fields: object) -> TaskRecord:
+    base: dict[str, object] = {
+        "id": task_id,
+        "spec_id": "s",
+        "options": TaskOptions(queue="gpu", gpus=1),
+    }
+    base.update(fields)
+    return TaskRecord(status=status, **base)  # type: ignore[arg-type]
+
+
+def resources(peak_mb: float, last_util: float = 90.0) -> dict[str, object]:
+    return {
+        "summary": {
+            "gpu_mem_mb": {"peak": peak_mb, "mean": peak_mb / 2, "last": peak_mb, "samples": 3},
+            "gpu0.util_pct": {"peak": 100.0, "mean": 80.0, "last": last_util, "samples": 3},
+        }
+    }
+
+
+def agent(**fields: object) -> AgentInfo:
+    base: dict[str, object] = {
+        "name": "box-1",
+        "host": "box",
+        "queues": ("gpu",),
+        "gpus": ("0", "1"),
+    }
+    base.update(fields)
+    return AgentInfo(**base)  # type: ignore[arg-type]
+
+
+def test_offer_problem_flags_tasks_no_agent_can_run() -> None:
+    big = record("a" * 12, TaskStatus.QUEUED, options=TaskOptions(queue="gpu", gpus=8))
+    assert offer_problem(big, [agent()]) == "no agent offers 8 GPUs on queue gpu"
+    assert offer_problem(big, [agent(gpus=tuple(str(i) for i in range(8)))]) is None
+    assert offer_problem(big, [agent(queues=("cpu",))]) == "no live agent serves queue gpu"
+    running = record("b" * 12, TaskStatus.RUNNING, options=TaskOptions(queue="gpu", gpus=8))
+    assert offer_problem(running, []) is None
+
+
+def test_summary_counts_and_rows() -> None:
+    records = [
+        record(
+            "1" * 32,
+            TaskStatus.FINISHED,
+            name="sweep-1",
+            params={"lr": "0.01"},
+            started=NOW - 7200,
+            ended=NOW - 3600,
+            exit_code=0,
+            extra={"resources": resources(20480.0)},
+        ),
+        record(
+            "2" * 32,
+            TaskStatus.FAILED,
+            argv=("python", "train.py"),
+            started=NOW - 600,
+            ended=NOW - 300,
+            exit_code=1,
+            phase=Phase.RUN,
+            error="RuntimeError: CUDA out of memory\nTraceback...",
+        ),
+        record("3" * 32, TaskStatus.RUNNING, name="sweep-3", started=NOW - 65),
+    ]
+    report = summary_report(records, NOW - 16 * 3600, NOW)
+    assert report["counts"] == {"finished": 1, "failed": 1, "running": 1}
+    assert report["tasks"][0]["peak_gpu_mem_mb"] == 20480.0
+    assert report["tasks"][1]["error"] == "RuntimeError: CUDA out of memory"
+    assert report["tasks"][2]["duration"] == 65
+    json.dumps(report)
+    lines = render_summary(report)
+    assert lines[0].endswith(": 3 tasks: 1 finished, 1 failed, 1 running")
+    assert lines[1].split() == [
+        "ID",
+        "STATUS",
+        "NAME",
+        "PARAMS",
+        "DURATION",
+        "EXIT",
+        "PEAK",
+        "GPU",
+        "MEM",
+    ]
+    assert lines[2].split() == [
+        "1" * 12,
+        "finished",
+        "sweep-1",
+        "lr=0.01",
+        "1h00m",
+        "0",
+        "20.0",
+        "GB",
+    ]
+    assert "python train.py" in lines[3] and "5m00s" in lines[3]
+    assert lines[4].strip() == "error: [run] RuntimeError: CUDA out of memory"
+    assert lines[5].split()[:4] == ["3" * 12, "running", "sweep-3", "1m05s"]
+    assert render_summary(summary_report([], NOW, NOW))[0].endswith(": 0 tasks")
+
+
+def test_top_shows_gpus_slots_windows_and_tasks() -> None:
+    running = record(
+        "c" * 32,
+        TaskStatus.RUNNING,
+        name="train",
+        params={"lr": "0.1"},
+        started=NOW - 90,
+        gpu_ids=("0",),
+    )
+    waiting = record(
+        "d" * 32, TaskStatus.QUEUED, options=TaskOptions(queue="gpu", gpus=4), name="big"
+    )
+    box = agent(
+        state="busy",
+        tasks=(running.id,),
+        heartbeat=NOW - 2,
+        started=NOW - 3600,
+        extra={
+            "slots": {
+                "gpus": {
+                    "0": {"task": running.id},
+                    "1": {"unavailable": "5000 MB in use by processes overnight did not start"},
+                },
+                "cpu_slots": 1,
+                "cpu_tasks": [],
+                "reserved": [{"task": waiting.id, "gpus": 2}],
+            },
+            "windows": {"uptime": ["fri 19:00-mon 07:00"], "state": "closed until fri 19:00"},
+            "usage": {
+                running.id: {"gpu0.util_pct": 97.0, "gpu0.mem_mb": 20480.0, "cpu_pct": 101.0}
+            },
+        },
+    )
+    lines = render_top([box], {r.id: r for r in (running, waiting)}, NOW)
+    assert lines[0].split("  ") == [
+        "box-1",
+        "busy",
+        "queues gpu",
+        "venv",
+        "up 1h00m",
+        "beat 2s ago",
+        "window closed until fri 19:00",
+    ]
+    assert lines[1] == f"  GPU 0  {'c' * 12}  util 97 %  mem 20.0 GB"
+    assert lines[2] == "  GPU 1  held back: 5000 MB in use by processes overnight did not start"
+    assert lines[3] == "  CPU slots: 0 of 1 busy"
+    assert lines[4] == f"  waiting for room: {'d' * 12} (2 GPUs)"
+    assert lines[5].split("  ") == ["", "c" * 12, "running", "1m30s", "train lr=0.1", "cpu 101 %"]
+    assert lines[6] == "waiting: gpu 1"
+    assert lines[7] == f"  {'d' * 12} big: no agent offers 4 GPUs on queue gpu"
+    assert render_top([], {}, NOW) == ["no live agents"]
+
+
+def test_top_falls_back_to_the_record_resources() -> None:
+    running = record(
+        "e" * 32, TaskStatus.RUNNING, started=NOW - 5, extra={"resources": resources(4096.0, 55.0)}
+    )
+    box = agent(tasks=(running.id,), extra={"slots": {"gpus": {"0": {"task": running.id}}}})
+    lines = render_top([box], {running.id: running}, NOW)
+    assert f"  GPU 0  {'e' * 12}  util 55 %  mem -" in lines
+    assert any("gpu mem 4.0 GB" in line for line in lines)
+    assert peak_gpu_memory_mb(running) == 4096.0
+    assert peak_gpu_memory_mb(record("f", TaskStatus.FINISHED)) is None
+
+
+def _run(store: TaskStore, *, gpus: int, status: TaskStatus, **fields: Any) -> TaskRecord:
+    rec = store.submit(make_snapshot(name=f"t{gpus}"), TaskOptions(queue="gpu", gpus=gpus))
+    store.transition(rec.id, TaskStatus.PREPARING, agent="box-1")
+    store.transition(rec.id, TaskStatus.RUNNING)
+    return store.transition(rec.id, status, **fields)
+
+
+def test_summary_and_top_commands_read_redis(store: TaskStore, redis_url: str) -> None:
+    _run(
+        store,
+        gpus=1,
+        status=TaskStatus.FINISHED,
+        exit_code=0,
+        extra={"resources": resources(8192.0)},
+    )
+    _run(
+        store,
+        gpus=1,
+        status=TaskStatus.FAILED,
+        exit_code=2,
+        phase=Phase.RUN,
+        error="ValueError: bad lr",
+    )
+    queued = store.submit(make_snapshot(name="huge"), TaskOptions(queue="gpu", gpus=8))
+    AgentRegistry(store.redis).register(agent(heartbeat=time.time(), started=time.time()))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["summary", "--since", "16h", "--redis-url", redis_url])
+    assert result.exit_code == 0, result.output
+    head = result.output.splitlines()[0]
+    assert ": 3 tasks: " in head
+    assert all(f"1 {status}" in head for status in ("queued", "finished", "failed"))
+    assert "8.0 GB" in result.output
+    assert "error: [run] ValueError: bad lr" in result.output
+    as_json = runner.invoke(cli, ["summary", "--json", "--since", "1h", "--redis-url", redis_url])
+    assert json.loads(as_json.output)["counts"] == {"queued": 1, "finished": 1, "failed": 1}
+    # tasks from before the window are left out
+    later = runner.invoke(
+        cli, ["summary", "--since", "2100-01-01", "--json", "--redis-url", redis_url]
+    )
+    assert json.loads(later.output)["tasks"] == []
+    top = runner.invoke(cli, ["top", "--once", "--redis-url", redis_url])
+    assert top.exit_code == 0, top.output
+    assert "box-1" in top.output
+    assert f"{queued.id[:12]} huge: no agent offers 8 GPUs on queue gpu" in top.output
+    top_json = json.loads(runner.invoke(cli, ["top", "--json", "--redis-url", redis_url]).output)
+    assert [a["name"] for a in top_json["agents"]] == ["box-1"]
+    assert [t["id"] for t in top_json["tasks"]] == [queued.id]
+
+
+def test_summary_rejects_a_bad_since(redis_url: str) -> None:
+    result = CliRunner().invoke(cli, ["summary", "--since", "yesterday", "--redis-url", redis_url])
+    assert result.exit_code == 2
+    assert "invalid --since 'yesterday'" in result.output
+
+
+def test_summary_window_counts_tasks_that_ended_in_it(store: TaskStore) -> None:
+    from overnight.queue import keys
+
+    now = time.time()
+    ended_late = _run(store, gpus=1, status=TaskStatus.FINISHED, exit_code=0)
+    ended_early = _run(store, gpus=1, status=TaskStatus.FINISHED, exit_code=0)
+    for rec, ended in ((ended_late, now - 3600), (ended_early, now - 20 * 3600)):
+        old = dataclasses.replace(rec, created=now - 3 * 86400, started=ended - 60, ended=ended)
+        store.redis.set(keys.task(rec.id), old.to_json())
+    assert [r.id for r in tasks_since(store, now - 16 * 3600)] == [ended_late.id]
