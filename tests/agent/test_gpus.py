@@ -15,6 +15,9 @@ from overnight.agent.gpus import (
     parse_gpu_list,
 )
 from overnight.errors import GPUError, UsageError
+from tests.fixtures.gpus import nvml_inventory
+
+__all__ = ["nvml_inventory"]
 
 MB = 1024 * 1024
 
@@ -185,25 +188,17 @@ def test_open_inventory_never_raises() -> None:
 
 
 @pytest.mark.gpu
-def test_real_nvml_inventory() -> None:
-    try:
-        inv = NvmlInventory()
-    except GPUError as exc:
-        pytest.skip(f"no NVIDIA GPU here: {exc}")
-    try:
-        devs = inv.devices()
-        if not devs:
-            pytest.skip("NVML works but reports no GPU")
-        for dev in devs:
-            assert dev.uuid.startswith(("GPU-", "MIG-"))
-            assert dev.name
-            assert 0 <= dev.memory_used_mb <= dev.memory_total_mb
-            usage = inv.usage(dev.index)
-            assert 0 <= usage.utilization_pct <= 100
-            assert inv.foreign_memory_mb(dev.index, {p.pid for p in dev.processes}) == 0.0
-        versions = inv.versions()
-        assert versions.driver
-        assert versions.cuda is not None and versions.cuda[0].isdigit()
-        assert parse_gpu_list("all", inv) == tuple(d.id for d in devs)
-    finally:
-        inv.close()
+def test_real_nvml_inventory(nvml_inventory: NvmlInventory) -> None:
+    inv = nvml_inventory
+    devs = inv.devices()
+    for dev in devs:
+        assert dev.uuid.startswith(("GPU-", "MIG-"))
+        assert dev.name
+        assert 0 <= dev.memory_used_mb <= dev.memory_total_mb
+        usage = inv.usage(dev.index)
+        assert 0 <= usage.utilization_pct <= 100
+        assert inv.foreign_memory_mb(dev.index, {p.pid for p in dev.processes}) == 0.0
+    versions = inv.versions()
+    assert versions.driver
+    assert versions.cuda is not None and versions.cuda[0].isdigit()
+    assert parse_gpu_list("all", inv) == tuple(d.id for d in devs)

@@ -9,7 +9,9 @@ import pytest
 
 from overnight.agent.gpus import DriverVersions, FakeInventory, GPUDevice, NvmlInventory
 from overnight.agent.hardware import cpu_model, gpu_model, hardware_info
-from overnight.errors import GPUError
+from tests.fixtures.gpus import nvml_inventory
+
+__all__ = ["nvml_inventory"]
 
 
 def test_hardware_of_the_whole_machine() -> None:
@@ -73,16 +75,10 @@ def test_gpu_model_names() -> None:
 
 
 @pytest.mark.gpu
-def test_real_hardware_info() -> None:
-    try:
-        inv = NvmlInventory()
-    except GPUError as exc:
-        pytest.skip(f"no NVIDIA GPU here: {exc}")
-    try:
-        info = hardware_info(inv)
-        assert info["gpu_count"] >= 1
-        assert info["driver_version"]
-        assert info["cuda_version"]
-        print(json.dumps(info, indent=2))
-    finally:
-        inv.close()
+def test_real_hardware_info(nvml_inventory: NvmlInventory) -> None:
+    info = hardware_info(nvml_inventory)
+    assert info["gpu_count"] >= 1
+    assert info["driver_version"]
+    assert info["cuda_version"]
+    assert "gpu_error" not in info
+    print(json.dumps(info, indent=2))
