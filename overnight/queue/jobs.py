@@ -13,7 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
-from rq.job import Job
+from rq.job import Job, get_current_job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
@@ -31,11 +31,18 @@ def run_task(task_id: str) -> None:
     """The job function RQ jobs name; tasks run only in ``overnight agent daemon``.
 
     The daemon takes a task's job from its RQ queue and runs the task itself, supervised; it never
-    lets RQ call this function. A plain ``rq worker`` that reaches here refuses.
+    lets RQ call this function. A plain RQ worker that reaches here marks the task failed, naming
+    itself, so the task does not sit ``queued`` forever, and raises.
     """
-    raise AgentError(
-        f"overnight task {task_id} must be run by `overnight agent daemon`, not by a plain RQ worker"
+    job = get_current_job()
+    worker = f" ({job.worker_name})" if job is not None and job.worker_name else ""
+    message = (
+        f"task {task_id} was taken by a plain RQ worker{worker}; overnight tasks run only in "
+        "`overnight agent daemon`: stop that worker and retry the task"
     )
+    if job is not None and job.id == task_id:
+        record_refusal(job, message)
+    raise AgentError(message)
 
 
 def is_overnight_job(job: Job) -> bool:

@@ -87,7 +87,7 @@ class LogStore:
             freed -= len(last[0][1].get(b"line", b""))
             lines -= 1
         pipe = self._redis.pipeline(transaction=True)
-        pipe.xtrim(key, minid=keep_from)
+        pipe.xtrim(key, minid=keep_from, approximate=False)
         meta = keys.log_meta(task_id)
         pipe.hincrby(meta, "bytes", -freed)
         pipe.hincrby(meta, "trimmed_lines", lines)

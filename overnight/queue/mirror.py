@@ -12,7 +12,6 @@ expire (``overnight gc`` removes them with the task).
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,7 +122,6 @@ class RQMirror:
         after: Sequence[str] = (),
         agent: str | None = None,
         at_front: bool = False,
-        error: str | None = None,
     ) -> None:
         """Queue, on a transaction in MULTI mode, the RQ side of a status change."""
         queue = self.queue(queue_name)
@@ -157,7 +155,6 @@ class RQMirror:
             )
         elif status in (TaskStatus.FAILED, TaskStatus.LOST):
             mapping["ended_at"] = stamp
-            mapping["exc_info"] = zlib.compress((error or status.value).encode("utf-8"))
             pipe.zadd(FailedJobRegistry(queue_name, connection=self._redis).key, {task_id: "+inf"})
         elif status is TaskStatus.CANCELED:
             mapping["ended_at"] = stamp

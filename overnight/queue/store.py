@@ -212,7 +212,6 @@ class TaskStore:
                 after=old.options.after if old.status is TaskStatus.WAITING else (),
                 agent=new.agent,
                 at_front=at_front,
-                error=new.error,
             )
             if status in _ACTIVE:
                 pipe.set(keys.heartbeat(task_id), new.agent or "", px=int(heartbeat_ttl * 1000))

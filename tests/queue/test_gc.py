@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import hashlib
+import time
+
+import redis
+
+from overnight.queue import keys
+from overnight.queue.gc import collect
+from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.store import Submission, TaskStore
+from tests.fixtures.tasks import make_snapshot
+
+DAY = 86400.0
+
+
+def _end(store: TaskStore, task_id: str) -> None:
+    store.transition(task_id, TaskStatus.RUNNING, agent="box")
+    store.transition(task_id, TaskStatus.FINISHED, exit_code=0)
+
+
+def test_gc_removes_old_tasks_and_what_only_they_use(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    shared = make_snapshot(patch=b"shared patch", bundle=b"shared bundle")
+    old_a, old_b = store.submit_many(
+        [
+            Submission(shared, TaskOptions(queue="gpu"), argv=("python", "t.py", "--x", x))
+            for x in "ab"
+        ]
+    )
+    lone = store.submit(make_snapshot(patch=b"lone patch"), TaskOptions(queue="gpu"))
+    running = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    for record in (old_a, old_b, lone):
+        _end(store, record.id)
+        store.logs.append(record.id, [(1.0, "output")])
+    store.transition(running.id, TaskStatus.RUNNING, agent="box")
+    later = time.time() + 31 * DAY
+
+    dry = collect(store, older_than=30 * DAY, now=later, dry_run=True)
+    assert sorted(dry.tasks) == sorted([old_a.id, old_b.id, lone.id])
+    assert redis_client.exists(keys.task(lone.id))
+
+    fresh = store.submit(shared, TaskOptions(queue="gpu"))  # still uses the shared spec and blobs
+    report = collect(store, older_than=30 * DAY, now=later - DAY / 2)
+    assert sorted(report.tasks) == sorted([old_a.id, old_b.id, lone.id])
+    for record in (old_a, old_b, lone):
+        assert not redis_client.exists(keys.task(record.id), keys.log(record.id))
+        assert not redis_client.exists(f"rq:job:{record.id}")
+        assert record.id.encode() not in redis_client.zrange(keys.BY_CREATED, 0, -1)
+    assert not redis_client.exists(
+        keys.spec(lone.spec_id), keys.blob(hashlib.sha256(b"lone patch").hexdigest())
+    )
+    assert store.load_snapshot(fresh.id).blobs == shared.blobs
+    assert store.get(running.id).status is TaskStatus.RUNNING
+    assert redis_client.zcard("rq:finished:gpu") == 0
+
+    _end(store, fresh.id)
+    collect(store, older_than=0, now=time.time() + 1)
+    for sha in shared.blobs:
+        assert not redis_client.exists(keys.blob(sha))
+    running_spec = store.recorded_snapshot(running.id).spec
+    assert running_spec.patch is not None
+    assert set(redis_client.hkeys(keys.REFS)) == {
+        f"s:{running.spec_id}".encode(),
+        f"b:{running_spec.patch.sha256}".encode(),
+    }
+
+
+def test_gc_corrupt(store: TaskStore, redis_client: redis.Redis) -> None:
+    record = store.submit(make_snapshot(), TaskOptions())
+    redis_client.set(keys.task(record.id), b"garbage")
+    report = collect(store, older_than=30 * DAY, corrupt=True)
+    assert report.corrupt == [record.id] and report.tasks == []
+    assert not redis_client.exists(keys.task(record.id))

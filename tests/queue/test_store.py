@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import pytest
+import redis
+
+from overnight.errors import (
+    AmbiguousTaskId,
+    CorruptRecord,
+    InvalidTransition,
+    TaskNotFound,
+    UsageError,
+)
+from overnight.queue import keys
+from overnight.queue.records import Phase, TaskOptions, TaskStatus
+from overnight.queue.store import Submission, TaskStore
+from tests.fixtures.tasks import make_snapshot
+
+
+def test_submit_stores_record_spec_blobs_and_queues(store: TaskStore) -> None:
+    snap = make_snapshot(name="baseline", tags=("a", "b"), bundle=b"BUNDLE")
+    record = store.submit(snap, TaskOptions(queue="gpu", gpus=2, retries=1))
+    assert record.status is TaskStatus.QUEUED
+    got = store.get(record.id)
+    assert got == record
+    assert got.argv == snap.spec.argv and got.params == {"lr": "0.1"}
+    assert got.name == "baseline" and got.tags == ("a", "b")
+    assert [h.status for h in got.history] == [TaskStatus.QUEUED]
+    loaded = store.load_snapshot(record.id)
+    assert loaded.spec == snap.spec
+    assert loaded.blobs == snap.blobs
+    assert store.known_queues() == ["gpu"]
+
+
+def test_get_unknown_and_corrupt(store: TaskStore, redis_client: redis.Redis) -> None:
+    with pytest.raises(TaskNotFound, match="overnight ls"):
+        store.get("abcdef123456")
+    redis_client.set(keys.task("abcdef123456"), b'{"id": "abcdef1')
+    with pytest.raises(CorruptRecord, match="abcdef123456"):
+        store.get("abcdef123456")
+
+
+def test_get_many_shows_corrupt_records_and_skips_missing(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    good = store.submit(make_snapshot(), TaskOptions())
+    redis_client.set(keys.task("bad000000000"), b"not json")
+    records = store.get_many([good.id, "bad000000000", "missing00000"])
+    assert [r.id for r in records] == [good.id, "bad000000000"]
+    assert records[1].status is TaskStatus.CORRUPT
+    assert "cannot be decoded" in (records[1].error or "")
+
+
+def test_resolve_prefixes_like_git(store: TaskStore, redis_client: redis.Redis) -> None:
+    record = store.submit(make_snapshot(), TaskOptions())
+    assert store.resolve(record.id) == record.id
+    assert store.resolve(record.id[:3].upper()) == record.id
+    # Two ids sharing a prefix (written into the index as submit would).
+    redis_client.zadd(keys.BY_ID, {"abc111111111": 0, "abc222222222": 0})
+    with pytest.raises(AmbiguousTaskId, match="abc111111111, abc222222222"):
+        store.resolve("abc")
+    assert store.resolve("abc1") == "abc111111111"
+    with pytest.raises(TaskNotFound, match="no task"):
+        store.resolve("fffff")
+    with pytest.raises(TaskNotFound, match="not a task id"):
+        store.resolve("not-an-id")
+
+
+def test_transition_keeps_history_times_and_fields(store: TaskStore) -> None:
+    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    store.transition(record.id, TaskStatus.PREPARING, agent="box1", note="taken")
+    running = store.transition(record.id, TaskStatus.RUNNING, gpu_ids=["0", "1"])
+    assert running.started is not None and running.agent == "box1"
+    assert running.gpu_ids == ("0", "1")
+    done = store.transition(
+        record.id, TaskStatus.FAILED, exit_code=3, phase="run", error="exit code 3", extra={"a": 1}
+    )
+    done = store.transition(record.id, TaskStatus.FAILED, extra={"b": 2})
+    assert done.exit_code == 3 and done.phase is Phase.RUN and done.error == "exit code 3"
+    assert done.extra == {"a": 1, "b": 2}
+    assert done.ended is not None and done.ended >= running.started
+    assert [h.status for h in done.history] == [
+        TaskStatus.QUEUED,
+        TaskStatus.PREPARING,
+        TaskStatus.RUNNING,
+        TaskStatus.FAILED,
+    ]
+    assert done.history[1].note == "taken"
+    assert store.get(record.id) == done
+
+
+def test_expected_status_mismatch_writes_nothing(store: TaskStore) -> None:
+    record = store.submit(make_snapshot(), TaskOptions())
+    with pytest.raises(InvalidTransition, match="is queued, not running"):
+        store.transition(record.id, TaskStatus.FINISHED, expect={TaskStatus.RUNNING}, exit_code=0)
+    assert store.get(record.id) == record
+    assert store.index.ids([TaskStatus.QUEUED]) == [record.id]
+    assert store.index.ids([TaskStatus.FINISHED]) == []
+
+
+def test_unknown_fields_are_refused(store: TaskStore) -> None:
+    record = store.submit(make_snapshot(), TaskOptions())
+    with pytest.raises(TypeError, match="bogus"):
+        store.transition(record.id, TaskStatus.RUNNING, bogus=1)
+
+
+def test_requeue_starts_a_fresh_attempt(store: TaskStore, redis_client: redis.Redis) -> None:
+    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    redis_client.lpop("rq:queue:gpu")  # an agent took the job
+    store.transition(record.id, TaskStatus.PREPARING, agent="a")
+    store.transition(record.id, TaskStatus.RUNNING)
+    again = store.requeue(record.id, at_front=True, note="agent stopping")
+    assert again.status is TaskStatus.QUEUED
+    assert again.agent is None and again.started is None and again.attempt == 0
+    assert again.history[-1].note == "agent stopping"
+    other = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    store.requeue(other.id)  # already queued: still one entry
+    assert redis_client.lrange("rq:queue:gpu", 0, -1) == [record.id.encode(), other.id.encode()]
+
+
+def test_notes(store: TaskStore) -> None:
+    record = store.submit(make_snapshot(), TaskOptions())
+    store.add_note(record.id, "python 3.11 not found; used 3.12")
+    assert store.get(record.id).notes == ["python 3.11 not found; used 3.12"]
+
+
+def test_sweep_shares_spec_and_blobs(store: TaskStore, redis_client: redis.Redis) -> None:
+    snap = make_snapshot(patch=b"P" * 10_000, bundle=b"B" * 10_000)
+    subs = [
+        Submission(snap, TaskOptions(), argv=("python", "train.py", "--lr", lr))
+        for lr in ("0.1", "0.01", "0.001")
+    ]
+    records = store.submit_many(subs)
+    assert len({r.spec_id for r in records}) == 1
+    assert [r.params["lr"] for r in records] == ["0.1", "0.01", "0.001"]
+    assert len(redis_client.keys(keys.blob("*"))) == 2
+    assert store.blobs.refs(records[0].spec_id) == 3
+    assert store.load_snapshot(records[1].id).spec.argv[-1] == "0.01"
+    assert store.recorded_snapshot(records[1].id).spec.argv[-1] == "0.1"
+
+
+def test_invalid_options(store: TaskStore) -> None:
+    with pytest.raises(UsageError, match="queue name"):
+        store.submit(make_snapshot(), TaskOptions(queue="my queue"))
+    with pytest.raises(UsageError, match="--gpus"):
+        store.submit(make_snapshot(), TaskOptions(gpus=-1))
+
+
+def test_missing_blob_is_a_clear_error(store: TaskStore, redis_client: redis.Redis) -> None:
+    snap = make_snapshot()
+    record = store.submit(snap, TaskOptions())
+    redis_client.delete(keys.blob(snap.spec.patch.sha256 if snap.spec.patch else ""))
+    with pytest.raises(CorruptRecord, match="missing from Redis"):
+        store.load_snapshot(record.id)

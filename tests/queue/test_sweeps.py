@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from overnight.errors import UsageError
+from overnight.queue.sweeps import Sweep, expand, parse_sweep
+
+
+def test_parse_sweep() -> None:
+    assert parse_sweep("lr=0.1,0.01") == Sweep("lr", ("0.1", "0.01"))
+    assert parse_sweep("--bs=32") == Sweep("bs", ("32",))
+
+
+@pytest.mark.parametrize("text", ["lr", "lr=", "=1,2", "lr=1,,2", "lr=1,1", "l r=1"])
+def test_bad_sweeps(text: str) -> None:
+    with pytest.raises(UsageError, match="--sweep"):
+        parse_sweep(text)
+
+
+def test_cross_product_sets_params_in_argv() -> None:
+    argv = ("python", "train.py", "--lr", "0.5", "--epochs=3")
+    variants = expand(argv, [Sweep("lr", ("0.1", "0.01")), Sweep("bs", ("32", "64"))])
+    assert [v for v, _ in variants] == [
+        ("python", "train.py", "--lr", "0.1", "--epochs=3", "--bs", "32"),
+        ("python", "train.py", "--lr", "0.1", "--epochs=3", "--bs", "64"),
+        ("python", "train.py", "--lr", "0.01", "--epochs=3", "--bs", "32"),
+        ("python", "train.py", "--lr", "0.01", "--epochs=3", "--bs", "64"),
+    ]
+    assert variants[3][1] == {"lr": "0.01", "epochs": "3", "bs": "64"}
+
+
+def test_same_name_twice_is_refused() -> None:
+    with pytest.raises(UsageError, match="more than once"):
+        expand(("python", "t.py"), [Sweep("lr", ("1",)), Sweep("lr", ("2",))])
+
+
+def test_no_sweep_is_the_command_itself() -> None:
+    assert expand(("python", "t.py", "--a", "1"), []) == [
+        (("python", "t.py", "--a", "1"), {"a": "1"})
+    ]
