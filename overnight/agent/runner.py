@@ -34,6 +34,8 @@ EXITED = "exited"
 CANCELED = "canceled"
 TIMED_OUT = "timed_out"
 
+KILL_WAIT = 15.0  # seconds to wait for a process to die after SIGKILL before giving up on it
+
 
 @dataclasses.dataclass(frozen=True)
 class RunOutcome:
@@ -112,31 +114,15 @@ def supervise(
     sender.start()
     reader.start()
 
-    reason, stop_at, kill_at = EXITED, None, None
-    code: int | None = None
-    while True:
-        step = poll_interval
-        deadline = pump.deadline()
-        if deadline is not None:
-            step = max(0.0, min(step, deadline - time.time()))
-        code = process.wait(step)
-        if code is not None:
-            break
-        pump.tick()
-        now = time.monotonic()
-        if stop_at is None:
-            if _asked_to_stop(should_stop):
-                reason = CANCELED
-            elif timeout is not None and now - clock0 >= timeout:
-                reason = TIMED_OUT
-            if reason != EXITED:
-                stop_at = now
-                process.terminate()
-        elif kill_at is None and now - stop_at >= grace:
-            kill_at = now
-            process.kill()
-        elif kill_at is not None and now - kill_at >= drain_timeout + 10.0:
-            break  # SIGKILL did not end it (a process stuck in the kernel): give up waiting
+    try:
+        code, reason, killed = _watch(
+            process, pump, should_stop, timeout, grace, poll_interval, clock0
+        )
+    except BaseException:
+        process.kill()  # never leave a task running unsupervised
+        pump.close()
+        outbox.finish(sender, 1.0)
+        raise
     ended, duration = time.time(), time.monotonic() - clock0
 
     reader.join(drain_timeout)
@@ -152,12 +138,51 @@ def supervise(
         started=started,
         ended=ended,
         timeout=timeout,
-        killed=kill_at is not None,
+        killed=killed,
         lines=outbox.sent,
         dropped_lines=outbox.dropped,
         sink_errors=outbox.errors,
         last_sink_error=outbox.last_error,
     )
+
+
+def _watch(
+    process: Process,
+    pump: _Pump,
+    should_stop: Callable[[], bool],
+    timeout: float | None,
+    grace: float,
+    poll_interval: float,
+    clock0: float,
+) -> tuple[int | None, str, bool]:
+    """Wait for the process to end, stopping it when asked or when its time is up.
+
+    Returns its exit code, why it ended and whether SIGKILL was needed.
+    """
+    reason, stop_at, kill_at = EXITED, None, None
+    while True:
+        step = poll_interval
+        deadline = pump.deadline()
+        if deadline is not None:
+            step = max(0.0, min(step, deadline - time.time()))
+        code = process.wait(step)
+        if code is not None:
+            return code, reason, kill_at is not None
+        pump.tick()
+        now = time.monotonic()
+        if stop_at is None:
+            if _asked_to_stop(should_stop):
+                reason = CANCELED
+            elif timeout is not None and now - clock0 >= timeout:
+                reason = TIMED_OUT
+            if reason != EXITED:
+                stop_at = now
+                process.terminate()
+        elif kill_at is None and now - stop_at >= grace:
+            kill_at = now
+            process.kill()
+        elif kill_at is not None and now - kill_at >= KILL_WAIT:
+            return None, reason, True  # SIGKILL did not end it (stuck in the kernel): give up
 
 
 def _asked_to_stop(should_stop: Callable[[], bool]) -> bool:

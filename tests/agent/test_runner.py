@@ -255,6 +255,19 @@ def test_a_failing_stop_check_does_not_stop_the_task(tmp_path: Path) -> None:
     assert (outcome.reason, sink.texts) == (EXITED, ["done"])
 
 
+def test_a_supervision_failure_kills_the_task(tmp_path: Path) -> None:
+    class Broken(LocalProcess):
+        def wait(self, timeout: float | None = None) -> int | None:
+            if self.poll() is None and threading.current_thread() is threading.main_thread():
+                raise RuntimeError("engine gone")
+            return super().wait(timeout)
+
+    process = Broken([PY, "-c", "import time; time.sleep(300)"], cwd=tmp_path, env={})
+    with pytest.raises(RuntimeError, match="engine gone"):
+        supervise(process, Collector(), should_stop=lambda: False, timeout=None, grace=1)
+    assert LocalProcess.wait(process, 30) == -9
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -134,22 +135,46 @@ def test_concurrent_builds_of_one_key_do_one_build(tmp_path: Path) -> None:
     spec = spec_for(f"{wheel}\n")
     results: list[Prepared] = []
     errors: list[BaseException] = []
+    logs = [Log() for _ in range(3)]
+    waiting = [log.when("another task is building") for log in logs]
 
-    def agent() -> None:  # each thread is its own environment object, like two agents
+    def agent(log: Log) -> None:  # each thread is its own environment object, like two agents
         try:
-            results.append(VenvEnvironment(tmp_path / "cache").prepare(spec, Log(), never))
+            results.append(VenvEnvironment(tmp_path / "cache").prepare(spec, log, never))
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=agent) for _ in range(3)]
-    for thread in threads:
-        thread.start()
+    threads = [threading.Thread(target=agent, args=(log,)) for log in logs]
+    # Hold the key's build lock until all three wait on it, so they really race for it.
+    holder = VenvEnvironment(tmp_path / "cache")
+    with holder.cache.build_lock(holder.key(spec)):
+        for thread in threads:
+            thread.start()
+        assert all(event.wait(60) for event in waiting)
     for thread in threads:
         thread.join()
     assert errors == []
     assert sorted(p.built for p in results) == [False, False, True]
     assert len({p.details["record"]["created"] for p in results}) == 1
     assert len(list((tmp_path / "cache" / "envs").iterdir())) == 1
+
+
+AGENT = """
+import sys
+from pathlib import Path
+from overnight.agent.environments.venv import VenvEnvironment
+from overnight.spec import RepoState, Requirements, TaskSpec
+spec = TaskSpec(RepoState("0" * 40), ("python",), sys.argv[2], Requirements("file", sys.argv[3]))
+print(VenvEnvironment(Path(sys.argv[1])).prepare(spec, lambda line: None, lambda: False).built)
+"""
+
+
+def test_two_agent_processes_building_one_key_do_one_build(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "wheels", "shared", "1.0")
+    argv = [sys.executable, "-c", AGENT, str(tmp_path / "cache"), OWN, f"{wheel}\n"]
+    agents = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = sorted(agent.communicate(timeout=100)[0].strip() for agent in agents)
+    assert outputs == ["False", "True"]
 
 
 def keys_in(cache: Path) -> set[str]:
