@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.docker import docker_sandbox
 from tests.fixtures.gitrepo import Repo, make_repo
 from tests.fixtures.services import docker_engine, redis_server, redis_url
 
-__all__ = ["docker_engine", "redis_server", "redis_url"]
+__all__ = ["docker_engine", "docker_sandbox", "redis_server", "redis_url"]
 
 
 @pytest.fixture(autouse=True)

@@ -203,7 +203,7 @@ class DockerEnvironment(Environment):
             container.start()
         except docker.errors.APIError as exc:
             with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
             raise TaskRunError(f"cannot start the task's container: {exc.explanation}") from exc
         return DockerProcess(container)
 
@@ -217,7 +217,7 @@ class DockerEnvironment(Environment):
             filters={"label": ["overnight.role=build", f"overnight.builder={self.agent_name}"]},
         ):
             with contextlib.suppress(docker.errors.APIError):
-                stale.remove(force=True)
+                stale.remove(force=True, v=True)
         found = []
         for container in self.client.containers.list(
             all=True,

@@ -26,6 +26,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 
 from overnight.agent.environments.base import LogSink, StopCheck
@@ -205,18 +206,27 @@ class EnvImages:
 
     def _probe(self, name: str, image: Any) -> BaseImage:
         try:
-            raw = self.client.containers.run(
-                image.id, ["/bin/sh", "-c", _PROBE], entrypoint="", user="0:0", remove=True
+            container = self.client.containers.create(
+                image.id, ["/bin/sh", "-c", _PROBE], entrypoint="", user="0:0"
             )
-        except docker.errors.ContainerError as exc:
-            raise EnvironmentBuildError(
-                f"image {name} has no python3: use an image with Python 3 (e.g. python:3.11-slim)"
-            ) from exc
+        except docker.errors.APIError as exc:
+            raise EnvironmentBuildError(f"image {name} cannot be run: {_explain(exc)}") from exc
+        try:
+            container.start()
+            code = int(container.wait()["StatusCode"])
+            raw = container.logs(stdout=True, stderr=False)
         except docker.errors.APIError as exc:
             raise EnvironmentBuildError(
                 f"image {name} cannot run /bin/sh: {_explain(exc)}; use an image with a shell"
             ) from exc
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True, v=True)
         lines = raw.decode("utf-8", "replace").split()
+        if code != 0 or not lines:
+            raise EnvironmentBuildError(
+                f"image {name} has no python3: use an image with Python 3 (e.g. python:3.11-slim)"
+            )
         python, installer = lines[0], " ".join(lines[1:]) or "ensurepip"
         return BaseImage(
             name=name, id=image.id, python=python, installer=installer, config=image.attrs["Config"]
@@ -261,7 +271,7 @@ class EnvImages:
             entrypoint="",
             user="0:0",
             labels={"overnight.role": "build", "overnight.builder": self.agent_name},
-            volumes={self.cache_volume: {"bind": CACHE_MOUNT, "mode": "rw"}},
+            mounts=[docker.types.Mount(CACHE_MOUNT, self.cache_volume, type="volume")],
             network_mode=self.network,
         )
         try:
@@ -281,7 +291,7 @@ class EnvImages:
             return str(image.id)
         finally:
             with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
 
     def _build_files(self, requirements: str) -> bytes:
         env = dict(self.installer_env)

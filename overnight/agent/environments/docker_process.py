@@ -53,13 +53,16 @@ class DockerProcess(Process):
                     timestamps=True,
                     since=int(since) if since is not None and since >= 1 else None,
                 )
-                for chunk in stream:
-                    stamp, _, data = chunk.partition(b" ")
-                    moment = _parse_timestamp(stamp)
-                    if since is not None and moment <= since:
-                        continue
-                    self.last_log_time = moment
-                    yield data
+                try:
+                    for chunk in stream:
+                        stamp, _, data = chunk.partition(b" ")
+                        moment = _parse_timestamp(stamp)
+                        if since is not None and moment <= since:
+                            continue
+                        self.last_log_time = moment
+                        yield data
+                finally:
+                    _close(stream)
             except docker.errors.NotFound:
                 return
             except _STREAM_ERRORS:
@@ -108,12 +111,21 @@ class DockerProcess(Process):
     def remove(self) -> None:
         """Delete the container; call once its output and exit code are saved."""
         with contextlib.suppress(docker.errors.NotFound):
-            self.container.remove(force=True)
+            self.container.remove(force=True, v=True)
 
     def _signal(self, name: str) -> None:
         # 409: the container is not running any more, which is what stopping wants anyway
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             self.container.kill(signal=name)
+
+
+def _close(stream: Any) -> None:
+    """Close a log stream; closing its response too keeps the socket from leaking a warning."""
+    with contextlib.suppress(*_STREAM_ERRORS):
+        stream.close()
+    response = getattr(stream, "_response", None)
+    if response is not None:
+        response.close()
 
 
 def _parse_timestamp(stamp: bytes) -> float:

@@ -1,0 +1,438 @@
+"""Docker mode against a real engine: env images built once, containers run, stopped, adopted."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.types
+import pytest
+
+from overnight.agent.environments.base import Prepared, RunRequest
+from overnight.agent.environments.docker import DockerEnvironment, parse_mount
+from overnight.agent.environments.docker_images import VENV, requirements_digest
+from overnight.errors import ConfigError, EnvironmentBuildError, TaskRunError
+from tests.fixtures.docker import BASE_IMAGE, DockerSandbox, make_spec, never, quiet
+
+pytestmark = pytest.mark.docker
+
+
+def request(workspace: Path, *argv: str, task_id: str = "t-1", **fields: Any) -> RunRequest:
+    fields.setdefault("env", {})
+    return RunRequest(task_id=task_id, argv=argv, workspace=workspace, workdir=".", **fields)
+
+
+def workspace(tmp_path: Path, owner: tuple[int, int] | None = None) -> Path:
+    ws = tmp_path / "workspace"
+    (ws / "sub").mkdir(parents=True)
+    if owner is not None:
+        for path in (ws, ws / "sub"):
+            os.chown(path, *owner)
+    return ws
+
+
+def derived_image(
+    sandbox: DockerSandbox, files: dict[str, str], changes: tuple[str, ...] = ()
+) -> str:
+    """The base image plus ``files`` (path -> text), committed; removed with the sandbox."""
+    container = sandbox.client.containers.create(BASE_IMAGE, ["true"])
+    try:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name, text in files.items():
+                data = text.encode()
+                info = tarfile.TarInfo(name.lstrip("/"))
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        container.put_archive("/", buffer.getvalue())
+        image = container.commit(
+            repository=f"overnight-test-base-{sandbox.tag}", tag="t", changes=list(changes)
+        )
+    finally:
+        container.remove(force=True, v=True)
+    sandbox.images.append(image.id)
+    return str(image.id)
+
+
+# -- building environment images -----------------------------------------------------------
+
+
+def test_second_prepare_reuses_the_image_with_its_labels(docker_sandbox: DockerSandbox) -> None:
+    env = docker_sandbox.environment()
+    first = docker_sandbox.prepare(env)
+    assert first.built
+    assert first.python.startswith("3.")
+    assert first.details["image"] == f"{docker_sandbox.repo}:{first.key}"
+
+    image = docker_sandbox.client.images.get(first.details["image"])
+    base = docker_sandbox.client.images.get(BASE_IMAGE)
+    assert image.labels["overnight.key"] == first.key
+    assert image.labels["overnight.requirements"] == requirements_digest("")
+    assert image.labels["overnight.base"] == base.id
+    assert image.labels["overnight.role"] == "env"
+    assert not image.attrs["Config"].get("Volumes")  # the package cache stays out of tasks
+    env_vars = image.attrs["Config"]["Env"]
+    assert f"VIRTUAL_ENV={VENV}" in env_vars
+    assert not any(v.startswith(("SSL_CERT_FILE", "PIP_CERT")) for v in env_vars)
+
+    again = docker_sandbox.environment()  # a new agent process on the same host
+    second = docker_sandbox.prepare(again)
+    assert not second.built
+    assert second.key == first.key == again.key(make_spec())
+    assert second.details["image_id"] == first.details["image_id"]
+    assert not docker_sandbox.client.containers.list(
+        all=True, filters={"label": f"overnight.builder={docker_sandbox.agent_name}"}
+    )
+
+
+def test_requirements_in_another_order_share_the_key(docker_sandbox: DockerSandbox) -> None:
+    env = docker_sandbox.environment()
+    assert env.key(make_spec("b==1\na==2\n")) == env.key(make_spec("# pins\na==2\n\nb==1"))
+    assert env.key(make_spec("a==2")) != env.key(make_spec("a==3"))
+
+
+def test_concurrent_prepares_of_one_key_build_once(docker_sandbox: DockerSandbox) -> None:
+    envs = [docker_sandbox.environment() for _ in range(2)]
+    start = threading.Barrier(2)
+    results: list[Prepared] = []
+    logs: list[str] = []
+
+    def prepare(env: DockerEnvironment) -> None:
+        start.wait()
+        results.append(env.prepare(make_spec(), logs.append, never))
+
+    threads = [threading.Thread(target=prepare, args=(env,)) for env in envs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=100)
+    assert sorted(p.built for p in results) == [False, True]
+    assert len({p.details["image_id"] for p in results}) == 1
+    assert sum("building environment" in line for line in logs) == 1
+
+
+def test_a_pinned_package_installs_through_the_proxy(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    env = docker_sandbox.environment()
+    lines: list[str] = []
+    prepared = env.prepare(make_spec("iniconfig==2.0.0\n"), lines.append, never)
+    assert prepared.built
+    assert any("iniconfig" in line for line in lines)
+    check = (
+        "import iniconfig, os; print(iniconfig.__file__); print(os.path.exists('/overnight-build'))"
+    )
+    proc = env.start(prepared, request(workspace(tmp_path), "python", "-c", check))
+    out = b"".join(proc.output()).decode()
+    assert proc.wait() == 0
+    proc.remove()
+    assert out.splitlines() == [
+        f"{VENV}/lib/python{prepared.python[:4]}/site-packages/iniconfig/__init__.py",
+        "False",
+    ]
+    volume = docker_sandbox.client.volumes.get(docker_sandbox.volume)
+    assert volume.name == docker_sandbox.volume  # the package cache outlives the build
+
+
+def test_an_uninstallable_requirement_fails_naming_the_installer_error(
+    docker_sandbox: DockerSandbox,
+) -> None:
+    env = docker_sandbox.environment()
+    lines: list[str] = []
+    with pytest.raises(EnvironmentBuildError, match="requirements failed to install") as info:
+        env.prepare(make_spec("this is not a requirement!!\n"), lines.append, never)
+    assert lines and lines[-1] in str(info.value)
+    assert not docker_sandbox.client.images.list(name=docker_sandbox.repo)
+
+
+def test_an_absent_image_that_cannot_be_pulled_is_named(docker_sandbox: DockerSandbox) -> None:
+    env = docker_sandbox.environment(default_image=None)
+    spec = make_spec(python="3.11.7")
+    assert env.base_image(spec) == "python:3.11-slim"
+    assert env.base_image(spec, image="mine:1") == "mine:1"
+    missing = f"overnight-absent-{docker_sandbox.tag}:1"
+    with pytest.raises(
+        EnvironmentBuildError, match=f"^image {missing} is absent and cannot be pulled: .+"
+    ):
+        env.prepare(spec, quiet, never, image=missing)
+
+
+def test_an_image_without_python_is_refused(docker_sandbox: DockerSandbox) -> None:
+    no_python = derived_image(docker_sandbox, {}, changes=("ENV PATH=/nonexistent",))
+    with pytest.raises(EnvironmentBuildError, match="has no python3"):
+        docker_sandbox.environment().prepare(make_spec(), quiet, never, image=no_python)
+
+
+def test_cancel_while_waiting_for_another_build(docker_sandbox: DockerSandbox) -> None:
+    env = docker_sandbox.environment()
+    key = env.key(make_spec())
+    lock = docker_sandbox.state_dir / "locks" / f"{docker_sandbox.repo}-{key}.lock"
+    lock.parent.mkdir(parents=True)
+    lines: list[str] = []
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process is building this key
+        with pytest.raises(EnvironmentBuildError, match="canceled"):
+            env.prepare(make_spec(), lines.append, lambda: bool(lines))
+    assert lines == [f"waiting for another build of environment {key}"]
+
+
+def test_cancel_during_the_install_kills_the_build(docker_sandbox: DockerSandbox) -> None:
+    slow = "import time\nprint('slow setup', flush=True)\ntime.sleep(90)\n"
+    base = derived_image(docker_sandbox, {"/slowpkg/setup.py": slow})
+    env = docker_sandbox.environment(installer_env={"PIP_NO_BUILD_ISOLATION": "0"})
+    installing = threading.Event()
+
+    def log(line: str) -> None:
+        if "installing the requirements" in line:
+            installing.set()
+
+    with pytest.raises(EnvironmentBuildError, match="canceled"):
+        env.prepare(make_spec("/slowpkg\n"), log, installing.is_set, image=base)
+    assert not docker_sandbox.client.containers.list(
+        all=True, filters={"label": f"overnight.builder={docker_sandbox.agent_name}"}
+    )
+
+
+def test_old_images_are_evicted_but_never_one_in_use(docker_sandbox: DockerSandbox) -> None:
+    # pip, wheel and setuptools are already in the base image: three keys, nothing downloaded
+    env = docker_sandbox.environment(max_images=2)
+    oldest = docker_sandbox.prepare(env, "pip")
+    user = docker_sandbox.client.containers.create(oldest.details["image_id"], ["true"])
+    try:
+        middle = docker_sandbox.prepare(env, "wheel")
+        newest = docker_sandbox.prepare(env, "setuptools")
+        tags = {
+            t for i in docker_sandbox.client.images.list(name=docker_sandbox.repo) for t in i.tags
+        }
+        assert tags == {oldest.details["image"], newest.details["image"]}
+        assert middle.details["image"] not in tags
+    finally:
+        user.remove(force=True, v=True)
+    env.images.max_images = 1
+    assert env.images.evict() == [oldest.details["image"]]
+
+
+# -- running tasks ---------------------------------------------------------------------------
+
+
+def test_a_task_runs_with_its_output_exit_code_workdir_and_env(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    env = docker_sandbox.environment()
+    prepared = docker_sandbox.prepare(env)
+    script = "pwd; echo $GREETING; echo to-stderr >&2; cat /proc/1/comm; exit 3"
+    req = RunRequest(
+        task_id="t-run",
+        argv=("sh", "-c", script),
+        workspace=workspace(tmp_path),
+        workdir="sub",
+        env={"GREETING": "hello there"},
+    )
+    proc = env.start(prepared, req)
+    out = b"".join(proc.output()).decode()
+    assert proc.wait() == 3
+    assert proc.poll() == 3
+    lines = out.splitlines()  # docker keeps each stream's order, not their interleaving
+    assert [line for line in lines if line != "to-stderr"] == [
+        "/workspace/sub",
+        "hello there",
+        "docker-init",
+    ]
+    assert "to-stderr" in lines
+    container = docker_sandbox.client.containers.get(proc.ident)
+    assert container.labels["overnight.task"] == "t-run"
+    assert container.labels["overnight.agent"] == docker_sandbox.agent_name
+    proc.remove()
+    assert not docker_sandbox.client.containers.list(all=True, filters={"id": proc.ident})
+
+
+def test_files_written_by_the_task_belong_to_the_agent_uid(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    env = docker_sandbox.environment(uid_gid="4321:4322")
+    prepared = docker_sandbox.prepare(env)
+    ws = workspace(tmp_path, owner=(4321, 4322))
+    script = "echo x > out.txt && mkdir -p d && touch d/f && touch $HOME/home-is-writable && id -u"
+    proc = env.start(prepared, request(ws, "sh", "-c", script))
+    out = b"".join(proc.output())
+    assert proc.wait() == 0, out
+    proc.remove()
+    assert out == b"4321\n"
+    for path in (ws / "out.txt", ws / "d", ws / "d" / "f"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4322)
+
+
+def test_terminate_lets_the_task_clean_up(docker_sandbox: DockerSandbox, tmp_path: Path) -> None:
+    env = docker_sandbox.environment()
+    prepared = docker_sandbox.prepare(env)
+    script = "trap 'echo got-term; exit 5' TERM; echo ready; while true; do sleep 0.05; done"
+    proc = env.start(prepared, request(workspace(tmp_path), "sh", "-c", script))
+    chunks = proc.output()
+    assert next(chunks) == b"ready\n"
+    assert proc.poll() is None
+    proc.terminate()
+    assert b"".join(chunks) == b"got-term\n"
+    assert proc.wait() == 5
+    proc.remove()
+
+
+def test_kill_stops_a_task_that_ignores_terminate(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    env = docker_sandbox.environment()
+    prepared = docker_sandbox.prepare(env)
+    script = "trap '' TERM; echo ready; while true; do sleep 0.05; done"
+    proc = env.start(prepared, request(workspace(tmp_path), "sh", "-c", script))
+    assert next(proc.output()) == b"ready\n"
+    proc.terminate()
+    assert proc.wait(timeout=0.5) is None  # it ignores SIGTERM: still running after the grace
+    proc.kill()
+    assert proc.wait() == 137
+    proc.remove()
+
+
+def test_a_restarted_agent_adopts_a_running_container(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    ws = workspace(tmp_path)
+    env = docker_sandbox.environment()
+    prepared = docker_sandbox.prepare(env)
+    script = "echo first; while [ ! -f go ]; do sleep 0.05; done; echo second; exit 7"
+    proc = env.start(prepared, request(ws, "sh", "-c", script, task_id="t-adopt"))
+    chunks = proc.output()
+    assert next(chunks) == b"first\n"
+    chunks.close()
+    since, ident = proc.last_log_time, proc.ident
+    del env, proc, chunks  # the agent dies; the container runs on
+
+    client = docker.from_env(timeout=60)  # the new agent process has its own connection
+    try:
+        restarted = DockerEnvironment(
+            client, agent_name=docker_sandbox.agent_name, state_dir=docker_sandbox.state_dir
+        )
+        other = DockerEnvironment(client, agent_name=f"{docker_sandbox.agent_name}-other")
+        assert other.adopt() == []
+        (adopted,) = restarted.adopt()
+        assert (adopted.task_id, adopted.state, adopted.exit_code) == ("t-adopt", "running", None)
+        assert adopted.running
+        resumed = adopted.process_since(since)
+        assert resumed.ident == ident
+        (ws / "go").touch()
+        assert b"".join(resumed.output()) == b"second\n"
+        assert resumed.wait() == 7
+        assert b"".join(adopted.process.output()) == b"first\nsecond\n"  # from the start
+        resumed.remove()
+        assert restarted.adopt() == []
+    finally:
+        client.close()
+
+
+def test_a_container_that_exited_while_the_agent_was_down_reports_its_status(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    env = docker_sandbox.environment()
+    prepared = docker_sandbox.prepare(env)
+    proc = env.start(prepared, request(workspace(tmp_path), "sh", "-c", "echo done; exit 4"))
+    assert proc.wait() == 4
+    (adopted,) = docker_sandbox.environment().adopt()
+    assert (adopted.state, adopted.exit_code, adopted.running) == ("exited", 4, False)
+    assert b"".join(adopted.process.output()) == b"done\n"
+    assert adopted.process.wait() == 4
+
+
+# -- container options as constructed values (no GPU in CI) ---------------------------------
+
+
+@pytest.fixture
+def offline_env(tmp_path: Path) -> DockerEnvironment:
+    client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
+    return DockerEnvironment(
+        client,
+        agent_name="agent-a",
+        ca_bundle=Path("/etc/ssl/certs/ca-certificates.crt"),
+        network="host",
+        mounts=("/data:/data:ro", "/models:/cache/models"),
+        shm_size="16g",
+        uid_gid="1000:1000",
+        state_dir=tmp_path,
+    )
+
+
+PREPARED = Prepared(
+    key="k", built=False, python="3.11.2", details={"image": "i:k", "image_id": "sha256:1"}
+)
+
+
+def test_gpus_become_device_requests_renumbered_inside(
+    offline_env: DockerEnvironment, tmp_path: Path
+) -> None:
+    env = {"CUDA_VISIBLE_DEVICES": "2,5", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    opts = offline_env.run_options(
+        PREPARED, request(tmp_path, "python", gpu_ids=("2", "5"), env=env)
+    )
+    assert opts["device_requests"] == [
+        docker.types.DeviceRequest(device_ids=["2", "5"], capabilities=[["gpu"]])
+    ]
+    assert opts["environment"]["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert opts["environment"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+
+
+def test_a_cpu_task_gets_no_device_request(offline_env: DockerEnvironment, tmp_path: Path) -> None:
+    opts = offline_env.run_options(PREPARED, request(tmp_path, "python"))
+    assert "device_requests" not in opts
+
+
+def test_run_options_carry_user_init_shm_labels_network_and_mounts(
+    offline_env: DockerEnvironment, tmp_path: Path
+) -> None:
+    req = request(tmp_path, "python", "train.py", env={"HOME": "/custom"}, labels={"x": "y"})
+    opts = offline_env.run_options(PREPARED, req)
+    assert (opts["image"], opts["command"], opts["entrypoint"]) == (
+        "sha256:1",
+        ["python", "train.py"],
+        "",
+    )
+    assert (opts["user"], opts["init"], opts["shm_size"]) == ("1000:1000", True, "16g")
+    assert opts["working_dir"] == "/workspace"
+    assert opts["network_mode"] == "host"
+    assert opts["labels"] == {
+        "x": "y",
+        "overnight.role": "task",
+        "overnight.task": "t-1",
+        "overnight.agent": "agent-a",
+    }
+    assert opts["environment"]["HOME"] == "/custom"  # the task's env wins
+    ca = "/etc/overnight/ca-bundle.crt"
+    assert opts["environment"]["SSL_CERT_FILE"] == opts["environment"]["PIP_CERT"] == ca
+    assert opts["mounts"] == [
+        docker.types.Mount("/workspace", str(tmp_path), type="bind"),
+        docker.types.Mount(ca, "/etc/ssl/certs/ca-certificates.crt", type="bind", read_only=True),
+        docker.types.Mount("/data", "/data", type="bind", read_only=True),
+        docker.types.Mount("/cache/models", "/models", type="bind"),
+    ]
+
+
+def test_a_workdir_outside_the_repo_is_refused(
+    offline_env: DockerEnvironment, tmp_path: Path
+) -> None:
+    req = RunRequest(task_id="t", argv=("x",), workspace=tmp_path, workdir="../up", env={})
+    with pytest.raises(TaskRunError, match="outside the repository"):
+        offline_env.run_options(PREPARED, req)
+
+
+def test_the_default_user_is_the_agent_process(tmp_path: Path) -> None:
+    client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
+    env = DockerEnvironment(client, agent_name="a", state_dir=tmp_path)
+    assert env.uid_gid == f"{os.getuid()}:{os.getgid()}"
+
+
+@pytest.mark.parametrize("bad", ["/data", "data:/data", "/a:/b:rx", "/a::ro", "/a:b"])
+def test_a_malformed_mount_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match="mount"):
+        parse_mount(bad)
