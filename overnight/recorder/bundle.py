@@ -6,6 +6,7 @@ remote at all it holds HEAD's whole history. Its one ref is named :data:`BUNDLE_
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from overnight.errors import GitError, ReconstructError
 from overnight.recorder.gitrepo import Git
 
 BUNDLE_REF = "HEAD"
+_PREREQUISITE = re.compile(r"^(?:error: )?([0-9a-f]{40,64})\b", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,7 @@ def unbundle(git: Git, data: bytes, *, source: str) -> None:
         try:
             git.run("bundle", "unbundle", str(path))
         except GitError as exc:
-            missing = [
-                line.split()[0][:7]
-                for line in exc.stderr.splitlines()
-                if line[:40].isalnum() and len(line.split()[0]) >= 40
-            ]
+            missing = [match.group(1)[:7] for match in _PREREQUISITE.finditer(exc.stderr)]
             if missing or "prerequisite" in exc.stderr:
                 raise ReconstructError(
                     f"the task's bundle builds on commit(s) {', '.join(missing) or '?'} that "
