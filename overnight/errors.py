@@ -71,9 +71,12 @@ class GitError(OvernightError):
     def reason(self) -> str:
         """git's first error line (``fatal: ...``, ``error: ...``), or the message."""
         lines = [ln.strip() for ln in self.stderr.splitlines() if ln.strip()]
-        for line in lines:
+        for i, line in enumerate(lines):
             if line.startswith(("fatal:", "error:")):
-                return line.split(":", 1)[1].strip()
+                text = line.split(":", 1)[1].strip()
+                if text.startswith("Could not read from remote") and i > 0:
+                    return lines[i - 1]  # what ssh said ("Permission denied (publickey)")
+                return text
         return lines[0] if lines else str(self)
 
 

@@ -116,6 +116,8 @@ class Git:
             cmd += ["-c", item]
         cmd += list(args)
         full_env = {**self.env, **env} if env else self.env
+        if not self.cwd.is_dir():
+            raise GitError(f"cannot run git in {self.cwd}: no such folder")
         try:
             proc = subprocess.run(
                 cmd,

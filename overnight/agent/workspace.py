@@ -1,0 +1,222 @@
+"""Task workspaces on an agent: a shared mirror per repo, and a fresh tree per task.
+
+``root/mirrors/<repo>.git`` holds each remote's branches and tags; a task whose commit is already
+there costs no network at all, otherwise only the missing objects are fetched. Mirrors are shared
+by every agent on the host under a file lock (exclusive to fetch, shared to clone from). Each task
+gets ``root/tasks/<task_id>``, rebuilt by :func:`overnight.recorder.checkout.reconstruct`.
+
+Private repos use the agent's own credentials: its SSH keys and git credential helpers, or a token
+per host from the agent's config (:class:`GitCredentials`), never the laptop's. git never prompts,
+so a missing credential fails at once, naming the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import stat
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from overnight.agent.locks import FileLock
+from overnight.errors import GitError, ReconstructError
+from overnight.recorder.checkout import reconstruct
+from overnight.recorder.gitrepo import Git
+from overnight.recorder.urls import url_host
+from overnight.spec import Snapshot
+
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_AUTH_HINTS = (
+    "could not read username",
+    "could not read password",
+    "authentication failed",
+    "terminal prompts disabled",
+    "permission denied",
+    "host key verification failed",
+    "returned error: 403",
+    "returned error: 401",
+)
+_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+
+
+@dataclass(frozen=True)
+class GitCredentials:
+    """How an agent authenticates to git remotes: tokens per host and an ssh command.
+
+    ``tokens`` maps a host (``github.com``), or a URL prefix (``https://git.lab:8443/``), to a
+    token or ``user:token``; it is sent as an HTTP header, never written to disk or argv.
+    ``ssh_command`` replaces ``ssh`` (``ssh -i /keys/deploy``); batch mode is always added.
+    """
+
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    ssh_command: str | None = None
+    username: str = "x-access-token"  # for tokens given without a user
+
+    def env(self) -> dict[str, str]:
+        """Environment for git: no prompts of any kind, ssh in batch mode, token headers."""
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "",  # an empty askpass disables graphical prompts too
+            "SSH_ASKPASS": "",
+            "GCM_INTERACTIVE": "never",
+            "GIT_SSH_COMMAND": f"{self.ssh_command or 'ssh'} -o BatchMode=yes -o ConnectTimeout=15",
+        }
+        for i, (where, token) in enumerate(sorted(self.tokens.items())):
+            prefix = where if "://" in where else f"https://{where}/"
+            userpass = token if ":" in token else f"{self.username}:{token}"
+            header = base64.b64encode(userpass.encode()).decode("ascii")
+            env[f"GIT_CONFIG_KEY_{i}"] = f"http.{prefix}.extraHeader"
+            env[f"GIT_CONFIG_VALUE_{i}"] = f"Authorization: Basic {header}"
+        env["GIT_CONFIG_COUNT"] = str(len(self.tokens))
+        return env
+
+
+class Workspaces:
+    """Mirrors and per-task trees under ``root``."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        credentials: GitCredentials | None = None,
+        keep: bool = False,
+        fetch_timeout: float = 1800.0,
+        lock_timeout: float | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.credentials = credentials or GitCredentials()
+        self.keep = keep
+        self.fetch_timeout = fetch_timeout
+        self.lock_timeout = lock_timeout
+
+    @property
+    def mirrors(self) -> Path:
+        return self.root / "mirrors"
+
+    def task_dir(self, task_id: str) -> Path:
+        if not _TASK_ID.match(task_id):
+            raise ReconstructError(f"task id {task_id!r} cannot name a workspace folder")
+        return self.root / "tasks" / task_id
+
+    def mirror_dir(self, url: str) -> Path:
+        """The mirror folder for ``url``: a readable name plus a hash of the whole URL."""
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", url.rstrip("/").rsplit("/", 1)[-1])
+        name = name.removesuffix(".git")[:40] or "repo"
+        digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+        return self.mirrors / f"{name}-{digest}.git"
+
+    def create(self, task_id: str, snapshot: Snapshot, log: Callable[[str], None]) -> Path:
+        """A fresh tree for the task at ``root/tasks/<task_id>``; raises ReconstructError."""
+        dest = self.task_dir(task_id)
+        if dest.exists():
+            log(f"removing the workspace left by an earlier attempt at {dest}")
+            _rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        repo = snapshot.spec.repo
+        env = self.credentials.env()
+        started = time.monotonic()
+        if repo.url is None:
+            log("the task has no remote: rebuilding from its bundle")
+            reconstruct(snapshot, dest, git_env=env)
+        else:
+            mirror = self.mirror_dir(repo.url)
+            lock = mirror.with_suffix(".lock")
+            with FileLock(lock, shared=True, timeout=self.lock_timeout):
+                ready = _has_commit(mirror, repo.commit, env)
+            if ready:
+                log(f"mirror of {repo.url} has {repo.commit[:7]}; nothing to fetch")
+            else:
+                with FileLock(lock, timeout=self.lock_timeout):
+                    self._update_mirror(repo.url, mirror, env, log)
+            with FileLock(lock, shared=True, timeout=self.lock_timeout):
+                reconstruct(snapshot, dest, source=str(mirror), git_env=env)
+        parts = [f"commit {repo.commit[:7]}"]
+        if snapshot.spec.patch:
+            parts.append(f"patch of {snapshot.spec.patch.size} bytes")
+        if snapshot.spec.bundle:
+            parts.append("unpushed commits from the bundle")
+        log(f"workspace ready at {dest}: {', '.join(parts)} ({time.monotonic() - started:.1f} s)")
+        return dest
+
+    def remove(self, task_id: str) -> None:
+        """Delete the task's tree; kept when the agent keeps workspaces."""
+        if self.keep:
+            return
+        dest = self.task_dir(task_id)
+        if dest.exists():
+            _rmtree(dest)
+
+    def _update_mirror(
+        self, url: str, mirror: Path, env: Mapping[str, str], log: Callable[[str], None]
+    ) -> None:
+        git = Git(mirror, extra_env=env, timeout=self.fetch_timeout)
+        if mirror.is_dir() and not git.ok("rev-parse", "--is-bare-repository"):
+            log(f"mirror {mirror} is damaged; cloning it again")
+            _rmtree(mirror)
+        if not mirror.is_dir():
+            log(f"cloning {url} into the mirror cache")
+            tmp = mirror.with_name(f".{mirror.name}.{os.getpid()}.tmp")
+            if tmp.exists():
+                _rmtree(tmp)
+            tmp.mkdir(parents=True)
+            staging = git.at(tmp)
+            staging.run("init", "--quiet", "--bare")
+            staging.run("remote", "add", "origin", url)
+            staging.run("config", "--unset-all", "remote.origin.fetch")
+            for spec in _REFSPECS:
+                staging.run("config", "--add", "remote.origin.fetch", spec)
+            try:
+                self._fetch(staging, url)
+            except ReconstructError:
+                _rmtree(tmp)
+                raise
+            tmp.rename(mirror)
+            return
+        log(f"fetching {url} into its mirror")
+        self._fetch(git, url)
+
+    def _fetch(self, git: Git, url: str) -> None:
+        try:
+            git.run("fetch", "--quiet", "--prune", "--no-tags", "origin")
+        except GitError as exc:
+            raise ReconstructError(_unreachable(url, exc)) from exc
+
+
+def _unreachable(url: str, exc: GitError) -> str:
+    reason = exc.reason
+    message = f"cannot reach {url}: {reason}"
+    host = url_host(url)
+    if host and any(hint in exc.stderr.lower() for hint in _AUTH_HINTS):
+        message += (
+            f"; the agent has no working credentials for {host}: set a token for {host} in "
+            "the agent config (git_tokens), or give the agent an SSH key it accepts"
+        )
+    return message
+
+
+def _has_commit(mirror: Path, commit: str, env: Mapping[str, str]) -> bool:
+    return mirror.is_dir() and Git(mirror, extra_env=env).ok(
+        "cat-file", "-e", f"{commit}^{{commit}}"
+    )
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a tree, making read-only folders writable first (git objects, installed files)."""
+
+    def retry(func: Callable[[str], object], name: str, _: object) -> None:
+        parent = os.path.dirname(name)
+        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        if os.path.isdir(name) and not os.path.islink(name):
+            os.chmod(name, os.stat(name).st_mode | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
+        func(name)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry)
+    else:
+        shutil.rmtree(path, onerror=retry)
