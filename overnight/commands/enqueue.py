@@ -1,9 +1,93 @@
-"""Commands of the `enqueue` area (filled in by its issue)."""
+"""``overnight enqueue``: snapshot the working tree and queue the command (or a sweep of it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
+
+from overnight.api import submit_command, task_options
+from overnight.commands.common import echo_json, json_option, load_config, redis_option
+from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
+from overnight.commands.views import record_json
+from overnight.queue.durations import parse_duration
+from overnight.queue.store import TaskStore
+from overnight.queue.sweeps import expand, parse_sweep
+
+
+@click.command(
+    "enqueue",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    epilog=IGNORED_NOTE,
+)
+@click.option("-q", "--queue", default=None, help="Queue to put the task on (default: default).")
+@click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True, help="GPUs.")
+@click.option("--image", default=None, help="Docker image to run in (docker agents).")
+@click.option("--timeout", default=None, metavar="DURATION", help="Stop it after, e.g. 8h.")
+@click.option("--grace", default=None, metavar="DURATION", help="SIGTERM to SIGKILL delay.")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Times to requeue it if its agent vanishes.",
+)
+@click.option("--after", multiple=True, metavar="ID", help="Start only after task ID finished.")
+@click.option(
+    "--sweep",
+    "sweeps",
+    multiple=True,
+    metavar="NAME=V1,V2",
+    help="Enqueue one task per value (repeat for a cross product).",
+)
+@json_option
+@redis_option
+@snapshot_options
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def enqueue_command(
+    queue: str | None,
+    gpus: int,
+    image: str | None,
+    timeout: str | None,
+    grace: str | None,
+    retries: int,
+    after: tuple[str, ...],
+    sweeps: tuple[str, ...],
+    as_json: bool,
+    redis_url: str | None,
+    command: tuple[str, ...],
+    **flags: Any,
+) -> None:
+    """Snapshot the working tree and queue CMD; prints the task id (one per line for a sweep).
+
+    \b
+    overnight enqueue -q gpu --gpus 1 -m "baseline" -- python train.py --lr 0.01
+    overnight enqueue --sweep lr=0.1,0.01 --sweep bs=32,64 -- python train.py
+    """
+    parsed_sweeps = [parse_sweep(s) for s in sweeps]
+    expand(command, parsed_sweeps)  # bad sweeps and durations fail before anything else
+    for value, what in ((timeout, "--timeout"), (grace, "--grace")):
+        if value is not None:
+            parse_duration(value, what=what)
+    config = load_config(
+        redis_url,
+        max_snapshot_mb=flags.get("max_snapshot_mb"),
+        max_untracked_file_mb=flags.get("max_untracked_file_mb"),
+    )
+    store = TaskStore.from_config(config)  # before the snapshot: an unreachable Redis fails fast
+    options = task_options(
+        store, config, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
+        after=after, grace=grace,
+    )  # fmt: skip
+    snapshot_options = options_from_flags(flags, config)
+    records = submit_command(store, Path.cwd(), command, options, snapshot_options, parsed_sweeps)
+    if as_json:
+        echo_json([record_json(r) for r in records])
+    else:
+        for record in records:
+            click.echo(record.id)
 
 
 def register(cli: click.Group, agent: click.Group) -> None:
-    pass
+    cli.add_command(enqueue_command)

@@ -1,9 +1,328 @@
-"""Commands of the `tasks` area (filled in by its issue)."""
+"""Commands on tasks: ``ls``, ``show``, ``logs``, ``wait``, ``cancel``, ``retry``, ``clone``, ``gc``."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
+import time
+from collections.abc import Callable
+
 import click
+
+from overnight.commands.common import (
+    echo_json,
+    json_option,
+    print_table,
+    redis_option,
+    store_for,
+    to_jsonable,
+)
+from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines
+from overnight.errors import CorruptRecord, InvalidTransition, OvernightError, SpecError, UsageError
+from overnight.queue.cancel import cancel_queue
+from overnight.queue.durations import parse_duration, parse_since
+from overnight.queue.gc import collect
+from overnight.queue.index import Query
+from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.queue.store import Submission, TaskStore
+from overnight.recorder.params import set_param
+
+_STATUSES = [s.value for s in TaskStatus]
+_REAP_EVERY = 5.0  # seconds between lost-task checks while a command waits
+
+
+@click.command("ls")
+@click.option("-q", "--queue", default=None, help="Only this queue.")
+@click.option(
+    "-s", "--status", "statuses", multiple=True, type=click.Choice(_STATUSES), help="Only these."
+)
+@click.option("--tag", default=None, help="Only tasks with this tag.")
+@click.option("--since", default=None, metavar="WHEN", help="Created since: 2d, 12h or a date.")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="At most this many, newest first (0: all).",
+)
+@json_option
+@redis_option
+def ls_command(
+    queue: str | None,
+    statuses: tuple[str, ...],
+    tag: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+    redis_url: str | None,
+) -> None:
+    """List tasks, newest first."""
+    query = Query(
+        queue=queue,
+        statuses=frozenset(TaskStatus(s) for s in statuses),
+        tag=tag,
+        since=parse_since(since) if since else None,
+        limit=limit or None,
+    )
+    _, store = store_for(redis_url)
+    records = store.find(query)
+    if as_json:
+        echo_json([record_json(r) for r in records])
+    elif records:
+        print_table(LS_HEADERS, [ls_row(r) for r in records])
+    else:
+        click.echo("no tasks" + (" match" if queue or statuses or tag or since else ""))
+
+
+@click.command("show")
+@click.argument("task_id", metavar="ID")
+@json_option
+@redis_option
+def show_command(task_id: str, as_json: bool, redis_url: str | None) -> None:
+    """Everything about one task: command, code, status, history."""
+    _, store = store_for(redis_url)
+    record = store.get(store.resolve(task_id))
+    spec, problem = None, None
+    try:
+        spec = store.load_snapshot(record.id).spec
+    except (SpecError, CorruptRecord) as exc:
+        problem = str(exc)
+    if as_json:
+        data = record_json(record)
+        data["spec"] = spec.to_dict() if spec is not None else None
+        data["log_bytes"] = store.logs.size(record.id)
+        echo_json(data)
+        return
+    for line in show_lines(record, spec, problem):
+        click.echo(line)
+
+
+@click.command("logs")
+@click.argument("task_id", metavar="ID")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the task ends.")
+@click.option(
+    "--tail",
+    "tail",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Only the last N lines.",
+)
+@click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with its time.")
+@redis_option
+def logs_command(
+    task_id: str, follow: bool, tail: int | None, timestamps: bool, redis_url: str | None
+) -> None:
+    """Print a task's output (stdout and stderr, merged)."""
+    _, store = store_for(redis_url)
+    full_id = store.resolve(task_id)
+    entries = store.logs.tail(full_id, tail) if tail else store.logs.read(full_id)
+    for entry in entries:
+        _echo_line(entry.time, entry.line, timestamps)
+    if not follow:
+        return
+    after = next((e.id for e in reversed(entries) if not e.marker), None)
+    if after is None:
+        after = "0-0" if entries else "0"
+    for entry in store.logs.follow(full_id, until=_ended(store, full_id), after=after):
+        if not entry.marker:
+            _echo_line(entry.time, entry.line, timestamps)
+
+
+def _echo_line(stamp: float, line: str, timestamps: bool) -> None:
+    if timestamps:
+        line = _dt.datetime.fromtimestamp(stamp).strftime("%H:%M:%S ") + line
+    click.echo(line)
+
+
+def _ended(store: TaskStore, task_id: str) -> Callable[[], bool]:
+    """A check for ``follow``: true once the task is final (reaping now and then, so that a task
+    whose agent died ends the stream too)."""
+    last_reap = time.monotonic()
+
+    def check() -> bool:
+        nonlocal last_reap
+        if time.monotonic() - last_reap > _REAP_EVERY:
+            store.reap_lost()
+            last_reap = time.monotonic()
+        try:
+            return store.get(task_id).status.is_final
+        except CorruptRecord:
+            return True
+
+    return check
+
+
+@click.command("wait")
+@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--timeout", default=None, metavar="DURATION", help="Give up after, e.g. 2h.")
+@redis_option
+def wait_command(task_ids: tuple[str, ...], timeout: str | None, redis_url: str | None) -> None:
+    """Wait until the tasks end; exit 0 only if all of them finished."""
+    from overnight.cli import ExitCode
+
+    limit = parse_duration(timeout, what="--timeout") if timeout else None
+    _, store = store_for(redis_url)
+    pending = list(dict.fromkeys(store.resolve(t) for t in task_ids))
+    start = last_reap = time.monotonic()
+    all_finished = True
+    while pending:
+        for record in store.get_many(pending):
+            if record.status.is_final or record.status is TaskStatus.CORRUPT:
+                click.echo(f"{record.id} {record.status.value}")
+                all_finished &= record.status is TaskStatus.FINISHED
+                pending.remove(record.id)
+        if not pending:
+            break
+        if limit is not None and time.monotonic() - start > limit:
+            click.echo(f"gave up waiting for {', '.join(pending)} after {timeout}", err=True)
+            click.get_current_context().exit(ExitCode.FAILURE)
+        time.sleep(0.5)
+        if time.monotonic() - last_reap > _REAP_EVERY:
+            store.reap_lost()
+            last_reap = time.monotonic()
+    if not all_finished:
+        click.get_current_context().exit(ExitCode.FAILURE)
+
+
+@click.command("cancel")
+@click.argument("task_ids", metavar="ID...", nargs=-1)
+@click.option("-q", "--queue", default=None, help="Cancel every queued task of this queue.")
+@redis_option
+def cancel_command(task_ids: tuple[str, ...], queue: str | None, redis_url: str | None) -> None:
+    """Cancel tasks: a queued one now, a running one by asking its agent to stop it."""
+    from overnight.cli import ExitCode, exit_code_for
+
+    if not task_ids and queue is None:
+        raise UsageError("name the tasks to cancel (overnight cancel ID...) or a queue (--queue Q)")
+    _, store = store_for(redis_url)
+    failures: list[OvernightError] = []
+    if queue is not None:
+        canceled = cancel_queue(store, queue)
+        click.echo(f"canceled {len(canceled)} queued task(s) of queue {queue}")
+    for given in task_ids:
+        try:
+            record = store.request_cancel(store.resolve(given))
+        except (InvalidTransition, OvernightError) as exc:
+            click.echo(f"overnight: error: {exc}", err=True)
+            failures.append(exc)
+            continue
+        if record.status is TaskStatus.CANCELED:
+            click.echo(f"{record.id} canceled")
+        else:
+            where = f" on {record.agent}" if record.agent else ""
+            click.echo(f"{record.id} {record.status.value}{where}: asked its agent to stop it")
+    if failures:
+        code = exit_code_for(failures[0]) if len(failures) == 1 else ExitCode.FAILURE
+        click.get_current_context().exit(code)
+
+
+@click.command("retry")
+@click.argument("task_id", metavar="ID")
+@click.option("-q", "--queue", default=None, help="Queue for the new task (default: the same).")
+@json_option
+@redis_option
+def retry_command(task_id: str, queue: str | None, as_json: bool, redis_url: str | None) -> None:
+    """Enqueue the same spec again as a new task linked to the first; prints the new id."""
+    _, store = store_for(redis_url)
+    record = store.get(store.resolve(task_id))
+    if not record.status.is_final:
+        raise InvalidTransition(
+            f"task {record.id} is {record.status.value}; retry an ended task "
+            "(cancel this one first, or `overnight clone` it)"
+        )
+    options = dataclasses.replace(record.options, queue=queue or record.options.queue, after=())
+    snapshot = store.recorded_snapshot(record.id)
+    sub = Submission(snapshot, options, argv=record.argv, name=record.name, retry_of=record.id)
+    _print_new(store.submit_many([sub])[0], as_json)
+
+
+@click.command("clone")
+@click.argument("task_id", metavar="ID")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="Change a param.")
+@click.option("-q", "--queue", default=None, help="Queue for the new task (default: the same).")
+@json_option
+@redis_option
+def clone_command(
+    task_id: str,
+    settings: tuple[str, ...],
+    queue: str | None,
+    as_json: bool,
+    redis_url: str | None,
+) -> None:
+    """Enqueue a copy of a task with params changed in its command; prints the new id.
+
+    \b
+    overnight clone 3f9a --set lr=0.003 --set epochs=20 -q gpu
+    """
+    changes = []
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        name = name.strip().lstrip("-")
+        if not sep or not name:
+            raise UsageError(f"invalid --set {setting!r}: use NAME=VALUE, e.g. --set lr=0.003")
+        changes.append((name, value))
+    _, store = store_for(redis_url)
+    record = store.get(store.resolve(task_id))
+    argv = record.argv
+    for name, value in changes:
+        argv = set_param(argv, name, value)
+    options = dataclasses.replace(record.options, queue=queue or record.options.queue, after=())
+    sub = Submission(store.recorded_snapshot(record.id), options, argv=argv, name=record.name)
+    _print_new(store.submit_many([sub])[0], as_json)
+
+
+def _print_new(record: TaskRecord, as_json: bool) -> None:
+    if as_json:
+        echo_json(record_json(record))
+    else:
+        click.echo(record.id)
+
+
+@click.command("gc")
+@click.option(
+    "--older-than",
+    default=None,
+    metavar="DURATION",
+    help="Remove tasks that ended this long ago (default: retention_days, 30d).",
+)
+@click.option("--corrupt", is_flag=True, help="Also remove records that cannot be decoded.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@json_option
+@redis_option
+def gc_command(
+    older_than: str | None, corrupt: bool, dry_run: bool, as_json: bool, redis_url: str | None
+) -> None:
+    """Remove old ended tasks: records, specs, logs, RQ jobs and blobs nothing else uses."""
+    config, store = store_for(redis_url)
+    age = (
+        parse_duration(older_than, what="--older-than")
+        if older_than
+        else config.retention_days * 86400
+    )
+    report = collect(store, older_than=age, corrupt=corrupt, dry_run=dry_run)
+    if as_json:
+        echo_json(to_jsonable(report))
+        return
+    verb = "would remove" if dry_run else "removed"
+    line = f"{verb} {len(report.tasks)} task(s)"
+    if not dry_run:
+        line += f" and {report.specs_and_blobs} unused spec/blob key(s)"
+    if corrupt:
+        line += f"; {len(report.corrupt)} corrupt record(s)"
+    click.echo(line)
 
 
 def register(cli: click.Group, agent: click.Group) -> None:
-    pass
+    for command in (
+        ls_command,
+        show_command,
+        logs_command,
+        wait_command,
+        cancel_command,
+        retry_command,
+        clone_command,
+        gc_command,
+    ):
+        cli.add_command(command)

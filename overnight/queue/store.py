@@ -18,6 +18,7 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
+from overnight.config import ClientConfig
 from overnight.errors import (
     CorruptRecord,
     InvalidTransition,
@@ -27,6 +28,7 @@ from overnight.errors import (
 )
 from overnight.queue import keys, replies
 from overnight.queue.blobs import BlobStore
+from overnight.queue.connection import connect
 from overnight.queue.index import Query, TaskIndex
 from overnight.queue.logs import DEFAULT_CAP_BYTES, LogStore
 from overnight.queue.mirror import RQMirror
@@ -82,6 +84,14 @@ class TaskStore:
         self.blobs = BlobStore(redis)
         self.index = TaskIndex(redis)
         self.rq = RQMirror(redis)
+
+    @classmethod
+    def from_config(cls, config: ClientConfig, *, reap: bool = True) -> TaskStore:
+        """Connect to the configured Redis; tasks whose agent vanished are marked lost first."""
+        store = cls(connect(config.redis_url), log_cap_mb=config.log_cap_mb)
+        if reap:
+            store.reap_lost()
+        return store
 
     # -- submitting ---------------------------------------------------------------------------
 

@@ -13,8 +13,10 @@ from overnight.queue import keys
 from overnight.queue.blobs import BlobStore, spec_id_of
 from overnight.queue.dependencies import finished_dependencies
 from overnight.queue.index import TaskIndex
-from overnight.queue.records import StatusChange, TaskRecord, TaskStatus
+from overnight.queue.records import StatusChange, TaskOptions, TaskRecord, TaskStatus
+from overnight.queue.sweeps import Sweep, expand
 from overnight.recorder.params import parse_params
+from overnight.spec import Snapshot
 
 if TYPE_CHECKING:
     from overnight.queue.store import Submission, TaskStore
@@ -33,7 +35,7 @@ def submit_all(store: TaskStore, submissions: Sequence[Submission]) -> list[Task
     uses: collections.Counter[str] = collections.Counter()
     blobs: dict[str, bytes] = {}
     records: list[TaskRecord] = []
-    for sub in submissions:
+    for position, sub in enumerate(submissions):
         spec = sub.snapshot.spec
         spec_json = spec.to_json()
         spec_id = spec_id_of(spec_json)
@@ -53,7 +55,7 @@ def submit_all(store: TaskStore, submissions: Sequence[Submission]) -> list[Task
                 id=keys.new_task_id(),
                 spec_id=spec_id,
                 options=sub.options,
-                created=now,
+                created=now + position * 1e-6,  # keeps a sweep's order in the time indexes
                 name=sub.name if sub.name is not None else spec.name,
                 argv=argv,
                 params=params,
@@ -71,7 +73,7 @@ def submit_all(store: TaskStore, submissions: Sequence[Submission]) -> list[Task
                 for spec_id, (spec_json, shas) in specs.items():
                     store.blobs.add_spec(spec_id, spec_json, shas, uses[spec_id], pipe=pipe)
                 for record in records:
-                    _queue_record(store, pipe, record, finished, now)
+                    _queue_record(store, pipe, record, finished)
                 results: list[Any] = pipe.execute()
                 break
             except WatchError:
@@ -85,9 +87,7 @@ def submit_all(store: TaskStore, submissions: Sequence[Submission]) -> list[Task
     return records
 
 
-def _queue_record(
-    store: TaskStore, pipe: Any, record: TaskRecord, finished: set[str], now: float
-) -> None:
+def _queue_record(store: TaskStore, pipe: Any, record: TaskRecord, finished: set[str]) -> None:
     pending = [a for a in record.options.after if a not in finished]
     record.status = TaskStatus.WAITING if pending else TaskStatus.QUEUED
     if pending:
@@ -96,10 +96,29 @@ def _queue_record(
         note = f"retry of {record.retry_of}"
     else:
         note = ""
-    record.history = [StatusChange(record.status, now, note)]
+    record.history = [StatusChange(record.status, record.created, note)]
     pipe.set(keys.task(record.id), record.to_json())
     TaskIndex.add(pipe, record)
     pipe.sadd(keys.QUEUES, record.options.queue)
     store.rq.push_new(pipe, store.rq.new_job(record.id, record.options.queue, after=pending))
     for dependency in pending:
         pipe.sadd(keys.dependents(dependency), record.id)
+
+
+def submit_sweep(
+    store: TaskStore,
+    snapshot: Snapshot,
+    options: TaskOptions,
+    sweeps: Sequence[Sweep] = (),
+    *,
+    name: str | None = None,
+) -> list[TaskRecord]:
+    """One task, or one per combination of the sweeps' values, all sharing ``snapshot``."""
+    from overnight.queue.store import Submission
+
+    if not sweeps:
+        return store.submit_many([Submission(snapshot, options, name=name)])
+    variants = expand(snapshot.spec.argv, sweeps)
+    return store.submit_many(
+        [Submission(snapshot, options, argv=argv, name=name) for argv, _ in variants]
+    )

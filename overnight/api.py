@@ -1,0 +1,112 @@
+"""The Python API for scripts and notebooks: ``overnight.enqueue(...)`` and ``overnight.get(id)``.
+
+Settings come as for the CLI: arguments > ``OVERNIGHT_*`` environment > config file > defaults.
+
+    >>> import overnight
+    >>> [task] = overnight.enqueue("python train.py --lr 0.01", queue="gpu", note="baseline")
+    >>> runs = overnight.enqueue(["python", "train.py"], sweep={"lr": [0.1, 0.01]})
+    >>> overnight.get(task.id).status
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from overnight.config import ClientConfig, load_client_config
+from overnight.queue.durations import parse_duration
+from overnight.queue.records import TaskOptions, TaskRecord
+from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit_sweep
+from overnight.queue.sweeps import Sweep
+from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+
+
+def enqueue(
+    command: str | Sequence[str],
+    *,
+    queue: str | None = None,
+    gpus: int = 0,
+    image: str | None = None,
+    timeout: float | str | None = None,
+    retries: int = 0,
+    after: Sequence[str] = (),
+    sweep: Mapping[str, Sequence[object]] | None = None,
+    name: str | None = None,
+    note: str = "",
+    tags: Sequence[str] = (),
+    env: Sequence[str] = (),
+    requirements: str | Path | None = None,
+    cwd: str | Path | None = None,
+    redis_url: str | None = None,
+) -> list[TaskRecord]:
+    """Snapshot the working tree at ``cwd`` (default: here) and queue ``command``.
+
+    Returns the new task's record in a list, or with ``sweep`` ({"lr": [0.1, 0.01], ...}) the
+    records of the cross product. ``timeout`` is seconds or a duration such as "8h". Raises
+    OvernightError subclasses, as the CLI reports them.
+    """
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    config = load_client_config(flags={"redis_url": redis_url})
+    store = TaskStore.from_config(config)
+    options = task_options(
+        store, config, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
+        after=after,
+    )  # fmt: skip
+    snapshot_options = SnapshotOptions(
+        requirements_file=Path(requirements) if requirements is not None else None,
+        env=tuple(env),
+        note=note,
+        tags=tuple(tags),
+        name=name,
+        max_snapshot_mb=config.max_snapshot_mb,
+        max_untracked_file_mb=config.max_untracked_file_mb,
+    )
+    sweeps = [Sweep(k, tuple(str(v) for v in values)) for k, values in (sweep or {}).items()]
+    where = Path(cwd) if cwd is not None else Path.cwd()
+    return submit_command(store, where, argv, options, snapshot_options, sweeps)
+
+
+def get(task_id: str, *, redis_url: str | None = None) -> TaskRecord:
+    """The record of a task, by id or unambiguous id prefix."""
+    store = TaskStore.from_config(load_client_config(flags={"redis_url": redis_url}))
+    return store.get(store.resolve(task_id))
+
+
+def task_options(
+    store: TaskStore,
+    config: ClientConfig,
+    *,
+    queue: str | None,
+    gpus: int,
+    image: str | None,
+    timeout: float | str | None,
+    retries: int,
+    after: Sequence[str],
+    grace: float | str | None = None,
+) -> TaskOptions:
+    """How to run the task, with durations parsed and ``after`` prefixes resolved."""
+    return TaskOptions(
+        queue=queue or config.default_queue,
+        gpus=gpus,
+        image=image,
+        timeout=parse_duration(timeout, what="--timeout") if isinstance(timeout, str) else timeout,
+        retries=retries,
+        after=tuple(store.resolve(a) for a in after),
+        grace=parse_duration(grace, what="--grace") if isinstance(grace, str) else grace,
+    )
+
+
+def submit_command(
+    store: TaskStore,
+    cwd: Path,
+    argv: Sequence[str],
+    options: TaskOptions,
+    snapshot_options: SnapshotOptions,
+    sweeps: Sequence[Sweep] = (),
+) -> list[TaskRecord]:
+    """Snapshot ``cwd`` for ``argv`` and enqueue it (once, or once per sweep combination)."""
+    snapshot = take_snapshot(cwd, argv, snapshot_options, dict(os.environ))
+    return submit_sweep(store, snapshot, options, sweeps, name=snapshot.spec.name)

@@ -1,0 +1,79 @@
+"""What the client commands share: the ``--redis-url`` and ``--json`` flags, opening the store
+(config read once, Redis checked, lost tasks reaped), and printing tables and JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from overnight.config import ClientConfig, load_client_config
+from overnight.queue.store import TaskStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def redis_option(f: F) -> F:
+    """``--redis-url`` (else ``OVERNIGHT_REDIS_URL``, else the config file, else localhost)."""
+    return click.option(
+        "--redis-url",
+        default=None,
+        metavar="URL",
+        help="Redis to use: redis://[user:pass@]host:port/db, rediss://..., unix:///path "
+        "(default: $OVERNIGHT_REDIS_URL, the config file, or redis://localhost:6379/0).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def load_config(redis_url: str | None = None, **flags: Any) -> ClientConfig:
+    return load_client_config(flags={"redis_url": redis_url, **flags})
+
+
+def store_for(redis_url: str | None) -> tuple[ClientConfig, TaskStore]:
+    """The config (flag > env > file) and a connected store; lost tasks are reaped once."""
+    config = load_config(redis_url)
+    return config, TaskStore.from_config(config)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, enums and tuples as plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=True))
+
+
+def console() -> Console:
+    """A console on the current stdout; wide when it is not a terminal, so pipes get whole rows."""
+    out = sys.stdout
+    return Console(file=out, width=None if out.isatty() else 250, highlight=False)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # Text: no rich markup in user strings
+    console().print(table)

@@ -1,0 +1,166 @@
+"""How tasks look on a terminal and in JSON: ``ls`` rows, ``show`` text, ``--json`` objects."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shlex
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from overnight.commands.common import to_jsonable
+from overnight.queue.durations import format_duration
+from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.spec import TaskSpec
+
+LS_HEADERS = ("ID", "TASK", "PARAMS", "STATUS", "QUEUE", "AGENT", "GPUS", "STARTED", "TIME", "EXIT")
+_LABEL_WIDTH = 48
+
+
+def when(stamp: float | None, *, now: float | None = None) -> str:
+    """Local time: ``14:02`` today, ``05-01 14:02`` this year, else the date."""
+    if stamp is None:
+        return ""
+    moment = _dt.datetime.fromtimestamp(stamp)
+    today = _dt.datetime.fromtimestamp(time.time() if now is None else now)
+    if moment.date() == today.date():
+        return moment.strftime("%H:%M")
+    if moment.year == today.year:
+        return moment.strftime("%m-%d %H:%M")
+    return moment.strftime("%Y-%m-%d")
+
+
+def duration(record: TaskRecord, *, now: float | None = None) -> float | None:
+    """Run time: started to ended, or to now while it runs."""
+    if record.started is None:
+        return None
+    end = record.ended if record.ended is not None else (time.time() if now is None else now)
+    return max(0.0, end - record.started)
+
+
+def label(record: TaskRecord) -> str:
+    """The task's name, or its command."""
+    text = record.name or shlex.join(record.argv)
+    return text if len(text) <= _LABEL_WIDTH else text[: _LABEL_WIDTH - 1] + "…"
+
+
+def params_text(params: Mapping[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def ls_row(record: TaskRecord) -> list[str]:
+    if record.status is TaskStatus.CORRUPT:
+        return [record.id, "(record cannot be decoded)", "", "corrupt", "", "", "", "", "", ""]
+    return [
+        record.id,
+        label(record),
+        params_text(record.params),
+        record.status.value,
+        record.options.queue,
+        record.agent or "",
+        ",".join(record.gpu_ids)
+        if record.gpu_ids
+        else (str(record.options.gpus) if record.options.gpus else ""),
+        when(record.started),
+        format_duration(duration(record)),
+        "" if record.exit_code is None else str(record.exit_code),
+    ]
+
+
+def record_json(record: TaskRecord) -> dict[str, Any]:
+    data: dict[str, Any] = to_jsonable(record)
+    data["duration"] = duration(record)
+    return data
+
+
+def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | None) -> list[str]:
+    """``overnight show``: what the task is, where it came from, and what happened to it."""
+    rows: list[tuple[str, str]] = [("id", record.id)]
+    if record.name:
+        rows.append(("name", record.name))
+    status = record.status.value
+    if record.phase is not None:
+        status += f" in {record.phase.value}"
+    rows.append(("status", status))
+    if record.error:
+        rows.append(("error", record.error))
+    rows.append(("command", shlex.join(record.argv)))
+    if record.params:
+        rows.append(("params", params_text(record.params)))
+    options = record.options
+    rows.append(("queue", options.queue))
+    extras = [f"gpus={options.gpus}"]
+    if options.image:
+        extras.append(f"image={options.image}")
+    if options.timeout is not None:
+        extras.append(f"timeout={format_duration(options.timeout)}")
+    if options.retries:
+        extras.append(f"retries={options.retries}")
+    rows.append(("options", " ".join(extras)))
+    if options.after:
+        rows.append(("after", " ".join(options.after)))
+    if spec is not None:
+        repo = spec.repo
+        rows.append(("repo", repo.url or "(no remote)"))
+        rows.append(
+            ("commit", repo.commit + (f" on {repo.branch}" if repo.branch else " (detached)"))
+        )
+        changes = f"patch {spec.patch.size} B" if spec.patch else "none"
+        rows.append(
+            ("changes", changes + (f", bundle {spec.bundle.size} B" if spec.bundle else ""))
+        )
+        rows.append(("python", spec.python))
+        rows.append(
+            (
+                "requirements",
+                f"{spec.requirements.source}, {len(spec.requirements.text.splitlines())} lines",
+            )
+        )
+        if spec.note:
+            rows.append(("note", spec.note))
+        if spec.tags:
+            rows.append(("tags", " ".join(spec.tags)))
+        if spec.env:
+            rows.append(("env", " ".join(sorted(spec.env))))
+        rows.append(("recorded", f"{when(spec.created)} by {spec.user or '?'}@{spec.host or '?'}"))
+    else:
+        rows.append(("spec", f"unavailable: {spec_problem}"))
+    if record.agent:
+        rows.append(("agent", record.agent))
+    if record.gpu_ids:
+        rows.append(("gpus", ",".join(record.gpu_ids)))
+    rows.append(("created", when(record.created)))
+    if record.started is not None:
+        rows.append(("started", when(record.started)))
+    if record.ended is not None:
+        rows.append(("ended", when(record.ended)))
+    if record.started is not None:
+        rows.append(("time", format_duration(duration(record))))
+    if record.exit_code is not None:
+        rows.append(("exit code", str(record.exit_code)))
+    if record.attempt:
+        rows.append(("attempt", str(record.attempt + 1)))
+    if record.retry_of:
+        rows.append(("retry of", record.retry_of))
+    width = max(len(k) for k, _ in rows) + 2
+    lines = [f"{k + ':':<{width}}{v}" for k, v in rows]
+    lines.extend(_resources(record))
+    if record.notes:
+        lines.append("notes:")
+        lines.extend(f"  {note}" for note in record.notes)
+    lines.append("history:")
+    for change in record.history:
+        stamp = _dt.datetime.fromtimestamp(change.at).strftime("%Y-%m-%d %H:%M:%S")
+        note = f"  {change.note}" if change.note else ""
+        lines.append(f"  {stamp}  {change.status.value}{note}")
+    return lines
+
+
+def _resources(record: TaskRecord) -> list[str]:
+    report = record.extra.get("resources")
+    if not isinstance(report, Mapping):
+        return []
+    from overnight.agent.monitor import describe_resources
+
+    described = describe_resources(report)
+    return ["resources:", *(f"  {line}" for line in described)] if described else []

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from overnight.cli import ExitCode
+from overnight.queue import keys
+from overnight.queue.records import TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.cli import run_cli
+from tests.fixtures.gitrepo import Repo
+from tests.fixtures.services import free_port
+from tests.fixtures.tasks import invoke
+
+
+def test_enqueue_prints_the_id_and_stores_the_snapshot(cli_env: Repo, store: TaskStore) -> None:
+    result = invoke(
+        "enqueue", "-q", "gpu", "--gpus", "2", "--timeout", "8h", "--retries", "1",
+        "--tag", "abl", "-m", "why", "--", "python", "train.py", "--lr", "0.01",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    task_id = result.stdout.strip()
+    record = store.get(task_id)
+    assert record.status is TaskStatus.QUEUED
+    assert record.argv == ("python", "train.py", "--lr", "0.01")
+    assert record.params == {"lr": "0.01"} and record.tags == ("abl",)
+    assert (record.options.queue, record.options.gpus) == ("gpu", 2)
+    assert (record.options.timeout, record.options.retries) == (8 * 3600, 1)
+    snapshot = store.load_snapshot(task_id)
+    assert snapshot.spec.note == "why" and snapshot.spec.patch is not None
+    assert b"local change" in snapshot.blob(snapshot.spec.patch)  # type: ignore[operator]
+
+
+def test_sweep_is_a_cross_product_sharing_one_snapshot(
+    cli_env: Repo, store: TaskStore, redis_client: redis.Redis
+) -> None:
+    result = invoke(
+        "enqueue", "--sweep", "lr=0.1,0.01", "--sweep", "bs=32,64", "--",
+        "python", "train.py", "--lr", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ids = result.stdout.split()
+    assert len(ids) == 4
+    records = [store.get(i) for i in ids]
+    assert [r.params for r in records] == [
+        {"lr": "0.1", "bs": "32"},
+        {"lr": "0.1", "bs": "64"},
+        {"lr": "0.01", "bs": "32"},
+        {"lr": "0.01", "bs": "64"},
+    ]
+    assert records[3].argv == ("python", "train.py", "--lr", "0.01", "--bs", "64")
+    assert len({r.spec_id for r in records}) == 1
+    assert len(redis_client.keys(keys.blob("*"))) == 1  # the patch, stored once
+
+
+def test_after_makes_it_wait(cli_env: Repo, store: TaskStore) -> None:
+    first = invoke("enqueue", "--", "python", "train.py").stdout.strip()
+    result = invoke("enqueue", "--after", first[:6], "--json", "--", "python", "train.py")
+    assert result.exit_code == 0, result.output
+    [data] = json.loads(result.stdout)
+    assert data["status"] == "waiting" and data["options"]["after"] == [first]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--sweep", "lr"], ExitCode.USAGE, "invalid --sweep 'lr': use NAME=V1,V2"),
+        (["--timeout", "8 hours"], ExitCode.USAGE, "invalid --timeout '8 hours'"),
+        (["--after", "abcdef"], ExitCode.NOT_FOUND, "no task has an id starting with abcdef"),
+        (["-q", "a queue"], ExitCode.USAGE, "invalid queue name 'a queue'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    cli_env: Repo, store: TaskStore, args: list[str], code: ExitCode, message: str
+) -> None:
+    result = invoke("enqueue", *args, "--", "python", "train.py")
+    assert result.exit_code == code
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert store.index.count() == 0
+
+
+def test_unreachable_redis(cli_env: Repo) -> None:
+    url = f"redis://bob:hunter2@127.0.0.1:{free_port()}/0"
+    result = invoke("enqueue", "--redis-url", url, "--", "python", "train.py")
+    assert result.exit_code == ExitCode.CONNECTION
+    [line] = result.stderr.strip().splitlines()
+    assert "cannot reach Redis at redis://bob:***@127.0.0.1" in line and "hunter2" not in line
+
+
+def test_through_a_subprocess(cli_env: Repo, redis_url: str) -> None:
+    proc = run_cli("enqueue", "-q", "cpu", "--", "python", "train.py", "--n", "3", cwd=cli_env.path)
+    assert proc.returncode == 0, proc.stderr
+    task_id = proc.stdout.strip()
+    listed = run_cli("ls", "--json", cwd=cli_env.path)
+    assert [t["id"] for t in json.loads(listed.stdout)] == [task_id]
+    down = run_cli("ls", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert down.returncode == ExitCode.CONNECTION
+    assert down.stderr.startswith("overnight: error: cannot reach Redis at redis://127.0.0.1:")

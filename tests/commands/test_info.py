@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from overnight.queue.agents import AgentInfo, AgentRegistry
+from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.gitrepo import Repo
+from tests.fixtures.tasks import invoke, make_snapshot
+
+
+def test_queues_counts(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
+    ids = [store.submit(make_snapshot(), TaskOptions(queue="gpu")).id for _ in range(3)]
+    store.submit(make_snapshot(), TaskOptions(queue="gpu", after=(ids[0],)))
+    store.transition(ids[0], TaskStatus.RUNNING, agent="box1")
+    AgentRegistry(redis_client).register(AgentInfo(name="box1", host="h", queues=("gpu", "cpu")))
+    rows = json.loads(invoke("queues", "--json").stdout)
+    assert rows == [
+        {"queue": "cpu", "queued": 0, "waiting": 0, "running": 0, "total": 0, "agents": ["box1"]},
+        {"queue": "gpu", "queued": 2, "waiting": 1, "running": 1, "total": 4, "agents": ["box1"]},
+    ]
+    text = invoke("queues").stdout
+    assert "gpu" in text and "box1" in text
+
+
+def test_workers(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
+    assert "no live agents" in invoke("workers").stdout
+    info = AgentInfo(
+        name="box1", host="gpu-host", queues=("gpu",), gpus=("0", "1"), state="busy",
+        tasks=("abc123abc123",), pid=42, started=time.time(),
+    )  # fmt: skip
+    AgentRegistry(redis_client).register(info)
+    text = invoke("workers").stdout
+    for part in ("box1", "gpu-host", "busy", "0,1", "abc123abc123", "ago"):
+        assert part in text
+    [data] = json.loads(invoke("workers", "--json").stdout)
+    assert data["name"] == "box1" and data["gpus"] == ["0", "1"]

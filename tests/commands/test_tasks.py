@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import redis
+
+from overnight.cli import ExitCode
+from overnight.queue import keys
+from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.gitrepo import Repo
+from tests.fixtures.tasks import invoke, make_snapshot
+
+
+def _task(store: TaskStore, **options: object) -> str:
+    argv = ("python", "train.py", "--lr", "0.1", "--epochs=3")
+    return store.submit(make_snapshot(argv, name=None), TaskOptions(**options)).id  # type: ignore[arg-type]
+
+
+def _run(store: TaskStore, task_id: str, status: TaskStatus = TaskStatus.FINISHED) -> None:
+    store.transition(task_id, TaskStatus.RUNNING, agent="box1", gpu_ids=("0",))
+    store.transition(task_id, status, exit_code=0 if status is TaskStatus.FINISHED else 2)
+
+
+def test_ls_shows_tasks_and_filters(cli_env: Repo, store: TaskStore) -> None:
+    queued = _task(store, queue="gpu")
+    done = _task(store, queue="cpu")
+    _run(store, done)
+    out = invoke("ls").stdout
+    assert queued in out and done in out and "finished" in out and "lr=0.1 epochs=3" in out
+    assert "box1" in out
+    only = invoke("ls", "-q", "gpu").stdout
+    assert queued in only and done not in only
+    rows = json.loads(invoke("ls", "--status", "finished", "--json").stdout)
+    assert [r["id"] for r in rows] == [done] and rows[0]["exit_code"] == 0
+    assert invoke("ls", "--tag", "nope").stdout.strip() == "no tasks match"
+    assert invoke("ls", "--since", "yesterday").exit_code == ExitCode.USAGE
+
+
+def test_a_corrupt_record_never_crashes_ls(
+    cli_env: Repo, store: TaskStore, redis_client: redis.Redis
+) -> None:
+    good, bad = _task(store), _task(store)
+    redis_client.set(keys.task(bad), b'{"id": "' + bad.encode())
+    result = invoke("ls")
+    assert result.exit_code == 0
+    line = next(line for line in result.stdout.splitlines() if bad in line)
+    assert "corrupt" in line and good in result.stdout
+    shown = invoke("show", bad)
+    assert shown.exit_code == ExitCode.QUEUE and "cannot be decoded" in shown.stderr
+
+
+def test_show_by_prefix(cli_env: Repo, store: TaskStore) -> None:
+    task_id = _task(store, queue="gpu", gpus=1)
+    _run(store, task_id, TaskStatus.FAILED)
+    out = invoke("show", task_id[:5]).stdout
+    assert "id:" in out and task_id in out and "status:" in out and "failed" in out
+    assert "python train.py --lr 0.1 --epochs=3" in out and "exit code:    2" in out
+    data = json.loads(invoke("show", task_id, "--json").stdout)
+    assert data["spec"]["requirements"]["text"].startswith("numpy")
+    assert [h["status"] for h in data["history"]] == ["queued", "running", "failed"]
+    missing = invoke("show", "0000000")
+    assert missing.exit_code == ExitCode.NOT_FOUND and "no task" in missing.stderr
+
+
+def test_ambiguous_prefix(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
+    redis_client.zadd(keys.BY_ID, {"abc111111111": 0, "abc222222222": 0})
+    result = invoke("show", "abc")
+    assert result.exit_code == ExitCode.QUEUE
+    assert "matches several tasks" in result.stderr and "type more characters" in result.stderr
+
+
+def test_logs_tail_and_follow(cli_env: Repo, store: TaskStore) -> None:
+    task_id = _task(store)
+    store.transition(task_id, TaskStatus.RUNNING, agent="box1")
+    store.logs.append(task_id, [(1.0, f"line {i}") for i in range(5)])
+    assert invoke("logs", task_id).stdout.splitlines() == [f"line {i}" for i in range(5)]
+    assert invoke("logs", task_id, "--tail", "2").stdout.splitlines() == ["line 3", "line 4"]
+
+    def agent() -> None:
+        time.sleep(0.3)
+        store.logs.append(task_id, [(2.0, "late line")])
+        time.sleep(0.3)
+        store.transition(task_id, TaskStatus.FINISHED, exit_code=0)
+
+    thread = threading.Thread(target=agent)
+    thread.start()
+    followed = invoke("logs", task_id, "-f", "--tail", "1")
+    thread.join()
+    assert followed.stdout.splitlines() == ["line 4", "late line"]
+
+
+def test_wait_exit_code_says_whether_all_finished(cli_env: Repo, store: TaskStore) -> None:
+    ok, bad = _task(store), _task(store)
+    _run(store, ok)
+    assert invoke("wait", ok).exit_code == 0
+
+    def finish_later() -> None:
+        time.sleep(0.3)
+        _run(store, bad, TaskStatus.FAILED)
+
+    thread = threading.Thread(target=finish_later)
+    thread.start()
+    result = invoke("wait", ok, bad)
+    thread.join()
+    assert result.exit_code == ExitCode.FAILURE
+    assert f"{bad} failed" in result.stdout
+    pending = _task(store)
+    assert invoke("wait", pending, "--timeout", "1s").exit_code == ExitCode.FAILURE
+
+
+def test_cancel(cli_env: Repo, store: TaskStore) -> None:
+    queued, running, done = _task(store), _task(store), _task(store)
+    store.transition(running, TaskStatus.RUNNING, agent="box1")
+    _run(store, done)
+    result = invoke("cancel", queued, running)
+    assert result.exit_code == 0
+    assert f"{queued} canceled" in result.stdout
+    assert f"{running} running on box1: asked its agent to stop it" in result.stdout
+    assert store.get(queued).status is TaskStatus.CANCELED
+    assert store.cancel_requested(running)
+    again = invoke("cancel", done)
+    assert again.exit_code == ExitCode.QUEUE and "already finished" in again.stderr
+    unknown = invoke("cancel", "0123abcd")
+    assert unknown.exit_code == ExitCode.NOT_FOUND and "no task" in unknown.stderr
+    assert invoke("cancel").exit_code == ExitCode.USAGE
+
+
+def test_cancel_a_queue(cli_env: Repo, store: TaskStore) -> None:
+    tasks = [_task(store, queue="gpu") for _ in range(2)]
+    assert "canceled 2 queued task(s) of queue gpu" in invoke("cancel", "--queue", "gpu").stdout
+    assert all(store.get(t).status is TaskStatus.CANCELED for t in tasks)
+    unknown = invoke("cancel", "--queue", "gpus")
+    assert unknown.exit_code == ExitCode.QUEUE and "no queue named 'gpus'" in unknown.stderr
+
+
+def test_retry_links_a_new_task_to_the_first(cli_env: Repo, store: TaskStore) -> None:
+    first = _task(store, queue="gpu", gpus=1)
+    assert invoke("retry", first).exit_code == ExitCode.QUEUE  # still queued
+    _run(store, first, TaskStatus.FAILED)
+    result = invoke("retry", first[:6])
+    assert result.exit_code == 0, result.output
+    retry = store.get(result.stdout.strip())
+    original = store.get(first)
+    assert retry.retry_of == first and retry.spec_id == original.spec_id
+    assert (retry.argv, retry.options) == (original.argv, original.options)
+    assert retry.history[0].note == f"retry of {first}"
+
+
+def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
+    first = _task(store)
+    result = invoke(
+        "clone", first, "--set", "lr=0.003", "--set", "epochs=20", "--set", "amp=1", "-q", "gpu"
+    )
+    assert result.exit_code == 0, result.output
+    clone = store.get(result.stdout.strip())
+    assert clone.argv == ("python", "train.py", "--lr", "0.003", "--epochs=20", "--amp", "1")
+    assert clone.params == {"lr": "0.003", "epochs": "20", "amp": "1"}
+    assert clone.options.queue == "gpu" and clone.spec_id == store.get(first).spec_id
+    assert store.load_snapshot(clone.id).spec.argv == clone.argv
+    bad = invoke("clone", first, "--set", "lr")
+    assert bad.exit_code == ExitCode.USAGE and "NAME=VALUE" in bad.stderr
+
+
+def test_gc(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
+    old, live = _task(store), _task(store)
+    _run(store, old)
+    time.sleep(0.05)
+    assert "would remove 1 task(s)" in invoke("gc", "--older-than", "0s", "--dry-run").stdout
+    assert invoke("gc").stdout.startswith("removed 0 task(s)")  # default: 30 days
+    assert invoke("gc", "--older-than", "0s").stdout.startswith("removed 1 task(s)")
+    assert not redis_client.exists(keys.task(old)) and store.get(live)
+    assert invoke("gc", "--older-than", "a month").exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize("command", ["ls", "queues", "workers"])
+def test_lost_tasks_are_reaped_by_every_command(
+    cli_env: Repo, store: TaskStore, redis_client: redis.Redis, command: str
+) -> None:
+    task_id = _task(store)
+    store.transition(task_id, TaskStatus.RUNNING, agent="box1")
+    redis_client.delete(keys.heartbeat(task_id))
+    assert invoke(command).exit_code == 0
+    assert store.get(task_id).status is TaskStatus.LOST
