@@ -4,11 +4,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.agents import agent_store, project, venv_cache
 from tests.fixtures.docker import docker_sandbox
 from tests.fixtures.gitrepo import Repo, make_repo
 from tests.fixtures.services import docker_engine, redis_server, redis_url
 
-__all__ = ["docker_engine", "docker_sandbox", "redis_server", "redis_url"]
+__all__ = [
+    "agent_store",
+    "docker_engine",
+    "docker_sandbox",
+    "project",
+    "redis_server",
+    "redis_url",
+    "venv_cache",
+]
 
 
 @pytest.fixture(autouse=True)

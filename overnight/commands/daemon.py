@@ -1,9 +1,102 @@
-"""Commands of the `daemon` area (filled in by its issue)."""
+"""``overnight agent daemon``: serve queues on this machine until stopped.
+
+Configuration is resolved here, once (flags > ``OVERNIGHT_*`` > config file > defaults), and the
+environment (venv or docker) and GPU inventory are chosen here; the daemon gets typed objects.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
 import click
+
+from overnight.agent.environments.base import Environment
+from overnight.agent.gpus import GPUInventory, open_inventory, parse_gpu_list
+from overnight.agent.settings import AgentConfig, load_agent_config
+
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environment:
+    """The environment named by ``config.env_mode``."""
+    if config.env_mode == "docker":
+        import docker
+
+        from overnight.agent.environments.docker import DockerEnvironment
+
+        return DockerEnvironment(
+            docker.from_env(timeout=120),
+            agent_name=config.agent_name,
+            default_image=config.default_image,
+            ca_bundle=CA_BUNDLE if CA_BUNDLE.is_file() else None,
+            network=config.docker_network,
+            mounts=config.docker_mounts,
+            max_images=config.max_envs,
+            max_gb=config.max_env_gb,
+            state_dir=config.cache_path / "docker",
+        )
+    from overnight.agent.environments.venv import VenvEnvironment
+
+    return VenvEnvironment(
+        config.cache_path, max_envs=config.max_envs, max_gb=config.max_env_gb, base_env=base_env
+    )
+
+
+def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
+    if config.gpus.strip().lower() in ("", "none"):
+        return (), None
+    inventory = open_inventory()
+    return parse_gpu_list(config.gpus, inventory), inventory
+
+
+@click.command("daemon")
+@click.option("-q", "--queue", "queues", multiple=True, help="Queue to serve; repeat, first first.")
+@click.option("--name", help="Agent name (default: <hostname>-<pid>).")
+@click.option("--gpus", help="GPUs to use: all, none, 0,1 or 0-3 (default: none).")
+@click.option("--cpu-slots", type=int, help="CPU-only tasks run at once (default 1).")
+@click.option("--env-mode", type=click.Choice(["venv", "docker"]), help="Where tasks run.")
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option("--keep-workspaces", is_flag=True, default=None, help="Keep each task's tree.")
+@click.option("--redis-url", help="Redis to serve (default: $OVERNIGHT_REDIS_URL or config).")
+@click.option("--workspace-dir", help="Where task trees and git mirrors live.")
+@click.option("--cache-dir", help="Where environments are cached.")
+@click.option("--grace", type=float, help="Seconds between SIGTERM and SIGKILL on a stop.")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
+def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: Any) -> None:
+    """Take tasks from QUEUEs, rebuild their tree and environment, run them, report back.
+
+    SIGTERM (or Ctrl-C) once: finish the running tasks, take no new ones. Twice: stop the
+    running tasks and put them back at the front of their queues.
+    """
+    from overnight.agent.daemon import create_daemon
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("rq").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+    flags["queues"] = queues or None
+    config = load_agent_config(flags)
+    gpu_ids, inventory = _gpus(config)
+    base_env = {**os.environ, **config.env}
+    daemon = create_daemon(
+        config, make_environment(config, base_env), gpu_ids=gpu_ids, inventory=inventory
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        daemon.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon.run(burst=burst)
 
 
 def register(cli: click.Group, agent: click.Group) -> None:
-    pass
+    agent.add_command(daemon_command)

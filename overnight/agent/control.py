@@ -1,0 +1,126 @@
+"""The agent's housekeeping thread: cancel requests, heartbeats, lost tasks, log backlogs.
+
+One thread per agent looks after every task the agent holds, so task threads only run their
+task. Each tick it turns cancel requests into stop flags; every ``heartbeat_interval`` it renews
+the tasks' heartbeats (the store's, RQ's executions) and the agent's registrations; every
+``reap_interval`` it marks other agents' silent tasks lost (``store.reap_lost``). A Redis outage
+pauses all this with backoff; the tasks keep running meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from overnight.agent.logsink import LogSink
+from overnight.agent.reconnect import CONNECTION_ERRORS, Backoff
+from overnight.agent.settings import AgentConfig
+from overnight.agent.worker import AgentWorker, Claim
+from overnight.queue.agents import AgentInfo, AgentRegistry
+from overnight.queue.records import TaskRecord
+from overnight.queue.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ActiveTask:
+    """A task this agent took, from its claim to its final status."""
+
+    record: TaskRecord
+    claim: Claim
+    gpu_ids: tuple[str, ...]
+    sink: LogSink
+    canceled: threading.Event = dataclasses.field(default_factory=threading.Event)
+    evicted: threading.Event = dataclasses.field(default_factory=threading.Event)  # agent stops
+    pid: int | None = None  # the task's process, once started
+
+    @property
+    def task_id(self) -> str:
+        return self.record.id
+
+    def should_stop(self) -> bool:
+        return self.canceled.is_set() or self.evicted.is_set()
+
+
+class Control:
+    """Runs :meth:`tick` every ``control_interval`` seconds in a thread until :meth:`stop`."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        store: TaskStore,
+        worker: AgentWorker,
+        registry: AgentRegistry,
+        *,
+        tasks: Callable[[], list[ActiveTask]],
+        info: Callable[[], AgentInfo],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.worker = worker
+        self.registry = registry
+        self._tasks = tasks
+        self._info = info
+        self._stop = threading.Event()
+        self._backoff = Backoff(longest=config.max_backoff)
+        self._next_beat = 0.0
+        self._next_reap = 0.0
+        self._thread = threading.Thread(target=self._run, name="overnight-control", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def beat_soon(self) -> None:
+        """Renew heartbeats at the next tick (a task was just claimed or ended)."""
+        self._next_beat = 0.0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except CONNECTION_ERRORS as exc:
+                if self._backoff.wait(exc, self._stop):
+                    return
+                continue
+            except Exception:  # a bug here must not end the housekeeping for good
+                log.exception("agent housekeeping failed; trying again")
+            else:
+                self._backoff.reset()
+            self._stop.wait(self.config.control_interval)
+
+    def tick(self) -> None:
+        """One round of housekeeping; raises a connection error when Redis is away."""
+        tasks = self._tasks()
+        for task in tasks:
+            if not task.canceled.is_set() and self.store.cancel_requested(task.task_id):
+                task.sink.line("[overnight] cancel requested; stopping the task")
+                task.canceled.set()
+        now = time.monotonic()
+        if now >= self._next_beat:
+            # Our own heartbeats first: after an outage, reaping must not take our tasks.
+            for task in tasks:
+                self.store.heartbeat(task.task_id, self.worker.name, ttl=self.config.lost_ttl)
+            info = self._info()
+            self.worker.heartbeat("busy" if tasks else "idle")
+            self.registry.heartbeat(info, ttl=self._registry_ttl)
+            self._next_beat = now + self.config.heartbeat_interval
+        for task in tasks:
+            task.sink.flush(force=False)
+        if now >= self._next_reap:
+            lost = self.store.reap_lost()
+            if lost:
+                log.warning("marked lost (their agent went silent): %s", ", ".join(lost))
+            self.worker.maintain()
+            self._next_reap = now + self.config.reap_interval
+
+    @property
+    def _registry_ttl(self) -> float:
+        return max(3 * self.config.heartbeat_interval, self.config.lost_ttl)

@@ -1,0 +1,273 @@
+"""One task on an agent, from ``preparing`` to its final status.
+
+The daemon has already claimed the task (``preparing``, with its GPUs). The pipeline then
+rebuilds the working tree (:class:`~overnight.agent.workspace.Workspaces`), prepares the
+environment, moves the task to ``running``, supervises the command and records how it ended.
+Every failure becomes ``failed`` with the phase it happened in and a one-line error; the
+pipeline itself never raises, so the agent goes on serving. Status writes wait out Redis
+outages; the log sink holds lines meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import traceback
+from typing import Any
+
+from overnight.agent.control import ActiveTask
+from overnight.agent.environments.base import Environment, Prepared, RunRequest
+from overnight.agent.environments.docker import DockerEnvironment
+from overnight.agent.reconnect import Backoff, until_connected
+from overnight.agent.runner import CANCELED, TIMED_OUT, RunOutcome, supervise
+from overnight.agent.settings import AgentConfig
+from overnight.agent.workspace import Workspaces
+from overnight.errors import (
+    CorruptRecord,
+    EnvironmentBuildError,
+    InvalidTransition,
+    OvernightError,
+    ReconstructError,
+    SpecError,
+    TaskRunError,
+)
+from overnight.queue.records import Phase, TaskStatus
+from overnight.queue.store import TaskStore
+from overnight.spec import Snapshot
+
+log = logging.getLogger(__name__)
+
+ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
+_PHASE_OF: tuple[tuple[type[OvernightError], Phase], ...] = (
+    (ReconstructError, Phase.WORKSPACE),
+    (EnvironmentBuildError, Phase.ENVIRONMENT),
+    (TaskRunError, Phase.RUN),
+    (SpecError, Phase.AGENT),
+    (CorruptRecord, Phase.AGENT),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ending:
+    """How a task ended on this agent, before it is written to its record."""
+
+    status: TaskStatus  # finished, failed, canceled; queued: hand it back (agent stopping)
+    phase: Phase | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    note: str = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    recorded: bool = True  # False: the record moved on without us (declared lost meanwhile)
+
+
+class Pipeline:
+    """Prepares and runs tasks; one instance per agent, used by all its task threads."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        store: TaskStore,
+        workspaces: Workspaces,
+        environment: Environment,
+        *,
+        agent_name: str,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.workspaces = workspaces
+        self.environment = environment
+        self.agent = agent_name
+
+    def run(self, task: ActiveTask) -> Ending:
+        """Run ``task`` to its end and record it; never raises."""
+        try:
+            ending = self._execute(task)
+        except Exception as exc:  # a bug must cost one task, not the agent
+            log.error("task %s: agent error\n%s", task.task_id, traceback.format_exc())
+            ending = Ending(
+                TaskStatus.FAILED, Phase.AGENT, f"agent error: {type(exc).__name__}: {exc}"
+            )
+        self._record(task, ending)
+        return ending
+
+    # -- preparing and running ----------------------------------------------------------------
+
+    def _execute(self, task: ActiveTask) -> Ending:
+        say = task.sink.line
+        phase = Phase.WORKSPACE
+        extra: dict[str, Any] = {}
+        try:
+            snapshot = self._retry(lambda: self.store.load_snapshot(task.task_id))
+            if snapshot is None or task.should_stop():
+                return self._stopped(task, phase)
+            say(f"[overnight] agent {self.agent}: rebuilding the working tree")
+            workspace = self.workspaces.create(task.task_id, snapshot, say)
+            if task.should_stop():
+                return self._stopped(task, phase)
+            phase = Phase.ENVIRONMENT
+            say(f"[overnight] preparing the {self.environment.name} environment")
+            prepared = self._prepare(task, snapshot)
+            extra["environment"] = _describe(self.environment, prepared)
+            self._warn(task, prepared)
+            if task.should_stop():
+                return self._stopped(task, phase, extra)
+            phase = Phase.RUN
+            self._retry(
+                lambda: self.store.transition(
+                    task.task_id,
+                    TaskStatus.RUNNING,
+                    expect={TaskStatus.PREPARING},
+                    heartbeat_ttl=self.config.lost_ttl,
+                    extra=extra,
+                )
+            )
+            process = self.environment.start(prepared, self._request(task, snapshot, workspace))
+            task.pid = _pid_of(process.ident)
+            outcome = supervise(
+                process,
+                task.sink,
+                should_stop=task.should_stop,
+                timeout=task.record.options.timeout,
+                grace=self._grace(task),
+            )
+        except InvalidTransition as exc:  # declared lost while Redis was away, and requeued
+            log.warning("task %s: %s; leaving it alone", task.task_id, exc)
+            return Ending(TaskStatus.FAILED, Phase.AGENT, str(exc), recorded=False)
+        except OvernightError as exc:
+            if task.should_stop():
+                return self._stopped(task, phase, extra)
+            phase = next((p for cls, p in _PHASE_OF if isinstance(exc, cls)), phase)
+            return Ending(TaskStatus.FAILED, phase, _one_line(exc), extra=extra)
+        return self._ended(task, outcome, extra)
+
+    def _prepare(self, task: ActiveTask, snapshot: Snapshot) -> Prepared:
+        image = task.record.options.image
+        if isinstance(self.environment, DockerEnvironment):
+            return self.environment.prepare(
+                snapshot.spec, task.sink.line, task.should_stop, image=image
+            )
+        if image:
+            task.sink.line(f"[overnight] warning: image {image} ignored: this agent runs venvs")
+        return self.environment.prepare(snapshot.spec, task.sink.line, task.should_stop)
+
+    def _ended(self, task: ActiveTask, outcome: RunOutcome, extra: dict[str, Any]) -> Ending:
+        extra = {**extra, "run": {"duration": round(outcome.duration, 3)}}
+        if outcome.dropped_lines:
+            extra["run"]["dropped_log_lines"] = outcome.dropped_lines
+        code = outcome.exit_code
+        if outcome.reason == CANCELED:
+            return self._stopped(task, Phase.RUN, extra, code)
+        if outcome.reason == TIMED_OUT:
+            return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
+        if code == 0:
+            return Ending(TaskStatus.FINISHED, exit_code=0, extra=extra)
+        return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
+
+    def _stopped(
+        self,
+        task: ActiveTask,
+        phase: Phase,
+        extra: dict[str, Any] | None = None,
+        code: int | None = None,
+    ) -> Ending:
+        if task.canceled.is_set():
+            where = "while running" if phase is Phase.RUN else f"during {phase.value}"
+            return Ending(TaskStatus.CANCELED, phase, None, code, f"canceled {where}", extra or {})
+        return Ending(
+            TaskStatus.QUEUED,
+            note=f"agent {self.agent} shut down during {phase.value}; requeued at the front",
+            extra=extra or {},
+        )
+
+    def _request(self, task: ActiveTask, snapshot: Snapshot, workspace: Any) -> RunRequest:
+        record = task.record
+        env = dict(snapshot.spec.env)
+        env.update(
+            OVERNIGHT_TASK_ID=record.id,
+            OVERNIGHT_TASK_NAME=record.name or "",
+            OVERNIGHT_ATTEMPT=str(record.attempt),
+            OVERNIGHT_QUEUE=record.options.queue,
+            OVERNIGHT_AGENT=self.agent,
+            CUDA_VISIBLE_DEVICES=",".join(task.gpu_ids),
+            CUDA_DEVICE_ORDER="PCI_BUS_ID",
+        )
+        return RunRequest(
+            task_id=record.id,
+            argv=snapshot.spec.argv,
+            workspace=workspace,
+            workdir=snapshot.spec.workdir,
+            env=env,
+            gpu_ids=task.gpu_ids,
+            labels={"overnight.agent": self.agent, "overnight.attempt": str(record.attempt)},
+        )
+
+    def _grace(self, task: ActiveTask) -> float:
+        grace = task.record.options.grace
+        return self.config.grace if grace is None else grace
+
+    def _warn(self, task: ActiveTask, prepared: Prepared) -> None:
+        for warning in prepared.warnings:
+            task.sink.line(f"[overnight] warning: {warning}")
+            self._retry(lambda w=warning: self.store.add_note(task.task_id, w))
+
+    # -- recording the end --------------------------------------------------------------------
+
+    def _record(self, task: ActiveTask, ending: Ending) -> None:
+        """Write the ending once Redis answers (logs first), then free the workspace."""
+        if ending.status.is_final and ending.error:
+            task.sink.line(f"[overnight] {ending.status.value} ({ending.phase}): {ending.error}")
+        backoff = Backoff(longest=self.config.max_backoff)
+        while not task.sink.flush():
+            backoff.wait(ConnectionError("the task's log cannot be written"))
+        if ending.recorded:
+            try:
+                self._retry(lambda: self._write(task, ending))
+            except (InvalidTransition, CorruptRecord) as exc:
+                log.warning("task %s: %s; its result here was not recorded", task.task_id, exc)
+        task.sink.close()
+        try:
+            self.workspaces.remove(task.task_id)
+        except OSError as exc:
+            log.warning("task %s: cannot remove its workspace: %s", task.task_id, exc)
+
+    def _write(self, task: ActiveTask, ending: Ending) -> None:
+        if ending.status is TaskStatus.QUEUED:
+            self.store.transition(
+                task.task_id, TaskStatus.QUEUED, expect=ACTIVE, at_front=True, note=ending.note
+            )
+            return
+        fields: dict[str, Any] = {"extra": ending.extra}
+        if ending.exit_code is not None:
+            fields["exit_code"] = ending.exit_code
+        if ending.status is TaskStatus.FAILED:
+            fields.update(phase=ending.phase, error=ending.error)
+        elif ending.status is TaskStatus.CANCELED:
+            fields.update(phase=ending.phase)
+        self.store.transition(
+            task.task_id,
+            ending.status,
+            expect=ACTIVE,
+            note=ending.note or (ending.error or ""),
+            **fields,
+        )
+
+    def _retry(self, call: Any) -> Any:
+        return until_connected(call, Backoff(longest=self.config.max_backoff))
+
+
+def _describe(environment: Environment, prepared: Prepared) -> dict[str, Any]:
+    return {
+        "mode": environment.name,
+        "key": prepared.key,
+        "built": prepared.built,
+        "python": prepared.python,
+    }
+
+
+def _pid_of(ident: str) -> int | None:
+    return int(ident) if ident.isdigit() else None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

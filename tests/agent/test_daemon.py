@@ -1,0 +1,136 @@
+"""The daemon loop in-process: registration, queue order, blocking pops, races, stopping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+
+from overnight.agent.settings import AgentConfig
+from overnight.queue.agents import AgentRegistry
+from overnight.queue.records import TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.agents import (
+    Background,
+    agent_config,
+    enqueue,
+    log_text,
+    make_daemon,
+    run_burst,
+    wait_for,
+    wait_status,
+)
+from tests.fixtures.gitrepo import Repo
+
+
+@pytest.fixture
+def config(redis_url: str, tmp_path: Path, venv_cache: Path) -> AgentConfig:
+    return agent_config(redis_url, tmp_path / "agent", venv_cache)
+
+
+def with_fields(config: AgentConfig, **fields: Any) -> AgentConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, **fields)
+
+
+def test_burst_exits_when_the_queues_are_empty(config: AgentConfig) -> None:
+    daemon = run_burst(config)
+    assert daemon.active_tasks() == []
+
+
+def test_agent_is_listed_by_rq_and_overnight_while_it_serves(
+    agent_store: TaskStore, config: AgentConfig
+) -> None:
+    agent = Background(make_daemon(with_fields(config, queues=("gpu", "cpu"))))
+    try:
+        rq_workers = wait_for(
+            lambda: {w.name: w for w in Worker.all(connection=agent_store.redis)},
+            what="the RQ worker entry",
+        )
+        assert rq_workers["agent-a"].queue_names() == ["gpu", "cpu"]
+        (info,) = wait_for(lambda: AgentRegistry(agent_store.redis).list(), what="AgentInfo")
+        assert (info.name, info.queues, info.env_mode, info.state) == (
+            "agent-a",
+            ("gpu", "cpu"),
+            "venv",
+            "idle",
+        )
+    finally:
+        agent.stop()
+    assert Worker.all(connection=agent_store.redis) == []
+    assert AgentRegistry(agent_store.redis).list() == []
+
+
+def test_an_idle_agent_takes_a_task_as_soon_as_it_is_queued(
+    agent_store: TaskStore, project: Repo, config: AgentConfig
+) -> None:
+    agent = Background(make_daemon(config))
+    try:
+        wait_for(lambda: AgentRegistry(agent_store.redis).list(), what="the agent to register")
+        record = enqueue(agent_store, project)
+        done = wait_status(agent_store, record.id, TaskStatus.FINISHED, TaskStatus.FAILED)
+    finally:
+        agent.stop()
+    assert done.status is TaskStatus.FINISHED
+
+
+def test_first_queue_named_goes_first(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    marker = tmp_path / "order"
+    low = enqueue(agent_store, project, "--marker", str(marker), queue="low")
+    high = enqueue(agent_store, project, "--marker", str(marker), queue="high")
+    run_burst(with_fields(config, queues=("high", "low")))
+    assert marker.read_text().split() == [high.id, low.id]
+
+
+def test_two_agents_racing_run_each_task_exactly_once(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs"
+    records = [enqueue(agent_store, project, "--marker", str(marker)) for _ in range(12)]
+    agents = [
+        Background(make_daemon(with_fields(config, name=name)), burst=True)
+        for name in ("agent-a", "agent-b")
+    ]
+    for agent in agents:
+        agent.thread.join(120)
+    runs = marker.read_text().split()
+    assert sorted(runs) == sorted(r.id for r in records)
+    for record in records:
+        done = agent_store.get(record.id)
+        assert done.status is TaskStatus.FINISHED
+        assert done.agent in ("agent-a", "agent-b")
+
+
+def test_first_stop_drains_running_tasks_and_takes_no_new_ones(
+    agent_store: TaskStore, project: Repo, config: AgentConfig
+) -> None:
+    running = enqueue(agent_store, project, "--ticks", "10")
+    agent = Background(make_daemon(config))
+    wait_status(agent_store, running.id, TaskStatus.RUNNING)
+    agent.daemon.request_stop()
+    later = enqueue(agent_store, project)
+    agent.thread.join(60)
+    assert not agent.thread.is_alive()
+    assert agent_store.get(running.id).status is TaskStatus.FINISHED
+    assert agent_store.get(later.id).status is TaskStatus.QUEUED
+
+
+def test_second_stop_requeues_running_tasks_at_the_front(
+    agent_store: TaskStore, project: Repo, config: AgentConfig
+) -> None:
+    running = enqueue(agent_store, project, "--sleep", "60")
+    agent = Background(make_daemon(with_fields(config, grace=2.0)))
+    wait_for(lambda: "pid=" in log_text(agent_store, running.id), what="the task to start")
+    behind = enqueue(agent_store, project)
+    agent.stop(force=True)
+    requeued = agent_store.get(running.id)
+    assert requeued.status is TaskStatus.QUEUED
+    assert "requeued at the front" in requeued.history[-1].note
+    queue = Queue("q", connection=agent_store.redis, serializer=JSONSerializer)
+    assert queue.job_ids == [running.id, behind.id]

@@ -1,0 +1,162 @@
+"""Faults injected into real agent processes: SIGKILL, a Redis restart, SIGTERM once and twice."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from overnight.agent.settings import AgentConfig
+from overnight.queue.records import TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.agents import (
+    agent_config,
+    enqueue,
+    log_text,
+    start_agent,
+    wait_for,
+    wait_status,
+)
+from tests.fixtures.gitrepo import Repo
+from tests.fixtures.services import RedisServer, free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def config(redis_url: str, tmp_path: Path, venv_cache: Path) -> AgentConfig:
+    return agent_config(redis_url, tmp_path / "agent", venv_cache)
+
+
+def task_pid(store: TaskStore, task_id: str) -> int:
+    found = wait_for(
+        lambda: re.search(r"^pid=(\d+)$", log_text(store, task_id), re.M), what="the task's pid"
+    )
+    return int(found.group(1))
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def test_sigkilled_agent_task_is_lost_requeued_and_finished_elsewhere(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    record = enqueue(agent_store, project, "--sleep-first", "60", retries=1)
+    first = start_agent(config, tmp_path, "--queue", "q")
+    second = None
+    orphan = None
+    try:
+        wait_status(agent_store, record.id, TaskStatus.RUNNING)
+        orphan = task_pid(agent_store, record.id)
+        first.kill()
+        # A live agent notices the silence (no CLI command reaps here) and takes the retry.
+        second = start_agent(dataclasses.replace(config, name="agent-b"), tmp_path)
+        done = wait_status(agent_store, record.id, TaskStatus.FINISHED)
+        second.signal(signal.SIGTERM)
+        assert second.wait() == 0, second.output()
+    finally:
+        for agent in (first, second):
+            if agent is not None:
+                agent.kill()
+        if orphan is not None:
+            kill_group(orphan)
+    statuses = [h.status for h in done.history]
+    assert TaskStatus.LOST in statuses
+    assert statuses[statuses.index(TaskStatus.LOST) + 1] is TaskStatus.QUEUED
+    assert (done.agent, done.attempt) == ("agent-b", 1)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, restartable without losing its data (saved on shutdown)."""
+    server = RedisServer(port=free_port(), workdir=tmp_path / "redis")
+    server.workdir.mkdir()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_redis_restart_mid_task_the_task_runs_on_and_its_end_is_recorded(
+    own_redis: RedisServer, project: Repo, tmp_path: Path, venv_cache: Path
+) -> None:
+    client = redis.Redis.from_url(own_redis.url)
+    store = TaskStore(client)
+    config = agent_config(own_redis.url, tmp_path / "agent", venv_cache, lost_ttl=30.0)
+    record = enqueue(store, project, "--ticks", "15")
+    agent = start_agent(config, tmp_path, "--queue", "q")
+    try:
+        wait_for(lambda: "tick 2" in log_text(store, record.id), what="the task to tick")
+        client.shutdown(save=True)  # Redis goes away while the task runs
+        assert own_redis.proc is not None
+        own_redis.proc.wait(10)
+        time.sleep(2.0)
+        assert agent.proc.poll() is None, agent.output()
+        own_redis.start()
+        done = wait_status(store, record.id, TaskStatus.FINISHED, TaskStatus.FAILED)
+        assert done.status is TaskStatus.FINISHED, done.error
+        text = log_text(store, record.id)
+        assert [f"tick {i}" in text for i in range(15)] == [True] * 15
+        assert text.index("tick 14") < text.index("done")
+        assert agent.proc.poll() is None, agent.output()
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    finally:
+        agent.kill()
+        client.close()
+
+
+def test_sigterm_finishes_the_running_task_and_takes_no_new_one(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    running = enqueue(agent_store, project, "--ticks", "10")
+    agent = start_agent(config, tmp_path, "--queue", "q")
+    try:
+        wait_status(agent_store, running.id, TaskStatus.RUNNING)
+        agent.signal(signal.SIGTERM)
+        later = enqueue(agent_store, project)
+        assert agent.wait() == 0, agent.output()
+    finally:
+        agent.kill()
+    assert agent_store.get(running.id).status is TaskStatus.FINISHED
+    assert agent_store.get(later.id).status is TaskStatus.QUEUED
+
+
+def test_second_sigterm_stops_the_task_and_requeues_it_at_the_front(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    running = enqueue(agent_store, project, "--sleep", "60")
+    agent = start_agent(dataclasses.replace(config, grace=2.0), tmp_path, "--queue", "q")
+    try:
+        pid = task_pid(agent_store, running.id)
+        behind = enqueue(agent_store, project)
+        agent.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    finally:
+        agent.kill()
+    assert gone(pid)
+    requeued = agent_store.get(running.id)
+    assert requeued.status is TaskStatus.QUEUED
+    assert "requeued at the front" in requeued.history[-1].note
+    assert agent_store.rq.queue("q").job_ids == [running.id, behind.id]
