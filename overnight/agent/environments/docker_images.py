@@ -36,7 +36,7 @@ from overnight.errors import EnvironmentBuildError
 VENV = "/opt/overnight/venv"
 CACHE_MOUNT = "/var/cache/overnight"
 BUILD_DIR = "/overnight-build"  # copied into the install container, deleted before the commit
-RECIPE = "overnight-docker-env/1"  # bump when the install script changes what it builds
+RECIPE = "overnight-docker-env/2"  # bump when the install script changes what it builds
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _PROBE = """
@@ -59,8 +59,11 @@ if [ -s "$B/requirements.txt" ]; then
   else
     "$V/bin/python" -m pip --version >/dev/null 2>&1 || "$V/bin/python" -m ensurepip -q
     echo "overnight: installing the requirements with $("$V/bin/python" -m pip --version)"
-    "$V/bin/python" -m pip install --cache-dir {CACHE_MOUNT}/pip --no-input \\
-      --disable-pip-version-check --progress-bar off -r "$B/requirements.txt"
+    # a wheelhouse, not only pip's HTTP cache: proxies that drop cache headers defeat that one
+    W={CACHE_MOUNT}/pip-files
+    P="$V/bin/python -m pip --cache-dir {CACHE_MOUNT}/pip --no-input --disable-pip-version-check"
+    $P download --progress-bar off --dest "$W" -r "$B/requirements.txt"
+    $P install --progress-bar off --no-index --find-links "$W" -r "$B/requirements.txt"
   fi
 else
   echo "overnight: no requirements to install"

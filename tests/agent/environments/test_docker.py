@@ -13,6 +13,7 @@ from typing import Any
 import docker
 import docker.types
 import pytest
+import uv
 
 from overnight.agent.environments.base import Prepared, RunRequest
 from overnight.agent.environments.docker import DockerEnvironment, parse_mount
@@ -38,17 +39,16 @@ def workspace(tmp_path: Path, owner: tuple[int, int] | None = None) -> Path:
 
 
 def derived_image(
-    sandbox: DockerSandbox, files: dict[str, str], changes: tuple[str, ...] = ()
+    sandbox: DockerSandbox, files: dict[str, bytes], changes: tuple[str, ...] = ()
 ) -> str:
-    """The base image plus ``files`` (path -> text), committed; removed with the sandbox."""
+    """The base image plus ``files`` (path -> content, made executable), committed."""
     container = sandbox.client.containers.create(BASE_IMAGE, ["true"])
     try:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for name, text in files.items():
-                data = text.encode()
+            for name, data in files.items():
                 info = tarfile.TarInfo(name.lstrip("/"))
-                info.size = len(data)
+                info.size, info.mode = len(data), 0o755
                 tar.addfile(info, io.BytesIO(data))
         container.put_archive("/", buffer.getvalue())
         image = container.commit(
@@ -140,6 +140,22 @@ def test_a_pinned_package_installs_through_the_proxy(
     assert volume.name == docker_sandbox.volume  # the package cache outlives the build
 
 
+def test_uv_installs_when_the_image_has_it(docker_sandbox: DockerSandbox, tmp_path: Path) -> None:
+    uv_binary = Path(uv.find_uv_bin()).read_bytes()
+    with_uv = derived_image(docker_sandbox, {"/usr/local/bin/uv": uv_binary})
+    env = docker_sandbox.environment()
+    lines: list[str] = []
+    prepared = env.prepare(make_spec("iniconfig==2.0.0\n"), lines.append, never, image=with_uv)
+    assert prepared.details["installer"].startswith("uv ")
+    assert any(line.startswith("overnight: installing the requirements with uv") for line in lines)
+    proc = env.start(prepared, request(workspace(tmp_path), "python", "-c", "import iniconfig"))
+    assert proc.wait() == 0, b"".join(proc.output())
+    proc.remove()
+    assert env.key(make_spec("iniconfig==2.0.0")) != env.key(
+        make_spec("iniconfig==2.0.0"), image=with_uv
+    )
+
+
 def test_an_uninstallable_requirement_fails_naming_the_installer_error(
     docker_sandbox: DockerSandbox,
 ) -> None:
@@ -183,7 +199,7 @@ def test_cancel_while_waiting_for_another_build(docker_sandbox: DockerSandbox) -
 
 
 def test_cancel_during_the_install_kills_the_build(docker_sandbox: DockerSandbox) -> None:
-    slow = "import time\nprint('slow setup', flush=True)\ntime.sleep(90)\n"
+    slow = b"import time\nprint('slow setup', flush=True)\ntime.sleep(90)\n"
     base = derived_image(docker_sandbox, {"/slowpkg/setup.py": slow})
     env = docker_sandbox.environment(installer_env={"PIP_NO_BUILD_ISOLATION": "0"})
     installing = threading.Event()
