@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import io
 import json
-import os
 import shlex
 import tarfile
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ import requests.exceptions
 
 from overnight.agent.environments.base import LogSink, StopCheck
 from overnight.agent.environments.keys import environment_key, normalize_requirements
+from overnight.agent.locks import FileLock
 from overnight.errors import EnvironmentBuildError
 
 VENV = "/opt/overnight/venv"
@@ -243,26 +241,16 @@ class EnvImages:
 
     @contextlib.contextmanager
     def _lock(self, key: str, log: LogSink, should_stop: StopCheck) -> Iterator[None]:
-        """An exclusive flock held while ``key`` is built (per open file: threads exclude too)."""
-        path = self.state_dir / "locks" / f"{self.repo.replace('/', '_')}-{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Held while ``key`` is built: other threads and processes on this host wait."""
+        lock = FileLock(self.state_dir / "locks" / f"{self.repo.replace('/', '_')}-{key}.lock")
+        if not lock.try_acquire():
+            log(f"waiting for another build of environment {key}")
+            if not lock.acquire(None, should_stop=should_stop):
+                raise EnvironmentBuildError("environment build canceled")
         try:
-            waiting = False
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not waiting:
-                        log(f"waiting for another build of environment {key}")
-                        waiting = True
-                    if should_stop():
-                        raise EnvironmentBuildError("environment build canceled") from None
-                    time.sleep(0.1)
             yield
         finally:
-            os.close(fd)
+            lock.release()
 
     def _build(
         self, base: BaseImage, key: str, requirements: str, log: LogSink, should_stop: StopCheck
