@@ -91,7 +91,11 @@ class TaskRecord:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # hardware, resource peaks...
 
     def to_json(self) -> str:
-        data = dataclasses.asdict(self)
+        """Compact JSON: fields at their default value are left out (``from_dict`` restores them),
+        which keeps a finished task's record small in Redis."""
+        data = _without_defaults(self)
+        data["options"] = _without_defaults(self.options)
+        data["history"] = [_without_defaults(h) for h in self.history]
         return json.dumps(data, separators=(",", ":"), default=_enum_value)
 
     @classmethod
@@ -132,6 +136,24 @@ class TaskRecord:
             notes=list(data.get("notes", [])),
             extra=dict(data.get("extra", {})),
         )
+
+
+_REQUIRED = frozenset({"id", "spec_id", "options", "status", "at"})
+
+
+def _without_defaults(obj: Any) -> dict[str, Any]:
+    out = {}
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if field.name in _REQUIRED or value != default:
+            out[field.name] = value
+    return out
 
 
 def _enum_value(obj: object) -> object:

@@ -29,3 +29,10 @@ def test_corrupt_records_raise_one_error_type(raw: bytes) -> None:
 
 def test_final_statuses() -> None:
     assert TaskStatus.LOST.is_final and not TaskStatus.RUNNING.is_final
+
+
+def test_json_leaves_defaults_out_and_round_trips() -> None:
+    rec = TaskRecord(id="abc", spec_id="s", options=TaskOptions(queue="gpu"))
+    text = rec.to_json()
+    assert "image" not in text and "error" not in text and '"queue":"gpu"' in text
+    assert TaskRecord.from_json(text) == rec

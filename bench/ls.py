@@ -1,0 +1,109 @@
+"""``overnight ls --limit 50`` with 100,000 tasks in Redis (target: under 0.2 s).
+
+Fills Redis with 100,000 tasks (sweeps of 1,000 on two queues, some of them run to the end),
+then times the listing: the store query alone, the whole ``ls`` command in-process (connect,
+reap lost tasks, query, render the table), filtered listings, and the command in a subprocess
+(which adds the interpreter's start).
+
+    python bench/ls.py [--tasks 100000] [--runs 10] [--redis-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import redis
+from click.testing import CliRunner
+from redis_server import make_repo, redis_url
+
+from overnight.cli import cli
+from overnight.queue.index import Query
+from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit_sweep
+from overnight.queue.sweeps import Sweep
+from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+
+
+def fill(store: TaskStore, repo: str, tasks: int) -> None:
+    snapshot = take_snapshot(Path(repo), ["python", "train.py"], SnapshotOptions())
+    batch = 1000
+    start = time.perf_counter()
+    for n in range(0, tasks, batch):
+        sweep = Sweep("seed", tuple(str(n + i) for i in range(min(batch, tasks - n))))
+        queue = "gpu" if (n // batch) % 2 else "cpu"
+        records = submit_sweep(store, snapshot, TaskOptions(queue=queue), [sweep])
+        for record in records[:20]:  # some of every batch ran to the end
+            store.transition(record.id, TaskStatus.RUNNING, agent="box")
+            store.transition(record.id, TaskStatus.FINISHED, exit_code=0)
+    print(f"filled {tasks} tasks in {time.perf_counter() - start:.1f} s")
+
+
+def median(action: Callable[[], object], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--redis-url", default=None)
+    args = parser.parse_args()
+    with redis_url(args.redis_url) as url, tempfile.TemporaryDirectory() as tmp:
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        store = TaskStore(client)
+        fill(store, make_repo(tmp), args.tasks)
+        runner = CliRunner()
+
+        def ls(*extra: str) -> None:
+            with redirect_stdout(io.StringIO()):
+                result = runner.invoke(cli, ["ls", "--redis-url", url, *extra])
+            assert result.exit_code == 0, result.output
+
+        finished = frozenset({TaskStatus.FINISHED})
+        figures = {
+            "store.find(limit=50)": median(lambda: store.find(Query(limit=50)), args.runs),
+            "ls --limit 50 (in-process)": median(lambda: ls("--limit", "50"), args.runs),
+            "ls -q gpu -s finished --limit 50": median(
+                lambda: ls("-q", "gpu", "-s", "finished", "--limit", "50"), args.runs
+            ),
+            "ls -s running (none running)": median(lambda: ls("-s", "running"), args.runs),
+            "store.find(gpu, finished, limit=50)": median(
+                lambda: store.find(Query(queue="gpu", statuses=finished, limit=50)), args.runs
+            ),
+        }
+        env = {**os.environ, "OVERNIGHT_REDIS_URL": url}
+        command = [sys.executable, "-m", "overnight", "ls", "--limit", "50"]
+        figures["overnight ls --limit 50 (subprocess)"] = median(
+            lambda: subprocess.run(command, env=env, capture_output=True, check=True), 5
+        )
+        figures["python -m overnight --help (interpreter start)"] = median(
+            lambda: subprocess.run(
+                [sys.executable, "-m", "overnight", "--help"], capture_output=True, check=True
+            ),
+            5,
+        )
+        print(f"{args.tasks} tasks in Redis; median times:")
+        for name, seconds in figures.items():
+            print(f"  {name:<48} {seconds * 1000:7.1f} ms")
+        print("  target for ls --limit 50: under 200 ms")
+
+
+if __name__ == "__main__":
+    main()
