@@ -12,8 +12,10 @@ from typing import Any, TypeVar
 
 import click
 
+from overnight.commands.common import redis_option, store_for
 from overnight.config import ClientConfig, load_client_config
 from overnight.errors import UsageError
+from overnight.queue.keys import looks_like_id
 from overnight.recorder.checkout import reconstruct
 from overnight.recorder.limits import human_size
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
@@ -166,23 +168,34 @@ def snapshot_command(
 @click.option(
     "--source", help="Clone commits from this URL or path instead of the recorded remote."
 )
-def checkout_command(spec: str, dest: Path, source: str | None) -> None:
-    """Rebuild the working tree recorded in SPEC (a file from `snapshot --json`) at DEST."""
+@redis_option
+def checkout_command(spec: str, dest: Path, source: str | None, redis_url: str | None) -> None:
+    """Rebuild the working tree of SPEC at DEST: a file from `snapshot --json`, or a task id."""
     path = Path(spec)
-    if not path.is_file():
-        raise UsageError(
-            f"{spec}: no such file; give a JSON file written by overnight snapshot --json"
-        )
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {spec}: {exc.strerror}") from exc
-    snap = Snapshot.from_json(text)
+    if not path.is_file() and looks_like_id(spec):
+        _, store = store_for(redis_url)
+        snap = store.load_snapshot(store.resolve(spec))
+    else:
+        snap = _read_snapshot(spec)
     reconstruct(snap, dest, source=source)
     repo = snap.spec.repo
     extra = " + patch" if snap.spec.patch else ""
     extra += " + bundle" if snap.spec.bundle else ""
     click.echo(f"rebuilt {repo.commit[:7]}{extra} at {dest}")
+
+
+def _read_snapshot(spec: str) -> Snapshot:
+    path = Path(spec)
+    if not path.is_file():
+        raise UsageError(
+            f"{spec}: no such file or task; give a task id or a JSON file written by "
+            "overnight snapshot --json"
+        )
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {spec}: {exc.strerror}") from exc
+    return Snapshot.from_json(text)
 
 
 def register(cli: click.Group, agent: click.Group) -> None:

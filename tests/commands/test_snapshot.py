@@ -155,3 +155,18 @@ def test_snapshot_options_decorator_and_flags_for_enqueue() -> None:
         max_untracked_file_mb=9.0,
     )
     assert options_from_flags({}, ClientConfig(max_snapshot_mb=7.0)).max_snapshot_mb == 7.0
+
+
+def test_checkout_rebuilds_a_queued_task_by_id(
+    repo: Repo, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo.write("train.py", "print('edited for the task')\n")
+    repo.write("untracked.txt", "along for the ride")
+    monkeypatch.chdir(repo.path)
+    monkeypatch.setenv("OVERNIGHT_REDIS_URL", redis_url)
+    code, out, _ = _invoke(["enqueue", "-q", "q", "--", "python", "train.py"])
+    assert code == 0
+    task_id = out.split()[0]
+    code, out, _ = _invoke(["agent", "checkout", task_id[:6], str(tmp_path / "rebuilt")])
+    assert code == 0 and "+ patch" in out
+    assert worktree_state(tmp_path / "rebuilt") == worktree_state(repo.path)
