@@ -81,7 +81,8 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("rq").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+    for name in ("rq", "rq.worker", "rq.queue", "rq.job"):
+        logging.getLogger(name).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
     flags["queues"] = queues or None
     config = load_agent_config(flags)
     gpu_ids, inventory = _gpus(config)
