@@ -33,7 +33,8 @@ class Query:
 
     def matches(self, record: TaskRecord) -> bool:
         if record.status is TaskStatus.CORRUPT:
-            return True  # cannot be checked; it is in the index that drove the listing
+            # Its fields cannot be checked; it is in the index that drove the listing.
+            return not self.statuses or TaskStatus.CORRUPT in self.statuses
         return (
             (self.queue is None or record.options.queue == self.queue)
             and (not self.statuses or record.status in self.statuses)
@@ -134,7 +135,7 @@ class TaskIndex:
             options.append(keys.by_queue(query.queue))
         if query.tag is not None:
             options.append(keys.by_tag(query.tag))
-        if len(query.statuses) == 1:
+        if len(query.statuses) == 1 and TaskStatus.CORRUPT not in query.statuses:
             options.append(keys.by_status(next(iter(query.statuses)).value))
         if not options:
             return keys.BY_CREATED

@@ -40,3 +40,6 @@ def test_corrupt_record_is_listed_as_corrupt(store: TaskStore, redis_client: red
         (bad.id, TaskStatus.CORRUPT),
         (good.id, TaskStatus.QUEUED),
     ]
+    only_corrupt = store.find(Query(statuses=frozenset({TaskStatus.CORRUPT})))
+    assert [r.id for r in only_corrupt] == [bad.id]
+    assert [r.id for r in store.find(Query(statuses=frozenset({TaskStatus.QUEUED})))] == [good.id]

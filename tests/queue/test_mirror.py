@@ -7,8 +7,9 @@ import redis
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 
-from overnight.queue.jobs import ENTRY_POINT
+from overnight.queue.jobs import ENTRY_POINT, TaskWorker
 from overnight.queue.mirror import NO_TIMEOUT
 from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
@@ -71,6 +72,9 @@ def test_rq_info_shows_overnight_queues_and_counts(
     running = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
     store.transition(running.id, TaskStatus.RUNNING, agent="box")
     store.heartbeat(running.id, "box")
+    worker = TaskWorker(["gpu", "cpu"], connection=redis_client, name="box")
+    worker.register_birth()
+    worker.set_state(WorkerStatus.BUSY)
     proc = subprocess.run(
         [sys.executable, "-m", "rq.cli", "info", "-u", redis_url, "--raw"],
         capture_output=True,
@@ -81,6 +85,8 @@ def test_rq_info_shows_overnight_queues_and_counts(
     lines = proc.stdout.splitlines()
     assert "queue gpu 1, 1 executing, 1 finished, 0 failed" in lines
     assert "queue cpu 1, 0 executing, 0 finished, 0 failed" in lines
+    assert any(line.startswith("worker box (") and "busy gpu, cpu" in line for line in lines)
+    worker.register_death()
     # rq info cleans registries; overnight's entries survive it.
     assert store.get(running.id).status is TaskStatus.RUNNING
     queue = Queue("gpu", connection=redis_client, serializer=JSONSerializer)
