@@ -41,6 +41,9 @@ DIFF_ARGS = (
     "--unified=3",
 )
 
+# Objects written while recording go to a throwaway store: compressing them buys nothing.
+_SCRATCH_CONFIG = ("core.looseCompression=0",)
+
 
 @dataclass(frozen=True)
 class WorkingTree:
@@ -108,12 +111,12 @@ def _write_tree(git: Git, index_path: Path, env: dict[str, str]) -> str:
     else:
         git.run("read-tree", "HEAD", env=env)
     try:
-        git.run("add", "-A", env=env)
+        git.run("add", "-A", env=env, config=_SCRATCH_CONFIG)
     except GitError:
         # An index this git cannot read in a copy (a split index, say): start from HEAD.
         tmp_index.unlink(missing_ok=True)
         git.run("read-tree", "HEAD", env=env)
-        git.run("add", "-A", env=env)
+        git.run("add", "-A", env=env, config=_SCRATCH_CONFIG)
     return git.text("write-tree", env=env)
 
 
