@@ -28,12 +28,12 @@ from overnight.agent.environments.base import (
     RunRequest,
     StopCheck,
 )
+from overnight.agent.environments.docker_build import WORKSPACE
 from overnight.agent.environments.docker_images import EnvImages
 from overnight.agent.environments.docker_process import DockerProcess
 from overnight.errors import ConfigError, TaskRunError
 from overnight.spec import TaskSpec
 
-WORKSPACE = "/workspace"  # where the task's reconstructed repo is mounted
 CA_PATH = "/etc/overnight/ca-bundle.crt"  # where the agent's CA bundle is mounted
 CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 LOG_CONFIG = {"max-size": "100m", "max-file": "5"}  # json-file: the logs API and adoption need it

@@ -17,7 +17,8 @@ import uv
 
 from overnight.agent.environments.base import Prepared, RunRequest
 from overnight.agent.environments.docker import DockerEnvironment, parse_mount
-from overnight.agent.environments.docker_images import VENV, requirements_digest
+from overnight.agent.environments.docker_build import VENV
+from overnight.agent.environments.docker_images import requirements_digest
 from overnight.errors import ConfigError, EnvironmentBuildError, TaskRunError
 from tests.fixtures.docker import BASE_IMAGE, DockerSandbox, make_spec, never, quiet
 
