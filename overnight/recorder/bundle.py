@@ -34,7 +34,7 @@ def unpushed(git: Git, remote: str | None) -> Bundle | None:
         return None
     with tempfile.TemporaryDirectory(prefix="overnight-bundle-") as tmp:
         path = Path(tmp) / "unpushed.bundle"
-        git.run("bundle", "create", "--quiet", str(path), BUNDLE_REF, *exclude)
+        git.run("bundle", "create", str(path), BUNDLE_REF, *exclude)
         return Bundle(path.read_bytes(), count)
 
 

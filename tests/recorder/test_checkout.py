@@ -140,3 +140,11 @@ def test_json_file_round_trip_preserves_binary_bytes(repo: Repo, tmp_path: Path)
     spec_file.write_text(snap.to_json())
     reconstruct(Snapshot.from_json(spec_file.read_text()), tmp_path / "rebuilt")
     assert (tmp_path / "rebuilt" / "weights.bin").read_bytes() == payload
+
+
+def test_linked_worktree_round_trips(repo: Repo, tmp_path: Path) -> None:
+    repo.git("worktree", "add", "-q", "-b", "side", str(tmp_path / "side"))
+    (tmp_path / "side" / "train.py").write_text("print('side')\n")
+    (tmp_path / "side" / "extra.txt").write_text("untracked\n")
+    snap = assert_round_trip(tmp_path / "side", tmp_path / "rebuilt")
+    assert snap.spec.repo.branch == "side" and snap.spec.repo.dirty
