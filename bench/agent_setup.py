@@ -1,0 +1,103 @@
+"""What the agent benches share: a project repo with an origin, agents in subprocesses, logs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+
+from overnight.queue import keys
+from overnight.queue.records import TaskStatus
+from overnight.queue.store import TaskStore
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+}
+JOB = """\
+import sys, time
+print("ready", flush=True)
+if "--work" in sys.argv:  # seconds of (sleeping) work, like a task waiting on its GPU
+    time.sleep(float(sys.argv[sys.argv.index("--work") + 1]))
+"""
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, check=True)
+
+
+def make_project(base: Path) -> Path:
+    """A pushed repo holding ``job.py`` (prints one line) and an empty requirements.txt."""
+    origin, work = base / "origin.git", base / "project"
+    git(base, "init", "-q", "--bare", "-b", "main", str(origin))
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    (work / "job.py").write_text(JOB)
+    (work / "requirements.txt").write_text("")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "bench job")
+    git(work, "remote", "add", "origin", str(origin))
+    git(work, "push", "-q", "-u", "origin", "main")
+    (work / "job.py").write_text(JOB + "# an uncommitted change\n")
+    return work
+
+
+def start_agent(url: str, base: Path, name: str, queue: str, *args: str) -> subprocess.Popen[bytes]:
+    """``overnight agent daemon`` in a subprocess, with its dirs under ``base``."""
+    env = {
+        **os.environ,
+        "OVERNIGHT_REDIS_URL": url,
+        "OVERNIGHT_WORKSPACE_DIR": str(base / "workspaces"),
+        "OVERNIGHT_CACHE_DIR": str(base / "envs"),
+        "OVERNIGHT_SPILL_DIR": str(base / "spill"),
+        "OVERNIGHT_CONFIG": str(base / "none.yaml"),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "overnight", "agent", "daemon", "-q", queue, "--name", name, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def first_line_after(client: redis.Redis, task_id: str, text: str, timeout: float = 60) -> float:
+    """Block on the task's log until ``text`` arrives; the unix time it became readable."""
+    key, last = keys.log(task_id), "0"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = client.xread({key: last}, block=1000)
+        now = time.time()
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                last = entry_id
+                if fields.get(b"line", b"").decode() == text:
+                    return now
+    raise SystemExit(f"task {task_id} printed no {text!r} within {timeout} s")
+
+
+def wait_final(store: TaskStore, task_ids: Sequence[str], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(task_ids)
+    while pending and time.monotonic() < deadline:
+        records = store.get_many(pending)
+        pending = [r.id for r in records if not r.status.is_final]
+        failed = [r for r in records if r.status.is_final and r.status is not TaskStatus.FINISHED]
+        if failed:
+            raise SystemExit(f"task {failed[0].id} {failed[0].status.value}: {failed[0].error}")
+        time.sleep(0.05)
+    if pending:
+        raise SystemExit(f"{len(pending)} tasks did not finish within {timeout} s")
+
+
+def stop(*agents: subprocess.Popen[bytes]) -> None:
+    for agent in agents:
+        agent.terminate()
+    for agent in agents:
+        agent.wait(60)
