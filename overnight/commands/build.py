@@ -1,9 +1,143 @@
-"""Commands of the `build` area (filled in by its issue)."""
+"""``overnight agent build ID|SPEC --tag IMAGE``: a task as a standalone Docker image.
+
+The image holds the task's environment (the same cached environment image an agent in Docker
+mode runs it from) and its reconstructed tree at /workspace, with the recorded command, working
+directory and env; plain ``docker run IMAGE`` reproduces the run without overnight.
+"""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import click
+
+from overnight.agent.environments.base import LogSink
+from overnight.commands.common import redis_option, store_for
+from overnight.errors import ConfigError, UsageError
+from overnight.recorder.checkout import reconstruct
+from overnight.spec import Snapshot
+
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def load_task(task: str, redis_url: str | None) -> tuple[Snapshot, str | None, str | None]:
+    """The snapshot, task id and image option of ``task``: a JSON file or a task id (prefix)."""
+    path = Path(task)
+    if path.is_file():
+        try:
+            return Snapshot.from_json(path.read_bytes()), None, None
+        except OSError as exc:
+            raise UsageError(f"cannot read {task}: {exc.strerror}") from exc
+    if task.endswith(".json") or "/" in task:
+        raise UsageError(f"{task}: no such file; give a task id or a file from snapshot --json")
+    _, store = store_for(redis_url)
+    task_id = store.resolve(task)
+    return store.load_snapshot(task_id), task_id, store.get(task_id).options.image
+
+
+def build_standalone(
+    snapshot: Snapshot,
+    tag: str,
+    *,
+    log: LogSink,
+    image: str | None = None,
+    task_id: str | None = None,
+    source: str | None = None,
+    ca_bundle: Path | None = None,
+    env_repo: str = "overnight-env",
+    cache_volume: str = "overnight-pkg-cache",
+) -> str:
+    """Build the standalone image ``tag`` for ``snapshot``; returns its id."""
+    import docker
+    import docker.errors
+
+    from overnight.agent.environments.docker import DockerEnvironment
+    from overnight.agent.environments.docker_build import commit_standalone
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise ConfigError(
+            f"no Docker engine answers ({exc}); start dockerd or set DOCKER_HOST"
+        ) from exc
+    try:
+        env = DockerEnvironment(
+            client,
+            agent_name="overnight-build",
+            ca_bundle=ca_bundle,
+            image_repo=env_repo,
+            cache_volume=cache_volume,
+        )
+        prepared = env.prepare(snapshot.spec, log, lambda: False, image=image)
+        for warning in prepared.warnings:
+            log(f"warning: {warning}")
+        with tempfile.TemporaryDirectory(prefix="overnight-build-") as tmp:
+            tree = Path(tmp) / "tree"
+            log(f"reconstructing {snapshot.spec.repo.commit[:7]}")
+            reconstruct(snapshot, tree, source=source)
+            labels = {"overnight.commit": snapshot.spec.repo.commit}
+            if task_id:
+                labels["overnight.task"] = task_id
+            return commit_standalone(
+                client,
+                prepared.details["image_id"],
+                tree,
+                tag,
+                argv=snapshot.spec.argv,
+                workdir=snapshot.spec.workdir,
+                env=snapshot.spec.env,
+                labels=labels,
+            )
+    finally:
+        client.close()
+
+
+@click.command("build")
+@click.argument("task", metavar="ID|SPEC")
+@click.option("-t", "--tag", required=True, metavar="IMAGE", help="Name of the image to build.")
+@click.option("--image", help="Base image (default: the task's, else python:X.Y-slim).")
+@click.option("--source", help="Clone commits from this URL or path instead of the recorded one.")
+@click.option(
+    "--ca-bundle",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="CA bundle for installs behind an inspecting proxy (default: the system's).",
+)
+@click.option("--env-repo", default="overnight-env", hidden=True)
+@click.option("--cache-volume", default="overnight-pkg-cache", hidden=True)
+@redis_option
+def build_command(
+    task: str,
+    tag: str,
+    image: str | None,
+    source: str | None,
+    ca_bundle: Path | None,
+    env_repo: str,
+    cache_volume: str,
+    redis_url: str | None,
+) -> None:
+    """Build a standalone image of task ID (or a SPEC file from `snapshot --json`).
+
+    \b
+    overnight agent build 3f2a --tag exp:lr-0.01 && docker run exp:lr-0.01
+    """
+    snapshot, task_id, task_image = load_task(task, redis_url)
+    if ca_bundle is None and CA_BUNDLE.is_file():
+        ca_bundle = CA_BUNDLE
+    image_id = build_standalone(
+        snapshot,
+        tag,
+        log=lambda line: click.echo(line, err=True),
+        image=image or task_image,
+        task_id=task_id,
+        source=source,
+        ca_bundle=ca_bundle,
+        env_repo=env_repo,
+        cache_volume=cache_volume,
+    )
+    click.echo(f"built {tag} ({image_id[7:19]}); run it with: docker run {tag}")
 
 
 def register(cli: click.Group, agent: click.Group) -> None:
-    pass
+    agent.add_command(build_command)

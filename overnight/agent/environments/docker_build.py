@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import posixpath
 import shlex
 import tarfile
 import tempfile
@@ -197,7 +198,9 @@ def commit_standalone(
 ) -> str:
     """``env_image`` plus ``tree`` at :data:`WORKSPACE`, running ``argv``; committed as ``tag``."""
     repository, version = docker.utils.parse_repository_tag(tag)
-    workdir = WORKSPACE if workdir in ("", ".") else f"{WORKSPACE}/{workdir}"
+    workdir = posixpath.normpath(posixpath.join(WORKSPACE, workdir or "."))
+    if not (workdir + "/").startswith(WORKSPACE + "/"):
+        raise EnvironmentBuildError(f"working directory {workdir} is outside the repository")
     container = client.containers.create(
         env_image,
         list(argv),
