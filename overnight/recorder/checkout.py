@@ -76,7 +76,7 @@ def _rebuild(
     git = Git(dest, extra_env=git_env)
     if origin:
         try:
-            git.run("clone", "--quiet", "--no-checkout", "--", origin, ".")
+            git.run("clone", "--quiet", "--no-checkout", "--origin", "origin", "--", origin, ".")
         except GitError as exc:
             raise ReconstructError(
                 f"cannot reach {strip_credentials(origin)}: {exc.reason}"

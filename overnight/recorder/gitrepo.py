@@ -22,6 +22,7 @@ HARDENED_CONFIG: tuple[str, ...] = (
     "core.fsmonitor=false",
     "core.hooksPath=/dev/null",
     "core.pager=cat",
+    "add.ignoreErrors=false",
     "color.ui=never",
     "diff.noprefix=false",
     "diff.mnemonicprefix=false",
@@ -55,6 +56,8 @@ _DROPPED_ENV = frozenset(
         "GIT_GRAFT_FILE",
         "GIT_SHALLOW_FILE",
         "GIT_CONFIG",
+        "GIT_CONFIG_PARAMETERS",  # config in the environment could outrank our -c settings
+        "GIT_CONFIG_COUNT",
         "GIT_FLUSH",
         "GIT_TRACE",
         "GIT_TRACE2",
@@ -75,7 +78,11 @@ def git_environ(
 ) -> dict[str, str]:
     """The environment a git subprocess runs with: ``environ`` cleaned, then ``extra`` on top."""
     base = os.environ if environ is None else environ
-    env = {k: v for k, v in base.items() if k not in _DROPPED_ENV}
+    env = {
+        k: v
+        for k, v in base.items()
+        if k not in _DROPPED_ENV and not k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
+    }
     env.update(_FIXED_ENV)
     if extra:
         env.update(extra)

@@ -94,7 +94,13 @@ def capture(git: Git, *, max_untracked_file_mb: float, max_snapshot_mb: float) -
             "GIT_OBJECT_DIRECTORY": str(tmp_objects),
             "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(objects.resolve()),
         }
-        tree = _write_tree(git, index_path, env)
+        try:
+            tree = _write_tree(git, index_path, env)
+        except GitError as exc:
+            raise SnapshotError(
+                f"cannot record the working tree: {exc.reason}; make the file readable "
+                "or add it to .gitignore"
+            ) from exc
         submodules = _gitlinks(git, tree, env) if (git.cwd / ".gitmodules").exists() else {}
         if tree == head_tree:
             return WorkingTree(head_tree, tree, b"", [], submodules)

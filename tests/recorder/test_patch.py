@@ -34,6 +34,12 @@ HOSTILE = """
 \tshowUntrackedFiles = no
 [advice]
 \tdetachedHead = true
+[add]
+	ignoreErrors = true
+[clone]
+	defaultRemoteName = upstream
+[submodule]
+	recurse = true
 [alias]
 \tdiff = !echo hijacked
 \tadd = !false
@@ -63,7 +69,7 @@ def _capture(repo: Repo) -> tuple[str, bytes]:
 
 
 def test_users_git_config_does_not_change_the_patch(
-    repo: Repo, tmp_path: Path, _isolated_git_config: Path
+    repo: Repo, tmp_path: Path, _isolated_git_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _changes(repo)
     clean = _capture(repo)
@@ -74,12 +80,17 @@ def test_users_git_config_does_not_change_the_patch(
         (hooks / hook).chmod(0o755)
     with _isolated_git_config.open("a") as fh:
         fh.write(HOSTILE.format(hooks=hooks))
+    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", "'core.autocrlf'='true' 'diff.noprefix'='true'")
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "core.quotepath")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "true")
     plain = repo.git("diff", "--no-ext-diff", "--no-color", "train.py")
     assert "diff --git train.py train.py" in plain  # the hostile config is in effect
     assert _capture(repo) == clean
     assert b"a/blob.bin" in clean[1] and b"\x1b[" not in clean[1]
     # The rebuild runs under the same hostile configuration (an agent's own settings).
     assert_round_trip(repo.path, tmp_path / "rebuilt")
+    assert Git(tmp_path / "rebuilt").text("remote") == "origin"
 
 
 @pytest.mark.parametrize("setting", ["core.autocrlf=true", "core.autocrlf=input"])
