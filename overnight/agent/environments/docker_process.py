@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,6 @@ import requests.exceptions
 from overnight.agent.environments.base import Process
 
 _STREAM_ERRORS = (requests.exceptions.RequestException, docker.errors.APIError, OSError)
-_DONE = ("exited", "dead")
 
 
 class DockerProcess(Process):
@@ -33,6 +33,9 @@ class DockerProcess(Process):
         self.container = container
         self.last_log_time: float | None = since  # docker's timestamp of the last chunk read
         self._exit_code: int | None = None
+        self._ended = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._watch_lock = threading.Lock()
 
     @property
     def ident(self) -> str:
@@ -67,40 +70,37 @@ class DockerProcess(Process):
                 return
             except _STREAM_ERRORS:
                 pass  # engine restarting or connection cut: ask again below
-            if self.poll() is not None:
+            if self.wait(0.5) is not None:  # ended; or still running: ask for output again
                 return
-            time.sleep(0.2)
 
     def poll(self) -> int | None:
-        if self._exit_code is not None:
-            return self._exit_code
-        try:
-            self.container.reload()
-        except _STREAM_ERRORS:
-            return None  # removed, or the engine does not answer right now
-        state = self.container.attrs["State"]
-        if state.get("Status") in _DONE:
-            self._exit_code = int(state.get("ExitCode", -1))
-        return self._exit_code
+        self._watch()
+        return self._exit_code if self._ended.is_set() else None
 
     def wait(self, timeout: float | None = None) -> int | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        self._watch()
+        self._ended.wait(timeout)
+        return self._exit_code if self._ended.is_set() else None
+
+    def _watch(self) -> None:
+        """Start the thread that blocks in the engine's wait until the container stops."""
+        with self._watch_lock:
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._await_exit, name=f"overnight-wait-{self.ident[:12]}", daemon=True
+                )
+                self._watcher.start()
+
+    def _await_exit(self) -> None:
         while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return self.poll()
             try:
-                result = self.container.wait(timeout=left)
+                self._exit_code = int(self.container.wait()["StatusCode"])
+                break
             except docker.errors.NotFound:
-                return self._exit_code
+                break  # removed by someone else: the exit code is lost
             except _STREAM_ERRORS:
-                if self.poll() is not None:
-                    return self._exit_code
-                if deadline is None or deadline > time.monotonic():
-                    time.sleep(0.2)  # the connection broke, not a timeout: ask again
-                continue
-            self._exit_code = int(result["StatusCode"])
-            return self._exit_code
+                time.sleep(0.5)  # the engine restarts or the connection broke: ask again
+        self._ended.set()
 
     def terminate(self) -> None:
         self._signal("SIGTERM")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import shutil
 import tarfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import docker.types
 import pytest
 import uv
@@ -19,6 +21,7 @@ from overnight.agent.environments.base import Prepared, RunRequest
 from overnight.agent.environments.docker import DockerEnvironment, parse_mount
 from overnight.agent.environments.docker_build import VENV
 from overnight.agent.environments.docker_images import requirements_digest
+from overnight.agent.runner import CANCELED, supervise
 from overnight.errors import ConfigError, EnvironmentBuildError, TaskRunError
 from tests.fixtures.docker import BASE_IMAGE, DockerSandbox, make_spec, never, quiet
 
@@ -361,6 +364,60 @@ def test_a_container_that_exited_while_the_agent_was_down_reports_its_status(
     assert (adopted.state, adopted.exit_code, adopted.running) == ("exited", 4, False)
     assert b"".join(adopted.process.output()) == b"done\n"
     assert adopted.process.wait() == 4
+
+
+def test_supervise_streams_a_container_and_kills_it_after_the_grace(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    env = docker_sandbox.environment()
+    prepared = docker_sandbox.prepare(env)
+    script = "trap 'echo ignoring-term' TERM; echo started; while true; do sleep 0.05; done"
+    proc = env.start(prepared, request(workspace(tmp_path), "sh", "-c", script))
+    lines: list[str] = []
+    outcome = supervise(
+        proc,
+        lambda batch: lines.extend(line for _, line in batch),
+        should_stop=lambda: "started" in lines,
+        timeout=None,
+        grace=0.5,
+    )
+    proc.remove()
+    assert (outcome.reason, outcome.exit_code, outcome.killed) == (CANCELED, 137, True)
+    assert lines == ["started", "ignoring-term"]
+
+
+def test_adopt_removes_install_containers_left_by_a_dead_build(
+    docker_sandbox: DockerSandbox,
+) -> None:
+    labels = {"overnight.role": "build", "overnight.builder": docker_sandbox.agent_name}
+    stale = docker_sandbox.client.containers.run(
+        BASE_IMAGE, ["sleep", "60"], labels=labels, detach=True
+    )
+    assert docker_sandbox.environment().adopt() == []
+    with pytest.raises(docker.errors.NotFound):
+        stale.reload()
+
+
+@pytest.mark.gpu
+def test_an_assigned_gpu_is_visible_in_the_container(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    if shutil.which("nvidia-smi") is None:
+        pytest.skip("no NVIDIA GPU on this machine")
+    env = docker_sandbox.environment()
+    prepared = docker_sandbox.prepare(env)
+    script = "nvidia-smi -L; echo $CUDA_VISIBLE_DEVICES"
+    try:
+        proc = env.start(prepared, request(workspace(tmp_path), "sh", "-c", script, gpu_ids=("0",)))
+    except TaskRunError as exc:
+        if "device driver" not in str(exc):
+            raise
+        pytest.skip(f"this Docker engine cannot hand out GPUs: {exc}")
+    out = b"".join(proc.output()).decode()
+    assert proc.wait() == 0, out
+    proc.remove()
+    gpus = [line for line in out.splitlines() if line.startswith("GPU ")]
+    assert len(gpus) == 1 and out.splitlines()[-1] == "0"
 
 
 # -- container options as constructed values (no GPU in CI) ---------------------------------
