@@ -11,6 +11,7 @@ from overnight.api import submit_command, task_options
 from overnight.commands.common import echo_json, json_option, load_config, redis_option
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
 from overnight.commands.views import record_json
+from overnight.errors import UsageError
 from overnight.queue.durations import parse_duration
 from overnight.queue.store import TaskStore
 from overnight.queue.sweeps import expand, parse_sweep
@@ -65,6 +66,10 @@ def enqueue_command(
     overnight enqueue -q gpu --gpus 1 -m "baseline" -- python train.py --lr 0.01
     overnight enqueue --sweep lr=0.1,0.01 --sweep bs=32,64 -- python train.py
     """
+    if not command:
+        raise UsageError(
+            "no command to enqueue; put it after --: overnight enqueue -- python train.py"
+        )
     parsed_sweeps = [parse_sweep(s) for s in sweeps]
     expand(command, parsed_sweeps)  # bad sweeps and durations fail before anything else
     for value, what in ((timeout, "--timeout"), (grace, "--grace")):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+from collections.abc import Mapping
 
 import click
 
 from overnight.commands.common import echo_json, json_option, print_table, redis_option, store_for
 from overnight.commands.views import when
-from overnight.queue.agents import AgentRegistry
+from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.durations import format_duration
 from overnight.queue.records import TaskStatus
 
@@ -83,7 +84,18 @@ def workers_command(as_json: bool, redis_url: str | None) -> None:
         return
     now = time.time()
     print_table(
-        ("AGENT", "HOST", "STATE", "QUEUES", "GPUS", "ENV", "TASKS", "HEARTBEAT", "UP SINCE"),
+        (
+            "AGENT",
+            "HOST",
+            "STATE",
+            "QUEUES",
+            "GPUS",
+            "ENV",
+            "TASKS",
+            "HEARTBEAT",
+            "UP SINCE",
+            "NOTES",
+        ),
         [
             [
                 a.name,
@@ -95,10 +107,26 @@ def workers_command(as_json: bool, redis_url: str | None) -> None:
                 " ".join(a.tasks),
                 f"{format_duration(now - a.heartbeat)} ago" if a.heartbeat else "",
                 when(a.started) if a.started else "",
+                "; ".join(agent_notes(a)),
             ]
             for a in agents
         ],
     )
+
+
+def agent_notes(info: AgentInfo) -> list[str]:
+    """Why an agent holds GPUs back and when its windows change, from what it publishes."""
+    notes = []
+    windows = info.extra.get("windows")
+    if isinstance(windows, Mapping) and windows.get("state"):
+        notes.append(f"windows: {windows['state']}")
+    slots = info.extra.get("slots")
+    gpus = slots.get("gpus") if isinstance(slots, Mapping) else None
+    if isinstance(gpus, Mapping):
+        for gpu, state in gpus.items():
+            if isinstance(state, Mapping) and state.get("unavailable"):
+                notes.append(f"GPU {gpu} held back: {state['unavailable']}")
+    return notes
 
 
 def register(cli: click.Group, agent: click.Group) -> None:

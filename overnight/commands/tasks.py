@@ -17,8 +17,10 @@ from overnight.commands.common import (
     store_for,
     to_jsonable,
 )
+from overnight.commands.reports import offer_problem
 from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines
 from overnight.errors import CorruptRecord, InvalidTransition, OvernightError, SpecError, UsageError
+from overnight.queue.agents import AgentRegistry
 from overnight.queue.cancel import cancel_queue
 from overnight.queue.durations import parse_duration, parse_since
 from overnight.queue.gc import collect
@@ -67,12 +69,24 @@ def ls_command(
     )
     _, store = store_for(redis_url)
     records = store.find(query)
+    agents = AgentRegistry(store.redis).list()
+    problems = {r.id: p for r in records if (p := offer_problem(r, agents))}
     if as_json:
-        echo_json([record_json(r) for r in records])
+        echo_json([{**record_json(r), "problem": problems.get(r.id)} for r in records])
     elif records:
-        print_table(LS_HEADERS, [ls_row(r) for r in records])
+        print_table(LS_HEADERS, [ls_row(r, flagged=r.id in problems) for r in records])
+        for problem, ids in _grouped(problems).items():
+            shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            click.echo(f"! {problem}: {shown}")
     else:
         click.echo("no tasks" + (" match" if queue or statuses or tag or since else ""))
+
+
+def _grouped(problems: dict[str, str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for task_id, problem in problems.items():
+        grouped.setdefault(problem, []).append(task_id)
+    return grouped
 
 
 @click.command("show")
@@ -96,6 +110,9 @@ def show_command(task_id: str, as_json: bool, redis_url: str | None) -> None:
         return
     for line in show_lines(record, spec, problem):
         click.echo(line)
+    offer = offer_problem(record, AgentRegistry(store.redis).list())
+    if offer:
+        click.echo(f"warning:      {offer}")
 
 
 @click.command("logs")

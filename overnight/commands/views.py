@@ -48,14 +48,15 @@ def params_text(params: Mapping[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
-def ls_row(record: TaskRecord) -> list[str]:
+def ls_row(record: TaskRecord, *, flagged: bool = False) -> list[str]:
+    """One ``ls`` row; ``flagged`` marks the status of a task no live agent could run (``!``)."""
     if record.status is TaskStatus.CORRUPT:
         return [record.id, "(record cannot be decoded)", "", "corrupt", "", "", "", "", "", ""]
     return [
         record.id,
         label(record),
         params_text(record.params),
-        record.status.value,
+        record.status.value + (" !" if flagged else ""),
         record.options.queue,
         record.agent or "",
         ",".join(record.gpu_ids)

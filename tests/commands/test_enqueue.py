@@ -81,6 +81,15 @@ def test_bad_input_is_one_clear_line(
     assert store.index.count() == 0
 
 
+def test_command_without_dashes_and_empty_command(cli_env: Repo, store: TaskStore) -> None:
+    result = invoke("enqueue", "-q", "gpu", "python", "train.py", "--gpus", "3")
+    assert result.exit_code == 0, result.output
+    record = store.get(result.stdout.strip())
+    assert record.argv == ("python", "train.py", "--gpus", "3") and record.options.gpus == 0
+    empty = invoke("enqueue", "-q", "gpu")
+    assert empty.exit_code == ExitCode.USAGE and "no command to enqueue" in empty.stderr
+
+
 def test_unreachable_redis(cli_env: Repo) -> None:
     url = f"redis://bob:hunter2@127.0.0.1:{free_port()}/0"
     result = invoke("enqueue", "--redis-url", url, "--", "python", "train.py")

@@ -31,10 +31,13 @@ def test_workers(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> 
     info = AgentInfo(
         name="box1", host="gpu-host", queues=("gpu",), gpus=("0", "1"), state="busy",
         tasks=("abc123abc123",), pid=42, started=time.time(),
+        extra={"windows": {"state": "open until mon 07:00"},
+               "slots": {"gpus": {"0": {"task": "abc123abc123"}, "1": {"unavailable": "9 GB used by pid 77"}}}},
     )  # fmt: skip
     AgentRegistry(redis_client).register(info)
     text = invoke("workers").stdout
-    for part in ("box1", "gpu-host", "busy", "0,1", "abc123abc123", "ago"):
+    for part in ("box1", "gpu-host", "busy", "0,1", "abc123abc123", "ago", "open until mon 07:00",
+                 "GPU 1 held back: 9 GB used by pid 77"):  # fmt: skip
         assert part in text
     [data] = json.loads(invoke("workers", "--json").stdout)
     assert data["name"] == "box1" and data["gpus"] == ["0", "1"]

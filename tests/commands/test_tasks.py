@@ -185,3 +185,20 @@ def test_lost_tasks_are_reaped_by_every_command(
     redis_client.delete(keys.heartbeat(task_id))
     assert invoke(command).exit_code == 0
     assert store.get(task_id).status is TaskStatus.LOST
+
+
+def test_tasks_no_agent_can_run_are_flagged(
+    cli_env: Repo, store: TaskStore, redis_client: redis.Redis
+) -> None:
+    from overnight.queue.agents import AgentInfo, AgentRegistry
+
+    AgentRegistry(redis_client).register(
+        AgentInfo(name="box1", host="h", queues=("gpu",), gpus=("0", "1"))
+    )
+    big = _task(store, queue="gpu", gpus=8)
+    fine = _task(store, queue="gpu", gpus=1)
+    out = invoke("ls").stdout
+    assert f"! no agent offers 8 GPUs on queue gpu: {big}" in out and fine not in out.split("!")[1]
+    assert "warning:      no agent offers 8 GPUs on queue gpu" in invoke("show", big).stdout
+    rows = {r["id"]: r["problem"] for r in json.loads(invoke("ls", "--json").stdout)}
+    assert rows == {big: "no agent offers 8 GPUs on queue gpu", fine: None}
