@@ -21,6 +21,7 @@ from overnight.agent.environments.base import Prepared, RunRequest
 from overnight.agent.environments.docker import DockerEnvironment, parse_mount
 from overnight.agent.environments.docker_build import VENV
 from overnight.agent.environments.docker_images import requirements_digest
+from overnight.agent.environments.docker_process import DockerProcess
 from overnight.agent.runner import CANCELED, supervise
 from overnight.errors import ConfigError, EnvironmentBuildError, TaskRunError
 from tests.fixtures.docker import BASE_IMAGE, DockerSandbox, make_spec, never, quiet
@@ -40,6 +41,12 @@ def workspace(tmp_path: Path, owner: tuple[int, int] | None = None) -> Path:
         for path in (ws, ws / "sub"):
             os.chown(path, *owner)
     return ws
+
+
+def start_script(sandbox: DockerSandbox, tmp_path: Path, script: str) -> DockerProcess:
+    """``sh -c SCRIPT`` started as a task in an environment image without requirements."""
+    env = sandbox.environment()
+    return env.start(sandbox.prepare(env), request(workspace(tmp_path), "sh", "-c", script))
 
 
 def derived_image(
@@ -289,10 +296,8 @@ def test_files_written_by_the_task_belong_to_the_agent_uid(
 
 
 def test_terminate_lets_the_task_clean_up(docker_sandbox: DockerSandbox, tmp_path: Path) -> None:
-    env = docker_sandbox.environment()
-    prepared = docker_sandbox.prepare(env)
     script = "trap 'echo got-term; exit 5' TERM; echo ready; while true; do sleep 0.05; done"
-    proc = env.start(prepared, request(workspace(tmp_path), "sh", "-c", script))
+    proc = start_script(docker_sandbox, tmp_path, script)
     chunks = proc.output()
     assert next(chunks) == b"ready\n"
     assert proc.poll() is None
@@ -305,10 +310,8 @@ def test_terminate_lets_the_task_clean_up(docker_sandbox: DockerSandbox, tmp_pat
 def test_kill_stops_a_task_that_ignores_terminate(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    env = docker_sandbox.environment()
-    prepared = docker_sandbox.prepare(env)
     script = "trap '' TERM; echo ready; while true; do sleep 0.05; done"
-    proc = env.start(prepared, request(workspace(tmp_path), "sh", "-c", script))
+    proc = start_script(docker_sandbox, tmp_path, script)
     assert next(proc.output()) == b"ready\n"
     proc.terminate()
     assert proc.wait(timeout=0.5) is None  # it ignores SIGTERM: still running after the grace
@@ -356,9 +359,7 @@ def test_a_restarted_agent_adopts_a_running_container(
 def test_a_container_that_exited_while_the_agent_was_down_reports_its_status(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    env = docker_sandbox.environment()
-    prepared = docker_sandbox.prepare(env)
-    proc = env.start(prepared, request(workspace(tmp_path), "sh", "-c", "echo done; exit 4"))
+    proc = start_script(docker_sandbox, tmp_path, "echo done; exit 4")
     assert proc.wait() == 4
     (adopted,) = docker_sandbox.environment().adopt()
     assert (adopted.state, adopted.exit_code, adopted.running) == ("exited", 4, False)
@@ -369,10 +370,8 @@ def test_a_container_that_exited_while_the_agent_was_down_reports_its_status(
 def test_supervise_streams_a_container_and_kills_it_after_the_grace(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    env = docker_sandbox.environment()
-    prepared = docker_sandbox.prepare(env)
     script = "trap 'echo ignoring-term' TERM; echo started; while true; do sleep 0.05; done"
-    proc = env.start(prepared, request(workspace(tmp_path), "sh", "-c", script))
+    proc = start_script(docker_sandbox, tmp_path, script)
     lines: list[str] = []
     outcome = supervise(
         proc,
