@@ -5,32 +5,54 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
+import redis
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from overnight.config import ClientConfig, load_client_config
+from overnight.errors import ConnectionFailed, QueueError
 from overnight.queue.store import TaskStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def redis_option(f: F) -> F:
-    """``--redis-url`` (else ``OVERNIGHT_REDIS_URL``, else the config file, else localhost)."""
+    """``--redis-url`` (else ``OVERNIGHT_REDIS_URL``, else the config file, else localhost).
+
+    The command is also wrapped so that Redis failing midway (a dropped connection, a key of the
+    wrong type) ends it with one line and a named exit code, like any overnight error.
+    """
     return click.option(
         "--redis-url",
         default=None,
         metavar="URL",
         help="Redis to use: redis://[user:pass@]host:port/db, rediss://..., unix:///path "
         "(default: $OVERNIGHT_REDIS_URL, the config file, or redis://localhost:6379/0).",
-    )(f)
+    )(_redis_errors(f))
+
+
+def _redis_errors(f: F) -> F:
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ConnectionFailed(
+                f"lost the connection to Redis: {exc}; check that it is up and run the command again"
+            ) from exc
+        except redis.RedisError as exc:
+            raise QueueError(f"Redis refused a command: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def json_option(f: F) -> F:

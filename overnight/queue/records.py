@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from overnight.errors import CorruptRecord
 
@@ -108,34 +108,82 @@ class TaskRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskRecord:
+        """Build and type-check a record; raises ValueError, TypeError or KeyError when malformed."""
         opts = dict(data["options"])
-        opts["after"] = tuple(opts.get("after", ()))
+        opts["after"] = _strs(opts.get("after", ()))
+        for name, check in _OPTION_CHECKS.items():
+            if name in opts:
+                opts[name] = check(opts[name])
+        options = TaskOptions(**opts)
         return cls(
-            id=str(data["id"]),
-            spec_id=str(data["spec_id"]),
-            options=TaskOptions(**opts),
+            id=_str(data["id"]),
+            spec_id=_str(data["spec_id"]),
+            options=options,
             status=TaskStatus(data["status"]),
             created=float(data.get("created", 0.0)),
             history=[
-                StatusChange(TaskStatus(h["status"]), float(h["at"]), h.get("note", ""))
+                StatusChange(TaskStatus(h["status"]), float(h["at"]), _str(h.get("note", "")))
                 for h in data.get("history", [])
             ],
-            name=data.get("name"),
-            argv=tuple(data.get("argv", ())),
-            params=dict(data.get("params", {})),
-            tags=tuple(data.get("tags", ())),
-            agent=data.get("agent"),
-            gpu_ids=tuple(data.get("gpu_ids", ())),
-            started=data.get("started"),
-            ended=data.get("ended"),
-            exit_code=data.get("exit_code"),
+            name=_opt(data.get("name"), _str),
+            argv=_strs(data.get("argv", ())),
+            params={_str(k): _str(v) for k, v in dict(data.get("params", {})).items()},
+            tags=_strs(data.get("tags", ())),
+            agent=_opt(data.get("agent"), _str),
+            gpu_ids=_strs(data.get("gpu_ids", ())),
+            started=_opt(data.get("started"), float),
+            ended=_opt(data.get("ended"), float),
+            exit_code=_opt(data.get("exit_code"), _int),
             phase=Phase(data["phase"]) if data.get("phase") else None,
-            error=data.get("error"),
-            attempt=int(data.get("attempt", 0)),
-            retry_of=data.get("retry_of"),
-            notes=list(data.get("notes", [])),
+            error=_opt(data.get("error"), _str),
+            attempt=_int(data.get("attempt", 0)),
+            retry_of=_opt(data.get("retry_of"), _str),
+            notes=list(_strs(data.get("notes", []))),
             extra=dict(data.get("extra", {})),
         )
+
+
+T = TypeVar("T")
+
+
+def _opt(value: Any, convert: Callable[[Any], T]) -> T | None:
+    return None if value is None else convert(value)
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"expected a list of strings, got {type(value).__name__}")
+    return tuple(_str(v) for v in value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return _opt(value, float)
+
+
+def _opt_str(value: Any) -> str | None:
+    return _opt(value, _str)
+
+
+_OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "queue": _str,
+    "gpus": _int,
+    "image": _opt_str,
+    "timeout": _opt_float,
+    "retries": _int,
+    "grace": _opt_float,
+}
 
 
 _REQUIRED = frozenset({"id", "spec_id", "options", "status", "at"})

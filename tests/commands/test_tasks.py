@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -12,6 +13,7 @@ from overnight.queue import keys
 from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.gitrepo import Repo
+from tests.fixtures.services import RedisServer, free_port
 from tests.fixtures.tasks import invoke, make_snapshot
 
 
@@ -202,3 +204,22 @@ def test_tasks_no_agent_can_run_are_flagged(
     assert "warning:      no agent offers 8 GPUs on queue gpu" in invoke("show", big).stdout
     rows = {r["id"]: r["problem"] for r in json.loads(invoke("ls", "--json").stdout)}
     assert rows == {big: "no agent offers 8 GPUs on queue gpu", fine: None}
+
+
+def test_redis_going_away_midway_is_one_line(
+    cli_env: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RedisServer(port=free_port(), workdir=tmp_path)
+    server.start()
+    try:
+        store = TaskStore(redis.Redis.from_url(server.url))
+        task_id = _task(store)
+        store.transition(task_id, TaskStatus.RUNNING, agent="box1", heartbeat_ttl=600)
+        monkeypatch.setenv("OVERNIGHT_REDIS_URL", server.url)
+        threading.Timer(0.5, server.stop).start()
+        result = invoke("logs", "-f", task_id)
+    finally:
+        server.stop()
+    assert result.exit_code == ExitCode.CONNECTION
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("overnight: error: lost the connection to Redis")

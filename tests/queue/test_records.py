@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from overnight.errors import CorruptRecord
@@ -36,3 +38,24 @@ def test_json_leaves_defaults_out_and_round_trips() -> None:
     text = rec.to_json()
     assert "image" not in text and "error" not in text and '"queue":"gpu"' in text
     assert TaskRecord.from_json(text) == rec
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("started", "yesterday"),
+        ("exit_code", "0"),
+        ("argv", "python train.py"),
+        ("params", {"lr": 1}),
+        ("agent", 7),
+        ("history", [{"status": "queued"}]),
+        ("options", {"queue": "gpu", "timeout": "8h"}),
+        ("options", {"queue": 3}),
+        ("notes", [None]),
+    ],
+)
+def test_wrongly_typed_fields_are_corrupt(field: str, value: object) -> None:
+    data = json.loads(TaskRecord(id="abc", spec_id="s", options=TaskOptions()).to_json())
+    data[field] = value
+    with pytest.raises(CorruptRecord):
+        TaskRecord.from_json(json.dumps(data))
