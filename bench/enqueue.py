@@ -9,17 +9,14 @@ in a subprocess: interpreter start, snapshot of a small repo, enqueue).
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import redis
-from redis_server import make_repo, redis_url
+from redis_server import bench, parser
 
 from overnight.queue.records import TaskOptions
 from overnight.queue.store import TaskStore
@@ -31,13 +28,11 @@ SWEEPS = [Sweep(name, tuple(str(v) for v in range(10))) for name in ("a", "b", "
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--redis-url", default=None)
-    args = parser.parse_args()
-    with redis_url(args.redis_url) as url, tempfile.TemporaryDirectory() as tmp:
-        client = redis.Redis.from_url(url)
-        repo = make_repo(tmp)
+    options = parser(__doc__)
+    options.add_argument("--runs", type=int, default=5)
+    args = options.parse_args()
+    with bench(args.redis_url) as b:
+        client, repo, url = b.client, b.repo, b.url
         snapshot = take_snapshot(Path(repo), ["python", "train.py", "--a", "0"], SnapshotOptions())
         store_times, cli_times = [], []
         for _ in range(args.runs):

@@ -10,21 +10,18 @@ reap lost tasks, query, render the table), filtered listings, and the command in
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
 
-import redis
 from click.testing import CliRunner
-from redis_server import make_repo, redis_url
+from redis_server import bench, parser
 
 from overnight.cli import cli
 from overnight.queue.index import Query
@@ -59,16 +56,14 @@ def median(action: Callable[[], object], runs: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--redis-url", default=None)
-    args = parser.parse_args()
-    with redis_url(args.redis_url) as url, tempfile.TemporaryDirectory() as tmp:
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        store = TaskStore(client)
-        fill(store, make_repo(tmp), args.tasks)
+    options = parser(__doc__)
+    options.add_argument("--tasks", type=int, default=100_000)
+    options.add_argument("--runs", type=int, default=10)
+    args = options.parse_args()
+    with bench(args.redis_url) as b:
+        url = b.url
+        store = TaskStore(b.client)
+        fill(store, b.repo, args.tasks)
         runner = CliRunner()
 
         def ls(*extra: str) -> None:

@@ -11,13 +11,11 @@ finished as an agent would (agent, GPUs, exit code, a resource summary), then re
 
 from __future__ import annotations
 
-import argparse
 import collections
-import tempfile
 from pathlib import Path
 
 import redis
-from redis_server import make_repo, redis_url
+from redis_server import bench, parser
 
 from overnight.queue import keys
 from overnight.queue.records import TaskOptions, TaskStatus
@@ -48,16 +46,14 @@ def group(key: str, ids: set[str]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--redis-url", default=None)
-    args = parser.parse_args()
-    with redis_url(args.redis_url) as url, tempfile.TemporaryDirectory() as tmp:
-        client = redis.Redis.from_url(url)
-        client.flushdb()
+    options = parser(__doc__)
+    options.add_argument("--tasks", type=int, default=5000)
+    args = options.parse_args()
+    with bench(args.redis_url) as b:
+        client = b.client
         store = TaskStore(client)
         argv = ["python", "train.py", "--lr", "0.001", "--epochs", "20", "--seed", "0"]
-        snapshot = take_snapshot(Path(make_repo(tmp)), argv, SnapshotOptions(note="memory bench"))
+        snapshot = take_snapshot(Path(b.repo), argv, SnapshotOptions(note="memory bench"))
         before = used(client)
         sweep = Sweep("seed", tuple(str(i) for i in range(args.tasks)))
         records = submit_sweep(store, snapshot, TaskOptions(queue="gpu", gpus=1), [sweep])

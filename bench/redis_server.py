@@ -1,7 +1,8 @@
-"""A throwaway redis-server for the bench scripts (or the one ``--redis-url`` names)."""
+"""What the queue benches share: a throwaway redis-server (or ``--redis-url``) and a small repo."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import shutil
 import socket
@@ -9,6 +10,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
 
 
 @contextlib.contextmanager
@@ -60,3 +64,29 @@ def make_repo(base: str) -> str:
     with open(f"{path}/train.py", "a") as f:
         f.write("# uncommitted change\n")
     return path
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser described by the script's docstring, with ``--redis-url``."""
+    result = argparse.ArgumentParser(description=doc.splitlines()[0])
+    result.add_argument("--redis-url", default=None, help="default: a throwaway redis-server")
+    return result
+
+
+@dataclass
+class Bench:
+    url: str
+    client: redis.Redis
+    repo: str  # a small git repo with an uncommitted change
+
+
+@contextlib.contextmanager
+def bench(given_url: str | None) -> Iterator[Bench]:
+    """A flushed Redis and a repo in a temp dir, both gone afterwards."""
+    with redis_url(given_url) as url, tempfile.TemporaryDirectory() as tmp:
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        try:
+            yield Bench(url=url, client=client, repo=make_repo(tmp))
+        finally:
+            client.close()
