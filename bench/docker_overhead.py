@@ -6,7 +6,8 @@ output to the exit code, then removes it; the bare run is ``docker run --rm IMAG
 same image and command. Target: under 0.3 s extra at the median.
 
 Cold: building an environment image with an empty package-cache volume, then again (image
-removed) with the cache the first build left.
+removed) with the cache the first build left; with pip (the base image's), then with uv (this
+machine's uv binary copied into the base image).
 
     python bench/docker_overhead.py [--runs 20] [--image overnight-base:bookworm]
         [--requirements "requests==2.32.3 rich==13.7.1"] [--ca-bundle PATH]
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import statistics
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docker
+import uv
 
 from overnight.agent.environments.base import RunRequest
 from overnight.agent.environments.docker import DockerEnvironment
@@ -83,7 +87,10 @@ def warm(client: docker.DockerClient, env: DockerEnvironment, runs: int, workdir
 
 
 def cold(
-    client: docker.DockerClient, make: Callable[..., DockerEnvironment], requirements: str
+    client: docker.DockerClient,
+    make: Callable[..., DockerEnvironment],
+    requirements: str,
+    image: str | None = None,
 ) -> None:
     volume = f"overnight-bench-cache-{uuid.uuid4().hex[:8]}"
     try:
@@ -91,15 +98,34 @@ def cold(
         for label in ("empty package cache", "warm package cache"):
             env = make(cache_volume=volume)
             start = time.perf_counter()
-            prepared = env.prepare(spec(requirements), lambda line: None, lambda: False)
+            prepared = env.prepare(
+                spec(requirements), lambda line: None, lambda: False, image=image
+            )
             times.append(time.perf_counter() - start)
             assert prepared.built
             client.images.remove(prepared.details["image_id"], force=True)
-            print(f"cold build, {label:<26} {times[-1]:6.2f} s")
+            installer = prepared.details["installer"].split()[0]
+            print(f"cold build ({installer}), {label:<20} {times[-1]:6.2f} s")
         print(f"{'warm cache / empty cache':<38} {times[1] / times[0]:.2f}")
     finally:
         with contextlib.suppress(docker.errors.APIError):
             client.volumes.get(volume).remove(force=True)
+
+
+def with_uv(client: docker.DockerClient, image: str) -> str:
+    """``image`` plus this machine's uv binary, so the build takes the uv path; its id."""
+    data = Path(uv.find_uv_bin()).read_bytes()
+    container = client.containers.create(image, ["true"])
+    try:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo("usr/local/bin/uv")
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+        container.put_archive("/", buffer.getvalue())
+        return str(container.commit(repository=f"overnight-bench-uv-{uuid.uuid4().hex[:8]}").id)
+    finally:
+        container.remove(force=True, v=True)
 
 
 def main() -> None:
@@ -130,7 +156,13 @@ def main() -> None:
         try:
             print(f"image {args.image}, {args.runs} runs each")
             warm(client, make(), args.runs, Path(tmp))
-            cold(client, make, "\n".join(args.requirements.split()) + "\n")
+            requirements = "\n".join(args.requirements.split()) + "\n"
+            cold(client, make, requirements)
+            uv_image = with_uv(client, args.image)
+            try:
+                cold(client, make, requirements, image=uv_image)
+            finally:
+                client.images.remove(uv_image, force=True)
         finally:
             for image in client.images.list(name=repo):
                 client.images.remove(image.id, force=True)

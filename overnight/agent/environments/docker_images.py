@@ -147,7 +147,7 @@ class EnvImages:
             if key in keep or image.id in in_use:
                 continue
             try:
-                self.client.images.remove(image.id)
+                self.client.images.remove(image.id, noprune=True)  # keep an untagged base
             except docker.errors.APIError:
                 continue  # taken into use meanwhile, or a child image depends on it
             removed.append(self.tag(key))
