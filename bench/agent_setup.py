@@ -60,7 +60,22 @@ def start_agent(url: str, base: Path, name: str, queue: str, *args: str) -> subp
         "OVERNIGHT_CONFIG": str(base / "none.yaml"),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "overnight", "agent", "daemon", "-q", queue, "--name", name, *args],
+        [
+            sys.executable,
+            "-m",
+            "overnight",
+            "agent",
+            "daemon",
+            "-q",
+            queue,
+            "--name",
+            name,
+            "--env-mode",
+            "venv",
+            "--gpus",
+            "none",
+            *args,
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -15,10 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from overnight.agent.environments.base import Process
 from overnight.agent.logsink import LogSink
+from overnight.agent.monitor import Monitor
 from overnight.agent.reconnect import CONNECTION_ERRORS, Backoff
 from overnight.agent.settings import AgentConfig
-from overnight.agent.worker import AgentWorker, Claim
+from overnight.agent.worker import AgentWorker
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.records import TaskRecord
 from overnight.queue.store import TaskStore
@@ -31,16 +33,22 @@ class ActiveTask:
     """A task this agent took, from its claim to its final status."""
 
     record: TaskRecord
-    claim: Claim
     gpu_ids: tuple[str, ...]
     sink: LogSink
     canceled: threading.Event = dataclasses.field(default_factory=threading.Event)
     evicted: threading.Event = dataclasses.field(default_factory=threading.Event)  # agent stops
-    pid: int | None = None  # the task's process, once started
+    process: Process | None = None  # once started
+    monitor: Monitor | None = None  # while it runs
 
     @property
     def task_id(self) -> str:
         return self.record.id
+
+    @property
+    def pid(self) -> int | None:
+        """The local process id of the task's command (None for containers, or before start)."""
+        ident = self.process.ident if self.process is not None else ""
+        return int(ident) if ident.isdigit() else None
 
     def should_stop(self) -> bool:
         return self.canceled.is_set() or self.evicted.is_set()

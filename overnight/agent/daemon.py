@@ -18,33 +18,35 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psutil
 import redis
 
-from overnight.agent.allocator import Allocator, Verdict
+from overnight.agent.adoption import adopt_containers
+from overnight.agent.allocator import Allocator
 from overnight.agent.control import ActiveTask, Control
 from overnight.agent.environments.base import Environment
+from overnight.agent.environments.docker import DockerEnvironment
 from overnight.agent.gpus import GPUInventory
+from overnight.agent.hardware import hardware_info
+from overnight.agent.intake import Intake
 from overnight.agent.logsink import LogSink
-from overnight.agent.pipeline import Pipeline
+from overnight.agent.pipeline import Ending, Pipeline
 from overnight.agent.reconnect import CONNECTION_ERRORS, Backoff, until_connected
 from overnight.agent.settings import AgentConfig
-from overnight.agent.worker import AgentWorker, Claim
+from overnight.agent.windows import Clock, SystemClock, Windows
+from overnight.agent.worker import AgentWorker
 from overnight.agent.workspace import GitCredentials, Workspaces
-from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.connection import connect
-from overnight.queue.jobs import is_overnight_job, record_refusal, refusal_message, task_id_of
-from overnight.queue.records import Phase, TaskRecord, TaskStatus
+from overnight.queue.records import TaskRecord
 from overnight.queue.store import TaskStore
 
 log = logging.getLogger(__name__)
 
-IDLE, BUSY, DRAINING = "idle", "busy", "draining"
+IDLE, BUSY, DRAINING, PAUSED = "idle", "busy", "draining", "paused"
 _WAKE = 0.5  # longest sleep of the main thread while it waits for room (signals are seen then)
-_SKIP_QUEUE = 5.0  # seconds a queue is left alone after its head asked for more than we offer
 
 
 class Daemon:
@@ -60,8 +62,11 @@ class Daemon:
         pipeline: Pipeline,
         gpu_ids: Sequence[str] = (),
         inventory: GPUInventory | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self.windows = Windows.parse(config.uptime, config.downtime)
+        self.clock = clock or SystemClock()
         self.store = store
         self.registry = registry
         self.worker = worker
@@ -75,12 +80,20 @@ class Daemon:
         )
         self.name = worker.name
         self.started = time.time()
+        self.hardware = hardware_info(pipeline.inventory)
         self._active: dict[str, ActiveTask] = {}
         self._lock = threading.Lock()
         self._changed = threading.Event()
         self._stop_requests = 0
         self._backoff = Backoff(longest=config.max_backoff)
-        self._skip: dict[str, float] = {}  # queue name -> monotonic time to look at it again
+        self.intake = Intake(
+            config,
+            store,
+            worker,
+            self.allocator,
+            launch=self.launch,
+            is_active=lambda task_id: task_id in self._active,
+        )
         self.control = Control(
             config, store, worker, registry, tasks=self.active_tasks, info=self.info
         )
@@ -116,21 +129,34 @@ class Daemon:
                 pids.update(p.pid for p in psutil.Process(task.pid).children(recursive=True))
         return pids
 
+    @property
+    def paused(self) -> bool:
+        """Outside its uptime windows (or inside a downtime one): no new tasks."""
+        return not self.windows.is_open(self.clock.now())
+
     def info(self) -> AgentInfo:
         tasks = self.active_tasks()
-        state = DRAINING if self.draining else BUSY if tasks else IDLE
+        state = DRAINING if self.draining else PAUSED if self.paused else BUSY if tasks else IDLE
         return AgentInfo(
             name=self.name,
             host=socket.gethostname(),
             queues=tuple(self.config.queues),
             gpus=tuple(self.allocator.gpu_ids),
-            env_mode=self.config.env_mode,
+            env_mode=self.pipeline.environment.name,
             state=state,
             tasks=tuple(t.task_id for t in tasks),
             heartbeat=time.time(),
             pid=os.getpid(),
             started=self.started,
-            extra={"slots": self.allocator.describe()},
+            extra={
+                "slots": self.allocator.describe(),
+                "usage": {t.task_id: t.monitor.latest() for t in tasks if t.monitor is not None},
+                "hardware": self.hardware,
+                "windows": {
+                    **self.windows.to_dict(),
+                    "state": self.windows.describe(self.clock.now()),
+                },
+            },
         )
 
     # -- the loop ------------------------------------------------------------------------------
@@ -138,6 +164,9 @@ class Daemon:
     def run(self, *, burst: bool = False) -> None:
         """Serve until stopped (or, with ``burst``, until the queues are empty)."""
         until_connected(self._register, self._backoff)
+        environment = self.pipeline.environment
+        if isinstance(environment, DockerEnvironment):
+            until_connected(lambda: adopt_containers(self, environment), self._backoff)
         self.control.start()
         log.info("agent %s serving %s", self.name, ", ".join(self.config.queues))
         try:
@@ -149,7 +178,12 @@ class Daemon:
 
     def _loop(self, burst: bool) -> None:
         while not self.draining:
-            skip = self._skipped()
+            if self.paused:
+                if burst and not self.active_tasks():
+                    return
+                self._wait()
+                continue
+            skip = self.intake.skipped()
             if not self._has_room() or (len(skip) == len(self.config.queues) and not burst):
                 self._wait()
                 continue
@@ -171,13 +205,9 @@ class Daemon:
                 until_connected(functools.partial(self.worker.push_back, claim), self._backoff)
                 return
             try:
-                until_connected(functools.partial(self._take, claim), self._backoff)
+                until_connected(functools.partial(self.intake.take, claim), self._backoff)
             except Exception as exc:
-                self._give_up(claim, exc)
-
-    def _skipped(self) -> set[str]:
-        now = time.monotonic()
-        return {q for q, until in self._skip.items() if until > now}
+                self.intake.give_up(claim, exc)
 
     def _has_room(self) -> bool:
         held = self.allocator.holders()
@@ -188,104 +218,37 @@ class Daemon:
         self._changed.wait(_WAKE)
         self._changed.clear()
 
-    # -- claiming a task ----------------------------------------------------------------------
-
-    def _take(self, claim: Claim) -> None:
-        """Claim a popped job: refuse it, drop it, hand it back, or start its task thread.
-
-        Safe to call again after a Redis outage interrupted it: a claim already written
-        (``preparing`` by this agent, resources held) goes on from there.
-        """
-        job = claim.job
-        if not is_overnight_job(job):
-            message = refusal_message(job)
-            log.warning("%s", message)
-            record_refusal(job, message)
-            self.worker.refuse(claim, message)
-            return
-        task_id = task_id_of(job)
-        try:
-            record = self.store.get(task_id)
-        except TaskNotFound:
-            self.worker.refuse(claim, f"refused by agent {self.name}: no task {task_id} stored")
-            return
-        except CorruptRecord as exc:
-            log.error("%s", exc)
-            self.worker.refuse(claim, f"refused by agent {self.name}: {exc}")
-            return
-        held = self.allocator.holders().get(task_id)
-        resumed = (
-            held is not None
-            and record.status is TaskStatus.PREPARING
-            and record.agent == self.name
-            and task_id not in self._active
-        )
-        if resumed:
-            assert held is not None
-            gpu_ids = held
-        else:
-            if record.status is not TaskStatus.QUEUED:
-                log.info("task %s is %s, not queued; skipping it", task_id, record.status.value)
-                self.worker.drop(claim)
-                return
-            granted = self._resources(claim, record)
-            if granted is None:
-                return
-            gpu_ids = granted
-            try:
-                record = self.store.transition(
-                    task_id,
-                    TaskStatus.PREPARING,
-                    expect={TaskStatus.QUEUED},
-                    note=f"taken by agent {self.name}",
-                    heartbeat_ttl=self.config.lost_ttl,
-                    agent=self.name,
-                    gpu_ids=gpu_ids,
-                )
-            except InvalidTransition:
-                self.allocator.release(task_id)
-                self.worker.drop(claim)
-                return
-        self._launch(record, claim, gpu_ids)
-
-    def _resources(self, claim: Claim, record: TaskRecord) -> tuple[str, ...] | None:
-        """The GPUs granted to the task (``()``: a CPU slot), or None after handing it back."""
-        decision = self.allocator.plan(record.id, record.options.gpus)
-        if decision.verdict is Verdict.GRANTED:
-            return decision.gpu_ids
-        self.worker.push_back(claim)
-        if decision.verdict is Verdict.WAIT:
-            self.allocator.wait(_WAKE)
-        else:  # this agent can never run it: leave its queue to other agents for a while
-            self.allocator.withdraw(record.id)
-            self._skip[claim.queue.name] = time.monotonic() + _SKIP_QUEUE
-            note = f"agent {self.name} cannot run it: {decision.reason}"
-            if note not in record.notes:
-                self.store.add_note(record.id, note)
-        return None
-
-    def _launch(self, record: TaskRecord, claim: Claim, gpu_ids: tuple[str, ...]) -> None:
+    def launch(
+        self,
+        record: TaskRecord,
+        gpu_ids: tuple[str, ...],
+        run: Callable[[ActiveTask], Ending] | None = None,
+    ) -> None:
+        """Run a claimed task in its own thread (``run``: the pipeline's, unless adopting)."""
         sink = LogSink(
             functools.partial(self.store.logs.append, record.id),
             self.config.spill_path / f"{self.name}-{record.id}.jsonl",
             memory_bytes=self.config.log_buffer_bytes,
         )
-        task = ActiveTask(record=record, claim=claim, gpu_ids=gpu_ids, sink=sink)
+        task = ActiveTask(record=record, gpu_ids=gpu_ids, sink=sink)
         if self._stop_requests >= 2:
             task.evicted.set()
         with self._lock:
             self._active[record.id] = task
         self.control.beat_soon()
         thread = threading.Thread(
-            target=self._run_task, args=(task,), name=f"overnight-task-{record.id}", daemon=True
+            target=self._run_task,
+            args=(task, run or self.pipeline.run),
+            name=f"overnight-task-{record.id}",
+            daemon=True,
         )
         thread.start()
 
-    def _run_task(self, task: ActiveTask) -> None:
+    def _run_task(self, task: ActiveTask, run: Callable[[ActiveTask], Ending]) -> None:
         gpus = f" on GPU {','.join(task.gpu_ids)}" if task.gpu_ids else ""
-        log.info("task %s: taken from %s%s", task.task_id, task.claim.queue.name, gpus)
+        log.info("task %s: taken from %s%s", task.task_id, task.record.options.queue, gpus)
         try:
-            ending = self.pipeline.run(task)
+            ending = run(task)
             detail = f": {ending.error}" if ending.error else ""
             log.info("task %s: %s%s", task.task_id, ending.status.value, detail)
         finally:
@@ -294,24 +257,6 @@ class Daemon:
                 self._active.pop(task.task_id, None)
             self.control.beat_soon()
             self._changed.set()
-
-    def _give_up(self, claim: Claim, exc: Exception) -> None:
-        """A claim that failed for an unexpected reason: fail its task, keep serving."""
-        log.exception("agent error while taking job %s", claim.job_id)
-        message = f"agent {self.name} could not take the task: {type(exc).__name__}: {exc}"
-        try:
-            self.allocator.release(claim.job_id)
-            self.store.transition(
-                claim.job_id,
-                TaskStatus.FAILED,
-                expect={TaskStatus.QUEUED, TaskStatus.PREPARING},
-                phase=Phase.AGENT,
-                error=message,
-                note=message,
-            )
-        except Exception:
-            log.exception("could not record the failure of %s", claim.job_id)
-            self.worker.drop(claim)
 
     # -- start and end -------------------------------------------------------------------------
 
@@ -337,6 +282,7 @@ def create_daemon(
     *,
     gpu_ids: Sequence[str] = (),
     inventory: GPUInventory | None = None,
+    clock: Clock | None = None,
 ) -> Daemon:
     """A daemon wired to Redis at ``config.redis_url``; raises ConnectionFailed when unreachable."""
     name = config.agent_name
@@ -357,7 +303,10 @@ def create_daemon(
         store=store,
         registry=AgentRegistry(connection),
         worker=AgentWorker(connection, blocking, name, config.queues, stale_after=config.lost_ttl),
-        pipeline=Pipeline(config, store, workspaces, environment, agent_name=name),
+        pipeline=Pipeline(
+            config, store, workspaces, environment, agent_name=name, inventory=inventory
+        ),
         gpu_ids=gpu_ids,
         inventory=inventory,
+        clock=clock,
     )

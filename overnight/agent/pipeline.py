@@ -12,12 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from overnight.agent.control import ActiveTask
-from overnight.agent.environments.base import Environment, Prepared, RunRequest
+from overnight.agent.environments.base import Environment, Prepared, Process, RunRequest
 from overnight.agent.environments.docker import DockerEnvironment
+from overnight.agent.environments.docker_process import DockerProcess
+from overnight.agent.gpus import FakeInventory, GPUInventory
+from overnight.agent.hardware import hardware_info
+from overnight.agent.monitor import (
+    DockerStatsSampler,
+    GPUProbe,
+    GPUSampler,
+    Monitor,
+    ProcessTreeSampler,
+    Sampler,
+)
 from overnight.agent.reconnect import Backoff, until_connected
 from overnight.agent.runner import CANCELED, TIMED_OUT, RunOutcome, supervise
 from overnight.agent.settings import AgentConfig
@@ -71,17 +84,36 @@ class Pipeline:
         environment: Environment,
         *,
         agent_name: str,
+        inventory: GPUInventory | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.workspaces = workspaces
         self.environment = environment
         self.agent = agent_name
+        self.inventory = inventory or FakeInventory()
+        self.gpu_probe = GPUProbe(self.inventory, warn=log.warning)
 
     def run(self, task: ActiveTask) -> Ending:
         """Run ``task`` to its end and record it; never raises."""
+        return self._guarded(task, lambda: self._execute(task))
+
+    def resume(self, task: ActiveTask, process: Process) -> Ending:
+        """Supervise a task's process found running after an agent restart, and record it."""
+        record = task.record
+        timeout = record.options.timeout
+        if timeout is not None and record.started is not None:
+            timeout = max(0.0, timeout - (time.time() - record.started))
+
+        def watch() -> Ending:
+            outcome, resources = self._supervise(task, process, timeout)
+            return self._ended(task, outcome, {"resources": resources})
+
+        return self._guarded(task, watch)
+
+    def _guarded(self, task: ActiveTask, work: Callable[[], Ending]) -> Ending:
         try:
-            ending = self._execute(task)
+            ending = work()
         except Exception as exc:  # a bug must cost one task, not the agent
             log.error("task %s: agent error\n%s", task.task_id, traceback.format_exc())
             ending = Ending(
@@ -112,6 +144,7 @@ class Pipeline:
             if task.should_stop():
                 return self._stopped(task, phase, extra)
             phase = Phase.RUN
+            extra["hardware"] = hardware_info(self.inventory, gpu_ids=task.gpu_ids)
             self._retry(
                 lambda: self.store.transition(
                     task.task_id,
@@ -122,14 +155,8 @@ class Pipeline:
                 )
             )
             process = self.environment.start(prepared, self._request(task, snapshot, workspace))
-            task.pid = _pid_of(process.ident)
-            outcome = supervise(
-                process,
-                task.sink,
-                should_stop=task.should_stop,
-                timeout=task.record.options.timeout,
-                grace=self._grace(task),
-            )
+            outcome, resources = self._supervise(task, process, task.record.options.timeout)
+            extra["resources"] = resources
         except InvalidTransition as exc:  # declared lost while Redis was away, and requeued
             log.warning("task %s: %s; leaving it alone", task.task_id, exc)
             return Ending(TaskStatus.FAILED, Phase.AGENT, str(exc), recorded=False)
@@ -150,8 +177,43 @@ class Pipeline:
             task.sink.line(f"[overnight] warning: image {image} ignored: this agent runs venvs")
         return self.environment.prepare(snapshot.spec, task.sink.line, task.should_stop)
 
-    def _ended(self, task: ActiveTask, outcome: RunOutcome, extra: dict[str, Any]) -> Ending:
-        extra = {**extra, "run": {"duration": round(outcome.duration, 3)}}
+    def _supervise(
+        self, task: ActiveTask, process: Process, timeout: float | None
+    ) -> tuple[RunOutcome, dict[str, Any]]:
+        """Stream, watch and stop the process; returns how it ended and its resource report."""
+        task.process = process
+        task.monitor = monitor = Monitor(
+            self._samplers(task, process),
+            interval=self.config.monitor_interval,
+            warn=lambda message: task.sink.line(f"[overnight] warning: {message}"),
+        ).start()
+        try:
+            outcome = supervise(
+                process,
+                task.sink,
+                should_stop=task.should_stop,
+                timeout=timeout,
+                grace=self._grace(task),
+            )
+        finally:
+            monitor.stop()
+        return outcome, monitor.report()
+
+    def _samplers(self, task: ActiveTask, process: Process) -> list[Sampler]:
+        samplers: list[Sampler] = []
+        if isinstance(process, DockerProcess):
+            container = process.container
+            samplers.append(DockerStatsSampler(lambda: container.stats(stream=False)))
+        elif task.pid is not None:
+            samplers.append(ProcessTreeSampler(task.pid))
+        if task.gpu_ids:
+            samplers.append(GPUSampler(self.gpu_probe, task.gpu_ids))
+        return samplers
+
+    def _ended(
+        self, task: ActiveTask, outcome: RunOutcome, extra: dict[str, Any] | None = None
+    ) -> Ending:
+        extra = {**(extra or {}), "run": {"duration": round(outcome.duration, 3)}}
         if outcome.dropped_lines:
             extra["run"]["dropped_log_lines"] = outcome.dropped_lines
         code = outcome.exit_code
@@ -225,6 +287,8 @@ class Pipeline:
             except (InvalidTransition, CorruptRecord) as exc:
                 log.warning("task %s: %s; its result here was not recorded", task.task_id, exc)
         task.sink.close()
+        if isinstance(task.process, DockerProcess):
+            task.process.remove()  # its output and exit code are saved now
         try:
             self.workspaces.remove(task.task_id)
         except OSError as exc:
@@ -262,10 +326,6 @@ def _describe(environment: Environment, prepared: Prepared) -> dict[str, Any]:
         "built": prepared.built,
         "python": prepared.python,
     }
-
-
-def _pid_of(ident: str) -> int | None:
-    return int(ident) if ident.isdigit() else None
 
 
 def _one_line(exc: BaseException) -> str:

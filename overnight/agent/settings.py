@@ -17,7 +17,7 @@ from typing import Any
 from overnight.config import DEFAULT_REDIS_URL, agent_section, config_path, load_file, resolve
 from overnight.errors import ConfigError
 
-ENV_MODES = ("venv", "docker")
+ENV_MODES = ("auto", "venv", "docker")  # auto: docker when an engine answers, else venv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,9 +27,9 @@ class AgentConfig:
     redis_url: str = DEFAULT_REDIS_URL
     name: str | None = None  # default: <hostname>-<pid>
     queues: tuple[str, ...] = ("default",)  # the first named has priority
-    gpus: str = ""  # "", "all" or a list like "0,1"
+    gpus: str = "all"  # "all" (those NVML reports; none found: a CPU agent), "none", "0,1", "0-3"
     cpu_slots: int = 1  # tasks asking for no GPU that may run at once
-    env_mode: str = "venv"
+    env_mode: str = "auto"
     workspace_dir: str = "~/.cache/overnight/workspaces"
     cache_dir: str = "~/.cache/overnight/envs"
     spill_dir: str = "~/.cache/overnight/spill"
@@ -40,6 +40,7 @@ class AgentConfig:
     reap_interval: float = 10.0  # seconds between looks for other agents' lost tasks
     control_interval: float = 0.5  # seconds between looks for cancel requests
     dequeue_timeout: float = 1.0  # longest blocking pop before housekeeping runs again
+    monitor_interval: float = 5.0  # seconds between resource samples of a running task
     max_backoff: float = 30.0  # longest wait between reconnect attempts
     log_buffer_mb: float = 8.0  # log lines held in memory per task during an outage
     log_cap_mb: float = 50.0
@@ -50,13 +51,18 @@ class AgentConfig:
     git_ssh_command: str | None = None
     default_image: str | None = None  # docker mode: image when the task names none
     docker_network: str | None = None
-    docker_mounts: tuple[str, ...] = ()
+    docker_mounts: tuple[str, ...] = ()  # extra mounts, HOST:CONTAINER[:ro]
+    docker_shm_size: str = "2g"
+    docker_image_repo: str = "overnight-env"  # environment images are <repo>:<key>
+    docker_cache_volume: str = "overnight-pkg-cache"  # package downloads shared by builds
+    uptime: tuple[str, ...] = ()  # windows when new tasks are taken: "fri 19:00-mon 07:00"
+    downtime: tuple[str, ...] = ()  # windows when they are not
 
     def __post_init__(self) -> None:
         if self.env_mode not in ENV_MODES:
             raise ConfigError(
                 f"env_mode {self.env_mode!r} is not one of {', '.join(ENV_MODES)}; "
-                "pass --env-mode venv or --env-mode docker"
+                "pass --env-mode venv, docker or auto"
             )
         if not self.queues:
             raise ConfigError("an agent needs at least one queue; pass --queue NAME")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 from collections.abc import Collection, Sequence
 
 import redis
@@ -77,8 +79,8 @@ class AgentWorker:
         if data and b"death" not in data:
             beat = data.get(b"last_heartbeat")
             age = (now() - utcparse(_text(beat))).total_seconds() if beat else 1e9
-            if age < self.stale_after:
-                host, pid = _text(data.get(b"hostname", "?")), _text(data.get(b"pid", "?"))
+            host, pid = _text(data.get(b"hostname", "?")), _text(data.get(b"pid", "?"))
+            if age < self.stale_after and not _dead_here(host, pid):
                 raise AgentError(
                     f"an agent named {self.name!r} is already running (host {host}, pid {pid}); "
                     "stop it or start this one with another --name"
@@ -152,6 +154,19 @@ class AgentWorker:
         """RQ's own registry upkeep, at most every ten minutes across all workers of a queue."""
         if self.rq.should_run_maintenance_tasks:
             self.rq.clean_registries()  # type: ignore[no-untyped-call]
+
+
+def _dead_here(host: str, pid: str) -> bool:
+    """Whether the namesake ran on this host as a process that no longer exists."""
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _text(value: object) -> str:

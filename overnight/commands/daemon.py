@@ -19,33 +19,53 @@ import click
 from overnight.agent.environments.base import Environment
 from overnight.agent.gpus import GPUInventory, open_inventory, parse_gpu_list
 from overnight.agent.settings import AgentConfig, load_agent_config
+from overnight.errors import ConfigError
 
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environment:
-    """The environment named by ``config.env_mode``."""
-    if config.env_mode == "docker":
-        import docker
-
+    """The environment named by ``config.env_mode`` (auto: docker when an engine answers)."""
+    client = _docker_client() if config.env_mode in ("auto", "docker") else None
+    if config.env_mode == "docker" and client is None:
+        raise ConfigError(
+            "--env-mode docker: no Docker engine answers; start dockerd (or set DOCKER_HOST), "
+            "or use --env-mode venv"
+        )
+    if client is not None:
         from overnight.agent.environments.docker import DockerEnvironment
 
         return DockerEnvironment(
-            docker.from_env(timeout=120),
+            client,
             agent_name=config.agent_name,
             default_image=config.default_image,
             ca_bundle=CA_BUNDLE if CA_BUNDLE.is_file() else None,
             network=config.docker_network,
             mounts=config.docker_mounts,
+            shm_size=config.docker_shm_size,
+            image_repo=config.docker_image_repo,
+            cache_volume=config.docker_cache_volume,
             max_images=config.max_envs,
             max_gb=config.max_env_gb,
             state_dir=config.cache_path / "docker",
+            installer_env={k: v for k, v in base_env.items() if k.startswith(("PIP_", "UV_"))},
         )
     from overnight.agent.environments.venv import VenvEnvironment
 
     return VenvEnvironment(
         config.cache_path, max_envs=config.max_envs, max_gb=config.max_env_gb, base_env=base_env
     )
+
+
+def _docker_client() -> Any:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception:  # no socket, no permission, engine down: all mean "no docker here"
+        return None
+    return client
 
 
 def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
@@ -58,15 +78,21 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
 @click.command("daemon")
 @click.option("-q", "--queue", "queues", multiple=True, help="Queue to serve; repeat, first first.")
 @click.option("--name", help="Agent name (default: <hostname>-<pid>).")
-@click.option("--gpus", help="GPUs to use: all, none, 0,1 or 0-3 (default: none).")
+@click.option("--gpus", help="GPUs to use: all, none, 0,1 or 0-3 (default: all found).")
 @click.option("--cpu-slots", type=int, help="CPU-only tasks run at once (default 1).")
-@click.option("--env-mode", type=click.Choice(["venv", "docker"]), help="Where tasks run.")
+@click.option(
+    "--env-mode",
+    type=click.Choice(["auto", "venv", "docker"]),
+    help="Where tasks run (default auto: docker when an engine answers, else venv).",
+)
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option("--keep-workspaces", is_flag=True, default=None, help="Keep each task's tree.")
 @click.option("--redis-url", help="Redis to serve (default: $OVERNIGHT_REDIS_URL or config).")
 @click.option("--workspace-dir", help="Where task trees and git mirrors live.")
 @click.option("--cache-dir", help="Where environments are cached.")
 @click.option("--grace", type=float, help="Seconds between SIGTERM and SIGKILL on a stop.")
+@click.option("--uptime", multiple=True, help='Take new tasks only then: "fri 19:00-mon 07:00".')
+@click.option("--downtime", multiple=True, help='Take no new tasks then: "mon-fri 09:00-18:00".')
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
 def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: Any) -> None:
     """Take tasks from QUEUEs, rebuild their tree and environment, run them, report back.
@@ -84,6 +110,8 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
     for name in ("rq", "rq.worker", "rq.queue", "rq.job"):
         logging.getLogger(name).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
     flags["queues"] = queues or None
+    for name in ("uptime", "downtime"):
+        flags[name] = flags[name] or None
     config = load_agent_config(flags)
     gpu_ids, inventory = _gpus(config)
     base_env = {**os.environ, **config.env}

@@ -134,3 +134,23 @@ def test_second_stop_requeues_running_tasks_at_the_front(
     assert "requeued at the front" in requeued.history[-1].note
     queue = Queue("q", connection=agent_store.redis, serializer=JSONSerializer)
     assert queue.job_ids == [running.id, behind.id]
+
+
+def test_outside_its_windows_the_agent_takes_nothing(
+    agent_store: TaskStore, project: Repo, config: AgentConfig
+) -> None:
+    from datetime import datetime
+
+    from overnight.agent.windows import FakeClock
+
+    clock = FakeClock(datetime(2024, 5, 1, 12, 0))  # a Wednesday noon
+    weekend = with_fields(config, uptime=("fri 19:00-mon 07:00",))
+    record = enqueue(agent_store, project)
+    daemon = make_daemon(weekend, clock=clock)
+    assert daemon.info().state == "paused"
+    assert daemon.info().extra["windows"]["state"] == "closed until fri 19:00"
+    daemon.run(burst=True)
+    assert agent_store.get(record.id).status is TaskStatus.QUEUED
+    clock.set(datetime(2024, 5, 4, 12, 0))  # Saturday
+    make_daemon(weekend, clock=clock).run(burst=True)
+    assert agent_store.get(record.id).status is TaskStatus.FINISHED

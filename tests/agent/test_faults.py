@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -18,6 +19,7 @@ from overnight.agent.settings import AgentConfig
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import (
+    AgentProcess,
     agent_config,
     enqueue,
     log_text,
@@ -34,6 +36,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def config(redis_url: str, tmp_path: Path, venv_cache: Path) -> AgentConfig:
     return agent_config(redis_url, tmp_path / "agent", venv_cache)
+
+
+def stop_cleanly(agent: AgentProcess) -> None:
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == 0, agent.output()
+
+
+def kill_all(*agents: AgentProcess | None) -> None:
+    for agent in agents:
+        if agent is not None:
+            agent.kill()
 
 
 def task_pid(store: TaskStore, task_id: str) -> int:
@@ -70,12 +83,9 @@ def test_sigkilled_agent_task_is_lost_requeued_and_finished_elsewhere(
         # A live agent notices the silence (no CLI command reaps here) and takes the retry.
         second = start_agent(dataclasses.replace(config, name="agent-b"), tmp_path)
         done = wait_status(agent_store, record.id, TaskStatus.FINISHED)
-        second.signal(signal.SIGTERM)
-        assert second.wait() == 0, second.output()
+        stop_cleanly(second)
     finally:
-        for agent in (first, second):
-            if agent is not None:
-                agent.kill()
+        kill_all(first, second)
         if orphan is not None:
             kill_group(orphan)
     statuses = [h.status for h in done.history]
@@ -160,3 +170,49 @@ def test_second_sigterm_stops_the_task_and_requeues_it_at_the_front(
     assert requeued.status is TaskStatus.QUEUED
     assert "requeued at the front" in requeued.history[-1].note
     assert agent_store.rq.queue("q").job_ids == [running.id, behind.id]
+
+
+@pytest.mark.docker
+def test_docker_agent_restarted_mid_task_adopts_the_container(
+    agent_store: TaskStore, project: Repo, tmp_path: Path, venv_cache: Path, docker_sandbox: Any
+) -> None:
+    from tests.fixtures.agents import snapshot_of
+    from tests.fixtures.docker import BASE_IMAGE
+
+    config = agent_config(
+        agent_store_url(agent_store),
+        tmp_path / "agent",
+        venv_cache,
+        name=docker_sandbox.agent_name,
+        env_mode="docker",
+        default_image=BASE_IMAGE,
+        docker_image_repo=docker_sandbox.repo,
+        docker_cache_volume=docker_sandbox.volume,
+        docker_shm_size="64m",
+        lost_ttl=30.0,
+    )
+    spec = snapshot_of(project)
+    argv = ("python3", "job.py", "--ticks", "20")
+    snap = type(spec)(spec=dataclasses.replace(spec.spec, argv=argv), blobs=spec.blobs)
+    record = enqueue(agent_store, project, snapshot=snap)
+    first = start_agent(config, tmp_path, "--queue", "q")
+    second = None
+    try:
+        wait_for(lambda: "tick 3" in log_text(agent_store, record.id), what="the task to tick")
+        first.kill()
+        second = start_agent(config, tmp_path, "--queue", "q")
+        done = wait_status(agent_store, record.id, TaskStatus.FINISHED, TaskStatus.FAILED)
+        stop_cleanly(second)
+    finally:
+        kill_all(first, second)
+    assert done.status is TaskStatus.FINISHED, done.error
+    assert done.attempt == 0  # the same run, not a retry
+    lines = log_text(agent_store, record.id).splitlines()
+    ticks = [line for line in lines if line.startswith("tick ")]
+    assert ticks == [f"tick {i}" for i in range(20)]
+    assert any("adopted" in line for line in lines)
+
+
+def agent_store_url(store: TaskStore) -> str:
+    kwargs = store.redis.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"

@@ -309,3 +309,36 @@ def test_cancel_during_the_environment_build(
     finally:
         agent.stop()
     assert canceled.phase is Phase.ENVIRONMENT
+
+
+def test_resources_and_hardware_are_recorded(
+    agent_store: TaskStore, project: Repo, config_for
+) -> None:
+    import socket as sockets
+
+    record = enqueue(agent_store, project, "--ticks", "5")
+    run_burst(config_for(monitor_interval=0.2))
+    done = agent_store.get(record.id)
+    assert done.status is TaskStatus.FINISHED
+    summary = done.extra["resources"]["summary"]
+    assert summary["rss_mb"]["peak"] > 0
+    assert "cpu_pct" in summary
+    assert done.extra["hardware"]["host"] == sockets.gethostname()
+
+
+@pytest.mark.docker
+def test_a_task_runs_in_a_container_in_docker_mode(
+    agent_store: TaskStore, project: Repo, config_for, docker_sandbox
+) -> None:
+    argv = ("python3", "job.py", "--ticks", "15")
+    snap = _replace_spec(snapshot_of(project), argv=argv)
+    record = enqueue(agent_store, project, snapshot=snap)
+    run_burst(config_for(monitor_interval=0.5), environment=docker_sandbox.environment())
+    done = agent_store.get(record.id)
+    assert done.status is TaskStatus.FINISHED, done.error
+    assert done.extra["environment"]["mode"] == "docker"
+    text = log_text(agent_store, record.id)
+    assert f"task {record.id}" in text and "tick 2" in text
+    assert "rss_mb" in done.extra["resources"]["summary"], done.extra["resources"]
+    label = f"overnight.agent={docker_sandbox.agent_name}"
+    assert docker_sandbox.client.containers.list(all=True, filters={"label": label}) == []

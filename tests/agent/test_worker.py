@@ -114,3 +114,17 @@ def test_heartbeat_re_registers_after_redis_lost_its_data(
     worker.heartbeat("idle")
     listed = {w.name: w for w in Worker.all(connection=conn)}
     assert listed["box"].queue_names() == ["gpu"]
+
+
+def test_a_namesake_whose_process_died_on_this_host_is_replaced(
+    conn: redis.Redis, blocking: redis.Redis
+) -> None:
+    import subprocess
+    import sys
+
+    AgentWorker(conn, blocking, "box", ["gpu"]).register()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    conn.hset("rq:worker:box", "pid", dead.stdout.strip())
+    AgentWorker(conn, blocking, "box", ["gpu"]).register()

@@ -1,0 +1,70 @@
+"""Taking back task containers after an agent restart (docker mode).
+
+A container outlives its agent. When an agent starts again under the same name, it finds its
+own task containers by label: a task its record still shows running on this agent is adopted
+(its log continues where it stopped, its end is recorded as usual, a cancel stops it); any other
+container (its task was canceled, declared lost or is unknown) is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from overnight.agent.control import ActiveTask
+from overnight.agent.environments.docker import AdoptedTask, DockerEnvironment
+from overnight.agent.pipeline import Ending
+from overnight.errors import CorruptRecord, TaskNotFound
+from overnight.queue.records import TaskStatus
+
+if TYPE_CHECKING:
+    from overnight.agent.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
+
+
+def adopt_containers(daemon: Daemon, environment: DockerEnvironment) -> list[str]:
+    """Adopt this agent's live task containers; returns the ids of the tasks adopted."""
+    adopted = []
+    for found in environment.adopt():
+        if found.task_id in {t.task_id for t in daemon.active_tasks()}:
+            continue
+        try:
+            record = daemon.store.get(found.task_id)
+        except (TaskNotFound, CorruptRecord) as exc:
+            log.warning("removing container of task %s: %s", found.task_id or "?", exc)
+            found.process.remove()
+            continue
+        if record.status not in ACTIVE or record.agent != daemon.name:
+            log.warning(
+                "removing container of task %s: it is %s%s",
+                record.id,
+                record.status.value,
+                f" on agent {record.agent}" if record.agent != daemon.name else "",
+            )
+            found.process.remove()
+            continue
+        _adopt(daemon, found, record.gpu_ids)
+        adopted.append(record.id)
+    return adopted
+
+
+def _adopt(daemon: Daemon, found: AdoptedTask, gpu_ids: tuple[str, ...]) -> None:
+    task_id = found.task_id
+    daemon.store.heartbeat(task_id, daemon.name, ttl=daemon.config.lost_ttl)
+    granted = daemon.allocator.try_acquire(task_id, len(gpu_ids))
+    if granted is not None and set(granted) != set(gpu_ids):
+        log.warning("task %s holds GPU %s; the allocator booked %s", task_id, gpu_ids, granted)
+    tail = daemon.store.logs.tail(task_id, 1)
+    since = tail[-1].time if tail else None
+    process = found.process_since(since)
+    state = "still running" if found.running else f"exited with {found.exit_code}"
+    log.info("task %s: adopting its container %s (%s)", task_id, process.ident[:12], state)
+
+    def resume(task: ActiveTask) -> Ending:
+        task.sink.line(f"[overnight] agent {daemon.name} restarted; container {state}, adopted")
+        return daemon.pipeline.resume(task, process)
+
+    daemon.launch(daemon.store.get(task_id), gpu_ids, run=resume)
