@@ -178,36 +178,44 @@ class Daemon:
 
     def _loop(self, burst: bool) -> None:
         while not self.draining:
-            if self.paused:
-                if burst and not self.active_tasks():
+            try:
+                if self._step(burst):
                     return
+            except Exception:  # a bug in one round must not end the agent
+                log.exception("agent loop error; going on")
+                self._backoff.wait(RuntimeError("agent loop error"))
+
+    def _step(self, burst: bool) -> bool:
+        """One round of the loop: wait for room, pop, claim. True: the loop is done."""
+        if self.paused:
+            if burst and not self.active_tasks():
+                return True
+            self._wait()
+            return False
+        skip = self.intake.skipped()
+        if not self._has_room() or (len(skip) == len(self.config.queues) and not burst):
+            self._wait()
+            return False
+        try:
+            claim = self.worker.dequeue(None if burst else self.config.dequeue_timeout, skip=skip)
+        except CONNECTION_ERRORS as exc:
+            self._backoff.wait(exc)
+            return False
+        self._backoff.reset()
+        if claim is None:
+            if burst and not self.active_tasks():
+                return True
+            if burst:
                 self._wait()
-                continue
-            skip = self.intake.skipped()
-            if not self._has_room() or (len(skip) == len(self.config.queues) and not burst):
-                self._wait()
-                continue
-            try:
-                claim = self.worker.dequeue(
-                    None if burst else self.config.dequeue_timeout, skip=skip
-                )
-            except CONNECTION_ERRORS as exc:
-                self._backoff.wait(exc)
-                continue
-            self._backoff.reset()
-            if claim is None:
-                if burst:
-                    if not self.active_tasks():
-                        return
-                    self._wait()
-                continue
-            if self.draining:
-                until_connected(functools.partial(self.worker.push_back, claim), self._backoff)
-                return
-            try:
-                until_connected(functools.partial(self.intake.take, claim), self._backoff)
-            except Exception as exc:
-                self.intake.give_up(claim, exc)
+            return False
+        if self.draining:
+            until_connected(functools.partial(self.worker.push_back, claim), self._backoff)
+            return True
+        try:
+            until_connected(functools.partial(self.intake.take, claim), self._backoff)
+        except Exception as exc:
+            self.intake.give_up(claim, exc)
+        return False
 
     def _has_room(self) -> bool:
         held = self.allocator.holders()
