@@ -40,7 +40,7 @@ from overnight.agent.worker import AgentWorker
 from overnight.agent.workspace import GitCredentials, Workspaces
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.connection import connect
-from overnight.queue.records import TaskRecord
+from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -255,10 +255,17 @@ class Daemon:
     def _run_task(self, task: ActiveTask, run: Callable[[ActiveTask], Ending]) -> None:
         gpus = f" on GPU {','.join(task.gpu_ids)}" if task.gpu_ids else ""
         log.info("task %s: taken from %s%s", task.task_id, task.record.options.queue, gpus)
+        started = time.monotonic()
         try:
             ending = run(task)
             detail = f": {ending.error}" if ending.error else ""
             log.info("task %s: %s%s", task.task_id, ending.status.value, detail)
+            if ending.status.is_final:
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    self.worker.count(
+                        finished=ending.status is TaskStatus.FINISHED,
+                        seconds=time.monotonic() - started,
+                    )
         finally:
             self.allocator.release(task.task_id)
             with self._lock:

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 from collections.abc import Collection, Sequence
+from datetime import timedelta
 
 import redis
 from rq import Queue, Worker
@@ -149,6 +150,16 @@ class AgentWorker:
         job.started_at = job.ended_at = now()
         self.connection.lrem(claim.queue.intermediate_queue_key, 1, claim.job_id)
         self.rq.handle_job_failure(job, claim.queue, exc_string=reason)
+
+    def count(self, *, finished: bool, seconds: float) -> None:
+        """Add one task to the worker's statistics (``rq info`` shows them)."""
+        with self.connection.pipeline() as pipe:
+            if finished:
+                self.rq.increment_successful_job_count(pipe)
+            else:
+                self.rq.increment_failed_job_count(pipe)
+            self.rq.increment_total_working_time(timedelta(seconds=seconds), pipe)
+            pipe.execute()
 
     def maintain(self) -> None:
         """RQ's own registry upkeep, at most every ten minutes across all workers of a queue."""

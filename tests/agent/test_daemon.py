@@ -88,6 +88,18 @@ def test_first_queue_named_goes_first(
     assert marker.read_text().split() == [high.id, low.id]
 
 
+def test_rq_counts_the_tasks_an_agent_ran(
+    agent_store: TaskStore, project: Repo, config: AgentConfig
+) -> None:
+    enqueue(agent_store, project)
+    enqueue(agent_store, project, "--exit", "1")
+    run_burst(config)
+    counts = agent_store.redis.hmget(
+        "rq:worker:agent-a", "successful_job_count", "failed_job_count"
+    )
+    assert counts == [b"1", b"1"]
+
+
 def test_two_agents_racing_run_each_task_exactly_once(
     agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
 ) -> None:
