@@ -6,15 +6,10 @@ import os
 import tempfile
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.gitrepo import Repo, assert_round_trip, make_repo
-
-# A failing example makes hypothesis import libcst, whose mypy_extensions import warns; with
-# filterwarnings=error that would hide the falsifying example behind an INTERNALERROR.
-pytestmark = pytest.mark.filterwarnings("ignore:mypy_extensions.TypedDict:DeprecationWarning")
 
 NAMES = (
     "a.txt",

@@ -6,10 +6,6 @@ from hypothesis import strategies as st
 
 from overnight.recorder.urls import strip_credentials, url_host
 
-# A failing example makes hypothesis import libcst, whose mypy_extensions import warns; with
-# filterwarnings=error that would hide the falsifying example behind an INTERNALERROR.
-pytestmark = pytest.mark.filterwarnings("ignore:mypy_extensions.TypedDict:DeprecationWarning")
-
 
 @pytest.mark.parametrize(
     ("url", "expected"),
