@@ -1,9 +1,14 @@
-"""Task workspaces on an agent: a shared mirror per repo, and a fresh tree per task.
+"""Task workspaces on an agent: a shared mirror per repo, a verified tree per snapshot, and a
+fresh copy of it per task.
 
-``root/mirrors/<repo>.git`` holds each remote's branches and tags; a task whose commit is already
-there costs no network at all, otherwise only the missing objects are fetched. Mirrors are shared
-by every agent on the host under a file lock (exclusive to fetch, shared to clone from). Each task
-gets ``root/tasks/<task_id>``, rebuilt by :func:`overnight.recorder.checkout.reconstruct`.
+``root/mirrors/<repo>.git`` holds each remote's branches and tags; a commit already there costs no
+network at all, otherwise only the missing objects are fetched. The first task of a snapshot
+rebuilds its tree once into ``root/trees/<key>`` with :func:`overnight.recorder.checkout.reconstruct`
+(which checks it against the recorded tree id); every task then gets ``root/tasks/<task_id>``, a
+copy of that tree: its own git checkout, with the recorded change uncommitted as on the laptop.
+The copy costs no git command at all, so the tasks of a sweep start fast. Git's object files,
+which git never changes in place, are hard-linked; everything else is copied. Mirrors and trees
+are shared by every agent on the host under file locks (exclusive to build, shared to read).
 
 Private repos use the agent's own credentials: its SSH keys and git credential helpers, or a token
 per host from the agent's config (:class:`GitCredentials`), never the laptop's. git never prompts,
@@ -13,7 +18,9 @@ so a missing credential fails at once, naming the host.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -21,7 +28,6 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from overnight.agent.locks import FileLock
@@ -43,9 +49,10 @@ _AUTH_HINTS = (
     "returned error: 401",
 )
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+MAX_TREES = 8  # verified trees kept per host, least recently used evicted first
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class GitCredentials:
     """How an agent authenticates to git remotes: tokens per host and an ssh command.
 
@@ -54,7 +61,7 @@ class GitCredentials:
     ``ssh_command`` replaces ``ssh`` (``ssh -i /keys/deploy``); batch mode is always added.
     """
 
-    tokens: Mapping[str, str] = field(default_factory=dict)
+    tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
     ssh_command: str | None = None
     username: str = "x-access-token"  # for tokens given without a user
 
@@ -78,7 +85,7 @@ class GitCredentials:
 
 
 class Workspaces:
-    """Mirrors and per-task trees under ``root``."""
+    """Mirrors, verified trees and per-task copies under ``root``."""
 
     def __init__(
         self,
@@ -88,16 +95,22 @@ class Workspaces:
         keep: bool = False,
         fetch_timeout: float = 1800.0,
         lock_timeout: float | None = None,
+        max_trees: int = MAX_TREES,
     ) -> None:
         self.root = Path(root)
         self.credentials = credentials or GitCredentials()
         self.keep = keep
         self.fetch_timeout = fetch_timeout
         self.lock_timeout = lock_timeout
+        self.max_trees = max(1, max_trees)
 
     @property
     def mirrors(self) -> Path:
         return self.root / "mirrors"
+
+    @property
+    def trees(self) -> Path:
+        return self.root / "trees"
 
     def task_dir(self, task_id: str) -> Path:
         if not _TASK_ID.match(task_id):
@@ -111,6 +124,10 @@ class Workspaces:
         digest = hashlib.sha256(url.encode()).hexdigest()[:12]
         return self.mirrors / f"{name}-{digest}.git"
 
+    def tree_dir(self, snapshot: Snapshot) -> Path:
+        """Where the verified tree of ``snapshot`` is kept: a hash of all that defines it."""
+        return self.trees / tree_key(snapshot)
+
     def create(self, task_id: str, snapshot: Snapshot, log: Callable[[str], None]) -> Path:
         """A fresh tree for the task at ``root/tasks/<task_id>``; raises ReconstructError."""
         dest = self.task_dir(task_id)
@@ -118,30 +135,30 @@ class Workspaces:
             log(f"removing the workspace left by an earlier attempt at {dest}")
             _rmtree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        repo = snapshot.spec.repo
-        env = self.credentials.env()
         started = time.monotonic()
-        if repo.url is None:
-            log("the task has no remote: rebuilding from its bundle")
-            reconstruct(snapshot, dest, git_env=env)
-        else:
-            mirror = self.mirror_dir(repo.url)
-            lock = mirror.with_suffix(".lock")
-            with FileLock(lock, shared=True, timeout=self.lock_timeout):
-                ready = _has_commit(mirror, repo.commit, env)
-            if ready:
-                log(f"mirror of {repo.url} has {repo.commit[:7]}; nothing to fetch")
-            else:
-                with FileLock(lock, timeout=self.lock_timeout):
-                    self._update_mirror(repo.url, mirror, env, log)
-            with FileLock(lock, shared=True, timeout=self.lock_timeout):
-                reconstruct(snapshot, dest, source=str(mirror), git_env=env)
-        parts = [f"commit {repo.commit[:7]}"]
-        if snapshot.spec.patch:
-            parts.append(f"patch of {snapshot.spec.patch.size} bytes")
-        if snapshot.spec.bundle:
+        tree = self.tree_dir(snapshot)
+        lock = self.trees / "locks" / f"{tree.name[:2]}.lock"
+        with FileLock(lock, shared=True, timeout=self.lock_timeout):
+            reused = _ready(tree)
+            if reused:
+                _copy_tree(tree, dest)
+        if not reused:
+            with FileLock(lock, timeout=self.lock_timeout):
+                reused = _ready(tree)
+                if not reused:
+                    self._build(tree, snapshot, log)
+                _copy_tree(tree, dest)
+            if not reused:
+                self._evict(keep=tree)
+        spec = snapshot.spec
+        parts = [f"commit {spec.repo.commit[:7]}"]
+        if spec.patch:
+            parts.append(f"patch of {spec.patch.size} bytes")
+        if spec.bundle:
             parts.append("unpushed commits from the bundle")
-        log(f"workspace ready at {dest}: {', '.join(parts)} ({time.monotonic() - started:.1f} s)")
+        how = "a copy of the tree rebuilt for an earlier task" if reused else "rebuilt"
+        elapsed = time.monotonic() - started
+        log(f"workspace ready at {dest}: {', '.join(parts)}; {how} ({elapsed:.1f} s)")
         return dest
 
     def remove(self, task_id: str) -> None:
@@ -151,6 +168,51 @@ class Workspaces:
         dest = self.task_dir(task_id)
         if dest.exists():
             _rmtree(dest)
+
+    def _build(self, tree: Path, snapshot: Snapshot, log: Callable[[str], None]) -> None:
+        """Rebuild the snapshot's tree at ``tree``; the caller holds its lock exclusively."""
+        for stale in [tree, *tree.parent.glob(f".{tree.name}.*.tmp")]:
+            if stale.exists():  # a build that died half-way, or a tree being evicted
+                _rmtree(stale)
+        _ready_mark(tree).unlink(missing_ok=True)
+        tmp = tree.with_name(f".{tree.name}.{os.getpid()}.tmp")
+        repo = snapshot.spec.repo
+        # No hook samples from git's templates: fewer files to copy for every task.
+        env = {**self.credentials.env(), "GIT_TEMPLATE_DIR": ""}
+        if repo.url is None:
+            log("the task has no remote: rebuilding from its bundle")
+            reconstruct(snapshot, tmp, git_env=env)
+        else:
+            mirror = self.mirror_dir(repo.url)
+            mirror_lock = mirror.with_suffix(".lock")
+            with FileLock(mirror_lock, shared=True, timeout=self.lock_timeout):
+                ready = _has_commit(mirror, repo.commit, env)
+            if ready:
+                log(f"mirror of {repo.url} has {repo.commit[:7]}; nothing to fetch")
+            else:
+                with FileLock(mirror_lock, timeout=self.lock_timeout):
+                    self._update_mirror(repo.url, mirror, env, log)
+            with FileLock(mirror_lock, shared=True, timeout=self.lock_timeout):
+                reconstruct(snapshot, tmp, source=str(mirror), git_env=env)
+        tmp.rename(tree)
+        _ready_mark(tree).touch()
+
+    def _evict(self, keep: Path) -> None:
+        """Remove the least recently used trees beyond ``max_trees``; never one in use."""
+        marks = sorted(self.trees.glob("*.ready"), key=_mtime, reverse=True)
+        for mark in marks[self.max_trees :]:
+            tree = mark.with_suffix("")
+            if tree == keep:
+                continue
+            lock = FileLock(self.trees / "locks" / f"{tree.name[:2]}.lock")
+            if not lock.try_acquire():  # being copied or built: next time
+                continue
+            try:
+                mark.unlink(missing_ok=True)
+                if tree.exists():
+                    _rmtree(tree)
+            finally:
+                lock.release()
 
     def _update_mirror(
         self, url: str, mirror: Path, env: Mapping[str, str], log: Callable[[str], None]
@@ -200,14 +262,73 @@ def _unreachable(url: str, exc: GitError) -> str:
     return message
 
 
+def tree_key(snapshot: Snapshot) -> str:
+    """A hash of everything the rebuilt tree depends on: the repo state, the patch, the bundle."""
+    spec = snapshot.spec
+    parts = {
+        "repo": dataclasses.asdict(spec.repo),
+        "patch": spec.patch.sha256 if spec.patch else None,
+        "bundle": spec.bundle.sha256 if spec.bundle else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _ready_mark(tree: Path) -> Path:
+    return tree.with_name(f"{tree.name}.ready")
+
+
+def _ready(tree: Path) -> bool:
+    """Whether ``tree`` was built completely; marks it as just used (for eviction)."""
+    mark = _ready_mark(tree)
+    try:
+        os.utime(mark)
+    except FileNotFoundError:
+        return False
+    return tree.is_dir()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    """Copy a checkout: modes, times and symlinks kept; git's object files hard-linked.
+
+    git writes object files once and never changes them, so the copy and the source can share
+    them; every other file (the tree, the index, refs, config) is the copy's own.
+    """
+    source_text = str(source)
+
+    def copy(src: str, dst: str) -> str:
+        rel = src[len(source_text) + 1 :].split(os.sep)
+        if rel[0] == ".git" and "objects" in rel[1:-1]:
+            try:
+                os.link(src, dst)
+                return dst
+            except OSError:
+                pass  # another file system, or links not allowed: copy it
+        return str(shutil.copy2(src, dst))
+
+    try:
+        shutil.copytree(source, dest, symlinks=True, copy_function=copy)
+    except (OSError, shutil.Error) as exc:
+        _rmtree(dest, missing_ok=True)
+        raise ReconstructError(f"cannot copy the task's tree to {dest}: {exc}") from exc
+
+
 def _has_commit(mirror: Path, commit: str, env: Mapping[str, str]) -> bool:
     return mirror.is_dir() and Git(mirror, extra_env=env).ok(
         "cat-file", "-e", f"{commit}^{{commit}}"
     )
 
 
-def _rmtree(path: Path) -> None:
+def _rmtree(path: Path, *, missing_ok: bool = False) -> None:
     """Remove a tree, making read-only folders writable first (git objects, installed files)."""
+    if missing_ok and not os.path.lexists(path):
+        return
 
     def retry(func: Callable[[str], object], name: str, _: object) -> None:
         parent = os.path.dirname(name)

@@ -47,14 +47,101 @@ def test_create_rebuilds_the_tree_from_a_shared_mirror(repo: Repo, tmp_path: Pat
 
 def test_a_commit_already_mirrored_needs_no_network(repo: Repo, tmp_path: Path) -> None:
     spaces = Workspaces(tmp_path / "ws")
-    snap = _snap(repo)
-    spaces.create("t1", snap, _Log())
+    spaces.create("t1", _snap(repo), _Log())
     assert repo.origin is not None
     repo.origin.rename(tmp_path / "origin-gone.git")  # any fetch would now fail
+    repo.write("train.py", "print('another uncommitted change')\n")  # a new tree, same commit
     log = _Log()
-    dest = spaces.create("t2", snap, log)
+    dest = spaces.create("t2", _snap(repo), log)
     assert any("nothing to fetch" in line for line in log)
     assert worktree_state(dest) == worktree_state(repo.path)
+
+
+def _porcelain(path: Path) -> str:
+    return git(path, "status", "--porcelain", "--untracked-files=all")
+
+
+def _dirty(repo: Repo) -> Snapshot:
+    repo.write("train.py", "print('edited')\n")
+    repo.write("data/new.bin", b"\x00\x01\xff")
+    repo.write("run.sh", "#!/bin/sh\necho run\n").chmod(0o755)
+    (repo.path / "latest").symlink_to("train.py")
+    return _snap(repo)
+
+
+def test_the_tasks_of_one_snapshot_copy_its_verified_tree_without_git(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spaces = Workspaces(tmp_path / "ws")
+    snap = _dirty(repo)
+    first = _Log()
+    spaces.create("t1", snap, first)
+    assert "; rebuilt (" in first[-1]
+
+    def no_git(*args: object, **kwargs: object) -> None:
+        raise AssertionError("git ran for a tree already built")
+
+    for name in ("run", "ok", "text"):
+        monkeypatch.setattr(Git, name, no_git)
+    log = _Log()
+    dest = spaces.create("t2", snap, log)
+    assert "a copy of the tree rebuilt for an earlier task" in log[-1]
+    monkeypatch.undo()
+    assert worktree_state(dest) == worktree_state(repo.path)
+    assert _porcelain(dest) == _porcelain(repo.path) != ""  # the change is uncommitted, as there
+    assert git(dest, "rev-parse", "HEAD", "--abbrev-ref", "HEAD") == git(
+        repo.path, "rev-parse", "HEAD", "--abbrev-ref", "HEAD"
+    )
+    assert git(dest, "remote", "get-url", "origin").strip() == str(repo.origin)
+
+
+def test_a_task_changing_its_copy_changes_nothing_for_the_next(repo: Repo, tmp_path: Path) -> None:
+    spaces = Workspaces(tmp_path / "ws")
+    snap = _dirty(repo)
+    expected, status = worktree_state(repo.path), _porcelain(repo.path)
+    first = spaces.create("t1", snap, _Log())
+    (first / "train.py").write_text("print('changed by the task')\n")
+    (first / "run.sh").chmod(0o644)
+    (first / "out.txt").write_text("results")
+    git(first, "add", "-A")
+    git(first, "commit", "-q", "-m", "the task commits")
+    git(first, "gc", "--quiet", "--prune=now")  # repacks: the shared object files go away here
+    second = spaces.create("t2", snap, _Log())
+    assert worktree_state(second) == expected
+    assert _porcelain(second) == status
+    assert worktree_state(spaces.tree_dir(snap)) == expected
+    git(second, "fsck", "--strict", "--no-dangling")  # raises on a missing or broken object
+
+
+def test_trees_beyond_the_limit_are_evicted_least_recently_used(repo: Repo, tmp_path: Path) -> None:
+    spaces = Workspaces(tmp_path / "ws", max_trees=2)
+    snaps = []
+    for n in range(3):
+        repo.write("train.py", f"print({n})\n")
+        snaps.append(_snap(repo))
+    spaces.create("a", snaps[0], _Log())
+    spaces.create("b", snaps[1], _Log())
+    os.utime(spaces.tree_dir(snaps[1]).with_name(spaces.tree_dir(snaps[1]).name + ".ready"), (1, 1))
+    spaces.create("a2", snaps[0], _Log())  # a is now the more recently used
+    spaces.create("c", snaps[2], _Log())
+    kept = {p.name for p in spaces.trees.iterdir() if p.is_dir() and p.name != "locks"}
+    assert kept == {spaces.tree_dir(snaps[0]).name, spaces.tree_dir(snaps[2]).name}
+    log = _Log()
+    dest = spaces.create("b2", snaps[1], log)  # evicted: rebuilt, still exact
+    assert "; rebuilt (" in log[-1]
+    assert (dest / "train.py").read_text() == "print(1)\n"
+
+
+def test_a_tree_whose_build_died_half_way_is_built_again(repo: Repo, tmp_path: Path) -> None:
+    spaces = Workspaces(tmp_path / "ws")
+    snap = _dirty(repo)
+    half = spaces.tree_dir(snap)
+    half.mkdir(parents=True)
+    (half / "train.py").write_text("half written")
+    (half.parent / f".{half.name}.999999.tmp").mkdir()
+    dest = spaces.create("t", snap, _Log())
+    assert worktree_state(dest) == worktree_state(repo.path)
+    assert not (half.parent / f".{half.name}.999999.tmp").exists()
 
 
 def test_only_a_missing_commit_triggers_a_fetch(repo: Repo, tmp_path: Path) -> None:
