@@ -1,8 +1,39 @@
-"""overnight: queue ML experiments from a laptop; GPU machines run them exactly as they were."""
+"""overnight: queue ML experiments from a laptop; GPU machines run them exactly as they were.
 
-from overnight.api import enqueue, get
-from overnight.errors import OvernightError
-from overnight.spec import Snapshot, TaskSpec
+The names below are imported on first use, so ``import overnight`` (and the CLI) stays cheap.
+"""
 
-__all__ = ["OvernightError", "Snapshot", "TaskSpec", "enqueue", "get"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from overnight.api import enqueue, get, snapshot
+    from overnight.errors import OvernightError
+    from overnight.spec import Snapshot, TaskSpec
+
+__all__ = ["OvernightError", "Snapshot", "TaskSpec", "enqueue", "get", "snapshot"]
 __version__ = "0.1.0"
+
+_HOMES = {
+    "enqueue": "overnight.api",
+    "get": "overnight.api",
+    "snapshot": "overnight.api",
+    "OvernightError": "overnight.errors",
+    "Snapshot": "overnight.spec",
+    "TaskSpec": "overnight.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'overnight' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,4 +1,4 @@
-"""The Python API for scripts and notebooks: ``overnight.enqueue(...)`` and ``overnight.get(id)``.
+"""The Python API for scripts and notebooks: ``overnight.enqueue``, ``get`` and ``snapshot``.
 
 Settings come as for the CLI: arguments > ``OVERNIGHT_*`` environment > config file > defaults.
 
@@ -6,6 +6,7 @@ Settings come as for the CLI: arguments > ``OVERNIGHT_*`` environment > config f
     >>> [task] = overnight.enqueue("python train.py --lr 0.01", queue="gpu", note="baseline")
     >>> runs = overnight.enqueue(["python", "train.py"], sweep={"lr": [0.1, 0.01]})
     >>> overnight.get(task.id).status
+    >>> overnight.snapshot("python train.py").spec.repo.commit  # no Redis needed
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit_sweep
 from overnight.queue.sweeps import Sweep
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+from overnight.spec import Snapshot
 
 
 def enqueue(
@@ -55,7 +57,43 @@ def enqueue(
         store, config, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
         after=after,
     )  # fmt: skip
-    snapshot_options = SnapshotOptions(
+    recording = _snapshot_options(config, requirements, env, note, tags, name)
+    sweeps = [Sweep(k, tuple(str(v) for v in values)) for k, values in (sweep or {}).items()]
+    where = Path(cwd) if cwd is not None else Path.cwd()
+    return submit_command(store, where, argv, options, recording, sweeps)
+
+
+def snapshot(
+    command: str | Sequence[str],
+    *,
+    name: str | None = None,
+    note: str = "",
+    tags: Sequence[str] = (),
+    env: Sequence[str] = (),
+    requirements: str | Path | None = None,
+    cwd: str | Path | None = None,
+) -> Snapshot:
+    """What ``enqueue`` would record for ``command`` at ``cwd`` (default: here), without Redis.
+
+    ``snapshot(...).spec`` is the task spec; ``.to_json()`` its JSON form, as
+    ``overnight snapshot --json`` prints it. Raises SnapshotError subclasses.
+    """
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    config = load_client_config()
+    recording = _snapshot_options(config, requirements, env, note, tags, name)
+    where = Path(cwd) if cwd is not None else Path.cwd()
+    return take_snapshot(where, argv, recording, dict(os.environ))
+
+
+def _snapshot_options(
+    config: ClientConfig,
+    requirements: str | Path | None,
+    env: Sequence[str],
+    note: str,
+    tags: Sequence[str],
+    name: str | None,
+) -> SnapshotOptions:
+    return SnapshotOptions(
         requirements_file=Path(requirements) if requirements is not None else None,
         env=tuple(env),
         note=note,
@@ -64,9 +102,6 @@ def enqueue(
         max_snapshot_mb=config.max_snapshot_mb,
         max_untracked_file_mb=config.max_untracked_file_mb,
     )
-    sweeps = [Sweep(k, tuple(str(v) for v in values)) for k, values in (sweep or {}).items()]
-    where = Path(cwd) if cwd is not None else Path.cwd()
-    return submit_command(store, where, argv, options, snapshot_options, sweeps)
 
 
 def get(task_id: str, *, redis_url: str | None = None) -> TaskRecord:

@@ -1,6 +1,7 @@
 """The ``overnight`` command: a click group whose subcommands live in :mod:`overnight.commands`.
 
-Errors from overnight reach the user as one line on stderr and a named exit code.
+Errors from overnight reach the user as one line on stderr and a named exit code. A command's
+module is imported only when that command runs, so ``--help`` and quick commands start fast.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import enum
 from typing import Any
 
 import click
+from click.utils import make_default_short_help
 
-from overnight import errors
+from overnight import commands, errors
 
 
 class ExitCode(enum.IntEnum):
@@ -50,7 +52,8 @@ def exit_code_for(exc: errors.OvernightError) -> ExitCode:
 
 
 class OvernightGroup(click.Group):
-    """A group that turns :class:`OvernightError` into one line on stderr and its exit code."""
+    """A group whose commands are imported on first use (from :data:`overnight.commands.COMMANDS`)
+    and that turns :class:`OvernightError` into one line on stderr and its exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -59,8 +62,37 @@ class OvernightGroup(click.Group):
             click.echo(f"overnight: error: {exc}", err=True)
             ctx.exit(exit_code_for(exc))
 
+    @property
+    def lazy(self) -> dict[str, commands.Entry]:
+        return commands.COMMANDS.get(self.name or "", {})
 
-@click.group(cls=OvernightGroup)
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = self.lazy.get(cmd_name)
+        if cmd_name not in self.commands and entry is not None:
+            commands.load(entry.module, cli, agent)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own listing, with the registry's help for commands not imported yet.
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows: list[tuple[str, str]] = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is None:
+                rows.append((name, make_default_short_help(self.lazy[name].help, limit)))
+            elif not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=OvernightGroup, name="overnight")
 @click.version_option(package_name="overnight")
 def cli() -> None:
     """Queue experiments from a laptop; GPU machines run them exactly as they were."""
@@ -69,16 +101,6 @@ def cli() -> None:
 @cli.group(cls=OvernightGroup)
 def agent() -> None:
     """Commands run on a worker machine."""
-
-
-def _register() -> None:
-    # Each area adds its commands to `cli` or `agent` in its own module under overnight.commands.
-    from overnight.commands import register
-
-    register(cli, agent)
-
-
-_register()
 
 
 def main() -> None:

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
-from overnight.cli import ExitCode, exit_code_for
+import importlib
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from overnight import commands
+from overnight.cli import ExitCode, cli, exit_code_for
 from overnight.errors import ConnectionFailed, OvernightError, SnapshotError, TaskNotFound
-from tests.fixtures.cli import run_cli
+from tests.fixtures.cli import run_cli, subprocess_env
+
+HEAVY = ("docker", "rq", "redis", "rich", "pynvml", "psutil", "git", "yaml", "overnight.agent")
 
 
 def test_help_runs_as_a_subprocess() -> None:
@@ -16,3 +27,90 @@ def test_errors_map_to_named_exit_codes() -> None:
     assert exit_code_for(TaskNotFound("x")) is ExitCode.NOT_FOUND
     assert exit_code_for(SnapshotError("x")) is ExitCode.SNAPSHOT
     assert exit_code_for(OvernightError("x")) is ExitCode.FAILURE
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(COLUMNS="80"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def _cli_code(*args: str) -> str:
+    """Python that runs ``overnight ARGS`` in-process and requires exit code 0."""
+    return (
+        "from overnight.cli import cli\n"
+        "try:\n"
+        f"    cli({list(args)!r}, prog_name='overnight')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+    )
+
+
+def _modules_loaded_by(code: str) -> list[str]:
+    """The overnight.commands modules and heavy libraries a fresh interpreter has after ``code``."""
+    probe = (
+        f"import sys\n{code}\n"
+        f"print(' '.join(m for m in sys.modules if m.startswith({HEAVY!r}) "
+        "or m.startswith('overnight.commands.')), file=sys.stderr)"
+    )
+    return _python(probe).stderr.split()
+
+
+def test_help_imports_no_command_module_nor_heavy_library() -> None:
+    assert _modules_loaded_by(_cli_code("--help") + _cli_code("agent", "--help")) == []
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    loaded = _modules_loaded_by(_cli_code("snapshot", "--help"))
+    assert "overnight.commands.snapshot" in loaded
+    assert not [m for m in loaded if m.startswith(("overnight.commands.tasks", "docker", "rq"))]
+
+
+def test_import_overnight_is_cheap_and_its_api_resolves_on_use() -> None:
+    assert _modules_loaded_by("import overnight") == []
+    import overnight
+
+    assert overnight.enqueue.__module__ == "overnight.api"
+    assert overnight.snapshot.__module__ == "overnight.api"
+    assert set(overnight.__all__) <= set(dir(overnight))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        overnight.no_such_name  # noqa: B018
+
+
+def test_registry_matches_what_the_modules_register() -> None:
+    registered: dict[str, dict[str, commands.Entry]] = {"overnight": {}, "agent": {}}
+    for module in commands.MODULES:
+        top, agent = click.Group("overnight"), click.Group("agent")
+        importlib.import_module(f"overnight.commands.{module}").register(top, agent)
+        for group in (top, agent):
+            for name, command in group.commands.items():
+                help_line = command.get_short_help_str(limit=1000)
+                registered[group.name or ""][name] = commands.Entry(module, help_line)
+    assert registered == commands.COMMANDS
+
+
+def test_help_lists_every_command_as_click_would() -> None:
+    # The lazy listing equals click's own once every command is loaded (fresh interpreters).
+    load_all = (
+        "from overnight import commands\n"
+        "from overnight.cli import cli, agent\n"
+        "for module in commands.MODULES:\n"
+        "    commands.load(module, cli, agent)\n"
+    )
+    for args in (["--help"], ["agent", "--help"]):
+        lazy = _python(_cli_code(*args)).stdout
+        assert lazy == _python(load_all + _cli_code(*args)).stdout
+    lazy_top = run_cli("--help").stdout
+    for name in ("agent", "snapshot", "enqueue", "ls", "show", "logs", "cancel", "retry", "clone"):
+        assert f"\n  {name} " in lazy_top
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["no-such-command"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "No such command 'no-such-command'" in result.output

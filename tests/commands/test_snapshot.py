@@ -13,7 +13,7 @@ from overnight.config import ClientConfig
 from overnight.recorder.snapshot import SnapshotOptions
 from overnight.spec import Snapshot
 from tests.fixtures.cli import run_cli
-from tests.fixtures.gitrepo import Repo, worktree_state
+from tests.fixtures.gitrepo import Repo
 
 
 def _invoke(args: list[str]) -> tuple[int, str, str]:
@@ -82,28 +82,6 @@ def test_size_limit_comes_from_flag_then_environment(
     assert code == 0
 
 
-def test_checkout_rebuilds_from_a_spec_file(
-    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    repo.write("new dir/data.bin", b"\x00\xff\x00")
-    repo.write("train.py", "print('edited')\n")
-    monkeypatch.chdir(repo.path)
-    spec = tmp_path / "task.json"
-    assert _invoke(["snapshot", "-o", str(spec), "--", "python", "train.py"])[0] == 0
-    code, out, _ = _invoke(["agent", "checkout", str(spec), str(tmp_path / "rebuilt")])
-    assert code == 0 and "+ patch" in out
-    assert worktree_state(tmp_path / "rebuilt") == worktree_state(repo.path)
-
-
-def test_checkout_errors_are_one_line(tmp_path: Path) -> None:
-    code, _, err = _invoke(["agent", "checkout", str(tmp_path / "none.json"), str(tmp_path / "d")])
-    assert code == ExitCode.USAGE and "no such file" in err and err.count("\n") == 1
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    code, _, err = _invoke(["agent", "checkout", str(bad), str(tmp_path / "d")])
-    assert code == ExitCode.SPEC and "not valid JSON" in err
-
-
 def test_errors_reach_the_user_as_one_line_in_a_subprocess(tmp_path: Path, repo: Repo) -> None:
     proc = run_cli("snapshot", "--", "python", "train.py", cwd=tmp_path)
     assert proc.returncode == ExitCode.SNAPSHOT
@@ -155,18 +133,3 @@ def test_snapshot_options_decorator_and_flags_for_enqueue() -> None:
         max_untracked_file_mb=9.0,
     )
     assert options_from_flags({}, ClientConfig(max_snapshot_mb=7.0)).max_snapshot_mb == 7.0
-
-
-def test_checkout_rebuilds_a_queued_task_by_id(
-    repo: Repo, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    repo.write("train.py", "print('edited for the task')\n")
-    repo.write("untracked.txt", "along for the ride")
-    monkeypatch.chdir(repo.path)
-    monkeypatch.setenv("OVERNIGHT_REDIS_URL", redis_url)
-    code, out, _ = _invoke(["enqueue", "-q", "q", "--", "python", "train.py"])
-    assert code == 0
-    task_id = out.split()[0]
-    code, out, _ = _invoke(["agent", "checkout", task_id[:6], str(tmp_path / "rebuilt")])
-    assert code == 0 and "+ patch" in out
-    assert worktree_state(tmp_path / "rebuilt") == worktree_state(repo.path)
