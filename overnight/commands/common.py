@@ -19,7 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from overnight.config import ClientConfig, load_client_config
-from overnight.errors import ConnectionFailed, QueueError
+from overnight.errors import ConnectionFailed, OvernightError, QueueError
+from overnight.queue.connection import redact_url
 from overnight.queue.store import TaskStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,13 +47,23 @@ def _redis_errors(f: F) -> F:
         try:
             return f(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            where = _shown_url(kwargs.get("redis_url"))
             raise ConnectionFailed(
-                f"lost the connection to Redis: {exc}; check that it is up and run the command again"
+                f"lost the connection to Redis{where}: {exc}; check that it is up and run the "
+                "command again"
             ) from exc
         except redis.RedisError as exc:
             raise QueueError(f"Redis refused a command: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def _shown_url(flag: str | None) -> str:
+    """`` at URL`` (password hidden) for an error message, or nothing if it cannot be told."""
+    try:
+        return f" at {redact_url(load_config(flag).redis_url)}"
+    except OvernightError:
+        return ""
 
 
 def json_option(f: F) -> F:

@@ -1,30 +1,41 @@
-"""Connecting to Redis: one place that turns a URL into a checked client or a clear error."""
+"""Connecting to Redis: one place that turns a URL into a checked client or a clear error.
+
+Every form redis-py reads works: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS;
+``?ssl_ca_certs=/path/ca.pem`` or ``?ssl_cert_reqs=none`` in the query) and
+``unix:///path/to/socket?db=0``. Messages show the URL with its password replaced.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
+from redis.exceptions import AuthorizationError
 
 from overnight.errors import ConnectionFailed
 
+_SECRET_PARAMS = frozenset({"password", "ssl_password"})
+
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe to print."""
+    """The URL with its password (in the user part or the query) replaced by ``***``."""
     try:
         parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return "<unparseable URL>"
-    if parts.password is None:
+    secret_query = any(k in _SECRET_PARAMS for k, _ in query)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not (at and ":" in userinfo) and not secret_query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = (
+        f"{userinfo.partition(':')[0]}:***@{hostport}" if at and ":" in userinfo else parts.netloc
+    )
+    text = f"{parts.scheme}://{netloc}{parts.path}"
+    if query:
+        hidden = [(k, "***" if k in _SECRET_PARAMS else v) for k, v in query]
+        text += "?" + (urlencode(hidden, safe="/*") if secret_query else parts.query)
+    return text + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
@@ -36,18 +47,43 @@ def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
     shown = redact_url(url)
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise ConnectionFailed(
-            f"invalid Redis URL {shown}: {exc}; use redis://[user:password@]host:port/db, "
-            "rediss://... or unix:///path/to/socket"
+            f"invalid Redis URL {shown}: {_reason(exc, url, shown)}; use "
+            "redis://[user:password@]host:port/db, rediss://... or unix:///path/to/socket"
         ) from exc
     try:
         client.ping()
+    except (redis.AuthenticationError, AuthorizationError) as exc:
+        client.close()
+        raise ConnectionFailed(
+            f"Redis at {shown} refused the credentials: {_reason(exc, url, shown)}; check the "
+            "user and password in the URL (redis://user:password@host:port/db)"
+        ) from exc
+    except redis.ResponseError as exc:  # NOPERM on PING: the user exists but may not do this
+        client.close()
+        raise ConnectionFailed(
+            f"Redis at {shown} refused PING: {_reason(exc, url, shown)}; give the user the "
+            "commands overnight needs (ACL SETUSER ... +@all ~* &*)"
+        ) from exc
     except redis.RedisError as exc:
         client.close()
-        reason = str(exc).replace(url, shown).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConnectionFailed(
-            f"cannot reach Redis at {shown}: {reason}; start Redis or pass --redis-url "
-            "(or set OVERNIGHT_REDIS_URL)"
+            f"cannot reach Redis at {shown}: {_reason(exc, url, shown)}; start Redis or pass "
+            "--redis-url (or set OVERNIGHT_REDIS_URL)"
         ) from exc
     return client
+
+
+def _reason(exc: Exception, url: str, shown: str) -> str:
+    """The first line of what redis-py said, with the URL (and so its password) redacted."""
+    text = str(exc).replace(url, shown).strip()
+    try:
+        parts = urlsplit(url)
+        secrets = [parts.password, *(v for k, v in parse_qsl(parts.query) if k in _SECRET_PARAMS)]
+    except ValueError:
+        secrets = []
+    for secret in secrets:
+        if secret and len(secret) >= 4:  # shorter ones would mangle ordinary words
+            text = text.replace(secret, "***")
+    return text.splitlines()[0] if text else type(exc).__name__

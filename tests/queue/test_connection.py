@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
-from pathlib import Path
-
 import pytest
 
 from overnight.errors import ConnectionFailed
 from overnight.queue.connection import connect, redact_url
+from overnight.queue.records import TaskOptions
+from overnight.queue.store import TaskStore
+from tests.fixtures.redis_urls import PASSWORD, USER, SecuredRedis
 from tests.fixtures.services import free_port
+from tests.fixtures.tasks import make_snapshot
 
 
 def test_connect_pings(redis_url: str) -> None:
@@ -37,25 +36,46 @@ def test_redact_url() -> None:
     assert redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
     assert redact_url("rediss://u:p@h:1/2") == "rediss://u:***@h:1/2"
     assert redact_url("redis://:p@h/0") == "redis://:***@h/0"
-
-
-def test_unix_socket(tmp_path: Path) -> None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    sock = tmp_path / "redis.sock"
-    proc = subprocess.Popen(
-        [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    assert redact_url("redis://u:p@ss@h/0") == "redis://u:***@h/0"
+    assert redact_url("redis://h/0?password=pw&db=1") == "redis://h/0?password=***&db=1"
+    assert (
+        redact_url("unix:///run/r.sock?db=0&password=x") == "unix:///run/r.sock?db=0&password=***"
     )
+    assert redact_url("unix://:pw@/run/r.sock") == "unix://:***@/run/r.sock"
+    assert redact_url("redis://u:p@h:bad/0") == "redis://u:***@h:bad/0"
+
+
+@pytest.mark.parametrize("form", ["tls", "unix", "user"])
+def test_every_url_form_reaches_the_store(secured_redis: SecuredRedis, form: str) -> None:
+    url = {
+        "tls": secured_redis.tls_url,
+        "unix": secured_redis.unix_url,
+        "user": secured_redis.user_url(),
+    }[form]
+    client = connect(url)
     try:
-        deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        client = connect(f"unix://{sock}?db=0")
-        assert client.ping()
-        client.close()
+        record = TaskStore(client).submit(make_snapshot(), TaskOptions(queue="gpu"))
+        assert TaskStore(client).get(record.id) == record
+        assert client.acl_whoami() == (USER if form == "user" else "default")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        client.flushdb()
+        client.close()
+
+
+def test_a_wrong_password_is_one_line_without_it(secured_redis: SecuredRedis) -> None:
+    with pytest.raises(ConnectionFailed) as info:
+        connect(secured_redis.user_url("wrong-password-7"))
+    message = str(info.value)
+    assert "refused the credentials" in message and "check the user and password" in message
+    assert "wrong-password-7" not in message and f"rediss://{USER}:***@127.0.0.1" in message
+    assert "\n" not in message
+
+
+def test_tls_with_an_unknown_ca_is_one_line(secured_redis: SecuredRedis) -> None:
+    url = f"rediss://{USER}:{PASSWORD}@127.0.0.1:{secured_redis.tls_port}/0"
+    with pytest.raises(ConnectionFailed) as info:
+        connect(url, timeout=2.0)
+    message = str(info.value)
+    assert message.startswith(f"cannot reach Redis at rediss://{USER}:***@127.0.0.1")
+    assert "certificate verify failed" in message.lower()
+    assert PASSWORD not in message and "\n" not in message
