@@ -25,7 +25,7 @@ from overnight.queue.cancel import cancel_queue
 from overnight.queue.durations import parse_duration, parse_since
 from overnight.queue.gc import collect
 from overnight.queue.index import Query
-from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.queue.records import TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import Submission, TaskStore
 from overnight.recorder.params import set_param
 
@@ -185,11 +185,14 @@ def wait_command(task_ids: tuple[str, ...], timeout: str | None, redis_url: str 
     start = last_reap = time.monotonic()
     all_finished = True
     while pending:
-        for record in store.get_many(pending):
-            if record.status.is_final or record.status is TaskStatus.CORRUPT:
-                click.echo(f"{record.id} {record.status.value}")
-                all_finished &= record.status is TaskStatus.FINISHED
-                pending.remove(record.id)
+        records = {r.id: r for r in store.get_many(pending)}
+        for task_id in list(pending):
+            record = records.get(task_id)
+            status = record.status.value if record is not None else "gone (removed from Redis)"
+            if record is None or record.status.is_final or record.status is TaskStatus.CORRUPT:
+                click.echo(f"{task_id} {status}")
+                all_finished &= record is not None and record.status is TaskStatus.FINISHED
+                pending.remove(task_id)
         if not pending:
             break
         if limit is not None and time.monotonic() - start > limit:
@@ -235,13 +238,27 @@ def cancel_command(task_ids: tuple[str, ...], queue: str | None, redis_url: str 
         click.get_current_context().exit(code)
 
 
+_NEW_QUEUE = click.option(
+    "-q", "--queue", default=None, help="Queue for the new task (default: the same)."
+)
+_NEW_GPUS = click.option(
+    "--gpus", type=click.IntRange(min=0), default=None, help="GPUs (default: the same)."
+)
+
+
 @click.command("retry")
 @click.argument("task_id", metavar="ID")
-@click.option("-q", "--queue", default=None, help="Queue for the new task (default: the same).")
+@_NEW_QUEUE
+@_NEW_GPUS
 @json_option
 @redis_option
-def retry_command(task_id: str, queue: str | None, as_json: bool, redis_url: str | None) -> None:
-    """Enqueue the same spec again as a new task linked to the first; prints the new id."""
+def retry_command(
+    task_id: str, queue: str | None, gpus: int | None, as_json: bool, redis_url: str | None
+) -> None:
+    """Enqueue the same spec again as a new task linked to the first; prints the new id.
+
+    The new task's `show` says `retry of ID`; the first one's notes say `retried as NEW`.
+    """
     _, store = store_for(redis_url)
     record = store.get(store.resolve(task_id))
     if not record.status.is_final:
@@ -249,22 +266,26 @@ def retry_command(task_id: str, queue: str | None, as_json: bool, redis_url: str
             f"task {record.id} is {record.status.value}; retry an ended task "
             "(cancel this one first, or `overnight clone` it)"
         )
-    options = dataclasses.replace(record.options, queue=queue or record.options.queue, after=())
+    options = _new_options(record, queue, gpus)
     snapshot = store.recorded_snapshot(record.id)
     sub = Submission(snapshot, options, argv=record.argv, name=record.name, retry_of=record.id)
-    _print_new(store.submit_many([sub])[0], as_json)
+    new = store.submit_many([sub])[0]
+    store.add_note(record.id, f"retried as {new.id}")
+    _print_new(new, as_json)
 
 
 @click.command("clone")
 @click.argument("task_id", metavar="ID")
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="Change a param.")
-@click.option("-q", "--queue", default=None, help="Queue for the new task (default: the same).")
+@_NEW_QUEUE
+@_NEW_GPUS
 @json_option
 @redis_option
 def clone_command(
     task_id: str,
     settings: tuple[str, ...],
     queue: str | None,
+    gpus: int | None,
     as_json: bool,
     redis_url: str | None,
 ) -> None:
@@ -285,9 +306,20 @@ def clone_command(
     argv = record.argv
     for name, value in changes:
         argv = set_param(argv, name, value)
-    options = dataclasses.replace(record.options, queue=queue or record.options.queue, after=())
+    options = _new_options(record, queue, gpus)
     sub = Submission(store.recorded_snapshot(record.id), options, argv=argv, name=record.name)
     _print_new(store.submit_many([sub])[0], as_json)
+
+
+def _new_options(record: TaskRecord, queue: str | None, gpus: int | None) -> TaskOptions:
+    """The options of a retry or clone: the first task's, with no ``after``, queue and GPUs as
+    given."""
+    return dataclasses.replace(
+        record.options,
+        queue=queue or record.options.queue,
+        gpus=record.options.gpus if gpus is None else gpus,
+        after=(),
+    )
 
 
 def _print_new(record: TaskRecord, as_json: bool) -> None:

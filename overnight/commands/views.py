@@ -96,7 +96,7 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
     if options.timeout is not None:
         extras.append(f"timeout={format_duration(options.timeout)}")
     if options.retries:
-        extras.append(f"retries={options.retries}")
+        extras.append(f"retries={options.retries} (requeued if its agent vanishes, not on failure)")
     rows.append(("options", " ".join(extras)))
     if options.after:
         rows.append(("after", " ".join(options.after)))
@@ -139,8 +139,8 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
         rows.append(("time", format_duration(duration(record))))
     if record.exit_code is not None:
         rows.append(("exit code", str(record.exit_code)))
-    if record.attempt:
-        rows.append(("attempt", str(record.attempt + 1)))
+    if record.attempt or options.retries:
+        rows.append(("attempt", f"{record.attempt + 1} of {options.retries + 1}"))
     if record.retry_of:
         rows.append(("retry of", record.retry_of))
     width = max(len(k) for k, _ in rows) + 2
@@ -163,5 +163,8 @@ def _resources(record: TaskRecord) -> list[str]:
         return []
     from overnight.agent.monitor import describe_resources
 
-    described = describe_resources(report)
+    try:
+        described = describe_resources(report)
+    except (TypeError, ValueError, KeyError, AttributeError):  # written by hand or by a buggy agent
+        return ["resources: (the report on this record cannot be read)"]
     return ["resources:", *(f"  {line}" for line in described)] if described else []

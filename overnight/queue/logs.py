@@ -149,7 +149,9 @@ class LogStore:
                 last = entry.id
             yield entry
         key = keys.log(task_id)
-        done = False
+        done = until()  # a task that already ended: drain what is left and stop, without waiting
+        if done:
+            block = 0.001
         while True:
             reply: Any = self._redis.xread(
                 {key: last}, count=_TRIM_CHUNK, block=max(1, int(block * 1000))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -102,14 +103,25 @@ class TaskRecord:
     def from_json(cls, text: str | bytes) -> TaskRecord:
         try:
             data = json.loads(text)
+        except ValueError as exc:
+            raise CorruptRecord(
+                f"task record cannot be decoded: it is not valid JSON ({exc})"
+            ) from exc
+        if not isinstance(data, dict):
+            raise CorruptRecord(
+                f"task record cannot be decoded: it is JSON {type(data).__name__}, not an object"
+            )
+        try:
             return cls.from_dict(data)
-        except (ValueError, TypeError, KeyError) as exc:
+        except KeyError as exc:
+            raise CorruptRecord(f"task record cannot be decoded: field {exc} is missing") from exc
+        except (ValueError, TypeError) as exc:
             raise CorruptRecord(f"task record cannot be decoded: {exc}") from exc
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskRecord:
         """Build and type-check a record; raises ValueError, TypeError or KeyError when malformed."""
-        opts = dict(data["options"])
+        opts = dict(_mapping(data["options"]))
         opts["after"] = _strs(opts.get("after", ()))
         for name, check in _OPTION_CHECKS.items():
             if name in opts:
@@ -120,26 +132,28 @@ class TaskRecord:
             spec_id=_str(data["spec_id"]),
             options=options,
             status=TaskStatus(data["status"]),
-            created=float(data.get("created", 0.0)),
+            created=_time(data.get("created", 0.0)),
             history=[
-                StatusChange(TaskStatus(h["status"]), float(h["at"]), _str(h.get("note", "")))
-                for h in data.get("history", [])
+                StatusChange(
+                    TaskStatus(_mapping(h)["status"]), _time(h["at"]), _str(h.get("note", ""))
+                )
+                for h in _list(data.get("history", []))
             ],
             name=_opt(data.get("name"), _str),
             argv=_strs(data.get("argv", ())),
-            params={_str(k): _str(v) for k, v in dict(data.get("params", {})).items()},
+            params={_str(k): _str(v) for k, v in _mapping(data.get("params", {})).items()},
             tags=_strs(data.get("tags", ())),
             agent=_opt(data.get("agent"), _str),
             gpu_ids=_strs(data.get("gpu_ids", ())),
-            started=_opt(data.get("started"), float),
-            ended=_opt(data.get("ended"), float),
+            started=_opt(data.get("started"), _time),
+            ended=_opt(data.get("ended"), _time),
             exit_code=_opt(data.get("exit_code"), _int),
-            phase=Phase(data["phase"]) if data.get("phase") else None,
+            phase=Phase(_str(data["phase"])) if data.get("phase") else None,
             error=_opt(data.get("error"), _str),
             attempt=_int(data.get("attempt", 0)),
             retry_of=_opt(data.get("retry_of"), _str),
             notes=list(_strs(data.get("notes", []))),
-            extra=dict(data.get("extra", {})),
+            extra=_extra(data.get("extra", {})),
         )
 
 
@@ -168,8 +182,65 @@ def _strs(value: Any) -> tuple[str, ...]:
     return tuple(_str(v) for v in value)
 
 
-def _opt_float(value: Any) -> float | None:
-    return _opt(value, float)
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any) -> float:
+    """A finite JSON number (NaN and infinities would break every duration and date shown)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
+    return float(value)
+
+
+_LATEST_TIME = 32503680000.0  # year 3000: later stamps cannot be shown as dates
+
+
+def _time(value: Any) -> float:
+    """A unix time that can be shown as a date."""
+    stamp = _number(value)
+    if not 0 <= stamp < _LATEST_TIME:
+        raise ValueError(f"time {stamp} is out of range")
+    return stamp
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    seconds = _number(value)
+    if not 0 <= seconds < _LATEST_TIME:
+        raise ValueError(f"duration {seconds} is out of range")
+    return seconds
+
+
+def _extra(value: Any) -> dict[str, Any]:
+    """The free-form ``extra`` object; the resource report in it is checked, because ``show``,
+    ``summary`` and ``top`` compute with its numbers."""
+    extra = dict(_mapping(value))
+    resources = extra.get("resources")
+    if resources is not None:
+        report = _mapping(resources)
+        for stats in _mapping(report.get("summary", {})).values():
+            numbers = _mapping(stats)
+            for name in ("peak", "mean"):
+                _number(numbers[name])
+            for number in numbers.values():
+                _number(number)
+        for why in _mapping(report.get("off", {})).values():
+            _str(why)
+        for points in _mapping(report.get("series", {})).values():
+            _list(points)
+    return extra
 
 
 def _opt_str(value: Any) -> str | None:
@@ -180,9 +251,9 @@ _OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
     "queue": _str,
     "gpus": _int,
     "image": _opt_str,
-    "timeout": _opt_float,
+    "timeout": _seconds,
     "retries": _int,
-    "grace": _opt_float,
+    "grace": _seconds,
 }
 
 

@@ -110,7 +110,7 @@ class TaskStore:
     # -- reading ------------------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskRecord:
-        raw = replies.raw(self.redis.get(keys.task(task_id)))
+        raw = _read_record(self.redis, task_id)
         if raw is None:
             raise TaskNotFound(f"no task {task_id}; `overnight ls` lists tasks")
         return _decode(task_id, raw)
@@ -121,9 +121,13 @@ class TaskStore:
             return []
         out = []
         values = self.redis.mget([keys.task(t) for t in task_ids])
+        absent = [t for t, v in zip(task_ids, values, strict=True) if v is None]
+        misfiled = _not_strings(self.redis, absent) if absent else set()
         for task_id, value in zip(task_ids, values, strict=True):
             raw = replies.raw(value)
             if raw is None:
+                if task_id in misfiled:
+                    out.append(corrupt_placeholder(task_id, _WRONG_TYPE.format(task_id)))
                 continue
             try:
                 out.append(_decode(task_id, raw))
@@ -247,7 +251,7 @@ class TaskStore:
             while True:
                 try:
                     replies.watch(pipe, key)
-                    raw = replies.raw(pipe.get(key))
+                    raw = _read_record(pipe, task_id)
                     if raw is None:
                         raise TaskNotFound(f"no task {task_id}; `overnight ls` lists tasks")
                     old = _decode(task_id, raw)
@@ -309,13 +313,45 @@ def corrupt_placeholder(task_id: str, reason: str) -> TaskRecord:
     )
 
 
+_WRONG_TYPE = (
+    "task {}: its Redis key is not a string (changed by hand?); "
+    "remove it with `overnight gc --corrupt`"
+)
+
+
+def _read_record(client: redis.Redis | Pipeline, task_id: str) -> bytes | None:
+    """The raw record, None when missing; a key of another Redis type is a corrupt record."""
+    try:
+        return replies.raw(client.get(keys.task(task_id)))
+    except redis.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        raise CorruptRecord(_WRONG_TYPE.format(task_id)) from exc
+
+
+def _not_strings(client: redis.Redis, task_ids: Sequence[str]) -> set[str]:
+    """Which of these ids (MGET said nil) have a record key of another type than string."""
+    pipe = client.pipeline(transaction=False)
+    for task_id in task_ids:
+        pipe.type(keys.task(task_id))
+    found = pipe.execute()
+    return {t for t, kind in zip(task_ids, found, strict=True) if replies.text(kind) != "none"}
+
+
 def _decode(task_id: str, raw: bytes) -> TaskRecord:
     try:
         record = TaskRecord.from_json(raw)
     except CorruptRecord as exc:
-        raise CorruptRecord(f"task {task_id}: {exc}; remove it with `overnight gc`") from exc
+        raise CorruptRecord(
+            f"task {task_id}: {exc}; remove it with `overnight gc --corrupt`"
+        ) from exc
     if record.status is TaskStatus.CORRUPT:
         raise CorruptRecord(f"task {task_id}: stored status 'corrupt' is not a real status")
+    if record.id != task_id:
+        raise CorruptRecord(
+            f"task {task_id}: its record names task {record.id!r}; "
+            "remove it with `overnight gc --corrupt`"
+        )
     return record
 
 

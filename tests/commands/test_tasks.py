@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from overnight.cli import ExitCode
+from overnight.commands.views import LS_HEADERS, when
 from overnight.queue import keys
 from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
@@ -40,6 +41,28 @@ def test_ls_shows_tasks_and_filters(cli_env: Repo, store: TaskStore) -> None:
     assert [r["id"] for r in rows] == [done] and rows[0]["exit_code"] == 0
     assert invoke("ls", "--tag", "nope").stdout.strip() == "no tasks match"
     assert invoke("ls", "--since", "yesterday").exit_code == ExitCode.USAGE
+    assert [r["id"] for r in json.loads(invoke("ls", "--limit", "1", "--json").stdout)] == [done]
+    assert len(json.loads(invoke("ls", "--since", "1h", "--json").stdout)) == 2
+    assert invoke("ls", "--since", "2999-01-01").stdout.strip() == "no tasks match"
+
+
+def test_ls_columns(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
+    """id, name or command, params, status, queue, agent, GPUs, started, duration, exit."""
+    task_id = store.submit(
+        make_snapshot(("python", "train.py", "--lr", "0.1"), tags=("abl",)),
+        TaskOptions(queue="gpu", gpus=2),
+    ).id
+    store.transition(task_id, TaskStatus.RUNNING, agent="box1", gpu_ids=("2", "3"))
+    store.transition(task_id, TaskStatus.FAILED, exit_code=3)
+    record = json.loads(redis_client.get(keys.task(task_id)) or b"")
+    record["ended"] = record["started"] + 3725  # ran 1h02m05s
+    redis_client.set(keys.task(task_id), json.dumps(record))
+    header, _, row = invoke("ls", "--tag", "abl").stdout.splitlines()[:3]
+    assert header.split() == list(LS_HEADERS)
+    cells = row.split()
+    assert cells[0] == task_id and cells[1:4] == ["python", "train.py", "--lr"]
+    assert cells[5:] == ["lr=0.1", "failed", "gpu", "box1", "2,3", when(record["started"]),
+                         "1h02m", "3"]  # fmt: skip
 
 
 def test_a_corrupt_record_never_crashes_ls(
@@ -53,6 +76,54 @@ def test_a_corrupt_record_never_crashes_ls(
     assert "corrupt" in line and good in result.stdout
     shown = invoke("show", bad)
     assert shown.exit_code == ExitCode.QUEUE and "cannot be decoded" in shown.stderr
+
+
+_GOOD = {"id": "", "spec_id": "s", "options": {"queue": "gpu"}, "status": "running", "at": 0}
+_CORRUPTIONS: dict[str, bytes | dict[str, object] | None] = {
+    "truncated": b'{"id": "',
+    "not an object": b"[1, 2]",
+    "wrong type": {"argv": "python train.py"},
+    "NaN time": {"started": float("nan")},
+    "another id": {"id": "0123456789ab"},
+    "bad resources": {"extra": {"resources": {"summary": {"cpu_pct": {"peak": "high"}}}}},
+    "a hash key": None,
+}
+_COMMANDS = [
+    ["ls"], ["ls", "--json"], ["show"], ["show", "--json"], ["logs"], ["logs", "-f"],
+    ["cancel"], ["retry"], ["clone", "--set", "lr=1"], ["wait"], ["queues"], ["workers"],
+    ["summary"], ["top", "--once"], ["top", "--json"], ["cancel", "-q", "gpu"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(_CORRUPTIONS))
+def test_a_corrupt_record_never_crashes_a_command(
+    cli_env: Repo, store: TaskStore, redis_client: redis.Redis, kind: str
+) -> None:
+    bad = _task(store, queue="gpu")
+    store.transition(bad, TaskStatus.RUNNING, agent="box1", heartbeat_ttl=600)
+    corruption = _CORRUPTIONS[kind]
+    redis_client.delete(keys.task(bad))
+    if corruption is None:
+        redis_client.hset(keys.task(bad), "status", "running")
+    elif isinstance(corruption, bytes):
+        redis_client.set(keys.task(bad), corruption)
+    else:
+        redis_client.set(keys.task(bad), json.dumps({**_GOOD, "id": bad, **corruption}))
+    for command in _COMMANDS:
+        args = [*command[:1], bad, *command[1:]] if command[0] in _BY_ID else command
+        result = invoke(*args)
+        assert result.exit_code in (0, ExitCode.FAILURE, ExitCode.QUEUE), (args, result.output)
+        assert len(result.stderr.strip().splitlines()) <= 1, (args, result.stderr)
+        if result.exit_code == ExitCode.QUEUE:
+            assert "remove it with `overnight gc --corrupt`" in result.stderr, args
+    assert f"{bad} corrupt" in invoke("wait", bad).stdout
+    line = next(ln for ln in invoke("ls").stdout.splitlines() if bad in ln)
+    assert "corrupt" in line
+    assert "1 corrupt record(s)" in invoke("gc", "--corrupt").stdout
+    assert not redis_client.exists(keys.task(bad))
+
+
+_BY_ID = {"show", "logs", "cancel", "retry", "clone", "wait"}
 
 
 def test_show_by_prefix(cli_env: Repo, store: TaskStore) -> None:
@@ -112,6 +183,9 @@ def test_wait_exit_code_says_whether_all_finished(cli_env: Repo, store: TaskStor
     assert f"{bad} failed" in result.stdout
     pending = _task(store)
     assert invoke("wait", pending, "--timeout", "1s").exit_code == ExitCode.FAILURE
+    threading.Timer(0.3, store.redis.delete, args=(keys.task(pending),)).start()
+    gone = invoke("wait", pending)  # removed while waited for (gc, by hand): no endless wait
+    assert gone.exit_code == ExitCode.FAILURE and f"{pending} gone" in gone.stdout
 
 
 def test_cancel(cli_env: Repo, store: TaskStore) -> None:
@@ -150,6 +224,19 @@ def test_retry_links_a_new_task_to_the_first(cli_env: Repo, store: TaskStore) ->
     assert retry.retry_of == first and retry.spec_id == original.spec_id
     assert (retry.argv, retry.options) == (original.argv, original.options)
     assert retry.history[0].note == f"retry of {first}"
+    assert store.get(first).notes == [f"retried as {retry.id}"]
+    shown = invoke("show", retry.id).stdout
+    assert f"retry of:     {first}" in shown
+    assert f"retried as {retry.id}" in invoke("show", first).stdout
+    elsewhere = store.get(invoke("retry", first, "-q", "cpu", "--gpus", "0").stdout.strip())
+    assert (elsewhere.options.queue, elsewhere.options.gpus) == ("cpu", 0)
+
+
+def test_show_says_what_retries_do(cli_env: Repo, store: TaskStore) -> None:
+    task_id = _task(store, queue="gpu", gpus=1, retries=2)
+    out = invoke("show", task_id).stdout
+    assert "retries=2 (requeued if its agent vanishes, not on failure)" in out
+    assert "attempt:      1 of 3" in out
 
 
 def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
@@ -163,6 +250,12 @@ def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
     assert clone.params == {"lr": "0.003", "epochs": "20", "amp": "1"}
     assert clone.options.queue == "gpu" and clone.spec_id == store.get(first).spec_id
     assert store.load_snapshot(clone.id).spec.argv == clone.argv
+    on_cpu = store.get(invoke("clone", first, "--gpus", "0", "-q", "cpu").stdout.strip())
+    assert (on_cpu.options.queue, on_cpu.options.gpus, on_cpu.argv) == (
+        "cpu",
+        0,
+        store.get(first).argv,
+    )
     bad = invoke("clone", first, "--set", "lr")
     assert bad.exit_code == ExitCode.USAGE and "NAME=VALUE" in bad.stderr
 
@@ -176,6 +269,27 @@ def test_gc(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
     assert invoke("gc", "--older-than", "0s").stdout.startswith("removed 1 task(s)")
     assert not redis_client.exists(keys.task(old)) and store.get(live)
     assert invoke("gc", "--older-than", "a month").exit_code == ExitCode.USAGE
+
+
+def test_gc_older_than_30d_keeps_what_ended_later(
+    cli_env: Repo, store: TaskStore, redis_client: redis.Redis
+) -> None:
+    month = 30 * 86400
+    ages = {"31d": 31 * 86400, "29d": 29 * 86400}
+    ids = {}
+    for label, age in ages.items():
+        ids[label] = task_id = _task(store)
+        _run(store, task_id)
+        record = json.loads(redis_client.get(keys.task(task_id)) or b"")
+        record["created"] = record["ended"] = time.time() - age  # as if it ended then
+        redis_client.set(keys.task(task_id), json.dumps(record))
+        redis_client.zadd(keys.BY_CREATED, {task_id: time.time() - age})
+    live = _task(store)
+    redis_client.zadd(keys.BY_CREATED, {live: time.time() - 2 * month})  # old but still queued
+    assert invoke("gc", "--older-than", "30d").stdout.startswith("removed 1 task(s)")
+    assert not redis_client.exists(keys.task(ids["31d"]))
+    assert store.get(ids["29d"]).status is TaskStatus.FINISHED
+    assert store.get(live).status is TaskStatus.QUEUED
 
 
 @pytest.mark.parametrize("command", ["ls", "queues", "workers"])
@@ -222,4 +336,4 @@ def test_redis_going_away_midway_is_one_line(
         server.stop()
     assert result.exit_code == ExitCode.CONNECTION
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("overnight: error: lost the connection to Redis")
+    assert line.startswith(f"overnight: error: lost the connection to Redis at {server.url}")

@@ -22,7 +22,17 @@ def test_record_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"{", b"[]", b'{"id": "x"}', b'{"id":"x","spec_id":"y","options":{},"status":"bogus"}']
+    "raw",
+    [
+        b"{",
+        b"[]",
+        b"null",
+        b'"text"',
+        b'{"id": "x"}',
+        b'{"id":"x","spec_id":"y","options":{},"status":"bogus"}',
+        b'{"id":"x","spec_id":"y","options":[],"status":"queued"}',
+        b"\xff\xfe garbage",
+    ],
 )
 def test_corrupt_records_raise_one_error_type(raw: bytes) -> None:
     with pytest.raises(CorruptRecord):
@@ -52,6 +62,17 @@ def test_json_leaves_defaults_out_and_round_trips() -> None:
         ("options", {"queue": "gpu", "timeout": "8h"}),
         ("options", {"queue": 3}),
         ("notes", [None]),
+        ("params", [["lr", "1"]]),
+        ("created", float("nan")),
+        ("started", float("inf")),
+        ("ended", 1e300),
+        ("history", [{"status": "queued", "at": -5}]),
+        ("options", {"queue": "gpu", "timeout": float("nan")}),
+        ("extra", [["a", 1]]),
+        ("extra", {"resources": "high"}),
+        ("extra", {"resources": {"summary": {"cpu_pct": {"peak": "high", "mean": 1}}}}),
+        ("extra", {"resources": {"summary": {"cpu_pct": {"mean": 1}}}}),
+        ("extra", {"resources": {"off": {"gpu": 5}}}),
     ],
 )
 def test_wrongly_typed_fields_are_corrupt(field: str, value: object) -> None:
@@ -59,3 +80,10 @@ def test_wrongly_typed_fields_are_corrupt(field: str, value: object) -> None:
     data[field] = value
     with pytest.raises(CorruptRecord):
         TaskRecord.from_json(json.dumps(data))
+
+
+def test_a_resource_report_as_the_monitor_writes_it_is_kept() -> None:
+    report = {"summary": {"cpu_pct": {"peak": 90.0, "mean": 40.5, "last": 3, "samples": 7}},
+              "series": {"cpu_pct": [[0.0, 1.0]]}, "off": {"gpu": "no NVIDIA driver"}}  # fmt: skip
+    rec = TaskRecord(id="abc", spec_id="s", options=TaskOptions(), extra={"resources": report})
+    assert TaskRecord.from_json(rec.to_json()).extra == {"resources": report}

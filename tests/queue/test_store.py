@@ -39,6 +39,26 @@ def test_get_unknown_and_corrupt(store: TaskStore, redis_client: redis.Redis) ->
         store.get("abcdef123456")
 
 
+def test_a_key_of_another_type_or_a_misnamed_record_is_corrupt(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    hashed, misnamed = (store.submit(make_snapshot(), TaskOptions()).id for _ in range(2))
+    redis_client.delete(keys.task(hashed))
+    redis_client.hset(keys.task(hashed), "status", "queued")
+    other = store.get(misnamed).to_json().replace(misnamed, "0123456789ab")
+    redis_client.set(keys.task(misnamed), other)
+    for task_id, reason in ((hashed, "is not a string"), (misnamed, "names task '0123456789ab'")):
+        with pytest.raises(CorruptRecord, match=reason):
+            store.get(task_id)
+        with pytest.raises(CorruptRecord, match=reason):
+            store.transition(task_id, TaskStatus.CANCELED)
+    records = store.get_many([hashed, misnamed])
+    assert [(r.id, r.status) for r in records] == [
+        (hashed, TaskStatus.CORRUPT),
+        (misnamed, TaskStatus.CORRUPT),
+    ]
+
+
 def test_get_many_shows_corrupt_records_and_skips_missing(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
