@@ -74,8 +74,8 @@ say "example repo at $RUN/project (uncommitted change + untracked file)"
 git status --short
 
 # 5. A 3-run sweep over the learning rate.
-say "overnight enqueue -q demo --sweep lr=0.3,0.1,0.03 -- python train.py --lr 0.1 --epochs 20"
-overnight enqueue -q demo --sweep lr=0.3,0.1,0.03 -m "demo: which learning rate?" \
+say "overnight enqueue -q demo --gpus 0 --sweep lr=0.3,0.1,0.03 -- python train.py --lr 0.1 --epochs 20"
+overnight enqueue -q demo --gpus 0 --sweep lr=0.3,0.1,0.03 -m "demo: which learning rate?" \
   -- python train.py --lr 0.1 --epochs 20 | tee "$RUN/ids.txt"
 
 # 6. One agent, in burst mode: it runs the queue empty and exits.

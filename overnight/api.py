@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from overnight.config import ClientConfig, load_client_config
+from overnight.errors import ConfigError
 from overnight.queue.durations import parse_duration
 from overnight.queue.records import TaskOptions, TaskRecord
 from overnight.queue.store import TaskStore
@@ -30,7 +31,7 @@ def enqueue(
     command: str | Sequence[str],
     *,
     queue: str | None = None,
-    gpus: int = 0,
+    gpus: int | None = None,
     image: str | None = None,
     timeout: float | str | None = None,
     retries: int = 0,
@@ -47,8 +48,10 @@ def enqueue(
     """Snapshot the working tree at ``cwd`` (default: here) and queue ``command``.
 
     Returns the new task's record in a list, or with ``sweep`` ({"lr": [0.1, 0.01], ...}) the
-    records of the cross product. ``timeout`` is seconds or a duration such as "8h". Raises
-    OvernightError subclasses, as the CLI reports them.
+    records of the cross product. ``timeout`` is seconds or a duration such as "8h". ``gpus``
+    defaults as for ``overnight enqueue`` (see :func:`default_gpus`); ``retries`` requeues the
+    task when its agent vanishes, not when it fails. Raises OvernightError subclasses, as the CLI
+    reports them.
     """
     argv = shlex.split(command) if isinstance(command, str) else list(command)
     config = load_client_config(flags={"redis_url": redis_url})
@@ -115,23 +118,39 @@ def task_options(
     config: ClientConfig,
     *,
     queue: str | None,
-    gpus: int,
+    gpus: int | None,
     image: str | None,
     timeout: float | str | None,
     retries: int,
     after: Sequence[str],
     grace: float | str | None = None,
 ) -> TaskOptions:
-    """How to run the task, with durations parsed and ``after`` prefixes resolved."""
+    """How to run the task, with durations parsed, ``after`` prefixes resolved and ``gpus``
+    (None: not given) defaulted by queue."""
+    queue = queue or config.default_queue
     return TaskOptions(
-        queue=queue or config.default_queue,
-        gpus=gpus,
+        queue=queue,
+        gpus=default_gpus(config, queue) if gpus is None else gpus,
         image=image,
         timeout=parse_duration(timeout, what="--timeout") if isinstance(timeout, str) else timeout,
         retries=retries,
         after=tuple(store.resolve(a) for a in after),
         grace=parse_duration(grace, what="--grace") if isinstance(grace, str) else grace,
     )
+
+
+def default_gpus(config: ClientConfig, queue: str) -> int:
+    """GPUs a task on ``queue`` asks for when none are named: ``default_gpus`` when configured,
+    else 0 on a CPU queue (listed in ``cpu_queues``, or named ``cpu...``) and 1 on the others."""
+    if config.default_gpus is not None:
+        if config.default_gpus < 0:
+            raise ConfigError(f"default_gpus must be 0 or more, not {config.default_gpus}")
+        return config.default_gpus
+    return 0 if is_cpu_queue(config, queue) else 1
+
+
+def is_cpu_queue(config: ClientConfig, queue: str) -> bool:
+    return queue in config.cpu_queues or queue.lower().startswith("cpu")
 
 
 def submit_command(

@@ -34,6 +34,10 @@ class ClientConfig:
     max_untracked_file_mb: float = 5.0
     log_cap_mb: float = 50.0
     retention_days: float = 30.0
+    # GPUs a task asks for without --gpus: default_gpus when set, else 0 on a CPU queue (one in
+    # cpu_queues or whose name starts with "cpu") and 1 on any other queue.
+    default_gpus: int | None = None
+    cpu_queues: tuple[str, ...] = ("default", "cpu")
 
 
 def config_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -23,7 +23,14 @@ from overnight.queue.sweeps import expand, parse_sweep
     epilog=IGNORED_NOTE,
 )
 @click.option("-q", "--queue", default=None, help="Queue to put the task on (default: default).")
-@click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True, help="GPUs.")
+@click.option(
+    "--gpus",
+    type=click.IntRange(min=0),
+    default=None,
+    help="GPUs the task needs. Default: 0 on a CPU queue (one named in the cpu_queues setting, "
+    "'default' and 'cpu' unless set, or any name starting with 'cpu'), else 1; the default_gpus "
+    "setting replaces this rule.",
+)
 @click.option("--image", default=None, help="Docker image to run in (docker agents).")
 @click.option("--timeout", default=None, metavar="DURATION", help="Stop it after, e.g. 8h.")
 @click.option("--grace", default=None, metavar="DURATION", help="SIGTERM to SIGKILL delay.")
@@ -32,7 +39,8 @@ from overnight.queue.sweeps import expand, parse_sweep
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Times to requeue it if its agent vanishes.",
+    help="Times to requeue it when its agent vanishes (status lost). A run that fails (a "
+    "non-zero exit, a failed build) is not retried: `overnight retry ID` does that.",
 )
 @click.option("--after", multiple=True, metavar="ID", help="Start only after task ID finished.")
 @click.option(
@@ -48,7 +56,7 @@ from overnight.queue.sweeps import expand, parse_sweep
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def enqueue_command(
     queue: str | None,
-    gpus: int,
+    gpus: int | None,
     image: str | None,
     timeout: str | None,
     grace: str | None,

@@ -11,6 +11,7 @@ from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.cli import run_cli
 from tests.fixtures.gitrepo import Repo
+from tests.fixtures.redis_urls import SecuredRedis
 from tests.fixtures.services import free_port
 from tests.fixtures.tasks import invoke
 
@@ -85,7 +86,7 @@ def test_command_without_dashes_and_empty_command(cli_env: Repo, store: TaskStor
     result = invoke("enqueue", "-q", "gpu", "python", "train.py", "--gpus", "3")
     assert result.exit_code == 0, result.output
     record = store.get(result.stdout.strip())
-    assert record.argv == ("python", "train.py", "--gpus", "3") and record.options.gpus == 0
+    assert record.argv == ("python", "train.py", "--gpus", "3") and record.options.gpus == 1
     empty = invoke("enqueue", "-q", "gpu")
     assert empty.exit_code == ExitCode.USAGE and "no command to enqueue" in empty.stderr
 
@@ -107,3 +108,41 @@ def test_through_a_subprocess(cli_env: Repo, redis_url: str) -> None:
     down = run_cli("ls", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
     assert down.returncode == ExitCode.CONNECTION
     assert down.stderr.startswith("overnight: error: cannot reach Redis at redis://127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "gpus"),
+    [
+        ([], {}, 0),  # the default queue is a CPU queue
+        (["-q", "cpu-large"], {}, 0),
+        (["-q", "gpu"], {}, 1),
+        (["-q", "gpu", "--gpus", "0"], {}, 0),
+        (["-q", "batch"], {"OVERNIGHT_CPU_QUEUES": "batch,etl"}, 0),
+        (["-q", "cpu"], {"OVERNIGHT_DEFAULT_GPUS": "2"}, 2),
+    ],
+)
+def test_gpus_default_by_queue(
+    cli_env: Repo,
+    store: TaskStore,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    gpus: int,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = invoke("enqueue", *args, "--", "python", "train.py")
+    assert result.exit_code == 0, result.output
+    assert store.get(result.stdout.strip()).options.gpus == gpus
+
+
+def test_tls_user_and_unix_socket_urls(cli_env: Repo, secured_redis: SecuredRedis) -> None:
+    """rediss://user:pass@ to enqueue, unix:// to list: the same Redis, reached both ways."""
+    result = invoke("enqueue", "--redis-url", secured_redis.user_url(), "--", "python", "train.py")
+    assert result.exit_code == 0, result.output
+    task_id = result.stdout.strip()
+    listed = invoke("ls", "--json", "--redis-url", secured_redis.unix_url)
+    assert [t["id"] for t in json.loads(listed.stdout)] == [task_id]
+    bad = invoke("ls", "--redis-url", secured_redis.user_url("not-the-password"))
+    assert bad.exit_code == ExitCode.CONNECTION
+    assert "refused the credentials" in bad.stderr and "not-the-password" not in bad.stderr
