@@ -4,6 +4,10 @@ While Redis answers, each batch goes straight to the store. When a send fails fo
 connection, the batch and every later one are held: in memory up to a byte bound, beyond that
 appended to a spill file. The backlog is replayed oldest first (spill file, then memory) once
 Redis answers again, so the task's log ends up complete and in order.
+
+Lines the agent writes itself (:meth:`LogSink.line`: preparation progress, notes) go out with the
+task's next batch or at the next :meth:`LogSink.flush`, which the agent's housekeeping calls every
+``control_interval``: a task's preparation costs one round trip, not one per line.
 """
 
 from __future__ import annotations
@@ -51,36 +55,47 @@ class LogSink:
         self._spilled = 0  # lines in the spill file not yet delivered
         self._spill_offset = 0  # byte offset of the first undelivered spilled line
         self._retry_at = 0.0
+        self._unsent: list[Line] = []  # lines from :meth:`line`, waiting for a batch or a flush
         self._lock = threading.Lock()
 
     def __call__(self, batch: Sequence[Line]) -> None:
-        if not batch:
-            return
         with self._lock:
+            if self._unsent:
+                batch, self._unsent = [*self._unsent, *batch], []
+            if not batch:
+                return
             if not self._held and not self._spilled and self._send(batch):
                 return
             self._hold(batch)
             self._drain(force=False)
 
     def line(self, text: str) -> None:
-        """One line written now (preparation progress, agent notes)."""
-        self([(time.time(), text)])
+        """One line written now (preparation progress, agent notes); sent at the next batch or
+        flush."""
+        with self._lock:
+            self._unsent.append((time.time(), text))
 
     def flush(self, *, force: bool = True) -> bool:
-        """Try to deliver the backlog; True when nothing is held any more."""
+        """Try to deliver every line; True when nothing waits any more.
+
+        Without ``force``, lines held through an outage wait for the retry interval.
+        """
         with self._lock:
+            if self._unsent:
+                self._hold(self._unsent)
+                self._unsent = []
             return self._drain(force=force)
 
     @property
     def pending(self) -> int:
-        """Lines waiting for Redis."""
+        """Lines not delivered yet."""
         with self._lock:
-            return len(self._held) + self._spilled
+            return len(self._unsent) + len(self._held) + self._spilled
 
     def close(self) -> None:
         """Forget the spill file once everything was delivered."""
         with self._lock:
-            if not self._held and not self._spilled:
+            if not self._unsent and not self._held and not self._spilled:
                 self._spill.unlink(missing_ok=True)
 
     def _send(self, batch: Sequence[Line]) -> bool:

@@ -35,8 +35,43 @@ def test_lines_go_straight_through_while_redis_answers(tmp_path: Path) -> None:
     sink = LogSink(store.append, tmp_path / "spill.jsonl")
     sink(lines(0, 3))
     sink.line("prepared")
+    assert sink.flush()
     assert [t for _, t in store.lines] == ["line 0", "line 1", "line 2", "prepared"]
     assert sink.pending == 0
+
+
+def test_agent_lines_wait_for_the_next_batch_or_flush_and_go_in_one_call(
+    tmp_path: Path,
+) -> None:
+    store = FlakyStore()
+    sink = LogSink(store.append, tmp_path / "spill.jsonl")
+    sink.line("rebuilding the working tree")
+    sink.line("preparing the venv")
+    assert (store.calls, sink.pending) == (0, 2)
+    sink(lines(0, 2))
+    assert store.calls == 1
+    assert [t for _, t in store.lines] == [
+        "rebuilding the working tree",
+        "preparing the venv",
+        "line 0",
+        "line 1",
+    ]
+    sink.line("cancel requested")
+    assert sink.flush(force=False) and store.calls == 2 and sink.pending == 0
+    assert store.lines[-1][1] == "cancel requested"
+
+
+def test_agent_lines_written_during_an_outage_keep_their_place(tmp_path: Path) -> None:
+    store = FlakyStore()
+    sink = LogSink(store.append, tmp_path / "spill.jsonl", retry_interval=3600.0)
+    store.down = True
+    sink(lines(0, 2))
+    sink.line("note")
+    assert not sink.flush(force=False)
+    sink(lines(2, 1))
+    store.down = False
+    assert sink.flush()
+    assert [t for _, t in store.lines] == ["line 0", "line 1", "note", "line 2"]
 
 
 def test_outage_holds_lines_and_replays_them_in_order(tmp_path: Path) -> None:
