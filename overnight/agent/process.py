@@ -1,16 +1,21 @@
 """A task's command as a local subprocess: its own process group, stdout and stderr merged.
 
 The command runs in a new session, so its process group holds it and every child it starts;
-stopping the task signals the whole group, grandchildren included.
+stopping the task signals the whole group, grandchildren included. Where the kernel offers a
+pidfd (Linux 5.3+), waiting for the end is one blocking poll that wakes the moment the process
+exits, rather than a loop of short sleeps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import select
 import signal
 import subprocess
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -62,6 +67,9 @@ class LocalProcess(Process):
         self._pgid = self._popen.pid  # a new session's leader is its process group's leader
         self._on_exit = on_exit
         self._exit_lock = threading.Lock()
+        self._ended = _pidfd_poller(self._popen.pid)
+        if self._ended is not None:
+            weakref.finalize(self, self._ended.close)
 
     def output(self) -> Iterator[bytes]:
         stream = self._popen.stdout
@@ -80,6 +88,9 @@ class LocalProcess(Process):
         return self._exited(self._popen.poll())
 
     def wait(self, timeout: float | None = None) -> int | None:
+        if timeout is not None and self._ended is not None:
+            self._ended.wait(timeout)
+            return self.poll()
         try:
             code = self._popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -119,3 +130,29 @@ class LocalProcess(Process):
         if callback is not None:
             callback(code)
         return code
+
+
+class _PidfdPoller:
+    """A process's pidfd: readable once the process has ended."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+
+    def wait(self, timeout: float) -> None:
+        self._poll.poll(max(0, math.ceil(timeout * 1000)))
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _pidfd_poller(pid: int) -> _PidfdPoller | None:
+    """A poller on ``pid``'s end, or None where pidfds do not exist (not Linux, old kernel)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return _PidfdPoller(pidfd_open(pid))
+    except OSError:
+        return None

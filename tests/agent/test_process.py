@@ -107,3 +107,11 @@ def test_terminate_and_kill_reach_the_whole_group(tmp_path: Path) -> None:
     assert gone(grandchild)
     proc.kill()  # the group is gone; stopping again is harmless
     proc.close()
+
+
+def test_wait_returns_when_the_process_ends_not_when_the_timeout_does(tmp_path: Path) -> None:
+    proc = LocalProcess(
+        [PY, "-c", "import time; time.sleep(0.2)"], cwd=tmp_path, env=dict(os.environ)
+    )
+    proc.close()
+    assert proc.wait(timeout=3600) == 0  # a wait that slept out its timeout would hit pytest's
