@@ -43,6 +43,11 @@ def reconstruct(
     dest.mkdir(parents=True, exist_ok=True)
     try:
         _rebuild(snapshot, dest, source, git_env)
+    except GitError as exc:  # a step with no likelier cause to name (the checkout itself, say)
+        _clear(dest, remove=not existed)
+        raise ReconstructError(
+            f"cannot rebuild {snapshot.spec.repo.commit[:7]} at {dest}: {exc.reason}"
+        ) from exc
     except BaseException:
         _clear(dest, remove=not existed)
         raise

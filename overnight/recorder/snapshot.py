@@ -15,7 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from overnight.errors import EmptyCommandError, GitError, NoCommitError, NotAGitRepoError
+from overnight.errors import (
+    EmptyCommandError,
+    GitError,
+    NoCommitError,
+    NotAGitRepoError,
+    SnapshotError,
+)
 from overnight.recorder import bundle, patch
 from overnight.recorder.envvars import record_env
 from overnight.recorder.gitrepo import Git
@@ -57,12 +63,17 @@ def take_snapshot(
     task_env = record_env(options.env, env, allow_secret=options.allow_secret_env)
     cwd = Path(cwd).absolute()
     git, prefix = _open_repo(cwd, env)
-    repo, unpushed = _repo_state(git)
-    tree = patch.capture(
-        git,
-        max_untracked_file_mb=options.max_untracked_file_mb,
-        max_snapshot_mb=options.max_snapshot_mb,
-    )
+    try:
+        repo, unpushed = _repo_state(git)
+        tree = patch.capture(
+            git,
+            max_untracked_file_mb=options.max_untracked_file_mb,
+            max_snapshot_mb=options.max_snapshot_mb,
+        )
+    except GitError as exc:  # a damaged repository, a full disk: git's own words are the cause
+        raise SnapshotError(
+            f"cannot record the repository at {git.cwd}: {exc.reason}; check it with git fsck"
+        ) from exc
     bundle_size = len(unpushed.data) if unpushed else 0
     check_total(
         len(tree.patch),

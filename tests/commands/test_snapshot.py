@@ -13,7 +13,7 @@ from overnight.config import ClientConfig
 from overnight.recorder.snapshot import SnapshotOptions
 from overnight.spec import Snapshot
 from tests.fixtures.cli import run_cli
-from tests.fixtures.gitrepo import Repo
+from tests.fixtures.gitrepo import Repo, git
 
 
 def _invoke(args: list[str]) -> tuple[int, str, str]:
@@ -68,6 +68,35 @@ def test_output_file_is_written_only_on_success(
     assert not target.exists()
     code, _, _ = _invoke(["snapshot", "-o", str(target), "--", "python", "train.py"])
     assert code == 0 and Snapshot.from_json(target.read_text()).spec.argv == ("python", "train.py")
+
+
+@pytest.mark.parametrize(
+    ("setup", "argv", "message"),
+    [
+        ("plain folder", ["python", "train.py"], "is not inside a git work tree"),
+        ("no commit", ["python", "train.py"], "has no commit yet"),
+        ("repo", [], "no command to record"),
+    ],
+)
+def test_refusals_are_one_line_and_write_nothing(
+    repo: Repo,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setup: str,
+    argv: list[str],
+    message: str,
+) -> None:
+    where = {"repo": repo.path, "plain folder": tmp_path / "plain", "no commit": tmp_path / "new"}
+    folder = where[setup]
+    folder.mkdir(exist_ok=True)
+    if setup == "no commit":
+        git(folder, "init", "-q")
+    monkeypatch.chdir(folder)
+    target = tmp_path / "task.json"
+    code, out, err = _invoke(["snapshot", "--json", "-o", str(target), "--", *argv])
+    assert code == ExitCode.SNAPSHOT and message in err and err.count("\n") == 1
+    assert out == "" and not target.exists()
+    assert not list(tmp_path.glob(".task.json*"))
 
 
 def test_size_limit_comes_from_flag_then_environment(

@@ -90,6 +90,13 @@ def test_inconsistent_tree_is_detected(repo: Repo, tmp_path: Path) -> None:
         reconstruct(snap, tmp_path / "rebuilt")
 
 
+def test_a_failing_git_step_is_a_reconstruct_error(repo: Repo, tmp_path: Path) -> None:
+    snap = _with_repo(_snap(repo), branch="bad..name")  # a spec no git would have written
+    with pytest.raises(ReconstructError, match=r"cannot rebuild [0-9a-f]{7} at .*bad\.\.name"):
+        reconstruct(snap, tmp_path / "rebuilt")
+    assert not (tmp_path / "rebuilt").exists()
+
+
 def test_dest_must_be_new_or_empty(repo: Repo, tmp_path: Path) -> None:
     dest = tmp_path / "busy"
     dest.mkdir()

@@ -13,6 +13,7 @@ from overnight.errors import (
     NoCommitError,
     NotAGitRepoError,
     SecretEnvError,
+    SnapshotError,
     SnapshotTooLargeError,
 )
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
@@ -143,6 +144,14 @@ def test_patch_plus_bundle_over_the_limit_lists_largest(repo: Repo) -> None:
     assert "unpushed commits (1, as a bundle)" in message and "data/b.bin" in message
     assert "--max-snapshot-mb" in message
     assert take_snapshot(repo.path, ARGV, SnapshotOptions(max_snapshot_mb=2)).spec.bundle
+
+
+def test_a_damaged_repository_is_a_snapshot_error(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, with_origin=False)
+    blob = repo.git("rev-parse", "HEAD:README.md").strip()
+    (repo.path / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    with pytest.raises(SnapshotError, match=f"cannot record the repository at {repo.path}: .*fsck"):
+        take_snapshot(repo.path, ARGV, SnapshotOptions())
 
 
 def test_nested_repository_is_refused(repo: Repo) -> None:
