@@ -129,4 +129,4 @@ class LockTimeout(AgentError):
 
 
 class PreparationCanceled(AgentError):
-    """Raised when a task is canceled while its environment is being prepared."""
+    """Raised when a task is canceled while its tree or environment is being prepared."""

@@ -133,7 +133,7 @@ class Pipeline:
             if snapshot is None or task.should_stop():
                 return self._stopped(task, phase)
             say(f"[overnight] agent {self.agent}: rebuilding the working tree")
-            workspace = self.workspaces.create(task.task_id, snapshot, say)
+            workspace = self.workspaces.create(task.task_id, snapshot, say, task.should_stop)
             if task.should_stop():
                 return self._stopped(task, phase)
             phase = Phase.ENVIRONMENT

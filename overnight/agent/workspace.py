@@ -10,14 +10,13 @@ The copy costs no git command at all, so the tasks of a sweep start fast. Git's 
 which git never changes in place, are hard-linked; everything else is copied. Mirrors and trees
 are shared by every agent on the host under file locks (exclusive to build, shared to read).
 
-Private repos use the agent's own credentials: its SSH keys and git credential helpers, or a token
-per host from the agent's config (:class:`GitCredentials`), never the laptop's. git never prompts,
-so a missing credential fails at once, naming the host.
+Remotes are reached with the agent's own credentials, never prompting (:mod:`.remotes`). A cancel
+stops a task's preparation while it fetches or waits for another agent's fetch or build.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -27,61 +26,20 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from overnight.agent.locks import FileLock
-from overnight.errors import GitError, ReconstructError
+from overnight.agent.remotes import GitCredentials as GitCredentials  # daemon, tests import it here
+from overnight.agent.remotes import StopCheck, fetch
+from overnight.errors import PreparationCanceled, ReconstructError
 from overnight.recorder.checkout import reconstruct
 from overnight.recorder.gitrepo import Git
-from overnight.recorder.urls import url_host
 from overnight.spec import Snapshot
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_AUTH_HINTS = (
-    "could not read username",
-    "could not read password",
-    "authentication failed",
-    "terminal prompts disabled",
-    "permission denied",
-    "host key verification failed",
-    "returned error: 403",
-    "returned error: 401",
-)
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 MAX_TREES = 8  # verified trees kept per host, least recently used evicted first
-
-
-@dataclasses.dataclass(frozen=True)
-class GitCredentials:
-    """How an agent authenticates to git remotes: tokens per host and an ssh command.
-
-    ``tokens`` maps a host (``github.com``), or a URL prefix (``https://git.lab:8443/``), to a
-    token or ``user:token``; it is sent as an HTTP header, never written to disk or argv.
-    ``ssh_command`` replaces ``ssh`` (``ssh -i /keys/deploy``); batch mode is always added.
-    """
-
-    tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    ssh_command: str | None = None
-    username: str = "x-access-token"  # for tokens given without a user
-
-    def env(self) -> dict[str, str]:
-        """Environment for git: no prompts of any kind, ssh in batch mode, token headers."""
-        env = {
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_ASKPASS": "",  # an empty askpass disables graphical prompts too
-            "SSH_ASKPASS": "",
-            "GCM_INTERACTIVE": "never",
-            "GIT_SSH_COMMAND": f"{self.ssh_command or 'ssh'} -o BatchMode=yes -o ConnectTimeout=15",
-        }
-        for i, (where, token) in enumerate(sorted(self.tokens.items())):
-            prefix = where if "://" in where else f"https://{where}/"
-            userpass = token if ":" in token else f"{self.username}:{token}"
-            header = base64.b64encode(userpass.encode()).decode("ascii")
-            env[f"GIT_CONFIG_KEY_{i}"] = f"http.{prefix}.extraHeader"
-            env[f"GIT_CONFIG_VALUE_{i}"] = f"Authorization: Basic {header}"
-        env["GIT_CONFIG_COUNT"] = str(len(self.tokens))
-        return env
 
 
 class Workspaces:
@@ -128,8 +86,18 @@ class Workspaces:
         """Where the verified tree of ``snapshot`` is kept: a hash of all that defines it."""
         return self.trees / tree_key(snapshot)
 
-    def create(self, task_id: str, snapshot: Snapshot, log: Callable[[str], None]) -> Path:
-        """A fresh tree for the task at ``root/tasks/<task_id>``; raises ReconstructError."""
+    def create(
+        self,
+        task_id: str,
+        snapshot: Snapshot,
+        log: Callable[[str], None],
+        should_stop: StopCheck = lambda: False,
+    ) -> Path:
+        """A fresh tree for the task at ``root/tasks/<task_id>``; raises ReconstructError.
+
+        Raises PreparationCanceled when ``should_stop()`` turns true while git fetches or while
+        another task holds the tree's or the mirror's lock.
+        """
         dest = self.task_dir(task_id)
         if dest.exists():
             log(f"removing the workspace left by an earlier attempt at {dest}")
@@ -138,15 +106,15 @@ class Workspaces:
         started = time.monotonic()
         tree = self.tree_dir(snapshot)
         lock = self.trees / "locks" / f"{tree.name[:2]}.lock"
-        with FileLock(lock, shared=True, timeout=self.lock_timeout):
+        with self._locked(lock, should_stop, "rebuilt the same tree", shared=True):
             reused = _ready(tree)
             if reused:
                 _copy_tree(tree, dest)
         if not reused:
-            with FileLock(lock, timeout=self.lock_timeout):
+            with self._locked(lock, should_stop, "rebuilt the same tree"):
                 reused = _ready(tree)
                 if not reused:
-                    self._build(tree, snapshot, log)
+                    self._build(tree, snapshot, log, should_stop)
                 _copy_tree(tree, dest)
             if not reused:
                 self._evict(keep=tree)
@@ -169,7 +137,22 @@ class Workspaces:
         if dest.exists():
             _rmtree(dest)
 
-    def _build(self, tree: Path, snapshot: Snapshot, log: Callable[[str], None]) -> None:
+    @contextlib.contextmanager
+    def _locked(
+        self, path: Path, should_stop: StopCheck, what: str, *, shared: bool = False
+    ) -> Iterator[None]:
+        """Hold ``path``'s lock; a cancel while waiting for it raises PreparationCanceled."""
+        lock = FileLock(path, shared=shared, timeout=self.lock_timeout)
+        if not lock.acquire(should_stop=should_stop):
+            raise PreparationCanceled(f"canceled while another task {what}")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _build(
+        self, tree: Path, snapshot: Snapshot, log: Callable[[str], None], should_stop: StopCheck
+    ) -> None:
         """Rebuild the snapshot's tree at ``tree``; the caller holds its lock exclusively."""
         for stale in [tree, *tree.parent.glob(f".{tree.name}.*.tmp")]:
             if stale.exists():  # a build that died half-way, or a tree being evicted
@@ -185,14 +168,14 @@ class Workspaces:
         else:
             mirror = self.mirror_dir(repo.url)
             mirror_lock = mirror.with_suffix(".lock")
-            with FileLock(mirror_lock, shared=True, timeout=self.lock_timeout):
+            with self._locked(mirror_lock, should_stop, "updated the mirror", shared=True):
                 ready = _has_commit(mirror, repo.commit, env)
             if ready:
                 log(f"mirror of {repo.url} has {repo.commit[:7]}; nothing to fetch")
             else:
-                with FileLock(mirror_lock, timeout=self.lock_timeout):
-                    self._update_mirror(repo.url, mirror, env, log)
-            with FileLock(mirror_lock, shared=True, timeout=self.lock_timeout):
+                with self._locked(mirror_lock, should_stop, "updated the mirror"):
+                    self._update_mirror(repo.url, mirror, env, log, should_stop)
+            with self._locked(mirror_lock, should_stop, "updated the mirror", shared=True):
                 reconstruct(snapshot, tmp, source=str(mirror), git_env=env)
         tmp.rename(tree)
         _ready_mark(tree).touch()
@@ -215,7 +198,12 @@ class Workspaces:
                 lock.release()
 
     def _update_mirror(
-        self, url: str, mirror: Path, env: Mapping[str, str], log: Callable[[str], None]
+        self,
+        url: str,
+        mirror: Path,
+        env: Mapping[str, str],
+        log: Callable[[str], None],
+        should_stop: StopCheck,
     ) -> None:
         git = Git(mirror, extra_env=env, timeout=self.fetch_timeout)
         if mirror.is_dir() and not git.ok("rev-parse", "--is-bare-repository"):
@@ -234,32 +222,14 @@ class Workspaces:
             for spec in _REFSPECS:
                 staging.run("config", "--add", "remote.origin.fetch", spec)
             try:
-                self._fetch(staging, url)
-            except ReconstructError:
+                fetch(staging, url, should_stop)
+            except BaseException:
                 _rmtree(tmp)
                 raise
             tmp.rename(mirror)
             return
         log(f"fetching {url} into its mirror")
-        self._fetch(git, url)
-
-    def _fetch(self, git: Git, url: str) -> None:
-        try:
-            git.run("fetch", "--quiet", "--prune", "--no-tags", "origin")
-        except GitError as exc:
-            raise ReconstructError(_unreachable(url, exc)) from exc
-
-
-def _unreachable(url: str, exc: GitError) -> str:
-    reason = exc.reason
-    message = f"cannot reach {url}: {reason}"
-    host = url_host(url)
-    if host and any(hint in exc.stderr.lower() for hint in _AUTH_HINTS):
-        message += (
-            f"; the agent has no working credentials for {host}: set a token for {host} in "
-            "the agent config (git_tokens), or give the agent an SSH key it accepts"
-        )
-    return message
+        fetch(git, url, should_stop)
 
 
 def tree_key(snapshot: Snapshot) -> str:

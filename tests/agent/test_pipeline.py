@@ -13,21 +13,25 @@ import pytest
 
 from overnight.agent.gpus import FakeInventory
 from overnight.queue import keys
-from overnight.queue.records import Phase, TaskStatus
+from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import BlobRef, Requirements, Snapshot
 from tests.fixtures.agents import (
     Background,
     agent_config,
+    ended,
     enqueue,
     log_text,
     make_daemon,
     run_burst,
     snapshot_of,
+    start_agent,
     wait_for,
     wait_status,
 )
-from tests.fixtures.gitrepo import Repo
+from tests.fixtures.gitrepo import Repo, make_repo
+from tests.fixtures.gitserver import hanging_ssh, private_remote
 from tests.fixtures.services import free_port
 
 
@@ -309,6 +313,55 @@ def test_cancel_during_the_environment_build(
     finally:
         agent.stop()
     assert canceled.phase is Phase.ENVIRONMENT
+
+
+def test_cancel_during_the_clone(
+    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+) -> None:
+    command, ssh_pid = hanging_ssh(tmp_path)
+    project.git("remote", "set-url", "origin", "ssh://git@lab.invalid/project.git")
+    record = enqueue(agent_store, project)
+    agent = Background(make_daemon(config_for(git_ssh_command=command)))
+    try:
+        wait_for(ssh_pid.exists, what="git to call ssh")
+        assert agent_store.get(record.id).status is TaskStatus.PREPARING
+        agent_store.request_cancel(record.id)
+        canceled = wait_status(agent_store, record.id, TaskStatus.CANCELED)
+    finally:
+        agent.stop()
+    assert canceled.phase is Phase.WORKSPACE
+    assert canceled.history[-1].note == "canceled during workspace"
+    wait_for(lambda: ended(int(ssh_pid.read_text())), what="ssh to be killed")
+
+
+def test_private_remotes_open_with_the_agents_token_and_fail_naming_the_host_without(
+    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+) -> None:
+    """Through ``overnight agent daemon``: a token in its settings opens one private remote; a
+    task on another private remote fails at once, naming the host, instead of prompting."""
+    other = make_repo(tmp_path / "other", name="other")
+    assert project.origin is not None and other.origin is not None
+    with (
+        private_remote(project.origin, "s3cret") as url,
+        private_remote(other.origin, "unknown-to-the-agent") as other_url,
+    ):
+        project.git("remote", "set-url", "origin", url)
+        other.git("remote", "set-url", "origin", other_url)
+        opened = enqueue(agent_store, project)
+        refused = agent_store.submit(
+            take_snapshot(other.path, ["python", "train.py"], SnapshotOptions()),
+            TaskOptions(queue="q"),
+        )
+        prefix = url.rsplit("/", 1)[0] + "/"
+        agent = start_agent(config_for(git_tokens={prefix: "s3cret"}), tmp_path, "--burst")
+        assert agent.wait() == 0, agent.output()
+    done = agent_store.get(opened.id)
+    assert done.status is TaskStatus.FINISHED, done.error
+    phase, error = _failure(agent_store, refused.id)
+    assert phase is Phase.WORKSPACE
+    assert error.startswith(f"cannot reach {other_url}: ")
+    assert "no working credentials for 127.0.0.1" in error
+    assert "s3cret" not in log_text(agent_store, opened.id) + agent.output()
 
 
 def test_resources_and_hardware_are_recorded(

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import base64
-import functools
-import http.server
 import os
 import shutil
 import threading
@@ -11,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from overnight.agent.workspace import GitCredentials, Workspaces
-from overnight.errors import ReconstructError
+from overnight.agent.locks import FileLock
+from overnight.agent.remotes import GitCredentials
+from overnight.agent.workspace import Workspaces, tree_key
+from overnight.errors import PreparationCanceled, ReconstructError
 from overnight.recorder.gitrepo import Git
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
+from tests.fixtures.agents import ended, wait_for
 from tests.fixtures.gitrepo import Repo, git, make_repo, worktree_state
+from tests.fixtures.gitserver import hanging_ssh
+from tests.fixtures.gitserver import private_remote as serve_private
 
 TOKEN = "s3cret-token"
 
@@ -256,37 +258,12 @@ def test_ssh_never_prompts_and_names_the_host(repo: Repo, tmp_path: Path) -> Non
     assert str(info.value).startswith("cannot reach ssh://git@127.0.0.1:9/lab/private.git: ssh: ")
 
 
-class _AuthHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a bare repo over git's dumb HTTP protocol, only with the right token."""
-
-    def do_GET(self) -> None:
-        expected = "Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
-        if self.headers.get("Authorization") != expected:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.end_headers()
-            return
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def private_remote(repo: Repo, tmp_path: Path) -> Iterator[str]:
+def private_remote(repo: Repo) -> Iterator[str]:
     assert repo.origin is not None
-    git(repo.origin, "update-server-info")
-    handler = functools.partial(_AuthHandler, directory=str(repo.origin.parent))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/{repo.origin.name}"
-    repo.git("remote", "set-url", "origin", url)
-    try:
+    with serve_private(repo.origin, TOKEN) as url:
+        repo.git("remote", "set-url", "origin", url)
         yield url
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_missing_credential_fails_at_once_naming_the_host(
@@ -314,3 +291,29 @@ def test_agent_token_opens_a_private_remote_and_is_never_stored(
             path = Path(root) / name
             if name == "config" or path.suffix in (".txt", ""):
                 assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_a_cancel_kills_a_hanging_fetch_and_its_ssh(repo: Repo, tmp_path: Path) -> None:
+    command, pid_file = hanging_ssh(tmp_path)
+    repo.git("remote", "set-url", "origin", "ssh://git@lab.invalid/private.git")
+    spaces = Workspaces(tmp_path / "ws", credentials=GitCredentials(ssh_command=command))
+    with pytest.raises(
+        PreparationCanceled, match=r"^canceled while fetching ssh://git@lab\.invalid"
+    ):
+        spaces.create("t", _snap(repo), _Log(), should_stop=pid_file.exists)
+    wait_for(lambda: ended(int(pid_file.read_text())), what="the ssh process to be killed")
+    assert not spaces.task_dir("t").exists()
+    assert [p.name for p in spaces.mirrors.iterdir() if p.is_dir()] == []  # no half mirror
+
+
+def test_a_cancel_while_another_task_builds_the_same_tree(repo: Repo, tmp_path: Path) -> None:
+    snap = _snap(repo)
+    spaces = Workspaces(tmp_path / "ws")
+    builder = FileLock(spaces.trees / "locks" / f"{tree_key(snap)[:2]}.lock")
+    assert builder.try_acquire()  # as another agent's build holds it
+    asked = iter([False, False, True])
+    try:
+        with pytest.raises(PreparationCanceled, match="another task rebuilt the same tree"):
+            spaces.create("t", snap, _Log(), should_stop=lambda: next(asked))
+    finally:
+        builder.release()
