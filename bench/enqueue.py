@@ -24,6 +24,8 @@ from overnight.queue.submit import submit_sweep
 from overnight.queue.sweeps import Sweep
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 
+CHECKOUT = Path(__file__).resolve().parents[1]  # the subprocess runs this overnight, not another
+
 SWEEPS = [Sweep(name, tuple(str(v) for v in range(10))) for name in ("a", "b", "c")]
 
 
@@ -48,7 +50,7 @@ def main() -> None:
             for sweep in SWEEPS:
                 command += ["--sweep", f"{sweep.name}=" + ",".join(sweep.values)]
             command += ["--", "python", "train.py"]
-            env = {**os.environ, "OVERNIGHT_REDIS_URL": url}
+            env = {**os.environ, "OVERNIGHT_REDIS_URL": url, "PYTHONPATH": str(CHECKOUT)}
             start = time.perf_counter()
             proc = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
             cli_times.append(time.perf_counter() - start)

@@ -83,14 +83,18 @@ def main() -> None:
                 lambda: store.find(Query(queue="gpu", statuses=finished, limit=50)), args.runs
             ),
         }
-        env = {**os.environ, "OVERNIGHT_REDIS_URL": url}
+        checkout = str(Path(__file__).resolve().parents[1])  # this overnight, wherever it runs
+        env = {**os.environ, "OVERNIGHT_REDIS_URL": url, "PYTHONPATH": checkout}
         command = [sys.executable, "-m", "overnight", "ls", "--limit", "50"]
         figures["overnight ls --limit 50 (subprocess)"] = median(
             lambda: subprocess.run(command, env=env, capture_output=True, check=True), 5
         )
         figures["python -m overnight --help (interpreter start)"] = median(
             lambda: subprocess.run(
-                [sys.executable, "-m", "overnight", "--help"], capture_output=True, check=True
+                [sys.executable, "-m", "overnight", "--help"],
+                env=env,
+                capture_output=True,
+                check=True,
             ),
             5,
         )
