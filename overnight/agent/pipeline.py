@@ -42,6 +42,7 @@ from overnight.errors import (
     OvernightError,
     ReconstructError,
     SpecError,
+    TaskNotFound,
     TaskRunError,
 )
 from overnight.queue.records import Phase, TaskStatus
@@ -284,7 +285,8 @@ class Pipeline:
         if ending.recorded:
             try:
                 self._retry(lambda: self._write(task, ending))
-            except (InvalidTransition, CorruptRecord) as exc:
+            except (InvalidTransition, CorruptRecord, TaskNotFound) as exc:
+                # Moved on, damaged, or gone (a Redis that came back empty): nothing to write.
                 log.warning("task %s: %s; its result here was not recorded", task.task_id, exc)
         task.sink.close()
         if isinstance(task.process, DockerProcess):

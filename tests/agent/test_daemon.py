@@ -166,3 +166,24 @@ def test_outside_its_windows_the_agent_takes_nothing(
     clock.set(datetime(2024, 5, 4, 12, 0))  # Saturday
     make_daemon(weekend, clock=clock).run(burst=True)
     assert agent_store.get(record.id).status is TaskStatus.FINISHED
+
+
+def test_a_redis_that_comes_back_empty_costs_nothing_but_the_lost_record(
+    agent_store: TaskStore, project: Repo, config: AgentConfig
+) -> None:
+    running = enqueue(agent_store, project, "--ticks", "5")
+    agent = Background(make_daemon(config))
+    try:
+        wait_for(lambda: "tick 1" in log_text(agent_store, running.id), what="the task to tick")
+        agent_store.redis.flushdb()  # as a Redis restarted without its data
+        wait_for(lambda: not agent.daemon.active_tasks(), what="the task to end")
+        later = enqueue(agent_store, project)
+        done = wait_status(agent_store, later.id, TaskStatus.FINISHED, TaskStatus.FAILED)
+        assert agent.thread.is_alive()
+        wait_for(
+            lambda: "agent-a" in {w.name for w in Worker.all(connection=agent_store.redis)},
+            what="the agent to register with RQ again",
+        )
+    finally:
+        agent.stop()
+    assert done.status is TaskStatus.FINISHED, done.error

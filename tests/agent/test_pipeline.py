@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -362,6 +363,62 @@ def test_private_remotes_open_with_the_agents_token_and_fail_naming_the_host_wit
     assert error.startswith(f"cannot reach {other_url}: ")
     assert "no working credentials for 127.0.0.1" in error
     assert "s3cret" not in log_text(agent_store, opened.id) + agent.output()
+
+
+_PRINT_ENV = "import os\nfor k in ('AGENT_ONLY', 'SHARED', 'TASK_ONLY', 'OVERNIGHT_TASK_ID'):\n    print(k + '=' + os.environ.get(k, '-'))\n"
+
+
+def test_env_is_the_agents_then_the_tasks_then_overnights_own(
+    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+) -> None:
+    snap = _replace_spec(
+        snapshot_of(project),
+        argv=("python", "-c", _PRINT_ENV),
+        env={"SHARED": "task", "TASK_ONLY": "t", "OVERNIGHT_TASK_ID": "spoofed"},
+    )
+    record = enqueue(agent_store, project, snapshot=snap)
+    config = config_for(env={"AGENT_ONLY": "a", "SHARED": "agent"})
+    agent = start_agent(config, tmp_path, "--burst")  # the agent's env setting, as a user sets it
+    assert agent.wait() == 0, agent.output()
+    assert agent_store.get(record.id).status is TaskStatus.FINISHED
+    assert log_text(agent_store, record.id).splitlines()[-4:] == [
+        "AGENT_ONLY=a",
+        "SHARED=task",
+        "TASK_ONLY=t",
+        f"OVERNIGHT_TASK_ID={record.id}",
+    ]
+
+
+def test_a_python_the_agent_lacks_is_said_in_the_log_and_on_the_record(
+    agent_store: TaskStore, project: Repo, config_for
+) -> None:
+    record = enqueue(
+        agent_store, project, snapshot=_replace_spec(snapshot_of(project), python="3.99.1")
+    )
+    run_burst(config_for())
+    done = agent_store.get(record.id)
+    assert done.status is TaskStatus.FINISHED, done.error
+    warning = "recorded Python 3.99 not found on this agent"
+    assert any(note.startswith(warning) for note in done.notes), done.notes
+    assert f"[overnight] warning: {warning}" in log_text(agent_store, record.id)
+
+
+def test_the_tasks_own_grace_outranks_the_agents(
+    agent_store: TaskStore, project: Repo, config_for
+) -> None:
+    stubborn = "import os, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('pid=%d' % os.getpid(), flush=True)\ntime.sleep(120)\n"
+    snap = _replace_spec(snapshot_of(project), argv=("python", "-c", stubborn))
+    record = enqueue(agent_store, project, snapshot=snap, grace=0.5)
+    agent = Background(
+        make_daemon(config_for(grace=600.0))
+    )  # the agent's grace would outlast the test
+    try:
+        wait_for(lambda: "pid=" in log_text(agent_store, record.id), what="the task to start")
+        agent_store.request_cancel(record.id)
+        canceled = wait_status(agent_store, record.id, TaskStatus.CANCELED)
+    finally:
+        agent.stop()
+    assert canceled.exit_code == -signal.SIGKILL
 
 
 def test_resources_and_hardware_are_recorded(
