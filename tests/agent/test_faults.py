@@ -131,6 +131,8 @@ def test_redis_restart_mid_task_the_task_runs_on_and_its_end_is_recorded(
             f"tick {i}" for i in range(15)
         ]
         assert lines.index("tick 14") < lines.index("done")
+        later = enqueue(store, project)  # and it goes on serving
+        assert wait_status(store, later.id, TaskStatus.FINISHED).agent == config.name
         assert agent.proc.poll() is None, agent.output()
         agent.signal(signal.SIGTERM)
         assert agent.wait() == 0, agent.output()

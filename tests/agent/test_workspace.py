@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -317,3 +319,37 @@ def test_a_cancel_while_another_task_builds_the_same_tree(repo: Repo, tmp_path: 
             spaces.create("t", snap, _Log(), should_stop=lambda: next(asked))
     finally:
         builder.release()
+
+
+_AGENT = """\
+import sys
+from pathlib import Path
+from overnight.agent.workspace import Workspaces
+from overnight.spec import Snapshot
+snap = Snapshot.from_json(Path(sys.argv[2]).read_text())
+Workspaces(Path(sys.argv[1])).create(sys.argv[3], snap, lambda line: None)
+"""
+
+
+def test_agent_processes_on_one_host_share_the_mirror_and_the_tree(
+    repo: Repo, tmp_path: Path
+) -> None:
+    snap = _dirty(repo)
+    spec = tmp_path / "spec.json"
+    spec.write_text(snap.to_json())
+    root = tmp_path / "ws"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _AGENT, str(root), str(spec), f"task-{i}"])
+        for i in range(3)
+    ]
+    assert [proc.wait(60) for proc in procs] == [0, 0, 0]
+    spaces = Workspaces(root)
+    assert [p.name for p in spaces.mirrors.iterdir() if p.is_dir()] == [
+        spaces.mirror_dir(str(repo.origin)).name
+    ]
+    assert [p.name for p in spaces.trees.iterdir() if p.is_dir() and p.name != "locks"] == [
+        tree_key(snap)
+    ]
+    expected = worktree_state(repo.path)
+    for i in range(3):
+        assert worktree_state(spaces.task_dir(f"task-{i}")) == expected
