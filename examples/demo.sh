@@ -25,8 +25,10 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 command -v git >/dev/null 2>&1 || die "git is not installed; install it and rerun"
 
-# 2. overnight itself: this checkout, importable by $PY (else in a venv under .demo/).
-if ! (cd / && "$PY" -c "import overnight.cli" 2>/dev/null); then
+# 2. overnight itself: this checkout first on the path (never another installed copy), with its
+#    dependencies importable by $PY (else installed, or in a venv under .demo/).
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+if ! (cd / && "$PY" -c "import overnight.cli, overnight.agent.daemon" 2>/dev/null); then
   if ! "$PY" -m pip install -q -e "$ROOT" 2>/dev/null; then
     say "installing overnight into $DEMO/venv"
     "$PY" -m venv "$DEMO/venv" || die "cannot create a venv; install python3-venv and rerun"
@@ -35,6 +37,7 @@ if ! (cd / && "$PY" -c "import overnight.cli" 2>/dev/null); then
   fi
 fi
 overnight() { "$PY" -m overnight "$@"; }
+say "running overnight from $(cd / && "$PY" -c 'import os, overnight; print(os.path.dirname(os.path.dirname(overnight.__file__)))')"
 
 # 3. A private Redis on a free port.
 rm -rf "$RUN"
