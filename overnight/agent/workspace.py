@@ -177,8 +177,7 @@ class Workspaces:
                     self._update_mirror(repo.url, mirror, env, log, should_stop)
             with self._locked(mirror_lock, should_stop, "updated the mirror", shared=True):
                 reconstruct(snapshot, tmp, source=str(mirror), git_env=env)
-        # Loose objects into one pack: every task's copy makes and removes fewer folders.
-        Git(tmp, extra_env=env).run("repack", "-d", "-q", "-n")
+        _pack_objects(Git(tmp, extra_env=env))
         tmp.rename(tree)
         _ready_mark(tree).touch()
 
@@ -243,6 +242,20 @@ def tree_key(snapshot: Snapshot) -> str:
         "bundle": spec.bundle.sha256 if spec.bundle else None,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _pack_objects(git: Git) -> None:
+    """Pack the rebuilt tree's loose objects, so that every task's copy makes fewer folders.
+
+    ``repack -d`` packs every loose object that refs or the index reach and deletes the loose
+    copies; what is left loose is reached by nothing (the patch's blobs, once the index is reset
+    to the commit), and goes too.
+    """
+    git.run("repack", "-d", "-q", "-n")
+    objects = git.cwd / ".git" / "objects"
+    for fanout in objects.iterdir():
+        if len(fanout.name) == 2 and all(c in "0123456789abcdef" for c in fanout.name):
+            _rmtree(fanout)
 
 
 def _ready_mark(tree: Path) -> Path:
