@@ -4,9 +4,11 @@ Starts a task-like process tree (busy children plus idle workers, as a training 
 loader workers has), monitors it the way the agent does, and prints the CPU time the monitor
 spent per second of wall time. This process does nothing else while it waits, so its own CPU time
 is the monitor's. Real GPUs are sampled when NVML answers; otherwise a fake inventory stands in
-(and the GPU part costs next to nothing).
+(and the GPU part costs next to nothing). With ``--docker`` (and an engine answering) it also
+measures a busy container sampled through ``docker stats``, and the ``docker top`` call that
+tells the allocator which GPU processes are the task's own.
 
-    python bench/monitor.py [--seconds 20] [--interval 1 --interval 5] [--busy 2 --idle 8]
+    python bench/monitor.py [--seconds 20] [--interval 1 --interval 5] [--busy 2 --idle 8] [--docker]
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ import time
 import psutil
 
 from overnight.agent.gpus import FakeInventory, GPUInventory, open_inventory
-from overnight.agent.monitor import GPUProbe, GPUSampler, Monitor, ProcessTreeSampler
+from overnight.agent.monitor import (
+    DockerStatsSampler,
+    GPUProbe,
+    GPUSampler,
+    Monitor,
+    ProcessTreeSampler,
+    Sampler,
+    container_pids,
+)
+
+BASE_IMAGE = "overnight-base:bookworm"
 
 TREE = """
 import subprocess, sys
@@ -36,7 +48,16 @@ for k in kids:
 def measure(pid: int, inventory: GPUInventory, interval: float, seconds: float) -> None:
     gpu_ids = tuple(d.id for d in inventory.devices())
     probe = GPUProbe(inventory, warn=lambda message: print(f"warning: {message}"))
-    monitor = Monitor([ProcessTreeSampler(pid), GPUSampler(probe, gpu_ids)], interval=interval)
+    sample(
+        f"{len(gpu_ids)} GPUs",
+        [ProcessTreeSampler(pid), GPUSampler(probe, gpu_ids)],
+        interval,
+        seconds,
+    )
+
+
+def sample(what: str, samplers: list[Sampler], interval: float, seconds: float) -> None:
+    monitor = Monitor(samplers, interval=interval)
     me = psutil.Process()
     before = me.cpu_times()
     start = time.monotonic()
@@ -47,13 +68,46 @@ def measure(pid: int, inventory: GPUInventory, interval: float, seconds: float) 
     cpu = (after.user - before.user) + (after.system - before.system)
     summary = monitor.summary()
     samples = int(summary["rss_mb"]["samples"])
-    tree = int(summary["processes"]["last"])
+    tree = (
+        f"{int(summary['processes']['last'])} processes" if "processes" in summary else "container"
+    )
     print(
-        f"interval {interval:g} s, {tree} processes, {len(gpu_ids)} GPUs, {samples} samples "
+        f"interval {interval:g} s, {tree}, {what}, {samples} samples "
         f"in {wall:.1f} s: monitor CPU {1000 * cpu / wall:.2f} ms per s of wall time "
         f"= {100 * cpu / wall:.3f} % of one core ({1000 * cpu / max(samples, 1):.2f} ms a sample); "
         f"task tree used {summary.get('cpu_pct', {}).get('mean', 0):.0f} % CPU"
     )
+
+
+def measure_docker(busy: int, intervals: list[float], seconds: float) -> None:
+    import docker
+
+    client = docker.from_env()
+    script = TREE + "\n"  # the same tree, inside a container
+    container = client.containers.run(
+        BASE_IMAGE,
+        ["python3", "-c", script, str(busy), "2"],
+        detach=True,
+        stdin_open=True,
+        labels={"overnight.bench": "monitor"},
+    )
+    try:
+        time.sleep(2)
+        for interval in intervals:
+            stats = DockerStatsSampler(lambda: container.stats(stream=False))
+            sample("docker stats", [stats], interval, seconds)
+        start, me, calls = time.monotonic(), psutil.Process(), 20
+        before = me.cpu_times()
+        pids = [len(container_pids(container)) for _ in range(calls)]
+        after = me.cpu_times()
+        wall = (time.monotonic() - start) / calls
+        cpu = ((after.user - before.user) + (after.system - before.system)) / calls
+        print(
+            f"docker top ({pids[-1]} processes): {1000 * wall:.1f} ms wall, "
+            f"{1000 * cpu:.2f} ms CPU a call"
+        )
+    finally:
+        container.remove(force=True)
 
 
 def main() -> None:
@@ -62,6 +116,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, action="append")
     parser.add_argument("--busy", type=int, default=2)
     parser.add_argument("--idle", type=int, default=8)
+    parser.add_argument("--docker", action="store_true", help="Also a busy container.")
     args = parser.parse_args()
     inventory = open_inventory()
     if isinstance(inventory, FakeInventory):
@@ -83,6 +138,8 @@ def main() -> None:
         tree.stdin.close()
         tree.wait()
         inventory.close()
+    if args.docker:
+        measure_docker(args.busy, args.interval or [1.0, 5.0], args.seconds)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,20 @@ head of its queue it calls :meth:`Allocator.plan`:
 - ``Verdict.WAIT``: the task now holds a reservation. GPUs that free up are kept for it: no later
   request is granted while that would leave fewer usable GPUs than the reserved tasks ahead of it
   need, so a 4-GPU task is not starved by a stream of 1-GPU tasks (unless processes overnight did
-  not start hold so many GPUs that the reservation cannot be met: then smaller tasks go on). Call :meth:`Allocator.wait`
-  (returns on a release, or after its timeout: foreign processes can go away without an event),
-  then ``plan`` again with the same task id; it keeps its place. :meth:`Allocator.withdraw` drops
+  not start hold so many GPUs that the reservation cannot be met: then smaller tasks go on).
+  :meth:`Allocator.ready` says, cheaply, when ``plan`` would now grant it and
+  :meth:`Allocator.has_room` whether any request could be granted; :meth:`Allocator.wait` returns
+  on a release (or after its timeout: foreign processes can go away without an event). Then
+  ``plan`` again with the same task id; it keeps its place. :meth:`Allocator.withdraw` drops
   the reservation (the task was canceled or handed back). A reservation that ``plan`` has not
   renewed for ``reservation_ttl`` seconds lapses, so a task pushed back to its queue and taken by
   another agent does not hold this agent's GPUs back for ever.
 - ``Verdict.TOO_LARGE``: the agent can never run it (more GPUs than it offers, or a CPU-only task
   on an agent with no CPU slots); hand the task back and flag it, ``decision.reason`` says why.
 
-A task that asks for 0 GPUs takes one of ``cpu_slots``; GPU tasks take no CPU slot. GPU ids are the
+A task that asks for 0 GPUs takes one of ``cpu_slots``; GPU tasks take no CPU slot. A task found
+still running after an agent restart books the very GPUs it runs on with
+:meth:`Allocator.acquire_ids`. GPU ids are the
 strings from :func:`~overnight.agent.gpus.parse_gpu_list`. With an inventory, GPUs on which
 processes overnight did not start hold more than ``foreign_threshold_mb`` are not handed out;
 ``own_pids()`` (supplied by the daemon: every pid of every task it runs, the containers' host pids
@@ -135,15 +139,10 @@ class Allocator:
         with self._changed:
             if task_id in self._gpus or task_id in self._cpu:
                 raise GPUError(f"task {task_id} already holds its resources")
-            if self._too_large(count):
-                return None
             self._prune()
-            if count == 0:
-                available = self.cpu_slots - len(self._cpu)
-            else:
+            if count:
                 self._refresh()
-                available = len(self._free())
-            if available - self._needed_ahead(task_id, count) < _units(count):
+            if not self._grantable(task_id, count):
                 return None
             self._unreserve(task_id)
             if count == 0:
@@ -152,6 +151,25 @@ class Allocator:
             granted = self._free()[:count]
             self._gpus[task_id] = granted
             return granted
+
+    def acquire_ids(self, task_id: str, ids: Sequence[str]) -> tuple[str, ...]:
+        """Book exactly ``ids`` for ``task_id``: a task found running after an agent restart.
+
+        The task already runs on these GPUs, so neither foreign use nor reservations are asked.
+        Ids this agent does not offer, or another task holds, are left out: the result is what
+        was booked. No ids books a CPU slot, even beyond ``cpu_slots``.
+        """
+        with self._changed:
+            if task_id in self._gpus or task_id in self._cpu:
+                raise GPUError(f"task {task_id} already holds its resources")
+            self._unreserve(task_id)
+            if not ids:
+                self._cpu.add(task_id)
+                return ()
+            held = {gpu for gpus in self._gpus.values() for gpu in gpus}
+            booked = tuple(g for g in dict.fromkeys(ids) if g in self.gpu_ids and g not in held)
+            self._gpus[task_id] = booked
+            return booked
 
     def reserve(self, task_id: str, count: int) -> None:
         """Put ``task_id`` in line for ``count`` GPUs without trying to take them now."""
@@ -183,6 +201,29 @@ class Allocator:
             return self._changed.wait(timeout)
 
     # -- reporting -----------------------------------------------------------------------------
+
+    def ready(self, task_id: str) -> bool:
+        """Whether :meth:`plan` would grant the waiting ``task_id`` now (True when not waiting).
+
+        Judged on the last GPU reading, so it is cheap enough to ask in a loop.
+        """
+        with self._changed:
+            self._prune()
+            count = self._reserved.get(task_id)
+            return count is None or self._grantable(task_id, count)
+
+    def has_room(self) -> bool:
+        """Whether some request could be granted now: a waiting task's, or a newcomer's.
+
+        A newcomer asks for one GPU or a CPU slot and queues behind every reservation, so while
+        a large task waits, freed GPUs do not make room for small ones. Judged on the last GPU
+        reading (refreshed by ``plan``, ``describe`` and ``unavailable``).
+        """
+        with self._changed:
+            self._prune()
+            if any(self._grantable(t, n) for t, n in self._reserved.items()):
+                return True
+            return self._grantable("", 0) or self._grantable("", 1)
 
     def offers(self, count: int) -> bool:
         """Whether this agent could ever run a task asking for ``count`` GPUs."""
@@ -265,6 +306,14 @@ class Allocator:
         held = {gpu for gpus in self._gpus.values() for gpu in gpus}
         return tuple(g for g in self.gpu_ids if g not in held and g not in self._foreign)
 
+    def _grantable(self, task_id: str, count: int) -> bool:
+        """Whether ``task_id`` (``""``: a newcomer, behind every reservation) could have
+        ``count`` GPUs (0: a CPU slot) now, on the last GPU reading."""
+        if self._too_large(count):
+            return False
+        available = self.cpu_slots - len(self._cpu) if count == 0 else len(self._free())
+        return available - self._needed_ahead(task_id, count) >= _units(count)
+
     def _needed_ahead(self, task_id: str, count: int) -> int:
         """GPUs (or slots) that reservations ahead of ``task_id`` in its pool keep from it.
 
@@ -292,7 +341,9 @@ class Allocator:
             self._foreign = {}
             return
         self._inventory_failed = False
-        own = self._own_pids()
+        # Finding a task's pids can mean asking the Docker engine: only when some GPU has users.
+        busy = any(devices[g].processes for g in self.gpu_ids if g in devices)
+        own = self._own_pids() if busy else frozenset()
         foreign: dict[str, str] = {}
         for gpu in self.gpu_ids:
             dev = devices.get(gpu)

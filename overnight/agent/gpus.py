@@ -122,8 +122,13 @@ class NvmlInventory(GPUInventory):
 
     def __init__(self, *, nvml: ModuleType | None = None) -> None:
         if nvml is None:
-            import pynvml
-
+            try:
+                import pynvml
+            except ImportError as exc:
+                raise GPUError(
+                    f"cannot load NVML ({exc}); pip install nvidia-ml-py, "
+                    "or run the agent with --gpus none for a CPU-only agent"
+                ) from exc
             nvml = pynvml
         self._nvml = nvml
         self._lock = threading.Lock()  # NVML calls are made from monitor and daemon threads

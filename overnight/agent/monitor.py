@@ -14,7 +14,8 @@ A sampler is anything with a ``name`` and a ``sample() -> Mapping[str, float]`` 
 :class:`Sampler` protocol): :class:`DockerStatsSampler` wraps ``container.stats(stream=False)``
 for tasks in containers. A sampler that raises is switched off for that task with one warning; GPU
 errors switch GPU sampling off for the whole agent (:class:`GPUProbe`), also with one warning.
-Nothing a sampler does ever reaches the task.
+Nothing a sampler does ever reaches the task. :func:`task_pids` (a container's host pids, or a
+local process tree) is what the allocator counts as the agent's own GPU use.
 
 Metric names: ``cpu_pct`` (percent of one core, summed over the tree), ``rss_mb`` (summed RSS, so
 pages shared between forked workers count once per process), ``processes``, ``gpu<ID>.util_pct``,
@@ -33,6 +34,8 @@ from typing import Any, Protocol
 
 import psutil
 
+from overnight.agent.environments.base import Process
+from overnight.agent.environments.docker_process import DockerProcess
 from overnight.agent.gpus import GPUInventory
 
 _MB = 1024 * 1024
@@ -53,6 +56,28 @@ def tree_pids(pid: int) -> set[int]:
         return {root.pid, *(child.pid for child in root.children(recursive=True))}
     except psutil.Error:
         return set()
+
+
+def container_pids(container: Any) -> set[int]:
+    """Host pids of every process in a running container (``docker top``); empty once it stopped."""
+    try:
+        top = container.top()
+    except Exception:  # stopped, removed, engine away: no processes to count as the task's
+        return set()
+    titles = list(top.get("Titles") or [])
+    if "PID" not in titles:
+        return set()
+    column = titles.index("PID")
+    return {int(row[column]) for row in top.get("Processes") or [] if str(row[column]).isdigit()}
+
+
+def task_pids(process: Process | None) -> set[int]:
+    """Every process of a task: a container's (host pids) or a local process tree's."""
+    if process is None:
+        return set()
+    if isinstance(process, DockerProcess):
+        return container_pids(process.container)
+    return tree_pids(int(process.ident)) if process.ident.isdigit() else set()
 
 
 class ProcessTreeSampler:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -82,6 +83,13 @@ def test_nvml_init_failure_is_a_gpu_error_naming_the_fix() -> None:
     nvml = FakeNvml(init_error=pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND))
     with pytest.raises(GPUError, match=r"NVIDIA driver.*--gpus none"):
         NvmlInventory(nvml=nvml)
+
+
+def test_missing_nvml_bindings_are_a_gpu_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    with pytest.raises(GPUError, match=r"nvidia-ml-py.*--gpus none"):
+        NvmlInventory()
+    assert open_inventory().devices() == []
 
 
 def test_nvml_inventory_reads_devices_processes_and_versions() -> None:

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +20,17 @@ from overnight.agent.monitor import (
     Monitor,
     ProcessTreeSampler,
     Series,
+    container_pids,
     describe_resources,
+    task_pids,
     tree_pids,
 )
+from overnight.agent.process import LocalProcess
+from overnight.queue.records import TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.agents import enqueue
+from tests.fixtures.gitrepo import Repo
+from tests.fixtures.gpus import gpu_agent
 
 # A parent holding 64 MB that starts two busy children, then says so.
 BUSY_TREE = """
@@ -80,6 +90,19 @@ def test_process_tree_gone_is_no_sample() -> None:
     proc.wait()
     assert ProcessTreeSampler(proc.pid).sample() == {}
     assert tree_pids(proc.pid) == set()
+
+
+def test_task_pids_of_a_local_process_tree(tmp_path: Path) -> None:
+    assert task_pids(None) == set()
+    proc = LocalProcess(["sh", "-c", "sleep 30 & exec sleep 31"], cwd=tmp_path, env={})
+    try:
+        wait_until(lambda: len(task_pids(proc)) == 2)
+        assert proc.pid in task_pids(proc)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.close()
+    assert task_pids(proc) == set()
 
 
 def test_monitor_samples_tree_and_fake_gpus(busy_tree: subprocess.Popen[str]) -> None:
@@ -238,8 +261,12 @@ def test_docker_stats_of_a_real_container(docker_engine: Any) -> None:
         values = sampler.sample()
         assert values["rss_mb"] > 60
         assert values["cpu_pct"] > 0
+        # The container's processes as the host numbers them (NVML reports host pids).
+        container.reload()
+        assert int(container.attrs["State"]["Pid"]) in container_pids(container)
     finally:
         container.remove(force=True)
+    assert container_pids(container) == set()  # gone: nothing to count as the task's
 
 
 def test_describe_resources_for_show() -> None:
@@ -267,4 +294,31 @@ def test_describe_resources_for_show() -> None:
     ]
     assert describe_resources({"summary": {}, "off": {"gpu": "lost"}}) == [
         "gpu monitoring was off: lost"
+    ]
+
+
+def test_gpu_monitoring_failure_is_one_warning_and_never_fails_a_task(
+    agent_store: TaskStore,
+    project: Repo,
+    redis_url: str,
+    tmp_path: Path,
+    venv_cache: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    inventory = FakeInventory.with_gpus(1)
+    daemon = gpu_agent(redis_url, tmp_path / "agent", venv_cache, inventory, monitor_interval=0.05)
+    inventory.fail = "NVML: Unknown Error"  # the driver goes away after the agent started
+    tasks = [enqueue(agent_store, project, "--ticks", "2", gpus=1) for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger="overnight"):
+        daemon.run(burst=True)
+    for task in tasks:
+        record = agent_store.get(task.id)
+        assert record.status is TaskStatus.FINISHED
+        summary = record.extra["resources"]["summary"]
+        assert "rss_mb" in summary
+        assert not any(metric.startswith("gpu") for metric in summary)
+        assert record.extra["hardware"]["gpu_error"] == "NVML: Unknown Error"
+    off = [r for r in caplog.records if "GPU monitoring is off" in r.getMessage()]
+    assert [r.getMessage() for r in off] == [
+        "GPU monitoring is off for this agent: NVML: Unknown Error"
     ]
