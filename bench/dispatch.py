@@ -7,6 +7,8 @@ readable in Redis. The baseline starts ``job.py`` with the same venv's python an
 first line from a pipe. A warm-versus-cold line shows the second task installs nothing.
 
     python bench/dispatch.py [--runs 15] [--redis-url URL]   (default: a throwaway redis-server)
+
+Everything lives in a temporary folder: ``TMPDIR=/path`` picks the disk.
 """
 
 from __future__ import annotations
