@@ -57,9 +57,8 @@ def _adopt(daemon: Daemon, found: AdoptedTask, gpu_ids: tuple[str, ...]) -> None
     granted = daemon.allocator.try_acquire(task_id, len(gpu_ids))
     if granted is not None and set(granted) != set(gpu_ids):
         log.warning("task %s holds GPU %s; the allocator booked %s", task_id, gpu_ids, granted)
-    tail = daemon.store.logs.tail(task_id, 1)
-    since = tail[-1].time if tail else None
-    process = found.process_since(since)
+    tail = daemon.store.logs.tail(task_id, 20)  # matched against the container's own log
+    process = found.process_after([(entry.time, entry.line) for entry in tail])
     state = "still running" if found.running else f"exited with {found.exit_code}"
     log.info("task %s: adopting its container %s (%s)", task_id, process.ident[:12], state)
 
