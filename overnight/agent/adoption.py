@@ -54,11 +54,18 @@ def adopt_containers(daemon: Daemon, environment: DockerEnvironment) -> list[str
 def _adopt(daemon: Daemon, found: AdoptedTask, gpu_ids: tuple[str, ...]) -> None:
     task_id = found.task_id
     daemon.store.heartbeat(task_id, daemon.name, ttl=daemon.config.lost_ttl)
-    granted = daemon.allocator.try_acquire(task_id, len(gpu_ids))
-    if granted is not None and set(granted) != set(gpu_ids):
-        log.warning("task %s holds GPU %s; the allocator booked %s", task_id, gpu_ids, granted)
-    tail = daemon.store.logs.tail(task_id, 20)  # matched against the container's own log
-    process = found.process_after([(entry.time, entry.line) for entry in tail])
+    booked = daemon.allocator.acquire_ids(task_id, gpu_ids)
+    if set(booked) != set(gpu_ids):
+        log.warning(
+            "task %s runs on GPU %s but this agent (--gpus %s) could book only %s",
+            task_id,
+            ",".join(gpu_ids),
+            daemon.config.gpus,
+            ",".join(booked) or "none",
+        )
+    tail = daemon.store.logs.tail(task_id, 1)
+    since = tail[-1].time if tail else None
+    process = found.process_since(since)
     state = "still running" if found.running else f"exited with {found.exit_code}"
     log.info("task %s: adopting its container %s (%s)", task_id, process.ident[:12], state)
 

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import psutil
 import redis
 
 from overnight.agent.adoption import adopt_containers
@@ -32,6 +31,7 @@ from overnight.agent.gpus import GPUInventory
 from overnight.agent.hardware import hardware_info
 from overnight.agent.intake import Intake
 from overnight.agent.logsink import LogSink
+from overnight.agent.monitor import task_pids
 from overnight.agent.pipeline import Ending, Pipeline
 from overnight.agent.reconnect import CONNECTION_ERRORS, Backoff, until_connected
 from overnight.agent.settings import AgentConfig
@@ -75,6 +75,7 @@ class Daemon:
             gpu_ids,
             config.cpu_slots,
             inventory=inventory,
+            foreign_threshold_mb=config.gpu_foreign_mb,
             own_pids=self.own_pids,
             warn=log.warning,
         )
@@ -120,14 +121,7 @@ class Daemon:
 
     def own_pids(self) -> set[int]:
         """Every process of every task this agent runs (GPU memory they hold is not foreign)."""
-        pids: set[int] = set()
-        for task in self.active_tasks():
-            if task.pid is None:
-                continue
-            pids.add(task.pid)
-            with contextlib.suppress(psutil.Error):
-                pids.update(p.pid for p in psutil.Process(task.pid).children(recursive=True))
-        return pids
+        return set().union(*(task_pids(task.process) for task in self.active_tasks()))
 
     @property
     def paused(self) -> bool:
@@ -193,8 +187,8 @@ class Daemon:
             self._wait()
             return False
         skip = self.intake.skipped()
-        if not self._has_room() or (len(skip) == len(self.config.queues) and not burst):
-            self._wait()
+        if not self.allocator.has_room() or (len(skip) == len(self.config.queues) and not burst):
+            self.allocator.wait(_WAKE)  # a release wakes it; no popping while nothing can start
             return False
         try:
             claim = self.worker.dequeue(None if burst else self.config.dequeue_timeout, skip=skip)
@@ -203,24 +197,20 @@ class Daemon:
             return False
         self._backoff.reset()
         if claim is None:
-            if burst and not self.active_tasks():
+            self.intake.emptied(set(self.config.queues) - skip)
+            if burst and not self.active_tasks() and not self.intake.waiting():
                 return True
             if burst:
                 self._wait()
             return False
-        if self.draining:
+        if self.draining or self.paused:  # a stop, or the window closed, while the pop waited
             until_connected(functools.partial(self.worker.push_back, claim), self._backoff)
-            return True
+            return self.draining
         try:
             until_connected(functools.partial(self.intake.take, claim), self._backoff)
         except Exception as exc:
             self.intake.give_up(claim, exc)
         return False
-
-    def _has_room(self) -> bool:
-        held = self.allocator.holders()
-        cpu_busy = sum(1 for gpus in held.values() if not gpus)
-        return cpu_busy < self.allocator.cpu_slots or bool(self.allocator.free())
 
     def _wait(self) -> None:
         self._changed.wait(_WAKE)

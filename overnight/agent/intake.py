@@ -2,32 +2,45 @@
 
 The daemon pops a job and gives it to :meth:`Intake.take`. A job that does not name overnight's
 entry point is refused (failed in RQ, never run). A task that is no longer queued is dropped. A
-task that needs GPUs or a slot this agent has not free now goes back to the front of its queue;
-one that asks for more than this agent will ever offer also leaves its queue alone for a few
-seconds, with a note on the task. Otherwise the record moves ``queued`` -> ``preparing`` (this
-agent, its GPUs) and the task is launched.
+task that needs GPUs or a slot this agent has not free now goes back to the front of its queue and
+keeps its reservation in the allocator; its queue is left alone until the allocator says it would
+be granted (or ``RECHECK`` seconds pass: foreign GPU use ends without an event, and reservations
+must be renewed). One that asks for more than this agent will ever offer gets a note; when no
+live agent offers it, it goes to the back of its queue so the tasks behind it run, otherwise it
+stays at the head and this agent leaves the queue alone for a few seconds. Otherwise the record
+moves ``queued`` -> ``preparing`` (this agent, its GPUs) and the task is launched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from overnight.agent.allocator import Allocator, Verdict
 from overnight.agent.settings import AgentConfig
 from overnight.agent.worker import AgentWorker, Claim
 from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
+from overnight.queue.agents import AgentRegistry
 from overnight.queue.jobs import is_overnight_job, record_refusal, refusal_message, task_id_of
 from overnight.queue.records import Phase, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
 log = logging.getLogger(__name__)
 
-WAKE = 0.5  # longest wait for resources before the daemon looks at its queues again
+RECHECK = 5.0  # seconds before a waiting head is popped again although no GPU was released
 SKIP_QUEUE = 5.0  # seconds a queue is left alone after its head asked for more than we offer
 
 Launch = Callable[[TaskRecord, tuple[str, ...]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Head:
+    """A queue's head task that waits for room here; its queue is not popped meanwhile."""
+
+    task_id: str
+    recheck: float  # monotonic time to pop it again even without a release
 
 
 class Intake:
@@ -51,11 +64,34 @@ class Intake:
         self._launch = launch
         self._is_active = is_active
         self._skip: dict[str, float] = {}  # queue name -> monotonic time to look at it again
+        self._waiting: dict[str, _Head] = {}  # queue name -> its head, reserved here
+        self._sent_back: dict[str, float] = {}  # task id -> until when it counts as sent back
 
     def skipped(self) -> set[str]:
-        """Queues to leave alone now: their head task is too large for this agent."""
+        """Queues to leave alone now: their head is too large, or waits and cannot start yet."""
         now = time.monotonic()
-        return {q for q, until in self._skip.items() if until > now}
+        skip = {q for q, until in self._skip.items() if until > now}
+        skip.update(
+            queue
+            for queue, head in self._waiting.items()
+            if head.recheck > now and not self.allocator.ready(head.task_id)
+        )
+        return skip
+
+    def waiting(self) -> bool:
+        """Whether some queue's head waits for room on this agent."""
+        return bool(self._waiting)
+
+    def emptied(self, queues: Iterable[str]) -> None:
+        """``queues`` were found empty: their waiting heads left (taken elsewhere, canceled)."""
+        for queue in queues:
+            self._forget(queue)
+
+    def _forget(self, queue: str, unless: str | None = None) -> None:
+        head = self._waiting.get(queue)
+        if head is not None and head.task_id != unless:
+            del self._waiting[queue]
+            self.allocator.withdraw(head.task_id)
 
     def take(self, claim: Claim) -> None:
         """Claim a popped job: refuse it, drop it, hand it back, or launch its task.
@@ -64,6 +100,8 @@ class Intake:
         (``preparing`` by this agent, resources held) goes on from there.
         """
         job = claim.job
+        # Whatever was popped is the head now; a different task waiting here has left it.
+        self._forget(claim.queue.name, unless=task_id_of(job) if is_overnight_job(job) else None)
         if not is_overnight_job(job):
             message = refusal_message(job)
             log.warning("%s", message)
@@ -116,17 +154,37 @@ class Intake:
         """The GPUs granted to the task (``()``: a CPU slot), or None after handing it back."""
         decision = self.allocator.plan(record.id, record.options.gpus)
         if decision.verdict is Verdict.GRANTED:
+            self._waiting.pop(claim.queue.name, None)
             return decision.gpu_ids
-        self.worker.push_back(claim)
         if decision.verdict is Verdict.WAIT:
-            self.allocator.wait(WAKE)
-        else:  # this agent can never run it: leave its queue to other agents for a while
-            self.allocator.withdraw(record.id)
+            self.worker.push_back(claim)
+            self._waiting[claim.queue.name] = _Head(record.id, time.monotonic() + RECHECK)
+            return None
+        # This agent can never run it.
+        self.allocator.withdraw(record.id)
+        note = f"agent {self.name} cannot run it: {decision.reason}"
+        if note not in record.notes:
+            self.store.add_note(record.id, note)
+        if self._nobody_runs(record):  # it must not block the tasks behind it
+            self.worker.send_to_back(claim)
+        else:  # at the head for the agent that can run it; its queue left alone for a while
+            self.worker.push_back(claim)
             self._skip[claim.queue.name] = time.monotonic() + SKIP_QUEUE
-            note = f"agent {self.name} cannot run it: {decision.reason}"
-            if note not in record.notes:
-                self.store.add_note(record.id, note)
         return None
+
+    def _nobody_runs(self, record: TaskRecord) -> bool:
+        """No live agent offers what ``record`` asks for, and it has not come round again since
+        it was last sent to the back (then the queue holds nothing else to run)."""
+        now = time.monotonic()
+        self._sent_back = {t: until for t, until in self._sent_back.items() if until > now}
+        if record.id in self._sent_back:
+            return False
+        queue, wanted = record.options.queue, record.options.gpus
+        for agent in AgentRegistry(self.store.redis).list():
+            if queue in agent.queues and len(agent.gpus) >= wanted:
+                return False
+        self._sent_back[record.id] = now + SKIP_QUEUE
+        return True
 
     def give_up(self, claim: Claim, exc: Exception) -> None:
         """A claim that failed for an unexpected reason: fail its task, keep serving."""

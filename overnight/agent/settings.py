@@ -29,6 +29,7 @@ class AgentConfig:
     queues: tuple[str, ...] = ("default",)  # the first named has priority
     gpus: str = "all"  # "all" (those NVML reports; none found: a CPU agent), "none", "0,1", "0-3"
     cpu_slots: int = 1  # tasks asking for no GPU that may run at once
+    gpu_foreign_mb: float = 1024.0  # a GPU with more memory held by others is not handed out
     env_mode: str = "auto"
     workspace_dir: str = "~/.cache/overnight/workspaces"
     cache_dir: str = "~/.cache/overnight/envs"
@@ -55,12 +56,6 @@ class AgentConfig:
     docker_shm_size: str = "2g"
     docker_image_repo: str = "overnight-env"  # environment images are <repo>:<key>
     docker_cache_volume: str = "overnight-pkg-cache"  # package downloads shared by builds
-    docker_user: str | None = None  # UID:GID tasks run as (default: the agent's own)
-    docker_ca_bundle: str = "system"  # PEM for builds and tasks: a path, system (host's), none
-    docker_installer_env: dict[str, str] = dataclasses.field(default_factory=dict)  # PIP_*, UV_*
-    docker_pip_conf: str | None = None  # pip.conf for builds (default: $PIP_CONFIG_FILE)
-    docker_uv_toml: str | None = None  # uv.toml for builds (default: $UV_CONFIG_FILE)
-    docker_build_network: str | None = None  # network of install containers (default: engine's)
     uptime: tuple[str, ...] = ()  # windows when new tasks are taken: "fri 19:00-mon 07:00"
     downtime: tuple[str, ...] = ()  # windows when they are not
 
@@ -79,7 +74,18 @@ class AgentConfig:
                 f"lost_ttl ({self.lost_ttl:g} s) must exceed heartbeat_interval "
                 f"({self.heartbeat_interval:g} s), or live tasks would be declared lost"
             )
-        for field in ("grace", "heartbeat_interval", "control_interval", "dequeue_timeout"):
+        if self.gpu_foreign_mb < 0:
+            raise ConfigError(
+                f"gpu_foreign_mb must be 0 or more MB, not {self.gpu_foreign_mb:g}; "
+                "pass e.g. --gpu-foreign-mb 1024"
+            )
+        for field in (
+            "grace",
+            "heartbeat_interval",
+            "control_interval",
+            "dequeue_timeout",
+            "monitor_interval",
+        ):
             if getattr(self, field) <= 0:
                 raise ConfigError(f"{field} must be a positive number of seconds")
 

@@ -139,6 +139,13 @@ class AgentWorker:
             pipe.lrem(claim.queue.intermediate_queue_key, 1, claim.job_id)
             pipe.execute()
 
+    def send_to_back(self, claim: Claim) -> None:
+        """Return a popped job to the end of its queue: the jobs behind it go first."""
+        with self.connection.pipeline() as pipe:
+            pipe.rpush(claim.queue.key, claim.job_id)
+            pipe.lrem(claim.queue.intermediate_queue_key, 1, claim.job_id)
+            pipe.execute()
+
     def drop(self, claim: Claim) -> None:
         """Forget a popped job that needs no run (its task was canceled or is handled elsewhere)."""
         self.connection.lrem(claim.queue.intermediate_queue_key, 1, claim.job_id)

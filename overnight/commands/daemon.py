@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -19,6 +20,8 @@ from overnight.agent.environments.base import Environment
 from overnight.agent.gpus import GPUInventory, open_inventory, parse_gpu_list
 from overnight.agent.settings import AgentConfig, load_agent_config
 from overnight.errors import ConfigError
+
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environment:
@@ -32,7 +35,21 @@ def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environme
     if client is not None:
         from overnight.agent.environments.docker import DockerEnvironment
 
-        return DockerEnvironment.from_config(client, config, base_env)
+        return DockerEnvironment(
+            client,
+            agent_name=config.agent_name,
+            default_image=config.default_image,
+            ca_bundle=CA_BUNDLE if CA_BUNDLE.is_file() else None,
+            network=config.docker_network,
+            mounts=config.docker_mounts,
+            shm_size=config.docker_shm_size,
+            image_repo=config.docker_image_repo,
+            cache_volume=config.docker_cache_volume,
+            max_images=config.max_envs,
+            max_gb=config.max_env_gb,
+            state_dir=config.cache_path / "docker",
+            installer_env={k: v for k, v in base_env.items() if k.startswith(("PIP_", "UV_"))},
+        )
     from overnight.agent.environments.venv import VenvEnvironment
 
     return VenvEnvironment(
@@ -51,14 +68,6 @@ def _docker_client() -> Any:
     return client
 
 
-def _pairs(items: tuple[str, ...]) -> dict[str, str]:
-    pairs = [item.partition("=") for item in items]
-    for name, sep, _ in pairs:
-        if not (name and sep):
-            raise ConfigError(f"--installer-env {name!r} is not NAME=VALUE; e.g. PIP_INDEX_URL=...")
-    return {name: value for name, _, value in pairs}
-
-
 def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
     if config.gpus.strip().lower() in ("", "none"):
         return (), None
@@ -72,6 +81,12 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
 @click.option("--gpus", help="GPUs to use: all, none, 0,1 or 0-3 (default: all found).")
 @click.option("--cpu-slots", type=int, help="CPU-only tasks run at once (default 1).")
 @click.option(
+    "--gpu-foreign-mb",
+    type=float,
+    help="Hold back a GPU when others' processes use more memory on it (default 1024).",
+)
+@click.option("--monitor-interval", type=float, help="Seconds between resource samples (5).")
+@click.option(
     "--env-mode",
     type=click.Choice(["auto", "venv", "docker"]),
     help="Where tasks run (default auto: docker when an engine answers, else venv).",
@@ -84,25 +99,6 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
 @click.option("--grace", type=float, help="Seconds between SIGTERM and SIGKILL on a stop.")
 @click.option("--uptime", multiple=True, help='Take new tasks only then: "fri 19:00-mon 07:00".')
 @click.option("--downtime", multiple=True, help='Take no new tasks then: "mon-fri 09:00-18:00".')
-@click.option("--default-image", help="Docker: base image of tasks that name none.")
-@click.option("--docker-user", metavar="UID:GID", help="Docker: task user (default: the agent's).")
-@click.option("--docker-network", help="Docker: network of task containers (host, none, ...).")
-@click.option(
-    "--docker-mount", "docker_mounts", multiple=True, metavar="HOST:CONTAINER[:ro]",
-    help="Docker: mount this in every task container; repeat.",
-)  # fmt: skip
-@click.option("--docker-shm-size", help="Docker: /dev/shm of task containers (default 2g).")
-@click.option(
-    "--ca-bundle", "docker_ca_bundle", metavar="PATH|system|none",
-    help="Docker: CA bundle for builds and tasks (default system: the host's, when present).",
-)  # fmt: skip
-@click.option(
-    "--installer-env", "docker_installer_env", multiple=True, metavar="NAME=VALUE",
-    help="Docker: pip/uv variable for builds, e.g. PIP_INDEX_URL=...; repeat.",
-)  # fmt: skip
-@click.option("--pip-conf", "docker_pip_conf", help="Docker: pip.conf for builds.")
-@click.option("--uv-toml", "docker_uv_toml", help="Docker: uv.toml for builds.")
-@click.option("--build-network", "docker_build_network", help="Docker: network of builds.")
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
 def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: Any) -> None:
     """Take tasks from QUEUEs, rebuild their tree and environment, run them, report back.
@@ -120,9 +116,8 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
     for name in ("rq", "rq.worker", "rq.queue", "rq.job"):
         logging.getLogger(name).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
     flags["queues"] = queues or None
-    for name in ("uptime", "downtime", "docker_mounts"):
+    for name in ("uptime", "downtime"):
         flags[name] = flags[name] or None
-    flags["docker_installer_env"] = _pairs(flags["docker_installer_env"]) or None
     config = load_agent_config(flags)
     gpu_ids, inventory = _gpus(config)
     base_env = {**os.environ, **config.env}

@@ -1,15 +1,33 @@
 from __future__ import annotations
 
+import re
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from overnight.agent.adoption import adopt_containers
 from overnight.agent.allocator import Allocator, Verdict
 from overnight.agent.gpus import FakeInventory, GPUProcess
 from overnight.errors import GPUError
+from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.agents import (
+    Background,
+    agent_config,
+    enqueue,
+    log_text,
+    make_daemon,
+    wait_for,
+    wait_status,
+)
+from tests.fixtures.docker import BASE_IMAGE
+from tests.fixtures.gitrepo import Repo
+from tests.fixtures.gpus import gpu_agent, wait_output
 
 FOUR = ("0", "1", "2", "3")
 
@@ -210,6 +228,62 @@ def test_inventory_failure_warns_once_and_stops_holding_back() -> None:
     assert warnings == ["foreign GPU use is not checked any more: NVML: GPU is lost"]
 
 
+def test_acquire_ids_books_the_very_gpus_an_adopted_task_runs_on() -> None:
+    alloc = Allocator(FOUR, cpu_slots=1)
+    assert alloc.acquire_ids("adopted", ("2",)) == ("2",)
+    assert alloc.try_acquire("new", 3) == ("0", "1", "3")
+    # ids this agent does not offer, or another task holds, are left out
+    assert alloc.acquire_ids("other", ("3", "7")) == ()
+    # CPU tasks found running are booked even beyond cpu_slots
+    assert alloc.acquire_ids("c1", ()) == ()
+    assert alloc.acquire_ids("c2", ()) == ()
+    assert alloc.holders() == {
+        "adopted": ("2",),
+        "new": ("0", "1", "3"),
+        "other": (),
+        "c1": (),
+        "c2": (),
+    }
+    with pytest.raises(GPUError, match="already holds"):
+        alloc.acquire_ids("adopted", ("2",))
+
+
+def test_acquire_ids_ignores_foreign_use_and_reservations() -> None:
+    inv = FakeInventory.with_gpus(2)
+    inv.set_processes(1, GPUProcess(999, 5000.0))
+    alloc = Allocator(("0", "1"), inventory=inv)
+    assert alloc.try_acquire("a", 1) == ("0",)
+    assert alloc.plan("head", 2).verdict is Verdict.WAIT
+    assert alloc.acquire_ids("adopted", ("1",)) == ("1",)
+    assert alloc.free() == ()
+
+
+def test_ready_and_has_room_follow_the_reservation_rule() -> None:
+    alloc = Allocator(("0", "1"), cpu_slots=1)
+    assert alloc.has_room()
+    assert alloc.try_acquire("a", 1) == ("0",)
+    assert alloc.plan("big", 2).verdict is Verdict.WAIT
+    assert not alloc.ready("big")
+    assert alloc.has_room()  # the CPU slot is free
+    assert alloc.try_acquire("c", 0) == ()
+    assert not alloc.has_room()  # GPU 1 is free but kept for big
+    alloc.release("a")
+    assert alloc.ready("big")
+    assert alloc.has_room()
+    assert alloc.ready("not-waiting")  # plan decides for a task that holds no place
+    assert alloc.plan("big", 2).granted
+
+
+def test_has_room_when_foreign_use_makes_the_head_impossible() -> None:
+    inv = FakeInventory.with_gpus(2)
+    inv.set_processes(1, GPUProcess(7, 8000.0))
+    alloc = Allocator(("0", "1"), cpu_slots=1, inventory=inv)
+    assert alloc.plan("big", 2).verdict is Verdict.WAIT
+    alloc.try_acquire("c", 0)
+    assert not alloc.ready("big")
+    assert alloc.has_room()  # GPU 0 goes to smaller tasks while GPU 1 is in foreign use
+
+
 def test_describe_is_json_ready() -> None:
     alloc = Allocator(("0", "1"), cpu_slots=2)
     alloc.try_acquire("a", 1)
@@ -314,6 +388,27 @@ class AllocationMachine(RuleBasedStateMachine):
             self.inv.set_processes(int(gpu))
             self.foreign.discard(gpu)
 
+    @rule()
+    def ask_room(self) -> None:
+        """``ready`` and ``has_room`` agree with what ``plan`` then does."""
+        self.alloc.unavailable()  # a fresh GPU reading, as plan takes
+        room = self.alloc.has_room()
+        ready = [(t, n) for t, n in self.alloc.reservations() if self.alloc.ready(t)]
+        if ready:
+            assert room
+            task, count = ready[0]
+            self.before = self.alloc.reservations()
+            decision = self.alloc.plan(task, count)
+            assert decision.granted, f"{task} was ready but got {decision}"
+            self._check_grant(task, count, decision.gpu_ids)
+            return
+        self.counter += 1
+        task = f"t{self.counter}"
+        grants = [(n, self.alloc.try_acquire(f"{task}-{n}", n)) for n in (0, 1)]
+        assert room == any(g is not None for _, g in grants)
+        for n, granted in grants:
+            self._check_grant(f"{task}-{n}", n, granted)
+
     @invariant()
     def never_double_booked(self) -> None:
         holders = self.alloc.holders()
@@ -341,3 +436,178 @@ AllocationMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None
 )
 test_allocation_state_machine = AllocationMachine.TestCase
+
+
+# -- through the real daemon (in-process, real Redis, venv tasks, a fake GPU inventory) --------
+
+
+def _held(record: TaskRecord) -> tuple[float, float]:
+    """From the claim (GPUs booked) to the end of the task."""
+    claimed = next(c.at for c in record.history if c.status is TaskStatus.PREPARING)
+    assert record.ended is not None
+    return claimed, record.ended
+
+
+def assert_no_gpu_shared(records: list[TaskRecord]) -> None:
+    for i, a in enumerate(records):
+        for b in records[i + 1 :]:
+            if set(a.gpu_ids) & set(b.gpu_ids):
+                (a0, a1), (b0, b1) = _held(a), _held(b)
+                assert a1 <= b0 or b1 <= a0, f"{a.id} and {b.id} held GPU {a.gpu_ids} at once"
+
+
+def test_the_agent_config_sets_the_foreign_memory_threshold(
+    redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    inventory = FakeInventory.with_gpus(1)
+    inventory.set_processes(0, GPUProcess(4242, 3000.0))
+    default = gpu_agent(redis_url, tmp_path / "a", venv_cache, inventory)
+    assert "threshold 1024 MB" in default.allocator.unavailable()["0"]
+    tolerant = gpu_agent(redis_url, tmp_path / "b", venv_cache, inventory, gpu_foreign_mb=4096)
+    assert tolerant.allocator.unavailable() == {}
+
+
+def test_daemon_runs_one_gpu_tasks_side_by_side_on_different_gpus(
+    agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    flag = tmp_path / "flag"
+    # The waiter can only finish if the toucher runs while it waits: both run at once.
+    waiter = enqueue(agent_store, project, "--wait-for", str(flag), gpus=1, timeout=60.0)
+    toucher = enqueue(agent_store, project, "--touch", str(flag), gpus=1)
+    third = enqueue(agent_store, project, gpus=1)
+    daemon = gpu_agent(redis_url, tmp_path / "agent", venv_cache, FakeInventory.with_gpus(2))
+    daemon.run(burst=True)
+    records = [agent_store.get(r.id) for r in (waiter, toucher, third)]
+    assert [r.status for r in records] == [TaskStatus.FINISHED] * 3
+    assert {records[0].gpu_ids, records[1].gpu_ids} == {("0",), ("1",)}
+    for record in records:
+        assert len(record.gpu_ids) == 1
+        text = log_text(agent_store, record.id)
+        assert f"CUDA_VISIBLE_DEVICES={record.gpu_ids[0]}" in text
+        assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in text
+    assert_no_gpu_shared(records)
+
+
+def test_daemon_reserves_gpus_for_a_two_gpu_head_without_popping_it_again(
+    agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    flag = tmp_path / "flag"
+    first = enqueue(agent_store, project, "--wait-for", str(flag), gpus=1, timeout=60.0)
+    head = enqueue(agent_store, project, gpus=2)
+    stream = [enqueue(agent_store, project, gpus=1, queue="q2") for _ in range(3)]
+    daemon = gpu_agent(
+        redis_url, tmp_path / "agent", venv_cache, FakeInventory.with_gpus(2), queues=("q", "q2")
+    )
+    pushed: list[str] = []
+    push_back = daemon.worker.push_back
+    daemon.worker.push_back = lambda claim: (pushed.append(claim.job_id), push_back(claim))[1]  # type: ignore[method-assign]
+    agent = Background(daemon)
+    try:
+        wait_status(agent_store, first.id, TaskStatus.RUNNING)
+        wait_for(
+            lambda: head.id in dict(daemon.allocator.reservations()), what="the head to reserve"
+        )
+        seen = pushed.count(head.id)
+        # GPU 1 is free but kept for the head: no 1-GPU task starts, and the head is not popped
+        # again while nothing can start (the old loop popped and pushed it twice a second).
+        threading.Event().wait(1.0)
+        assert pushed.count(head.id) == seen == 1
+        assert daemon.allocator.free() == ("1",)
+        assert [agent_store.get(r.id).status for r in stream] == [TaskStatus.QUEUED] * 3
+        flag.touch()
+        done = [wait_status(agent_store, r.id, TaskStatus.FINISHED) for r in (head, *stream)]
+    finally:
+        flag.touch()
+        agent.stop()
+    big = done[0]
+    assert big.gpu_ids == ("0", "1")
+    for small in done[1:]:
+        assert small.started is not None and big.ended is not None
+        assert small.started >= big.ended, "a 1-GPU task ran before the waiting 2-GPU head"
+    assert_no_gpu_shared([agent_store.get(first.id), *done])
+
+
+def test_daemon_keeps_a_gpu_used_by_others_and_workers_says_why(
+    agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    inventory = FakeInventory.with_gpus(2)
+    inventory.set_processes(1, GPUProcess(4242, 3000.0))  # someone's notebook on GPU 1
+    flag = tmp_path / "flag"
+    first = enqueue(agent_store, project, "--wait-for", str(flag), gpus=1, timeout=60.0)
+    second = enqueue(agent_store, project, gpus=1)
+    daemon = gpu_agent(redis_url, tmp_path / "agent", venv_cache, inventory)
+    agent = Background(daemon)
+    try:
+        wait_for(lambda: "pid=" in log_text(agent_store, first.id), what="the first task")
+        pid = int(re.search(r"pid=(\d+)", log_text(agent_store, first.id))[1])  # type: ignore[index]
+        # The task's own memory on its GPU is not foreign use.
+        inventory.set_processes(0, GPUProcess(pid, 8000.0))
+        why = "3000 MB in use by processes overnight did not start (pid 4242); threshold 1024 MB"
+        assert daemon.allocator.unavailable() == {"1": why}
+        workers = wait_output(redis_url, f"GPU 1 held back: {why}", "workers")
+        assert "busy" in workers
+        assert agent_store.get(second.id).status is TaskStatus.QUEUED
+        inventory.set_processes(1)  # the notebook ends
+        done = wait_status(agent_store, second.id, TaskStatus.FINISHED)
+        assert done.gpu_ids == ("1",)
+        assert agent_store.get(first.id).status is TaskStatus.RUNNING
+    finally:
+        flag.touch()
+        agent.stop()
+    assert agent_store.get(first.id).status is TaskStatus.FINISHED
+
+
+WAIT_FOR_GO = "echo started; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo done"
+
+
+@pytest.mark.docker
+def test_adopted_task_keeps_its_gpu_and_its_memory_is_not_foreign(
+    agent_store: TaskStore,
+    project: Repo,
+    redis_url: str,
+    tmp_path: Path,
+    venv_cache: Path,
+    docker_sandbox: Any,
+) -> None:
+    record = enqueue(agent_store, project, gpus=1)
+    agent_store.transition(
+        record.id, TaskStatus.PREPARING, agent=docker_sandbox.agent_name, gpu_ids=("1",)
+    )
+    agent_store.transition(record.id, TaskStatus.RUNNING)
+    # The container the agent started on GPU 1 before it died (no GPU is given to it here).
+    container = docker_sandbox.client.containers.run(
+        BASE_IMAGE,
+        ["sh", "-c", WAIT_FOR_GO],
+        detach=True,
+        labels={
+            "overnight.role": "task",
+            "overnight.agent": docker_sandbox.agent_name,
+            "overnight.task": record.id,
+        },
+    )
+    inventory = FakeInventory.with_gpus(2)
+    config = agent_config(redis_url, tmp_path / "agent", venv_cache, name=docker_sandbox.agent_name)
+    daemon = make_daemon(
+        config,
+        environment=docker_sandbox.environment(),
+        gpu_ids=("0", "1"),
+        inventory=inventory,
+    )
+    try:
+        assert adopt_containers(daemon, daemon.pipeline.environment) == [record.id]
+        # The very GPU it runs on is booked: a new task gets the other one.
+        assert daemon.allocator.holders() == {record.id: ("1",)}
+        assert daemon.allocator.try_acquire("next", 1) == ("0",)
+        daemon.allocator.release("next")
+        container.reload()
+        pid = int(container.attrs["State"]["Pid"])
+        wait_for(lambda: pid in daemon.own_pids(), what="the container's pids to be the task's")
+        inventory.set_processes(1, GPUProcess(pid, 6000.0))
+        assert daemon.allocator.unavailable() == {}
+        inventory.set_processes(1, GPUProcess(pid + 100_000, 6000.0))
+        assert "1" in daemon.allocator.unavailable()
+    finally:
+        container.exec_run(["touch", "/tmp/go"])
+    done = wait_status(agent_store, record.id, TaskStatus.FINISHED, TaskStatus.FAILED)
+    assert done.status is TaskStatus.FINISHED, done.error
+    wait_for(lambda: not daemon.allocator.holders(), what="the adopted task's GPU to be released")

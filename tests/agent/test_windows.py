@@ -1,13 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from overnight.agent.gpus import FakeInventory
 from overnight.agent.windows import FakeClock, Span, SystemClock, Windows, parse_window
 from overnight.errors import UsageError
+from overnight.queue.agents import AgentRegistry
+from overnight.queue.records import TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.agents import Background, enqueue, log_text, wait_for, wait_status
+from tests.fixtures.gitrepo import Repo
+from tests.fixtures.gpus import cli_output, gpu_agent, wait_output
 
 
 def at(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
@@ -166,3 +174,40 @@ def test_next_change_is_the_first_flip(start: int, length: int, offset: int) -> 
     just_before = change - timedelta(minutes=1)
     if just_before > now:
         assert windows.is_open(just_before) == windows.is_open(now)
+
+
+def test_outside_its_windows_the_daemon_takes_nothing_new_and_running_tasks_go_on(
+    agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    clock = FakeClock(at(6, 12))  # Saturday noon: open
+    flag = tmp_path / "flag"
+    running = enqueue(agent_store, project, "--wait-for", str(flag), gpus=1, timeout=60.0)
+    daemon = gpu_agent(
+        redis_url,
+        tmp_path / "agent",
+        venv_cache,
+        FakeInventory.with_gpus(2),
+        clock=clock,
+        uptime=("fri 19:00-mon 07:00",),
+    )
+    agent = Background(daemon)
+    try:
+        wait_for(lambda: "pid=" in log_text(agent_store, running.id), what="the task to start")
+        clock.set(at(8, 8))  # Monday 08:00: closed until Friday evening
+        later = enqueue(agent_store, project, gpus=1)
+        workers = wait_output(redis_url, "windows: closed until fri 19:00", "workers")
+        assert "paused" in workers
+        assert running.id[:12] in workers  # still running
+        flag.touch()
+        assert wait_status(agent_store, running.id, TaskStatus.FINISHED).gpu_ids == ("0",)
+        # Two GPUs free, heartbeats go on, and still nothing new is taken: the window is closed.
+        registry = AgentRegistry(agent_store.redis)
+        wait_for(lambda: registry.list()[0].tasks == (), what="the agent to publish no tasks")
+        assert "paused" in cli_output(redis_url, "workers")
+        assert agent_store.get(later.id).status is TaskStatus.QUEUED
+        clock.set(at(12, 19, 30))  # Friday 19:30: open again
+        wait_status(agent_store, later.id, TaskStatus.FINISHED)
+        wait_output(redis_url, "windows: open until mon 07:00", "workers")
+    finally:
+        flag.touch()
+        agent.stop()

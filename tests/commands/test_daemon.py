@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from overnight.cli import ExitCode
+from overnight.queue.records import TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.agents import enqueue
 from tests.fixtures.cli import run_cli
+from tests.fixtures.gitrepo import Repo
 from tests.fixtures.services import free_port
 
 
@@ -38,6 +42,9 @@ def test_burst_on_empty_queues_exits_cleanly(redis_url: str, dirs: dict[str, str
          "no Docker engine answers"),
         ([], {"OVERNIGHT_LOST_TTL": "1", "OVERNIGHT_HEARTBEAT_INTERVAL": "5"}, ExitCode.CONFIG,
          "lost_ttl"),
+        (["--gpu-foreign-mb", "-1"], {}, ExitCode.CONFIG, "--gpu-foreign-mb 1024"),
+        (["--monitor-interval", "0"], {}, ExitCode.CONFIG, "monitor_interval"),
+        (["--uptime", "fri 25:00-mon 07:00"], {}, ExitCode.USAGE, "not a time of day"),
     ],
 )  # fmt: skip
 def test_bad_setup_is_one_line_naming_the_fix(
@@ -56,3 +63,15 @@ def test_bad_setup_is_one_line_naming_the_fix(
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.startswith("overnight: error: ") and proc.stderr.count("\n") == 1
     assert words in proc.stderr
+
+
+def test_a_closed_window_takes_no_task(
+    redis_url: str, dirs: dict[str, str], agent_store: TaskStore, project: Repo
+) -> None:
+    record = enqueue(agent_store, project)
+    proc = run_cli(
+        "agent", "daemon", "-q", "q", "--burst", "--env-mode", "venv", "--gpus", "none",
+        "--downtime", "mon-sun", OVERNIGHT_REDIS_URL=redis_url, **dirs,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert agent_store.get(record.id).status is TaskStatus.QUEUED

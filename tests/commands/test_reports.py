@@ -3,10 +3,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
 
+from overnight.agent.gpus import FakeInventory
 from overnight.cli import cli
 from overnight.commands.reports import (
     offer_problem,
@@ -19,6 +21,9 @@ from overnight.commands.reports import (
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
+from tests.fixtures.agents import Background, enqueue, wait_status
+from tests.fixtures.gitrepo import Repo
+from tests.fixtures.gpus import cli_output, gpu_agent, wait_output
 from tests.fixtures.tasks import make_snapshot, redis_client, store
 
 __all__ = ["redis_client", "store"]
@@ -254,3 +259,75 @@ def test_summary_window_counts_tasks_that_ended_in_it(store: TaskStore) -> None:
         old = dataclasses.replace(rec, created=now - 3 * 86400, started=ended - 60, ended=ended)
         store.redis.set(keys.task(rec.id), old.to_json())
     assert [r.id for r in tasks_since(store, now - 16 * 3600)] == [ended_late.id]
+
+
+def test_reports_of_tasks_a_real_agent_ran(
+    agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    inventory = FakeInventory.with_gpus(1, name="Fake H100", memory_mb=81920.0)
+    inventory.set_usage(0, utilization_pct=75.0, memory_used_mb=3000.0)
+    flag = tmp_path / "flag"
+    # First in line, and no agent can run it: it must not hold back the tasks behind it.
+    huge = enqueue(agent_store, project, name="huge", queue="gpu", gpus=8)
+    train = enqueue(
+        agent_store,
+        project,
+        "--ticks",
+        "2",
+        "--wait-for",
+        str(flag),
+        name="train",
+        queue="gpu",
+        gpus=1,
+        timeout=60.0,
+    )
+    broken = enqueue(agent_store, project, "--exit", "3", name="broken", queue="gpu", gpus=0)
+    agent = Background(
+        gpu_agent(
+            redis_url,
+            tmp_path / "agent",
+            venv_cache,
+            inventory,
+            queues=("gpu",),
+            monitor_interval=0.05,
+        )
+    )
+    try:
+        top = wait_output(redis_url, "util 75 %", "top", "--once")
+        assert f"GPU 0  {train.id[:12]}  util 75 %  mem 2.9 GB" in top
+        assert f"{huge.id[:12]} huge: no agent offers 8 GPUs on queue gpu" in top
+        listing = wait_output(redis_url, "no agent offers 8 GPUs on queue gpu", "ls")
+        assert "queued !" in listing
+        assert f"! no agent offers 8 GPUs on queue gpu: {huge.id}" in listing
+        shown = cli_output(redis_url, "show", huge.id)
+        assert "warning:      no agent offers 8 GPUs on queue gpu" in shown
+        assert "agent agent-a cannot run it: the task needs 8 GPUs; this agent offers 1" in shown
+        wait_status(agent_store, broken.id, TaskStatus.FAILED)
+        flag.touch()
+        done = wait_status(agent_store, train.id, TaskStatus.FINISHED)
+    finally:
+        flag.touch()
+        agent.stop()
+    resources = done.extra["resources"]
+    assert resources["summary"]["gpu0.mem_mb"]["peak"] == 3000.0
+    assert resources["summary"]["gpu0.util_pct"]["mean"] == 75.0
+    assert resources["summary"]["rss_mb"]["peak"] > 0
+    assert resources["summary"]["gpu_mem_mb"]["samples"] >= 2
+    assert len(resources["series"]["gpu0.mem_mb"]) >= 2
+    hardware = done.extra["hardware"]
+    assert hardware["gpu_model"] == "Fake H100"
+    assert (hardware["gpu_count"], hardware["gpus"][0]["memory_mb"]) == (1, 81920)
+    assert (hardware["driver_version"], hardware["cuda_version"]) == ("fake-1.0", "12.4")
+    assert hardware["host"] and hardware["cpu_model"] and hardware["ram_gb"] > 0
+    shown = cli_output(redis_url, "show", train.id)
+    assert "GPU 0 memory: peak 2.9 GB, mean 2.9 GB" in shown
+    assert "GPU 0 utilisation: peak 75 %, mean 75 %" in shown
+    assert "RSS: peak" in shown
+    summary = cli_output(redis_url, "summary", "--since", "16h")
+    assert "3 tasks: " in summary.splitlines()[0]
+    assert all(f"1 {s}" in summary.splitlines()[0] for s in ("finished", "failed", "queued"))
+    row = next(line for line in summary.splitlines() if line.startswith(train.id[:12]))
+    assert "train" in row and "ticks=2" in row and "2.9 GB" in row
+    broken_row = next(line for line in summary.splitlines() if line.startswith(broken.id[:12]))
+    assert "broken" in broken_row and " 3 " in broken_row
+    assert "error: [run] exited with 3" in summary
