@@ -280,28 +280,51 @@ def _mtime(path: Path) -> float:
 
 
 def _copy_tree(source: Path, dest: Path) -> None:
-    """Copy a checkout: modes, times and symlinks kept; git's object files hard-linked.
+    """Copy a checkout as git writes one: symlinks as symlinks, exec bits kept, git's object
+    files hard-linked.
 
-    git writes object files once and never changes them, so the copy and the source can share
-    them; every other file (the tree, the index, refs, config) is the copy's own.
+    Files and folders are made with the agent's default modes (what a checkout would give them)
+    and times are not copied: a fresh checkout's times are its own too. git writes object files
+    once and never changes them, so the copy and the source can share them; every other file
+    (the tree, the index, refs, config) is the copy's own.
     """
-    source_text = str(source)
-
-    def copy(src: str, dst: str) -> str:
-        rel = src[len(source_text) + 1 :].split(os.sep)
-        if rel[0] == ".git" and "objects" in rel[1:-1]:
-            try:
-                os.link(src, dst)
-                return dst
-            except OSError:
-                pass  # another file system, or links not allowed: copy it
-        return str(shutil.copy2(src, dst))
-
+    top = str(source)
     try:
-        shutil.copytree(source, dest, symlinks=True, copy_function=copy)
-    except (OSError, shutil.Error) as exc:
+        os.mkdir(dest)
+        folders = [(top, str(dest), False, False)]  # source, copy, in .git, in an object store
+        while folders:
+            src_dir, dst_dir, in_git, objects = folders.pop()
+            with os.scandir(src_dir) as entries:
+                for entry in entries:
+                    src, dst = entry.path, os.path.join(dst_dir, entry.name)
+                    if entry.is_symlink():
+                        os.symlink(os.readlink(src), dst)
+                    elif entry.is_dir():
+                        os.mkdir(dst)
+                        git_dir = in_git or (src_dir == top and entry.name == ".git")
+                        store = entry.name == "objects" and in_git and _is_git_dir(src_dir)
+                        folders.append((src, dst, git_dir, objects or store))
+                    elif not (objects and _linked(src, dst)):
+                        shutil.copyfile(src, dst)
+                        mode = entry.stat().st_mode
+                        if mode & 0o111:
+                            os.chmod(dst, stat.S_IMODE(mode))
+    except OSError as exc:
         _rmtree(dest, missing_ok=True)
         raise ReconstructError(f"cannot copy the task's tree to {dest}: {exc}") from exc
+
+
+def _is_git_dir(path: str) -> bool:
+    """``.git`` or a submodule's git folder under ``.git/modules`` (it holds HEAD)."""
+    return os.path.isfile(os.path.join(path, "HEAD"))
+
+
+def _linked(src: str, dst: str) -> bool:
+    try:
+        os.link(src, dst)
+    except OSError:
+        return False  # another file system, or links not allowed: copy it
+    return True
 
 
 def _has_commit(mirror: Path, commit: str, env: Mapping[str, str]) -> bool:

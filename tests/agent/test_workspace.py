@@ -69,6 +69,7 @@ def _dirty(repo: Repo) -> Snapshot:
     repo.write("train.py", "print('edited')\n")
     repo.write("data/new.bin", b"\x00\x01\xff")
     repo.write("run.sh", "#!/bin/sh\necho run\n").chmod(0o755)
+    repo.write(".github/objects/ci.yml", "on: push\n")  # named like git's object store
     (repo.path / "latest").symlink_to("train.py")
     return _snap(repo)
 
@@ -104,7 +105,12 @@ def test_a_task_changing_its_copy_changes_nothing_for_the_next(repo: Repo, tmp_p
     snap = _dirty(repo)
     expected, status = worktree_state(repo.path), _porcelain(repo.path)
     first = spaces.create("t1", snap, _Log())
+    for path in first.rglob("*"):  # the task's own files: nothing shared but git's objects
+        if path.is_file() and not path.is_symlink() and "objects/pack" not in str(path):
+            assert path.stat().st_nlink == 1, path
     (first / "train.py").write_text("print('changed by the task')\n")
+    with (first / ".github" / "objects" / "ci.yml").open("r+") as ci:  # in place
+        ci.write("ON")
     (first / "run.sh").chmod(0o644)
     (first / "out.txt").write_text("results")
     git(first, "add", "-A")
@@ -353,3 +359,25 @@ def test_agent_processes_on_one_host_share_the_mirror_and_the_tree(
     expected = worktree_state(repo.path)
     for i in range(3):
         assert worktree_state(spaces.task_dir(f"task-{i}")) == expected
+
+
+def test_a_submodule_comes_with_its_recorded_commit_in_every_copy(tmp_path: Path) -> None:
+    lib = make_repo(tmp_path / "lib-base", name="lib")
+    lib.write("lib.py", "VERSION = 2\n")
+    second = lib.commit("v2")
+    lib.push()
+    repo = make_repo(tmp_path / "main-base")
+    repo.git(
+        "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib.origin), "vendor/lib"
+    )  # fmt: skip
+    repo.commit("add lib")
+    repo.push()
+    spaces = Workspaces(tmp_path / "ws")
+    snap = _snap(repo)
+    spaces.create("t1", snap, _Log())
+    dest = spaces.create("t2", snap, _Log())  # a copy of the tree t1 rebuilt
+    assert git(dest / "vendor" / "lib", "rev-parse", "HEAD").strip() == second
+    assert worktree_state(dest / "vendor" / "lib") == worktree_state(repo.path / "vendor" / "lib")
+    (dest / "vendor" / "lib" / "lib.py").write_text("changed by the task\n")
+    assert _porcelain(dest / "vendor" / "lib") == " M lib.py\n"
+    assert _porcelain(spaces.create("t3", snap, _Log()) / "vendor" / "lib") == ""
