@@ -63,9 +63,8 @@ def _adopt(daemon: Daemon, found: AdoptedTask, gpu_ids: tuple[str, ...]) -> None
             daemon.config.gpus,
             ",".join(booked) or "none",
         )
-    tail = daemon.store.logs.tail(task_id, 1)
-    since = tail[-1].time if tail else None
-    process = found.process_since(since)
+    tail = daemon.store.logs.tail(task_id, 20)  # matched against the container's own log
+    process = found.process_after([(entry.time, entry.line) for entry in tail])
     state = "still running" if found.running else f"exited with {found.exit_code}"
     log.info("task %s: adopting its container %s (%s)", task_id, process.ident[:12], state)
 

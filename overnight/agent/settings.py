@@ -56,6 +56,12 @@ class AgentConfig:
     docker_shm_size: str = "2g"
     docker_image_repo: str = "overnight-env"  # environment images are <repo>:<key>
     docker_cache_volume: str = "overnight-pkg-cache"  # package downloads shared by builds
+    docker_user: str | None = None  # UID:GID tasks run as (default: the agent's own)
+    docker_ca_bundle: str = "system"  # PEM for builds and tasks: a path, system (host's), none
+    docker_installer_env: dict[str, str] = dataclasses.field(default_factory=dict)  # PIP_*, UV_*
+    docker_pip_conf: str | None = None  # pip.conf for builds (default: $PIP_CONFIG_FILE)
+    docker_uv_toml: str | None = None  # uv.toml for builds (default: $UV_CONFIG_FILE)
+    docker_build_network: str | None = None  # network of install containers (default: engine's)
     uptime: tuple[str, ...] = ()  # windows when new tasks are taken: "fri 19:00-mon 07:00"
     downtime: tuple[str, ...] = ()  # windows when they are not
 

@@ -1,24 +1,27 @@
 """``overnight agent build ID|SPEC --tag IMAGE``: a task as a standalone Docker image.
 
 The image holds the task's environment (the same cached environment image an agent in Docker
-mode runs it from) and its reconstructed tree at /workspace, with the recorded command, working
-directory and env; plain ``docker run IMAGE`` reproduces the run without overnight.
+mode on this machine runs it from, built with the agent's settings) and its reconstructed tree at
+/workspace, with the recorded command, working directory and env; plain ``docker run IMAGE``
+reproduces the run without overnight.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
 from overnight.agent.environments.base import LogSink
+from overnight.agent.settings import AgentConfig, load_agent_config
 from overnight.commands.common import redis_option, store_for
 from overnight.errors import ConfigError, UsageError
 from overnight.recorder.checkout import reconstruct
 from overnight.spec import Snapshot
-
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def load_task(task: str, redis_url: str | None) -> tuple[Snapshot, str | None, str | None]:
@@ -41,14 +44,16 @@ def build_standalone(
     tag: str,
     *,
     log: LogSink,
+    config: AgentConfig,
     image: str | None = None,
     task_id: str | None = None,
     source: str | None = None,
-    ca_bundle: Path | None = None,
-    env_repo: str = "overnight-env",
-    cache_volume: str = "overnight-pkg-cache",
 ) -> str:
-    """Build the standalone image ``tag`` for ``snapshot``; returns its id."""
+    """Build the standalone image ``tag`` for ``snapshot``; returns its id.
+
+    The environment comes from the image cache an agent with ``config`` on this host uses
+    (default image, image repository, package cache, CA bundle, installer settings).
+    """
     import docker
     import docker.errors
 
@@ -63,13 +68,7 @@ def build_standalone(
             f"no Docker engine answers ({exc}); start dockerd or set DOCKER_HOST"
         ) from exc
     try:
-        env = DockerEnvironment(
-            client,
-            agent_name="overnight-build",
-            ca_bundle=ca_bundle,
-            image_repo=env_repo,
-            cache_volume=cache_volume,
-        )
+        env = DockerEnvironment.from_config(client, config, os.environ)
         prepared = env.prepare(snapshot.spec, log, lambda: False, image=image)
         for warning in prepared.warnings:
             log(f"warning: {warning}")
@@ -97,44 +96,40 @@ def build_standalone(
 @click.command("build")
 @click.argument("task", metavar="ID|SPEC")
 @click.option("-t", "--tag", required=True, metavar="IMAGE", help="Name of the image to build.")
-@click.option("--image", help="Base image (default: the task's, else python:X.Y-slim).")
+@click.option(
+    "--image", help="Base image (default: the task's, else the agent's, else python:X.Y-slim)."
+)
 @click.option("--source", help="Clone commits from this URL or path instead of the recorded one.")
 @click.option(
     "--ca-bundle",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="CA bundle for installs behind an inspecting proxy (default: the system's).",
+    "docker_ca_bundle",
+    metavar="PATH|system|none",
+    help="CA bundle for installs behind an inspecting proxy (default: the agent's setting).",
 )
-@click.option("--env-repo", default="overnight-env", hidden=True)
-@click.option("--cache-volume", default="overnight-pkg-cache", hidden=True)
+@click.option("--env-repo", "docker_image_repo", hidden=True)
+@click.option("--cache-volume", "docker_cache_volume", hidden=True)
 @redis_option
 def build_command(
-    task: str,
-    tag: str,
-    image: str | None,
-    source: str | None,
-    ca_bundle: Path | None,
-    env_repo: str,
-    cache_volume: str,
-    redis_url: str | None,
+    task: str, tag: str, image: str | None, source: str | None, redis_url: str | None, **flags: Any
 ) -> None:
     """Build a standalone image of task ID (or a SPEC file from `snapshot --json`).
+
+    The environment is built (or found) as an agent on this machine would: its docker settings
+    (default image, CA bundle, pip/uv configuration) apply.
 
     \b
     overnight agent build 3f2a --tag exp:lr-0.01 && docker run exp:lr-0.01
     """
+    config = load_agent_config(flags)
     snapshot, task_id, task_image = load_task(task, redis_url)
-    if ca_bundle is None and CA_BUNDLE.is_file():
-        ca_bundle = CA_BUNDLE
     image_id = build_standalone(
         snapshot,
         tag,
         log=lambda line: click.echo(line, err=True),
+        config=dataclasses.replace(config, name="overnight-build"),
         image=image or task_image,
         task_id=task_id,
         source=source,
-        ca_bundle=ca_bundle,
-        env_repo=env_repo,
-        cache_volume=cache_volume,
     )
     click.echo(f"built {tag} ({image_id[7:19]}); run it with: docker run {tag}")
 

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -20,8 +19,6 @@ from overnight.agent.environments.base import Environment
 from overnight.agent.gpus import GPUInventory, open_inventory, parse_gpu_list
 from overnight.agent.settings import AgentConfig, load_agent_config
 from overnight.errors import ConfigError
-
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environment:
@@ -35,21 +32,7 @@ def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environme
     if client is not None:
         from overnight.agent.environments.docker import DockerEnvironment
 
-        return DockerEnvironment(
-            client,
-            agent_name=config.agent_name,
-            default_image=config.default_image,
-            ca_bundle=CA_BUNDLE if CA_BUNDLE.is_file() else None,
-            network=config.docker_network,
-            mounts=config.docker_mounts,
-            shm_size=config.docker_shm_size,
-            image_repo=config.docker_image_repo,
-            cache_volume=config.docker_cache_volume,
-            max_images=config.max_envs,
-            max_gb=config.max_env_gb,
-            state_dir=config.cache_path / "docker",
-            installer_env={k: v for k, v in base_env.items() if k.startswith(("PIP_", "UV_"))},
-        )
+        return DockerEnvironment.from_config(client, config, base_env)
     from overnight.agent.environments.venv import VenvEnvironment
 
     return VenvEnvironment(
@@ -66,6 +49,14 @@ def _docker_client() -> Any:
     except Exception:  # no socket, no permission, engine down: all mean "no docker here"
         return None
     return client
+
+
+def _pairs(items: tuple[str, ...]) -> dict[str, str]:
+    pairs = [item.partition("=") for item in items]
+    for name, sep, _ in pairs:
+        if not (name and sep):
+            raise ConfigError(f"--installer-env {name!r} is not NAME=VALUE; e.g. PIP_INDEX_URL=...")
+    return {name: value for name, _, value in pairs}
 
 
 def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
@@ -99,6 +90,25 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
 @click.option("--grace", type=float, help="Seconds between SIGTERM and SIGKILL on a stop.")
 @click.option("--uptime", multiple=True, help='Take new tasks only then: "fri 19:00-mon 07:00".')
 @click.option("--downtime", multiple=True, help='Take no new tasks then: "mon-fri 09:00-18:00".')
+@click.option("--default-image", help="Docker: base image of tasks that name none.")
+@click.option("--docker-user", metavar="UID:GID", help="Docker: task user (default: the agent's).")
+@click.option("--docker-network", help="Docker: network of task containers (host, none, ...).")
+@click.option(
+    "--docker-mount", "docker_mounts", multiple=True, metavar="HOST:CONTAINER[:ro]",
+    help="Docker: mount this in every task container; repeat.",
+)  # fmt: skip
+@click.option("--docker-shm-size", help="Docker: /dev/shm of task containers (default 2g).")
+@click.option(
+    "--ca-bundle", "docker_ca_bundle", metavar="PATH|system|none",
+    help="Docker: CA bundle for builds and tasks (default system: the host's, when present).",
+)  # fmt: skip
+@click.option(
+    "--installer-env", "docker_installer_env", multiple=True, metavar="NAME=VALUE",
+    help="Docker: pip/uv variable for builds, e.g. PIP_INDEX_URL=...; repeat.",
+)  # fmt: skip
+@click.option("--pip-conf", "docker_pip_conf", help="Docker: pip.conf for builds.")
+@click.option("--uv-toml", "docker_uv_toml", help="Docker: uv.toml for builds.")
+@click.option("--build-network", "docker_build_network", help="Docker: network of builds.")
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
 def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: Any) -> None:
     """Take tasks from QUEUEs, rebuild their tree and environment, run them, report back.
@@ -116,8 +126,9 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
     for name in ("rq", "rq.worker", "rq.queue", "rq.job"):
         logging.getLogger(name).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
     flags["queues"] = queues or None
-    for name in ("uptime", "downtime"):
+    for name in ("uptime", "downtime", "docker_mounts"):
         flags[name] = flags[name] or None
+    flags["docker_installer_env"] = _pairs(flags["docker_installer_env"]) or None
     config = load_agent_config(flags)
     gpu_ids, inventory = _gpus(config)
     base_env = {**os.environ, **config.env}

@@ -62,20 +62,29 @@ def test_a_spec_file_becomes_an_image_that_docker_run_reproduces(
         "--", "python", "train.py", "--lr", "0.5",
     )  # fmt: skip
     assert code == 0, out
+    monkeypatch.setenv("OVERNIGHT_DOCKER_IMAGE_REPO", docker_sandbox.repo)
+    monkeypatch.setenv("OVERNIGHT_DOCKER_CACHE_VOLUME", docker_sandbox.volume)
+    monkeypatch.setenv("OVERNIGHT_DEFAULT_IMAGE", f"overnight-absent-{docker_sandbox.tag}:1")
     tag = f"overnight-standalone-test-{docker_sandbox.tag}:v1"
     docker_sandbox.images.append(tag)
-    code, out = invoke(
-        "agent", "build", str(spec), "--tag", tag, "--image", BASE_IMAGE,
-        "--env-repo", docker_sandbox.repo, "--cache-volume", docker_sandbox.volume,
-    )  # fmt: skip
+    code, out = invoke("agent", "build", str(spec), "--tag", tag, "--image", BASE_IMAGE)
     assert code == 0, out
     assert f"docker run {tag}" in out
+    assert "building environment" in out
 
     output = docker_sandbox.client.containers.run(tag, remove=True)
     assert output.decode().splitlines() == expected("7")
     labels = docker_sandbox.client.images.get(tag).labels
     assert labels["overnight.role"] == "standalone"
     assert labels["overnight.commit"] == repo.git("rev-parse", "HEAD").strip()
+
+    monkeypatch.setenv("OVERNIGHT_DEFAULT_IMAGE", BASE_IMAGE)  # the agent's default image
+    again = f"overnight-standalone-test-{docker_sandbox.tag}:v2"
+    docker_sandbox.images.append(again)
+    code, out = invoke("agent", "build", str(spec), "--tag", again)
+    assert code == 0, out
+    assert "building environment" not in out  # the environment image the first build made
+    assert docker_sandbox.client.containers.run(again, remove=True) == output
 
 
 def test_a_queued_task_is_built_by_id_on_its_own_image(

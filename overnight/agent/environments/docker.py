@@ -2,8 +2,10 @@
 
 The environment image (base image + requirements, see
 :mod:`overnight.agent.environments.docker_images`) is built once per key. A task's container
-mounts the reconstructed workspace at :data:`WORKSPACE`, runs as the agent's uid:gid with an
-init process, the assigned GPUs only, and labels that let a restarted agent find and adopt it.
+mounts the reconstructed workspace at :data:`WORKSPACE` and runs as the agent's uid:gid (or the
+``docker_user`` a root agent hands the tree to first), so the files it leaves belong to the
+tree's owner, not to the image's user. It has an init process, the assigned GPUs only, and
+labels that let a restarted agent find and adopt it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import dataclasses
 import os
 import posixpath
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,16 @@ from overnight.agent.environments.base import (
     RunRequest,
     StopCheck,
 )
-from overnight.agent.environments.docker_build import WORKSPACE
+from overnight.agent.environments.docker_build import WORKSPACE, Installer
 from overnight.agent.environments.docker_images import EnvImages
-from overnight.agent.environments.docker_process import DockerProcess
+from overnight.agent.environments.docker_process import DockerProcess, resume_point
+from overnight.agent.settings import AgentConfig
 from overnight.errors import ConfigError, TaskRunError
 from overnight.spec import TaskSpec
 
 CA_PATH = "/etc/overnight/ca-bundle.crt"  # where the agent's CA bundle is mounted
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # Debian's, Ubuntu's, Alpine's
+PASSED = ("PIP_", "UV_")  # the agent's variables that configure installers
 CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 LOG_CONFIG = {"max-size": "100m", "max-file": "5"}  # json-file: the logs API and adoption need it
 
@@ -60,6 +65,10 @@ class AdoptedTask:
         """A process whose output starts after ``since`` (a :attr:`DockerProcess.last_log_time`)."""
         return DockerProcess(self.container, since=since)
 
+    def process_after(self, stored: Sequence[tuple[float, str]]) -> DockerProcess:
+        """A process whose output starts after the task log's ``stored`` tail (time, line)."""
+        return self.process_since(resume_point(self.container, stored))
+
 
 class DockerEnvironment(Environment):
     """Runs tasks in containers from cached environment images."""
@@ -83,10 +92,14 @@ class DockerEnvironment(Environment):
         state_dir: Path | None = None,
         image_repo: str = "overnight-env",
         installer_env: Mapping[str, str] | None = None,
+        pip_conf: Path | None = None,
+        uv_toml: Path | None = None,
         build_network: str | None = None,
+        task_env: Mapping[str, str] | None = None,
     ) -> None:
-        if ca_bundle is not None and not ca_bundle.is_file():
-            raise ConfigError(f"CA bundle {ca_bundle} is not a file; point ca_bundle at a PEM file")
+        for what, path in (("ca_bundle", ca_bundle), ("pip_conf", pip_conf), ("uv_toml", uv_toml)):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{what} {path} is not a file; point {what} at an existing file")
         self.client = client
         self.agent_name = agent_name
         self.default_image = default_image
@@ -94,19 +107,64 @@ class DockerEnvironment(Environment):
         self.shm_size = shm_size
         self.network = network
         self.mounts = tuple(parse_mount(m) for m in mounts)
-        self.uid_gid = uid_gid or f"{os.getuid()}:{os.getgid()}"
+        self.uid_gid = parse_user(uid_gid) if uid_gid else own_user()
+        self.task_env = dict(task_env or {})
         state = state_dir or Path(tempfile.gettempdir()) / f"overnight-docker-{os.getuid()}"
-        self.images = EnvImages(
+        installer = Installer(
             client,
-            agent_name=agent_name,
-            state_dir=state,
-            repo=image_repo,
+            builder=agent_name,
             cache_volume=cache_volume,
             ca_bundle=ca_bundle,
-            installer_env=installer_env,
+            env=dict(installer_env or {}),
             network=build_network,
+            pip_conf=pip_conf,
+            uv_toml=uv_toml,
+        )
+        self.images = EnvImages(
+            client,
+            installer,
+            state_dir=state,
+            repo=image_repo,
             max_images=max_images,
             max_gb=max_gb,
+        )
+
+    @classmethod
+    def from_config(
+        cls, client: docker.DockerClient, config: AgentConfig, environ: Mapping[str, str]
+    ) -> DockerEnvironment:
+        """The environment an agent with ``config`` runs; ``environ`` is the agent's own.
+
+        The agent's ``PIP_*`` and ``UV_*`` variables reach the install containers (under
+        ``docker_installer_env``), except those naming host files: ``PIP_CONFIG_FILE`` and
+        ``UV_CONFIG_FILE`` are the default ``pip_conf`` and ``uv_toml``, copied in.
+        """
+        host_paths = ("PIP_CONFIG_FILE", "UV_CONFIG_FILE", "PIP_CERT")
+        installer_env = {
+            k: v for k, v in environ.items() if k.startswith(PASSED) and k not in host_paths
+        }
+        installer_env.update(config.docker_installer_env)
+        pip_conf = config.docker_pip_conf or environ.get("PIP_CONFIG_FILE")
+        uv_toml = config.docker_uv_toml or environ.get("UV_CONFIG_FILE")
+        return cls(
+            client,
+            agent_name=config.agent_name,
+            default_image=config.default_image,
+            ca_bundle=ca_bundle_path(config.docker_ca_bundle),
+            network=config.docker_network,
+            build_network=config.docker_build_network,
+            mounts=config.docker_mounts,
+            shm_size=config.docker_shm_size,
+            uid_gid=config.docker_user,
+            image_repo=config.docker_image_repo,
+            cache_volume=config.docker_cache_volume,
+            max_images=config.max_envs,
+            max_gb=config.max_env_gb,
+            state_dir=config.cache_path / "docker",
+            installer_env=installer_env,
+            pip_conf=Path(pip_conf).expanduser() if pip_conf else None,
+            uv_toml=Path(uv_toml).expanduser() if uv_toml else None,
+            task_env=config.env,
         )
 
     def base_image(self, spec: TaskSpec, *, image: str | None = None) -> str:
@@ -151,7 +209,7 @@ class DockerEnvironment(Environment):
                 f"working directory {request.workdir!r} is outside the repository; "
                 "record the task from inside the repository"
             )
-        env = {"HOME": "/tmp", "USER": "overnight", "LOGNAME": "overnight"}
+        env = {"HOME": "/tmp", "USER": "overnight", "LOGNAME": "overnight", **self.task_env}
         mounts = [docker.types.Mount(WORKSPACE, str(request.workspace), type="bind")]
         if self.ca_bundle is not None:
             mounts.append(docker.types.Mount(CA_PATH, str(self.ca_bundle), "bind", read_only=True))
@@ -190,6 +248,12 @@ class DockerEnvironment(Environment):
 
     def start(self, prepared: Prepared, request: RunRequest) -> DockerProcess:
         options = self.run_options(prepared, request)
+        if self.uid_gid != own_user():  # a root agent hands the tree to the task's user
+            uid, gid = (int(n) for n in self.uid_gid.split(":"))
+            try:
+                hand_over(request.workspace, uid, gid)
+            except OSError as exc:
+                raise TaskRunError(f"cannot hand the workspace to {self.uid_gid}: {exc}") from exc
         try:
             container = self.client.containers.create(**options)
         except docker.errors.ImageNotFound as exc:
@@ -246,3 +310,38 @@ def parse_mount(text: str) -> docker.types.Mount:
     if not (host.startswith("/") and target.startswith("/")):
         raise ConfigError(f"mount {text!r} needs absolute paths on both sides")
     return docker.types.Mount(target, host, type="bind", read_only=parts[2:] == ["ro"])
+
+
+def parse_user(text: str) -> str:
+    """A task user, ``UID:GID`` (numbers); only a root agent may name another than its own."""
+    uid, sep, gid = text.strip().partition(":")
+    if not (sep and uid.isdigit() and gid.isdigit()):
+        raise ConfigError(f"docker user {text!r} is not UID:GID; e.g. 1000:1000")
+    user = f"{int(uid)}:{int(gid)}"
+    if user != own_user() and os.getuid() != 0:
+        raise ConfigError(
+            f"docker user {user} is not this agent's ({own_user()}): only an agent running as "
+            "root can hand workspaces to another user; drop docker_user or run the agent as root"
+        )
+    return user
+
+
+def own_user() -> str:
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def hand_over(tree: Path, uid: int, gid: int) -> None:
+    """Make ``uid:gid`` the owner of everything under ``tree`` (links themselves, not targets)."""
+    os.lchown(tree, uid, gid)
+    for folder, dirs, files in os.walk(tree):
+        for name in (*dirs, *files):
+            os.lchown(os.path.join(folder, name), uid, gid)
+
+
+def ca_bundle_path(setting: str) -> Path | None:
+    """``docker_ca_bundle``: ``system`` (the host's bundle, when it has one), ``none``, or a path."""
+    if setting.strip().lower() == "system":
+        return SYSTEM_CA_BUNDLE if SYSTEM_CA_BUNDLE.is_file() else None
+    if setting.strip().lower() in ("none", ""):
+        return None
+    return Path(setting).expanduser()

@@ -3,9 +3,10 @@
 An environment image is a base image plus a venv at :data:`VENV` (with the base image's own
 packages visible, so a CUDA image's preinstalled torch satisfies a ``torch`` requirement). It is
 made by an install container that gets its script, requirements, CA bundle and installer
-settings copied in (and deletes them before the commit, so no credential ends up in the image),
-with a package-cache volume at :data:`CACHE_MOUNT` that outlives it. A standalone image is an
-environment image plus a task's reconstructed tree, whose command is the task's.
+settings (variables, pip.conf, uv.toml) copied in and deletes them before the commit, so no
+credential ends up in the image; a package-cache volume at :data:`CACHE_MOUNT` outlives it. A
+standalone image is an environment image plus a task's reconstructed tree, whose command is the
+task's.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class Installer:
     ca_bundle: Path | None = None
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # PIP_INDEX_URL, UV_...
     network: str | None = None
+    pip_conf: Path | None = None  # copied in as PIP_CONFIG_FILE
+    uv_toml: Path | None = None  # copied in as UV_CONFIG_FILE
 
     def build(
         self,
@@ -172,6 +175,13 @@ class Installer:
             files["ca.crt"] = self.ca_bundle.read_bytes()
             ca = f"{BUILD_DIR}/ca.crt"
             env.update(SSL_CERT_FILE=ca, PIP_CERT=ca, REQUESTS_CA_BUNDLE=ca, UV_NATIVE_TLS="1")
+        for name, path, variable in (
+            ("pip.conf", self.pip_conf, "PIP_CONFIG_FILE"),
+            ("uv.toml", self.uv_toml, "UV_CONFIG_FILE"),
+        ):
+            if path is not None:
+                files[name] = path.read_bytes()
+                env[variable] = f"{BUILD_DIR}/{name}"
         files["env"] = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()).encode()
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:

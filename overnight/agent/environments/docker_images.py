@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import hashlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,28 +50,17 @@ class EnvImages:
     def __init__(
         self,
         client: docker.DockerClient,
+        installer: Installer,
         *,
-        agent_name: str,
         state_dir: Path,
         repo: str = "overnight-env",
-        cache_volume: str = "overnight-pkg-cache",
-        ca_bundle: Path | None = None,
-        installer_env: Mapping[str, str] | None = None,
-        network: str | None = None,
         max_images: int = 20,
         max_gb: float | None = None,
     ) -> None:
         self.client = client
         self.state_dir = state_dir
         self.repo = repo
-        self.installer = Installer(
-            client,
-            builder=agent_name,
-            cache_volume=cache_volume,
-            ca_bundle=ca_bundle,
-            env=dict(installer_env or {}),
-            network=network,
-        )
+        self.installer = installer
         self.max_images = max_images
         self.max_gb = max_gb
         self._probes: dict[str, BaseImage] = {}

@@ -11,15 +11,19 @@ import calendar
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import docker.errors
 import requests.exceptions
 
 from overnight.agent.environments.base import Process
+from overnight.agent.logbatch import LineAssembler
 
 _STREAM_ERRORS = (requests.exceptions.RequestException, docker.errors.APIError, OSError)
+_MATCHED = 5  # stored lines matched against the container's log to find where to resume
+RESUME_WINDOW = 3600.0  # seconds of the container's log read back to find it
+_ROUNDING = 0.01  # log times are stored to the millisecond: a line read at once looks earlier
 
 
 class DockerProcess(Process):
@@ -59,7 +63,7 @@ class DockerProcess(Process):
                 try:
                     for chunk in stream:
                         stamp, _, data = chunk.partition(b" ")
-                        moment = _parse_timestamp(stamp)
+                        moment = parse_timestamp(stamp)
                         if since is not None and moment <= since:
                             continue
                         self.last_log_time = moment
@@ -119,6 +123,56 @@ class DockerProcess(Process):
             self.container.kill(signal=name)
 
 
+def resume_point(
+    container: Any, stored: Sequence[tuple[float, str]], *, window: float = RESUME_WINDOW
+) -> float | None:
+    """Where a new reader of ``container``'s output goes on: after the last line already stored.
+
+    ``stored`` is the tail of the task's log, (time received, line). Those times are the agent's,
+    taken when it read a line, and a busy agent reads late: resuming after the last of them
+    would skip what the container wrote meanwhile. So the container's own log up to that time
+    (``window`` seconds of it at most) is matched against the stored lines, and the result is
+    docker's timestamp of the last one found (a :attr:`DockerProcess.last_log_time`). None
+    means from the start.
+    """
+    if not stored:
+        return None
+    received = stored[-1][0]
+    start = max(0.0, received - window)
+    until = received + _ROUNDING
+    lines = [line for line in _lines(container, start, until + 1.0) if line[0] <= until]
+    if not lines:
+        return received  # it wrote nothing the agent could have missed
+    texts = [text for _, text in stored if not text.startswith("[overnight]")][-_MATCHED:]
+    for count in sorted({len(texts), 1}, reverse=True) if texts else ():
+        want = texts[-count:]  # the last lines stored, then the last one alone
+        for end in range(len(lines), count - 1, -1):  # the latest place they match
+            if [text for _, text in lines[end - count : end]] == want:
+                return lines[end - 1][0]
+    return start or None  # none of its output is stored yet: all of it again
+
+
+def _lines(container: Any, since: float, until: float) -> list[tuple[float, str]]:
+    """The container's log lines between two moments, each with docker's time of its end."""
+    assembler = LineAssembler()
+    lines: list[tuple[float, str]] = []
+    moment = since
+    try:
+        stream = container.logs(
+            stream=True, follow=False, timestamps=True, since=since or None, until=until
+        )
+        try:
+            for chunk in stream:
+                stamp, _, data = chunk.partition(b" ")
+                moment = parse_timestamp(stamp)
+                lines.extend(assembler.feed(data, moment))
+        finally:
+            _close(stream)
+    except _STREAM_ERRORS:
+        return lines
+    return lines + assembler.finish(moment)
+
+
 def _close(stream: Any) -> None:
     """Close a log stream; closing its response too keeps the socket from leaking a warning."""
     with contextlib.suppress(*_STREAM_ERRORS):
@@ -128,7 +182,7 @@ def _close(stream: Any) -> None:
         response.close()
 
 
-def _parse_timestamp(stamp: bytes) -> float:
+def parse_timestamp(stamp: bytes) -> float:
     """Docker's RFC 3339 UTC timestamp with nanoseconds (``2024-05-01T10:00:00.123456789Z``)."""
     text = stamp.decode("ascii", "replace").rstrip("Z")
     whole, _, fraction = text.partition(".")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import math
 import os
 import shutil
 import tarfile
@@ -18,11 +19,21 @@ import pytest
 import uv
 
 from overnight.agent.environments.base import Prepared, RunRequest
-from overnight.agent.environments.docker import DockerEnvironment, parse_mount
-from overnight.agent.environments.docker_build import VENV
+from overnight.agent.environments.docker import (
+    DockerEnvironment,
+    ca_bundle_path,
+    parse_mount,
+    parse_user,
+)
+from overnight.agent.environments.docker_build import BUILD_DIR, VENV, Installer
 from overnight.agent.environments.docker_images import requirements_digest
-from overnight.agent.environments.docker_process import DockerProcess
+from overnight.agent.environments.docker_process import (
+    DockerProcess,
+    parse_timestamp,
+    resume_point,
+)
 from overnight.agent.runner import CANCELED, supervise
+from overnight.agent.settings import AgentConfig
 from overnight.errors import ConfigError, EnvironmentBuildError, TaskRunError
 from tests.fixtures.docker import BASE_IMAGE, DockerSandbox, make_spec, never, quiet
 
@@ -34,12 +45,9 @@ def request(workspace: Path, *argv: str, task_id: str = "t-1", **fields: Any) ->
     return RunRequest(task_id=task_id, argv=argv, workspace=workspace, workdir=".", **fields)
 
 
-def workspace(tmp_path: Path, owner: tuple[int, int] | None = None) -> Path:
+def workspace(tmp_path: Path) -> Path:
     ws = tmp_path / "workspace"
     (ws / "sub").mkdir(parents=True)
-    if owner is not None:
-        for path in (ws, ws / "sub"):
-            os.chown(path, *owner)
     return ws
 
 
@@ -151,6 +159,16 @@ def test_a_pinned_package_installs_through_the_proxy(
     assert volume.name == docker_sandbox.volume  # the package cache outlives the build
 
 
+def test_a_pip_conf_reaches_the_install(docker_sandbox: DockerSandbox, tmp_path: Path) -> None:
+    conf = tmp_path / "pip.conf"
+    conf.write_text("[global]\nindex-url = http://127.0.0.1:9/simple\nretries = 0\n")
+    env = docker_sandbox.environment(pip_conf=conf)
+    lines: list[str] = []
+    with pytest.raises(EnvironmentBuildError, match="requirements failed to install"):
+        env.prepare(make_spec("iniconfig==2.0.0\n"), lines.append, never)
+    assert "Looking in indexes: http://127.0.0.1:9/simple" in lines
+
+
 def test_uv_installs_when_the_image_has_it(docker_sandbox: DockerSandbox, tmp_path: Path) -> None:
     uv_binary = Path(uv.find_uv_bin()).read_bytes()
     with_uv = derived_image(docker_sandbox, {"/usr/local/bin/uv": uv_binary})
@@ -165,6 +183,19 @@ def test_uv_installs_when_the_image_has_it(docker_sandbox: DockerSandbox, tmp_pa
     assert env.key(make_spec("iniconfig==2.0.0")) != env.key(
         make_spec("iniconfig==2.0.0"), image=with_uv
     )
+
+
+def test_a_uv_toml_reaches_the_install(docker_sandbox: DockerSandbox, tmp_path: Path) -> None:
+    with_uv = derived_image(
+        docker_sandbox, {"/usr/local/bin/uv": Path(uv.find_uv_bin()).read_bytes()}
+    )
+    conf = tmp_path / "uv.toml"
+    conf.write_text('index-url = "http://127.0.0.1:9/simple"\n')
+    env = docker_sandbox.environment(uv_toml=conf, installer_env={"UV_HTTP_RETRIES": "0"})
+    lines: list[str] = []
+    with pytest.raises(EnvironmentBuildError, match="requirements failed to install"):
+        env.prepare(make_spec("iniconfig==2.0.0\n"), lines.append, never, image=with_uv)
+    assert any("127.0.0.1:9" in line for line in lines), lines
 
 
 def test_an_uninstallable_requirement_fails_naming_the_installer_error(
@@ -243,6 +274,9 @@ def test_old_images_are_evicted_but_never_one_in_use(docker_sandbox: DockerSandb
         user.remove(force=True, v=True)
     env.images.max_images = 1
     assert env.images.evict() == [oldest.details["image"]]
+    env.images.max_images, env.images.max_gb = 20, 1e-9  # by size: any image is too large
+    assert env.images.evict(keep={newest.key}) == []
+    assert env.images.evict() == [newest.details["image"]]
 
 
 # -- running tasks ---------------------------------------------------------------------------
@@ -282,17 +316,38 @@ def test_a_task_runs_with_its_output_exit_code_workdir_and_env(
 def test_files_written_by_the_task_belong_to_the_agent_uid(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
-    env = docker_sandbox.environment(uid_gid="4321:4322")
+    env = docker_sandbox.environment()
     prepared = docker_sandbox.prepare(env)
-    ws = workspace(tmp_path, owner=(4321, 4322))
+    ws = workspace(tmp_path)
     script = "echo x > out.txt && mkdir -p d && touch d/f && touch $HOME/home-is-writable && id -u"
     proc = env.start(prepared, request(ws, "sh", "-c", script))
     out = b"".join(proc.output())
     assert proc.wait() == 0, out
     proc.remove()
-    assert out == b"4321\n"
+    assert out == f"{os.getuid()}\n".encode()
     for path in (ws / "out.txt", ws / "d", ws / "d" / "f"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid())
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only a root agent can hand a tree to another user")
+def test_a_root_agent_hands_the_tree_to_the_configured_user(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    env = docker_sandbox.environment(uid_gid="4321:4322")
+    prepared = docker_sandbox.prepare(env)
+    ws = workspace(tmp_path)  # made by the agent: root's
+    (ws / "sub" / "data.txt").write_text("from the repo")
+    (ws / "link").symlink_to("/etc/hostname")
+    script = "echo x > out.txt && echo more >> sub/data.txt && mkdir d && touch d/f && id -u"
+    proc = env.start(prepared, request(ws, "sh", "-c", script))
+    out = b"".join(proc.output())
+    assert proc.wait() == 0, out
+    proc.remove()
+    assert out == b"4321\n"
+    for path in (ws, ws / "sub", ws / "sub" / "data.txt", ws / "out.txt", ws / "d" / "f"):
         assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4322)
+    assert (ws / "link").lstat().st_uid == 4321
+    assert Path("/etc/hostname").stat().st_uid == 0  # a link's target is left alone
 
 
 def test_terminate_lets_the_task_clean_up(docker_sandbox: DockerSandbox, tmp_path: Path) -> None:
@@ -354,6 +409,40 @@ def test_a_restarted_agent_adopts_a_running_container(
         assert restarted.adopt() == []
     finally:
         client.close()
+
+
+def test_a_late_reader_resumes_after_the_last_stored_line_not_its_receive_time(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    script = (
+        "echo building-output-twin; for i in 0 1 2 3 4 5 6 7 8 9; do echo tick $i; sleep 0.05; done"
+    )
+    proc = start_script(docker_sandbox, tmp_path, script)
+    assert proc.wait() == 0
+    stamped = [
+        (parse_timestamp(raw.partition(b" ")[0]), raw.partition(b" ")[2].decode().strip())
+        for raw in proc.container.logs(stream=True, timestamps=True)
+    ]
+    when = dict((text, moment) for moment, text in stamped)
+    late = when["tick 8"] + 0.001  # the agent read tick 5 only after tick 8 was written
+    stored = [
+        (100.0, "pip output before the container started"),
+        *((when[f"tick {i}"] + 0.2, f"tick {i}") for i in range(2, 5)),
+        (late, "tick 5"),
+    ]
+    resumed = DockerProcess(proc.container, since=resume_point(proc.container, stored))
+    assert b"".join(resumed.output()) == b"tick 6\ntick 7\ntick 8\ntick 9\n"
+    # agent lines are not the container's; one line alone still finds its place
+    only_last = [(late - 0.5, "[overnight] cancel requested"), (late, "tick 5")]
+    assert resume_point(proc.container, only_last) == when["tick 5"]
+    read_at_once = [(math.floor(when["tick 5"] * 1000) / 1000, "tick 5")]  # stored to the ms
+    assert resume_point(proc.container, read_at_once) == when["tick 5"]
+    # nothing of its output stored yet: all of it; nothing stored at all: from the start
+    nothing_yet = [(late, "[overnight] preparing the docker environment")]
+    replayed = DockerProcess(proc.container, since=resume_point(proc.container, nothing_yet))
+    assert b"".join(replayed.output()).startswith(b"building-output-twin\ntick 0\n")
+    assert resume_point(proc.container, []) is None
+    proc.remove()
 
 
 def test_a_container_that_exited_while_the_agent_was_down_reports_its_status(
@@ -424,9 +513,8 @@ def test_an_assigned_gpu_is_visible_in_the_container(
 
 @pytest.fixture
 def offline_env(tmp_path: Path) -> DockerEnvironment:
-    client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
     return DockerEnvironment(
-        client,
+        offline_client(),
         agent_name="agent-a",
         ca_bundle=Path("/etc/ssl/certs/ca-certificates.crt"),
         network="host",
@@ -500,8 +588,7 @@ def test_a_workdir_outside_the_repo_is_refused(
 
 
 def test_the_default_user_is_the_agent_process(tmp_path: Path) -> None:
-    client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
-    env = DockerEnvironment(client, agent_name="a", state_dir=tmp_path)
+    env = DockerEnvironment(offline_client(), agent_name="a", state_dir=tmp_path)
     assert env.uid_gid == f"{os.getuid()}:{os.getgid()}"
 
 
@@ -509,3 +596,108 @@ def test_the_default_user_is_the_agent_process(tmp_path: Path) -> None:
 def test_a_malformed_mount_is_a_config_error(bad: str) -> None:
     with pytest.raises(ConfigError, match="mount"):
         parse_mount(bad)
+
+
+# -- an agent's settings, passed through (constructed values) ------------------------------
+
+
+def offline_client() -> docker.DockerClient:
+    return docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
+
+
+def test_from_config_passes_every_docker_setting_through(tmp_path: Path) -> None:
+    pip_conf, uv_toml, ca = (tmp_path / n for n in ("pip.conf", "uv.toml", "ca.pem"))
+    for path in (pip_conf, uv_toml, ca):
+        path.write_text("x")
+    config = AgentConfig(
+        name="agent-b",
+        cache_dir=str(tmp_path / "envs"),
+        default_image="mine:1",
+        docker_user=f"{os.getuid()}:{os.getgid()}",
+        docker_ca_bundle=str(ca),
+        docker_network="none",
+        docker_build_network="host",
+        docker_mounts=("/data:/data:ro",),
+        docker_shm_size="8g",
+        docker_image_repo="envs/x",
+        docker_cache_volume="vol-x",
+        docker_installer_env={"PIP_INDEX_URL": "https://mirror.example/simple"},
+        docker_uv_toml=str(uv_toml),
+        max_envs=3,
+        max_env_gb=1.5,
+        env={"WANDB_MODE": "offline"},
+    )
+    environ = {
+        "PIP_INDEX_URL": "https://ignored.example/simple",  # the agent's setting wins
+        "UV_INDEX_URL": "https://uv.example/simple",
+        "PIP_CONFIG_FILE": str(pip_conf),  # a host path: copied in, not passed on
+        "PIP_CERT": "/host/only.pem",
+        "HOME": "/root",
+    }
+    env = DockerEnvironment.from_config(offline_client(), config, environ)
+    installer = env.images.installer
+    assert (env.agent_name, env.default_image, env.ca_bundle) == ("agent-b", "mine:1", ca)
+    assert (env.network, installer.network, env.shm_size) == ("none", "host", "8g")
+    assert env.mounts == (docker.types.Mount("/data", "/data", type="bind", read_only=True),)
+    assert (env.images.repo, installer.cache_volume, installer.ca_bundle) == ("envs/x", "vol-x", ca)
+    assert (env.images.max_images, env.images.max_gb) == (3, 1.5)
+    assert env.images.state_dir == tmp_path / "envs" / "docker"
+    assert dict(installer.env) == {
+        "PIP_INDEX_URL": "https://mirror.example/simple",
+        "UV_INDEX_URL": "https://uv.example/simple",
+    }
+    assert (installer.pip_conf, installer.uv_toml) == (pip_conf, uv_toml)
+    opts = env.run_options(PREPARED, request(tmp_path, "python", env={"X": "1"}))
+    assert (opts["user"], opts["network_mode"]) == (config.docker_user, "none")
+    assert opts["environment"]["WANDB_MODE"] == "offline"  # the agent's env, for every task
+    assert opts["environment"]["X"] == "1"
+
+
+def test_the_ca_bundle_setting_system_none_or_a_path(tmp_path: Path) -> None:
+    system = Path("/etc/ssl/certs/ca-certificates.crt")
+    assert ca_bundle_path("system") == (system if system.is_file() else None)
+    assert ca_bundle_path("none") is None
+    assert ca_bundle_path(str(tmp_path / "ca.pem")) == tmp_path / "ca.pem"
+    config = AgentConfig(docker_ca_bundle=str(tmp_path / "absent.pem"))
+    with pytest.raises(ConfigError, match=r"absent\.pem is not a file"):
+        DockerEnvironment.from_config(offline_client(), config, {})
+
+
+@pytest.mark.parametrize("bad", ["1000", "me:me", "1000:", ":1000", "1000:1000:1"])
+def test_a_malformed_docker_user_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match="is not UID:GID"):
+        parse_user(bad)
+
+
+def test_only_a_root_agent_may_name_another_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "getuid", lambda: 1000)
+    monkeypatch.setattr(os, "getgid", lambda: 1000)
+    assert parse_user("1000:1000") == "1000:1000"
+    with pytest.raises(ConfigError, match="only an agent running as root"):
+        parse_user("0:0")
+    monkeypatch.setattr(os, "getuid", lambda: 0)
+    assert parse_user("4321:4322") == "4321:4322"
+
+
+def test_installer_files_carry_pip_conf_uv_toml_and_variables(tmp_path: Path) -> None:
+    (tmp_path / "pip.conf").write_text("[global]\nindex-url = https://m.example/simple\n")
+    (tmp_path / "uv.toml").write_text('index-url = "https://m.example/simple"\n')
+    installer = Installer(
+        offline_client(),
+        builder="a",
+        env={"PIP_TIMEOUT": "60", "UV_HTTP_TIMEOUT": "it's 60"},
+        pip_conf=tmp_path / "pip.conf",
+        uv_toml=tmp_path / "uv.toml",
+    )
+    with tarfile.open(fileobj=io.BytesIO(installer._files("a==1\n"))) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    build = BUILD_DIR.strip("/")
+    assert files[f"{build}/pip.conf"] == (tmp_path / "pip.conf").read_bytes()
+    assert files[f"{build}/uv.toml"] == (tmp_path / "uv.toml").read_bytes()
+    assert files[f"{build}/requirements.txt"] == b"a==1\n"
+    assert files[f"{build}/env"].decode().splitlines() == [
+        "export PIP_TIMEOUT=60",
+        "export UV_HTTP_TIMEOUT='it'\"'\"'s 60'",
+        f"export PIP_CONFIG_FILE={BUILD_DIR}/pip.conf",
+        f"export UV_CONFIG_FILE={BUILD_DIR}/uv.toml",
+    ]
