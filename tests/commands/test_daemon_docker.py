@@ -231,3 +231,20 @@ def test_each_docker_flag_reaches_the_environment(
     assert proc.returncode == ExitCode.CONFIG, proc.stderr
     assert proc.stderr.startswith("overnight: error: ") and proc.stderr.count("\n") == 1
     assert words in proc.stderr
+
+
+def test_auto_mode_is_docker_when_an_engine_answers_else_venv(
+    docker_engine: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from overnight.agent.environments.docker import DockerEnvironment
+    from overnight.agent.environments.venv import VenvEnvironment
+    from overnight.agent.settings import AgentConfig
+    from overnight.commands.daemon import make_environment
+
+    config = AgentConfig(env_mode="auto", cache_dir=str(tmp_path / "envs"))
+    config.cache_path.mkdir()
+    docker_mode = make_environment(config, {})
+    assert isinstance(docker_mode, DockerEnvironment)
+    docker_mode.client.close()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    assert isinstance(make_environment(config, {}), VenvEnvironment)
