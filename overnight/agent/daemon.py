@@ -34,10 +34,11 @@ from overnight.agent.logsink import LogSink
 from overnight.agent.monitor import task_pids
 from overnight.agent.pipeline import Ending, Pipeline
 from overnight.agent.reconnect import CONNECTION_ERRORS, Backoff, until_connected
+from overnight.agent.remotes import GitCredentials
 from overnight.agent.settings import AgentConfig
 from overnight.agent.windows import Clock, SystemClock, Windows
 from overnight.agent.worker import AgentWorker
-from overnight.agent.workspace import GitCredentials, Workspaces
+from overnight.agent.workspace import Workspaces
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.connection import connect
 from overnight.queue.records import TaskRecord, TaskStatus
@@ -188,7 +189,9 @@ class Daemon:
             return False
         skip = self.intake.skipped()
         if not self.allocator.has_room() or (len(skip) == len(self.config.queues) and not burst):
-            self.allocator.wait(_WAKE)  # a release wakes it; no popping while nothing can start
+            # No popping while nothing can start. A task's end sets the event after its release,
+            # so an end that comes before this wait still wakes it (a condition would miss it).
+            self._wait()
             return False
         try:
             claim = self.worker.dequeue(None if burst else self.config.dequeue_timeout, skip=skip)

@@ -30,8 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from overnight.agent.locks import FileLock
-from overnight.agent.remotes import GitCredentials as GitCredentials  # daemon, tests import it here
-from overnight.agent.remotes import StopCheck, fetch
+from overnight.agent.remotes import GitCredentials, StopCheck, fetch
 from overnight.errors import PreparationCanceled, ReconstructError
 from overnight.recorder.checkout import reconstruct
 from overnight.recorder.gitrepo import Git
