@@ -2,10 +2,12 @@
 
 Configuration is resolved here, once (flags > ``OVERNIGHT_*`` > config file > defaults), and the
 environment (venv or docker) and GPU inventory are chosen here; the daemon gets typed objects.
+``--help`` lists the settings that have no flag; a bad flag is one line, like every other error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -18,7 +20,7 @@ import click
 from overnight.agent.environments.base import Environment
 from overnight.agent.gpus import GPUInventory, open_inventory, parse_gpu_list
 from overnight.agent.settings import AgentConfig, load_agent_config
-from overnight.errors import ConfigError
+from overnight.errors import ConfigError, UsageError
 
 
 def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environment:
@@ -66,7 +68,19 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
     return parse_gpu_list(config.gpus, inventory), inventory
 
 
-@click.command("daemon")
+class _DaemonCommand(click.Command):
+    """A command whose bad flags raise :class:`UsageError`: one line on stderr, exit code 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise UsageError(
+                f"{exc.format_message().rstrip('.')}; see `overnight agent daemon --help`"
+            ) from exc
+
+
+@click.command("daemon", cls=_DaemonCommand)
 @click.option("-q", "--queue", "queues", multiple=True, help="Queue to serve; repeat, first first.")
 @click.option("--name", help="Agent name (default: <hostname>-<pid>).")
 @click.option("--gpus", help="GPUs to use: all, none, 0,1 or 0-3 (default: all found).")
@@ -87,6 +101,8 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
 @click.option("--redis-url", help="Redis to serve (default: $OVERNIGHT_REDIS_URL or config).")
 @click.option("--workspace-dir", help="Where task trees and git mirrors live.")
 @click.option("--cache-dir", help="Where environments are cached.")
+@click.option("--max-envs", type=int, help="Environments kept; least recently used go (20).")
+@click.option("--max-env-gb", type=float, help="Disk the environments may use, in GB (no limit).")
 @click.option("--grace", type=float, help="Seconds between SIGTERM and SIGKILL on a stop.")
 @click.option("--uptime", multiple=True, help='Take new tasks only then: "fri 19:00-mon 07:00".')
 @click.option("--downtime", multiple=True, help='Take no new tasks then: "mon-fri 09:00-18:00".')
@@ -142,6 +158,19 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     daemon.run(burst=burst)
+
+
+def _unflagged_settings(command: click.Command) -> str:
+    flagged = {param.name for param in command.params}
+    names = [f.name for f in dataclasses.fields(AgentConfig) if f.name not in flagged]
+    return (
+        "Settings come from flags, OVERNIGHT_<SETTING> variables (OVERNIGHT_LOST_TTL=60) or the "
+        "agent: section of the config file ($OVERNIGHT_CONFIG), in that order. These have no "
+        f"flag: {', '.join(names)} (see overnight/agent/settings.py)."
+    )
+
+
+daemon_command.epilog = _unflagged_settings(daemon_command)
 
 
 def register(cli: click.Group, agent: click.Group) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import click
 import pytest
 
+from overnight.agent.settings import AgentConfig, load_agent_config
 from overnight.cli import ExitCode
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
@@ -75,3 +78,44 @@ def test_a_closed_window_takes_no_task(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert agent_store.get(record.id).status is TaskStatus.QUEUED
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--bogus"], ["--cpu-slots", "x"], ["--env-mode", "foo"], ["--gpus"], ["--max-env-gb", "a"]],
+)
+def test_bad_flags_are_one_line(args: list[str]) -> None:
+    proc = run_cli("agent", "daemon", *args)
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    assert proc.stderr.startswith("overnight: error: ") and proc.stderr.count("\n") == 1
+    assert proc.stderr.endswith("see `overnight agent daemon --help`\n")
+
+
+def test_help_documents_every_flag_and_names_every_other_setting() -> None:
+    from overnight.commands.daemon import daemon_command
+
+    text = run_cli("agent", "daemon", "--help", check=True).stdout
+    flagged = {param.name for param in daemon_command.params}
+    for param in daemon_command.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{param.opts[0]} has no help"
+            assert param.opts[-1] in text
+    epilog = " ".join(text.split("These have no flag:")[1].split())
+    for field in dataclasses.fields(AgentConfig):
+        assert field.name in flagged or field.name in epilog, field.name
+
+
+def test_eviction_limits_from_the_config_reach_the_venv_cache(tmp_path: Path) -> None:
+    from overnight.agent.environments.venv import VenvEnvironment
+    from overnight.commands.daemon import make_environment
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("agent:\n  max_envs: 3\n")
+    config = load_agent_config(
+        {"env_mode": "venv", "cache_dir": str(tmp_path / "envs")},
+        environ={"OVERNIGHT_MAX_ENV_GB": "1.5"},
+        path=config_file,
+    )
+    environment = make_environment(config, {})
+    assert isinstance(environment, VenvEnvironment)
+    assert (environment.max_envs, environment.max_gb) == (3, 1.5)
