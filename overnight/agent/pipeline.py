@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -52,6 +53,7 @@ from overnight.spec import Snapshot
 log = logging.getLogger(__name__)
 
 ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
+FIRST_SAMPLE = 1.0  # seconds from a task's start to its first resource sample, at most
 _PHASE_OF: tuple[tuple[type[OvernightError], Phase], ...] = (
     (ReconstructError, Phase.WORKSPACE),
     (EnvironmentBuildError, Phase.ENVIRONMENT),
@@ -187,7 +189,12 @@ class Pipeline:
             self._samplers(task, process),
             interval=self.config.monitor_interval,
             warn=lambda message: task.sink.line(f"[overnight] warning: {message}"),
-        ).start()
+        )
+        # Sampling starts a moment later: a process just started is only its interpreter loading,
+        # and a task over by then is not worth reading every process on the host for.
+        starter = threading.Timer(min(self.config.monitor_interval, FIRST_SAMPLE), monitor.start)
+        starter.daemon = True
+        starter.start()
         try:
             outcome = supervise(
                 process,
@@ -197,6 +204,8 @@ class Pipeline:
                 grace=self._grace(task),
             )
         finally:
+            starter.cancel()
+            starter.join()  # a start under way has finished: stop() then sees its thread
             monitor.stop()
         return outcome, monitor.report()
 
