@@ -9,6 +9,7 @@ process group and is killed when the task is canceled meanwhile (:func:`fetch`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import os
 import signal
@@ -95,7 +96,8 @@ def fetch(git: Git, url: str, should_stop: StopCheck) -> None:
             waited += _STOP_POLL
             timed_out = git.timeout is not None and waited >= git.timeout
             if should_stop() or timed_out:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may have just ended
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.communicate()
                 if not timed_out:
                     raise PreparationCanceled(f"canceled while fetching {url}") from None
