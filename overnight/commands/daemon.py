@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 from types import FrameType
 from typing import Any
@@ -43,6 +44,8 @@ def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environme
 
 
 def _docker_client() -> Any:
+    if not _socket_answers(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")):
+        return None  # checked first: docker-py leaks the socket it fails to connect
     import docker
 
     try:
@@ -51,6 +54,19 @@ def _docker_client() -> Any:
     except Exception:  # no socket, no permission, engine down: all mean "no docker here"
         return None
     return client
+
+
+def _socket_answers(host: str) -> bool:
+    """Whether a ``unix://`` Docker host accepts a connection (other kinds: left to docker-py)."""
+    if not host.startswith("unix://"):
+        return True
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(host.removeprefix("unix://"))
+        except OSError:
+            return False
+    return True
 
 
 def _pairs(items: tuple[str, ...]) -> dict[str, str]:
