@@ -1,4 +1,8 @@
-"""What the agent benches share: a project repo with an origin, agents in subprocesses, logs."""
+"""What the agent benches share: a project repo with an origin, agents in subprocesses, logs.
+
+Imported before ``overnight`` by each agent bench, it puts this checkout first on the path, and
+its agents run this checkout too: never another copy of overnight installed on the machine.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,12 @@ from pathlib import Path
 
 import redis
 
-from overnight.queue import keys
-from overnight.queue.records import TaskStatus
-from overnight.queue.store import TaskStore
+CHECKOUT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(CHECKOUT))
+
+from overnight.queue import keys  # noqa: E402  (this checkout's, per the line above)
+from overnight.queue.records import TaskStatus  # noqa: E402
+from overnight.queue.store import TaskStore  # noqa: E402
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "bench",
@@ -53,6 +60,7 @@ def start_agent(url: str, base: Path, name: str, queue: str, *args: str) -> subp
     """``overnight agent daemon`` in a subprocess, with its dirs under ``base``."""
     env = {
         **os.environ,
+        "PYTHONPATH": str(CHECKOUT),
         "OVERNIGHT_REDIS_URL": url,
         "OVERNIGHT_WORKSPACE_DIR": str(base / "workspaces"),
         "OVERNIGHT_CACHE_DIR": str(base / "envs"),
