@@ -176,7 +176,7 @@ class Workspaces:
                     self._update_mirror(repo.url, mirror, env, log, should_stop)
             with self._locked(mirror_lock, should_stop, "updated the mirror", shared=True):
                 reconstruct(snapshot, tmp, source=str(mirror), git_env=env)
-        _pack_objects(Git(tmp, extra_env=env))
+        _trim(Git(tmp, extra_env=env))
         tmp.rename(tree)
         _ready_mark(tree).touch()
 
@@ -243,18 +243,25 @@ def tree_key(snapshot: Snapshot) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _pack_objects(git: Git) -> None:
-    """Pack the rebuilt tree's loose objects, so that every task's copy makes fewer folders.
+def _trim(git: Git) -> None:
+    """Leave in the rebuilt tree's ``.git`` only what a task's checkout needs, so that every
+    task's copy makes and removes fewer files.
 
     ``repack -d`` packs every loose object that refs or the index reach and deletes the loose
     copies; what is left loose is reached by nothing (the patch's blobs, once the index is reset
-    to the commit), and goes too.
+    to the commit), and goes too. So do the reflogs (they tell of the agent's mirror, not of the
+    laptop), ORIG_HEAD and empty folders, which git makes again when it needs them.
     """
     git.run("repack", "-d", "-q", "-n")
-    objects = git.cwd / ".git" / "objects"
-    for fanout in objects.iterdir():
+    dot_git = git.cwd / ".git"
+    for fanout in (dot_git / "objects").iterdir():
         if len(fanout.name) == 2 and all(c in "0123456789abcdef" for c in fanout.name):
             _rmtree(fanout)
+    _rmtree(dot_git / "logs", missing_ok=True)
+    (dot_git / "ORIG_HEAD").unlink(missing_ok=True)
+    for empty in (dot_git / "objects" / "info", dot_git / "refs" / "tags"):
+        with contextlib.suppress(OSError):  # not empty, or not there
+            empty.rmdir()
 
 
 def _ready_mark(tree: Path) -> Path:
