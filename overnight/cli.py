@@ -51,6 +51,9 @@ def exit_code_for(exc: errors.OvernightError) -> ExitCode:
     return ExitCode.FAILURE
 
 
+_SUBCOMMAND = "overnight.subcommand"  # ctx.meta key: the subcommand a group resolved
+
+
 class OvernightGroup(click.Group):
     """A group whose commands are imported on first use (from :data:`overnight.commands.COMMANDS`)
     and that turns :class:`OvernightError` into one line on stderr and its exit code."""
@@ -61,6 +64,15 @@ class OvernightGroup(click.Group):
         except errors.OvernightError as exc:
             click.echo(f"overnight: error: {exc}", err=True)
             ctx.exit(exit_code_for(exc))
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            # A subcommand's bad flag or argument: one line naming where help is, not a usage dump.
+            sub = ctx.meta.get(_SUBCOMMAND)
+            where = f"{ctx.command_path} {sub}" if sub else ctx.command_path
+            message = exc.format_message().rstrip(".")
+            click.echo(f"overnight: error: {message}; see `{where} --help`", err=True)
+            ctx.exit(ExitCode.USAGE)
 
     @property
     def lazy(self) -> dict[str, commands.Entry]:
@@ -68,6 +80,13 @@ class OvernightGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *self.lazy})
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[_SUBCOMMAND] = name
+        return name, command, rest
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         entry = self.lazy.get(cmd_name)

@@ -114,3 +114,25 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["no-such-command"])
     assert result.exit_code == ExitCode.USAGE
     assert "No such command 'no-such-command'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (["ls", "--bogus"], "overnight ls"),
+        (["show"], "overnight show"),
+        (["enqueue", "--retries", "many", "--", "true"], "overnight enqueue"),
+        (["agent", "checkout", "--nope"], "overnight agent checkout"),
+    ],
+)
+def test_bad_usage_of_any_command_is_one_line_naming_its_help(args: list[str], where: str) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert result.stderr.startswith("overnight: error: ")
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.endswith(f"see `{where} --help`\n")
+
+
+def test_a_group_without_a_command_still_shows_its_help() -> None:
+    result = CliRunner().invoke(cli, ["agent"])
+    assert "Commands:" in result.output

@@ -21,7 +21,7 @@ import click
 from overnight.agent.environments.base import Environment
 from overnight.agent.gpus import GPUInventory, open_inventory, parse_gpu_list
 from overnight.agent.settings import AgentConfig, load_agent_config
-from overnight.errors import ConfigError, UsageError
+from overnight.errors import ConfigError
 
 
 def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environment:
@@ -84,19 +84,7 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
     return parse_gpu_list(config.gpus, inventory), inventory
 
 
-class _DaemonCommand(click.Command):
-    """A command whose bad flags raise :class:`UsageError`: one line on stderr, exit code 2."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise UsageError(
-                f"{exc.format_message().rstrip('.')}; see `overnight agent daemon --help`"
-            ) from exc
-
-
-@click.command("daemon", cls=_DaemonCommand)
+@click.command("daemon")
 @click.option("-q", "--queue", "queues", multiple=True, help="Queue to serve; repeat, first first.")
 @click.option("--name", help="Agent name (default: <hostname>-<pid>).")
 @click.option("--gpus", help="GPUs to use: all, none, 0,1 or 0-3 (default: all found).")
