@@ -30,6 +30,7 @@ from overnight.agent.environments.docker import DockerEnvironment
 from overnight.agent.gpus import GPUInventory
 from overnight.agent.hardware import hardware_info
 from overnight.agent.intake import Intake
+from overnight.agent.leftovers import remove_leftovers
 from overnight.agent.logsink import LogSink
 from overnight.agent.monitor import task_pids
 from overnight.agent.pipeline import Ending, Pipeline
@@ -162,6 +163,7 @@ class Daemon:
         environment = self.pipeline.environment
         if isinstance(environment, DockerEnvironment):
             until_connected(lambda: adopt_containers(self, environment), self._backoff)
+        until_connected(self._remove_leftovers, self._backoff)
         self.control.start()
         log.info("agent %s serving %s", self.name, ", ".join(self.config.queues))
         try:
@@ -271,6 +273,11 @@ class Daemon:
     def _register(self) -> None:
         self.worker.register()
         self.registry.register(self.info(), ttl=self.control._registry_ttl)
+
+    def _remove_leftovers(self) -> None:
+        """Remove the task trees that agents killed on this host left (kept: adopted ones)."""
+        active = frozenset(task.task_id for task in self.active_tasks())
+        remove_leftovers(self.pipeline.workspaces, self.store, self.name, active)
 
     def _unregister(self) -> None:
         try:

@@ -9,6 +9,8 @@ copy of that tree: its own git checkout, with the recorded change uncommitted as
 The copy costs no git command at all, so the tasks of a sweep start fast. Git's object files,
 which git never changes in place, are hard-linked; everything else is copied. Mirrors and trees
 are shared by every agent on the host under file locks (exclusive to build, shared to read).
+A task's copy is made and removed under a shared lock too, which :mod:`.leftovers` takes
+exclusively to remove the copies killed agents left.
 
 Remotes are reached with the agent's own credentials, never prompting (:mod:`.remotes`). A cancel
 stops a task's preparation while it fetches or waits for another agent's fetch or build.
@@ -97,6 +99,14 @@ class Workspaces:
         Raises PreparationCanceled when ``should_stop()`` turns true while git fetches or while
         another task holds the tree's or the mirror's lock.
         """
+        with self._locked(
+            self._task_lock(task_id), should_stop, "removed leftover trees", shared=True
+        ):
+            return self._create(task_id, snapshot, log, should_stop)
+
+    def _create(
+        self, task_id: str, snapshot: Snapshot, log: Callable[[str], None], should_stop: StopCheck
+    ) -> Path:
         dest = self.task_dir(task_id)
         if dest.exists():
             log(f"removing the workspace left by an earlier attempt at {dest}")
@@ -133,8 +143,42 @@ class Workspaces:
         if self.keep:
             return
         dest = self.task_dir(task_id)
-        if dest.exists():
+        with FileLock(self._task_lock(task_id), shared=True):
+            if dest.exists():
+                _rmtree(dest)
+
+    def task_ids(self) -> list[str]:
+        """The tasks that have a tree under ``root/tasks``, by id."""
+        try:
+            entries = list(os.scandir(self.root / "tasks"))
+        except FileNotFoundError:
+            return []
+        found = (e.name for e in entries if e.is_dir(follow_symlinks=False))
+        return sorted(name for name in found if _TASK_ID.match(name))
+
+    def remove_unused(self, task_id: str, unused: Callable[[str], bool]) -> bool:
+        """Delete the task's tree if ``unused(task_id)``; True when it was removed.
+
+        ``unused`` is asked while no agent on the host creates or removes a tree of a task
+        that shares the lock (a task claimed just before this call has its tree kept), and not
+        at all when the agent keeps workspaces or another agent holds the lock.
+        """
+        dest = self.task_dir(task_id)
+        lock = FileLock(self._task_lock(task_id))
+        if self.keep or not lock.try_acquire():
+            return False
+        try:
+            if not dest.is_dir() or not unused(task_id):
+                return False
             _rmtree(dest)
+            return True
+        finally:
+            lock.release()
+
+    def _task_lock(self, task_id: str) -> Path:
+        """Shared while a task's tree is made or removed, exclusive to remove a leftover one."""
+        self.task_dir(task_id)  # refuses an id that cannot name a folder
+        return self.root / "task-locks" / f"{task_id[:2]}.lock"
 
     @contextlib.contextmanager
     def _locked(
