@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from overnight.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -54,6 +52,8 @@ def load_file(path: Path | None) -> dict[str, Any]:
     """Read a YAML config file; a missing file is an empty config."""
     if path is None or not path.exists():
         return {}
+    import yaml  # only with a file to read: most commands run without one, and start faster
+
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:

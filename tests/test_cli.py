@@ -11,7 +11,11 @@ from click.testing import CliRunner
 from overnight import commands
 from overnight.cli import ExitCode, cli, exit_code_for
 from overnight.errors import ConnectionFailed, OvernightError, SnapshotError, TaskNotFound
+from overnight.queue.records import TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.agents import enqueue
 from tests.fixtures.cli import run_cli, subprocess_env
+from tests.fixtures.gitrepo import Repo
 
 HEAVY = ("docker", "rq", "redis", "rich", "pynvml", "psutil", "git", "yaml", "overnight.agent")
 
@@ -69,6 +73,22 @@ def test_a_command_imports_only_its_own_module() -> None:
     loaded = _modules_loaded_by(_cli_code("snapshot", "--help"))
     assert "overnight.commands.snapshot" in loaded
     assert not [m for m in loaded if m.startswith(("overnight.commands.tasks", "docker", "rq"))]
+
+
+def test_ls_imports_neither_rq_nor_the_agent_libraries(
+    redis_url: str, agent_store: TaskStore, project: Repo
+) -> None:
+    done = enqueue(agent_store, project, name="done-task").id
+    for status in (TaskStatus.PREPARING, TaskStatus.RUNNING, TaskStatus.FINISHED):
+        agent_store.transition(done, status, agent="agent-a")
+    enqueue(agent_store, project, name="queued-task")
+    ls = _cli_code("ls", "--redis-url", redis_url)
+    proc = _python(f"import sys\n{ls}\nprint(' '.join(sys.modules), file=sys.stderr)")
+    assert "done-task" in proc.stdout and "queued-task" in proc.stdout
+    loaded = proc.stderr.split()
+    assert "overnight.commands.tasks" in loaded
+    avoid = ("rq", "docker", "psutil", "pynvml", "overnight.agent")
+    assert [m for m in loaded if m.split(".")[0] in avoid or m.startswith(avoid[-1])] == []
 
 
 def test_import_overnight_is_cheap_and_its_api_resolves_on_use() -> None:

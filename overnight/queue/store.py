@@ -9,10 +9,11 @@ never see them disagree.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.client import Pipeline
@@ -31,7 +32,6 @@ from overnight.queue.blobs import BlobStore
 from overnight.queue.connection import connect
 from overnight.queue.index import Query, TaskIndex
 from overnight.queue.logs import DEFAULT_CAP_BYTES, LogStore
-from overnight.queue.mirror import RQMirror
 from overnight.queue.records import (
     Phase,
     StatusChange,
@@ -40,6 +40,9 @@ from overnight.queue.records import (
     TaskStatus,
 )
 from overnight.spec import Snapshot, TaskSpec
+
+if TYPE_CHECKING:
+    from overnight.queue.mirror import RQMirror
 
 HEARTBEAT_TTL = 30.0
 """Seconds a preparing/running task lives without a heartbeat before it counts as lost."""
@@ -83,7 +86,13 @@ class TaskStore:
         self.logs = LogStore(redis, cap_bytes=cap)
         self.blobs = BlobStore(redis)
         self.index = TaskIndex(redis)
-        self.rq = RQMirror(redis)
+
+    @functools.cached_property
+    def rq(self) -> RQMirror:
+        """The tasks' RQ jobs; made (and RQ imported) on first use, which ``ls`` never makes."""
+        from overnight.queue.mirror import RQMirror
+
+        return RQMirror(self.redis)
 
     @classmethod
     def from_config(cls, config: ClientConfig, *, reap: bool = True) -> TaskStore:
