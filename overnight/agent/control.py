@@ -3,8 +3,10 @@
 One thread per agent looks after every task the agent holds, so task threads only run their
 task. Each tick it turns cancel requests into stop flags; every ``heartbeat_interval`` it renews
 the tasks' heartbeats (the store's, RQ's executions) and the agent's registrations; every
-``reap_interval`` it marks other agents' silent tasks lost (``store.reap_lost``). A Redis outage
-pauses all this with backoff; the tasks keep running meanwhile.
+``reap_interval`` it marks other agents' silent tasks lost (``store.reap_lost``); every
+``report_interval`` it writes each running task's resource report so far to its record, so
+``overnight show`` has peak and mean during the run and a task whose agent dies keeps them. A Redis
+outage pauses all this with backoff; the tasks keep running meanwhile.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from overnight.agent.reconnect import CONNECTION_ERRORS, Backoff
 from overnight.agent.settings import AgentConfig
 from overnight.agent.worker import AgentWorker
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.records import TaskRecord
+from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class Control:
         self._backoff = Backoff(longest=config.max_backoff)
         self._next_beat = 0.0
         self._next_reap = 0.0
+        self._next_report = time.monotonic() + config.report_interval
         self._thread = threading.Thread(target=self._run, name="overnight-control", daemon=True)
 
     def start(self) -> None:
@@ -122,12 +125,28 @@ class Control:
             self._next_beat = now + self.config.heartbeat_interval
         for task in tasks:
             task.sink.flush(force=False)
+        if now >= self._next_report:
+            self.write_reports(tasks)
+            self._next_report = now + self.config.report_interval
         if now >= self._next_reap:
             lost = self.store.reap_lost()
             if lost:
                 log.warning("marked lost (their agent went silent): %s", ", ".join(lost))
             self.worker.maintain()
             self._next_reap = now + self.config.reap_interval
+
+    def write_reports(self, tasks: list[ActiveTask]) -> None:
+        """Store the resource report so far of every task that is running and has samples."""
+        for task in tasks:
+            monitor = task.monitor
+            if monitor is None or not monitor.summary():
+                continue
+            self.store.update_extra(
+                task.task_id,
+                {"resources": monitor.report()},
+                expect={TaskStatus.RUNNING},
+                agent=self.worker.name,
+            )
 
     @property
     def _registry_ttl(self) -> float:

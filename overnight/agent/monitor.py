@@ -6,7 +6,8 @@ starts and stops it when it ends::
     probe = GPUProbe(inventory, warn=log)            # one per agent, shared by every task
     monitor = Monitor([ProcessTreeSampler(pid), GPUSampler(probe, gpu_ids)], interval=5.0)
     monitor.start()
-    ...                                              # monitor.latest() for heartbeats / `top`
+    ...                                              # monitor.latest() for heartbeats / `top`,
+    ...                                              # monitor.report() to the record every minute
     monitor.stop()
     record.extra["resources"] = monitor.report()     # JSON: summary (peak/mean) and series
 

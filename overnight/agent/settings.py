@@ -42,6 +42,7 @@ class AgentConfig:
     control_interval: float = 0.5  # seconds between looks for cancel requests
     dequeue_timeout: float = 1.0  # longest blocking pop before housekeeping runs again
     monitor_interval: float = 5.0  # seconds between resource samples of a running task
+    report_interval: float = 60.0  # seconds between writes of a running task's report to its record
     max_backoff: float = 30.0  # longest wait between reconnect attempts
     log_buffer_mb: float = 8.0  # log lines held in memory per task during an outage
     log_cap_mb: float = 50.0
@@ -91,6 +92,7 @@ class AgentConfig:
             "control_interval",
             "dequeue_timeout",
             "monitor_interval",
+            "report_interval",
         ):
             if getattr(self, field) <= 0:
                 raise ConfigError(f"{field} must be a positive number of seconds")

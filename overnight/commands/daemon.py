@@ -96,6 +96,11 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
 )
 @click.option("--monitor-interval", type=float, help="Seconds between resource samples (5).")
 @click.option(
+    "--report-interval",
+    type=float,
+    help="Seconds between writes of a running task's peak and mean to its record (60).",
+)
+@click.option(
     "--env-mode",
     type=click.Choice(["auto", "venv", "docker"]),
     help="Where tasks run (default auto: docker when an engine answers, else venv).",

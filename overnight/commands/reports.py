@@ -6,8 +6,8 @@ Both read what the daemon publishes; these keys are the contract:
 - ``AgentInfo.extra["slots"]``: :meth:`overnight.agent.allocator.Allocator.describe`;
 - ``AgentInfo.extra["windows"]``: ``Windows.to_dict()`` plus ``"state"``: ``Windows.describe(now)``;
 - ``AgentInfo.extra["usage"]``: task id -> ``Monitor.latest()`` of each running task (live values);
-- ``TaskRecord.extra["resources"]``: ``Monitor.report()`` (peak and mean per metric), written when
-  the task ends and, if the daemon likes, while it runs.
+- ``TaskRecord.extra["resources"]``: ``Monitor.report()`` (peak and mean per metric), written
+  every ``report_interval`` while the task runs and when it ends.
 
 Anything missing is shown as unknown, never as an error.
 """

@@ -143,6 +143,7 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
         rows.append(("attempt", f"{record.attempt + 1} of {options.retries + 1}"))
     if record.retry_of:
         rows.append(("retry of", record.retry_of))
+    rows.extend(_run_rows(record.extra))
     width = max(len(k) for k, _ in rows) + 2
     lines = [f"{k + ':':<{width}}{v}" for k, v in rows]
     lines.extend(_resources(record))
@@ -155,6 +156,54 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
         note = f"  {change.note}" if change.note else ""
         lines.append(f"  {stamp}  {change.status.value}{note}")
     return lines
+
+
+def _run_rows(extra: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``ran on`` and ``environment`` rows from what the agent stored (hand-edited ones too)."""
+    rows = []
+    hardware = extra.get("hardware")
+    if isinstance(hardware, Mapping):
+        rows.append(("ran on", describe_hardware(hardware)))
+    env = extra.get("environment")
+    if isinstance(env, Mapping) and env.get("mode"):
+        parts = [str(env["mode"])]
+        if env.get("python"):
+            parts.append(f"python {env['python']}")
+        if env.get("key"):
+            parts.append(f"key {str(env['key'])[:12]}")
+        parts.append("built for this task" if env.get("built") else "from the cache")
+        rows.append(("environment", ", ".join(parts)))
+    return rows
+
+
+def describe_hardware(info: Mapping[str, Any]) -> str:
+    """One line for ``hardware_info()``: host, GPUs with driver and CUDA, CPU and RAM."""
+    parts = [str(info.get("host") or "?")]
+    count = info.get("gpu_count")
+    if isinstance(count, int) and count > 0:
+        gpus = info.get("gpus")
+        listed = [g for g in gpus if isinstance(g, Mapping)] if isinstance(gpus, list) else []
+        ids = [str(g.get("id")) for g in listed]
+        model = str(info.get("gpu_model") or "GPU")
+        one_kind = len({str(g.get("name")) for g in listed}) <= 1  # else the model counts them
+        shown = f"{count}x {model}" if count > 1 and one_kind else model
+        if ids:
+            shown += f" (GPU {','.join(ids)})"
+        versions = [
+            f"{label} {info[key]}"
+            for key, label in (("driver_version", "driver"), ("cuda_version", "CUDA"))
+            if info.get(key)
+        ]
+        parts.append(", ".join([shown, *versions]))
+    elif info.get("gpu_error"):
+        parts.append(f"no GPU information ({info['gpu_error']})")
+    cpu = str(info.get("cpu_model") or "unknown CPU")
+    if isinstance(info.get("cpu_count"), int) and info["cpu_count"] > 0:
+        cpu += f" ({info['cpu_count']} CPUs)"
+    if isinstance(info.get("ram_gb"), (int, float)):
+        cpu += f", {info['ram_gb']:g} GB RAM"
+    parts.append(cpu)
+    return "; ".join(parts)
 
 
 def _resources(record: TaskRecord) -> list[str]:

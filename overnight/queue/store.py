@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -50,6 +50,8 @@ HEARTBEAT_TTL = 30.0
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _RUN_FIELDS = {"agent", "gpu_ids", "exit_code", "phase", "error", "extra", "attempt", "name"}
 _ACTIVE = (TaskStatus.PREPARING, TaskStatus.RUNNING)
+#: ``extra`` keys that describe one attempt's run; a task queued again starts without them.
+RUN_EXTRA = frozenset({"environment", "hardware", "resources", "run"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +275,31 @@ class TaskStore:
                 except WatchError:
                     continue
 
+    def update_extra(
+        self,
+        task_id: str,
+        extra: Mapping[str, Any],
+        *,
+        expect: Collection[TaskStatus],
+        agent: str,
+    ) -> bool:
+        """Merge ``extra`` into the record of a task ``agent`` holds in one of ``expect``.
+
+        Nothing is written (and False is returned) when the task moved on, went to another agent,
+        is gone or unreadable: a report from a run that is over must not overwrite the final one.
+        """
+
+        def change(old: TaskRecord, pipe: Pipeline) -> TaskRecord:
+            if old.status not in expect or old.agent != agent:
+                raise _Unchanged
+            return dataclasses.replace(old, extra={**old.extra, **dict(extra)})
+
+        try:
+            self._update(task_id, change)
+        except (_Unchanged, TaskNotFound, CorruptRecord):
+            return False
+        return True
+
     def add_note(self, task_id: str, note: str) -> None:
         """Append a line to the task's notes (shown by ``overnight show``)."""
 
@@ -313,6 +340,10 @@ class TaskStore:
 
     def known_queues(self) -> list[str]:
         return sorted(replies.text(q) for q in self.redis.smembers(keys.QUEUES))
+
+
+class _Unchanged(Exception):
+    """Raised inside an update to leave the record as it is."""
 
 
 def corrupt_placeholder(task_id: str, reason: str) -> TaskRecord:
@@ -378,6 +409,7 @@ def _changed(
     if status is TaskStatus.QUEUED:
         new = dataclasses.replace(
             new,
+            extra={k: v for k, v in old.extra.items() if k not in RUN_EXTRA},
             agent=None,
             gpu_ids=(),
             started=None,

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from overnight.agent.settings import AgentConfig
-from overnight.queue.records import TaskStatus
+from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import (
     AgentProcess,
@@ -92,6 +92,45 @@ def test_sigkilled_agent_task_is_lost_requeued_and_finished_elsewhere(
     assert TaskStatus.LOST in statuses
     assert statuses[statuses.index(TaskStatus.LOST) + 1] is TaskStatus.QUEUED
     assert (done.agent, done.attempt) == ("agent-b", 1)
+
+
+def test_a_killed_agents_task_keeps_the_resource_report_written_while_it_ran(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    from overnight.commands.views import show_lines
+
+    record = enqueue(agent_store, project, "--sleep-first", "60")
+    timed = dataclasses.replace(config, monitor_interval=0.1, report_interval=0.4)
+    agent = start_agent(timed, tmp_path, "--queue", "q")
+    orphan = None
+    try:
+        wait_status(agent_store, record.id, TaskStatus.RUNNING)
+        orphan = task_pid(agent_store, record.id)
+
+        def reported() -> dict[str, Any] | None:
+            now = agent_store.get(record.id)
+            summary = now.extra.get("resources", {}).get("summary", {})
+            return summary if now.status is TaskStatus.RUNNING and "rss_mb" in summary else None
+
+        during = wait_for(reported, what="a resource report on the running task")
+        agent.kill()
+
+        def reaped() -> TaskRecord | None:
+            agent_store.reap_lost()  # what any command does
+            now = agent_store.get(record.id)
+            return now if now.status is TaskStatus.LOST else None
+
+        lost = wait_for(reaped, what="the task to be marked lost")
+    finally:
+        kill_all(agent)
+        if orphan is not None:
+            kill_group(orphan)
+    assert lost.status is TaskStatus.LOST
+    assert during["rss_mb"]["peak"] > 0
+    assert lost.extra["resources"]["summary"]["rss_mb"]["peak"] >= during["rss_mb"]["peak"]
+    text = "\n".join(show_lines(lost, None, "not read"))
+    assert "resources:" in text and "RSS: peak" in text, text
+    assert "ran on:" in text, text
 
 
 @pytest.fixture

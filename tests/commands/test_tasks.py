@@ -239,6 +239,22 @@ def test_show_says_what_retries_do(cli_env: Repo, store: TaskStore) -> None:
     assert "attempt:      1 of 3" in out
 
 
+def test_show_says_what_a_task_ran_on_and_in(cli_env: Repo, store: TaskStore) -> None:
+    from overnight.agent.gpus import FakeInventory
+    from overnight.agent.hardware import hardware_info
+
+    task_id = _task(store, queue="gpu", gpus=2)
+    hardware = hardware_info(FakeInventory.with_gpus(4, name="NVIDIA H200"), gpu_ids=("2", "3"))
+    environment = {"mode": "venv", "key": "3f2a9c0d1e2b4a5f", "built": False, "python": "3.11.9"}
+    store.transition(task_id, TaskStatus.RUNNING, agent="box1", gpu_ids=("2", "3"))
+    store.transition(
+        task_id, TaskStatus.RUNNING, extra={"hardware": hardware, "environment": environment}
+    )
+    out = invoke("show", task_id).stdout
+    assert "ran on:       " in out and "2x NVIDIA H200 (GPU 2,3), driver fake-1.0, CUDA 12.4" in out
+    assert "environment:  venv, python 3.11.9, key 3f2a9c0d1e2b, from the cache" in out
+
+
 def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
     first = _task(store)
     result = invoke(

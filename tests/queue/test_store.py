@@ -127,14 +127,38 @@ def test_requeue_starts_a_fresh_attempt(store: TaskStore, redis_client: redis.Re
     record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
     redis_client.lpop("rq:queue:gpu")  # an agent took the job
     store.transition(record.id, TaskStatus.PREPARING, agent="a")
-    store.transition(record.id, TaskStatus.RUNNING)
+    run = {"resources": {"summary": {}}, "hardware": {"host": "h"}, "environment": {}, "run": {}}
+    store.transition(record.id, TaskStatus.RUNNING, extra={**run, "kept": 1})
     again = store.requeue(record.id, at_front=True, note="agent stopping")
     assert again.status is TaskStatus.QUEUED
     assert again.agent is None and again.started is None and again.attempt == 0
+    assert again.extra == {"kept": 1}  # the last attempt's report would mislead the next one
     assert again.history[-1].note == "agent stopping"
     other = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
     store.requeue(other.id)  # already queued: still one entry
     assert redis_client.lrange("rq:queue:gpu", 0, -1) == [record.id.encode(), other.id.encode()]
+
+
+def test_update_extra_writes_only_to_the_agents_task_in_the_expected_status(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    running = {TaskStatus.RUNNING}
+    assert not store.update_extra(record.id, {"resources": 1}, expect=running, agent="a")
+    store.transition(record.id, TaskStatus.PREPARING, agent="a")
+    store.transition(record.id, TaskStatus.RUNNING, extra={"hardware": {"host": "h"}})
+    assert not store.update_extra(record.id, {"resources": 1}, expect=running, agent="b")
+    assert store.update_extra(record.id, {"resources": {"summary": {}}}, expect=running, agent="a")
+    got = store.get(record.id)
+    assert got.extra == {"hardware": {"host": "h"}, "resources": {"summary": {}}}
+    assert got.status is TaskStatus.RUNNING and got.history == store.get(record.id).history
+    final = {"summary": {"cpu_pct": {"peak": 9.0, "mean": 1.0}}}
+    store.transition(record.id, TaskStatus.FINISHED, exit_code=0, extra={"resources": final})
+    assert not store.update_extra(record.id, {"resources": {}}, expect=running, agent="a")
+    assert store.get(record.id).extra["resources"] == final  # the final report stays
+    assert not store.update_extra("0123456789ab", {"x": 1}, expect=running, agent="a")
+    redis_client.set(keys.task("abcdefabcdef"), b"{")
+    assert not store.update_extra("abcdefabcdef", {"x": 1}, expect=running, agent="a")
 
 
 def test_notes(store: TaskStore) -> None:
