@@ -6,6 +6,7 @@ import pytest
 
 from tests.fixtures.agents import agent_store, project, venv_cache
 from tests.fixtures.docker import docker_sandbox
+from tests.fixtures.fakenvml import fake_driver, fake_nvml_lib
 from tests.fixtures.gitrepo import Repo, make_repo
 from tests.fixtures.services import docker_engine, redis_server, redis_url
 
@@ -13,6 +14,8 @@ __all__ = [
     "agent_store",
     "docker_engine",
     "docker_sandbox",
+    "fake_driver",
+    "fake_nvml_lib",
     "project",
     "redis_server",
     "redis_url",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sys
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -16,6 +17,7 @@ from overnight.agent.gpus import (
     parse_gpu_list,
 )
 from overnight.errors import GPUError, UsageError
+from tests.fixtures.fakenvml import FakeDriver, FakeGPU, FakeProcess
 from tests.fixtures.gpus import nvml_inventory
 
 __all__ = ["nvml_inventory"]
@@ -210,3 +212,88 @@ def test_real_nvml_inventory(nvml_inventory: NvmlInventory) -> None:
     assert versions.driver
     assert versions.cuda is not None and versions.cuda[0].isdigit()
     assert parse_gpu_list("all", inv) == tuple(d.id for d in devs)
+
+
+# -- the real pynvml bindings over the fake driver (tests/fixtures/fake_nvml.c) ----------------
+
+DUMP = """
+import dataclasses, json
+from overnight.agent.gpus import NvmlInventory, open_inventory, GPUError
+inv = open_inventory()
+out = {"reason": inv.unavailable_reason}
+try:
+    out["devices"] = [dataclasses.asdict(d) for d in inv.devices()]
+    out["usage"] = [dataclasses.asdict(inv.usage(d.index)) for d in inv.devices()]
+    out["versions"] = dataclasses.asdict(inv.versions())
+    out["foreign"] = [inv.foreign_memory_mb(d.index, {100}) for d in inv.devices()]
+except GPUError as exc:
+    out["error"] = str(exc)
+inv.close()
+print(json.dumps(out))
+"""
+
+
+def _dump(driver: FakeDriver) -> dict[str, Any]:
+    return dict(json.loads(driver.python(DUMP).stdout))
+
+
+def test_pynvml_reads_devices_processes_usage_and_versions(fake_driver: FakeDriver) -> None:
+    fake_driver.set(
+        [FakeGPU(used_mb=2348, util_pct=40), FakeGPU("NVIDIA A100-SXM4-80GB", 81920, 700, 5)],
+        [
+            FakeProcess(0, 100, 2048, "both"),  # listed as compute and graphics: counted once
+            FakeProcess(0, 300, 300, "graphics"),
+            FakeProcess(1, 200, None),  # memory NVML cannot tell
+        ],
+    )
+    got = _dump(fake_driver)
+    assert got["reason"] is None and "error" not in got, got
+    first, second = got["devices"]
+    assert (first["index"], first["name"], first["memory_total_mb"]) == (0, "NVIDIA H200", 143771)
+    assert first["uuid"].startswith("GPU-") and first["uuid"] != second["uuid"]
+    assert sorted((p["pid"], p["memory_mb"]) for p in first["processes"]) == [
+        (100, 2048.0),
+        (300, 300.0),
+    ]
+    assert second["name"] == "NVIDIA A100-SXM4-80GB"
+    assert second["processes"] == [{"pid": 200, "memory_mb": None}]
+    assert got["usage"] == [
+        {"utilization_pct": 40.0, "memory_used_mb": 2348.0},
+        {"utilization_pct": 5.0, "memory_used_mb": 700.0},
+    ]
+    assert got["versions"] == {"driver": "550.54.15", "cuda": "12.4"}
+    # pid 100 is ours; the unmeasurable foreign process is charged what no process accounts for
+    assert got["foreign"] == [300.0, 700.0]
+
+
+def test_a_driver_without_the_v3_process_calls_falls_back(fake_driver: FakeDriver) -> None:
+    not_found = pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
+    fake_driver.set(
+        [FakeGPU(used_mb=1024)],
+        [FakeProcess(0, 400, 1024)],
+        fail={
+            "nvmlDeviceGetComputeRunningProcesses_v3": not_found,
+            "nvmlDeviceGetGraphicsRunningProcesses_v3": not_found,
+        },
+    )
+    got = _dump(fake_driver)
+    assert got["devices"][0]["processes"] == [{"pid": 400, "memory_mb": 1024.0}], got
+
+
+def test_driver_errors_become_one_line_gpu_errors(fake_driver: FakeDriver) -> None:
+    fake_driver.set(
+        [FakeGPU()], fail={"nvmlDeviceGetUtilizationRates": pynvml.NVML_ERROR_GPU_IS_LOST}
+    )
+    assert _dump(fake_driver)["error"] == "NVML failed to read utilisation of GPU 0: GPU is lost"
+    fake_driver.set([FakeGPU()], fail={"nvmlSystemGetCudaDriverVersion": pynvml.NVML_ERROR_UNKNOWN})
+    assert _dump(fake_driver)["versions"] == {"driver": "550.54.15", "cuda": None}
+
+
+def test_a_driver_that_does_not_start_is_a_cpu_agent_saying_why(fake_driver: FakeDriver) -> None:
+    fake_driver.set([FakeGPU()], fail={"nvmlInitWithFlags": pynvml.NVML_ERROR_DRIVER_NOT_LOADED})
+    got = _dump(fake_driver)
+    assert got["devices"] == []
+    assert got["reason"] == (
+        "cannot talk to the NVIDIA driver (NVML: Driver Not Loaded); install the driver, "
+        "or run the agent with --gpus none for a CPU-only agent"
+    )

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
 
 import click
+import pynvml
 import pytest
 
 from overnight.agent.settings import AgentConfig, load_agent_config
 from overnight.cli import ExitCode
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
-from tests.fixtures.agents import enqueue
+from tests.fixtures.agents import (
+    agent_config,
+    enqueue,
+    log_text,
+    start_agent,
+    wait_status,
+)
 from tests.fixtures.cli import run_cli
+from tests.fixtures.fakenvml import FakeDriver, FakeGPU, FakeProcess
 from tests.fixtures.gitrepo import Repo
+from tests.fixtures.gpus import wait_output
 from tests.fixtures.services import free_port
 
 
@@ -119,3 +129,47 @@ def test_eviction_limits_from_the_config_reach_the_venv_cache(tmp_path: Path) ->
     environment = make_environment(config, {})
     assert isinstance(environment, VenvEnvironment)
     assert (environment.max_envs, environment.max_gb) == (3, 1.5)
+
+
+@pytest.mark.slow
+def test_an_agent_on_the_nvml_path_packs_reports_and_survives_a_lost_gpu(
+    agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path,
+    fake_driver: FakeDriver,
+) -> None:  # fmt: skip
+    """``--gpus all`` through the real pynvml bindings, over the fake driver of fake_nvml.c."""
+    gpus = [FakeGPU(used_mb=512, util_pct=40), FakeGPU(used_mb=512, util_pct=60), FakeGPU()]
+    foreign = [FakeProcess(2, 999999, 4096)]  # someone else's job holds GPU 2
+    fake_driver.set(gpus, foreign)
+    config = agent_config(
+        redis_url, tmp_path / "agent", venv_cache, gpus="all", monitor_interval=0.1
+    )
+    agent = start_agent(config, tmp_path, **fake_driver.env())
+    try:
+        workers = wait_output(redis_url, "GPU 2 held back", "workers")
+        assert "0,1,2" in workers and "4096 MB" in workers, workers
+        pair = enqueue(agent_store, project, "--ticks", "8", gpus=2)
+        done = wait_status(agent_store, pair.id, TaskStatus.FINISHED, TaskStatus.FAILED)
+        assert done.status is TaskStatus.FINISHED, done.error
+        lost = {"nvmlDeviceGetUtilizationRates": pynvml.NVML_ERROR_GPU_IS_LOST}
+        fake_driver.set(gpus, foreign, fail=lost)
+        single = enqueue(agent_store, project, "--ticks", "5", gpus=1)
+        after = wait_status(agent_store, single.id, TaskStatus.FINISHED, TaskStatus.FAILED)
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    finally:
+        agent.kill()
+    assert done.gpu_ids == ("0", "1")
+    text = log_text(agent_store, pair.id).splitlines()
+    assert "CUDA_VISIBLE_DEVICES=0,1" in text and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in text
+    hardware = done.extra["hardware"]
+    assert (hardware["gpu_model"], hardware["gpu_count"]) == ("NVIDIA H200", 2)
+    assert (hardware["driver_version"], hardware["cuda_version"]) == ("550.54.15", "12.4")
+    summary = done.extra["resources"]["summary"]
+    assert (summary["gpu0.util_pct"]["peak"], summary["gpu1.util_pct"]["peak"]) == (40, 60)
+    assert summary["gpu_mem_mb"]["peak"] == 1024
+    # the lost GPU costs its readings, once, never the task
+    assert after.status is TaskStatus.FINISHED, after.error
+    assert after.gpu_ids == ("0",)
+    assert not any(metric.startswith("gpu") for metric in after.extra["resources"]["summary"])
+    warning = "GPU monitoring is off for this agent: NVML failed to read utilisation of GPU 0"
+    assert agent.output().count(warning) == 1, agent.output()
