@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fixtures.cli import REPO_ROOT, subprocess_env
+from tests.fixtures.fakenvml import FakeDriver, FakeGPU, FakeProcess
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,3 +103,21 @@ def test_a_failing_hypothesis_test_shows_its_example(tmp_path: Path) -> None:
     assert "INTERNALERROR" not in out
     assert "Falsifying example: test_fails(" in out
     assert "x=10" in out
+
+
+def test_the_real_gpu_tests_of_nvml_pass_over_the_fake_driver(fake_driver: FakeDriver) -> None:
+    # They run for real only where a GPU is lent; here they must at least be right about pynvml.
+    fake_driver.set([FakeGPU(used_mb=2048, util_pct=30), FakeGPU()], [FakeProcess(0, 100, 2048)])
+    nvml_tests = ["tests/agent/test_gpus.py", "tests/agent/test_hardware.py"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", *nvml_tests],
+        cwd=REPO_ROOT,
+        env=subprocess_env(**fake_driver.env()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert re.search(r"\b2 passed\b", out) and "skipped" not in out, out
