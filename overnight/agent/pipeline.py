@@ -287,7 +287,8 @@ class Pipeline:
     def _record(self, task: ActiveTask, ending: Ending) -> None:
         """Write the ending once Redis answers (logs first), then free the workspace."""
         if ending.status.is_final and ending.error:
-            task.sink.line(f"[overnight] {ending.status.value} ({ending.phase}): {ending.error}")
+            where = f" in {ending.phase.value}" if ending.phase is not None else ""
+            task.sink.line(f"[overnight] {ending.status.value}{where}: {ending.error}")
         backoff = Backoff(longest=self.config.max_backoff)
         while not task.sink.flush():
             backoff.wait(ConnectionError("the task's log cannot be written"))

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from overnight.agent.environments.base import Process
+from overnight.agent.failures import TAIL_LINES, describe_failure
 from overnight.agent.logbatch import Line, LogBatcher
 
 Sink = Callable[[Sequence[Line]], None]
@@ -52,9 +53,11 @@ class RunOutcome:
     dropped_lines: int = 0  # lines lost because the sink was too slow or kept failing
     sink_errors: int = 0  # calls to the sink that raised
     last_sink_error: str = ""
+    tail: tuple[str, ...] = ()  # the last lines of its output
 
     def describe(self) -> str:
-        """A one-line account for the task's record: "timed out after 8h", "exited with 1"."""
+        """A one-line account for the task's record: "timed out after 8h", "exited with 1: ValueError:
+        bad shape" (the line of its output that says why: :mod:`overnight.agent.failures`)."""
         if self.reason == TIMED_OUT:
             return f"timed out after {format_seconds(self.timeout or self.duration)}"
         if self.reason == CANCELED:
@@ -66,8 +69,10 @@ class RunOutcome:
                 name = signal.Signals(-self.exit_code).name
             except ValueError:
                 name = f"signal {-self.exit_code}"
-            return f"killed by {name}"
-        return f"exited with {self.exit_code}"
+            how = f"killed by {name}"
+        else:
+            how = f"exited with {self.exit_code}"
+        return describe_failure(how, self.tail) if self.exit_code != 0 else how
 
 
 def format_seconds(seconds: float) -> str:
@@ -143,6 +148,7 @@ def supervise(
         dropped_lines=outbox.dropped,
         sink_errors=outbox.errors,
         last_sink_error=outbox.last_error,
+        tail=tuple(pump.tail),
     )
 
 
@@ -200,6 +206,7 @@ class _Pump:
         self._outbox = outbox
         self._lock = threading.Lock()
         self._closed = False
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
     def read_all(self, process: Process) -> None:
         try:
@@ -220,10 +227,10 @@ class _Pump:
                 return
             self._batcher.feed(chunk, now)
             if self._batcher.due(now):
-                self._outbox.put(self._batcher.flush(now))
+                self._send(self._batcher.flush(now))
             elif self._batcher.has_lines and self._outbox.idle:
                 # Nothing in flight: send complete lines now; batches form while the sink works.
-                self._outbox.put(self._batcher.flush(now, partial=False))
+                self._send(self._batcher.flush(now, partial=False))
 
     def deadline(self) -> float | None:
         with self._lock:
@@ -233,13 +240,17 @@ class _Pump:
         now = time.time()
         with self._lock:
             if not self._closed and self._batcher.due(now):
-                self._outbox.put(self._batcher.flush(now))
+                self._send(self._batcher.flush(now))
 
     def close(self) -> None:
         now = time.time()
         with self._lock:
             self._closed = True
-            self._outbox.put(self._batcher.close(now))
+            self._send(self._batcher.close(now))
+
+    def _send(self, lines: list[Line]) -> None:
+        self.tail.extend(text for _, text in lines)
+        self._outbox.put(lines)
 
 
 class _Outbox:

@@ -58,7 +58,7 @@ def test_a_restarted_agent_reports_an_exit_and_stops_a_task_canceled_meanwhile(
             if agent is not None:
                 agent.kill()
     assert (reported.status, reported.exit_code, reported.attempt) == (TaskStatus.FAILED, 3, 0)
-    assert reported.error == "exited with 3"
+    assert reported.error == "exited with 3 (last output: done)"
     lines = log_text(agent_store, exits.id).splitlines()
     assert "done" in lines and any("exited with 3, adopted" in line for line in lines)
     assert (stopped.status, stopped.phase) == (TaskStatus.CANCELED, Phase.RUN)

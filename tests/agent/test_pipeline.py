@@ -106,7 +106,30 @@ def test_nonzero_exit_is_failed_in_the_run_phase(
     run_burst(config_for())
     failed = agent_store.get(record.id)
     assert failed.status is TaskStatus.FAILED
-    assert (failed.phase, failed.error, failed.exit_code) == (Phase.RUN, "exited with 3", 3)
+    assert (failed.phase, failed.exit_code) == (Phase.RUN, 3)
+    assert failed.error == "exited with 3 (last output: done)"
+    assert "[overnight] failed in run: exited with 3 (last output: done)" in log_text(
+        agent_store, record.id
+    )
+
+
+CRASH = """\
+import atexit, sys
+atexit.register(lambda: print("wandb: Synced 5 W&B file(s)", flush=True))
+print("step 900 loss nan", flush=True)
+raise FloatingPointError("loss is nan at step 900")
+"""
+
+
+def test_a_crash_is_recorded_with_its_exception_line(
+    agent_store: TaskStore, project: Repo, config_for
+) -> None:
+    snap = _replace_spec(snapshot_of(project), argv=("python", "-c", CRASH))
+    record = enqueue(agent_store, project, snapshot=snap)
+    run_burst(config_for())
+    failed = agent_store.get(record.id)
+    assert (failed.status, failed.exit_code) == (TaskStatus.FAILED, 1)
+    assert failed.error == "exited with 1: FloatingPointError: loss is nan at step 900"
 
 
 def test_timeout_stops_the_task_and_says_so(
