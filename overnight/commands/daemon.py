@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -23,9 +24,14 @@ from overnight.agent.gpus import GPUInventory, open_inventory, parse_gpu_list
 from overnight.agent.settings import AgentConfig, load_agent_config
 from overnight.errors import ConfigError
 
+log = logging.getLogger(__name__)
 
-def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environment:
-    """The environment named by ``config.env_mode`` (auto: docker when an engine answers)."""
+
+def make_environment(
+    config: AgentConfig, base_env: dict[str, str], gpu_ids: Sequence[str] = ()
+) -> Environment:
+    """The environment named by ``config.env_mode`` (auto: docker when an engine answers, and
+    can hand the agent's GPUs to containers)."""
     client = _docker_client() if config.env_mode in ("auto", "docker") else None
     if config.env_mode == "docker" and client is None:
         raise ConfigError(
@@ -33,9 +39,20 @@ def make_environment(config: AgentConfig, base_env: dict[str, str]) -> Environme
             "or use --env-mode venv"
         )
     if client is not None:
-        from overnight.agent.environments.docker import DockerEnvironment
+        from overnight.agent.environments.docker import GPU_FIX, DockerEnvironment
 
-        return DockerEnvironment.from_config(client, config, base_env)
+        docker_env = DockerEnvironment.from_config(client, config, base_env)
+        problem = docker_env.gpu_problem(gpu_ids[0]) if gpu_ids else None
+        if problem is None:
+            return docker_env
+        if config.env_mode == "docker":
+            raise ConfigError(
+                f"--env-mode docker: this Docker engine cannot hand GPUs to containers "
+                f"({problem}); {GPU_FIX}"
+            )
+        log.warning(
+            "the Docker engine cannot hand GPUs to containers (%s); tasks run in venvs", problem
+        )
     from overnight.agent.environments.venv import VenvEnvironment
 
     return VenvEnvironment(
@@ -158,7 +175,7 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
     gpu_ids, inventory = _gpus(config)
     base_env = {**os.environ, **config.env}
     daemon = create_daemon(
-        config, make_environment(config, base_env), gpu_ids=gpu_ids, inventory=inventory
+        config, make_environment(config, base_env, gpu_ids), gpu_ids=gpu_ids, inventory=inventory
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

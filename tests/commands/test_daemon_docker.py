@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from tests.fixtures.agents import (
 )
 from tests.fixtures.cli import run_cli
 from tests.fixtures.docker import BASE_IMAGE, CA_BUNDLE, DockerSandbox
+from tests.fixtures.fakenvml import FakeDriver, FakeGPU
 from tests.fixtures.gitrepo import Repo, make_repo
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -248,3 +251,46 @@ def test_auto_mode_is_docker_when_an_engine_answers_else_venv(
     docker_mode.client.close()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     assert isinstance(make_environment(config, {}), VenvEnvironment)
+
+
+def _engine_hands_out_gpus() -> bool:
+    return shutil.which("nvidia-container-runtime-hook") is not None
+
+
+def test_a_docker_agent_whose_engine_cannot_hand_out_gpus_does_not_start(
+    docker_sandbox: DockerSandbox, redis_url: str, tmp_path: Path, fake_driver: FakeDriver
+) -> None:
+    # Without this, every GPU task of a sweep would fail at its container's start, one by one.
+    if _engine_hands_out_gpus():
+        pytest.skip("this Docker engine has the NVIDIA Container Toolkit")
+    fake_driver.set([FakeGPU(), FakeGPU()])
+    name = f"{docker_sandbox.agent_name}-gpu"
+    proc = run_cli(
+        "agent", "daemon", "-q", "q", "--burst", "--env-mode", "docker", "--gpus", "all",
+        "--name", name, "--default-image", BASE_IMAGE,
+        **agent_env(docker_sandbox, tmp_path, redis_url), **fake_driver.env(),
+    )  # fmt: skip
+    assert proc.returncode == ExitCode.CONFIG, proc.stderr
+    assert proc.stderr.startswith("overnight: error: --env-mode docker: this Docker engine cannot")
+    assert proc.stderr.count("\n") == 1
+    assert "could not select device driver" in proc.stderr
+    assert "install the NVIDIA Container Toolkit" in proc.stderr
+    probes = {"label": ["overnight.role=probe", f"overnight.builder={name}"]}
+    assert docker_sandbox.client.containers.list(all=True, filters=probes) == []
+
+
+def test_auto_mode_with_gpus_runs_venvs_when_the_engine_cannot_hand_them_out(
+    docker_engine: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from overnight.agent.environments.venv import VenvEnvironment
+    from overnight.agent.settings import AgentConfig
+    from overnight.commands.daemon import make_environment
+
+    if _engine_hands_out_gpus():
+        pytest.skip("this Docker engine has the NVIDIA Container Toolkit")
+    config = AgentConfig(env_mode="auto", cache_dir=str(tmp_path / "envs"))
+    config.cache_path.mkdir()
+    with caplog.at_level(logging.WARNING):
+        chosen = make_environment(config, {}, ("0",))
+    assert isinstance(chosen, VenvEnvironment)
+    assert "cannot hand GPUs to containers" in caplog.text and "tasks run in venvs" in caplog.text

@@ -42,6 +42,11 @@ SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # Debian's, Ubunt
 PASSED = ("PIP_", "UV_")  # the agent's variables that configure installers
 CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 LOG_CONFIG = {"max-size": "100m", "max-file": "5"}  # json-file: the logs API and adoption need it
+NO_GPU_DRIVER = "could not select device driver"  # dockerd without the NVIDIA Container Toolkit
+GPU_FIX = (
+    "install the NVIDIA Container Toolkit and restart dockerd, "
+    "or run the agent with --gpus none or --env-mode venv"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,20 +273,64 @@ class DockerEnvironment(Environment):
         except docker.errors.APIError as exc:
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True, v=True)
-            raise TaskRunError(f"cannot start the task's container: {exc.explanation}") from exc
+            why = str(exc.explanation)
+            if NO_GPU_DRIVER in why:
+                why = f"this Docker engine cannot hand GPUs to containers ({why}); {GPU_FIX}"
+            raise TaskRunError(f"cannot start the task's container: {why}") from exc
         return DockerProcess(container)
+
+    def gpu_problem(self, gpu_id: str) -> str | None:
+        """Why this engine cannot hand GPU ``gpu_id`` to a container (no NVIDIA Container
+        Toolkit), or None: it can, or there is no local image to try it with."""
+        image = self._probe_image()
+        if image is None:
+            return None
+        request = docker.types.DeviceRequest(device_ids=[gpu_id], capabilities=[["gpu"]])
+        labels = {"overnight.role": "probe", "overnight.builder": self.agent_name}
+        try:
+            container = self.client.containers.create(
+                image, ["true"], entrypoint="", device_requests=[request], labels=labels,
+                network_disabled=True,
+            )  # fmt: skip
+        except docker.errors.APIError:
+            return None  # not about GPUs; the task's own start will say what it is
+        try:
+            container.start()
+            container.wait(timeout=60)
+        except docker.errors.APIError as exc:
+            why = str(exc.explanation)
+            return why if NO_GPU_DRIVER in why else None
+        except Exception:  # it started (the GPU was handed out) and then misbehaved: not ours
+            return None
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True, v=True)
+        return None
+
+    def _probe_image(self) -> str | None:
+        """A local image to create a probe container from (its command need not even exist)."""
+        if self.default_image:
+            with contextlib.suppress(docker.errors.DockerException):
+                return str(self.client.images.get(self.default_image).id)
+        with contextlib.suppress(docker.errors.DockerException):
+            for image in self.client.images.list():
+                return str(image.id)
+        return None
 
     def adopt(self) -> list[AdoptedTask]:
         """This agent's task containers, running or exited, found by their labels.
 
-        Also removes install containers this agent left behind when it died mid-build.
+        Also removes install and GPU probe containers this agent left when it died mid-way.
         """
-        for stale in self.client.containers.list(
-            all=True,
-            filters={"label": ["overnight.role=build", f"overnight.builder={self.agent_name}"]},
-        ):
-            with contextlib.suppress(docker.errors.APIError):
-                stale.remove(force=True, v=True)
+        for role in ("build", "probe"):
+            for stale in self.client.containers.list(
+                all=True,
+                filters={
+                    "label": [f"overnight.role={role}", f"overnight.builder={self.agent_name}"]
+                },
+            ):
+                with contextlib.suppress(docker.errors.APIError):
+                    stale.remove(force=True, v=True)
         found = []
         for container in self.client.containers.list(
             all=True,

@@ -508,6 +508,23 @@ def test_an_assigned_gpu_is_visible_in_the_container(
     assert len(gpus) == 1 and out.splitlines()[-1] == "0"
 
 
+def test_a_gpu_task_on_an_engine_without_gpu_support_fails_naming_the_fix(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    if shutil.which("nvidia-container-runtime-hook"):
+        pytest.skip("this Docker engine has the NVIDIA Container Toolkit")
+    env = docker_sandbox.environment()
+    prepared = docker_sandbox.prepare(env)
+    with pytest.raises(TaskRunError) as caught:
+        env.start(prepared, request(workspace(tmp_path), "true", gpu_ids=("0",)))
+    message = str(caught.value)
+    assert message.startswith("cannot start the task's container: this Docker engine cannot hand")
+    assert message.endswith("or run the agent with --gpus none or --env-mode venv")
+    assert env.gpu_problem("0") is not None
+    label = {"label": f"overnight.agent={docker_sandbox.agent_name}"}
+    assert docker_sandbox.client.containers.list(all=True, filters=label) == []
+
+
 # -- container options as constructed values (no GPU in CI) ---------------------------------
 
 
