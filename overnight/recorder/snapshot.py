@@ -29,6 +29,7 @@ from overnight.recorder.interpreter import find_python, python_version
 from overnight.recorder.limits import check_total
 from overnight.recorder.params import parse_params
 from overnight.recorder.requirements import find_requirements
+from overnight.recorder.submodules import check_submodules
 from overnight.recorder.urls import strip_credentials
 from overnight.spec import BlobRef, RepoState, Snapshot, TaskSpec
 
@@ -70,6 +71,7 @@ def take_snapshot(
             max_untracked_file_mb=options.max_untracked_file_mb,
             max_snapshot_mb=options.max_snapshot_mb,
         )
+        check_submodules(git, tree.submodules)
     except GitError as exc:  # a damaged repository, a full disk: git's own words are the cause
         raise SnapshotError(
             f"cannot record the repository at {git.cwd}: {exc.reason}; check it with git fsck"
