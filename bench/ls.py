@@ -23,6 +23,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from redis_server import bench, parser
 
+from overnight.agent.monitor import Monitor
 from overnight.cli import cli
 from overnight.queue.index import Query
 from overnight.queue.records import TaskOptions, TaskStatus
@@ -30,6 +31,32 @@ from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit_sweep
 from overnight.queue.sweeps import Sweep
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+
+
+def eight_gpu_report() -> dict[str, object]:
+    """The resource report of a long 8-GPU run: 19 metrics, 720 points each (~130 KB)."""
+
+    class Run:
+        name = "run"
+        tick = 0
+
+        def sample(self) -> dict[str, float]:
+            self.tick += 1
+            values = {"cpu_pct": self.tick % 100, "rss_mb": 9000.0 + self.tick % 50}
+            for gpu in range(8):
+                values[f"gpu{gpu}.util_pct"] = (self.tick * 7 + gpu) % 100
+                values[f"gpu{gpu}.mem_mb"] = 70000.0 + self.tick % 97
+            values["gpu_mem_mb"] = 560000.0
+            return values
+
+    moments = iter(range(10**6))
+    monitor = Monitor([Run()], max_points=720, clock=lambda: 5.0 * next(moments))
+    for _ in range(3000):
+        monitor.sample_once()
+    return monitor.report()
+
+
+REPORT = eight_gpu_report()
 
 
 def fill(store: TaskStore, repo: str, tasks: int) -> None:
@@ -40,9 +67,11 @@ def fill(store: TaskStore, repo: str, tasks: int) -> None:
         sweep = Sweep("seed", tuple(str(n + i) for i in range(min(batch, tasks - n))))
         queue = "gpu" if (n // batch) % 2 else "cpu"
         records = submit_sweep(store, snapshot, TaskOptions(queue=queue), [sweep])
-        for record in records[:20]:  # some of every batch ran to the end
+        for record in records[:20]:  # some of every batch ran to the end, on 8 GPUs
             store.transition(record.id, TaskStatus.RUNNING, agent="box")
-            store.transition(record.id, TaskStatus.FINISHED, exit_code=0)
+            store.transition(
+                record.id, TaskStatus.FINISHED, exit_code=0, extra={"resources": REPORT}
+            )
     print(f"filled {tasks} tasks in {time.perf_counter() - start:.1f} s")
 
 

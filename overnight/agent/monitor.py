@@ -9,7 +9,8 @@ starts and stops it when it ends::
     ...                                              # monitor.latest() for heartbeats / `top`,
     ...                                              # monitor.report() to the record every minute
     monitor.stop()
-    record.extra["resources"] = monitor.report()     # JSON: summary (peak/mean) and series
+    record.extra["resources"] = monitor.report()     # JSON: summary (peak/mean) and series;
+                                                     # the store keeps the series in its own key
 
 A sampler is anything with a ``name`` and a ``sample() -> Mapping[str, float]`` (the
 :class:`Sampler` protocol): :class:`DockerStatsSampler` wraps ``container.stats(stream=False)``

@@ -7,7 +7,8 @@ Both read what the daemon publishes; these keys are the contract:
 - ``AgentInfo.extra["windows"]``: ``Windows.to_dict()`` plus ``"state"``: ``Windows.describe(now)``;
 - ``AgentInfo.extra["usage"]``: task id -> ``Monitor.latest()`` of each running task (live values);
 - ``TaskRecord.extra["resources"]``: ``Monitor.report()`` (peak and mean per metric), written
-  every ``report_interval`` while the task runs and when it ends.
+  every ``report_interval`` while the task runs and when it ends; its time series is kept apart
+  (``TaskStore.series``) so that listing records stays fast.
 
 Anything missing is shown as unknown, never as an error.
 """

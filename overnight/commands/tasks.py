@@ -104,6 +104,9 @@ def show_command(task_id: str, as_json: bool, redis_url: str | None) -> None:
         problem = str(exc)
     if as_json:
         data = record_json(record)
+        resources = data.get("extra", {}).get("resources")
+        if isinstance(resources, dict) and "series" not in resources:
+            resources["series"] = store.series(record.id)
         data["spec"] = spec.to_dict() if spec is not None else None
         data["log_bytes"] = store.logs.size(record.id)
         echo_json(data)

@@ -46,6 +46,11 @@ def log_meta(task_id: str) -> str:
     return f"{PREFIX}logmeta:{task_id}"
 
 
+def series(task_id: str) -> str:
+    """JSON of a task's resource time series (kept out of its record, which ``ls`` reads)."""
+    return f"{PREFIX}series:{task_id}"
+
+
 def heartbeat(task_id: str) -> str:
     return f"{PREFIX}hb:{task_id}"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -227,6 +228,9 @@ class TaskStore:
             new = _changed(old, status, note, fields, time.time())
             state = self.rq.read_state(pipe, task_id, old.options.queue)
             pipe.multi()
+            new = _keep_series_apart(new, pipe)
+            if status is TaskStatus.QUEUED:
+                pipe.delete(keys.series(task_id))
             self.index.move(pipe, old, new)
             self.rq.apply(
                 pipe,
@@ -292,13 +296,23 @@ class TaskStore:
         def change(old: TaskRecord, pipe: Pipeline) -> TaskRecord:
             if old.status not in expect or old.agent != agent:
                 raise _Unchanged
-            return dataclasses.replace(old, extra={**old.extra, **dict(extra)})
+            pipe.multi()
+            return _keep_series_apart(dataclasses.replace(old, extra={**old.extra, **extra}), pipe)
 
         try:
             self._update(task_id, change)
         except (_Unchanged, TaskNotFound, CorruptRecord):
             return False
         return True
+
+    def series(self, task_id: str) -> dict[str, Any]:
+        """The task's resource time series (metric -> [[seconds, value], ...]); {} if none."""
+        raw = replies.raw(self.redis.get(keys.series(task_id)))
+        try:
+            data = json.loads(raw) if raw is not None else {}
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def add_note(self, task_id: str, note: str) -> None:
         """Append a line to the task's notes (shown by ``overnight show``)."""
@@ -340,6 +354,17 @@ class TaskStore:
 
     def known_queues(self) -> list[str]:
         return sorted(replies.text(q) for q in self.redis.smembers(keys.QUEUES))
+
+
+def _keep_series_apart(record: TaskRecord, pipe: Pipeline) -> TaskRecord:
+    """Queue the write of a resource report's time series to its own key, and return the
+    record without it: every ``ls`` reads records, and an 8-GPU series is some 100 KB."""
+    report = record.extra.get("resources")
+    if not isinstance(report, Mapping) or "series" not in report:
+        return record
+    kept = {k: v for k, v in report.items() if k != "series"}
+    pipe.set(keys.series(record.id), json.dumps(report["series"], separators=(",", ":")))
+    return dataclasses.replace(record, extra={**record.extra, "resources": kept})
 
 
 class _Unchanged(Exception):

@@ -16,7 +16,8 @@ DAY = 86400.0
 
 def _end(store: TaskStore, task_id: str) -> None:
     store.transition(task_id, TaskStatus.RUNNING, agent="box")
-    store.transition(task_id, TaskStatus.FINISHED, exit_code=0)
+    report = {"summary": {}, "series": {"cpu_pct": [[0.0, 50.0]]}}
+    store.transition(task_id, TaskStatus.FINISHED, exit_code=0, extra={"resources": report})
 
 
 def test_gc_removes_old_tasks_and_what_only_they_use(
@@ -45,7 +46,9 @@ def test_gc_removes_old_tasks_and_what_only_they_use(
     report = collect(store, older_than=30 * DAY, now=later - DAY / 2)
     assert sorted(report.tasks) == sorted([old_a.id, old_b.id, lone.id])
     for record in (old_a, old_b, lone):
-        assert not redis_client.exists(keys.task(record.id), keys.log(record.id))
+        assert not redis_client.exists(
+            keys.task(record.id), keys.log(record.id), keys.series(record.id)
+        )
         assert not redis_client.exists(f"rq:job:{record.id}")
         assert record.id.encode() not in redis_client.zrange(keys.BY_CREATED, 0, -1)
     assert not redis_client.exists(
@@ -69,7 +72,9 @@ def test_gc_removes_old_tasks_and_what_only_they_use(
 
 def test_gc_corrupt(store: TaskStore, redis_client: redis.Redis) -> None:
     record = store.submit(make_snapshot(), TaskOptions())
+    _end(store, record.id)
+    assert redis_client.exists(keys.series(record.id))
     redis_client.set(keys.task(record.id), b"garbage")
     report = collect(store, older_than=30 * DAY, corrupt=True)
     assert report.corrupt == [record.id] and report.tasks == []
-    assert not redis_client.exists(keys.task(record.id))
+    assert not redis_client.exists(keys.task(record.id), keys.series(record.id))

@@ -161,6 +161,27 @@ def test_update_extra_writes_only_to_the_agents_task_in_the_expected_status(
     assert not store.update_extra("abcdefabcdef", {"x": 1}, expect=running, agent="a")
 
 
+def test_a_resource_series_is_kept_apart_from_the_record(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    store.transition(record.id, TaskStatus.PREPARING, agent="a")
+    report = {"summary": {"cpu_pct": {"peak": 9.0, "mean": 4.0}}, "series": {"cpu_pct": [[0, 9]]}}
+    store.transition(record.id, TaskStatus.RUNNING, extra={"resources": report})
+    assert store.get(record.id).extra["resources"] == {"summary": report["summary"]}
+    assert store.series(record.id) == {"cpu_pct": [[0, 9]]}
+    later = {**report, "series": {"cpu_pct": [[0, 9], [5, 1]]}}
+    assert store.update_extra(
+        record.id, {"resources": later}, expect={TaskStatus.RUNNING}, agent="a"
+    )
+    assert "series" not in store.get(record.id).extra["resources"]
+    assert store.series(record.id) == {"cpu_pct": [[0, 9], [5, 1]]}
+    store.requeue(record.id)  # a new attempt starts without the last one's series
+    assert store.series(record.id) == {} and not redis_client.exists(keys.series(record.id))
+    redis_client.set(keys.series(record.id), b"not json")
+    assert store.series(record.id) == {}
+
+
 def test_notes(store: TaskStore) -> None:
     record = store.submit(make_snapshot(), TaskOptions())
     store.add_note(record.id, "python 3.11 not found; used 3.12")
