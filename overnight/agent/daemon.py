@@ -312,6 +312,7 @@ def create_daemon(
         config.workspace_path,
         credentials=GitCredentials(tokens=config.git_tokens, ssh_command=config.git_ssh_command),
         keep=config.keep_workspaces,
+        max_mirrors=config.max_mirrors,
     )
     return Daemon(
         config,

@@ -47,6 +47,7 @@ class AgentConfig:
     log_buffer_mb: float = 8.0  # log lines held in memory per task during an outage
     log_cap_mb: float = 50.0
     max_envs: int = 20
+    max_mirrors: int = 20  # git mirrors kept in workspace_dir; least recently used go
     max_env_gb: float | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # added for every task
     git_tokens: dict[str, str] = dataclasses.field(default_factory=dict)  # host -> token
@@ -74,6 +75,8 @@ class AgentConfig:
             )
         if not self.queues:
             raise ConfigError("an agent needs at least one queue; pass --queue NAME")
+        if self.max_mirrors < 1:
+            raise ConfigError(f"max_mirrors must be at least 1, not {self.max_mirrors}")
         if self.cpu_slots < 1:
             raise ConfigError(f"cpu_slots must be at least 1, not {self.cpu_slots}")
         if self.lost_ttl <= self.heartbeat_interval:

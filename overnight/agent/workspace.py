@@ -8,7 +8,8 @@ rebuilds its tree once into ``root/trees/<key>`` with :func:`overnight.recorder.
 copy of that tree: its own git checkout, with the recorded change uncommitted as on the laptop.
 The copy costs no git command at all, so the tasks of a sweep start fast. Git's object files,
 which git never changes in place, are hard-linked; everything else is copied. Mirrors and trees
-are shared by every agent on the host under file locks (exclusive to build, shared to read).
+are shared by every agent on the host under file locks (exclusive to build, shared to read);
+beyond ``max_trees`` trees and ``max_mirrors`` mirrors the least recently used go.
 A task's copy is made and removed under a shared lock too, which :mod:`.leftovers` takes
 exclusively to remove the copies killed agents left.
 
@@ -41,6 +42,7 @@ from overnight.spec import Snapshot
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 MAX_TREES = 8  # verified trees kept per host, least recently used evicted first
+MAX_MIRRORS = 20  # repository mirrors kept per host, likewise
 
 
 class Workspaces:
@@ -55,6 +57,7 @@ class Workspaces:
         fetch_timeout: float = 1800.0,
         lock_timeout: float | None = None,
         max_trees: int = MAX_TREES,
+        max_mirrors: int = MAX_MIRRORS,
     ) -> None:
         self.root = Path(root)
         self.credentials = credentials or GitCredentials()
@@ -62,6 +65,7 @@ class Workspaces:
         self.fetch_timeout = fetch_timeout
         self.lock_timeout = lock_timeout
         self.max_trees = max(1, max_trees)
+        self.max_mirrors = max(1, max_mirrors)
 
     @property
     def mirrors(self) -> Path:
@@ -220,6 +224,8 @@ class Workspaces:
                     self._update_mirror(repo.url, mirror, env, log, should_stop)
             with self._locked(mirror_lock, should_stop, "updated the mirror", shared=True):
                 reconstruct(snapshot, tmp, source=str(mirror), git_env=env)
+                _used_mark(mirror).touch()
+            self._evict_mirrors(keep=mirror)
         _trim(Git(tmp, extra_env=env))
         tmp.rename(tree)
         _ready_mark(tree).touch()
@@ -238,6 +244,23 @@ class Workspaces:
                 mark.unlink(missing_ok=True)
                 if tree.exists():
                     _rmtree(tree)
+            finally:
+                lock.release()
+
+    def _evict_mirrors(self, keep: Path) -> None:
+        """Remove the least recently used mirrors beyond ``max_mirrors``; never one in use."""
+        marks = sorted(self.mirrors.glob("*.git.used"), key=_mtime, reverse=True)
+        for mark in marks[self.max_mirrors :]:
+            mirror = mark.with_suffix("")
+            if mirror == keep:
+                continue
+            lock = FileLock(mirror.with_suffix(".lock"))
+            if not lock.try_acquire():  # being fetched or cloned from: next time
+                continue
+            try:
+                mark.unlink(missing_ok=True)
+                if mirror.exists():
+                    _rmtree(mirror)
             finally:
                 lock.release()
 
@@ -306,6 +329,11 @@ def _trim(git: Git) -> None:
     for empty in (dot_git / "objects" / "info", dot_git / "refs" / "tags"):
         with contextlib.suppress(OSError):  # not empty, or not there
             empty.rmdir()
+
+
+def _used_mark(mirror: Path) -> Path:
+    """Touched each time a tree is rebuilt from ``mirror`` (for eviction)."""
+    return mirror.with_name(f"{mirror.name}.used")
 
 
 def _ready_mark(tree: Path) -> Path:

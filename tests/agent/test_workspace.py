@@ -134,6 +134,33 @@ def test_trees_beyond_the_limit_are_evicted_least_recently_used(repo: Repo, tmp_
     assert (dest / "train.py").read_text() == "print(1)\n"
 
 
+def test_mirrors_beyond_the_limit_are_evicted_least_recently_used(tmp_path: Path) -> None:
+    spaces = Workspaces(tmp_path / "ws", max_mirrors=2)
+    repos = [make_repo(tmp_path / name, name=name) for name in ("one", "two", "three")]
+    for n, repo in enumerate(repos[:2]):
+        spaces.create(f"t{n}", _snap(repo), _Log())
+    first = spaces.mirror_dir(str(repos[0].origin))
+    os.utime(first.with_name(first.name + ".used"), (1, 1))  # used long ago
+    held = FileLock(spaces.mirror_dir(str(repos[1].origin)).with_suffix(".lock"), shared=True)
+    assert held.acquire()
+    try:
+        repos[0].write("train.py", "print('again')\n")
+        spaces.create("t0b", _snap(repos[0]), _Log())  # one is the most recent again
+        spaces.create("t2", _snap(repos[2]), _Log())  # two is in use: kept, over the limit
+    finally:
+        held.release()
+    mirrors = lambda: sorted(p.name.split("-")[0] for p in spaces.mirrors.glob("*.git"))  # noqa: E731
+    assert mirrors() == ["one", "three", "two"]
+    repos[2].write("train.py", "print(3)\n")
+    spaces.create("t3", _snap(repos[2]), _Log())  # now two, the least recently used, goes
+    assert mirrors() == ["one", "three"]
+    log = _Log()
+    repos[1].write("train.py", "print(2)\n")
+    dest = spaces.create("t1b", _snap(repos[1]), log)  # evicted: cloned again, still exact
+    assert any(line.startswith("cloning ") for line in log), log
+    assert worktree_state(dest) == worktree_state(repos[1].path)
+
+
 def test_a_tree_whose_build_died_half_way_is_built_again(repo: Repo, tmp_path: Path) -> None:
     spaces = Workspaces(tmp_path / "ws")
     snap = _dirty(repo)

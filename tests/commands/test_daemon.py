@@ -12,6 +12,7 @@ import pytest
 
 from overnight.agent.settings import AgentConfig, load_agent_config
 from overnight.cli import ExitCode
+from overnight.errors import ConfigError
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import (
@@ -129,6 +130,25 @@ def test_eviction_limits_from_the_config_reach_the_venv_cache(tmp_path: Path) ->
     environment = make_environment(config, {})
     assert isinstance(environment, VenvEnvironment)
     assert (environment.max_envs, environment.max_gb) == (3, 1.5)
+
+
+def test_the_mirror_limit_from_the_config_reaches_the_workspaces(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from overnight.agent.daemon import create_daemon
+    from overnight.agent.environments.venv import VenvEnvironment
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("agent:\n  max_mirrors: 4\n")
+    config = load_agent_config(
+        {"env_mode": "venv", "redis_url": redis_url, "workspace_dir": str(tmp_path / "ws")},
+        environ={},
+        path=config_file,
+    )
+    daemon = create_daemon(config, VenvEnvironment(tmp_path / "envs"))
+    assert daemon.pipeline.workspaces.max_mirrors == 4
+    with pytest.raises(ConfigError, match="max_mirrors must be at least 1"):
+        dataclasses.replace(config, max_mirrors=0)
 
 
 @pytest.mark.slow
