@@ -29,7 +29,7 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from overnight.agent.locks import FileLock
@@ -232,37 +232,21 @@ class Workspaces:
 
     def _evict(self, keep: Path) -> None:
         """Remove the least recently used trees beyond ``max_trees``; never one in use."""
-        marks = sorted(self.trees.glob("*.ready"), key=_mtime, reverse=True)
-        for mark in marks[self.max_trees :]:
-            tree = mark.with_suffix("")
-            if tree == keep:
-                continue
-            lock = FileLock(self.trees / "locks" / f"{tree.name[:2]}.lock")
-            if not lock.try_acquire():  # being copied or built: next time
-                continue
-            try:
-                mark.unlink(missing_ok=True)
-                if tree.exists():
-                    _rmtree(tree)
-            finally:
-                lock.release()
+        _evict_unused(
+            self.trees.glob("*.ready"),
+            self.max_trees,
+            keep,
+            lambda tree: self.trees / "locks" / f"{tree.name[:2]}.lock",
+        )
 
     def _evict_mirrors(self, keep: Path) -> None:
         """Remove the least recently used mirrors beyond ``max_mirrors``; never one in use."""
-        marks = sorted(self.mirrors.glob("*.git.used"), key=_mtime, reverse=True)
-        for mark in marks[self.max_mirrors :]:
-            mirror = mark.with_suffix("")
-            if mirror == keep:
-                continue
-            lock = FileLock(mirror.with_suffix(".lock"))
-            if not lock.try_acquire():  # being fetched or cloned from: next time
-                continue
-            try:
-                mark.unlink(missing_ok=True)
-                if mirror.exists():
-                    _rmtree(mirror)
-            finally:
-                lock.release()
+        _evict_unused(
+            self.mirrors.glob("*.git.used"),
+            self.max_mirrors,
+            keep,
+            lambda mirror: mirror.with_suffix(".lock"),
+        )
 
     def _update_mirror(
         self,
@@ -329,6 +313,26 @@ def _trim(git: Git) -> None:
     for empty in (dot_git / "objects" / "info", dot_git / "refs" / "tags"):
         with contextlib.suppress(OSError):  # not empty, or not there
             empty.rmdir()
+
+
+def _evict_unused(
+    marks: Iterable[Path], limit: int, keep: Path, lock_of: Callable[[Path], Path]
+) -> None:
+    """Beyond the ``limit`` most recently touched marks, remove each mark and the folder it
+    marks (its name without the last suffix), unless it is ``keep`` or its lock is held."""
+    for mark in sorted(marks, key=_mtime, reverse=True)[limit:]:
+        folder = mark.with_suffix("")
+        if folder == keep:
+            continue
+        lock = FileLock(lock_of(folder))
+        if not lock.try_acquire():  # being built, fetched or copied: next time
+            continue
+        try:
+            mark.unlink(missing_ok=True)
+            if folder.exists():
+                _rmtree(folder)
+        finally:
+            lock.release()
 
 
 def _used_mark(mirror: Path) -> Path:
