@@ -345,16 +345,18 @@ class Allocator:
         busy = any(devices[g].processes for g in self.gpu_ids if g in devices)
         own = self._own_pids() if busy else frozenset()
         foreign: dict[str, str] = {}
+        held = {g for ids in self._gpus.values() for g in ids}  # a task of ours uses them
         for gpu in self.gpu_ids:
             dev = devices.get(gpu)
             if dev is None:
                 foreign[gpu] = "GPU is not present any more"
                 continue
-            used = dev.foreign_memory_mb(own)
+            used = dev.foreign_memory_mb(own, ours_on_it=gpu in held)
             if used > self._threshold:
                 pids = ", ".join(str(p.pid) for p in dev.foreign_processes(own))
+                who = f"pid {pids}" if pids else "processes NVML does not list"
                 foreign[gpu] = (
-                    f"{used:.0f} MB in use by processes overnight did not start (pid {pids}); "
+                    f"{used:.0f} MB in use by processes overnight did not start ({who}); "
                     f"threshold {self._threshold:.0f} MB"
                 )
         self._foreign = foreign

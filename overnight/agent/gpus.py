@@ -54,14 +54,23 @@ class GPUDevice:
         """Processes on this GPU whose pid is not one overnight started."""
         return tuple(p for p in self.processes if p.pid not in own_pids)
 
-    def foreign_memory_mb(self, own_pids: Collection[int] = ()) -> float:
+    def foreign_memory_mb(
+        self, own_pids: Collection[int] = (), *, ours_on_it: bool = False
+    ) -> float:
         """Memory held by processes overnight did not start.
 
-        Processes whose memory NVML cannot report are charged with the memory that no listed
-        process accounts for, so a foreign process is never counted as zero.
+        On a GPU no task of overnight's uses, that is all its used memory but what listed own
+        processes hold, so processes NVML does not list (another container's, without a shared
+        pid namespace) count too. Where one of overnight's tasks runs (``ours_on_it``), or an
+        own process's memory cannot be read, only what NVML attributes can be told apart: the
+        listed foreign processes and, for those it cannot measure, the memory no listed process
+        accounts for. Either way a foreign process is never counted as zero.
         """
         foreign = self.foreign_processes(own_pids)
         known = sum(p.memory_mb for p in foreign if p.memory_mb is not None)
+        own = [p.memory_mb for p in self.processes if p.pid in own_pids]
+        if not ours_on_it and None not in own:
+            return max(known, self.memory_used_mb - sum(m for m in own if m is not None))
         if any(p.memory_mb is None for p in foreign):
             accounted = sum(p.memory_mb for p in self.processes if p.memory_mb is not None)
             known += max(0.0, self.memory_used_mb - accounted)
@@ -108,9 +117,11 @@ class GPUInventory(abc.ABC):
                 return dev
         raise GPUError(f"GPU {index} is not present on this machine")
 
-    def foreign_memory_mb(self, index: int, own_pids: Collection[int] = ()) -> float:
+    def foreign_memory_mb(
+        self, index: int, own_pids: Collection[int] = (), *, ours_on_it: bool = False
+    ) -> float:
         """Memory on GPU ``index`` held by processes not in ``own_pids``."""
-        return self.device(index).foreign_memory_mb(own_pids)
+        return self.device(index).foreign_memory_mb(own_pids, ours_on_it=ours_on_it)
 
     def close(self) -> None:
         """Release the library handle; the inventory is not used afterwards."""

@@ -192,6 +192,24 @@ def test_gpus_used_by_foreign_processes_are_not_handed_out() -> None:
     assert alloc.plan("b", 1).gpu_ids == ("1",)
 
 
+def test_memory_no_listed_process_holds_is_foreign_on_a_gpu_free_of_ours() -> None:
+    # Another container's job, invisible to NVML's process list from here.
+    inv = FakeInventory.with_gpus(2)
+    inv.set_usage(1, utilization_pct=90.0, memory_used_mb=30000.0)
+    alloc = Allocator(("0", "1"), inventory=inv, foreign_threshold_mb=1024)
+    assert alloc.unavailable() == {
+        "1": "30000 MB in use by processes overnight did not start "
+        "(processes NVML does not list); threshold 1024 MB"
+    }
+    assert alloc.try_acquire("a", 1) == ("0",)
+    assert alloc.try_acquire("b", 1) is None
+    # On a GPU a task of ours holds, unlisted memory may be the task's own: not held against it.
+    inv.set_usage(0, utilization_pct=90.0, memory_used_mb=20000.0)
+    assert "0" not in alloc.unavailable()
+    alloc.release("a")
+    assert "0" in alloc.unavailable()
+
+
 def test_foreign_process_ending_makes_the_gpu_available_again() -> None:
     inv = FakeInventory.with_gpus(2)
     inv.set_processes(0, GPUProcess(4242, 3000.0))

@@ -8,6 +8,7 @@ from typing import Any
 import pynvml
 import pytest
 
+from overnight.agent.allocator import DEFAULT_FOREIGN_THRESHOLD_MB
 from overnight.agent.gpus import (
     FakeInventory,
     GPUDevice,
@@ -105,10 +106,12 @@ def test_nvml_inventory_reads_devices_processes_and_versions() -> None:
     # pid 10 is listed as compute and graphics: one process, counted once
     assert devs[0].processes == (GPUProcess(10, 2048.0),)
     assert devs[1].processes == (GPUProcess(11, None),)
-    assert inv.foreign_memory_mb(0) == 2048.0
-    assert inv.foreign_memory_mb(0, own_pids={10}) == 0.0
+    assert inv.foreign_memory_mb(0) == 3000.0  # free of ours: all its used memory
+    assert inv.foreign_memory_mb(0, own_pids={10}) == 952.0  # less what our process holds
+    assert inv.foreign_memory_mb(0, own_pids={10}, ours_on_it=True) == 0.0
     # memory NVML cannot attribute is charged to the process it cannot measure
     assert inv.foreign_memory_mb(1) == 700.0
+    assert inv.foreign_memory_mb(1, ours_on_it=True) == 700.0
     usage = inv.usage(0)
     assert (usage.utilization_pct, usage.memory_used_mb) == (87.0, 3000.0)
     versions = inv.versions()
@@ -124,11 +127,19 @@ def test_nvml_errors_after_init_become_gpu_errors() -> None:
 
 
 def test_foreign_memory_skips_own_pids() -> None:
+    # 500 MB that no listed process accounts for: another container's, NVML cannot say whose
     dev = GPUDevice(0, "u", "n", 1000.0, 900.0, (GPUProcess(1, 100.0), GPUProcess(2, 300.0)))
-    assert dev.foreign_memory_mb() == 400.0
-    assert dev.foreign_memory_mb({1}) == 300.0
-    assert dev.foreign_memory_mb({1, 2}) == 0.0
+    assert dev.foreign_memory_mb() == 900.0
+    assert dev.foreign_memory_mb({1}) == 800.0
+    assert dev.foreign_memory_mb({1, 2}) == 500.0
     assert dev.foreign_processes({2}) == (GPUProcess(1, 100.0),)
+    # where a task of ours runs, unlisted memory may be its own: only listed processes count
+    assert dev.foreign_memory_mb(ours_on_it=True) == 400.0
+    assert dev.foreign_memory_mb({1}, ours_on_it=True) == 300.0
+    assert dev.foreign_memory_mb({1, 2}, ours_on_it=True) == 0.0
+    # an own process NVML cannot measure: our share is unknown, so only listed ones count
+    unmeasured = GPUDevice(0, "u", "n", 1000.0, 900.0, (GPUProcess(1, None), GPUProcess(2, 300.0)))
+    assert unmeasured.foreign_memory_mb({1}) == 300.0
 
 
 def test_fake_inventory_processes_and_failure() -> None:
@@ -207,7 +218,11 @@ def test_real_nvml_inventory(nvml_inventory: NvmlInventory) -> None:
         assert 0 <= dev.memory_used_mb <= dev.memory_total_mb
         usage = inv.usage(dev.index)
         assert 0 <= usage.utilization_pct <= 100
-        assert inv.foreign_memory_mb(dev.index, {p.pid for p in dev.processes}) == 0.0
+        own = {p.pid for p in dev.processes}
+        assert inv.foreign_memory_mb(dev.index, own, ours_on_it=True) == 0.0
+        # what a GPU with none but our processes holds besides them (the driver's reserve)
+        # must stay under the hold-back threshold, or an idle GPU would never be handed out
+        assert inv.foreign_memory_mb(dev.index, own) < DEFAULT_FOREIGN_THRESHOLD_MB
     versions = inv.versions()
     assert versions.driver
     assert versions.cuda is not None and versions.cuda[0].isdigit()

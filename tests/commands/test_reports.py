@@ -265,7 +265,6 @@ def test_reports_of_tasks_a_real_agent_ran(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
     inventory = FakeInventory.with_gpus(1, name="Fake H100", memory_mb=81920.0)
-    inventory.set_usage(0, utilization_pct=75.0, memory_used_mb=3000.0)
     flag = tmp_path / "flag"
     # First in line, and no agent can run it: it must not hold back the tasks behind it.
     huge = enqueue(agent_store, project, name="huge", queue="gpu", gpus=8)
@@ -293,6 +292,8 @@ def test_reports_of_tasks_a_real_agent_ran(
         )
     )
     try:
+        wait_status(agent_store, train.id, TaskStatus.RUNNING)
+        inventory.set_usage(0, utilization_pct=75.0, memory_used_mb=3000.0)  # the task's own
         top = wait_output(redis_url, "util 75 %", "top", "--once")
         assert f"GPU 0  {train.id[:12]}  util 75 %  mem 2.9 GB" in top
         assert f"{huge.id[:12]} huge: no agent offers 8 GPUs on queue gpu" in top
