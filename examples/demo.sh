@@ -43,7 +43,7 @@ say "running overnight from $(cd / && "$PY" -c 'import os, overnight; print(os.p
 rm -rf "$RUN"
 mkdir -p "$RUN"
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN" \
+redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly yes --dir "$RUN" \
   --daemonize yes --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log"
 stop_redis() {
   local pid

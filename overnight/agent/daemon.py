@@ -41,7 +41,7 @@ from overnight.agent.windows import Clock, SystemClock, Windows
 from overnight.agent.worker import AgentWorker
 from overnight.agent.workspace import Workspaces
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.connection import connect
+from overnight.queue.connection import connect, persistence_warning
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
@@ -166,6 +166,9 @@ class Daemon:
         until_connected(self._remove_leftovers, self._backoff)
         self.control.start()
         log.info("agent %s serving %s", self.name, ", ".join(self.config.queues))
+        warning = persistence_warning(self.store.redis)
+        if warning:
+            log.warning("%s", warning)
         try:
             self._loop(burst)
         finally:

@@ -87,3 +87,25 @@ def _reason(exc: Exception, url: str, shown: str) -> str:
         if secret and len(secret) >= 4:  # shorter ones would mangle ordinary words
             text = text.replace(secret, "***")
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def persistence_warning(client: redis.Redis) -> str | None:
+    """What a restart of this Redis would lose, in one line; None when it keeps every change
+    on disk (``appendonly yes``) or does not say (``CONFIG`` refused, as managed services do)."""
+    try:
+        config = client.config_get("appendonly")
+        config.update(client.config_get("save"))
+    except redis.RedisError:
+        return None
+    values = {str(k): str(v) for k, v in config.items()}
+    if values.get("appendonly") == "yes":
+        return None
+    fix = "set appendonly yes in its config (or CONFIG SET appendonly yes, then CONFIG REWRITE)"
+    if not values.get("save", "").strip():
+        return (
+            f"this Redis keeps nothing on disk: a restart loses every task, log and result; {fix}"
+        )
+    return (
+        f"this Redis only snapshots to disk (save {values['save']}): a crash loses what changed "
+        f"since the last snapshot; {fix}"
+    )

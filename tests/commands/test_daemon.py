@@ -45,6 +45,7 @@ def test_burst_on_empty_queues_exits_cleanly(redis_url: str, dirs: dict[str, str
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "serving q" in proc.stderr
+    assert "this Redis keeps nothing on disk: a restart loses every task" in proc.stderr
 
 
 @pytest.mark.parametrize(

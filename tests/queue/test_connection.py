@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from overnight.errors import ConnectionFailed
-from overnight.queue.connection import connect, redact_url
+from overnight.queue.connection import connect, persistence_warning, redact_url
 from overnight.queue.records import TaskOptions
 from overnight.queue.store import TaskStore
 from tests.fixtures.redis_urls import PASSWORD, USER, SecuredRedis
-from tests.fixtures.services import free_port
+from tests.fixtures.services import RedisServer, free_port
 from tests.fixtures.tasks import make_snapshot
 
 
@@ -79,3 +81,24 @@ def test_tls_with_an_unknown_ca_is_one_line(secured_redis: SecuredRedis) -> None
     assert message.startswith(f"cannot reach Redis at rediss://{USER}:***@127.0.0.1")
     assert "certificate verify failed" in message.lower()
     assert PASSWORD not in message and "\n" not in message
+
+
+def test_persistence_warning_says_what_a_restart_would_lose(tmp_path: Path) -> None:
+    server = RedisServer(port=free_port(), workdir=tmp_path)  # started with save "" and no AOF
+    server.start()
+    try:
+        client = connect(server.url)
+        nothing = persistence_warning(client)
+        assert nothing is not None and nothing.startswith("this Redis keeps nothing on disk")
+        assert "appendonly yes" in nothing and "\n" not in nothing
+        client.config_set("save", "3600 1")
+        snapshots = persistence_warning(client)
+        assert snapshots is not None and "only snapshots to disk (save 3600 1)" in snapshots
+        # a managed Redis that refuses CONFIG: nothing to tell by, nothing said
+        client.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-config")
+        refused = connect(f"redis://app:pw@127.0.0.1:{server.port}/0")
+        assert persistence_warning(refused) is None
+        client.config_set("appendonly", "yes")
+        assert persistence_warning(client) is None
+    finally:
+        server.stop()
