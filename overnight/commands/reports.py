@@ -51,6 +51,28 @@ def offer_problem(record: TaskRecord, agents: Sequence[AgentInfo]) -> str | None
     return None
 
 
+def live_usage(record: TaskRecord, agents: Sequence[AgentInfo]) -> str | None:
+    """What a running task uses now, as its agent last published it ("CPU 95 %, RSS 2.1 GB")."""
+    if record.status is not TaskStatus.RUNNING:
+        return None
+    agent = next((a for a in agents if a.name == record.agent), None)
+    usage = agent.extra.get("usage") if agent is not None else None
+    live = usage.get(record.id) if isinstance(usage, Mapping) else None
+    if not isinstance(live, Mapping):
+        return None
+    parts = []
+    for metric, label in (("cpu_pct", "CPU"), ("rss_mb", "RSS"), ("gpu_mem_mb", "GPU memory")):
+        value = live.get(metric)
+        if isinstance(value, (int, float)):
+            parts.append(
+                f"{label} {value:.0f} %" if metric == "cpu_pct" else f"{label} {_size(value)}"
+            )
+    utils = [v for k, v in live.items() if k.endswith(".util_pct") and isinstance(v, (int, float))]
+    if utils:
+        parts.append(f"GPU utilisation {sum(utils) / len(utils):.0f} %")
+    return ", ".join(parts) or None
+
+
 def peak_gpu_memory_mb(record: TaskRecord) -> float | None:
     """The task's peak GPU memory (all its GPUs together), when it was measured."""
     stats = _resources(record).get("summary", {}).get("gpu_mem_mb")

@@ -17,7 +17,7 @@ from overnight.commands.common import (
     store_for,
     to_jsonable,
 )
-from overnight.commands.reports import offer_problem
+from overnight.commands.reports import live_usage, offer_problem
 from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines
 from overnight.errors import CorruptRecord, InvalidTransition, OvernightError, SpecError, UsageError
 from overnight.queue.agents import AgentRegistry
@@ -113,7 +113,11 @@ def show_command(task_id: str, as_json: bool, redis_url: str | None) -> None:
         return
     for line in show_lines(record, spec, problem):
         click.echo(line)
-    offer = offer_problem(record, AgentRegistry(store.redis).list())
+    agents = AgentRegistry(store.redis).list()
+    now = live_usage(record, agents)
+    if now:
+        click.echo(f"now:          {now}")
+    offer = offer_problem(record, agents)
     if offer:
         click.echo(f"warning:      {offer}")
 

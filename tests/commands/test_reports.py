@@ -296,6 +296,9 @@ def test_reports_of_tasks_a_real_agent_ran(
         inventory.set_usage(0, utilization_pct=75.0, memory_used_mb=3000.0)  # the task's own
         top = wait_output(redis_url, "util 75 %", "top", "--once")
         assert f"GPU 0  {train.id[:12]}  util 75 %  mem 2.9 GB" in top
+        live = wait_output(redis_url, "GPU utilisation 75 %", "show", train.id)
+        now = next(line for line in live.splitlines() if line.startswith("now:"))
+        assert "CPU " in now and "RSS " in now and "GPU memory 2.9 GB" in now, now
         assert f"{huge.id[:12]} huge: no agent offers 8 GPUs on queue gpu" in top
         listing = wait_output(redis_url, "no agent offers 8 GPUs on queue gpu", "ls")
         assert "queued !" in listing
