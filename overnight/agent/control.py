@@ -126,8 +126,8 @@ class Control:
         for task in tasks:
             task.sink.flush(force=False)
         if now >= self._next_report:
+            self._next_report = now + self.config.report_interval  # a failure waits its turn
             self.write_reports(tasks)
-            self._next_report = now + self.config.report_interval
         if now >= self._next_reap:
             lost = self.store.reap_lost()
             if lost:
