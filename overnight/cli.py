@@ -10,7 +10,6 @@ import enum
 from typing import Any
 
 import click
-from click.utils import make_default_short_help
 
 from overnight import commands, errors
 
@@ -104,11 +103,16 @@ class OvernightGroup(click.Group):
         for name in names:
             command = self.commands.get(name)
             if command is None:
-                rows.append((name, make_default_short_help(self.lazy[name].help, limit)))
+                rows.append((name, short_help(self.lazy[name].help, limit)))
             elif not command.hidden:
                 rows.append((name, command.get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def short_help(text: str, limit: int) -> str:
+    """``text`` shortened as click shortens a command's help in a listing (public API only)."""
+    return click.Command(None, help=text).get_short_help_str(limit)
 
 
 @click.group(cls=OvernightGroup, name="overnight")

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from overnight import commands
-from overnight.cli import ExitCode, cli, exit_code_for
+from overnight.cli import ExitCode, cli, exit_code_for, short_help
 from overnight.errors import ConnectionFailed, OvernightError, SnapshotError, TaskNotFound
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
@@ -156,3 +156,16 @@ def test_bad_usage_of_any_command_is_one_line_naming_its_help(args: list[str], w
 def test_a_group_without_a_command_still_shows_its_help() -> None:
     result = CliRunner().invoke(cli, ["agent"])
     assert "Commands:" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "shown"),
+    [
+        ("List tasks, newest first. Filters narrow it.", 60, "List tasks, newest first."),
+        ("A live view of agents, their GPUs and running tasks (Ctrl-C to quit).", 30,
+         "A live view of agents,..."),
+        ("Print a task's output", 21, "Print a task's output"),
+    ],
+)  # fmt: skip
+def test_short_help_is_the_first_sentence_cut_at_a_word(text: str, limit: int, shown: str) -> None:
+    assert short_help(text, limit) == shown

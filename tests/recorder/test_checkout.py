@@ -155,3 +155,11 @@ def test_linked_worktree_round_trips(repo: Repo, tmp_path: Path) -> None:
     (tmp_path / "side" / "extra.txt").write_text("untracked\n")
     snap = assert_round_trip(tmp_path / "side", tmp_path / "rebuilt")
     assert snap.spec.repo.branch == "side" and snap.spec.repo.dirty
+
+
+def test_a_file_added_then_deleted_leaves_the_tree_clean(repo: Repo, tmp_path: Path) -> None:
+    repo.write("new/ü file.txt", "")
+    repo.git("add", "--", "new/ü file.txt")
+    (repo.path / "new" / "ü file.txt").unlink()  # git status: AD, the working tree is HEAD's
+    snap = assert_round_trip(repo.path, tmp_path / "rebuilt")
+    assert not snap.spec.repo.dirty and snap.spec.patch is None
