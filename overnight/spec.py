@@ -17,7 +17,10 @@ from typing import Any
 
 from overnight.errors import SpecError
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # the newest schema this code reads
+#: Specs carrying changes inside submodules are version 2: an older agent, which would ignore
+#: them and run other code than recorded, refuses them. All other specs stay version 1.
+SUBMODULE_CHANGES_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,8 @@ class RepoState:
     dirty: bool = False
     tree: str | None = None  # git tree id of the recorded working tree (HEAD + patch)
     submodules: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> commit
+    # path -> tree id of a submodule's recorded working tree, for those with changes (any depth)
+    submodule_trees: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +70,8 @@ class TaskSpec:
     workdir: str = "."  # relative to the repo root, POSIX separators
     patch: BlobRef | None = None
     bundle: BlobRef | None = None
+    # path -> patch from a submodule's commit to its working tree (see RepoState.submodule_trees)
+    submodule_patches: dict[str, BlobRef] = dataclasses.field(default_factory=dict)
     params: dict[str, str] = dataclasses.field(default_factory=dict)
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     note: str = ""
@@ -73,7 +80,12 @@ class TaskSpec:
     user: str = ""
     host: str = ""
     created: float = 0.0  # unix time
-    version: int = SPEC_VERSION
+    version: int = 1
+
+    def blob_refs(self) -> list[BlobRef]:
+        """Every blob the spec references: patch, bundle and submodule patches."""
+        refs = [ref for ref in (self.patch, self.bundle) if ref is not None]
+        return refs + [self.submodule_patches[path] for path in sorted(self.submodule_patches)]
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -99,6 +111,11 @@ class TaskSpec:
             reqs = Requirements(**_typed(data["requirements"], Requirements))
             patch = BlobRef(**data["patch"]) if data.get("patch") else None
             bundle = BlobRef(**data["bundle"]) if data.get("bundle") else None
+            sub_patches = _blob_dict(data.get("submodule_patches", {}), "submodule_patches")
+            _str_dict(repo.submodules, "repo.submodules")
+            _str_dict(repo.submodule_trees, "repo.submodule_trees")
+            if set(sub_patches) != set(repo.submodule_trees):
+                raise SpecError("task spec's submodule patches and trees name different paths")
             argv = tuple(_str_list(data["argv"], "argv"))
             if not argv:
                 raise SpecError("task spec has an empty command (argv)")
@@ -110,6 +127,7 @@ class TaskSpec:
                 workdir=_str(data.get("workdir", "."), "workdir"),
                 patch=patch,
                 bundle=bundle,
+                submodule_patches=sub_patches,
                 params=_str_dict(data.get("params", {}), "params"),
                 env=_str_dict(data.get("env", {}), "env"),
                 note=_str(data.get("note", ""), "note"),
@@ -181,8 +199,8 @@ class Snapshot:
                 )
             blobs[sha] = raw
         snap = cls(spec=spec, blobs=blobs)
-        snap.blob(spec.patch)
-        snap.blob(spec.bundle)
+        for ref in spec.blob_refs():
+            snap.blob(ref)
         return snap
 
     @classmethod
@@ -212,6 +230,14 @@ def _str_dict(value: Any, name: str) -> dict[str, str]:
     ):
         raise SpecError(f"task spec field {name!r} must be an object of strings")
     return dict(value)
+
+
+def _blob_dict(value: Any, name: str) -> dict[str, BlobRef]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items()
+    ):
+        raise SpecError(f"task spec field {name!r} must be an object of blob references")
+    return {k: BlobRef(**v) for k, v in value.items()}
 
 
 def _typed(value: Any, cls: type) -> dict[str, Any]:

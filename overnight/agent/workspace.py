@@ -137,6 +137,8 @@ class Workspaces:
             parts.append(f"patch of {spec.patch.size} bytes")
         if spec.bundle:
             parts.append("unpushed commits from the bundle")
+        if spec.submodule_patches:
+            parts.append(f"changes in {len(spec.submodule_patches)} submodule(s)")
         how = "a copy of the tree rebuilt for an earlier task" if reused else "rebuilt"
         elapsed = time.monotonic() - started
         log(f"workspace ready at {dest}: {', '.join(parts)}; {how} ({elapsed:.1f} s)")

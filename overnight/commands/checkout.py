@@ -32,6 +32,7 @@ def checkout_command(spec: str, dest: Path, source: str | None, redis_url: str |
     repo = snap.spec.repo
     extra = " + patch" if snap.spec.patch else ""
     extra += " + bundle" if snap.spec.bundle else ""
+    extra += " + submodule changes" if snap.spec.submodule_patches else ""
     click.echo(f"rebuilt {repo.commit[:7]}{extra} at {dest}")
 
 

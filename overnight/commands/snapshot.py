@@ -111,7 +111,14 @@ def _summary(snap: Snapshot) -> str:
     if spec.env:
         lines.append("env:          " + " ".join(sorted(spec.env)))
     if repo.submodules:
-        lines.append("submodules:   " + " ".join(sorted(repo.submodules)))
+        changed = spec.submodule_patches
+        lines.append(
+            "submodules:   "
+            + " ".join(
+                f"{path} (patch {changed[path].size} B)" if path in changed else path
+                for path in sorted({*repo.submodules, *changed})
+            )
+        )
     for label, value in (("name", spec.name), ("note", spec.note), ("tags", " ".join(spec.tags))):
         if value:
             lines.append(f"{label + ':':<14}{value}")

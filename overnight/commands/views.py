@@ -106,10 +106,13 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
         rows.append(
             ("commit", repo.commit + (f" on {repo.branch}" if repo.branch else " (detached)"))
         )
-        changes = f"patch {spec.patch.size} B" if spec.patch else "none"
-        rows.append(
-            ("changes", changes + (f", bundle {spec.bundle.size} B" if spec.bundle else ""))
-        )
+        changes = [f"patch {spec.patch.size} B"] if spec.patch else []
+        if spec.bundle:
+            changes.append(f"bundle {spec.bundle.size} B")
+        if spec.submodule_patches:
+            size = sum(ref.size for ref in spec.submodule_patches.values())
+            changes.append(f"{len(spec.submodule_patches)} submodule patch(es) {size} B")
+        rows.append(("changes", ", ".join(changes) or "none"))
         rows.append(("python", spec.python))
         rows.append(
             (

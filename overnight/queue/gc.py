@@ -97,12 +97,14 @@ def _blob_shas(raw: bytes | None) -> list[str]:
         data = json.loads(raw)
     except ValueError:
         return []
-    shas = []
-    for field in ("patch", "bundle"):
-        ref = data.get(field) if isinstance(data, dict) else None
-        if isinstance(ref, dict) and isinstance(ref.get("sha256"), str):
-            shas.append(ref["sha256"])
-    return shas
+    if not isinstance(data, dict):
+        return []
+    refs = [data.get("patch"), data.get("bundle")]
+    subs = data.get("submodule_patches")
+    if isinstance(subs, dict):
+        refs.extend(subs[path] for path in sorted(subs))
+    shas = [r["sha256"] for r in refs if isinstance(r, dict) and isinstance(r.get("sha256"), str)]
+    return list(dict.fromkeys(shas))
 
 
 def _delete_corrupt(store: TaskStore, task_id: str) -> None:

@@ -40,11 +40,11 @@ def submit_all(store: TaskStore, submissions: Sequence[Submission]) -> list[Task
         spec_json = spec.to_json()
         spec_id = spec_id_of(spec_json)
         shas = []
-        for ref in (spec.patch, spec.bundle):
-            if ref is not None:
-                data = sub.snapshot.blob(ref)
-                assert data is not None
-                blobs[ref.sha256] = data
+        for ref in spec.blob_refs():
+            data = sub.snapshot.blob(ref)
+            assert data is not None
+            blobs[ref.sha256] = data
+            if ref.sha256 not in shas:  # two identical patches are one blob, counted once
                 shas.append(ref.sha256)
         specs[spec_id] = (spec_json, shas)
         uses[spec_id] += 1

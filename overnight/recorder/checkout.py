@@ -1,4 +1,5 @@
-"""Rebuild a recorded working tree: clone, add the bundle, check out the commit, apply the patch.
+"""Rebuild a recorded working tree: clone, add the bundle, check out the commit, apply the patch,
+check out the submodules and apply their changes.
 
 The result is verified: the tree git writes from the rebuilt index must be the recorded tree id.
 Afterwards the index is reset to the commit, so ``git status`` and ``git diff`` in the task show
@@ -115,6 +116,7 @@ def _rebuild(
             )
     if repo.submodules:
         _submodules(git)
+    _submodule_changes(snapshot, dest, git_env)
     if data:
         git.run("reset", "--quiet", "--mixed")
 
@@ -128,6 +130,28 @@ def _check_out(git: Git, commit: str, branch: str | None) -> None:
         git.run("checkout", "--quiet", "-B", branch, commit)
     else:
         git.run("checkout", "--quiet", "--detach", commit)
+
+
+def _submodule_changes(snapshot: Snapshot, dest: Path, git_env: Mapping[str, str] | None) -> None:
+    """Apply each submodule's recorded change, outermost first, and check its tree id."""
+    spec = snapshot.spec
+    for path in sorted(spec.submodule_patches, key=lambda p: (p.count("/"), p)):
+        sub = Git(dest / path, extra_env=git_env)
+        if not (dest / path / ".git").exists():
+            raise ReconstructError(f"submodule {path} was not checked out; its change cannot apply")
+        data = snapshot.blob(spec.submodule_patches[path])
+        assert data is not None
+        _apply(sub, data, f"submodule {path}")
+        rebuilt = sub.text("write-tree")
+        recorded = spec.repo.submodule_trees[path]
+        if rebuilt != recorded:
+            raise ReconstructError(
+                f"submodule {path}: the rebuilt tree {rebuilt[:12]} differs from the recorded "
+                f"tree {recorded[:12]}; the task spec is inconsistent"
+            )
+        if (dest / path / ".gitmodules").exists():
+            _submodules(sub)  # its own submodules, at the commits its change records
+        sub.run("reset", "--quiet", "--mixed")
 
 
 def _apply(git: Git, data: bytes, short: str) -> None:

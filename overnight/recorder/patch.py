@@ -77,11 +77,15 @@ def untracked_files(git: Git) -> list[tuple[str, int]]:
     return files
 
 
-def capture(git: Git, *, max_untracked_file_mb: float, max_snapshot_mb: float) -> WorkingTree:
-    """Record the working tree of the repo whose top level ``git`` runs in."""
+def capture(
+    git: Git, *, max_untracked_file_mb: float, max_snapshot_mb: float, prefix: str = ""
+) -> WorkingTree:
+    """Record the working tree of the repo whose top level ``git`` runs in; errors name files
+    with ``prefix`` before them (a submodule's path)."""
     untracked = untracked_files(git)
-    check_untracked(untracked, max_untracked_file_mb)
-    check_total(sum(size for _, size in untracked), 0, untracked, max_snapshot_mb)
+    named = [(prefix + path, size) for path, size in untracked]
+    check_untracked(named, max_untracked_file_mb)
+    check_total(sum(size for _, size in untracked), 0, named, max_snapshot_mb)
     paths = git.text("rev-parse", "--git-path", "index", "--git-path", "objects").splitlines()
     index_path, objects = (git.cwd / line for line in paths)
     head_tree = git.text("rev-parse", "HEAD^{tree}")

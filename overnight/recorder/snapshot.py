@@ -29,9 +29,9 @@ from overnight.recorder.interpreter import find_python, python_version
 from overnight.recorder.limits import check_total
 from overnight.recorder.params import parse_params
 from overnight.recorder.requirements import find_requirements
-from overnight.recorder.submodules import check_submodules
+from overnight.recorder.submodules import capture_submodules
 from overnight.recorder.urls import strip_credentials
-from overnight.spec import BlobRef, RepoState, Snapshot, TaskSpec
+from overnight.spec import SUBMODULE_CHANGES_VERSION, BlobRef, RepoState, Snapshot, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -71,16 +71,21 @@ def take_snapshot(
             max_untracked_file_mb=options.max_untracked_file_mb,
             max_snapshot_mb=options.max_snapshot_mb,
         )
-        check_submodules(git, tree.submodules)
+        sub_changes = capture_submodules(
+            git,
+            tree.submodules,
+            max_untracked_file_mb=options.max_untracked_file_mb,
+            max_snapshot_mb=options.max_snapshot_mb,
+        )
     except GitError as exc:  # a damaged repository, a full disk: git's own words are the cause
         raise SnapshotError(
             f"cannot record the repository at {git.cwd}: {exc.reason}; check it with git fsck"
         ) from exc
     bundle_size = len(unpushed.data) if unpushed else 0
     check_total(
-        len(tree.patch),
+        len(tree.patch) + sum(len(c.patch) for c in sub_changes),
         bundle_size,
-        tree.changed,
+        [*tree.changed, *(item for c in sub_changes for item in c.changed)],
         options.max_snapshot_mb,
         bundle_commits=unpushed.commits if unpushed else 0,
     )
@@ -88,15 +93,21 @@ def take_snapshot(
     blobs: dict[str, bytes] = {}
     patch_ref = _blob(blobs, tree.patch)
     bundle_ref = _blob(blobs, unpushed.data if unpushed else b"")
+    sub_patches: dict[str, BlobRef] = {}
+    for change in sub_changes:
+        ref = _blob(blobs, change.patch)
+        assert ref is not None  # a changed submodule's patch is never empty
+        sub_patches[change.path] = ref
     spec = TaskSpec(
         repo=RepoState(
             commit=repo.commit,
             url=repo.url,
             remote=repo.remote,
             branch=repo.branch,
-            dirty=tree.dirty,
+            dirty=tree.dirty or bool(sub_changes),
             tree=tree.tree,
             submodules=tree.submodules,
+            submodule_trees={c.path: c.tree for c in sub_changes},
         ),
         argv=argv,
         python=python_version(python),
@@ -104,6 +115,7 @@ def take_snapshot(
         workdir=prefix.rstrip("/") or ".",
         patch=patch_ref,
         bundle=bundle_ref,
+        submodule_patches=sub_patches,
         params=parse_params(argv),
         env=task_env,
         note=options.note,
@@ -112,6 +124,7 @@ def take_snapshot(
         user=_user(env),
         host=socket.gethostname(),
         created=time.time(),
+        version=SUBMODULE_CHANGES_VERSION if sub_changes else 1,
     )
     return Snapshot(spec=spec, blobs=blobs)
 

@@ -332,3 +332,21 @@ def test_a_submodule_comes_with_its_recorded_commit_in_every_copy(tmp_path: Path
     (dest / "vendor" / "lib" / "lib.py").write_text("changed by the task\n")
     assert _porcelain(dest / "vendor" / "lib") == " M lib.py\n"
     assert _porcelain(spaces.create("t3", snap, _Log()) / "vendor" / "lib") == ""
+
+
+def test_a_task_tree_has_the_changes_made_inside_submodules(tmp_path: Path) -> None:
+    lib = make_repo(tmp_path / "lib-base", name="lib")
+    repo = make_repo(tmp_path / "main-base")
+    repo.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib.origin), "lib")
+    repo.commit("add lib")
+    repo.push()
+    (repo.path / "lib" / "train.py").write_text("print('edited inside the submodule')\n")
+    (repo.path / "lib" / "extra.bin").write_bytes(b"\x00\xff" * 100)
+    spaces = Workspaces(tmp_path / "ws")
+    log = _Log()
+    first = spaces.create("t1", _snap(repo), log)
+    assert "changes in 1 submodule(s)" in log[-1]
+    second = spaces.create("t2", _snap(repo), _Log())  # a copy of the verified tree
+    for tree in (first, second):
+        assert worktree_state(tree) == worktree_state(repo.path)
+        git(tree / "lib", "fsck", "--no-dangling")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 
@@ -9,6 +10,7 @@ from overnight.queue import keys
 from overnight.queue.gc import collect
 from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import Submission, TaskStore
+from overnight.spec import BlobRef, Snapshot
 from tests.fixtures.tasks import make_snapshot
 
 DAY = 86400.0
@@ -78,3 +80,21 @@ def test_gc_corrupt(store: TaskStore, redis_client: redis.Redis) -> None:
     report = collect(store, older_than=30 * DAY, corrupt=True)
     assert report.corrupt == [record.id] and report.tasks == []
     assert not redis_client.exists(keys.task(record.id), keys.series(record.id))
+
+
+def test_submodule_patches_are_stored_loaded_and_collected_like_the_patch(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    snap = make_snapshot(patch=b"top patch")
+    sub = {"vendor/lib": b"lib patch", "vendor/lib/deps/inner": b"inner patch"}
+    refs = {path: BlobRef.of(data) for path, data in sub.items()}
+    repo = dataclasses.replace(snap.spec.repo, submodule_trees=dict.fromkeys(sub, "f" * 40))
+    spec = dataclasses.replace(snap.spec, repo=repo, submodule_patches=refs, version=2)
+    with_subs = Snapshot(spec, {**snap.blobs, **{r.sha256: sub[p] for p, r in refs.items()}})
+    record = store.submit(with_subs, TaskOptions(queue="gpu"))
+    loaded = store.load_snapshot(record.id)
+    assert loaded.spec == spec and loaded.blobs == with_subs.blobs
+    _end(store, record.id)
+    collect(store, older_than=0, now=time.time() + 1)
+    for data in (b"top patch", *sub.values()):
+        assert not redis_client.exists(keys.blob(hashlib.sha256(data).hexdigest()))
