@@ -44,6 +44,9 @@ class GPUDevice:
     memory_total_mb: float
     memory_used_mb: float
     processes: tuple[GPUProcess, ...] = ()
+    # What the driver sets aside, apart from ``memory_used_mb`` (NVML's v2 memory info); None
+    # where the driver gives only v1, whose used memory includes it (up to ~1 GB on big GPUs).
+    memory_reserved_mb: float | None = 0.0
 
     @property
     def id(self) -> str:
@@ -59,17 +62,18 @@ class GPUDevice:
     ) -> float:
         """Memory held by processes overnight did not start.
 
-        On a GPU no task of overnight's uses, that is all its used memory but what listed own
-        processes hold, so processes NVML does not list (another container's, without a shared
-        pid namespace) count too. Where one of overnight's tasks runs (``ours_on_it``), or an
-        own process's memory cannot be read, only what NVML attributes can be told apart: the
-        listed foreign processes and, for those it cannot measure, the memory no listed process
-        accounts for. Either way a foreign process is never counted as zero.
+        On a GPU no task of overnight's uses, that is all its used memory (the driver's reserve
+        apart) but what listed own processes hold, so processes NVML does not list (another
+        container's, without a shared pid namespace) count too. Where one of overnight's tasks
+        runs (``ours_on_it``), where an own process's memory cannot be read, or where the driver
+        cannot tell its reserve apart (v1 only), only what NVML attributes can be told apart:
+        the listed foreign processes and, for those it cannot measure, the memory no listed
+        process accounts for. Either way a foreign process is never counted as zero.
         """
         foreign = self.foreign_processes(own_pids)
         known = sum(p.memory_mb for p in foreign if p.memory_mb is not None)
         own = [p.memory_mb for p in self.processes if p.pid in own_pids]
-        if not ours_on_it and None not in own:
+        if not ours_on_it and None not in own and self.memory_reserved_mb is not None:
             return max(known, self.memory_used_mb - sum(m for m in own if m is not None))
         if any(p.memory_mb is None for p in foreign):
             accounted = sum(p.memory_mb for p in self.processes if p.memory_mb is not None)
@@ -143,6 +147,7 @@ class NvmlInventory(GPUInventory):
             nvml = pynvml
         self._nvml = nvml
         self._lock = threading.Lock()  # NVML calls are made from monitor and daemon threads
+        self._v2_memory: bool | None = None  # whether the driver answers v2 memory info
         try:
             nvml.nvmlInit()
         except Exception as exc:
@@ -188,20 +193,37 @@ class NvmlInventory(GPUInventory):
                 last = exc
         raise last or GPUError(f"NVML cannot list {what}")
 
+    def _memory(self, index: int, handle: Any) -> tuple[float, float, float | None]:
+        """Total, used and reserved MB; reserved is None where only v1 answers (used has it)."""
+        what = f"memory of GPU {index}"
+        version = getattr(self._nvml, "nvmlMemory_v2", None)
+        if version is not None and self._v2_memory is not False:
+            try:
+                mem = self._call(what, "nvmlDeviceGetMemoryInfo", handle, version)
+                self._v2_memory = True
+                return mem.total / _MB, mem.used / _MB, mem.reserved / _MB
+            except GPUError:
+                if self._v2_memory:  # it answered before: this is a real failure
+                    raise
+                self._v2_memory = False  # a driver older than v2 memory info
+        mem = self._call(what, "nvmlDeviceGetMemoryInfo", handle)
+        return mem.total / _MB, mem.used / _MB, None
+
     def devices(self) -> list[GPUDevice]:
         count = int(self._call("the GPU count", "nvmlDeviceGetCount"))
         result = []
         for index in range(count):
             handle = self._handle(index)
-            mem = self._call(f"memory of GPU {index}", "nvmlDeviceGetMemoryInfo", handle)
+            total, used, reserved = self._memory(index, handle)
             result.append(
                 GPUDevice(
                     index=index,
                     uuid=_text(self._call(f"GPU {index} uuid", "nvmlDeviceGetUUID", handle)),
                     name=_text(self._call(f"GPU {index} name", "nvmlDeviceGetName", handle)),
-                    memory_total_mb=mem.total / _MB,
-                    memory_used_mb=mem.used / _MB,
+                    memory_total_mb=total,
+                    memory_used_mb=used,
                     processes=self._processes(index, handle),
+                    memory_reserved_mb=reserved,
                 )
             )
         return result
@@ -209,8 +231,8 @@ class NvmlInventory(GPUInventory):
     def usage(self, index: int) -> GPUUsage:
         handle = self._handle(index)
         util = self._call(f"utilisation of GPU {index}", "nvmlDeviceGetUtilizationRates", handle)
-        mem = self._call(f"memory of GPU {index}", "nvmlDeviceGetMemoryInfo", handle)
-        return GPUUsage(utilization_pct=float(util.gpu), memory_used_mb=mem.used / _MB)
+        _, used, _ = self._memory(index, handle)
+        return GPUUsage(utilization_pct=float(util.gpu), memory_used_mb=used)
 
     def versions(self) -> DriverVersions:
         driver = _text(self._call("the driver version", "nvmlSystemGetDriverVersion"))

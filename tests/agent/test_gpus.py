@@ -106,9 +106,11 @@ def test_nvml_inventory_reads_devices_processes_and_versions() -> None:
     # pid 10 is listed as compute and graphics: one process, counted once
     assert devs[0].processes == (GPUProcess(10, 2048.0),)
     assert devs[1].processes == (GPUProcess(11, None),)
-    assert inv.foreign_memory_mb(0) == 3000.0  # free of ours: all its used memory
-    assert inv.foreign_memory_mb(0, own_pids={10}) == 952.0  # less what our process holds
-    assert inv.foreign_memory_mb(0, own_pids={10}, ours_on_it=True) == 0.0
+    # no v2 memory info: the used memory includes the driver's reserve, so only listed
+    # processes can be told apart
+    assert devs[0].memory_reserved_mb is None
+    assert inv.foreign_memory_mb(0) == 2048.0
+    assert inv.foreign_memory_mb(0, own_pids={10}) == 0.0
     # memory NVML cannot attribute is charged to the process it cannot measure
     assert inv.foreign_memory_mb(1) == 700.0
     assert inv.foreign_memory_mb(1, ours_on_it=True) == 700.0
@@ -231,6 +233,8 @@ def test_real_nvml_inventory(nvml_inventory: NvmlInventory) -> None:
 
 # -- the real pynvml bindings over the fake driver (tests/fixtures/fake_nvml.c) ----------------
 
+NOT_FOUND = pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
+
 DUMP = """
 import dataclasses, json
 from overnight.agent.gpus import NvmlInventory, open_inventory, GPUError
@@ -281,8 +285,25 @@ def test_pynvml_reads_devices_processes_usage_and_versions(fake_driver: FakeDriv
     assert got["foreign"] == [300.0, 700.0]
 
 
+def test_the_drivers_reserve_is_never_taken_for_foreign_use(fake_driver: FakeDriver) -> None:
+    # An idle B200 reports about 1 GB used in v1 memory info: its driver's reserve, nobody's job.
+    idle = FakeGPU("NVIDIA B200", 183359, used_mb=0, reserved_mb=1100)
+    hidden = FakeGPU("NVIDIA B200", 183359, used_mb=30000, reserved_mb=1100)  # unlisted job
+    fake_driver.set([idle, hidden])
+    got = _dump(fake_driver)
+    assert [d["memory_reserved_mb"] for d in got["devices"]] == [1100.0, 1100.0]
+    assert [u["memory_used_mb"] for u in got["usage"]] == [0.0, 30000.0]
+    assert got["foreign"] == [0.0, 30000.0]
+    # a driver without v2 memory info: v1 used holds the reserve, only listed processes count
+    fake_driver.set([idle, hidden], fail={"nvmlDeviceGetMemoryInfo_v2": NOT_FOUND})
+    old = _dump(fake_driver)
+    assert [d["memory_reserved_mb"] for d in old["devices"]] == [None, None]
+    assert [d["memory_used_mb"] for d in old["devices"]] == [1100.0, 31100.0]
+    assert old["foreign"] == [0.0, 0.0]
+
+
 def test_a_driver_without_the_v3_process_calls_falls_back(fake_driver: FakeDriver) -> None:
-    not_found = pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
+    not_found = NOT_FOUND
     fake_driver.set(
         [FakeGPU(used_mb=1024)],
         [FakeProcess(0, 400, 1024)],
