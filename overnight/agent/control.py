@@ -138,12 +138,12 @@ class Control:
     def write_reports(self, tasks: list[ActiveTask]) -> None:
         """Store the resource report so far of every task that is running and has samples."""
         for task in tasks:
-            monitor = task.monitor
-            if monitor is None or not monitor.summary():
+            report = task.monitor.report() if task.monitor is not None else None
+            if report is None or not report["summary"]:
                 continue
             self.store.update_extra(
                 task.task_id,
-                {"resources": monitor.report()},
+                {"resources": report},
                 expect={TaskStatus.RUNNING},
                 agent=self.worker.name,
             )
