@@ -1,19 +1,30 @@
-"""Removing the task trees a killed agent left behind, when an agent starts.
+"""Removing what a killed agent left behind, when an agent starts: task processes and trees.
 
-An agent killed with SIGKILL never removes the trees of the tasks it ran. At start (after it
-adopted its containers, in docker mode) an agent removes a tree under its workspace folder when
-no agent will use it again: its task's record is final, queued again or gone, or the agent it
-shows is not alive (no heartbeat of the task and no registration of another agent by that
-name). Several agents may share one workspace folder, so a task that is preparing or running on
-a live agent keeps its tree, and so does any task whose record cannot be read.
+An agent killed with SIGKILL never stops its local task processes (a task that prints dies at its
+next write to the broken pipe; a quiet one runs on, holding its GPUs) and never removes its tasks'
+trees. At start (after it adopted its containers, in docker mode) an agent stops every process on
+this host started for a task of its workspace folder (``OVERNIGHT_TASK_ID`` in its environment, its
+working directory in that task's tree, in this pid namespace: containers are the docker adoption's)
+and removes every tree under its workspace folder, when no agent will use it again: its task's
+record is final, queued again or gone, or the agent it shows is not alive (no heartbeat of the task
+and no registration of another agent by that name). Several agents may share a host, so a task that
+is preparing or running on a live agent keeps its processes and tree, and so does any task whose
+record cannot be read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
 
 from overnight.agent.workspace import Workspaces
-from overnight.errors import CorruptRecord, TaskNotFound
+from overnight.errors import CorruptRecord, ReconstructError, TaskNotFound
 from overnight.queue import keys
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
@@ -57,23 +68,46 @@ class Leftovers:
 
     def unused(self, task_id: str) -> bool:
         """Whether no agent uses the task's tree any more; False when in doubt."""
+        why = self.why_unused(task_id)
+        if why is not None:
+            log.info(
+                "removing the tree of task %s under %s: %s", task_id, self.workspaces.root, why
+            )
+        return why is not None
+
+    def why_unused(self, task_id: str) -> str | None:
+        """Why no agent will use the task's tree or processes again; None when one may."""
         if task_id in self.active:
-            return False
+            return None
         try:
             record = self.store.get(task_id)
         except TaskNotFound:
-            why = "its task is gone"
+            return "its task is gone"
         except CorruptRecord:
-            return False
-        else:
-            if record.status.is_final or record.status in _REQUEUED:
-                why = f"its task is {record.status.value}"
-            elif self._alive(task_id, record.agent):
-                return False
-            else:
-                why = f"its task's agent {record.agent or '?'} is gone"
-        log.info("removing the tree of task %s under %s: %s", task_id, self.workspaces.root, why)
-        return True
+            return None
+        if record.status.is_final or record.status in _REQUEUED:
+            return f"its task is {record.status.value}"
+        if self._alive(task_id, record.agent):
+            return None
+        return f"its task's agent {record.agent or '?'} is gone"
+
+    def stop_strays(self, grace: float = 5.0) -> list[str]:
+        """Stop the process groups of tasks no agent runs any more; returns their task ids."""
+        groups: dict[int, str] = {}
+        for proc, task_id in _task_processes(self.workspaces):
+            with contextlib.suppress(psutil.Error, OSError):
+                groups.setdefault(os.getpgid(proc.pid), task_id)
+        stopped = []
+        for pgid, task_id in sorted(groups.items()):
+            if pgid == os.getpgrp():
+                continue
+            why = self.why_unused(task_id)
+            if why is None:
+                continue
+            log.warning("stopping the processes of task %s (group %d): %s", task_id, pgid, why)
+            _stop_group(pgid, grace)
+            stopped.append(task_id)
+        return stopped
 
     def _alive(self, task_id: str, agent: str | None) -> bool:
         """A heartbeat of the task, or a registration of its agent (this agent's own name is
@@ -87,5 +121,50 @@ class Leftovers:
 def remove_leftovers(
     workspaces: Workspaces, store: TaskStore, agent: str, active: frozenset[str] = frozenset()
 ) -> list[str]:
-    """Remove the task trees under ``workspaces`` that no live agent uses; their task ids."""
-    return Leftovers(workspaces, store, agent, active).remove()
+    """Stop the task processes and remove the task trees under ``workspaces`` that no live
+    agent uses (processes first: a tree is never removed under a running task); the ids of
+    the tasks whose trees went."""
+    leftovers = Leftovers(workspaces, store, agent, active)
+    leftovers.stop_strays()
+    return leftovers.remove()
+
+
+def _task_processes(workspaces: Workspaces) -> list[tuple[psutil.Process, str]]:
+    """Processes in this pid namespace started for a task whose tree is under ``workspaces``
+    (agents of another workspace folder, maybe of another Redis, are none of ours), with the
+    task's id."""
+    ours = _pid_namespace(os.getpid())
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid() or _pid_namespace(proc.pid) != ours:
+                continue
+            task_id = proc.environ().get("OVERNIGHT_TASK_ID")
+            if not task_id:
+                continue
+            tree = workspaces.task_dir(task_id).resolve()
+            cwd = Path(proc.cwd()).resolve()
+        except (psutil.Error, OSError, ReconstructError):
+            continue  # gone, not ours to read, or an id that names no tree
+        if cwd == tree or tree in cwd.parents:
+            found.append((proc, task_id))
+    return found
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _stop_group(pgid: int, grace: float) -> None:
+    """SIGTERM the group, SIGKILL it when its leader outlives ``grace`` seconds."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not psutil.pid_exists(pgid):
+                return
+            time.sleep(0.1)
+        os.killpg(pgid, signal.SIGKILL)

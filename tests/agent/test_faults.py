@@ -7,6 +7,8 @@ import dataclasses
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +133,42 @@ def test_a_killed_agents_task_keeps_the_resource_report_written_while_it_ran(
     text = "\n".join(show_lines(lost, None, "not read"))
     assert "resources:" in text and "RSS: peak" in text, text
     assert "ran on:" in text, text
+
+
+def test_an_agent_start_stops_the_quiet_task_a_killed_agent_left_running(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    record = enqueue(agent_store, project, "--sleep-first", "120")  # says its pid, then nothing
+    first = start_agent(config, tmp_path, "--queue", "q")
+    outsider = None
+    orphan = None
+    try:
+        wait_status(agent_store, record.id, TaskStatus.RUNNING)
+        orphan = task_pid(agent_store, record.id)
+        first.kill()
+        time.sleep(1.0)
+        assert not gone(orphan)  # quiet, it never notices its agent is gone
+        # A task process of another workspace folder (another agent, maybe another Redis).
+        outsider = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)"],
+            cwd=tmp_path,
+            env={**os.environ, "OVERNIGHT_TASK_ID": record.id},
+            start_new_session=True,
+        )
+        wait_for(lambda: agent_store.reap_lost() or None, what="the task to be marked lost")
+        second = start_agent(dataclasses.replace(config, name="agent-b"), tmp_path, "--burst")
+        assert second.wait() == 0, second.output()
+        assert wait_for(lambda: gone(orphan), what="the stray task process to stop")
+        assert f"stopping the processes of task {record.id}" in second.output()
+        assert outsider.poll() is None  # not in this agent's workspace folder: left alone
+        assert not (config.workspace_path / "tasks" / record.id).exists()
+    finally:
+        kill_all(first)
+        if orphan is not None:
+            kill_group(orphan)
+        if outsider is not None:
+            outsider.kill()
+            outsider.wait()
 
 
 @pytest.fixture

@@ -1,9 +1,15 @@
-"""Removing the task trees killed agents left, at agent start: only those no live agent uses."""
+"""Removing the task processes and trees killed agents left, at agent start: only those no live
+agent uses."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +148,32 @@ def test_an_agent_start_removes_the_trees_its_killed_run_left(
     assert [tree.is_dir() for tree in trees] == [True, True]
     run_burst(config)
     assert [tree.is_dir() for tree in trees] == [False, True]
+
+
+def test_stray_task_processes_are_stopped_when_no_live_agent_runs_their_task(
+    agent_store: TaskStore, project: Repo, tmp_path: Path
+) -> None:
+    workspaces = Workspaces(tmp_path / "ws")
+    dead = _running(agent_store, project, "agent-c")
+    agent_store.redis.delete(keys.heartbeat(dead))
+    live = _running(agent_store, project, "agent-b")  # heartbeat alive: another agent's task
+    procs = {}
+    for task_id in (dead, live):
+        tree = _tree(workspaces, task_id)
+        (tree / "sub").mkdir()
+        procs[task_id] = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)"],
+            cwd=tree / "sub",  # a task run in a folder of its tree
+            env={**os.environ, "OVERNIGHT_TASK_ID": task_id},
+            start_new_session=True,
+        )
+    try:
+        time.sleep(0.3)  # the environment and cwd are readable once the interpreter runs
+        removed = remove_leftovers(workspaces, agent_store, "agent-a")
+        assert removed == [dead]
+        assert procs[dead].wait(10) == -signal.SIGTERM
+        assert procs[live].poll() is None
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
