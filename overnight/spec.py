@@ -83,9 +83,14 @@ class TaskSpec:
     version: int = 1
 
     def blob_refs(self) -> list[BlobRef]:
-        """Every blob the spec references: patch, bundle and submodule patches."""
+        """Every blob the spec references, each once: patch, bundle and submodule patches (two
+        identical patches are one blob)."""
         refs = [ref for ref in (self.patch, self.bundle) if ref is not None]
-        return refs + [self.submodule_patches[path] for path in sorted(self.submodule_patches)]
+        refs += [self.submodule_patches[path] for path in sorted(self.submodule_patches)]
+        unique: dict[str, BlobRef] = {}
+        for ref in refs:
+            unique.setdefault(ref.sha256, ref)
+        return list(unique.values())
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

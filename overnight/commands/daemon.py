@@ -39,17 +39,14 @@ def make_environment(
             "or use --env-mode venv"
         )
     if client is not None:
-        from overnight.agent.environments.docker import GPU_FIX, DockerEnvironment
+        from overnight.agent.environments.docker import DockerEnvironment, cannot_hand_gpus
 
         docker_env = DockerEnvironment.from_config(client, config, base_env)
         problem = docker_env.gpu_problem(gpu_ids[0]) if gpu_ids else None
         if problem is None:
             return docker_env
         if config.env_mode == "docker":
-            raise ConfigError(
-                f"--env-mode docker: this Docker engine cannot hand GPUs to containers "
-                f"({problem}); {GPU_FIX}"
-            )
+            raise ConfigError(f"--env-mode docker: {cannot_hand_gpus(problem)}")
         log.warning(
             "the Docker engine cannot hand GPUs to containers (%s); tasks run in venvs", problem
         )

@@ -421,7 +421,7 @@ def _decode(task_id: str, raw: bytes) -> TaskRecord:
 
 
 def _blob_shas(spec: TaskSpec) -> list[str]:
-    return list(dict.fromkeys(ref.sha256 for ref in spec.blob_refs()))
+    return [ref.sha256 for ref in spec.blob_refs()]
 
 
 def _changed(

@@ -44,8 +44,7 @@ def submit_all(store: TaskStore, submissions: Sequence[Submission]) -> list[Task
             data = sub.snapshot.blob(ref)
             assert data is not None
             blobs[ref.sha256] = data
-            if ref.sha256 not in shas:  # two identical patches are one blob, counted once
-                shas.append(ref.sha256)
+            shas.append(ref.sha256)
         specs[spec_id] = (spec_json, shas)
         uses[spec_id] += 1
         argv = tuple(sub.argv) if sub.argv is not None else spec.argv

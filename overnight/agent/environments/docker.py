@@ -49,6 +49,11 @@ GPU_FIX = (
 )
 
 
+def cannot_hand_gpus(why: str) -> str:
+    """The error for an engine without the NVIDIA Container Toolkit, naming the fix."""
+    return f"this Docker engine cannot hand GPUs to containers ({why}); {GPU_FIX}"
+
+
 @dataclasses.dataclass(frozen=True)
 class AdoptedTask:
     """A container this agent started before it restarted, found again by its labels."""
@@ -275,7 +280,7 @@ class DockerEnvironment(Environment):
                 container.remove(force=True, v=True)
             why = str(exc.explanation)
             if NO_GPU_DRIVER in why:
-                why = f"this Docker engine cannot hand GPUs to containers ({why}); {GPU_FIX}"
+                why = cannot_hand_gpus(why)
             raise TaskRunError(f"cannot start the task's container: {why}") from exc
         return DockerProcess(container)
 
