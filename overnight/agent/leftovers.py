@@ -9,7 +9,9 @@ and removes every tree under its workspace folder, when no agent will use it aga
 record is final, queued again or gone, or the agent it shows is not alive (no heartbeat of the task
 and no registration of another agent by that name). Several agents may share a host, so a task that
 is preparing or running on a live agent keeps its processes and tree, and so does any task whose
-record cannot be read.
+record cannot be read. A task that shows this agent's own name is its earlier run's (only one agent
+of a name runs at once), so when that run died, a restart under the same name (systemd's
+``Restart=``, within the heartbeats' lifetime) stops its processes and marks it lost at once.
 """
 
 from __future__ import annotations
@@ -110,22 +112,33 @@ class Leftovers:
         return stopped
 
     def _alive(self, task_id: str, agent: str | None) -> bool:
-        """A heartbeat of the task, or a registration of its agent (this agent's own name is
-        not proof: this agent runs none of the tasks it did not adopt)."""
+        """A heartbeat of the task, or a registration of its agent. Neither counts for this
+        agent's own name: it runs none of the tasks it did not adopt, and no other agent of
+        its name runs (it registered), so they are its earlier run's, which died."""
+        if agent == self.agent:
+            return False
         redis = self.store.redis
         if redis.exists(keys.heartbeat(task_id)):
             return True
-        return agent is not None and agent != self.agent and bool(redis.exists(keys.agent(agent)))
+        return agent is not None and bool(redis.exists(keys.agent(agent)))
 
 
 def remove_leftovers(
     workspaces: Workspaces, store: TaskStore, agent: str, active: frozenset[str] = frozenset()
 ) -> list[str]:
     """Stop the task processes and remove the task trees under ``workspaces`` that no live
-    agent uses (processes first: a tree is never removed under a running task); the ids of
-    the tasks whose trees went."""
+    agent uses (processes first: a tree is never removed under a running task), after marking
+    lost the tasks this agent's earlier run left; the ids of the tasks whose trees went."""
     leftovers = Leftovers(workspaces, store, agent, active)
     leftovers.stop_strays()
+    lost = store.reap_restarted(agent, active)
+    if lost:
+        log.warning(
+            "marked lost the task(s) agent %s ran when it died (requeued where retries are "
+            "left): %s",
+            agent,
+            ", ".join(lost),
+        )
     return leftovers.remove()
 
 

@@ -3,14 +3,18 @@
 Every agent heartbeats its tasks (a key with a TTL). Any process may reap: every ``overnight``
 command does, and so do agents, so a dead agent's tasks are noticed without waiting for RQ's
 maintenance. Reaping costs one read of the small active sets and one EXISTS per active task.
+
+An agent restarted under its name (after a SIGKILL, an OOM kill, a reboot) does not wait for
+its earlier run's heartbeats to expire: at start it marks that run's tasks lost at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
-from overnight.queue.records import Phase, TaskStatus
+from overnight.queue.records import Phase, TaskRecord, TaskStatus
 
 if TYPE_CHECKING:
     from overnight.queue.store import TaskStore
@@ -36,26 +40,75 @@ def reap_lost(store: TaskStore) -> list[str]:
         except (TaskNotFound, CorruptRecord):
             continue
         agent = f"agent {record.agent}" if record.agent else "its agent"
-        retry = record.attempt < record.options.retries
-        try:
-            record = store.transition(
-                task_id,
-                TaskStatus.LOST,
-                note=f"{agent} stopped sending heartbeats",
-                expect=ACTIVE,
-                only_if_silent=True,
-                release=not retry,
-                phase=Phase.AGENT,
-                error=f"{agent} vanished while the task was {record.status.value}",
-            )
-        except InvalidTransition:
-            continue  # it heartbeated or ended meanwhile, or another process reaped it
-        lost.append(task_id)
-        if retry:
-            store.requeue(
-                task_id,
-                note=f"attempt {record.attempt + 2} of {record.options.retries + 1}, "
-                f"after {agent} vanished",
-                new_attempt=True,
-            )
+        if _lose(
+            store,
+            record,
+            note=f"{agent} stopped sending heartbeats",
+            error=f"{agent} vanished while the task was {record.status.value}",
+            why=f"after {agent} vanished",
+            only_if_silent=True,
+        ):
+            lost.append(task_id)
     return lost
+
+
+def reap_restarted(store: TaskStore, agent: str, keep: Collection[str] = ()) -> list[str]:
+    """Mark ``lost`` (requeued as retries allow) the preparing and running tasks of ``agent``
+    but those in ``keep``, at once: called by an agent of that name at its start, once
+    registered, when no other agent of the name runs, so its earlier run died and
+    its tasks' heartbeats, still alive, say nothing. Returns their ids."""
+    lost = []
+    for task_id in store.index.ids(ACTIVE):
+        if task_id in keep:
+            continue
+        try:
+            record = store.get(task_id)
+        except (TaskNotFound, CorruptRecord):
+            continue
+        if record.agent != agent:
+            continue
+        if _lose(
+            store,
+            record,
+            note=f"agent {agent} restarted while the task was {record.status.value}",
+            error=f"agent {agent} died while the task was {record.status.value}",
+            why=f"after agent {agent} died",
+            held_by=agent,
+        ):
+            lost.append(task_id)
+    return lost
+
+
+def _lose(
+    store: TaskStore,
+    record: TaskRecord,
+    *,
+    note: str,
+    error: str,
+    why: str,
+    only_if_silent: bool = False,
+    held_by: str | None = None,
+) -> bool:
+    """Mark the task lost and requeue it if it has retries left; False when it moved on."""
+    retry = record.attempt < record.options.retries
+    try:
+        record = store.transition(
+            record.id,
+            TaskStatus.LOST,
+            note=note,
+            expect=ACTIVE,
+            only_if_silent=only_if_silent,
+            held_by=held_by,
+            release=not retry,
+            phase=Phase.AGENT,
+            error=error,
+        )
+    except InvalidTransition:
+        return False  # it heartbeated, ended or changed hands meanwhile, or was reaped
+    if retry:
+        store.requeue(
+            record.id,
+            note=f"attempt {record.attempt + 2} of {record.options.retries + 1}, {why}",
+            new_attempt=True,
+        )
+    return True

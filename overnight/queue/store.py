@@ -195,6 +195,7 @@ class TaskStore:
         at_front: bool = False,
         heartbeat_ttl: float = HEARTBEAT_TTL,
         only_if_silent: bool = False,
+        held_by: str | None = None,
         release: bool = True,
         **fields: Any,
     ) -> TaskRecord:
@@ -205,7 +206,8 @@ class TaskStore:
         extra is merged). ``queued`` starts a new attempt: the run fields are cleared. Reaching a
         final status releases the tasks waiting for this one (unless ``release`` is False, for a
         caller that requeues the task at once). ``only_if_silent`` refuses (InvalidTransition)
-        when the task's heartbeat is alive, checked atomically.
+        when the task's heartbeat is alive, ``held_by`` when the task is not that agent's, both
+        checked atomically.
         """
         status = TaskStatus(status)
         if status is TaskStatus.CORRUPT:
@@ -221,6 +223,8 @@ class TaskStore:
                     f"task {task_id} is {old.status.value}, not {wanted}; it cannot become "
                     f"{status.value} now"
                 )
+            if held_by is not None and old.agent != held_by:
+                raise InvalidTransition(f"task {task_id} is not agent {held_by}'s now")
             if only_if_silent:
                 replies.watch(pipe, keys.heartbeat(task_id))
                 if pipe.exists(keys.heartbeat(task_id)):
@@ -351,6 +355,13 @@ class TaskStore:
         from overnight.queue.reaper import reap_lost
 
         return reap_lost(self)
+
+    def reap_restarted(self, agent: str, keep: Collection[str] = ()) -> list[str]:
+        """Mark ``lost`` at once the active tasks of ``agent`` but ``keep``: its earlier run's,
+        at the start of an agent of that name; requeue as retries allow."""
+        from overnight.queue.reaper import reap_restarted
+
+        return reap_restarted(self, agent, keep)
 
     def known_queues(self) -> list[str]:
         return sorted(replies.text(q) for q in self.redis.smembers(keys.QUEUES))

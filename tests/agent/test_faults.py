@@ -171,6 +171,36 @@ def test_an_agent_start_stops_the_quiet_task_a_killed_agent_left_running(
             outsider.wait()
 
 
+def test_an_agent_restarted_under_its_name_takes_back_its_killed_runs_task_at_once(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    """systemd's Restart= brings the agent back long before the task's heartbeat expires."""
+    slow = dataclasses.replace(config, lost_ttl=600.0)  # nothing here waits for the reaper
+    record = enqueue(agent_store, project, "--sleep-first", "120", retries=1)
+    first = start_agent(slow, tmp_path, "--queue", "q")
+    again = None
+    orphan = None
+    try:
+        wait_status(agent_store, record.id, TaskStatus.RUNNING)
+        orphan = task_pid(agent_store, record.id)
+        first.kill()
+        assert not gone(orphan)  # quiet: it would hold its GPUs on
+        again = start_agent(slow, tmp_path, "--burst")  # same name
+        assert again.wait() == 0, again.output()
+        assert wait_for(lambda: gone(orphan), what="the killed run's task process to stop")
+    finally:
+        kill_all(first, again)
+        if orphan is not None:
+            kill_group(orphan)
+    done = agent_store.get(record.id)
+    assert (done.status, done.agent, done.attempt) == (TaskStatus.FINISHED, "agent-a", 1)
+    notes = [h.note for h in done.history]
+    assert "agent agent-a restarted while the task was running" in notes
+    output = again.output()
+    assert f"stopping the processes of task {record.id}" in output
+    assert "marked lost the task(s) agent agent-a ran when it died" in output
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own, restartable without losing its data (saved on shutdown)."""

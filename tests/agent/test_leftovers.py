@@ -64,7 +64,7 @@ def test_only_trees_no_live_agent_uses_are_removed(
     store.redis.delete(keys.heartbeat(dead))
     mine = _running(store, project, "agent-a")  # this agent's name, run before a SIGKILL
     store.redis.delete(keys.heartbeat(mine))
-    mine_beating = _running(store, project, "agent-a")
+    mine_beating = _running(store, project, "agent-a")  # killed less than lost_ttl ago
     adopted = _running(store, project, "agent-a")
     store.redis.delete(keys.heartbeat(adopted))
     corrupt = _task(store, project)
@@ -86,21 +86,36 @@ def test_only_trees_no_live_agent_uses_are_removed(
     }
     with caplog.at_level(logging.INFO, logger="overnight"):
         removed = remove_leftovers(workspaces, store, "agent-a", frozenset({adopted}))
-    gone = {done, requeued, dead, mine, "0123456789ab"}
+    gone = {done, requeued, dead, mine, mine_beating, "0123456789ab"}
     assert sorted(removed) == sorted(gone)
     assert {t for t, tree in trees.items() if not tree.exists()} == gone
     assert {t for t, tree in trees.items() if tree.exists()} == {
         live,
         live_silent,
-        mine_beating,
         adopted,
         corrupt,
     }
+    # This agent's earlier run's tasks are lost at once, heartbeat or not; no other's is.
+    status = {
+        t: store.get(t).status for t in (live, live_silent, dead, mine, mine_beating, adopted)
+    }
+    assert status == {
+        live: TaskStatus.RUNNING,
+        live_silent: TaskStatus.RUNNING,
+        dead: TaskStatus.RUNNING,  # the reaper's, once its heartbeat is gone
+        mine: TaskStatus.LOST,
+        mine_beating: TaskStatus.LOST,
+        adopted: TaskStatus.RUNNING,
+    }
+    lost = store.get(mine_beating)
+    assert lost.error == "agent agent-a died while the task was running"
+    assert lost.history[-1].note == "agent agent-a restarted while the task was running"
     text = caplog.text
     assert f"removing the tree of task {done} under {workspaces.root}: its task is finished" in text
     assert f"task {dead} under {workspaces.root}: its task's agent agent-c is gone" in text
     assert "task 0123456789ab" in text and "its task is gone" in text
-    assert "removed 5 task tree(s)" in text
+    assert "removed 6 task tree(s)" in text
+    assert "marked lost the task(s) agent agent-a ran when it died" in text
 
 
 def test_kept_workspaces_are_never_removed(

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 
+from overnight.errors import InvalidTransition
 from overnight.queue import keys
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
@@ -54,3 +56,48 @@ def test_lost_task_with_retries_is_requeued_as_a_new_attempt(
     store.reap_lost()
     assert store.get(record.id).status is TaskStatus.LOST  # retries used up
     assert store.get(dependent.id).status is TaskStatus.CANCELED
+
+
+def test_a_restarted_agent_loses_its_earlier_runs_tasks_at_once(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    """Heartbeats still alive, but the agent of that name is starting again: they are lost."""
+    retried = store.submit(make_snapshot(), TaskOptions(queue="gpu", retries=1))
+    dependent = store.submit(make_snapshot(), TaskOptions(queue="gpu", after=(retried.id,)))
+    preparing = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    adopted = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    others = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    redis_client.delete("rq:queue:gpu")
+    store.transition(retried.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=60)
+    store.transition(preparing.id, TaskStatus.PREPARING, agent="box", heartbeat_ttl=60)
+    store.transition(adopted.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=60)
+    store.transition(others.id, TaskStatus.RUNNING, agent="box-2", heartbeat_ttl=60)
+    assert store.reap_lost() == []  # their heartbeats say nothing is wrong
+
+    assert sorted(store.reap_restarted("box", keep={adopted.id})) == sorted(
+        [retried.id, preparing.id]
+    )
+    again = store.get(retried.id)
+    assert again.status is TaskStatus.QUEUED and again.attempt == 1
+    assert [h.note for h in again.history][-2:] == [
+        "agent box restarted while the task was running",
+        "attempt 2 of 2, after agent box died",
+    ]
+    assert redis_client.lrange("rq:queue:gpu", 0, -1) == [retried.id.encode()]
+    assert store.get(dependent.id).status is TaskStatus.WAITING
+    lost = store.get(preparing.id)
+    assert (lost.status, lost.phase) == (TaskStatus.LOST, Phase.AGENT)
+    assert lost.error == "agent box died while the task was preparing"
+    assert not redis_client.exists(keys.heartbeat(preparing.id))
+    assert store.get(adopted.id).status is TaskStatus.RUNNING
+    assert store.get(others.id).status is TaskStatus.RUNNING
+    assert store.reap_restarted("box", keep={adopted.id}) == []
+
+
+def test_a_task_that_changed_hands_is_not_lost_by_its_former_agent(store: TaskStore) -> None:
+    """The agent check is atomic with the change: a task another agent took meanwhile stays."""
+    record = store.submit(make_snapshot(), TaskOptions())
+    store.transition(record.id, TaskStatus.RUNNING, agent="box-2")
+    with pytest.raises(InvalidTransition, match="not agent box's now"):
+        store.transition(record.id, TaskStatus.LOST, expect={TaskStatus.RUNNING}, held_by="box")
+    assert store.get(record.id).status is TaskStatus.RUNNING
