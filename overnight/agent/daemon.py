@@ -109,6 +109,7 @@ class Daemon:
         Safe to call from a signal handler: it only sets flags.
         """
         self._stop_requests += 1
+        self.pipeline.stopping.set()
         if self._stop_requests >= 2:
             for task in self.active_tasks():
                 task.evicted.set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import threading
 import time
 import traceback
@@ -53,6 +54,11 @@ from overnight.spec import Snapshot
 log = logging.getLogger(__name__)
 
 ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
+_POLITE = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+SHUTDOWN_EXITS = frozenset({-s for s in _POLITE} | {128 + s for s in _POLITE})
+"""Exit codes of a command a service manager or a shell stopped (128 + n: through a shell)."""
+STOP_SIGNAL_WAIT = 0.5
+"""Seconds a failure waits for the agent's own stop signal: systemd signals all at once."""
 FIRST_SAMPLE = 1.0  # seconds from a task's start to its first resource sample, at most
 _PHASE_OF: tuple[tuple[type[OvernightError], Phase], ...] = (
     (ReconstructError, Phase.WORKSPACE),
@@ -96,6 +102,7 @@ class Pipeline:
         self.agent = agent_name
         self.inventory = inventory or FakeInventory()
         self.gpu_probe = GPUProbe(self.inventory, warn=log.warning)
+        self.stopping = threading.Event()  # the agent was asked to stop (drain or evict)
 
     def run(self, task: ActiveTask) -> Ending:
         """Run ``task`` to its end and record it; never raises."""
@@ -164,7 +171,7 @@ class Pipeline:
             log.warning("task %s: %s; leaving it alone", task.task_id, exc)
             return Ending(TaskStatus.FAILED, Phase.AGENT, str(exc), recorded=False)
         except OvernightError as exc:
-            if task.should_stop():
+            if task.should_stop() or self._shutting_down():
                 return self._stopped(task, phase, extra)
             phase = next((p for cls, p in _PHASE_OF if isinstance(exc, cls)), phase)
             return Ending(TaskStatus.FAILED, phase, _one_line(exc), extra=extra)
@@ -231,9 +238,22 @@ class Pipeline:
             return self._stopped(task, Phase.RUN, extra, code)
         if outcome.reason == TIMED_OUT:
             return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
+        if code in SHUTDOWN_EXITS and self._shutting_down():
+            return Ending(
+                TaskStatus.QUEUED,
+                note=f"{outcome.how()} while agent {self.agent} was stopping (its service or host "
+                "shutting down); requeued at the front",
+                extra=extra,
+            )
         if code == 0:
             return Ending(TaskStatus.FINISHED, exit_code=0, extra=extra)
         return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
+
+    def _shutting_down(self) -> bool:
+        """Whether the agent is stopping, its stop signal given a moment to arrive: a service
+        manager (systemd's stop, a reboot) signals the agent and its tasks at once, so what
+        failed may have failed because of it."""
+        return self.stopping.wait(STOP_SIGNAL_WAIT)
 
     def _stopped(
         self,

@@ -62,6 +62,11 @@ class RunOutcome:
             return f"timed out after {format_seconds(self.timeout or self.duration)}"
         if self.reason == CANCELED:
             return "canceled" + (" (killed after the grace period)" if self.killed else "")
+        how = self.how()
+        return describe_failure(how, self.tail) if self.exit_code != 0 else how
+
+    def how(self) -> str:
+        """How the process ended, without the why: "killed by SIGTERM", "exited with 1"."""
         if self.exit_code is None:
             return "ended without an exit code"
         if self.exit_code < 0:
@@ -69,10 +74,8 @@ class RunOutcome:
                 name = signal.Signals(-self.exit_code).name
             except ValueError:
                 name = f"signal {-self.exit_code}"
-            how = f"killed by {name}"
-        else:
-            how = f"exited with {self.exit_code}"
-        return describe_failure(how, self.tail) if self.exit_code != 0 else how
+            return f"killed by {name}"
+        return f"exited with {self.exit_code}"
 
 
 def format_seconds(seconds: float) -> str:

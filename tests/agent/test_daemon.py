@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,13 @@ from tests.fixtures.gitrepo import Repo
 @pytest.fixture
 def config(redis_url: str, tmp_path: Path, venv_cache: Path) -> AgentConfig:
     return agent_config(redis_url, tmp_path / "agent", venv_cache)
+
+
+def task_pid(store: TaskStore, task_id: str) -> int:
+    found = wait_for(
+        lambda: re.search(r"^pid=(\d+)$", log_text(store, task_id), re.M), what="the task's pid"
+    )
+    return int(found.group(1))
 
 
 def with_fields(config: AgentConfig, **fields: Any) -> AgentConfig:
@@ -146,6 +156,55 @@ def test_second_stop_requeues_running_tasks_at_the_front(
     assert "requeued at the front" in requeued.history[-1].note
     queue = Queue("q", connection=agent_store.redis, serializer=JSONSerializer)
     assert queue.job_ids == [running.id, behind.id]
+
+
+def test_a_task_killed_by_hand_fails_with_its_signal(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    record = enqueue(agent_store, project, "--wait-for", str(tmp_path / "never"))
+    agent = Background(make_daemon(config))
+    try:
+        os.kill(task_pid(agent_store, record.id), signal.SIGTERM)
+        failed = wait_status(agent_store, record.id, TaskStatus.FAILED)
+    finally:
+        agent.stop(force=True)
+    assert failed.error is not None and failed.error.startswith("killed by SIGTERM"), failed.error
+    assert failed.exit_code == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("how", ["signal", "shell"])
+def test_a_task_stopped_along_with_its_agent_is_requeued_at_the_front(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path, how: str
+) -> None:
+    """systemd's stop (a reboot) sends SIGTERM to the agent and its tasks at once: the task
+    ends, and it is the host's doing, not the run's."""
+    flag = tmp_path / "flag"
+    # Through a shell, a SIGTERM'd command comes back as exit code 143.
+    args = ("--wait-for", str(flag)) + (("--exit", "143") if how == "shell" else ())
+    record = enqueue(agent_store, project, *args)
+    agent = Background(make_daemon(config))
+    try:
+        pid = task_pid(agent_store, record.id)
+        behind = enqueue(agent_store, project)
+        if how == "signal":
+            os.killpg(pid, signal.SIGTERM)  # the task's signal may come first
+            agent.daemon.request_stop()
+        else:
+            agent.daemon.request_stop()
+            flag.touch()
+        agent.thread.join(60)
+        assert not agent.thread.is_alive()
+    finally:
+        agent.stop(force=True)
+    requeued = agent_store.get(record.id)
+    assert (requeued.status, requeued.attempt) == (TaskStatus.QUEUED, 0)
+    how_it_ended = "killed by SIGTERM" if how == "signal" else "exited with 143"
+    assert requeued.history[-1].note == (
+        f"{how_it_ended} while agent agent-a was stopping (its service or host shutting down); "
+        "requeued at the front"
+    )
+    queue = Queue("q", connection=agent_store.redis, serializer=JSONSerializer)
+    assert queue.job_ids == [record.id, behind.id]
 
 
 def test_outside_its_windows_the_agent_takes_nothing(

@@ -264,6 +264,33 @@ def test_sigterm_finishes_the_running_task_and_takes_no_new_one(
     assert agent_store.get(later.id).status is TaskStatus.QUEUED
 
 
+def test_a_service_stop_signalling_agent_and_task_at_once_requeues_the_task(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    """What systemctl stop (and a reboot) does with KillMode=control-group, the default."""
+    flag = tmp_path / "flag"
+    record = enqueue(agent_store, project, "--wait-for", str(flag))
+    agent = start_agent(config, tmp_path, "--queue", "q")
+    pid = None
+    try:
+        pid = task_pid(agent_store, record.id)
+        os.killpg(pid, signal.SIGTERM)
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0, agent.output()
+    finally:
+        agent.kill()
+        if pid is not None:
+            kill_group(pid)
+    requeued = agent_store.get(record.id)
+    assert requeued.status is TaskStatus.QUEUED, requeued.error
+    assert "killed by SIGTERM while agent agent-a was stopping" in requeued.history[-1].note
+    flag.touch()
+    again = start_agent(config, tmp_path, "--burst")
+    assert again.wait() == 0, again.output()
+    done = agent_store.get(record.id)
+    assert (done.status, done.attempt) == (TaskStatus.FINISHED, 0)
+
+
 def test_second_sigterm_stops_the_task_and_requeues_it_at_the_front(
     agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
 ) -> None:
