@@ -9,9 +9,11 @@ and removes every tree under its workspace folder, when no agent will use it aga
 record is final, queued again or gone, or the agent it shows is not alive (no heartbeat of the task
 and no registration of another agent by that name). Several agents may share a host, so a task that
 is preparing or running on a live agent keeps its processes and tree, and so does any task whose
-record cannot be read. A task that shows this agent's own name is its earlier run's (only one agent
-of a name runs at once), so when that run died, a restart under the same name (systemd's
-``Restart=``, within the heartbeats' lifetime) stops its processes and marks it lost at once.
+record cannot be read. Two proofs need no waiting for a heartbeat to expire: a process whose agent
+process (``OVERNIGHT_AGENT_PID``) is gone from this host is stopped and its task marked lost at once;
+and a task that shows this agent's own name is its earlier run's (only one agent of a name runs at
+once), so a restart under the same name (systemd's ``Restart=``) stops its processes and marks it
+lost at once, also when it had none (preparing, or a container that is gone).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -94,21 +97,41 @@ class Leftovers:
         return f"its task's agent {record.agent or '?'} is gone"
 
     def stop_strays(self, grace: float = 5.0) -> list[str]:
-        """Stop the process groups of tasks no agent runs any more; returns their task ids."""
-        groups: dict[int, str] = {}
-        for proc, task_id in _task_processes(self.workspaces):
+        """Stop the process groups of tasks no agent runs any more; returns their task ids.
+
+        A process whose agent (``OVERNIGHT_AGENT_PID``) is gone from this host is stopped
+        whatever the records say, and its task, if that agent still holds it, is marked lost
+        at once: nobody reads its output or will record its end.
+        """
+        groups: dict[int, TaskProcess] = {}
+        for found in _task_processes(self.workspaces):
             with contextlib.suppress(psutil.Error, OSError):
-                groups.setdefault(os.getpgid(proc.pid), task_id)
+                groups.setdefault(os.getpgid(found.proc.pid), found)
         stopped = []
-        for pgid, task_id in sorted(groups.items()):
+        orphaned: dict[str, str] = {}
+        for pgid, found in sorted(groups.items()):
             if pgid == os.getpgrp():
                 continue
-            why = self.why_unused(task_id)
+            if found.agent_gone():
+                why: str | None = f"its agent {found.agent or '?'} (pid {found.agent_pid}) is gone"
+                if found.agent:
+                    orphaned[found.task_id] = found.agent
+            else:
+                why = self.why_unused(found.task_id)
             if why is None:
                 continue
-            log.warning("stopping the processes of task %s (group %d): %s", task_id, pgid, why)
+            log.warning(
+                "stopping the processes of task %s (group %d): %s", found.task_id, pgid, why
+            )
             _stop_group(pgid, grace)
-            stopped.append(task_id)
+            stopped.append(found.task_id)
+        lost = self.store.reap_orphaned(orphaned)
+        if lost:
+            log.warning(
+                "marked lost the task(s) whose agent died, leaving them running here (requeued "
+                "where retries are left): %s",
+                ", ".join(lost),
+            )
         return stopped
 
     def _alive(self, task_id: str, agent: str | None) -> bool:
@@ -142,17 +165,42 @@ def remove_leftovers(
     return leftovers.remove()
 
 
-def _task_processes(workspaces: Workspaces) -> list[tuple[psutil.Process, str]]:
+@dataclass(frozen=True)
+class TaskProcess:
+    """A process on this host started for a task, with what its environment says of it."""
+
+    proc: psutil.Process
+    task_id: str
+    agent: str | None  # OVERNIGHT_AGENT: the name of the agent that started it
+    agent_pid: int | None  # OVERNIGHT_AGENT_PID (None: from an agent that did not set it)
+
+    def agent_gone(self) -> bool:
+        """Whether the agent process that started it is gone (its pid now names nothing, a
+        zombie or a process started after this one); False when in doubt."""
+        if self.agent_pid is None:
+            return False
+        try:
+            agent = psutil.Process(self.agent_pid)
+            if agent.status() == psutil.STATUS_ZOMBIE:
+                return True
+            return agent.create_time() > self.proc.create_time()
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:
+            return False
+
+
+def _task_processes(workspaces: Workspaces) -> list[TaskProcess]:
     """Processes in this pid namespace started for a task whose tree is under ``workspaces``
-    (agents of another workspace folder, maybe of another Redis, are none of ours), with the
-    task's id."""
+    (agents of another workspace folder, maybe of another Redis, are none of ours)."""
     ours = _pid_namespace(os.getpid())
     found = []
     for proc in psutil.process_iter():
         try:
             if proc.pid == os.getpid() or _pid_namespace(proc.pid) != ours:
                 continue
-            task_id = proc.environ().get("OVERNIGHT_TASK_ID")
+            env = proc.environ()
+            task_id = env.get("OVERNIGHT_TASK_ID")
             if not task_id:
                 continue
             tree = workspaces.task_dir(task_id).resolve()
@@ -160,7 +208,9 @@ def _task_processes(workspaces: Workspaces) -> list[tuple[psutil.Process, str]]:
         except (psutil.Error, OSError, ReconstructError):
             continue  # gone, not ours to read, or an id that names no tree
         if cwd == tree or tree in cwd.parents:
-            found.append((proc, task_id))
+            pid = env.get("OVERNIGHT_AGENT_PID", "")
+            agent_pid = int(pid) if pid.isdigit() else None
+            found.append(TaskProcess(proc, task_id, env.get("OVERNIGHT_AGENT") or None, agent_pid))
     return found
 
 

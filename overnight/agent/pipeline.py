@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import threading
 import time
@@ -280,6 +281,7 @@ class Pipeline:
             OVERNIGHT_ATTEMPT=str(record.attempt),
             OVERNIGHT_QUEUE=record.options.queue,
             OVERNIGHT_AGENT=self.agent,
+            OVERNIGHT_AGENT_PID=str(os.getpid()),
             CUDA_VISIBLE_DEVICES=",".join(task.gpu_ids),
             CUDA_DEVICE_ORDER="PCI_BUS_ID",
         )

@@ -10,7 +10,7 @@ its earlier run's heartbeats to expire: at start it marks that run's tasks lost 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
@@ -71,6 +71,29 @@ def reap_restarted(store: TaskStore, agent: str, keep: Collection[str] = ()) -> 
             store,
             record,
             note=f"agent {agent} restarted while the task was {record.status.value}",
+            error=f"agent {agent} died while the task was {record.status.value}",
+            why=f"after agent {agent} died",
+            held_by=agent,
+        ):
+            lost.append(task_id)
+    return lost
+
+
+def reap_orphaned(store: TaskStore, orphans: Mapping[str, str]) -> list[str]:
+    """Mark ``lost`` at once (requeued as retries allow) each task of ``orphans`` (task id ->
+    agent) that agent still holds: the agent's process is gone from the host where the
+    task's process was found. Returns their ids."""
+    lost = []
+    for task_id, agent in orphans.items():
+        try:
+            record = store.get(task_id)
+        except (TaskNotFound, CorruptRecord):
+            continue
+        if record.agent == agent and _lose(
+            store,
+            record,
+            note=f"agent {agent} died while the task was {record.status.value}, leaving "
+            "its process running",
             error=f"agent {agent} died while the task was {record.status.value}",
             why=f"after agent {agent} died",
             held_by=agent,

@@ -363,6 +363,13 @@ class TaskStore:
 
         return reap_restarted(self, agent, keep)
 
+    def reap_orphaned(self, orphans: Mapping[str, str]) -> list[str]:
+        """Mark ``lost`` at once the tasks (task id -> agent) whose agent died on the host where
+        their process was found; requeue as retries allow."""
+        from overnight.queue.reaper import reap_orphaned
+
+        return reap_orphaned(self, orphans)
+
     def known_queues(self) -> list[str]:
         return sorted(replies.text(q) for q in self.redis.smembers(keys.QUEUES))
 

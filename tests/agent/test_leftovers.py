@@ -20,10 +20,11 @@ from overnight.agent.settings import AgentConfig
 from overnight.agent.workspace import Workspaces
 from overnight.queue import keys
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.records import TaskStatus
+from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import agent_config, enqueue, run_burst
 from tests.fixtures.gitrepo import Repo
+from tests.fixtures.tasks import make_snapshot
 
 
 def _task(store: TaskStore, project: Repo, *path: TaskStatus, agent: str = "agent-b") -> str:
@@ -192,3 +193,50 @@ def test_stray_task_processes_are_stopped_when_no_live_agent_runs_their_task(
         for proc in procs.values():
             proc.kill()
             proc.wait()
+
+
+def test_a_process_whose_agent_is_gone_is_stopped_and_its_task_lost_at_once(
+    agent_store: TaskStore, project: Repo, tmp_path: Path
+) -> None:
+    """Heartbeat still alive, another agent's name: the agent's pid says it died."""
+    workspaces = Workspaces(tmp_path / "ws")
+    dead_agent = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_agent.wait()
+    orphan = agent_store.submit(
+        make_snapshot(), TaskOptions(queue="q", retries=1)
+    ).id  # its agent agent-x was killed a moment ago
+    agent_store.transition(orphan, TaskStatus.RUNNING, agent="agent-x", heartbeat_ttl=600)
+    watched = _running(agent_store, project, "agent-b")  # its agent, this process, is alive
+    agent_store.heartbeat(watched, "agent-b", ttl=600)
+    agents = {orphan: dead_agent.pid, watched: os.getpid()}
+    procs = {}
+    for task_id, agent_pid in agents.items():
+        tree = _tree(workspaces, task_id)
+        procs[task_id] = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)"],
+            cwd=tree,
+            env={
+                **os.environ,
+                "OVERNIGHT_TASK_ID": task_id,
+                "OVERNIGHT_AGENT": agent_store.get(task_id).agent or "",
+                "OVERNIGHT_AGENT_PID": str(agent_pid),
+            },
+            start_new_session=True,
+        )
+    try:
+        time.sleep(0.3)
+        removed = remove_leftovers(workspaces, agent_store, "agent-a")
+        assert procs[orphan].wait(10) == -signal.SIGTERM
+        assert procs[watched].poll() is None
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+    assert removed == [orphan]  # requeued, so its tree goes too
+    again = agent_store.get(orphan)
+    assert (again.status, again.attempt) == (TaskStatus.QUEUED, 1)
+    assert [h.note for h in again.history][-2:] == [
+        "agent agent-x died while the task was running, leaving its process running",
+        "attempt 2 of 2, after agent agent-x died",
+    ]
+    assert agent_store.get(watched).status is TaskStatus.RUNNING

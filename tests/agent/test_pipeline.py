@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import socket
 import threading
@@ -69,6 +70,8 @@ def test_task_runs_its_recorded_tree_in_a_venv(
     assert "OVERNIGHT_TASK_NAME=first" in text
     assert "OVERNIGHT_ATTEMPT=0" in text
     assert "OVERNIGHT_QUEUE=q" in text
+    assert "OVERNIGHT_AGENT=agent-a" in text
+    assert f"OVERNIGHT_AGENT_PID={os.getpid()}" in text  # this test runs the agent
     assert "CUDA_VISIBLE_DEVICES=" in text.splitlines()
     assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in text
     assert f"VIRTUAL_ENV={venv_cache}" in text
