@@ -171,10 +171,13 @@ def test_an_agent_start_stops_the_quiet_task_a_killed_agent_left_running(
             outsider.wait()
 
 
-def test_an_agent_restarted_under_its_name_takes_back_its_killed_runs_task_at_once(
-    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+@pytest.mark.parametrize("name", ["agent-a", "agent-b"])
+def test_an_agent_started_after_a_kill_takes_back_the_quiet_task_at_once(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path, name: str
 ) -> None:
-    """systemd's Restart= brings the agent back long before the task's heartbeat expires."""
+    """Long before the task's heartbeat expires: under the same name (systemd's Restart=), or
+    another (the default name is <host>-<pid>, new at each start by hand). The killed agent's
+    pid, gone, proves its task is nobody's."""
     slow = dataclasses.replace(config, lost_ttl=600.0)  # nothing here waits for the reaper
     record = enqueue(agent_store, project, "--sleep-first", "120", retries=1)
     first = start_agent(slow, tmp_path, "--queue", "q")
@@ -185,36 +188,7 @@ def test_an_agent_restarted_under_its_name_takes_back_its_killed_runs_task_at_on
         orphan = task_pid(agent_store, record.id)
         first.kill()
         assert not gone(orphan)  # quiet: it would hold its GPUs on
-        again = start_agent(slow, tmp_path, "--burst")  # same name
-        assert again.wait() == 0, again.output()
-        assert wait_for(lambda: gone(orphan), what="the killed run's task process to stop")
-    finally:
-        kill_all(first, again)
-        if orphan is not None:
-            kill_group(orphan)
-    done = agent_store.get(record.id)
-    assert (done.status, done.agent, done.attempt) == (TaskStatus.FINISHED, "agent-a", 1)
-    notes = [h.note for h in done.history]
-    # Its process proves it first; without one (preparing, or a container) its name would.
-    assert "agent agent-a died while the task was running, leaving its process running" in notes
-    assert f"stopping the processes of task {record.id}" in again.output()
-
-
-def test_an_agent_started_after_a_kill_under_another_name_takes_back_the_task_at_once(
-    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
-) -> None:
-    """The default name is <host>-<pid>, so a restart by hand has a new one: the killed
-    agent's pid, gone, still proves its task is nobody's."""
-    slow = dataclasses.replace(config, lost_ttl=600.0)  # nothing here waits for the reaper
-    record = enqueue(agent_store, project, "--sleep-first", "120", retries=1)
-    first = start_agent(slow, tmp_path, "--queue", "q")
-    again = None
-    orphan = None
-    try:
-        wait_status(agent_store, record.id, TaskStatus.RUNNING)
-        orphan = task_pid(agent_store, record.id)
-        first.kill()
-        again = start_agent(dataclasses.replace(slow, name="agent-b"), tmp_path, "--burst")
+        again = start_agent(dataclasses.replace(slow, name=name), tmp_path, "--burst")
         assert again.wait() == 0, again.output()
         assert wait_for(lambda: gone(orphan), what="the killed agent's task process to stop")
     finally:
@@ -222,7 +196,9 @@ def test_an_agent_started_after_a_kill_under_another_name_takes_back_the_task_at
         if orphan is not None:
             kill_group(orphan)
     done = agent_store.get(record.id)
-    assert (done.status, done.agent, done.attempt) == (TaskStatus.FINISHED, "agent-b", 1)
+    assert (done.status, done.agent, done.attempt) == (TaskStatus.FINISHED, name, 1)
+    notes = [h.note for h in done.history]
+    assert "agent agent-a died while the task was running, leaving its process running" in notes
     assert f"its agent agent-a (pid {first.proc.pid}) is gone" in again.output()
 
 
