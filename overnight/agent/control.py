@@ -5,8 +5,10 @@ task. Each tick it turns cancel requests into stop flags; every ``heartbeat_inte
 the tasks' heartbeats (the store's, RQ's executions) and the agent's registrations; every
 ``reap_interval`` it marks other agents' silent tasks lost (``store.reap_lost``); every
 ``report_interval`` it writes each running task's resource report so far to its record, so
-``overnight show`` has peak and mean during the run and a task whose agent dies keeps them. A Redis
-outage pauses all this with backoff; the tasks keep running meanwhile.
+``overnight show`` has peak and mean during the run and a task whose agent dies keeps them; every
+``stray_interval`` it stops the task processes on this host whose agent died (another agent
+sharing the workspace folder, never restarted) and marks their tasks lost. A Redis outage pauses
+all this with backoff; the tasks keep running meanwhile.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Control:
         *,
         tasks: Callable[[], list[ActiveTask]],
         info: Callable[[], AgentInfo],
+        strays: Callable[[], object] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -80,6 +83,9 @@ class Control:
         self._next_beat = 0.0
         self._next_reap = 0.0
         self._next_report = time.monotonic() + config.report_interval
+        self._strays = strays
+        self._next_strays = time.monotonic() + config.stray_interval  # the start just looked
+        self._strays_thread: threading.Thread | None = None
         self._thread = threading.Thread(target=self._run, name="overnight-control", daemon=True)
 
     def start(self) -> None:
@@ -134,6 +140,24 @@ class Control:
                 log.warning("marked lost (their agent went silent): %s", ", ".join(lost))
             self.worker.maintain()
             self._next_reap = now + self.config.reap_interval
+        if self._strays is not None and now >= self._next_strays:
+            self._next_strays = now + self.config.stray_interval
+            self._look_for_strays(self._strays)
+
+    def _look_for_strays(self, strays: Callable[[], object]) -> None:
+        """Run ``strays`` in a thread of its own (stopping a group waits for it to end), one
+        at a time."""
+        if self._strays_thread is not None and self._strays_thread.is_alive():
+            return
+
+        def look() -> None:
+            try:
+                strays()
+            except Exception:  # Redis away, a process that vanished: the next look retries
+                log.exception("looking for task processes of dead agents failed")
+
+        self._strays_thread = threading.Thread(target=look, name="overnight-strays", daemon=True)
+        self._strays_thread.start()
 
     def write_reports(self, tasks: list[ActiveTask]) -> None:
         """Store the resource report so far of every task that is running and has samples."""

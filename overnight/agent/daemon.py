@@ -30,7 +30,7 @@ from overnight.agent.environments.docker import DockerEnvironment
 from overnight.agent.gpus import GPUInventory
 from overnight.agent.hardware import hardware_info
 from overnight.agent.intake import Intake
-from overnight.agent.leftovers import remove_leftovers
+from overnight.agent.leftovers import Leftovers, remove_leftovers
 from overnight.agent.logsink import LogSink
 from overnight.agent.monitor import task_pids
 from overnight.agent.pipeline import Ending, Pipeline
@@ -98,7 +98,13 @@ class Daemon:
             is_active=lambda task_id: task_id in self._active,
         )
         self.control = Control(
-            config, store, worker, registry, tasks=self.active_tasks, info=self.info
+            config,
+            store,
+            worker,
+            registry,
+            tasks=self.active_tasks,
+            info=self.info,
+            strays=self._stop_orphans,
         )
 
     # -- the outside's handles ----------------------------------------------------------------
@@ -282,6 +288,11 @@ class Daemon:
         """Remove the task trees that agents killed on this host left (kept: adopted ones)."""
         active = frozenset(task.task_id for task in self.active_tasks())
         remove_leftovers(self.pipeline.workspaces, self.store, self.name, active)
+
+    def _stop_orphans(self) -> list[str]:
+        """Stop the task processes of agents that died on this host (of this workspace folder)."""
+        leftovers = Leftovers(self.pipeline.workspaces, self.store, self.name, frozenset())
+        return leftovers.stop_strays(orphans_only=True)
 
     def _unregister(self) -> None:
         try:

@@ -96,12 +96,13 @@ class Leftovers:
             return None
         return f"its task's agent {record.agent or '?'} is gone"
 
-    def stop_strays(self, grace: float = 5.0) -> list[str]:
+    def stop_strays(self, grace: float = 5.0, *, orphans_only: bool = False) -> list[str]:
         """Stop the process groups of tasks no agent runs any more; returns their task ids.
 
         A process whose agent (``OVERNIGHT_AGENT_PID``) is gone from this host is stopped
         whatever the records say, and its task, if that agent still holds it, is marked lost
-        at once: nobody reads its output or will record its end.
+        at once: nobody reads its output or will record its end. With ``orphans_only`` (a
+        running agent's periodic look) only those are stopped.
         """
         groups: dict[int, TaskProcess] = {}
         for found in _task_processes(self.workspaces):
@@ -116,6 +117,8 @@ class Leftovers:
                 why: str | None = f"its agent {found.agent or '?'} (pid {found.agent_pid}) is gone"
                 if found.agent:
                     orphaned[found.task_id] = found.agent
+            elif orphans_only:
+                continue
             else:
                 why = self.why_unused(found.task_id)
             if why is None:

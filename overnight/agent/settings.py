@@ -39,6 +39,7 @@ class AgentConfig:
     heartbeat_interval: float = 5.0  # seconds between a running task's heartbeats
     lost_ttl: float = 30.0  # a task whose heartbeat is older than this is lost
     reap_interval: float = 10.0  # seconds between looks for other agents' lost tasks
+    stray_interval: float = 60.0  # seconds between looks for task processes of dead agents here
     control_interval: float = 0.5  # seconds between looks for cancel requests
     dequeue_timeout: float = 1.0  # longest blocking pop before housekeeping runs again
     monitor_interval: float = 5.0  # seconds between resource samples of a running task
@@ -96,6 +97,7 @@ class AgentConfig:
             "dequeue_timeout",
             "monitor_interval",
             "report_interval",
+            "stray_interval",
         ):
             if getattr(self, field) <= 0:
                 raise ConfigError(f"{field} must be a positive number of seconds")

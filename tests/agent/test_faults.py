@@ -202,6 +202,32 @@ def test_an_agent_started_after_a_kill_takes_back_the_quiet_task_at_once(
     assert f"its agent agent-a (pid {first.proc.pid}) is gone" in again.output()
 
 
+def test_a_running_agent_stops_the_quiet_task_of_a_dead_neighbour_and_runs_it_again(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    """Two agents share a host and its workspace folder; one dies and is not restarted."""
+    slow = dataclasses.replace(config, lost_ttl=600.0, stray_interval=0.5)
+    record = enqueue(agent_store, project, "--sleep-first", "120", retries=1)
+    first = start_agent(slow, tmp_path, "--queue", "q")
+    neighbour = None
+    orphan = None
+    try:
+        wait_status(agent_store, record.id, TaskStatus.RUNNING)
+        orphan = task_pid(agent_store, record.id)
+        neighbour = serving = start_agent(dataclasses.replace(slow, name="agent-b"), tmp_path)
+        wait_for(lambda: "serving" in serving.output(), what="agent-b to serve")
+        first.kill()
+        assert wait_for(lambda: gone(orphan), what="the dead agent's task process to stop")
+        done = wait_status(agent_store, record.id, TaskStatus.FINISHED)
+        stop_cleanly(neighbour)
+    finally:
+        kill_all(first, neighbour)
+        if orphan is not None:
+            kill_group(orphan)
+    assert (done.agent, done.attempt) == ("agent-b", 1)
+    assert f"its agent agent-a (pid {first.proc.pid}) is gone" in neighbour.output()
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own, restartable without losing its data (saved on shutdown)."""
