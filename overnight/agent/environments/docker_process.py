@@ -114,8 +114,13 @@ class DockerProcess(Process):
 
     def remove(self) -> None:
         """Delete the container; call once its output and exit code are saved."""
-        with contextlib.suppress(docker.errors.NotFound):
+        try:
             self.container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: a removal of it is already in progress
+                raise
 
     def _signal(self, name: str) -> None:
         # 409: the container is not running any more, which is what stopping wants anyway

@@ -474,6 +474,31 @@ def test_supervise_streams_a_container_and_kills_it_after_the_grace(
     assert lines == ["started", "ignoring-term"]
 
 
+def test_removals_at_once_of_one_container_all_succeed(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    """The engine answers 409 to a removal while another is under way (the task's end and an
+    adoption's cleanup, say); that is no error."""
+    proc = start_script(docker_sandbox, tmp_path, "sleep 60")
+    handles = [DockerProcess(docker_sandbox.client.containers.get(proc.ident)) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def remove(handle: DockerProcess) -> None:
+        try:
+            handle.remove()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=remove, args=(handle,)) for handle in handles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with pytest.raises(docker.errors.NotFound):
+        docker_sandbox.client.containers.get(proc.ident).reload()
+
+
 def test_adopt_removes_install_containers_left_by_a_dead_build(
     docker_sandbox: DockerSandbox,
 ) -> None:
