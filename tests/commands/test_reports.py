@@ -21,7 +21,7 @@ from overnight.commands.reports import (
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
-from tests.fixtures.agents import Background, enqueue, wait_status
+from tests.fixtures.agents import Background, enqueue, wait_for, wait_status
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.gpus import cli_output, gpu_agent, wait_output
 from tests.fixtures.tasks import make_snapshot, redis_client, store
@@ -296,9 +296,15 @@ def test_reports_of_tasks_a_real_agent_ran(
         inventory.set_usage(0, utilization_pct=75.0, memory_used_mb=3000.0)  # the task's own
         top = wait_output(redis_url, "util 75 %", "top", "--once")
         assert f"GPU 0  {train.id[:12]}  util 75 %  mem 2.9 GB" in top
-        live = wait_output(redis_url, "GPU utilisation 75 %", "show", train.id)
-        now = next(line for line in live.splitlines() if line.startswith("now:"))
-        assert "CPU " in now and "RSS " in now and "GPU memory 2.9 GB" in now, now
+        # CPU use needs two samples of the process tree; the first has RSS and GPU only.
+        wanted = ("CPU ", "RSS ", "GPU memory 2.9 GB", "GPU utilisation 75 %")
+
+        def now_line() -> str | None:
+            shown = cli_output(redis_url, "show", train.id).splitlines()
+            now = next((line for line in shown if line.startswith("now:")), "")
+            return now if all(part in now for part in wanted) else None
+
+        wait_for(now_line, what=f"show's now: line to say {wanted}")
         assert f"{huge.id[:12]} huge: no agent offers 8 GPUs on queue gpu" in top
         listing = wait_output(redis_url, "no agent offers 8 GPUs on queue gpu", "ls")
         assert "queued !" in listing
