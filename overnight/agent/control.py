@@ -41,6 +41,8 @@ class ActiveTask:
     sink: LogSink
     canceled: threading.Event = dataclasses.field(default_factory=threading.Event)
     evicted: threading.Event = dataclasses.field(default_factory=threading.Event)  # agent stops
+    taken: threading.Event = dataclasses.field(default_factory=threading.Event)  # not ours now
+    taken_why: str = ""
     process: Process | None = None  # once started
     monitor: Monitor | None = None  # while it runs
 
@@ -55,7 +57,20 @@ class ActiveTask:
         return int(ident) if ident.isdigit() else None
 
     def should_stop(self) -> bool:
-        return self.canceled.is_set() or self.evicted.is_set()
+        return self.canceled.is_set() or self.evicted.is_set() or self.taken.is_set()
+
+    def take_away(self, agent: str, why: str) -> None:
+        """The task is no longer this run's (declared lost while its heartbeats lapsed): stop
+        the run and record nothing of it."""
+        if self.taken.is_set():
+            return
+        self.taken_why = (
+            f"agent {agent}'s heartbeats of this run (attempt {self.record.attempt + 1}) "
+            f"lapsed and the task was declared lost; {why}"
+        )
+        self.taken.set()
+        self.sink.line(f"[overnight] stopping this run: {self.taken_why}")
+        log.warning("task %s: stopping its run here: %s", self.task_id, self.taken_why)
 
 
 class Control:
@@ -124,7 +139,11 @@ class Control:
         if now >= self._next_beat:
             # Our own heartbeats first: after an outage, reaping must not take our tasks.
             for task in tasks:
-                self.store.heartbeat(task.task_id, self.worker.name, ttl=self.config.lost_ttl)
+                why = self.store.renew_heartbeat(
+                    task.task_id, self.worker.name, task.record.attempt, ttl=self.config.lost_ttl
+                )
+                if why is not None:
+                    task.take_away(self.worker.name, why)
             info = self._info()
             self.worker.heartbeat("busy" if tasks else "idle")
             self.registry.heartbeat(info, ttl=self._registry_ttl)

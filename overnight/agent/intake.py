@@ -127,6 +127,12 @@ class Intake:
         ):
             self._launch(record, held)  # claimed before an outage cut this call short
             return
+        if record.status is TaskStatus.QUEUED and self._is_active(task_id):
+            # This agent's run of an earlier attempt goes on: its heartbeats lapsed and the task
+            # was requeued. The next heartbeat stops that run; then the task can be taken again.
+            self.worker.push_back(claim)
+            self._skip[claim.queue.name] = time.monotonic() + RECHECK
+            return
         if record.status is not TaskStatus.QUEUED:
             log.info("task %s is %s, not queued; skipping it", task_id, record.status.value)
             self.worker.drop(claim)

@@ -161,6 +161,7 @@ class Pipeline:
                     task.task_id,
                     TaskStatus.RUNNING,
                     expect={TaskStatus.PREPARING},
+                    held_by=self.agent,
                     heartbeat_ttl=self.config.lost_ttl,
                     extra=extra,
                 )
@@ -263,6 +264,8 @@ class Pipeline:
         extra: dict[str, Any] | None = None,
         code: int | None = None,
     ) -> Ending:
+        if task.taken.is_set():
+            return Ending(TaskStatus.FAILED, phase, task.taken_why, code, recorded=False)
         if task.canceled.is_set():
             where = "while running" if phase is Phase.RUN else f"during {phase.value}"
             return Ending(TaskStatus.CANCELED, phase, None, code, f"canceled {where}", extra or {})
@@ -331,7 +334,12 @@ class Pipeline:
     def _write(self, task: ActiveTask, ending: Ending) -> None:
         if ending.status is TaskStatus.QUEUED:
             self.store.transition(
-                task.task_id, TaskStatus.QUEUED, expect=ACTIVE, at_front=True, note=ending.note
+                task.task_id,
+                TaskStatus.QUEUED,
+                expect=ACTIVE,
+                held_by=self.agent,
+                at_front=True,
+                note=ending.note,
             )
             return
         fields: dict[str, Any] = {"extra": ending.extra}
@@ -345,6 +353,7 @@ class Pipeline:
             task.task_id,
             ending.status,
             expect=ACTIVE,
+            held_by=self.agent,
             note=ending.note or (ending.error or ""),
             **fields,
         )

@@ -207,6 +207,95 @@ def test_a_task_stopped_along_with_its_agent_is_requeued_at_the_front(
     assert queue.job_ids == [record.id, behind.id]
 
 
+def _declare_lost(store: TaskStore, task_id: str) -> None:
+    """What the reaper does once an agent's heartbeats of a task lapsed (cut off from Redis)."""
+    store.transition(
+        task_id,
+        TaskStatus.LOST,
+        expect={TaskStatus.RUNNING},
+        note="agent agent-a stopped sending heartbeats",
+    )
+    store.requeue(task_id, note="attempt 2 of 2", new_attempt=True)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_run_whose_task_went_to_another_agent_is_stopped_and_not_recorded(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    record = enqueue(agent_store, project, "--wait-for", str(tmp_path / "never"), retries=1)
+    agent = Background(make_daemon(config))
+    try:
+        pid = task_pid(agent_store, record.id)
+        _declare_lost(agent_store, record.id)
+        for status in (TaskStatus.PREPARING, TaskStatus.RUNNING):  # agent-b takes it
+            agent_store.transition(record.id, status, agent="agent-b")
+        wait_for(lambda: _gone(pid), what="agent-a's run of the task to stop")
+        later = enqueue(agent_store, project)  # its CPU slot is free again
+        wait_status(agent_store, later.id, TaskStatus.FINISHED)
+    finally:
+        agent.stop(force=True)
+    now = agent_store.get(record.id)
+    assert (now.status, now.agent, now.attempt) == (TaskStatus.RUNNING, "agent-b", 1)
+    assert (
+        "[overnight] stopping this run: agent agent-a's heartbeats of this run (attempt 1) "
+        "lapsed and the task was declared lost; it is running on agent agent-b now, as attempt 2"
+    ) in log_text(agent_store, record.id)
+
+
+def test_a_run_whose_task_was_requeued_stops_before_the_agent_takes_the_task_again(
+    agent_store: TaskStore, project: Repo, config: AgentConfig
+) -> None:
+    """With a free slot the agent pops the requeued task while its old run goes on: it waits
+    for that run to stop instead of running the task twice."""
+    record = enqueue(agent_store, project, "--sleep-first", "120", retries=1)
+    agent = Background(make_daemon(with_fields(config, cpu_slots=2)))
+    try:
+        pid = task_pid(agent_store, record.id)
+        _declare_lost(agent_store, record.id)
+        done = wait_status(agent_store, record.id, TaskStatus.FINISHED)
+        assert _gone(pid)
+    finally:
+        agent.stop(force=True)
+    assert (done.agent, done.attempt) == ("agent-a", 1)
+    assert [h.status for h in done.history] == [
+        TaskStatus.QUEUED,
+        TaskStatus.PREPARING,
+        TaskStatus.RUNNING,
+        TaskStatus.LOST,
+        TaskStatus.QUEUED,
+        TaskStatus.PREPARING,
+        TaskStatus.RUNNING,
+        TaskStatus.FINISHED,
+    ]
+    assert "it is queued now, as attempt 2" in log_text(agent_store, record.id)
+
+
+def test_the_end_of_a_run_whose_task_went_elsewhere_is_not_written_over_the_new_run(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    """The run ends before a heartbeat could notice: the end's write checks the agent."""
+    flag = tmp_path / "flag"
+    record = enqueue(agent_store, project, "--wait-for", str(flag), retries=1)
+    agent = Background(make_daemon(with_fields(config, heartbeat_interval=30.0, lost_ttl=60.0)))
+    try:
+        task_pid(agent_store, record.id)
+        _declare_lost(agent_store, record.id)
+        agent_store.transition(record.id, TaskStatus.PREPARING, agent="agent-b")
+        flag.touch()
+        wait_for(lambda: not agent.daemon.active_tasks(), what="agent-a's run to end", timeout=20)
+    finally:
+        agent.stop(force=True)
+    now = agent_store.get(record.id)
+    assert (now.status, now.agent, now.attempt) == (TaskStatus.PREPARING, "agent-b", 1)
+
+
 def test_outside_its_windows_the_agent_takes_nothing(
     agent_store: TaskStore, project: Repo, config: AgentConfig
 ) -> None:
