@@ -22,6 +22,7 @@ from tests.fixtures.agents import (
     enqueue,
     log_text,
     make_daemon,
+    process_gone,
     run_burst,
     wait_for,
     wait_status,
@@ -218,14 +219,6 @@ def _declare_lost(store: TaskStore, task_id: str) -> None:
     store.requeue(task_id, note="attempt 2 of 2", new_attempt=True)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def test_a_run_whose_task_went_to_another_agent_is_stopped_and_not_recorded(
     agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
 ) -> None:
@@ -236,7 +229,7 @@ def test_a_run_whose_task_went_to_another_agent_is_stopped_and_not_recorded(
         _declare_lost(agent_store, record.id)
         for status in (TaskStatus.PREPARING, TaskStatus.RUNNING):  # agent-b takes it
             agent_store.transition(record.id, status, agent="agent-b")
-        wait_for(lambda: _gone(pid), what="agent-a's run of the task to stop")
+        wait_for(lambda: process_gone(pid), what="agent-a's run of the task to stop")
         later = enqueue(agent_store, project)  # its CPU slot is free again
         wait_status(agent_store, later.id, TaskStatus.FINISHED)
     finally:
@@ -260,7 +253,7 @@ def test_a_run_whose_task_was_requeued_stops_before_the_agent_takes_the_task_aga
         pid = task_pid(agent_store, record.id)
         _declare_lost(agent_store, record.id)
         done = wait_status(agent_store, record.id, TaskStatus.FINISHED)
-        assert _gone(pid)
+        assert process_gone(pid)
     finally:
         agent.stop(force=True)
     assert (done.agent, done.attempt) == ("agent-a", 1)

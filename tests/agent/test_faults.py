@@ -25,6 +25,7 @@ from tests.fixtures.agents import (
     agent_config,
     enqueue,
     log_text,
+    process_gone,
     start_agent,
     wait_for,
     wait_status,
@@ -56,14 +57,6 @@ def task_pid(store: TaskStore, task_id: str) -> int:
         lambda: re.search(r"^pid=(\d+)$", log_text(store, task_id), re.M), what="the task's pid"
     )
     return int(found.group(1))
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def kill_group(pid: int) -> None:
@@ -147,7 +140,7 @@ def test_an_agent_start_stops_the_quiet_task_a_killed_agent_left_running(
         orphan = task_pid(agent_store, record.id)
         first.kill()
         time.sleep(1.0)
-        assert not gone(orphan)  # quiet, it never notices its agent is gone
+        assert not process_gone(orphan)  # quiet, it never notices its agent is gone
         # A task process of another workspace folder (another agent, maybe another Redis).
         outsider = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(120)"],
@@ -158,7 +151,7 @@ def test_an_agent_start_stops_the_quiet_task_a_killed_agent_left_running(
         wait_for(lambda: agent_store.reap_lost() or None, what="the task to be marked lost")
         second = start_agent(dataclasses.replace(config, name="agent-b"), tmp_path, "--burst")
         assert second.wait() == 0, second.output()
-        assert wait_for(lambda: gone(orphan), what="the stray task process to stop")
+        assert wait_for(lambda: process_gone(orphan), what="the stray task process to stop")
         assert f"stopping the processes of task {record.id}" in second.output()
         assert outsider.poll() is None  # not in this agent's workspace folder: left alone
         assert not (config.workspace_path / "tasks" / record.id).exists()
@@ -187,10 +180,12 @@ def test_an_agent_started_after_a_kill_takes_back_the_quiet_task_at_once(
         wait_status(agent_store, record.id, TaskStatus.RUNNING)
         orphan = task_pid(agent_store, record.id)
         first.kill()
-        assert not gone(orphan)  # quiet: it would hold its GPUs on
+        assert not process_gone(orphan)  # quiet: it would hold its GPUs on
         again = start_agent(dataclasses.replace(slow, name=name), tmp_path, "--burst")
         assert again.wait() == 0, again.output()
-        assert wait_for(lambda: gone(orphan), what="the killed agent's task process to stop")
+        assert wait_for(
+            lambda: process_gone(orphan), what="the killed agent's task process to stop"
+        )
     finally:
         kill_all(first, again)
         if orphan is not None:
@@ -217,7 +212,7 @@ def test_a_running_agent_stops_the_quiet_task_of_a_dead_neighbour_and_runs_it_ag
         neighbour = serving = start_agent(dataclasses.replace(slow, name="agent-b"), tmp_path)
         wait_for(lambda: "serving" in serving.output(), what="agent-b to serve")
         first.kill()
-        assert wait_for(lambda: gone(orphan), what="the dead agent's task process to stop")
+        assert wait_for(lambda: process_gone(orphan), what="the dead agent's task process to stop")
         done = wait_status(agent_store, record.id, TaskStatus.FINISHED)
         stop_cleanly(neighbour)
     finally:
@@ -254,7 +249,7 @@ def test_redis_restart_mid_task_the_task_runs_on_and_its_end_is_recorded(
         client.shutdown(save=True)  # Redis goes away while the task runs
         assert own_redis.proc is not None
         own_redis.proc.wait(10)
-        wait_for(lambda: gone(pid), what="the task to end while Redis is away")
+        wait_for(lambda: process_gone(pid), what="the task to end while Redis is away")
         time.sleep(1.0)  # the agent tries to write the end and keeps retrying
         assert agent.proc.poll() is None, agent.output()
         own_redis.start()
@@ -332,7 +327,7 @@ def test_second_sigterm_stops_the_task_and_requeues_it_at_the_front(
         assert agent.wait() == 0, agent.output()
     finally:
         agent.kill()
-    assert gone(pid)
+    assert process_gone(pid)
     requeued = agent_store.get(running.id)
     assert requeued.status is TaskStatus.QUEUED
     assert "requeued at the front" in requeued.history[-1].note
