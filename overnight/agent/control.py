@@ -154,7 +154,7 @@ class Control:
             self._next_report = now + self.config.report_interval  # a failure waits its turn
             self.write_reports(tasks)
         if now >= self._next_reap:
-            lost = self.store.reap_lost()
+            lost = self.store.reap_lost(settle=self.config.lost_ttl + self.config.max_backoff)
             if lost:
                 log.warning("marked lost (their agent went silent): %s", ", ".join(lost))
             self.worker.maintain()

@@ -4,6 +4,10 @@ Every agent heartbeats its tasks (a key with a TTL). Any process may reap: every
 command does, and so do agents, so a dead agent's tasks are noticed without waiting for RQ's
 maintenance. Reaping costs one read of the small active sets and one EXISTS per active task.
 
+A Redis that restarts after an outage longer than a heartbeat's lifetime comes back with every
+heartbeat expired: for ``settle`` seconds after its start nothing is reaped, so agents reconnect
+and renew them first.
+
 An agent restarted under its name (after a SIGKILL, an OOM kill, a reboot) does not wait for
 its earlier run's heartbeats to expire: at start it marks that run's tasks lost at once.
 """
@@ -13,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
+import redis
+
 from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
 from overnight.queue.records import Phase, TaskRecord, TaskStatus
 
@@ -20,10 +26,17 @@ if TYPE_CHECKING:
     from overnight.queue.store import TaskStore
 
 ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
+REAP_SETTLE = 60.0
+"""Seconds a restarted Redis is left to agents before silent tasks count as lost: a heartbeat's
+lifetime (30 s) and an agent's longest wait between reconnect attempts (30 s)."""
 
 
-def reap_lost(store: TaskStore) -> list[str]:
-    """Mark tasks without a heartbeat ``lost``; requeue those with retries left. Returns their ids."""
+def reap_lost(store: TaskStore, settle: float = REAP_SETTLE) -> list[str]:
+    """Mark tasks without a heartbeat ``lost``; requeue those with retries left. Returns their ids.
+
+    Nothing is reaped while Redis has been up for less than ``settle`` seconds: heartbeats that
+    expired while it was down say nothing of their agents, which need that long to be back.
+    """
     from overnight.queue import keys
 
     ids = store.index.ids(ACTIVE)
@@ -33,6 +46,8 @@ def reap_lost(store: TaskStore) -> list[str]:
     for task_id in ids:
         pipe.exists(keys.heartbeat(task_id))
     silent = [task_id for task_id, alive in zip(ids, pipe.execute(), strict=True) if not alive]
+    if not silent or not _settled(store, settle):
+        return []
     lost = []
     for task_id in silent:
         try:
@@ -50,6 +65,17 @@ def reap_lost(store: TaskStore) -> list[str]:
         ):
             lost.append(task_id)
     return lost
+
+
+def _settled(store: TaskStore, settle: float) -> bool:
+    """Whether Redis has been up ``settle`` seconds (True where INFO is not allowed)."""
+    if settle <= 0:
+        return True
+    try:
+        uptime = store.redis.info("server").get("uptime_in_seconds")
+    except redis.ResponseError:  # a managed Redis that hides INFO: no way to tell
+        return True
+    return uptime is None or float(uptime) >= settle
 
 
 def reap_restarted(store: TaskStore, agent: str, keep: Collection[str] = ()) -> list[str]:

@@ -376,11 +376,12 @@ class TaskStore:
         where = f" on agent {record.agent}" if active and record.agent else ""
         return f"it is {record.status.value}{where} now, as attempt {record.attempt + 1}"
 
-    def reap_lost(self) -> list[str]:
-        """Mark preparing/running tasks whose heartbeat expired ``lost``; requeue as retries allow."""
-        from overnight.queue.reaper import reap_lost
+    def reap_lost(self, settle: float | None = None) -> list[str]:
+        """Mark preparing/running tasks whose heartbeat expired ``lost``; requeue as retries
+        allow. Not within ``settle`` seconds (default 60) of a Redis start."""
+        from overnight.queue.reaper import REAP_SETTLE, reap_lost
 
-        return reap_lost(self)
+        return reap_lost(self, REAP_SETTLE if settle is None else settle)
 
     def reap_restarted(self, agent: str, keep: Collection[str] = ()) -> list[str]:
         """Mark ``lost`` at once the active tasks of ``agent`` but ``keep``: its earlier run's,

@@ -111,7 +111,7 @@ def test_a_killed_agents_task_keeps_the_resource_report_written_while_it_ran(
         agent.kill()
 
         def reaped() -> TaskRecord | None:
-            agent_store.reap_lost()  # what any command does
+            agent_store.reap_lost(settle=0)  # what any command does
             now = agent_store.get(record.id)
             return now if now.status is TaskStatus.LOST else None
 
@@ -148,7 +148,7 @@ def test_an_agent_start_stops_the_quiet_task_a_killed_agent_left_running(
             env={**os.environ, "OVERNIGHT_TASK_ID": record.id},
             start_new_session=True,
         )
-        wait_for(lambda: agent_store.reap_lost() or None, what="the task to be marked lost")
+        wait_for(lambda: agent_store.reap_lost(settle=0) or None, what="the task to be marked lost")
         second = start_agent(dataclasses.replace(config, name="agent-b"), tmp_path, "--burst")
         assert second.wait() == 0, second.output()
         assert wait_for(lambda: process_gone(orphan), what="the stray task process to stop")
@@ -268,6 +268,37 @@ def test_redis_restart_mid_task_the_task_runs_on_and_its_end_is_recorded(
     finally:
         agent.kill()
         client.close()
+
+
+def test_a_redis_down_longer_than_heartbeats_live_costs_no_agent_its_task(
+    own_redis: RedisServer, project: Repo, tmp_path: Path, venv_cache: Path
+) -> None:
+    """Two agents; Redis comes back with every heartbeat expired, and whichever agent is back
+    first must not reap the other's task while that one is still waiting to reconnect."""
+    client = redis.Redis.from_url(own_redis.url)
+    store = TaskStore(client)
+    config = agent_config(own_redis.url, tmp_path / "agent", venv_cache, max_backoff=3.0)
+    records = [enqueue(store, project, "--ticks", "40") for _ in range(2)]
+    agents = [
+        start_agent(dataclasses.replace(config, name=name), tmp_path, "--queue", "q")
+        for name in ("agent-a", "agent-b")
+    ]
+    try:
+        for record in records:
+            wait_for(lambda r=record: "tick 2" in log_text(store, r.id), what="the tasks to tick")
+        assert {store.get(r.id).agent for r in records} == {"agent-a", "agent-b"}
+        client.shutdown(save=True)
+        assert own_redis.proc is not None
+        own_redis.proc.wait(10)
+        time.sleep(config.lost_ttl + 2.0)  # every heartbeat expires while Redis is down
+        own_redis.start()
+        done = [wait_status(store, r.id, TaskStatus.FINISHED, TaskStatus.LOST) for r in records]
+        for agent in agents:
+            stop_cleanly(agent)
+    finally:
+        kill_all(*agents)
+        client.close()
+    assert [d.status for d in done] == [TaskStatus.FINISHED] * 2, [d.history for d in done]
 
 
 def test_sigterm_finishes_the_running_task_and_takes_no_new_one(

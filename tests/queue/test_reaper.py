@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -9,6 +10,7 @@ from overnight.errors import InvalidTransition
 from overnight.queue import keys
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from tests.fixtures.services import RedisServer, free_port
 from tests.fixtures.tasks import make_snapshot
 
 
@@ -20,18 +22,18 @@ def test_task_whose_heartbeat_expires_is_lost(store: TaskStore) -> None:
     record = store.submit(make_snapshot(), TaskOptions())
     store.transition(record.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=0.05)
     time.sleep(0.1)
-    assert store.reap_lost() == [record.id]
+    assert store.reap_lost(settle=0) == [record.id]
     lost = store.get(record.id)
     assert lost.status is TaskStatus.LOST and lost.phase is Phase.AGENT
     assert lost.history[-1].note == "agent box stopped sending heartbeats"
-    assert store.reap_lost() == []
+    assert store.reap_lost(settle=0) == []
 
 
 def test_live_heartbeat_is_left_alone(store: TaskStore) -> None:
     record = store.submit(make_snapshot(), TaskOptions())
     store.transition(record.id, TaskStatus.PREPARING, agent="box")
     store.heartbeat(record.id, "box", ttl=60)
-    assert store.reap_lost() == []
+    assert store.reap_lost(settle=0) == []
     assert store.get(record.id).status is TaskStatus.PREPARING
 
 
@@ -43,7 +45,7 @@ def test_lost_task_with_retries_is_requeued_as_a_new_attempt(
     redis_client.lpop("rq:queue:gpu")
     store.transition(record.id, TaskStatus.RUNNING, agent="box")
     _expire(redis_client, record.id)
-    assert store.reap_lost() == [record.id]
+    assert store.reap_lost(settle=0) == [record.id]
     again = store.get(record.id)
     assert again.status is TaskStatus.QUEUED and again.attempt == 1
     assert [h.status for h in again.history][-2:] == [TaskStatus.LOST, TaskStatus.QUEUED]
@@ -53,7 +55,7 @@ def test_lost_task_with_retries_is_requeued_as_a_new_attempt(
 
     store.transition(record.id, TaskStatus.RUNNING, agent="box2")
     _expire(redis_client, record.id)
-    store.reap_lost()
+    store.reap_lost(settle=0)
     assert store.get(record.id).status is TaskStatus.LOST  # retries used up
     assert store.get(dependent.id).status is TaskStatus.CANCELED
 
@@ -72,7 +74,7 @@ def test_a_restarted_agent_loses_its_earlier_runs_tasks_at_once(
     store.transition(preparing.id, TaskStatus.PREPARING, agent="box", heartbeat_ttl=60)
     store.transition(adopted.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=60)
     store.transition(others.id, TaskStatus.RUNNING, agent="box-2", heartbeat_ttl=60)
-    assert store.reap_lost() == []  # their heartbeats say nothing is wrong
+    assert store.reap_lost(settle=0) == []  # their heartbeats say nothing is wrong
 
     assert sorted(store.reap_restarted("box", keep={adopted.id})) == sorted(
         [retried.id, preparing.id]
@@ -111,7 +113,7 @@ def test_renewing_a_heartbeat_says_when_the_run_is_no_longer_the_agents(
     assert store.renew_heartbeat(record.id, "box", 0, ttl=60) is None
     # box is cut off: its heartbeat expires, the task is reaped and requeued...
     _expire(redis_client, record.id)
-    assert store.reap_lost() == [record.id]
+    assert store.reap_lost(settle=0) == [record.id]
     assert store.renew_heartbeat(record.id, "box", 0, ttl=60) == "it is queued now, as attempt 2"
     assert not redis_client.exists(keys.heartbeat(record.id))  # a queued task has none
     # ... and taken by another agent
@@ -127,3 +129,29 @@ def test_renewing_a_heartbeat_says_when_the_run_is_no_longer_the_agents(
     assert redis_client.get(keys.heartbeat(record.id)) == b"box-2"
     # A task that is gone (a Redis that came back empty) is left to run.
     assert store.renew_heartbeat("0123456789ab", "box", 0, ttl=60) is None
+
+
+def test_nothing_is_reaped_while_a_restarted_redis_settles(tmp_path: Path) -> None:
+    """Down longer than heartbeats live, Redis comes back with all of them expired: agents get
+    ``settle`` seconds to reconnect before their silence counts."""
+    server = RedisServer(port=free_port(), workdir=tmp_path / "redis")
+    server.workdir.mkdir()
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        store = TaskStore(client)
+        record = store.submit(make_snapshot(), TaskOptions())
+        store.transition(record.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=0.5)
+        client.shutdown(save=True)
+        assert server.proc is not None
+        server.proc.wait(10)
+        time.sleep(1.0)  # down for longer than the heartbeat lives
+        server.start()
+        assert not client.exists(keys.heartbeat(record.id))
+        assert store.reap_lost(settle=2.0) == []  # its agent may still be reconnecting
+        assert store.get(record.id).status is TaskStatus.RUNNING
+        time.sleep(2.0)
+        assert store.reap_lost(settle=2.0) == [record.id]  # it did not come back
+    finally:
+        client.close()
+        server.stop()
