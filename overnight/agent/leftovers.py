@@ -31,6 +31,7 @@ import psutil
 from overnight.agent.workspace import Workspaces
 from overnight.errors import CorruptRecord, ReconstructError, TaskNotFound
 from overnight.queue import keys
+from overnight.queue.reaper import reap_orphaned, reap_restarted
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
 
@@ -128,7 +129,7 @@ class Leftovers:
             )
             _stop_group(pgid, grace)
             stopped.append(found.task_id)
-        lost = self.store.reap_orphaned(orphaned)
+        lost = reap_orphaned(self.store, orphaned)
         if lost:
             log.warning(
                 "marked lost the task(s) whose agent died, leaving them running here (requeued "
@@ -157,7 +158,7 @@ def remove_leftovers(
     lost the tasks this agent's earlier run left; the ids of the tasks whose trees went."""
     leftovers = Leftovers(workspaces, store, agent, active)
     leftovers.stop_strays()
-    lost = store.reap_restarted(agent, active)
+    lost = reap_restarted(store, agent, active)
     if lost:
         log.warning(
             "marked lost the task(s) agent %s ran when it died (requeued where retries are "

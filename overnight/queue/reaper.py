@@ -81,46 +81,38 @@ def _settled(store: TaskStore, settle: float) -> bool:
 def reap_restarted(store: TaskStore, agent: str, keep: Collection[str] = ()) -> list[str]:
     """Mark ``lost`` (requeued as retries allow) the preparing and running tasks of ``agent``
     but those in ``keep``, at once: called by an agent of that name at its start, once
-    registered, when no other agent of the name runs, so its earlier run died and
-    its tasks' heartbeats, still alive, say nothing. Returns their ids."""
-    lost = []
-    for task_id in store.index.ids(ACTIVE):
-        if task_id in keep:
-            continue
-        try:
-            record = store.get(task_id)
-        except (TaskNotFound, CorruptRecord):
-            continue
-        if record.agent != agent:
-            continue
-        if _lose(
-            store,
-            record,
-            note=f"agent {agent} restarted while the task was {record.status.value}",
-            error=f"agent {agent} died while the task was {record.status.value}",
-            why=f"after agent {agent} died",
-            held_by=agent,
-        ):
-            lost.append(task_id)
-    return lost
+    registered, when no other agent of the name runs, so its earlier run died and its tasks'
+    heartbeats, still alive, say nothing. Returns their ids."""
+    held = {task_id: agent for task_id in store.index.ids(ACTIVE) if task_id not in keep}
+    return _lose_held(store, held, "agent {agent} restarted while the task was {status}")
 
 
 def reap_orphaned(store: TaskStore, orphans: Mapping[str, str]) -> list[str]:
     """Mark ``lost`` at once (requeued as retries allow) each task of ``orphans`` (task id ->
     agent) that agent still holds: the agent's process is gone from the host where the
     task's process was found. Returns their ids."""
+    return _lose_held(
+        store,
+        orphans,
+        "agent {agent} died while the task was {status}, leaving its process running",
+    )
+
+
+def _lose_held(store: TaskStore, held: Mapping[str, str], note: str) -> list[str]:
+    """Lose each task (id -> agent) that its agent, known dead, still holds; ``note`` is
+    formatted with ``agent`` and ``status``."""
     lost = []
-    for task_id, agent in orphans.items():
+    for task_id, agent in held.items():
         try:
             record = store.get(task_id)
         except (TaskNotFound, CorruptRecord):
             continue
+        status = record.status.value
         if record.agent == agent and _lose(
             store,
             record,
-            note=f"agent {agent} died while the task was {record.status.value}, leaving "
-            "its process running",
-            error=f"agent {agent} died while the task was {record.status.value}",
+            note=note.format(agent=agent, status=status),
+            error=f"agent {agent} died while the task was {status}",
             why=f"after agent {agent} died",
             held_by=agent,
         ):

@@ -383,20 +383,6 @@ class TaskStore:
 
         return reap_lost(self, REAP_SETTLE if settle is None else settle)
 
-    def reap_restarted(self, agent: str, keep: Collection[str] = ()) -> list[str]:
-        """Mark ``lost`` at once the active tasks of ``agent`` but ``keep``: its earlier run's,
-        at the start of an agent of that name; requeue as retries allow."""
-        from overnight.queue.reaper import reap_restarted
-
-        return reap_restarted(self, agent, keep)
-
-    def reap_orphaned(self, orphans: Mapping[str, str]) -> list[str]:
-        """Mark ``lost`` at once the tasks (task id -> agent) whose agent died on the host where
-        their process was found; requeue as retries allow."""
-        from overnight.queue.reaper import reap_orphaned
-
-        return reap_orphaned(self, orphans)
-
     def known_queues(self) -> list[str]:
         return sorted(replies.text(q) for q in self.redis.smembers(keys.QUEUES))
 

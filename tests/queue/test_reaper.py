@@ -8,6 +8,7 @@ import redis
 
 from overnight.errors import InvalidTransition
 from overnight.queue import keys
+from overnight.queue.reaper import reap_restarted
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.services import RedisServer, free_port
@@ -76,7 +77,7 @@ def test_a_restarted_agent_loses_its_earlier_runs_tasks_at_once(
     store.transition(others.id, TaskStatus.RUNNING, agent="box-2", heartbeat_ttl=60)
     assert store.reap_lost(settle=0) == []  # their heartbeats say nothing is wrong
 
-    assert sorted(store.reap_restarted("box", keep={adopted.id})) == sorted(
+    assert sorted(reap_restarted(store, "box", keep={adopted.id})) == sorted(
         [retried.id, preparing.id]
     )
     again = store.get(retried.id)
@@ -93,7 +94,7 @@ def test_a_restarted_agent_loses_its_earlier_runs_tasks_at_once(
     assert not redis_client.exists(keys.heartbeat(preparing.id))
     assert store.get(adopted.id).status is TaskStatus.RUNNING
     assert store.get(others.id).status is TaskStatus.RUNNING
-    assert store.reap_restarted("box", keep={adopted.id}) == []
+    assert reap_restarted(store, "box", keep={adopted.id}) == []
 
 
 def test_a_task_that_changed_hands_is_not_lost_by_its_former_agent(store: TaskStore) -> None:
