@@ -26,6 +26,7 @@ from overnight.agent.reconnect import CONNECTION_ERRORS, Backoff
 from overnight.agent.settings import AgentConfig
 from overnight.agent.worker import AgentWorker
 from overnight.queue.agents import AgentInfo, AgentRegistry
+from overnight.queue.heartbeats import renew_heartbeat
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
@@ -42,6 +43,7 @@ class ActiveTask:
     canceled: threading.Event = dataclasses.field(default_factory=threading.Event)
     evicted: threading.Event = dataclasses.field(default_factory=threading.Event)  # agent stops
     taken: threading.Event = dataclasses.field(default_factory=threading.Event)  # not ours now
+    ended: threading.Event = dataclasses.field(default_factory=threading.Event)  # being recorded
     taken_why: str = ""
     process: Process | None = None  # once started
     monitor: Monitor | None = None  # while it runs
@@ -139,10 +141,14 @@ class Control:
         if now >= self._next_beat:
             # Our own heartbeats first: after an outage, reaping must not take our tasks.
             for task in tasks:
-                why = self.store.renew_heartbeat(
-                    task.task_id, self.worker.name, task.record.attempt, ttl=self.config.lost_ttl
+                why = renew_heartbeat(
+                    self.store,
+                    task.task_id,
+                    self.worker.name,
+                    task.record.attempt,
+                    ttl=self.config.lost_ttl,
                 )
-                if why is not None:
+                if why is not None and not task.ended.is_set():  # its end is being written
                     task.take_away(self.worker.name, why)
             info = self._info()
             self.worker.heartbeat("busy" if tasks else "idle")

@@ -311,6 +311,7 @@ class Pipeline:
 
     def _record(self, task: ActiveTask, ending: Ending) -> None:
         """Write the ending once Redis answers (logs first), then free the workspace."""
+        task.ended.set()  # the run is over: what its heartbeats find is for this write to judge
         if ending.status.is_final and ending.error:
             where = f" in {ending.phase.value}" if ending.phase is not None else ""
             task.sink.line(f"[overnight] {ending.status.value}{where}: {ending.error}")

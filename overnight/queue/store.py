@@ -350,32 +350,6 @@ class TaskStore:
         """Say that ``agent`` still works on the task; without one for ``ttl`` s it is lost."""
         self.redis.set(keys.heartbeat(task_id), agent, px=max(1, int(ttl * 1000)))
 
-    def renew_heartbeat(
-        self, task_id: str, agent: str, attempt: int, ttl: float = HEARTBEAT_TTL
-    ) -> str | None:
-        """Renew ``agent``'s heartbeat of its run (``attempt``) of the task; None while the
-        task is still that run's, else what the task is now. An agent whose heartbeats lapsed
-        (cut off from Redis, stalled) may find it declared lost meanwhile, requeued, maybe
-        running elsewhere. A task that is gone (a Redis that came back empty) is left to run."""
-        key = keys.heartbeat(task_id)
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.set(key, agent, px=max(1, int(ttl * 1000)))
-            old = pipe.execute()[0]
-        if old is not None and replies.text(old) == agent:
-            return None  # nobody else wrote it, so the run is still ours
-        try:
-            record = self.get(task_id)
-        except (TaskNotFound, CorruptRecord):
-            return None
-        active = record.status in _ACTIVE
-        if active and record.agent == agent and record.attempt == attempt:
-            return None
-        if not active:
-            self.redis.delete(key)  # only preparing and running tasks have one
-        where = f" on agent {record.agent}" if active and record.agent else ""
-        return f"it is {record.status.value}{where} now, as attempt {record.attempt + 1}"
-
     def reap_lost(self, settle: float | None = None) -> list[str]:
         """Mark preparing/running tasks whose heartbeat expired ``lost``; requeue as retries
         allow. Not within ``settle`` seconds (default 60) of a Redis start."""

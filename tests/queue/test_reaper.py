@@ -106,32 +106,6 @@ def test_a_task_that_changed_hands_is_not_lost_by_its_former_agent(store: TaskSt
     assert store.get(record.id).status is TaskStatus.RUNNING
 
 
-def test_renewing_a_heartbeat_says_when_the_run_is_no_longer_the_agents(
-    store: TaskStore, redis_client: redis.Redis
-) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(retries=2))
-    store.transition(record.id, TaskStatus.RUNNING, agent="box")
-    assert store.renew_heartbeat(record.id, "box", 0, ttl=60) is None
-    # box is cut off: its heartbeat expires, the task is reaped and requeued...
-    _expire(redis_client, record.id)
-    assert store.reap_lost(settle=0) == [record.id]
-    assert store.renew_heartbeat(record.id, "box", 0, ttl=60) == "it is queued now, as attempt 2"
-    assert not redis_client.exists(keys.heartbeat(record.id))  # a queued task has none
-    # ... and taken by another agent
-    store.transition(record.id, TaskStatus.PREPARING, agent="box-2")
-    assert (
-        store.renew_heartbeat(record.id, "box", 0, ttl=60)
-        == "it is preparing on agent box-2 now, as attempt 2"
-    )
-    assert store.renew_heartbeat(record.id, "box-2", 1, ttl=60) is None
-    # A heartbeat that expired while the run is still the agent's: renewed, nothing else.
-    _expire(redis_client, record.id)
-    assert store.renew_heartbeat(record.id, "box-2", 1, ttl=60) is None
-    assert redis_client.get(keys.heartbeat(record.id)) == b"box-2"
-    # A task that is gone (a Redis that came back empty) is left to run.
-    assert store.renew_heartbeat("0123456789ab", "box", 0, ttl=60) is None
-
-
 def test_nothing_is_reaped_while_a_restarted_redis_settles(tmp_path: Path) -> None:
     """Down longer than heartbeats live, Redis comes back with all of them expired: agents get
     ``settle`` seconds to reconnect before their silence counts."""
