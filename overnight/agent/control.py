@@ -62,13 +62,13 @@ class ActiveTask:
         return self.canceled.is_set() or self.evicted.is_set() or self.taken.is_set()
 
     def take_away(self, agent: str, why: str) -> None:
-        """The task is no longer this run's (declared lost while its heartbeats lapsed): stop
-        the run and record nothing of it."""
+        """The task is no longer this run's (declared lost, or canceled, while its heartbeats
+        lapsed): stop the run and record nothing of it."""
         if self.taken.is_set():
             return
         self.taken_why = (
             f"agent {agent}'s heartbeats of this run (attempt {self.record.attempt + 1}) "
-            f"lapsed and the task was declared lost; {why}"
+            f"lapsed, and the task went on without it: {why}"
         )
         self.taken.set()
         self.sink.line(f"[overnight] stopping this run: {self.taken_why}")

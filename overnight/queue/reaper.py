@@ -130,19 +130,27 @@ def _lose(
     only_if_silent: bool = False,
     held_by: str | None = None,
 ) -> bool:
-    """Mark the task lost and requeue it if it has retries left; False when it moved on."""
-    retry = record.attempt < record.options.retries
+    """Mark the task lost and requeue it if it has retries left; False when it moved on.
+
+    A task whose cancel was requested (its agent vanished before it could stop it) is canceled
+    instead, and never requeued.
+    """
+    if store.cancel_requested(record.id):
+        status, retry = TaskStatus.CANCELED, False
+        note, error = f"{note}; canceled as requested, not run again", ""
+    else:
+        status, retry = TaskStatus.LOST, record.attempt < record.options.retries
     try:
         record = store.transition(
             record.id,
-            TaskStatus.LOST,
+            status,
             note=note,
             expect=ACTIVE,
             only_if_silent=only_if_silent,
             held_by=held_by,
             release=not retry,
             phase=Phase.AGENT,
-            error=error,
+            error=error or None,
         )
     except InvalidTransition:
         return False  # it heartbeated, ended or changed hands meanwhile, or was reaped

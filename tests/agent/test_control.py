@@ -64,6 +64,6 @@ def test_a_heartbeat_that_finds_the_task_moved_on_stops_the_run_unless_it_ended(
     assert task.should_stop() is not ended
     if not ended:
         assert task.taken_why == (
-            "agent agent-a's heartbeats of this run (attempt 1) lapsed and the task was declared "
-            "lost; it is lost now, as attempt 1"
+            "agent agent-a's heartbeats of this run (attempt 1) lapsed, and the task went on "
+            "without it: it is lost now, as attempt 1"
         )

@@ -238,7 +238,7 @@ def test_a_run_whose_task_went_to_another_agent_is_stopped_and_not_recorded(
     assert (now.status, now.agent, now.attempt) == (TaskStatus.RUNNING, "agent-b", 1)
     assert (
         "[overnight] stopping this run: agent agent-a's heartbeats of this run (attempt 1) "
-        "lapsed and the task was declared lost; it is running on agent agent-b now, as attempt 2"
+        "lapsed, and the task went on without it: it is running on agent agent-b now, as attempt 2"
     ) in log_text(agent_store, record.id)
 
 

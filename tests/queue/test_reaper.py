@@ -130,3 +130,19 @@ def test_nothing_is_reaped_while_a_restarted_redis_settles(tmp_path: Path) -> No
     finally:
         client.close()
         server.stop()
+
+
+def test_a_lost_task_whose_cancel_was_requested_is_canceled_not_retried(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    record = store.submit(make_snapshot(), TaskOptions(retries=3))
+    store.transition(record.id, TaskStatus.RUNNING, agent="box")
+    store.request_cancel(record.id)  # flagged for box, which vanishes before it sees the flag
+    _expire(redis_client, record.id)
+    assert store.reap_lost(settle=0) == [record.id]
+    canceled = store.get(record.id)
+    assert (canceled.status, canceled.attempt, canceled.error) == (TaskStatus.CANCELED, 0, None)
+    assert canceled.history[-1].note == (
+        "agent box stopped sending heartbeats; canceled as requested, not run again"
+    )
+    assert redis_client.llen("rq:queue:default") == 0
