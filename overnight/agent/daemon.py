@@ -42,6 +42,7 @@ from overnight.agent.worker import AgentWorker
 from overnight.agent.workspace import Workspaces
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.connection import connect, persistence_warning
+from overnight.queue.durations import format_duration
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
@@ -139,7 +140,9 @@ class Daemon:
 
     def info(self) -> AgentInfo:
         tasks = self.active_tasks()
-        state = DRAINING if self.draining else PAUSED if self.paused else BUSY if tasks else IDLE
+        hold = self.pipeline.hold.current()
+        paused = self.paused or hold is not None
+        state = DRAINING if self.draining else PAUSED if paused else BUSY if tasks else IDLE
         return AgentInfo(
             name=self.name,
             host=socket.gethostname(),
@@ -159,6 +162,7 @@ class Daemon:
                     **self.windows.to_dict(),
                     "state": self.windows.describe(self.clock.now()),
                 },
+                **({"hold": _describe_hold(*hold)} if hold is not None else {}),
             },
         )
 
@@ -197,6 +201,9 @@ class Daemon:
         if self.paused:
             if burst and not self.active_tasks():
                 return True
+            self._wait()
+            return False
+        if self.pipeline.hold.current() is not None:  # a full disk, met a moment ago
             self._wait()
             return False
         skip = self.intake.skipped()
@@ -341,3 +348,7 @@ def create_daemon(
         inventory=inventory,
         clock=clock,
     )
+
+
+def _describe_hold(reason: str, left: float) -> str:
+    return f"{reason}; taking tasks again in {format_duration(left)}"

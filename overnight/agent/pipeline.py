@@ -26,6 +26,7 @@ from overnight.agent.environments.docker import DockerEnvironment
 from overnight.agent.environments.docker_process import DockerProcess
 from overnight.agent.gpus import FakeInventory, GPUInventory
 from overnight.agent.hardware import hardware_info
+from overnight.agent.hostfaults import FaultHold, host_fault
 from overnight.agent.monitor import (
     DockerStatsSampler,
     GPUProbe,
@@ -48,6 +49,7 @@ from overnight.errors import (
     TaskNotFound,
     TaskRunError,
 )
+from overnight.queue.durations import format_duration
 from overnight.queue.records import Phase, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.spec import Snapshot
@@ -104,6 +106,7 @@ class Pipeline:
         self.inventory = inventory or FakeInventory()
         self.gpu_probe = GPUProbe(self.inventory, warn=log.warning)
         self.stopping = threading.Event()  # the agent was asked to stop (drain or evict)
+        self.hold = FaultHold(config.fault_pause)  # no new tasks for a while after a host fault
 
     def run(self, task: ActiveTask) -> Ending:
         """Run ``task`` to its end and record it; never raises."""
@@ -176,6 +179,9 @@ class Pipeline:
             if task.should_stop() or self._shutting_down():
                 return self._stopped(task, phase, extra)
             phase = next((p for cls, p in _PHASE_OF if isinstance(exc, cls)), phase)
+            fault = host_fault(exc)  # the run's own exit is no OvernightError: never one
+            if fault is not None:
+                return self._host_fault(task, fault, phase, exc)
             return Ending(TaskStatus.FAILED, phase, _one_line(exc), extra=extra)
         return self._ended(task, outcome, extra)
 
@@ -250,6 +256,25 @@ class Pipeline:
         if code == 0:
             return Ending(TaskStatus.FINISHED, exit_code=0, extra=extra)
         return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
+
+    def _host_fault(self, task: ActiveTask, fault: str, phase: Phase, exc: BaseException) -> Ending:
+        """Put the task back at the front and hold off new tasks: the host is at fault."""
+        self.hold.hold(f"{fault} during {phase.value}")
+        pause = format_duration(self.config.fault_pause)
+        task.sink.line(f"[overnight] {_one_line(exc)}")
+        log.warning(
+            "task %s: %s during %s; it goes back to the front of its queue and this agent takes "
+            "no task for %s",
+            task.task_id,
+            fault,
+            phase.value,
+            pause,
+        )
+        return Ending(
+            TaskStatus.QUEUED,
+            note=f"agent {self.agent}: {fault} during {phase.value}; requeued at the front, "
+            f"the agent pauses {pause}",
+        )
 
     def _shutting_down(self) -> bool:
         """Whether the agent is stopping, its stop signal given a moment to arrive: a service

@@ -40,6 +40,7 @@ class AgentConfig:
     lost_ttl: float = 30.0  # a task whose heartbeat is older than this is lost
     reap_interval: float = 10.0  # seconds between looks for other agents' lost tasks
     stray_interval: float = 60.0  # seconds between looks for task processes of dead agents here
+    fault_pause: float = 300.0  # seconds without new tasks after a full disk met while preparing
     control_interval: float = 0.5  # seconds between looks for cancel requests
     dequeue_timeout: float = 1.0  # longest blocking pop before housekeeping runs again
     monitor_interval: float = 5.0  # seconds between resource samples of a running task
@@ -98,6 +99,7 @@ class AgentConfig:
             "monitor_interval",
             "report_interval",
             "stray_interval",
+            "fault_pause",
         ):
             if getattr(self, field) <= 0:
                 raise ConfigError(f"{field} must be a positive number of seconds")

@@ -120,6 +120,8 @@ def agent_notes(info: AgentInfo) -> list[str]:
     windows = info.extra.get("windows")
     if isinstance(windows, Mapping) and windows.get("state"):
         notes.append(f"windows: {windows['state']}")
+    if info.extra.get("hold"):
+        notes.append(f"paused after a host fault: {info.extra['hold']}")
     slots = info.extra.get("slots")
     gpus = slots.get("gpus") if isinstance(slots, Mapping) else None
     if isinstance(gpus, Mapping):
