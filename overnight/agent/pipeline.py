@@ -60,6 +60,8 @@ ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
 _POLITE = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SHUTDOWN_EXITS = frozenset({-s for s in _POLITE} | {128 + s for s in _POLITE})
 """Exit codes of a command a service manager or a shell stopped (128 + n: through a shell)."""
+MAX_HOST_FAULTS = 3
+"""Host faults (a full disk) a task may meet before it fails instead of going back again."""
 STOP_SIGNAL_WAIT = 0.5
 """Seconds a failure waits for the agent's own stop signal: systemd signals all at once."""
 FIRST_SAMPLE = 1.0  # seconds from a task's start to its first resource sample, at most
@@ -83,6 +85,7 @@ class Ending:
     note: str = ""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     recorded: bool = True  # False: the record moved on without us (declared lost meanwhile)
+    host_faults: int = 0  # queued after a host fault: how many the task has met so far
 
 
 class Pipeline:
@@ -258,10 +261,17 @@ class Pipeline:
         return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
 
     def _host_fault(self, task: ActiveTask, fault: str, phase: Phase, exc: BaseException) -> Ending:
-        """Put the task back at the front and hold off new tasks: the host is at fault."""
+        """Put the task back at the front and hold off new tasks: the host is at fault. A task
+        that met ``MAX_HOST_FAULTS`` of them fails: it may never fit (an environment larger
+        than any agent's disk)."""
         self.hold.hold(f"{fault} during {phase.value}")
         pause = format_duration(self.config.fault_pause)
         task.sink.line(f"[overnight] {_one_line(exc)}")
+        met = int(task.record.extra.get("host_faults", 0)) + 1
+        if met >= MAX_HOST_FAULTS:
+            return Ending(
+                TaskStatus.FAILED, phase, f"{_one_line(exc)} ({met} times, each on a full disk)"
+            )
         log.warning(
             "task %s: %s during %s; it goes back to the front of its queue and this agent takes "
             "no task for %s",
@@ -274,6 +284,7 @@ class Pipeline:
             TaskStatus.QUEUED,
             note=f"agent {self.agent}: {fault} during {phase.value}; requeued at the front, "
             f"the agent pauses {pause}",
+            host_faults=met,
         )
 
     def _shutting_down(self) -> bool:
@@ -359,6 +370,7 @@ class Pipeline:
 
     def _write(self, task: ActiveTask, ending: Ending) -> None:
         if ending.status is TaskStatus.QUEUED:
+            kept: dict[str, Any] = {"host_faults": ending.host_faults} if ending.host_faults else {}
             self.store.transition(
                 task.task_id,
                 TaskStatus.QUEUED,
@@ -366,6 +378,7 @@ class Pipeline:
                 held_by=self.agent,
                 at_front=True,
                 note=ending.note,
+                extra=kept,  # a queued task keeps no run's extra; this count it keeps
             )
             return
         fields: dict[str, Any] = {"extra": ending.extra}

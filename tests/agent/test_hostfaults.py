@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import shutil
 from pathlib import Path
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 
 from overnight.agent.hostfaults import FaultHold, host_fault
+from overnight.agent.pipeline import MAX_HOST_FAULTS
 from overnight.agent.settings import AgentConfig
 from overnight.errors import EnvironmentBuildError, ReconstructError, TaskRunError
-from overnight.queue.records import TaskStatus
+from overnight.queue.records import Phase, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import Background, agent_config, enqueue, make_daemon, wait_status
 from tests.fixtures.gitrepo import Repo
@@ -66,14 +68,9 @@ def config(redis_url: str, tmp_path: Path, venv_cache: Path) -> AgentConfig:
     return agent_config(redis_url, tmp_path / "agent", venv_cache, fault_pause=2.0)
 
 
-def test_a_full_disk_pauses_the_agent_and_costs_no_task(
-    agent_store: TaskStore,
-    project: Repo,
-    config: AgentConfig,
-    redis_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def full_disk(config: AgentConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """While the returned file exists, copying a task's tree meets a full disk (a real ENOSPC)."""
     full = tmp_path / "disk-is-full"
     full.touch()
     tasks_dir = config.workspace_path / "tasks"
@@ -85,6 +82,12 @@ def test_a_full_disk_pauses_the_agent_and_costs_no_task(
         return copyfile(src, dst, **kwargs)
 
     monkeypatch.setattr(shutil, "copyfile", copy_to_a_full_disk)
+    return full
+
+
+def test_a_full_disk_pauses_the_agent_and_costs_no_task(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, redis_url: str, full_disk: Path
+) -> None:
     first, second = (enqueue(agent_store, project) for _ in range(2))
     agent = Background(make_daemon(config))
     try:
@@ -95,7 +98,7 @@ def test_a_full_disk_pauses_the_agent_and_costs_no_task(
         )
         assert agent_store.get(first.id).status is TaskStatus.QUEUED
         assert agent_store.get(second.id).status is TaskStatus.QUEUED  # not tried meanwhile
-        full.unlink()  # space freed: after its pause the agent goes on
+        full_disk.unlink()  # space freed: after its pause the agent goes on
         done = [wait_status(agent_store, t.id, TaskStatus.FINISHED) for t in (first, second)]
     finally:
         agent.stop(force=True)
@@ -106,3 +109,21 @@ def test_a_full_disk_pauses_the_agent_and_costs_no_task(
     ) in notes
     assert done[0].started is not None and done[1].started is not None
     assert done[0].started <= done[1].started  # it kept its place at the front
+
+
+def test_a_task_that_meets_a_full_disk_again_and_again_fails(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, full_disk: Path
+) -> None:
+    """It may never fit: it must not hold the queue's front for good."""
+    record = enqueue(agent_store, project)
+    agent = Background(make_daemon(dataclasses.replace(config, fault_pause=0.3)))
+    try:
+        failed = wait_status(agent_store, record.id, TaskStatus.FAILED)
+    finally:
+        agent.stop(force=True)
+    assert failed.phase is Phase.WORKSPACE
+    assert failed.error is not None
+    assert "No space left on device" in failed.error, failed.error
+    assert failed.error.endswith(f"({MAX_HOST_FAULTS} times, each on a full disk)")
+    requeued = [h for h in failed.history if "requeued at the front" in h.note]
+    assert len(requeued) == MAX_HOST_FAULTS - 1
