@@ -202,9 +202,8 @@ def test_a_process_whose_agent_is_gone_is_stopped_and_its_task_lost_at_once(
     workspaces = Workspaces(tmp_path / "ws")
     dead_agent = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_agent.wait()
-    orphan = agent_store.submit(
-        make_snapshot(), TaskOptions(queue="q", retries=1)
-    ).id  # its agent agent-x was killed a moment ago
+    # Its agent agent-x was killed a moment ago: the heartbeat lives on for a while.
+    orphan = agent_store.submit(make_snapshot(), TaskOptions(queue="q", retries=1)).id
     agent_store.transition(orphan, TaskStatus.RUNNING, agent="agent-x", heartbeat_ttl=600)
     watched = _running(agent_store, project, "agent-b")  # its agent, this process, is alive
     agent_store.heartbeat(watched, "agent-b", ttl=600)
