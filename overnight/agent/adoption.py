@@ -15,14 +15,12 @@ from overnight.agent.control import ActiveTask
 from overnight.agent.environments.docker import AdoptedTask, DockerEnvironment
 from overnight.agent.pipeline import Ending
 from overnight.errors import CorruptRecord, TaskNotFound
-from overnight.queue.records import TaskStatus
+from overnight.queue.records import ACTIVE_STATUSES
 
 if TYPE_CHECKING:
     from overnight.agent.daemon import Daemon
 
 log = logging.getLogger(__name__)
-
-ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
 
 
 def adopt_containers(daemon: Daemon, environment: DockerEnvironment) -> list[str]:
@@ -37,7 +35,7 @@ def adopt_containers(daemon: Daemon, environment: DockerEnvironment) -> list[str
             log.warning("removing container of task %s: %s", found.task_id or "?", exc)
             found.process.remove()
             continue
-        if record.status not in ACTIVE or record.agent != daemon.name:
+        if record.status not in ACTIVE_STATUSES or record.agent != daemon.name:
             log.warning(
                 "removing container of task %s: it is %s%s",
                 record.id,

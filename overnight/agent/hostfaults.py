@@ -1,10 +1,11 @@
 """Faults of the agent's host, not of the task: a full disk, a used-up quota.
 
 A task that meets one while its tree or environment is made, or its process or container is
-started, is put back at the front of its queue instead of failed, and the agent takes no task for ``fault_pause`` seconds (``overnight
-workers`` says why and until when), then tries again. So a full disk costs a sweep a pause, not
-every one of its tasks a failure; a task that meets one for the third time fails (it may never
-fit). A run that fills the disk itself fails as usual: that may be its own doing.
+started, is put back at the front of its queue instead of failed, and the agent takes no task
+for ``fault_pause`` seconds (``overnight workers`` says why and until when), then tries again.
+So a full disk costs a sweep a pause, not every one of its tasks a failure; a task that meets
+one for the third time fails (it may never fit). A run that fills the disk itself fails as
+usual: that may be its own doing.
 """
 
 from __future__ import annotations

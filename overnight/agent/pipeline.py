@@ -50,13 +50,12 @@ from overnight.errors import (
     TaskRunError,
 )
 from overnight.queue.durations import format_duration
-from overnight.queue.records import Phase, TaskStatus
+from overnight.queue.records import ACTIVE_STATUSES, Phase, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.spec import Snapshot
 
 log = logging.getLogger(__name__)
 
-ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
 _POLITE = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SHUTDOWN_EXITS = frozenset({-s for s in _POLITE} | {128 + s for s in _POLITE})
 """Exit codes of a command a service manager or a shell stopped (128 + n: through a shell)."""
@@ -374,7 +373,7 @@ class Pipeline:
             self.store.transition(
                 task.task_id,
                 TaskStatus.QUEUED,
-                expect=ACTIVE,
+                expect=ACTIVE_STATUSES,
                 held_by=self.agent,
                 at_front=True,
                 note=ending.note,
@@ -391,7 +390,7 @@ class Pipeline:
         self.store.transition(
             task.task_id,
             ending.status,
-            expect=ACTIVE,
+            expect=ACTIVE_STATUSES,
             held_by=self.agent,
             note=ending.note or (ending.error or ""),
             **fields,

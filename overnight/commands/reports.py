@@ -29,12 +29,11 @@ from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.connection import connect
 from overnight.queue.durations import format_duration, parse_since
 from overnight.queue.index import Query
-from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.queue.records import ACTIVE_STATUSES, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
 LOOKBACK = 7 * 86400  # summary also looks at tasks created this long before --since
 _WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})
-_ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
 _FAILED = frozenset({TaskStatus.FAILED, TaskStatus.LOST})
 
 
@@ -120,7 +119,7 @@ def tasks_since(store: TaskStore, since: float, *, queue: str | None = None) -> 
     return [
         r
         for r in found
-        if r.status in _ACTIVE or max(r.created, r.started or 0.0, r.ended or 0.0) >= since
+        if r.status in ACTIVE_STATUSES or max(r.created, r.started or 0.0, r.ended or 0.0) >= since
     ]
 
 
@@ -263,7 +262,7 @@ def _live(
 def top_snapshot(store: TaskStore, registry: AgentRegistry) -> dict[str, Any]:
     """What ``top`` shows, read once: live agents and the active and waiting tasks."""
     agents = registry.list()
-    ids = store.index.ids(_ACTIVE | _WAITING)
+    ids = store.index.ids(ACTIVE_STATUSES | _WAITING)
     tasks = {r.id: r for r in store.get_many(ids)}
     return {"agents": agents, "tasks": tasks, "now": time.time()}
 

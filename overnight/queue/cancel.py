@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 
 from overnight.errors import InvalidTransition, UnknownQueue
 from overnight.queue import keys
-from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.queue.records import ACTIVE_STATUSES, TaskRecord, TaskStatus
 
 if TYPE_CHECKING:
     from overnight.queue.store import TaskStore
 
 _NOT_STARTED = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})
-_STARTED = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
 _FLAG_TTL = 7 * 24 * 3600  # a flag outliving its task (it ended as the flag was set) expires
 
 
@@ -27,7 +26,7 @@ def request_cancel(store: TaskStore, task_id: str) -> TaskRecord:
             )
         except InvalidTransition:
             record = store.get(task_id)  # an agent took it meanwhile
-    if record.status in _STARTED:
+    if record.status in ACTIVE_STATUSES:
         store.redis.set(keys.cancel(task_id), f"{time.time():.3f}", ex=_FLAG_TTL)
         store.add_note(task_id, f"cancel requested while {record.status.value}")
         return store.get(task_id)

@@ -17,12 +17,11 @@ from redis.exceptions import WatchError
 
 from overnight.errors import CorruptRecord, TaskNotFound
 from overnight.queue import keys, replies
-from overnight.queue.records import TaskStatus
+from overnight.queue.records import ACTIVE_STATUSES
 
 if TYPE_CHECKING:
     from overnight.queue.store import TaskStore
 
-_ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
 _RENEW_OWN = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -50,7 +49,10 @@ def renew_heartbeat(
                     record = store.get(task_id)
                 except (TaskNotFound, CorruptRecord):
                     return None
-                if record.status in _ACTIVE and (record.agent, record.attempt) == (agent, attempt):
+                if record.status in ACTIVE_STATUSES and (record.agent, record.attempt) == (
+                    agent,
+                    attempt,
+                ):
                     pipe.multi()
                     pipe.set(key, agent, px=px)
                     pipe.execute()
@@ -58,6 +60,6 @@ def renew_heartbeat(
                 break
             except WatchError:
                 continue  # the record changed while we read it: read it again
-    active = record.status in _ACTIVE
+    active = record.status in ACTIVE_STATUSES
     where = f" on agent {record.agent}" if active and record.agent else ""
     return f"it is {record.status.value}{where} now, as attempt {record.attempt + 1}"

@@ -32,7 +32,7 @@ from rq.utils import now, utcformat
 
 from overnight.queue import replies
 from overnight.queue.jobs import ENTRY_POINT
-from overnight.queue.records import TaskStatus
+from overnight.queue.records import ACTIVE_STATUSES, TaskStatus
 
 NO_TIMEOUT = -1
 """RQ's "never": no job timeout, no expiry of finished and failed jobs."""
@@ -154,7 +154,7 @@ class RQMirror:
         if status is TaskStatus.QUEUED:
             mapping.update(enqueued_at=stamp, started_at="", ended_at="", worker_name="")
             (pipe.lpush if at_front else pipe.rpush)(queue.key, task_id)
-        elif status in (TaskStatus.PREPARING, TaskStatus.RUNNING):
+        elif status in ACTIVE_STATUSES:
             mapping.update(started_at=stamp, last_heartbeat=stamp, worker_name=agent or "")
             pipe.zadd(self._started(queue_name).key, {f"{task_id}:{EXECUTION}": "+inf"})
         elif status is TaskStatus.FINISHED:

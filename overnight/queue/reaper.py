@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING
 import redis
 
 from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
-from overnight.queue.records import Phase, TaskRecord, TaskStatus
+from overnight.queue.records import ACTIVE_STATUSES, Phase, TaskRecord, TaskStatus
 
 if TYPE_CHECKING:
     from overnight.queue.store import TaskStore
 
-ACTIVE = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
 REAP_SETTLE = 60.0
 """Seconds a restarted Redis is left to agents before silent tasks count as lost: a heartbeat's
 lifetime (30 s) and an agent's longest wait between reconnect attempts (30 s)."""
@@ -39,7 +38,7 @@ def reap_lost(store: TaskStore, settle: float = REAP_SETTLE) -> list[str]:
     """
     from overnight.queue import keys
 
-    ids = store.index.ids(ACTIVE)
+    ids = store.index.ids(ACTIVE_STATUSES)
     if not ids:
         return []
     pipe = store.redis.pipeline(transaction=False)
@@ -83,7 +82,7 @@ def reap_restarted(store: TaskStore, agent: str, keep: Collection[str] = ()) -> 
     but those in ``keep``, at once: called by an agent of that name at its start, once
     registered, when no other agent of the name runs, so its earlier run died and its tasks'
     heartbeats, still alive, say nothing. Returns their ids."""
-    held = {task_id: agent for task_id in store.index.ids(ACTIVE) if task_id not in keep}
+    held = {task_id: agent for task_id in store.index.ids(ACTIVE_STATUSES) if task_id not in keep}
     return _lose_held(store, held, "agent {agent} restarted while the task was {status}")
 
 
@@ -145,7 +144,7 @@ def _lose(
             record.id,
             status,
             note=note,
-            expect=ACTIVE,
+            expect=ACTIVE_STATUSES,
             only_if_silent=only_if_silent,
             held_by=held_by,
             release=not retry,

@@ -33,6 +33,8 @@ class TaskStatus(str, enum.Enum):
 FINAL_STATUSES = frozenset(
     {TaskStatus.FINISHED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.LOST}
 )
+ACTIVE_STATUSES = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING})
+"""Statuses of a task an agent holds: it has a heartbeat, and may be declared lost."""
 
 
 class Phase(str, enum.Enum):

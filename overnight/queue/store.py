@@ -34,6 +34,7 @@ from overnight.queue.connection import connect
 from overnight.queue.index import Query, TaskIndex
 from overnight.queue.logs import DEFAULT_CAP_BYTES, LogStore
 from overnight.queue.records import (
+    ACTIVE_STATUSES,
     Phase,
     StatusChange,
     TaskOptions,
@@ -50,7 +51,6 @@ HEARTBEAT_TTL = 30.0
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _RUN_FIELDS = {"agent", "gpu_ids", "exit_code", "phase", "error", "extra", "attempt", "name"}
-_ACTIVE = (TaskStatus.PREPARING, TaskStatus.RUNNING)
 #: ``extra`` keys that describe one attempt's run; a task queued again starts without them.
 RUN_EXTRA = frozenset({"environment", "hardware", "resources", "run"})
 
@@ -246,7 +246,7 @@ class TaskStore:
                 agent=new.agent,
                 at_front=at_front,
             )
-            if status in _ACTIVE:
+            if status in ACTIVE_STATUSES:
                 pipe.set(keys.heartbeat(task_id), new.agent or "", px=int(heartbeat_ttl * 1000))
             else:
                 pipe.delete(keys.heartbeat(task_id))
