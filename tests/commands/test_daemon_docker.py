@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from overnight.agent.settings import AgentConfig
 from overnight.cli import ExitCode
 from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
@@ -82,6 +83,14 @@ def agent_env(sandbox: DockerSandbox, tmp_path: Path, redis_url: str) -> dict[st
         "OVERNIGHT_CACHE_DIR": str(tmp_path / "agent" / "envs"),
         "OVERNIGHT_SPILL_DIR": str(tmp_path / "agent" / "spill"),
     }
+
+
+def docker_agent(
+    sandbox: DockerSandbox, redis_url: str, tmp_path: Path, **fields: object
+) -> AgentConfig:
+    """The settings of a docker agent in ``tmp_path`` on the sandbox's names."""
+    agent = tmp_path / "agent"
+    return agent_config(redis_url, agent, agent / "envs", **sandbox.agent_settings(**fields))
 
 
 def own_containers(sandbox: DockerSandbox) -> list[object]:
@@ -171,12 +180,7 @@ def test_a_task_cannot_leave_a_setuid_root_program_behind(
     )
     spec = dataclasses.replace(recorded.spec, argv=("sh", "-c", script))
     task = enqueue(store, project, snapshot=Snapshot(spec=spec, blobs=recorded.blobs))
-    config = agent_config(
-        redis_url,
-        tmp_path / "agent",
-        tmp_path / "agent" / "envs",
-        **docker_sandbox.agent_settings(keep_workspaces=True),
-    )
+    config = docker_agent(docker_sandbox, redis_url, tmp_path, keep_workspaces=True)
     agent = start_agent(config, tmp_path, "--burst")
     try:
         assert agent.wait(100) == 0, agent.output()
@@ -219,12 +223,7 @@ def test_cancel_and_timeout_stop_the_container_after_the_grace(
     snap = Snapshot(spec=spec, blobs=recorded.blobs)
     canceled = enqueue(store, project, snapshot=snap, grace=1.0)
     timed_out = store.submit(snap, TaskOptions(queue="q", timeout=3.0, grace=1.0))
-    config = agent_config(
-        redis_url,
-        tmp_path / "agent",
-        tmp_path / "agent" / "envs",
-        **docker_sandbox.agent_settings(cpu_slots=2),
-    )
+    config = docker_agent(docker_sandbox, redis_url, tmp_path, cpu_slots=2)
     agent = start_agent(config, tmp_path, "--burst")
     try:
         for task_id in (canceled.id, timed_out.id):
@@ -281,7 +280,6 @@ def test_auto_mode_is_docker_when_an_engine_answers_else_venv(
 ) -> None:
     from overnight.agent.environments.docker import DockerEnvironment
     from overnight.agent.environments.venv import VenvEnvironment
-    from overnight.agent.settings import AgentConfig
     from overnight.commands.daemon import make_environment
 
     config = AgentConfig(env_mode="auto", cache_dir=str(tmp_path / "envs"))
@@ -323,7 +321,6 @@ def test_auto_mode_with_gpus_runs_venvs_when_the_engine_cannot_hand_them_out(
     docker_engine: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from overnight.agent.environments.venv import VenvEnvironment
-    from overnight.agent.settings import AgentConfig
     from overnight.commands.daemon import make_environment
 
     if _engine_hands_out_gpus():
