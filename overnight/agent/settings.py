@@ -59,8 +59,10 @@ class AgentConfig:
     docker_mounts: tuple[str, ...] = ()  # extra mounts, HOST:CONTAINER[:ro]
     docker_shm_size: str = "2g"
     docker_image_repo: str = "overnight-env"  # environment images are <repo>:<key>
-    docker_cache_volume: str = "overnight-pkg-cache"  # package downloads shared by builds
-    docker_user: str | None = None  # UID:GID tasks run as (default: the agent's own)
+    # a volume of package downloads shared by all builds (default none: each build its own); any
+    # build's requirements can plant packages there for the next: only for a single-user host
+    docker_cache_volume: str | None = None
+    docker_user: str | None = None  # UID:GID of tasks and builds (default: agent's; root's: 65534)
     docker_ca_bundle: str = "system"  # PEM for builds and tasks: a path, system (host's), none
     docker_installer_env: dict[str, str] = dataclasses.field(default_factory=dict)  # PIP_*, UV_*
     docker_pip_conf: str | None = None  # pip.conf for builds (default: $PIP_CONFIG_FILE)

@@ -130,7 +130,10 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
 @click.option("--uptime", multiple=True, help='Take new tasks only then: "fri 19:00-mon 07:00".')
 @click.option("--downtime", multiple=True, help='Take no new tasks then: "mon-fri 09:00-18:00".')
 @click.option("--default-image", help="Docker: base image of tasks that name none.")
-@click.option("--docker-user", metavar="UID:GID", help="Docker: task user (default: the agent's).")
+@click.option(
+    "--docker-user", metavar="UID:GID",
+    help="Docker: user of tasks and builds (default: the agent's; 65534:65534 for root).",
+)  # fmt: skip
 @click.option("--docker-network", help="Docker: network of task containers (host, none, ...).")
 @click.option(
     "--docker-mount", "docker_mounts", multiple=True, metavar="HOST:CONTAINER[:ro]",

@@ -13,11 +13,13 @@ import logging
 import os
 import shutil
 import signal
+import stat
 from pathlib import Path
 
 import pytest
 import redis
 
+from overnight.agent.settings import AgentConfig
 from overnight.cli import ExitCode
 from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
@@ -64,6 +66,7 @@ while True:
 """
 
 BINARY = bytes(range(256)) * 4 + b"\x00\x00changed\xff"
+UID, GID = (65534, 65534) if os.getuid() == 0 else (os.getuid(), os.getgid())  # tasks' user
 
 
 @pytest.fixture
@@ -72,15 +75,22 @@ def store(redis_url: str) -> TaskStore:
 
 
 def agent_env(sandbox: DockerSandbox, tmp_path: Path, redis_url: str) -> dict[str, str]:
-    """The variables of a test agent: its sandbox's image repository, volume and directories."""
+    """The variables of a test agent: its sandbox's image repository and directories."""
     return {
         "OVERNIGHT_REDIS_URL": redis_url,
         "OVERNIGHT_DOCKER_IMAGE_REPO": sandbox.repo,
-        "OVERNIGHT_DOCKER_CACHE_VOLUME": sandbox.volume,
         "OVERNIGHT_WORKSPACE_DIR": str(tmp_path / "agent" / "ws"),
         "OVERNIGHT_CACHE_DIR": str(tmp_path / "agent" / "envs"),
         "OVERNIGHT_SPILL_DIR": str(tmp_path / "agent" / "spill"),
     }
+
+
+def docker_agent(
+    sandbox: DockerSandbox, redis_url: str, tmp_path: Path, **fields: object
+) -> AgentConfig:
+    """The settings of a docker agent in ``tmp_path`` on the sandbox's names."""
+    agent = tmp_path / "agent"
+    return agent_config(redis_url, agent, agent / "envs", **sandbox.agent_settings(**fields))
 
 
 def own_containers(sandbox: DockerSandbox) -> list[object]:
@@ -140,11 +150,11 @@ def test_enqueued_tasks_run_in_containers_and_the_second_installs_nothing(
             "net": "lo",  # --docker-network none; the install still reached the index
             "greeting": "hello",
             "ca": "/etc/overnight/ca-bundle.crt" if CA_BUNDLE.is_file() else "None",
-            "cwd": f"/workspace/exp {os.getuid()}",
+            "cwd": f"/workspace/exp {UID}",
         }
         written = tmp_path / "agent" / "ws" / "tasks" / record.id / "exp" / "out.txt"
         assert written.read_text() == "written by the task\n"
-        assert (written.stat().st_uid, written.stat().st_gid) == (os.getuid(), os.getgid())
+        assert (written.stat().st_uid, written.stat().st_gid) == (UID, GID)
 
     built, reused = first.extra["environment"], second.extra["environment"]
     assert (built["mode"], built["built"], reused["built"]) == ("docker", True, False)
@@ -153,6 +163,40 @@ def test_enqueued_tasks_run_in_containers_and_the_second_installs_nothing(
     assert "installing the requirements" not in log_text(store, second.id)
     image = docker_sandbox.client.images.get(f"{docker_sandbox.repo}:{built['key']}")
     assert image.labels["overnight.key"] == built["key"]
+    assert own_containers(docker_sandbox) == []
+
+
+def test_a_task_cannot_leave_a_setuid_root_program_behind(
+    docker_sandbox: DockerSandbox, redis_url: str, store: TaskStore, tmp_path: Path
+) -> None:
+    """The reproduced attack: a task copied bash into its workspace and made it setuid, and a
+    local user who ran that copy got euid 0. Now the task's user is not root, so the copy can
+    give no more than the task had."""
+    project = make_project(tmp_path)
+    recorded = snapshot_of(project)
+    script = (
+        "cp /bin/bash ./bash && chmod u+s ./bash; echo uid: $(id -u); "
+        "grep -E '^(CapEff|NoNewPrivs):' /proc/self/status"
+    )
+    spec = dataclasses.replace(recorded.spec, argv=("sh", "-c", script))
+    task = enqueue(store, project, snapshot=Snapshot(spec=spec, blobs=recorded.blobs))
+    config = docker_agent(docker_sandbox, redis_url, tmp_path, keep_workspaces=True)
+    agent = start_agent(config, tmp_path, "--burst")
+    try:
+        assert agent.wait(100) == 0, agent.output()
+    finally:
+        agent.kill()
+    kept = config.workspace_path / "tasks" / task.id
+    assert (kept / "bash").is_file()  # the copy is there, setuid or not, but never root's
+    for path in kept.rglob("*"):
+        info = path.lstat()
+        assert not (info.st_mode & stat.S_ISUID and info.st_uid == 0), path
+        assert not (info.st_mode & stat.S_ISGID and info.st_gid == 0), path
+    record = store.get(task.id)
+    lines = log_text(store, task.id).splitlines()
+    assert record.status is TaskStatus.FINISHED, (record.error, lines)
+    assert f"uid: {UID}" in lines and UID != 0
+    assert "CapEff:\t0000000000000000" in lines and "NoNewPrivs:\t1" in lines
     assert own_containers(docker_sandbox) == []
 
 
@@ -179,12 +223,7 @@ def test_cancel_and_timeout_stop_the_container_after_the_grace(
     snap = Snapshot(spec=spec, blobs=recorded.blobs)
     canceled = enqueue(store, project, snapshot=snap, grace=1.0)
     timed_out = store.submit(snap, TaskOptions(queue="q", timeout=3.0, grace=1.0))
-    config = agent_config(
-        redis_url,
-        tmp_path / "agent",
-        tmp_path / "agent" / "envs",
-        **docker_sandbox.agent_settings(cpu_slots=2),
-    )
+    config = docker_agent(docker_sandbox, redis_url, tmp_path, cpu_slots=2)
     agent = start_agent(config, tmp_path, "--burst")
     try:
         for task_id in (canceled.id, timed_out.id):
@@ -241,7 +280,6 @@ def test_auto_mode_is_docker_when_an_engine_answers_else_venv(
 ) -> None:
     from overnight.agent.environments.docker import DockerEnvironment
     from overnight.agent.environments.venv import VenvEnvironment
-    from overnight.agent.settings import AgentConfig
     from overnight.commands.daemon import make_environment
 
     config = AgentConfig(env_mode="auto", cache_dir=str(tmp_path / "envs"))
@@ -283,7 +321,6 @@ def test_auto_mode_with_gpus_runs_venvs_when_the_engine_cannot_hand_them_out(
     docker_engine: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from overnight.agent.environments.venv import VenvEnvironment
-    from overnight.agent.settings import AgentConfig
     from overnight.commands.daemon import make_environment
 
     if _engine_hands_out_gpus():

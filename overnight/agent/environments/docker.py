@@ -2,10 +2,11 @@
 
 The environment image (base image + requirements, see
 :mod:`overnight.agent.environments.docker_images`) is built once per key. A task's container
-mounts the reconstructed workspace at :data:`WORKSPACE` and runs as the agent's uid:gid (or the
-``docker_user`` a root agent hands the tree to first), so the files it leaves belong to the
-tree's owner, not to the image's user. It has an init process, the assigned GPUs only, and
-labels that let a restarted agent find and adopt it.
+mounts the reconstructed workspace at :data:`WORKSPACE` and runs as the agent's uid:gid, or,
+under a root agent, as ``docker_user`` (default :data:`NOBODY`) that the tree is handed to
+first: never as root unless named, so no file a task leaves (a setuid copy of a shell) gives a
+host user more than the task had. It has no capabilities and cannot gain any, an init process,
+the assigned GPUs only, and labels that let a restarted agent find and adopt it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import contextlib
 import dataclasses
 import os
 import posixpath
+import shutil
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +33,7 @@ from overnight.agent.environments.base import (
     RunRequest,
     StopCheck,
 )
-from overnight.agent.environments.docker_build import WORKSPACE, Installer
+from overnight.agent.environments.docker_build import NOBODY, WORKSPACE, Installer, confined
 from overnight.agent.environments.docker_images import EnvImages
 from overnight.agent.environments.docker_process import DockerProcess, resume_point
 from overnight.agent.settings import AgentConfig
@@ -91,7 +94,7 @@ class DockerEnvironment(Environment):
         *,
         agent_name: str,
         default_image: str | None = None,
-        cache_volume: str = "overnight-pkg-cache",
+        cache_volume: str | None = None,
         ca_bundle: Path | None = None,
         shm_size: str = "2g",
         network: str | None = None,
@@ -117,12 +120,13 @@ class DockerEnvironment(Environment):
         self.shm_size = shm_size
         self.network = network
         self.mounts = tuple(parse_mount(m) for m in mounts)
-        self.uid_gid = parse_user(uid_gid) if uid_gid else own_user()
+        self.uid_gid = parse_user(uid_gid) if uid_gid else default_user()
         self.task_env = dict(task_env or {})
         state = state_dir or Path(tempfile.gettempdir()) / f"overnight-docker-{os.getuid()}"
         installer = Installer(
             client,
             builder=agent_name,
+            user=self.uid_gid,
             cache_volume=cache_volume,
             ca_bundle=ca_bundle,
             env=dict(installer_env or {}),
@@ -219,19 +223,19 @@ class DockerEnvironment(Environment):
                 f"working directory {request.workdir!r} is outside the repository; "
                 "record the task from inside the repository"
             )
-        env = {"HOME": "/tmp", "USER": "overnight", "LOGNAME": "overnight", **self.task_env}
+        env = self.task_environment()
         mounts = [docker.types.Mount(WORKSPACE, str(request.workspace), type="bind")]
         if self.ca_bundle is not None:
             mounts.append(docker.types.Mount(CA_PATH, str(self.ca_bundle), "bind", read_only=True))
             env.update(dict.fromkeys(CA_VARIABLES, CA_PATH), UV_NATIVE_TLS="1")
         mounts.extend(self.mounts)
-        env.update(request.env)
+        env.update(request.env)  # the task's own variables win
         options: dict[str, Any] = {
             "image": prepared.details["image_id"],
             "command": list(request.argv),
             "entrypoint": "",
             "working_dir": posixpath.join(WORKSPACE, workdir) if workdir != "." else WORKSPACE,
-            "user": self.uid_gid,
+            **confined(self.uid_gid),
             "init": True,
             "shm_size": self.shm_size,
             "environment": env,
@@ -255,6 +259,11 @@ class DockerEnvironment(Environment):
             # inside the container the assigned GPUs are numbered from 0
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(request.gpu_ids)))
         return options
+
+    def task_environment(self) -> dict[str, str]:
+        """A container's variables before the CA bundle's and the task's own: never the agent's
+        (only ``env`` from its settings), and a HOME that the task's user can write."""
+        return {"HOME": "/tmp", "USER": "overnight", "LOGNAME": "overnight", **self.task_env}
 
     def start(self, prepared: Prepared, request: RunRequest) -> DockerProcess:
         options = self.run_options(prepared, request)
@@ -295,7 +304,7 @@ class DockerEnvironment(Environment):
         try:
             container = self.client.containers.create(
                 image, ["true"], entrypoint="", device_requests=[request], labels=labels,
-                network_disabled=True,
+                network_disabled=True, **confined(self.uid_gid),
             )  # fmt: skip
         except docker.errors.APIError:
             return None  # not about GPUs; the task's own start will say what it is
@@ -384,12 +393,28 @@ def own_user() -> str:
     return f"{os.getuid()}:{os.getgid()}"
 
 
+def default_user() -> str:
+    """The tasks' user when ``docker_user`` names none: the agent's own, but never root."""
+    return NOBODY if os.getuid() == 0 else own_user()
+
+
 def hand_over(tree: Path, uid: int, gid: int) -> None:
-    """Make ``uid:gid`` the owner of everything under ``tree`` (links themselves, not targets)."""
+    """Make ``uid:gid`` the owner of everything under ``tree`` (links themselves, not targets).
+
+    A file hard-linked from elsewhere (git objects shared with the cached tree) is replaced by
+    a copy of its own first: chowning the shared file would hand the other tree's to the task.
+    """
     os.lchown(tree, uid, gid)
     for folder, dirs, files in os.walk(tree):
         for name in (*dirs, *files):
-            os.lchown(os.path.join(folder, name), uid, gid)
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                handle, copy = tempfile.mkstemp(dir=folder, prefix=".overnight-")
+                os.close(handle)
+                shutil.copy2(path, copy)
+                os.replace(copy, path)
+            os.lchown(path, uid, gid)
 
 
 def ca_bundle_path(setting: str) -> Path | None:

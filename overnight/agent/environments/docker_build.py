@@ -4,9 +4,12 @@ An environment image is a base image plus a venv at :data:`VENV` (with the base 
 packages visible, so a CUDA image's preinstalled torch satisfies a ``torch`` requirement). It is
 made by an install container that gets its script, requirements, CA bundle and installer
 settings (variables, pip.conf, uv.toml) copied in and deletes them before the commit, so no
-credential ends up in the image; a package-cache volume at :data:`CACHE_MOUNT` outlives it. A
-standalone image is an environment image plus a task's reconstructed tree, whose command is the
-task's.
+credential ends up in the image. Installing runs the requirements' own code (an sdist's
+setup.py), so install and probe containers are :func:`confined` like tasks, and each build
+downloads into a folder of its own, gone with it: only a ``cache_volume`` named in the settings
+is shared by builds (at :data:`CACHE_MOUNT`), and then any build can plant packages for the
+next. A standalone image is an environment image plus a task's reconstructed tree, whose
+command is the task's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import shlex
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,11 +37,14 @@ import requests.exceptions
 from overnight.agent.environments.base import LogSink, StopCheck
 from overnight.errors import EnvironmentBuildError
 
-VENV = "/opt/overnight/venv"
+IMAGE_DIR = "/opt/overnight"  # the builds' own: the venv, the install files while it runs
+VENV = f"{IMAGE_DIR}/venv"
 WORKSPACE = "/workspace"  # where a task's tree is: mounted for runs, copied in standalone images
-CACHE_MOUNT = "/var/cache/overnight"
-BUILD_DIR = "/overnight-build"  # copied into the install container, deleted before the commit
-RECIPE = "overnight-docker-env/2"  # part of every key: bump when the install script changes
+CACHE_MOUNT = "/var/cache/overnight"  # where a shared cache_volume is mounted
+BUILD_DIR = f"{IMAGE_DIR}/build"  # copied into the install container, deleted before the commit
+OWN_CACHE = f"{BUILD_DIR}/cache"  # a build's downloads when no cache volume is shared
+RECIPE = "overnight-docker-env/3"  # part of every key: bump when the install script changes
+NOBODY = "65534:65534"  # nobody:nogroup, the user of a root agent's containers by default
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _PROBE = """
@@ -50,19 +57,21 @@ else echo ensurepip; fi
 _INSTALL = f"""set -eu
 B={BUILD_DIR}
 V={VENV}
+C=$1
 . "$B/env"
+mkdir -p "$C"
 python3 -m venv --system-site-packages --without-pip "$V"
 if [ -s "$B/requirements.txt" ]; then
   if command -v uv >/dev/null 2>&1; then
     echo "overnight: installing the requirements with $(uv --version)"
-    UV_CACHE_DIR={CACHE_MOUNT}/uv UV_LINK_MODE=copy \\
+    UV_CACHE_DIR="$C/uv" UV_LINK_MODE=copy \\
       uv pip install --python "$V/bin/python" -r "$B/requirements.txt"
   else
     "$V/bin/python" -m pip --version >/dev/null 2>&1 || "$V/bin/python" -m ensurepip -q
     echo "overnight: installing the requirements with $("$V/bin/python" -m pip --version)"
     # a wheelhouse, not only pip's HTTP cache: proxies that drop cache headers defeat that one
-    W={CACHE_MOUNT}/pip-files
-    P="$V/bin/python -m pip --cache-dir {CACHE_MOUNT}/pip --no-input --disable-pip-version-check"
+    W="$C/pip-files"
+    P="$V/bin/python -m pip --cache-dir $C/pip --no-input --disable-pip-version-check"
     $P download --progress-bar off --dest "$W" -r "$B/requirements.txt"
     $P install --progress-bar off --no-index --find-links "$W" -r "$B/requirements.txt"
   fi
@@ -84,51 +93,63 @@ class BaseImage:
     config: dict[str, Any]  # the image's Config (Env, Cmd, Entrypoint, User, WorkingDir)
 
 
-def probe(client: docker.DockerClient, name: str, image: Any) -> BaseImage:
-    """Run the image once to find its Python version and installer (uv, pip)."""
-    try:
-        container = client.containers.create(
-            image.id, ["/bin/sh", "-c", _PROBE], entrypoint="", user="0:0"
-        )
-    except docker.errors.APIError as exc:
-        raise EnvironmentBuildError(f"image {name} cannot be run: {explain(exc)}") from exc
-    try:
-        container.start()
-        code = int(container.wait()["StatusCode"])
-        raw = container.logs(stdout=True, stderr=False)
-    except docker.errors.APIError as exc:
-        raise EnvironmentBuildError(
-            f"image {name} cannot run /bin/sh: {explain(exc)}; use an image with a shell"
-        ) from exc
-    finally:
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True, v=True)
-    words = raw.decode("utf-8", "replace").split()
-    if code != 0 or not words:
-        raise EnvironmentBuildError(
-            f"image {name} has no python3: use an image with Python 3 (e.g. python:3.11-slim)"
-        )
-    return BaseImage(
-        name=name,
-        id=image.id,
-        python=words[0],
-        installer=" ".join(words[1:]) or "ensurepip",
-        config=image.attrs["Config"],
-    )
+def confined(user: str) -> dict[str, Any]:
+    """Options of every container overnight starts: ``user`` (never root by default), no
+    capabilities, and no way to gain any (setuid binaries, file capabilities) inside."""
+    return {"user": user, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
 
 
 @dataclasses.dataclass(frozen=True)
 class Installer:
-    """How install containers run: cache volume, CA bundle, installer settings, network."""
+    """How probe and install containers run: user, cache volume, CA bundle, installer settings,
+    network."""
 
     client: docker.DockerClient
     builder: str  # the agent's name, on the install container's labels
-    cache_volume: str = "overnight-pkg-cache"
+    user: str = NOBODY  # UID:GID the probes and installs run as (the tasks' user)
+    cache_volume: str | None = None  # shared by every build; None: each build downloads anew
     ca_bundle: Path | None = None
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # PIP_INDEX_URL, UV_...
     network: str | None = None
     pip_conf: Path | None = None  # copied in as PIP_CONFIG_FILE
     uv_toml: Path | None = None  # copied in as UV_CONFIG_FILE
+
+    def probe(self, name: str, image: Any) -> BaseImage:
+        """Run the image once to find its Python version and installer (uv, pip)."""
+        try:
+            container = self.client.containers.create(
+                image.id,
+                ["/bin/sh", "-c", _PROBE],
+                entrypoint="",
+                labels={"overnight.role": "probe", "overnight.builder": self.builder},
+                network_disabled=True,
+                **confined(self.user),
+            )
+        except docker.errors.APIError as exc:
+            raise EnvironmentBuildError(f"image {name} cannot be run: {explain(exc)}") from exc
+        try:
+            container.start()
+            code = int(container.wait()["StatusCode"])
+            raw = container.logs(stdout=True, stderr=False)
+        except docker.errors.APIError as exc:
+            raise EnvironmentBuildError(
+                f"image {name} cannot run /bin/sh: {explain(exc)}; use an image with a shell"
+            ) from exc
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True, v=True)
+        words = raw.decode("utf-8", "replace").split()
+        if code != 0 or not words:
+            raise EnvironmentBuildError(
+                f"image {name} has no python3: use an image with Python 3 (e.g. python:3.11-slim)"
+            )
+        return BaseImage(
+            name=name,
+            id=image.id,
+            python=words[0],
+            installer=" ".join(words[1:]) or "ensurepip",
+            config=image.attrs["Config"],
+        )
 
     def build(
         self,
@@ -142,14 +163,18 @@ class Installer:
     ) -> str:
         """Install ``requirements`` on ``base`` and commit the result as ``repo:key``; its id."""
         log(f"building environment {key} on {base.name} (Python {base.python}, {base.installer})")
+        mounts = []
+        if self.cache_volume:
+            mounts.append(docker.types.Mount(CACHE_MOUNT, self.cache_volume, type="volume"))
         container = self.client.containers.create(
             base.id,
-            ["/bin/sh", f"{BUILD_DIR}/install.sh"],
+            ["/bin/sh", f"{BUILD_DIR}/install.sh", CACHE_MOUNT if self.cache_volume else OWN_CACHE],
             entrypoint="",
-            user="0:0",
+            environment={"HOME": "/tmp"},  # the user may have no home, or none it can write
             labels={"overnight.role": "build", "overnight.builder": self.builder},
-            mounts=[docker.types.Mount(CACHE_MOUNT, self.cache_volume, type="volume")],
+            mounts=mounts,
             network_mode=self.network,
+            **confined(self.user),
         )
         try:
             container.put_archive("/", self._files(requirements))
@@ -183,14 +208,22 @@ class Installer:
                 files[name] = path.read_bytes()
                 env[variable] = f"{BUILD_DIR}/{name}"
         files["env"] = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()).encode()
+        # the install runs as self.user: its folders are that user's (a volume's root too)
+        folders = {IMAGE_DIR: 0o755, BUILD_DIR: 0o700}
+        if self.cache_volume:
+            folders[CACHE_MOUNT] = 0o700
+        uid, gid = (int(n) for n in self.user.split(":"))
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
-            folder = tarfile.TarInfo(BUILD_DIR.strip("/"))
-            folder.type, folder.mode = tarfile.DIRTYPE, 0o700
-            tar.addfile(folder)
+            for where, mode in folders.items():
+                folder = tarfile.TarInfo(where.strip("/"))
+                folder.type, folder.mode = tarfile.DIRTYPE, mode
+                folder.uid, folder.gid, folder.mtime = uid, gid, int(time.time())
+                tar.addfile(folder)
             for name, data in files.items():
                 info = tarfile.TarInfo(f"{BUILD_DIR.strip('/')}/{name}")
                 info.size, info.mode = len(data), 0o600
+                info.uid, info.gid, info.mtime = uid, gid, int(time.time())
                 tar.addfile(info, io.BytesIO(data))
         return buffer.getvalue()
 

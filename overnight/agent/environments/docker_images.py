@@ -19,7 +19,7 @@ import docker
 import docker.errors
 
 from overnight.agent.environments.base import LogSink, StopCheck
-from overnight.agent.environments.docker_build import RECIPE, BaseImage, Installer, explain, probe
+from overnight.agent.environments.docker_build import RECIPE, BaseImage, Installer, explain
 from overnight.agent.environments.keys import environment_key, normalize_requirements
 from overnight.agent.locks import FileLock
 from overnight.errors import EnvironmentBuildError
@@ -79,7 +79,7 @@ class EnvImages:
                 ) from exc
         with self._probe_lock:
             if image.id not in self._probes:
-                self._probes[image.id] = probe(self.client, name, image)
+                self._probes[image.id] = self.installer.probe(name, image)
             return self._probes[image.id]
 
     def key(self, base: BaseImage, requirements: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import math
@@ -22,10 +23,19 @@ from overnight.agent.environments.base import Prepared, RunRequest
 from overnight.agent.environments.docker import (
     DockerEnvironment,
     ca_bundle_path,
+    default_user,
     parse_mount,
     parse_user,
 )
-from overnight.agent.environments.docker_build import BUILD_DIR, VENV, Installer
+from overnight.agent.environments.docker_build import (
+    BUILD_DIR,
+    CACHE_MOUNT,
+    IMAGE_DIR,
+    NOBODY,
+    OWN_CACHE,
+    VENV,
+    Installer,
+)
 from overnight.agent.environments.docker_images import requirements_digest
 from overnight.agent.environments.docker_process import (
     DockerProcess,
@@ -144,19 +154,83 @@ def test_a_pinned_package_installs_through_the_proxy(
     prepared = env.prepare(make_spec("iniconfig==2.0.0\n"), lines.append, never)
     assert prepared.built
     assert any("iniconfig" in line for line in lines)
-    check = (
-        "import iniconfig, os; print(iniconfig.__file__); print(os.path.exists('/overnight-build'))"
-    )
+    check = f"import iniconfig, os; print(iniconfig.__file__); print(os.path.exists('{BUILD_DIR}'))"
     proc = env.start(prepared, request(workspace(tmp_path), "python", "-c", check))
     out = b"".join(proc.output()).decode()
     assert proc.wait() == 0
     proc.remove()
     assert out.splitlines() == [
         f"{VENV}/lib/python{prepared.python[:4]}/site-packages/iniconfig/__init__.py",
-        "False",
+        "False",  # neither the install files nor the build's own downloads
     ]
-    volume = docker_sandbox.client.volumes.get(docker_sandbox.volume)
-    assert volume.name == docker_sandbox.volume  # the package cache outlives the build
+    with pytest.raises(docker.errors.NotFound):  # no cache volume unless one is named
+        docker_sandbox.client.volumes.get(docker_sandbox.volume)
+
+
+def sdist(name: str, setup: str) -> bytes:
+    """A source distribution ``name``-1.0 whose setup.py is ``setup`` (run by every build)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = setup.encode()
+        info = tarfile.TarInfo(f"{name}-1.0/setup.py")
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+CACHES = (CACHE_MOUNT, OWN_CACHE)  # where a build's package cache is: shared, or its own
+PLANT = f"""import os, sys
+for cache in {CACHES!r}:
+    if os.path.isdir(cache):
+        open(os.path.join(cache, "planted"), "w").write("a wheel for the next build")
+        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        rights = " ".join(status[k].strip() for k in ("CapEff", "CapBnd", "NoNewPrivs"))
+        sys.exit(f"planted in {{cache}} as {{os.getuid()}}:{{os.getgid()}} {{rights}}")
+sys.exit("found no package cache")
+"""
+SEER = f"""import os, sys
+from setuptools import setup
+seen = [c for c in {CACHES!r} if os.path.exists(os.path.join(c, "planted"))]
+if seen:
+    sys.exit(f"saw what another build planted in {{seen}}")
+setup(name="seer", version="1.0")
+"""
+
+
+def planting_builds(docker_sandbox: DockerSandbox, env: DockerEnvironment) -> list[str]:
+    """A build whose requirement's setup.py plants a file in its package cache (and fails, saying
+    where and with which rights), then another build that fails if it sees that file: the
+    lines of both builds."""
+    packages = {"/pkgs/plant-1.0.tar.gz": sdist("plant", PLANT)}
+    packages["/pkgs/seer-1.0.tar.gz"] = sdist("seer", SEER)
+    base = derived_image(docker_sandbox, packages)
+    lines: list[str] = []
+    with pytest.raises(EnvironmentBuildError, match="requirements failed to install"):
+        env.prepare(make_spec("/pkgs/plant-1.0.tar.gz\n"), lines.append, never, image=base)
+    uid, gid = env.uid_gid.split(":")
+    planted = [line for line in lines if "planted in" in line]
+    assert planted and planted[0].endswith(f" as {uid}:{gid} 0000000000000000 0000000000000000 1")
+    with contextlib.suppress(EnvironmentBuildError):
+        env.prepare(make_spec("/pkgs/seer-1.0.tar.gz\n"), lines.append, never, image=base)
+    return lines
+
+
+def test_a_build_cannot_plant_packages_for_the_next(docker_sandbox: DockerSandbox) -> None:
+    env = docker_sandbox.environment(installer_env={"PIP_NO_BUILD_ISOLATION": "0"})
+    lines = planting_builds(docker_sandbox, env)
+    assert any(f"planted in {OWN_CACHE} " in line for line in lines)  # its own, gone with it
+    assert not any("saw what another build planted" in line for line in lines)
+    assert lines[-1].startswith("environment ") and " built as " in lines[-1]
+
+
+def test_a_named_cache_volume_is_shared_by_every_build(docker_sandbox: DockerSandbox) -> None:
+    """The opt-in for a single-user host: downloads are shared, and so is what a build plants."""
+    env = docker_sandbox.environment(
+        cache_volume=docker_sandbox.volume, installer_env={"PIP_NO_BUILD_ISOLATION": "0"}
+    )
+    lines = planting_builds(docker_sandbox, env)
+    assert any(f"planted in {CACHE_MOUNT} " in line for line in lines)
+    assert any(f"saw what another build planted in ['{CACHE_MOUNT}']" in line for line in lines)
 
 
 def test_a_pip_conf_reaches_the_install(docker_sandbox: DockerSandbox, tmp_path: Path) -> None:
@@ -313,10 +387,12 @@ def test_a_task_runs_with_its_output_exit_code_workdir_and_env(
     assert not docker_sandbox.client.containers.list(all=True, filters={"id": proc.ident})
 
 
-def test_files_written_by_the_task_belong_to_the_agent_uid(
+def test_files_written_by_the_task_belong_to_its_unprivileged_user(
     docker_sandbox: DockerSandbox, tmp_path: Path
 ) -> None:
     env = docker_sandbox.environment()
+    user = NOBODY if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+    assert env.uid_gid == user
     prepared = docker_sandbox.prepare(env)
     ws = workspace(tmp_path)
     script = "echo x > out.txt && mkdir -p d && touch d/f && touch $HOME/home-is-writable && id -u"
@@ -324,9 +400,29 @@ def test_files_written_by_the_task_belong_to_the_agent_uid(
     out = b"".join(proc.output())
     assert proc.wait() == 0, out
     proc.remove()
-    assert out == f"{os.getuid()}\n".encode()
+    uid, gid = (int(n) for n in user.split(":"))
+    assert out == f"{uid}\n".encode()
     for path in (ws / "out.txt", ws / "d", ws / "d" / "f"):
-        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid())
+        assert (path.stat().st_uid, path.stat().st_gid) == (uid, gid)
+
+
+def test_a_task_has_no_capabilities_and_cannot_gain_any(
+    docker_sandbox: DockerSandbox, tmp_path: Path
+) -> None:
+    # a setuid-root program of the image (su, mount...) gives nothing either: NoNewPrivs
+    script = "grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs):' /proc/self/status; id -u"
+    proc = start_script(docker_sandbox, tmp_path, script)
+    out = b"".join(proc.output()).decode()
+    assert proc.wait() == 0, out
+    proc.remove()
+    status = dict(line.split(":\t") for line in out.splitlines()[:-1])
+    assert status == {
+        "CapPrm": "0000000000000000",
+        "CapEff": "0000000000000000",
+        "CapBnd": "0000000000000000",
+        "NoNewPrivs": "1",
+    }
+    assert out.splitlines()[-1] != "0"
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="only a root agent can hand a tree to another user")
@@ -338,12 +434,22 @@ def test_a_root_agent_hands_the_tree_to_the_configured_user(
     ws = workspace(tmp_path)  # made by the agent: root's
     (ws / "sub" / "data.txt").write_text("from the repo")
     (ws / "link").symlink_to("/etc/hostname")
-    script = "echo x > out.txt && echo more >> sub/data.txt && mkdir d && touch d/f && id -u"
+    shared = tmp_path / "cached-tree-object"  # a git object the tree shares with the cache
+    shared.write_text("object\n")
+    shared.chmod(0o444)
+    os.link(shared, ws / "object")
+    script = (
+        "echo x > out.txt && echo more >> sub/data.txt && mkdir d && touch d/f && "
+        "chmod u+w object && echo planted >> object && id -u"
+    )
     proc = env.start(prepared, request(ws, "sh", "-c", script))
     out = b"".join(proc.output())
     assert proc.wait() == 0, out
     proc.remove()
     assert out == b"4321\n"
+    assert (ws / "object").read_text() == "object\nplanted\n"  # the task's own copy
+    assert shared.read_text() == "object\n"
+    assert (shared.stat().st_uid, shared.stat().st_nlink) == (0, 1)
     for path in (ws, ws / "sub", ws / "sub" / "data.txt", ws / "out.txt", ws / "d" / "f"):
         assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4322)
     assert (ws / "link").lstat().st_uid == 4321
@@ -602,6 +708,8 @@ def test_run_options_carry_user_init_shm_labels_network_and_mounts(
         "",
     )
     assert (opts["user"], opts["init"], opts["shm_size"]) == ("1000:1000", True, "16g")
+    assert (opts["cap_drop"], opts["security_opt"]) == (["ALL"], ["no-new-privileges"])
+    assert "privileged" not in opts and "cap_add" not in opts
     assert opts["working_dir"] == "/workspace"
     assert opts["network_mode"] == "host"
     assert opts["labels"] == {
@@ -629,9 +737,22 @@ def test_a_workdir_outside_the_repo_is_refused(
         offline_env.run_options(PREPARED, req)
 
 
-def test_the_default_user_is_the_agent_process(tmp_path: Path) -> None:
+def test_the_default_user_is_the_agent_process_but_never_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "getuid", lambda: 1000)
+    monkeypatch.setattr(os, "getgid", lambda: 1001)
+    assert default_user() == "1000:1001"
+    monkeypatch.setattr(os, "getuid", lambda: 0)
+    monkeypatch.setattr(os, "getgid", lambda: 0)
     env = DockerEnvironment(offline_client(), agent_name="a", state_dir=tmp_path)
-    assert env.uid_gid == f"{os.getuid()}:{os.getgid()}"
+    assert env.uid_gid == env.images.installer.user == NOBODY == "65534:65534"
+    assert (
+        DockerEnvironment(
+            offline_client(), agent_name="a", state_dir=tmp_path, uid_gid="0:0"
+        ).uid_gid
+        == "0:0"
+    )  # root only when named
 
 
 @pytest.mark.parametrize("bad", ["/data", "data:/data", "/a:/b:rx", "/a::ro", "/a:b"])
@@ -691,6 +812,7 @@ def test_from_config_passes_every_docker_setting_through(tmp_path: Path) -> None
     assert (installer.pip_conf, installer.uv_toml) == (pip_conf, uv_toml)
     opts = env.run_options(PREPARED, request(tmp_path, "python", env={"X": "1"}))
     assert (opts["user"], opts["network_mode"]) == (config.docker_user, "none")
+    assert installer.user == config.docker_user  # builds run as the tasks do
     assert opts["environment"]["WANDB_MODE"] == "offline"  # the agent's env, for every task
     assert opts["environment"]["X"] == "1"
 
@@ -727,13 +849,20 @@ def test_installer_files_carry_pip_conf_uv_toml_and_variables(tmp_path: Path) ->
     installer = Installer(
         offline_client(),
         builder="a",
+        user="4321:4322",
         env={"PIP_TIMEOUT": "60", "UV_HTTP_TIMEOUT": "it's 60"},
         pip_conf=tmp_path / "pip.conf",
         uv_toml=tmp_path / "uv.toml",
     )
     with tarfile.open(fileobj=io.BytesIO(installer._files("a==1\n"))) as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+        members = tar.getmembers()
     build = BUILD_DIR.strip("/")
+    # the install runs as the installer's user: its folders and files are that user's alone
+    assert {(m.uid, m.gid) for m in members} == {(4321, 4322)}
+    folders = {m.name: m.mode for m in members if m.isdir()}
+    assert folders == {IMAGE_DIR.strip("/"): 0o755, build: 0o700}  # no cache volume: no mount
+    assert {m.mode for m in members if m.isfile()} == {0o600}
     assert files[f"{build}/pip.conf"] == (tmp_path / "pip.conf").read_bytes()
     assert files[f"{build}/uv.toml"] == (tmp_path / "uv.toml").read_bytes()
     assert files[f"{build}/requirements.txt"] == b"a==1\n"
