@@ -9,12 +9,14 @@ import redis
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from rq.webhook import Webhook
 
 from overnight.errors import AgentError
 from overnight.queue.jobs import ENTRY_POINT, is_overnight_job, task_id_of
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.cli import subprocess_env
+from tests.fixtures.hostile import listener
 from tests.fixtures.tasks import make_snapshot
 
 WORKER = """
@@ -74,6 +76,20 @@ def test_task_worker_refuses_foreign_functions(
         assert job.id in queue.failed_job_registry.get_job_ids()
     assert queue.count == 0
     assert redis_client.llen(queue.intermediate_queue_key) == 0
+
+
+def test_task_worker_refuses_without_sending_the_jobs_webhooks(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    with listener() as (url, requests):
+        Queue("default", connection=redis_client, serializer=JSONSerializer).enqueue_call(
+            "os.system",
+            args=(f"touch {tmp_path / 'ran'}",),
+            webhooks=[Webhook(url, "failed", method="POST")],
+        )
+        _burst(redis_url)
+        assert requests == []
+    assert not (tmp_path / "ran").exists()
 
 
 def test_refusal_is_recorded_on_the_task(
