@@ -59,6 +59,11 @@ class ReconstructError(OvernightError):
     """Raised when a recorded working tree cannot be rebuilt on an agent."""
 
 
+class LocalRepoError(ReconstructError):
+    """Raised when a repo or submodule URL is a local path or an unknown transport and the agent
+    does not set ``allow_local_repos``."""
+
+
 class GitError(OvernightError):
     """Raised when a git command fails; the recorder and agent turn it into an error naming the cause."""
 
