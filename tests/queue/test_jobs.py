@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
+from rq import Callback
 from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
@@ -16,7 +20,7 @@ from overnight.queue.jobs import ENTRY_POINT, is_overnight_job, task_id_of
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.cli import subprocess_env
-from tests.fixtures.hostile import listener
+from tests.fixtures.hostile import canary_module, listener
 from tests.fixtures.tasks import make_snapshot
 
 WORKER = """
@@ -33,11 +37,15 @@ cls(["default"], connection=conn, serializer=JSONSerializer).work(burst=True)
 """
 
 
-def _burst(redis_url: str, kind: str = "overnight") -> None:
-    """A real RQ worker process in burst mode (it forks a work horse per job it runs)."""
+def _burst(redis_url: str, kind: str = "overnight", *, importable: Path | None = None) -> None:
+    """A real RQ worker process in burst mode (it forks a work horse per job it runs); modules in
+    ``importable`` can be imported there."""
+    env = subprocess_env()
+    if importable is not None:
+        env["PYTHONPATH"] = os.pathsep.join((env["PYTHONPATH"], str(importable)))
     proc = subprocess.run(
         [sys.executable, "-c", WORKER, redis_url, kind],
-        env=subprocess_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=90,
@@ -90,6 +98,28 @@ def test_task_worker_refuses_without_sending_the_jobs_webhooks(
         _burst(redis_url)
         assert requests == []
     assert not (tmp_path / "ran").exists()
+
+
+def test_task_worker_cleans_a_stale_job_without_importing_its_callback(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, canary = canary_module(tmp_path, monkeypatch)
+    job = Job.create(
+        "os.system",
+        args=("true",),
+        connection=redis_client,
+        serializer=JSONSerializer,
+        origin="default",
+        on_failure=Callback(f"{module}.on_failure"),
+        status=JobStatus.STARTED,
+    )
+    job.save()
+    started = StartedJobRegistry("default", connection=redis_client)
+    redis_client.zadd(started.key, {f"{job.id}:gone": time.time() - 3600})
+    _burst(redis_url, importable=tmp_path / "importable")
+    assert not canary.exists()
+    assert redis_client.zcard(started.key) == 0
+    assert job.get_status(refresh=True) is JobStatus.FAILED
 
 
 def test_refusal_is_recorded_on_the_task(
