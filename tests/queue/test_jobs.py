@@ -3,12 +3,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import redis
-from rq import Callback
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
@@ -20,7 +18,7 @@ from overnight.queue.jobs import ENTRY_POINT, is_overnight_job, task_id_of
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.cli import subprocess_env
-from tests.fixtures.hostile import canary_module, listener
+from tests.fixtures.hostile import canary_module, listener, stale_started_job
 from tests.fixtures.tasks import make_snapshot
 
 WORKER = """
@@ -104,18 +102,8 @@ def test_task_worker_cleans_a_stale_job_without_importing_its_callback(
     redis_client: redis.Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module, canary = canary_module(tmp_path, monkeypatch)
-    job = Job.create(
-        "os.system",
-        args=("true",),
-        connection=redis_client,
-        serializer=JSONSerializer,
-        origin="default",
-        on_failure=Callback(f"{module}.on_failure"),
-        status=JobStatus.STARTED,
-    )
-    job.save()
+    job = stale_started_job(redis_client, "default", f"{module}.on_failure")
     started = StartedJobRegistry("default", connection=redis_client)
-    redis_client.zadd(started.key, {f"{job.id}:gone": time.time() - 3600})
     _burst(redis_url, importable=tmp_path / "importable")
     assert not canary.exists()
     assert redis_client.zcard(started.key) == 0

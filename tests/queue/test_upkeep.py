@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from rq import Callback, Queue
+from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -25,7 +25,7 @@ from tests.fixtures.agents import (
     wait_status,
 )
 from tests.fixtures.gitrepo import Repo
-from tests.fixtures.hostile import canary_module, listener
+from tests.fixtures.hostile import canary_module, listener, stale_started_job
 
 
 @pytest.fixture
@@ -45,19 +45,8 @@ def test_a_stale_started_job_is_failed_without_importing_its_callback(
     module, canary = canary_module(tmp_path, monkeypatch)
     started = StartedJobRegistry("q", connection=conn)
     with listener() as (url, requests):
-        job = Job.create(
-            "os.system",
-            args=("true",),
-            connection=conn,
-            serializer=JSONSerializer,
-            origin="q",
-            on_failure=Callback(f"{module}.on_failure"),
-            webhooks=[Webhook(url, "failed", method="POST")],
-            status=JobStatus.STARTED,
-        )
-        job.save()
-        # A worker that died long ago left its execution behind, expired.
-        conn.zadd(started.key, {f"{job.id}:gone": time.time() - 3600})
+        hook = Webhook(url, "failed", method="POST")
+        job = stale_started_job(conn, "q", f"{module}.on_failure", [hook])
         agent = Background(make_daemon(agent_config(redis_url, tmp_path / "agent", venv_cache)))
         try:
             wait_for(lambda: conn.zcard(started.key) == 0, what="the stale entry to be cleaned")
