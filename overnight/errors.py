@@ -60,8 +60,7 @@ class ReconstructError(OvernightError):
 
 
 class LocalRepoError(ReconstructError):
-    """Raised when a repo or submodule URL is a local path or an unknown transport and the agent
-    does not set ``allow_local_repos``."""
+    """Raised when a repo or submodule URL is not a network URL and allow_local_repos is off."""
 
 
 class GitError(OvernightError):
