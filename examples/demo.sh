@@ -81,10 +81,12 @@ say "overnight enqueue -q demo --gpus 0 --sweep lr=0.3,0.1,0.03 -- python train.
 overnight enqueue -q demo --gpus 0 --sweep lr=0.3,0.1,0.03 -m "demo: which learning rate?" \
   -- python train.py --lr 0.1 --epochs 20 | tee "$RUN/ids.txt"
 
-# 6. One agent, in burst mode: it runs the queue empty and exits.
-say "overnight agent daemon --queue demo --burst --env-mode venv"
+# 6. One agent, in burst mode: it runs the queue empty and exits. The demo's origin is a local
+#    bare repo, which agents fetch only when OVERNIGHT_ALLOW_LOCAL_REPOS says so.
+say "OVERNIGHT_ALLOW_LOCAL_REPOS=1 overnight agent daemon --queue demo --burst --env-mode venv"
 cd "$RUN"
-OVERNIGHT_SPILL_DIR="$RUN/agent/spill" overnight agent daemon --queue demo --burst \
+OVERNIGHT_ALLOW_LOCAL_REPOS=1 OVERNIGHT_SPILL_DIR="$RUN/agent/spill" \
+  overnight agent daemon --queue demo --burst \
   --env-mode venv --name demo-agent \
   --workspace-dir "$RUN/agent/workspaces" --cache-dir "$RUN/agent/envs"
 

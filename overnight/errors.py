@@ -59,6 +59,10 @@ class ReconstructError(OvernightError):
     """Raised when a recorded working tree cannot be rebuilt on an agent."""
 
 
+class LocalRepoError(ReconstructError):
+    """Raised when a repo or submodule URL is not a network URL and allow_local_repos is off."""
+
+
 class GitError(OvernightError):
     """Raised when a git command fails; the recorder and agent turn it into an error naming the cause."""
 

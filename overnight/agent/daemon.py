@@ -335,6 +335,7 @@ def create_daemon(
         credentials=GitCredentials(tokens=config.git_tokens, ssh_command=config.git_ssh_command),
         keep=config.keep_workspaces,
         max_mirrors=config.max_mirrors,
+        allow_local_repos=config.allow_local_repos,
     )
     return Daemon(
         config,

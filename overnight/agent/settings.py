@@ -54,6 +54,7 @@ class AgentConfig:
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # added for every task
     git_tokens: dict[str, str] = dataclasses.field(default_factory=dict)  # host -> token
     git_ssh_command: str | None = None
+    allow_local_repos: bool = False  # also fetch local paths and file:// (repos and submodules)
     default_image: str | None = None  # docker mode: image when the task names none
     docker_network: str | None = None
     docker_mounts: tuple[str, ...] = ()  # extra mounts, HOST:CONTAINER[:ro]

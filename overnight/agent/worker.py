@@ -2,8 +2,10 @@
 
 The agent never lets RQ import or perform a job function. It uses RQ for queues and worker
 registration (``rq info`` lists it) and runs each task itself. This module pops jobs, hands
-back the ones the agent cannot take now and refuses foreign ones; the task store mirrors every
-status change of a task onto its RQ job and registries (:mod:`overnight.queue.mirror`).
+back the ones the agent cannot take now and refuses foreign ones (without RQ's failure
+handling, which would send their webhooks); the task store mirrors every status change of a task
+onto its RQ job and registries (:mod:`overnight.queue.mirror`), and overnight's own upkeep
+(:mod:`overnight.queue.upkeep`) cleans what others left there.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from rq.utils import now, utcformat, utcparse
 from rq.worker import WorkerStatus
 
 from overnight.errors import AgentError
+from overnight.queue.jobs import fail_in_rq
+from overnight.queue.upkeep import clean
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +155,13 @@ class AgentWorker:
         self.connection.lrem(claim.queue.intermediate_queue_key, 1, claim.job_id)
 
     def refuse(self, claim: Claim, reason: str) -> None:
-        """Record a job as failed without running it (not overnight's entry point)."""
-        job = claim.job
-        job.retries_left = None  # never let RQ retry a job the agent refuses
-        job.started_at = job.ended_at = now()
+        """Record a job as failed without running it, nor anything it asks RQ for (retries,
+        webhooks, callbacks, dependents): see :func:`overnight.queue.jobs.fail_in_rq`."""
         self.connection.lrem(claim.queue.intermediate_queue_key, 1, claim.job_id)
-        self.rq.handle_job_failure(job, claim.queue, exc_string=reason)
+        fail_in_rq(self.connection, claim.job_id, claim.queue.name, reason, worker_name=self.name)
+        with self.connection.pipeline() as pipe:
+            self.rq.increment_failed_job_count(pipe)
+            pipe.execute()
 
     def count(self, *, finished: bool, seconds: float) -> None:
         """Add one task to the worker's statistics (``rq info`` shows them)."""
@@ -169,9 +174,11 @@ class AgentWorker:
             pipe.execute()
 
     def maintain(self) -> None:
-        """RQ's own registry upkeep, at most every ten minutes across all workers of a queue."""
+        """Registry upkeep, at most every ten minutes across all workers of a queue: overnight's
+        own (:mod:`overnight.queue.upkeep`), never RQ's, which runs what stale jobs name."""
         if self.rq.should_run_maintenance_tasks:
-            self.rq.clean_registries()  # type: ignore[no-untyped-call]
+            clean(self.connection, [q.name for q in self.queues], worker_name=self.name)
+            self.rq.last_cleaned_at = now()  # type: ignore[assignment]  # RQ types it None
 
 
 def _dead_here(host: str, pid: str) -> bool:

@@ -37,6 +37,7 @@ from overnight.agent.remotes import GitCredentials, StopCheck, fetch
 from overnight.errors import PreparationCanceled, ReconstructError
 from overnight.recorder.checkout import reconstruct
 from overnight.recorder.gitrepo import Git
+from overnight.recorder.urls import require_network_url
 from overnight.spec import Snapshot
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -58,8 +59,10 @@ class Workspaces:
         lock_timeout: float | None = None,
         max_trees: int = MAX_TREES,
         max_mirrors: int = MAX_MIRRORS,
+        allow_local_repos: bool = True,
     ) -> None:
         self.root = Path(root)
+        self.allow_local_repos = allow_local_repos  # False: network repo and submodule URLs only
         self.credentials = credentials or GitCredentials()
         self.keep = keep
         self.fetch_timeout = fetch_timeout
@@ -103,6 +106,9 @@ class Workspaces:
         Raises PreparationCanceled when ``should_stop()`` turns true while git fetches or while
         another task holds the tree's or the mirror's lock.
         """
+        url = snapshot.spec.repo.url
+        if url and not self.allow_local_repos:  # before any fetch
+            require_network_url(url, "repo.url")
         with self._locked(
             self._task_lock(task_id), should_stop, "removed leftover trees", shared=True
         ):
@@ -213,7 +219,7 @@ class Workspaces:
         env = {**self.credentials.env(), "GIT_TEMPLATE_DIR": ""}
         if repo.url is None:
             log("the task has no remote: rebuilding from its bundle")
-            reconstruct(snapshot, tmp, git_env=env)
+            reconstruct(snapshot, tmp, git_env=env, allow_local=self.allow_local_repos)
         else:
             mirror = self.mirror_dir(repo.url)
             mirror_lock = mirror.with_suffix(".lock")
@@ -225,7 +231,13 @@ class Workspaces:
                 with self._locked(mirror_lock, should_stop, "updated the mirror"):
                     self._update_mirror(repo.url, mirror, env, log, should_stop)
             with self._locked(mirror_lock, should_stop, "updated the mirror", shared=True):
-                reconstruct(snapshot, tmp, source=str(mirror), git_env=env)
+                reconstruct(
+                    snapshot,
+                    tmp,
+                    source=str(mirror),
+                    git_env=env,
+                    allow_local=self.allow_local_repos,
+                )
                 _used_mark(mirror).touch()
             self._evict_mirrors(keep=mirror)
         _trim(Git(tmp, extra_env=env))

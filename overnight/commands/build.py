@@ -52,7 +52,8 @@ def build_standalone(
     """Build the standalone image ``tag`` for ``snapshot``; returns its id.
 
     The environment comes from the image cache an agent with ``config`` on this host uses
-    (default image, image repository, package cache, CA bundle, installer settings).
+    (default image, image repository, package cache, CA bundle, installer settings); the tree is
+    fetched as that agent would (``allow_local_repos``).
     """
     import docker
     import docker.errors
@@ -75,7 +76,7 @@ def build_standalone(
         with tempfile.TemporaryDirectory(prefix="overnight-build-") as tmp:
             tree = Path(tmp) / "tree"
             log(f"reconstructing {snapshot.spec.repo.commit[:7]}")
-            reconstruct(snapshot, tree, source=source)
+            reconstruct(snapshot, tree, source=source, allow_local=config.allow_local_repos)
             labels = {"overnight.commit": snapshot.spec.repo.commit}
             if task_id:
                 labels["overnight.task"] = task_id

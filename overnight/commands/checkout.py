@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from overnight.agent.settings import load_agent_config
 from overnight.commands.common import redis_option, store_for
 from overnight.errors import UsageError
 from overnight.queue.keys import looks_like_id
@@ -21,14 +22,20 @@ from overnight.spec import Snapshot
 )
 @redis_option
 def checkout_command(spec: str, dest: Path, source: str | None, redis_url: str | None) -> None:
-    """Rebuild the working tree of SPEC at DEST: a file from `snapshot --json`, or a task id."""
+    """Rebuild the working tree of SPEC at DEST: a file from `snapshot --json`, or a task id.
+
+    Like an agent, it fetches only network repo and submodule URLs unless the agent setting
+    allow_local_repos (OVERNIGHT_ALLOW_LOCAL_REPOS=1) is set; --source may be a local path.
+    """
     path = Path(spec)
     if not path.is_file() and looks_like_id(spec):
         _, store = store_for(redis_url)
         snap = store.load_snapshot(store.resolve(spec))
     else:
         snap = _read_snapshot(spec)
-    reconstruct(snap, dest, source=source)
+    # The spec may come from the queue: its URLs are fetched as an agent here would fetch them.
+    allow_local = load_agent_config().allow_local_repos
+    reconstruct(snap, dest, source=source, allow_local=allow_local)
     repo = snap.spec.repo
     extra = " + patch" if snap.spec.patch else ""
     extra += " + bundle" if snap.spec.bundle else ""

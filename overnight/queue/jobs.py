@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+import zlib
 from typing import Any
 
-from rq.job import Job, get_current_job
+import redis
+from rq.job import Job, JobStatus, get_current_job
 from rq.queue import Queue
+from rq.registry import FailedJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
+from rq.utils import now, utcformat
 from rq.worker import Worker
 
 from overnight.errors import AgentError, OvernightError
@@ -23,6 +29,9 @@ from overnight.queue.records import Phase, TaskStatus
 
 ENTRY_POINT = "overnight.queue.jobs.run_task"
 """The only function an overnight RQ job may name."""
+
+REFUSED_TTL = 7 * 24 * 3600
+"""Seconds a refused job's hash, result and failed-registry entry are kept."""
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +112,38 @@ def record_refusal(job: Job, message: str) -> None:
         )
 
 
+def fail_in_rq(
+    connection: redis.Redis, job_id: str, queue: str, reason: str, *, worker_name: str = ""
+) -> None:
+    """Record the RQ job ``job_id`` of ``queue`` as failed with ``reason``, and nothing more.
+
+    RQ's own failure handling (``Worker.handle_job_failure``) does what the job asks for: it
+    retries it, sends its webhooks (HTTP requests to any address, with any headers) and enqueues
+    its dependents. A job overnight refuses gets none of that: its status, the reason, its end
+    time, a failure result and an entry in the queue's FailedJobRegistry are written with plain
+    Redis commands, and all of them expire after :data:`REFUSED_TTL`.
+    """
+    stamp = utcformat(now())
+    key = Job.key_for(job_id)
+    job = Job(job_id, connection=connection, serializer=JSONSerializer)
+    failed = FailedJobRegistry(queue, connection=connection)
+    with connection.pipeline() as pipe:
+        pipe.hset(
+            key,
+            mapping={
+                "status": JobStatus.FAILED.value,
+                "exc_info": zlib.compress(reason.encode()),
+                "ended_at": stamp,
+                "worker_name": worker_name,
+            },
+        )
+        pipe.hsetnx(key, "started_at", stamp)
+        pipe.expire(key, REFUSED_TTL)
+        Result.create_failure(job, REFUSED_TTL, reason, worker_name=worker_name, pipeline=pipe)
+        pipe.zadd(failed.key, {job_id: time.time() + REFUSED_TTL})
+        pipe.execute()
+
+
 class TaskWorker(Worker):
     """An RQ worker that runs nothing but overnight jobs; any other job is recorded as failed.
 
@@ -125,6 +166,15 @@ class TaskWorker(Worker):
         message = refusal_message(job)
         log.warning("%s", message)
         record_refusal(job, message)
-        job.retries_left = 0  # a hand-made job may ask RQ to retry it; never
         queue.intermediate_queue.remove(job.id)
-        self.handle_job_failure(job, queue=queue, exc_string=message)
+        fail_in_rq(self.connection, str(job.id), queue.name, message, worker_name=self.name)
+        with self.connection.pipeline() as pipe:
+            self.increment_failed_job_count(pipe)
+            pipe.execute()
+
+    def clean_registries(self) -> None:
+        """Overnight's registry upkeep instead of RQ's, which runs what stale jobs name."""
+        from overnight.queue.upkeep import clean  # upkeep reads task records: the store
+
+        clean(self.connection, [q.name for q in self.queues], worker_name=self.name)
+        self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ types it None

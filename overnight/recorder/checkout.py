@@ -14,10 +14,10 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from overnight.errors import GitError, ReconstructError
+from overnight.errors import GitError, LocalRepoError, ReconstructError
 from overnight.recorder import bundle
 from overnight.recorder.gitrepo import Git
-from overnight.recorder.urls import strip_credentials
+from overnight.recorder.urls import ALLOW_LOCAL_HINT, require_network_url, strip_credentials
 from overnight.spec import Snapshot
 
 # Settings the rebuilt repo keeps, so the task's own git commands see the tree as recorded.
@@ -30,20 +30,26 @@ def reconstruct(
     *,
     source: str | None = None,
     git_env: Mapping[str, str] | None = None,
+    allow_local: bool = True,
 ) -> None:
     """Rebuild the recorded working tree at ``dest``, which must not exist or be empty.
 
     ``source`` is where commits are cloned from instead of the recorded URL (an agent's mirror);
-    ``git_env`` is added to git's environment (credentials, ``GIT_SSH_COMMAND``). On failure
+    ``git_env`` is added to git's environment (credentials, ``GIT_SSH_COMMAND``). Without
+    ``allow_local`` (an agent's ``allow_local_repos``), the recorded URL when it is cloned from
+    and every submodule URL must be network URLs: :class:`LocalRepoError` otherwise. On failure
     ``dest`` is left as it was found and :class:`ReconstructError` names the cause.
     """
     dest = Path(dest)
+    url = snapshot.spec.repo.url
+    if not allow_local and source is None and url:
+        require_network_url(url, "repo.url")
     existed = dest.exists()
     if existed and (not dest.is_dir() or any(dest.iterdir())):
         raise ReconstructError(f"{dest} already exists and is not an empty folder; pick a new one")
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        _rebuild(snapshot, dest, source, git_env)
+        _rebuild(snapshot, dest, source, git_env, allow_local)
     except GitError as exc:  # a step with no likelier cause to name (the checkout itself, say)
         _clear(dest, remove=not existed)
         raise ReconstructError(
@@ -73,7 +79,11 @@ def _where(snapshot: Snapshot, source: str | None) -> str:
 
 
 def _rebuild(
-    snapshot: Snapshot, dest: Path, source: str | None, git_env: Mapping[str, str] | None
+    snapshot: Snapshot,
+    dest: Path,
+    source: str | None,
+    git_env: Mapping[str, str] | None,
+    allow_local: bool,
 ) -> None:
     spec = snapshot.spec
     repo = spec.repo
@@ -115,8 +125,8 @@ def _rebuild(
                 f"after applying the patch to {short}; the task spec is inconsistent"
             )
     if repo.submodules:
-        _submodules(git)
-    _submodule_changes(snapshot, dest, git_env)
+        _submodules(git, allow_local)
+    _submodule_changes(snapshot, dest, git_env, allow_local)
     if data:
         git.run("reset", "--quiet", "--mixed")
 
@@ -132,7 +142,9 @@ def _check_out(git: Git, commit: str, branch: str | None) -> None:
         git.run("checkout", "--quiet", "--detach", commit)
 
 
-def _submodule_changes(snapshot: Snapshot, dest: Path, git_env: Mapping[str, str] | None) -> None:
+def _submodule_changes(
+    snapshot: Snapshot, dest: Path, git_env: Mapping[str, str] | None, allow_local: bool
+) -> None:
     """Apply each submodule's recorded change, outermost first, and check its tree id."""
     spec = snapshot.spec
     for path in sorted(spec.submodule_patches, key=lambda p: (p.count("/"), p)):
@@ -150,7 +162,7 @@ def _submodule_changes(snapshot: Snapshot, dest: Path, git_env: Mapping[str, str
                 f"tree {recorded[:12]}; the task spec is inconsistent"
             )
         if (dest / path / ".gitmodules").exists():
-            _submodules(sub)  # its own submodules, at the commits its change records
+            _submodules(sub, allow_local)  # its own submodules, at the commits its change records
         sub.run("reset", "--quiet", "--mixed")
 
 
@@ -166,17 +178,24 @@ def _apply(git: Git, data: bytes, short: str) -> None:
         os.unlink(name)
 
 
-def _submodules(git: Git) -> None:
+# Transports git may clone submodules with when local repos are not allowed. The task's
+# .gitmodules names the URLs; a relative one resolves against the (network) remote.
+_NETWORK_ONLY = (
+    "protocol.allow=never",
+    *(f"protocol.{name}.allow=always" for name in ("https", "http", "ssh", "git")),
+)
+
+
+def _submodules(git: Git, allow_local: bool) -> None:
     # The index holds the recorded submodule commits (the patch updated them), so update
     # checks out exactly those. Local-path submodule URLs need the file protocol.
+    config = ("protocol.file.allow=always",) if allow_local else _NETWORK_ONLY
     try:
-        git.run(
-            "submodule",
-            "update",
-            "--init",
-            "--recursive",
-            "--quiet",
-            config=("protocol.file.allow=always",),
-        )
+        git.run("submodule", "update", "--init", "--recursive", "--quiet", config=config)
     except GitError as exc:
+        if not allow_local and "not allowed" in exc.reason:
+            raise LocalRepoError(
+                f"cannot check out the submodules: {exc.reason}: a submodule URL is a local "
+                f"path or an unknown transport, which agents do not fetch; {ALLOW_LOCAL_HINT}"
+            ) from exc
         raise ReconstructError(f"cannot check out the submodules: {exc.reason}") from exc

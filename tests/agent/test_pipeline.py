@@ -32,7 +32,7 @@ from tests.fixtures.agents import (
     wait_for,
     wait_status,
 )
-from tests.fixtures.gitrepo import Repo, make_repo
+from tests.fixtures.gitrepo import Repo, git, make_repo
 from tests.fixtures.gitserver import hanging_ssh, private_remote
 from tests.fixtures.services import free_port
 
@@ -478,3 +478,82 @@ def test_a_task_runs_in_a_container_in_docker_mode(
     assert "rss_mb" in done.extra["resources"]["summary"], done.extra["resources"]
     label = f"overnight.agent={docker_sandbox.agent_name}"
     assert docker_sandbox.client.containers.list(all=True, filters={"label": label}) == []
+
+
+@pytest.mark.parametrize("url", [None, "file://{origin}", "ext::sh -c touch% {canary}"])
+def test_a_local_repo_url_fails_naming_allow_local_repos_and_nothing_is_fetched(
+    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path, url: str | None
+) -> None:
+    canary = tmp_path / "canary"
+    snap = snapshot_of(project)  # its origin: a bare repo on this host, by path
+    if url is not None:
+        recorded = url.format(origin=project.origin, canary=canary)
+        snap = _replace_spec(snap, repo=dataclasses.replace(snap.spec.repo, url=recorded))
+    refused = enqueue(agent_store, project, snapshot=snap)
+    run_burst(config_for(allow_local_repos=False))
+    phase, error = _failure(agent_store, refused.id)
+    assert phase is Phase.WORKSPACE
+    assert error.startswith("repo.url ") and "is a local path or an unknown transport" in error
+    assert error.endswith("set allow_local_repos on the agent (OVERNIGHT_ALLOW_LOCAL_REPOS=1)")
+    assert not (tmp_path / "agent" / "workspaces" / "mirrors").exists()  # nothing fetched
+    assert not canary.exists()
+
+
+def test_with_allow_local_repos_a_local_origin_is_fetched(
+    agent_store: TaskStore, project: Repo, config_for
+) -> None:
+    record = enqueue(agent_store, project)
+    run_burst(config_for(allow_local_repos=True))
+    assert agent_store.get(record.id).status is TaskStatus.FINISHED
+
+
+def _add_submodule(project: Repo, url: str, path: str) -> None:
+    project.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", url, path)
+    project.commit(f"submodule {path}")
+    project.push()
+
+
+def test_a_submodule_url_naming_a_repo_on_the_agents_host_is_not_cloned(
+    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+) -> None:
+    """The superproject is on a server; its .gitmodules (the task's own) names another user's
+    repository on the agent's host by path."""
+    private = make_repo(tmp_path / "private", name="private")
+    private.write("SECRET.txt", "another user's work\n")
+    private.commit("secret")
+    private.push()
+    assert project.origin is not None and private.origin is not None
+    _add_submodule(project, str(private.origin), "vendor")
+    with private_remote(project.origin, "s3cret") as url:
+        project.git("remote", "set-url", "origin", url)
+        record = enqueue(agent_store, project)
+        prefix = url.rsplit("/", 1)[0] + "/"
+        run_burst(config_for(allow_local_repos=False, git_tokens={prefix: "s3cret"}))
+    phase, error = _failure(agent_store, record.id)
+    assert phase is Phase.WORKSPACE
+    assert error.startswith("cannot check out the submodules: transport 'file' not allowed")
+    assert "OVERNIGHT_ALLOW_LOCAL_REPOS=1" in error
+    assert list((tmp_path / "agent" / "workspaces").rglob("SECRET.txt")) == []
+
+
+def test_a_relative_submodule_url_resolves_against_the_network_remote(
+    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+) -> None:
+    lib = make_repo(tmp_path, name="lib")  # its bare origin next to the project's
+    lib.write("LIB.txt", "from the lib's server\n")
+    lib.commit("lib")
+    lib.push()
+    assert project.origin is not None and lib.origin is not None
+    _add_submodule(project, "../lib-origin.git", "lib")
+    git(lib.origin, "update-server-info")  # served over dumb HTTP with the project's origin
+    with private_remote(project.origin, "s3cret") as url:
+        project.git("remote", "set-url", "origin", url)
+        snap = _replace_spec(
+            snapshot_of(project), argv=("python", "-c", "print(open('lib/LIB.txt').read())")
+        )
+        record = enqueue(agent_store, project, snapshot=snap)
+        prefix = url.rsplit("/", 1)[0] + "/"
+        run_burst(config_for(allow_local_repos=False, git_tokens={prefix: "s3cret"}))
+    done = agent_store.get(record.id)
+    assert done.status is TaskStatus.FINISHED, done.error
+    assert "from the lib's server" in log_text(agent_store, record.id)

@@ -2,14 +2,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
-from rq import Queue, Worker
+from rq import Callback, Queue, Worker
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+from rq.webhook import Webhook
 
 from overnight.agent.worker import AgentWorker
 from overnight.errors import AgentError
+from tests.fixtures.agents import agent_config, run_burst
+from tests.fixtures.hostile import canary_module, listener
 
 ENTRY = "overnight.queue.jobs.run_task"
 
@@ -128,3 +133,29 @@ def test_a_namesake_whose_process_died_on_this_host_is_replaced(
     )
     conn.hset("rq:worker:box", "pid", dead.stdout.strip())
     AgentWorker(conn, blocking, "box", ["gpu"]).register()
+
+
+def test_an_agent_refuses_a_foreign_job_without_its_webhooks_or_callbacks(
+    redis_url: str, tmp_path: Path, venv_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, canary = canary_module(tmp_path, monkeypatch)
+    conn = redis.Redis.from_url(redis_url)
+    with listener() as (url, requests):
+        hook = Webhook(url, "failed", method="POST", headers={"X-Secret": "agent"})
+        job = Queue("q", connection=conn, serializer=JSONSerializer).enqueue_call(
+            "os.system",
+            args=(f"touch {tmp_path / 'ran'}",),
+            on_failure=Callback(f"{module}.on_failure"),
+            webhooks=[hook],
+        )
+        run_burst(agent_config(redis_url, tmp_path / "agent", venv_cache))
+        assert requests == []
+    assert not canary.exists() and not (tmp_path / "ran").exists()
+    job = Job.fetch(job.id, connection=conn, serializer=JSONSerializer)
+    assert job.get_status() is JobStatus.FAILED
+    result = job.latest_result()
+    assert result is not None and "names function 'os.system'" in str(result.exc_string)
+    queue = Queue("q", connection=conn, serializer=JSONSerializer)
+    assert queue.failed_job_registry.get_job_ids() == [job.id]
+    assert job.ended_at is not None
+    conn.close()

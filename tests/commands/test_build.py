@@ -14,6 +14,13 @@ from tests.fixtures.gitrepo import Repo
 
 pytestmark = pytest.mark.docker
 
+
+@pytest.fixture(autouse=True)
+def _local_repos(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repos here have a local bare origin, which builds fetch only when allowed."""
+    monkeypatch.setenv("OVERNIGHT_ALLOW_LOCAL_REPOS", "1")
+
+
 BINARY = bytes(range(256)) * 8
 TRAIN = """import hashlib, os, sys
 print('args', sys.argv[1:])

@@ -11,6 +11,12 @@ from tests.fixtures.gitrepo import Repo, worktree_state
 from tests.fixtures.tasks import invoke
 
 
+@pytest.fixture(autouse=True)
+def _local_repos(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repos here have a local bare origin, which checkout fetches only when allowed."""
+    monkeypatch.setenv("OVERNIGHT_ALLOW_LOCAL_REPOS", "1")
+
+
 def _invoke(args: list[str]) -> tuple[int, str, str]:
     result = invoke(*args)
     return result.exit_code, result.stdout, result.stderr
@@ -51,3 +57,21 @@ def test_checkout_rebuilds_a_queued_task_by_id(
     code, out, _ = _invoke(["agent", "checkout", task_id[:6], str(tmp_path / "rebuilt")])
     assert code == 0 and "+ patch" in out
     assert worktree_state(tmp_path / "rebuilt") == worktree_state(repo.path)
+
+
+def test_checkout_fetches_a_local_origin_only_with_allow_local_repos(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(repo.path)
+    spec = tmp_path / "task.json"
+    assert _invoke(["snapshot", "-o", str(spec), "--", "python", "train.py"])[0] == 0
+    monkeypatch.setenv("OVERNIGHT_ALLOW_LOCAL_REPOS", "0")
+    code, _, err = _invoke(["agent", "checkout", str(spec), str(tmp_path / "rebuilt")])
+    assert code == ExitCode.RECONSTRUCT and err.count("\n") == 1
+    assert f"repo.url '{repo.origin}' is a local path" in err and "allow_local_repos" in err
+    assert not (tmp_path / "rebuilt").exists()
+    # Named on the command line by the user, a local --source is theirs to choose.
+    code, _, err = _invoke(
+        ["agent", "checkout", "--source", str(repo.origin), str(spec), str(tmp_path / "rebuilt")]
+    )
+    assert code == 0, err

@@ -16,6 +16,7 @@ from overnight.errors import ConfigError
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import (
+    LOCAL_REPOS,
     agent_config,
     enqueue,
     log_text,
@@ -35,6 +36,7 @@ def dirs(tmp_path: Path) -> dict[str, str]:
         "OVERNIGHT_WORKSPACE_DIR": str(tmp_path / "ws"),
         "OVERNIGHT_CACHE_DIR": str(tmp_path / "envs"),
         "OVERNIGHT_SPILL_DIR": str(tmp_path / "spill"),
+        **LOCAL_REPOS,
     }
 
 

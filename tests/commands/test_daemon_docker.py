@@ -25,6 +25,7 @@ from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.spec import Snapshot
 from tests.fixtures.agents import (
+    LOCAL_REPOS,
     agent_config,
     enqueue,
     log_text,
@@ -82,6 +83,7 @@ def agent_env(sandbox: DockerSandbox, tmp_path: Path, redis_url: str) -> dict[st
         "OVERNIGHT_WORKSPACE_DIR": str(tmp_path / "agent" / "ws"),
         "OVERNIGHT_CACHE_DIR": str(tmp_path / "agent" / "envs"),
         "OVERNIGHT_SPILL_DIR": str(tmp_path / "agent" / "spill"),
+        **LOCAL_REPOS,
     }
 
 

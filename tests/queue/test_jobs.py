@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,13 +9,16 @@ import pytest
 import redis
 from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.webhook import Webhook
 
 from overnight.errors import AgentError
 from overnight.queue.jobs import ENTRY_POINT, is_overnight_job, task_id_of
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.cli import subprocess_env
+from tests.fixtures.hostile import canary_module, listener, stale_started_job
 from tests.fixtures.tasks import make_snapshot
 
 WORKER = """
@@ -31,11 +35,15 @@ cls(["default"], connection=conn, serializer=JSONSerializer).work(burst=True)
 """
 
 
-def _burst(redis_url: str, kind: str = "overnight") -> None:
-    """A real RQ worker process in burst mode (it forks a work horse per job it runs)."""
+def _burst(redis_url: str, kind: str = "overnight", *, importable: Path | None = None) -> None:
+    """A real RQ worker process in burst mode (it forks a work horse per job it runs); modules in
+    ``importable`` can be imported there."""
+    env = subprocess_env()
+    if importable is not None:
+        env["PYTHONPATH"] = os.pathsep.join((env["PYTHONPATH"], str(importable)))
     proc = subprocess.run(
         [sys.executable, "-c", WORKER, redis_url, kind],
-        env=subprocess_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=90,
@@ -74,6 +82,32 @@ def test_task_worker_refuses_foreign_functions(
         assert job.id in queue.failed_job_registry.get_job_ids()
     assert queue.count == 0
     assert redis_client.llen(queue.intermediate_queue_key) == 0
+
+
+def test_task_worker_refuses_without_sending_the_jobs_webhooks(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    with listener() as (url, requests):
+        Queue("default", connection=redis_client, serializer=JSONSerializer).enqueue_call(
+            "os.system",
+            args=(f"touch {tmp_path / 'ran'}",),
+            webhooks=[Webhook(url, "failed", method="POST")],
+        )
+        _burst(redis_url)
+        assert requests == []
+    assert not (tmp_path / "ran").exists()
+
+
+def test_task_worker_cleans_a_stale_job_without_importing_its_callback(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, canary = canary_module(tmp_path, monkeypatch)
+    job = stale_started_job(redis_client, "default", f"{module}.on_failure")
+    started = StartedJobRegistry("default", connection=redis_client)
+    _burst(redis_url, importable=tmp_path / "importable")
+    assert not canary.exists()
+    assert redis_client.zcard(started.key) == 0
+    assert job.get_status(refresh=True) is JobStatus.FAILED
 
 
 def test_refusal_is_recorded_on_the_task(

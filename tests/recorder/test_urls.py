@@ -4,7 +4,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overnight.recorder.urls import strip_credentials, url_host
+from overnight.errors import LocalRepoError
+from overnight.recorder.urls import (
+    is_network_url,
+    require_network_url,
+    strip_credentials,
+    url_host,
+)
 
 
 @pytest.mark.parametrize(
@@ -71,3 +77,46 @@ def test_no_secret_survives(
 )
 def test_url_host(url: str, host: str) -> None:
     assert url_host(url) == host
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/org/repo.git",
+        "http://127.0.0.1:8080/r.git",
+        "ssh://git@host:2222/r.git",
+        "git+ssh://deploy@host/r.git",
+        "git://host/r.git",
+        "git@github.com:org/repo.git",
+        "host:org/repo.git",
+        "git@host:/srv/r.git",
+        "https://u@[::1]:8443/r.git",
+    ],
+)
+def test_network_urls(url: str) -> None:
+    assert is_network_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/srv/git/repo.git",
+        "./repo",
+        "../sibling.git",
+        "repo",
+        "sub/dir:with-colon",
+        "~/repo.git",
+        "file:///srv/git/repo.git",
+        "file://host/srv/repo.git",
+        "ext::sh -c touch% /tmp/pwned",
+        "fd::17",
+        "ftp://host/r.git",
+        "https:///r.git",
+        "ssh://-oProxyCommand=touch%20x/r.git",
+        "-oProxyCommand=x@host:r.git",
+    ],
+)
+def test_local_paths_and_other_transports_are_not_network_urls(url: str) -> None:
+    assert not is_network_url(url)
+    with pytest.raises(LocalRepoError, match=r"^repo\.url .*\(OVERNIGHT_ALLOW_LOCAL_REPOS=1\)$"):
+        require_network_url(url, "repo.url")
