@@ -41,13 +41,21 @@ def snapshot_options(f: F) -> F:
             multiple=True,
             metavar="NAME[=VALUE]",
             help="Environment variable for the task; NAME takes its value from here. "
-            "Names with TOKEN, SECRET, PASSWORD or KEY need --allow-secret-env.",
+            "Secret-looking ones (a name with TOKEN, SECRET, PASS, KEY, AUTH...; a value with "
+            "a password in a URL or a known token) need --allow-secret-env.",
         ),
         click.option(
             "--allow-secret-env",
             is_flag=True,
             default=False,
-            help="Record --env variables whose names look like secrets.",
+            help="Record --env variables whose names or values look like secrets.",
+        ),
+        click.option(
+            "--allow-secret-files",
+            is_flag=True,
+            default=False,
+            help="Record untracked files named like keys or credentials (.env, *.pem, .netrc) "
+            "and uncommitted lines that hold one (a password in a URL, a known token).",
         ),
         click.option(
             "-m", "--note", default="", help="Why this run exists (the lab-notebook line)."
@@ -80,6 +88,7 @@ def options_from_flags(flags: Mapping[str, Any], config: ClientConfig) -> Snapsh
         requirements_file=flags.get("requirements_file"),
         env=tuple(flags.get("env") or ()),
         allow_secret_env=bool(flags.get("allow_secret_env", False)),
+        allow_secret_files=bool(flags.get("allow_secret_files", False)),
         note=flags.get("note") or "",
         tags=tuple(flags.get("tags") or ()),
         name=flags.get("name"),
