@@ -18,7 +18,7 @@ from overnight.commands.common import (
     to_jsonable,
 )
 from overnight.commands.reports import live_usage, offer_problem
-from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines
+from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines, spec_json
 from overnight.errors import CorruptRecord, InvalidTransition, OvernightError, SpecError, UsageError
 from overnight.queue.agents import AgentRegistry
 from overnight.queue.cancel import cancel_queue
@@ -91,9 +91,15 @@ def _grouped(problems: dict[str, str]) -> dict[str, list[str]]:
 
 @click.command("show")
 @click.argument("task_id", metavar="ID")
+@click.option(
+    "--show-secrets",
+    is_flag=True,
+    help="Print the values of secret-looking env variables (recorded with --allow-secret-env) "
+    "instead of ***.",
+)
 @json_option
 @redis_option
-def show_command(task_id: str, as_json: bool, redis_url: str | None) -> None:
+def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str | None) -> None:
     """Everything about one task: command, code, status, history."""
     _, store = store_for(redis_url)
     record = store.get(store.resolve(task_id))
@@ -107,7 +113,7 @@ def show_command(task_id: str, as_json: bool, redis_url: str | None) -> None:
         resources = data.get("extra", {}).get("resources")
         if isinstance(resources, dict) and "series" not in resources:
             resources["series"] = store.series(record.id)
-        data["spec"] = spec.to_dict() if spec is not None else None
+        data["spec"] = spec_json(spec, show_secrets=show_secrets) if spec is not None else None
         data["log_bytes"] = store.logs.size(record.id)
         echo_json(data)
         return
