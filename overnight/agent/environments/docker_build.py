@@ -31,6 +31,7 @@ import docker.utils
 import requests.exceptions
 
 from overnight.agent.environments.base import LogSink, StopCheck
+from overnight.agent.logbatch import Output
 from overnight.errors import EnvironmentBuildError
 
 VENV = "/opt/overnight/venv"
@@ -270,10 +271,10 @@ def _follow(container: Any, log: LogSink, should_stop: StopCheck) -> str:
                 line = raw.decode("utf-8", "replace").rstrip()
                 if line:
                     last[0] = line
-                    log(line)
+                    log(Output(line))
         if buffer.strip():
             last[0] = buffer.decode("utf-8", "replace").rstrip()
-            log(last[0])
+            log(Output(last[0]))
 
     reader = threading.Thread(target=pump, name="overnight-build-log", daemon=True)
     reader.start()
