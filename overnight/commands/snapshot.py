@@ -16,6 +16,7 @@ from overnight.config import ClientConfig, load_client_config
 from overnight.recorder.limits import human_size
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
+from overnight.terminal import visible_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -171,7 +172,7 @@ def snapshot_command(
     if as_json:
         click.echo(snap.to_json())
     else:
-        click.echo(_summary(snap))
+        click.echo(visible_lines(_summary(snap)))
 
 
 def register(cli: click.Group, agent: click.Group) -> None:
