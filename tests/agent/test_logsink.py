@@ -10,6 +10,7 @@ from overnight.agent.logbatch import Notice, Output
 from overnight.agent.logsink import LogSink
 
 Line = tuple[float, str]
+Entry = tuple[float, str, bool]
 
 
 class FlakyStore:
@@ -21,7 +22,7 @@ class FlakyStore:
         self.by_agent: list[str] = []  # the texts of the lines marked as the agent's
         self.calls = 0
 
-    def append(self, batch: Sequence[tuple[float, str, bool]]) -> None:
+    def append(self, batch: Sequence[Entry]) -> None:
         self.calls += 1
         if self.down:
             raise redis.exceptions.ConnectionError("Connection refused")
@@ -120,7 +121,7 @@ def test_redis_failing_again_mid_replay_loses_and_repeats_nothing(tmp_path: Path
     real_append = store.append
     sent = 0
 
-    def fail_after_one_chunk(batch: Sequence[Line]) -> None:
+    def fail_after_one_chunk(batch: Sequence[Entry]) -> None:
         nonlocal sent
         if sent:
             raise redis.exceptions.TimeoutError("Timeout reading from socket")
@@ -137,7 +138,7 @@ def test_redis_failing_again_mid_replay_loses_and_repeats_nothing(tmp_path: Path
 
 
 def test_a_sink_bug_drops_the_batch_but_never_raises(tmp_path: Path) -> None:
-    def broken(batch: Sequence[Line]) -> None:
+    def broken(batch: Sequence[Entry]) -> None:
         raise ValueError("bad data")
 
     sink = LogSink(broken, tmp_path / "s.jsonl")
