@@ -56,7 +56,7 @@ def snapshot_options(f: F) -> F:
             is_flag=True,
             default=False,
             help="Record untracked files named like keys or credentials (.env, *.pem, .netrc) "
-            "and uncommitted lines that hold one (a password in a URL, a known token).",
+            "and uncommitted or unpushed lines that hold one (a password in a URL, a token).",
         ),
         click.option(
             "-m", "--note", default="", help="Why this run exists (the lab-notebook line)."

@@ -96,22 +96,31 @@ def refuse_secret_files(paths: Sequence[str]) -> None:
         )
 
 
-def refuse_secrets_in_patch(patch: bytes, prefix: str = "") -> None:
-    """Raise :class:`SecretFileError` when a line ``patch`` adds holds a credential; the error
-    names the file (``prefix`` before it: a submodule's path)."""
+def refuse_secrets_in_patch(patch: bytes, prefix: str = "", *, unpushed: bool = False) -> None:
+    """Raise :class:`SecretFileError` when a line ``patch`` adds holds a credential, or (for the
+    patch of ``unpushed`` commits, which travel as a bundle) it adds a file named like a key;
+    the error names the file (``prefix`` before it: a submodule's path)."""
+    where = "unpushed commits" if unpushed else "its uncommitted changes"
     current = ""
     for raw in patch.split(b"\n"):
         if raw.startswith(b"+++ "):
             name = raw[4:].decode("utf-8", "replace").strip('"')
             current = name[2:] if name.startswith("b/") else name
+            if unpushed and name != "/dev/null" and secret_file(current):
+                raise SecretFileError(
+                    f"{prefix}{current}, in unpushed commits, looks like a secret (keys or "
+                    "credentials) and would be stored in the task for anyone with queue access "
+                    "to read; take it out of those commits (git rm --cached, then amend or "
+                    "rebase) and add it to .gitignore, or pass --allow-secret-files"
+                )
         elif raw.startswith(b"+"):
             what = secret_value(raw[1:].decode("utf-8", "replace"))
             if what:
                 raise SecretFileError(
-                    f"{prefix}{current} holds {what} in its uncommitted changes, which would be "
-                    "stored in the task for anyone with queue access to read; read the secret "
-                    "from the agent's environment instead, or pass --allow-secret-files to "
-                    "record it anyway"
+                    f"{prefix}{current} holds {what} in {where}, which would be stored in the "
+                    "task for anyone with queue access to read; read the secret from the "
+                    "agent's environment instead, or pass --allow-secret-files to record it "
+                    "anyway"
                 )
 
 

@@ -86,6 +86,8 @@ def take_snapshot(
             f"cannot record the repository at {git.cwd}: {exc.reason}; check it with git fsck"
         ) from exc
     if not options.allow_secret_files:
+        if unpushed:
+            refuse_secrets_in_patch(bundle.unpushed_patch(git, repo.remote), unpushed=True)
         refuse_secrets_in_patch(tree.patch)
         for change in sub_changes:
             refuse_secrets_in_patch(change.patch, f"{change.path}/")

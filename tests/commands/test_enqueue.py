@@ -156,7 +156,10 @@ def test_no_laptop_secret_reaches_redis(
         "--extra-index-url https://ada:hunter2@pypi.lab.example/simple\n"
         "pkg @ git+https://ghp_tok3n@github.com/org/pkg.git\n",
     )
-    cli_env.commit("requirements")  # committed: in the remote, not in the task's patch
+    cli_env.commit("requirements")
+    unpushed = invoke("enqueue", "--", "python", "train.py")
+    assert "requirements.txt holds a password in a URL in unpushed commits" in unpushed.stderr
+    cli_env.push()  # now in the remote: neither in the task's patch nor in a bundle
     cli_env.write("train.py", "print('local change')\n")
     monkeypatch.setenv("DATABASE_URL", "postgres://app:s3cr3t@db.example/prod")
     refused = invoke("enqueue", "--env", "DATABASE_URL", "--", "python", "train.py")

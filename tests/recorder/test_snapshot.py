@@ -188,3 +188,19 @@ def test_uncommitted_lines_holding_credentials_are_refused_unless_allowed(repo: 
         take_snapshot(repo.path, ARGV, SnapshotOptions())
     allowed = take_snapshot(repo.path, ARGV, SnapshotOptions(allow_secret_files=True))
     assert allowed.spec.patch is not None
+
+
+def test_unpushed_commits_holding_secrets_are_refused_unless_allowed(repo: Repo) -> None:
+    repo.write("deploy/.env", "X=1\n")
+    repo.commit("env file, never pushed")
+    with pytest.raises(SecretFileError, match=r"^deploy/.env, in unpushed commits, looks like"):
+        take_snapshot(repo.path, ARGV, SnapshotOptions())
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.write("conf.py", 'TOKEN = "ghp_' + "a" * 36 + '"\n')
+    repo.commit("a token, never pushed")
+    with pytest.raises(SecretFileError, match=r"^conf.py holds a GitHub token in unpushed commits"):
+        take_snapshot(repo.path, ARGV, SnapshotOptions())
+    allowed = take_snapshot(repo.path, ARGV, SnapshotOptions(allow_secret_files=True))
+    assert allowed.spec.bundle is not None
+    repo.push()
+    assert take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.bundle is None
