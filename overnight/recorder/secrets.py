@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from overnight.errors import SecretFileError
 
 SECRET_WORDS = (
-    "PASS", "PWD", "PAT", "AUTH", "SESSION", "CERT", "DSN", "SIGNATURE", "CREDENTIALS", "APIKEY",
+    "PASS", "PWD", "PAT", "AUTH", "SESSION", "DSN", "SIGNATURE", "CREDENTIALS", "APIKEY",
 )  # fmt: skip
 """A variable that has one of these as a word of its name (``DB_PASS``, ``GH_PAT``) is a secret."""
 

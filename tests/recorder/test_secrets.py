@@ -90,3 +90,7 @@ def test_refusal_names_the_file_and_both_fixes() -> None:
 def test_masked_env_hides_only_secret_values() -> None:
     env = {"SEED": "1", "HF_TOKEN": "hf_x", "DATABASE_URL": "postgres://a:b@h/d"}
     assert masked_env(env) == {"SEED": "1", "HF_TOKEN": MASK, "DATABASE_URL": MASK}
+
+
+def test_a_certificate_path_is_no_secret() -> None:
+    assert secret_env("SSL_CERT_FILE", "/etc/ssl/certs/ca.pem") is None
