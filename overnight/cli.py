@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from overnight import commands, errors
+from overnight.terminal import visible
 
 
 class ExitCode(enum.IntEnum):
@@ -61,7 +62,7 @@ class OvernightGroup(click.Group):
         try:
             return super().invoke(ctx)
         except errors.OvernightError as exc:
-            click.echo(f"overnight: error: {exc}", err=True)
+            click.echo(f"overnight: error: {visible(str(exc))}", err=True)
             ctx.exit(exit_code_for(exc))
         except click.exceptions.NoArgsIsHelpError:
             raise
@@ -70,7 +71,7 @@ class OvernightGroup(click.Group):
             sub = ctx.meta.get(_SUBCOMMAND)
             where = f"{ctx.command_path} {sub}" if sub else ctx.command_path
             message = exc.format_message().rstrip(".")
-            click.echo(f"overnight: error: {message}; see `{where} --help`", err=True)
+            click.echo(f"overnight: error: {visible(message)}; see `{where} --help`", err=True)
             ctx.exit(ExitCode.USAGE)
 
     @property

@@ -39,6 +39,10 @@ class SecretEnvError(SnapshotError):
     """Raised when a recorded environment variable looks like a secret and was not allowed."""
 
 
+class SecretFileError(SnapshotError):
+    """Raised when an untracked file named like a key or credentials file would be recorded."""
+
+
 class NoCommitError(SnapshotError):
     """Raised when the repository being snapshotted has no commit yet."""
 

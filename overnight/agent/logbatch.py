@@ -15,6 +15,21 @@ import codecs
 Line = tuple[float, str]
 """A log line: (unix time, text without the newline)."""
 
+
+class Notice(str):
+    """A line the agent puts among the task's output (``[overnight] 12 log lines dropped``):
+    stored as the agent's, where the other lines of a batch are the task's."""
+
+    __slots__ = ()
+
+
+class Output(str):
+    """Text a tool wrote (a build's output) passed to :meth:`overnight.agent.logsink.LogSink.line`:
+    stored as output, not as the agent's own line."""
+
+    __slots__ = ()
+
+
 MAX_LINE = 16 * 1024
 """Longest line stored, in characters; longer ones are split into several lines."""
 

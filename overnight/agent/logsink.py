@@ -7,7 +7,11 @@ Redis answers again, so the task's log ends up complete and in order.
 
 Lines the agent writes itself (:meth:`LogSink.line`: preparation progress, notes) go out with the
 task's next batch or at the next :meth:`LogSink.flush`, which the agent's housekeeping calls every
-``control_interval``: a task's preparation costs one round trip, not one per line.
+``control_interval``: a task's preparation costs one round trip, not one per line. They are stored
+marked as the agent's (:mod:`overnight.queue.logs`), so the task's output cannot pass for them;
+output that a build relays through :meth:`LogSink.line` is wrapped in :class:`~overnight.agent.logbatch.Output`
+to be stored as what it is, and the agent's notices among a task's output batches are
+:class:`~overnight.agent.logbatch.Notice` lines.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from overnight.agent.logbatch import Line, Notice, Output
 from overnight.agent.reconnect import CONNECTION_ERRORS
 
-Line = tuple[float, str]
-Append = Callable[[Sequence[Line]], None]
+Entry = tuple[float, str, bool]  # (unix time, text, written by the agent)
+Append = Callable[[Sequence[Entry]], None]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,7 @@ _REPLAY_CHUNK = 2000  # lines sent per call while replaying
 
 
 class LogSink:
-    """Sends batches of ``(time, line)`` to ``append``; holds them while Redis is away.
+    """Sends batches of ``(time, line, by_agent)`` to ``append``; holds them while Redis is away.
 
     Calls never raise and never wait for an outage to end; :meth:`flush` says whether
     everything has been delivered.
@@ -50,18 +55,21 @@ class LogSink:
         self._spill = spill_file
         self._memory_bytes = memory_bytes
         self._retry_interval = retry_interval
-        self._held: collections.deque[Line] = collections.deque()
+        self._held: collections.deque[Entry] = collections.deque()
         self._held_bytes = 0
         self._spilled = 0  # lines in the spill file not yet delivered
         self._spill_offset = 0  # byte offset of the first undelivered spilled line
         self._retry_at = 0.0
-        self._unsent: list[Line] = []  # lines from :meth:`line`, waiting for a batch or a flush
+        self._unsent: list[Entry] = []  # lines from :meth:`line`, waiting for a batch or a flush
         self._lock = threading.Lock()
 
-    def __call__(self, batch: Sequence[Line]) -> None:
+    def __call__(self, lines: Sequence[Line]) -> None:
         with self._lock:
-            if self._unsent:
-                batch, self._unsent = [*self._unsent, *batch], []
+            batch = [
+                *self._unsent,
+                *((at, str(text), isinstance(text, Notice)) for at, text in lines),
+            ]
+            self._unsent = []
             if not batch:
                 return
             if not self._held and not self._spilled and self._send(batch):
@@ -71,9 +79,9 @@ class LogSink:
 
     def line(self, text: str) -> None:
         """One line written now (preparation progress, agent notes); sent at the next batch or
-        flush."""
+        flush. Stored as the agent's, unless ``text`` is an :class:`Output`."""
         with self._lock:
-            self._unsent.append((time.time(), text))
+            self._unsent.append((time.time(), str(text), not isinstance(text, Output)))
 
     def flush(self, *, force: bool = True) -> bool:
         """Try to deliver every line; True when nothing waits any more.
@@ -98,7 +106,7 @@ class LogSink:
             if not self._unsent and not self._held and not self._spilled:
                 self._spill.unlink(missing_ok=True)
 
-    def _send(self, batch: Sequence[Line]) -> bool:
+    def _send(self, batch: Sequence[Entry]) -> bool:
         try:
             self._append(batch)
         except CONNECTION_ERRORS as exc:
@@ -109,7 +117,7 @@ class LogSink:
             log.exception("log batch dropped")
         return True
 
-    def _hold(self, batch: Sequence[Line]) -> None:
+    def _hold(self, batch: Sequence[Entry]) -> None:
         for entry in batch:
             self._held.append(entry)
             self._held_bytes += len(entry[1]) + _LINE_OVERHEAD
@@ -153,16 +161,17 @@ class LogSink:
                 self._held_bytes -= len(entry[1]) + _LINE_OVERHEAD
         return True
 
-    def _read_spilled(self) -> tuple[list[Line], int]:
-        chunk: list[Line] = []
+    def _read_spilled(self) -> tuple[list[Entry], int]:
+        chunk: list[Entry] = []
         with self._spill.open("r", encoding="utf-8") as src:
             src.seek(self._spill_offset)
             while len(chunk) < min(_REPLAY_CHUNK, self._spilled):
                 raw = src.readline()
                 if not raw:
                     break
-                at, text = json.loads(raw)
-                chunk.append((float(at), str(text)))
+                at, text, *by_agent = json.loads(raw)  # no flag: spilled by an older agent
+                agent = bool(by_agent[0]) if by_agent else str(text).startswith("[overnight]")
+                chunk.append((float(at), str(text), agent))
             offset = src.tell()
         if not chunk:  # the file lost lines (disk trouble): nothing more to replay from it
             self._spilled = 0

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 from overnight.agent.environments.base import Process
 from overnight.agent.failures import TAIL_LINES, describe_failure
-from overnight.agent.logbatch import Line, LogBatcher
+from overnight.agent.logbatch import Line, LogBatcher, Notice
 
 Sink = Callable[[Sequence[Line]], None]
 
@@ -220,7 +220,7 @@ class _Pump:
             with self._lock:
                 if not self._closed:
                     self._outbox.put(
-                        [(now, f"[overnight] reading the task's output failed: {exc}")]
+                        [(now, Notice(f"[overnight] reading the task's output failed: {exc}"))]
                     )
 
     def feed(self, chunk: bytes) -> None:
@@ -306,7 +306,7 @@ class _Outbox:
                 lines = len(batch)
                 if self._gap:
                     marker = f"[overnight] {self._gap} log lines dropped here: the log sink was too slow or failing"
-                    batch = [(batch[0][0], marker), *batch]
+                    batch = [(batch[0][0], Notice(marker)), *batch]
                     self._gap = 0
             delivered = self._deliver(batch, lines)
             with self._cond:

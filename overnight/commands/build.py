@@ -18,7 +18,7 @@ import click
 
 from overnight.agent.environments.base import LogSink
 from overnight.agent.settings import AgentConfig, load_agent_config
-from overnight.commands.common import redis_option, store_for
+from overnight.commands.common import echo, redis_option, store_for
 from overnight.errors import ConfigError, UsageError
 from overnight.recorder.checkout import reconstruct
 from overnight.spec import Snapshot
@@ -126,7 +126,7 @@ def build_command(
     image_id = build_standalone(
         snapshot,
         tag,
-        log=lambda line: click.echo(line, err=True),
+        log=lambda line: echo(line, err=True),
         config=dataclasses.replace(config, name="overnight-build"),
         image=image or task_image,
         task_id=task_id,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from overnight.agent.settings import load_agent_config
-from overnight.commands.common import redis_option, store_for
+from overnight.commands.common import echo, redis_option, store_for
 from overnight.errors import UsageError
 from overnight.queue.keys import looks_like_id
 from overnight.recorder.checkout import reconstruct
@@ -40,7 +40,7 @@ def checkout_command(spec: str, dest: Path, source: str | None, redis_url: str |
     extra = " + patch" if snap.spec.patch else ""
     extra += " + bundle" if snap.spec.bundle else ""
     extra += " + submodule changes" if snap.spec.submodule_patches else ""
-    click.echo(f"rebuilt {repo.commit[:7]}{extra} at {dest}")
+    echo(f"rebuilt {repo.commit[:7]}{extra} at {dest}")
 
 
 def _read_snapshot(spec: str) -> Snapshot:

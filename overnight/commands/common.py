@@ -1,5 +1,6 @@
 """What the client commands share: the ``--redis-url`` and ``--json`` flags, opening the store
-(config read once, Redis checked, lost tasks reaped), and printing tables and JSON."""
+(config read once, Redis checked, lost tasks reaped), and printing text, tables and JSON (task
+data with its control characters made visible: :mod:`overnight.terminal`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import enum
 import functools
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -22,6 +23,7 @@ from overnight.config import ClientConfig, load_client_config
 from overnight.errors import ConnectionFailed, OvernightError, QueueError
 from overnight.queue.connection import redact_url
 from overnight.queue.store import TaskStore
+from overnight.terminal import visible
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,6 +95,18 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def echo(line: str, *, err: bool = False) -> None:
+    """Print one line that may hold a task's data (its name, notes, error): control characters,
+    newlines among them, are written as visible escapes, so it stays one line."""
+    click.echo(visible(line), err=err)
+
+
+def echo_lines(lines: Iterable[str]) -> None:
+    """:func:`echo` each line."""
+    for line in lines:
+        echo(line)
+
+
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=True))
 
@@ -108,5 +122,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for header in headers:
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(*(Text(cell) for cell in row))  # Text: no rich markup in user strings
+        table.add_row(
+            *(Text(visible(cell)) for cell in row)
+        )  # Text: no rich markup in user strings
     console().print(table)

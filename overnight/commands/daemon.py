@@ -159,12 +159,11 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
     running tasks and put them back at the front of their queues.
     """
     from overnight.agent.daemon import create_daemon
+    from overnight.terminal import VisibleFormatter
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(VisibleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for name in ("rq", "rq.worker", "rq.queue", "rq.job"):
         logging.getLogger(name).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
     flags["queues"] = queues or None

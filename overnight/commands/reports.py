@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from overnight.commands.common import echo_lines
 from overnight.config import load_client_config
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.connection import connect
@@ -31,6 +32,7 @@ from overnight.queue.durations import format_duration, parse_since
 from overnight.queue.index import Query
 from overnight.queue.records import ACTIVE_STATUSES, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.terminal import visible
 
 LOOKBACK = 7 * 86400  # summary also looks at tasks created this long before --since
 _WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})
@@ -160,10 +162,10 @@ def render_summary(report: Mapping[str, Any]) -> list[str]:
     for task in report["tasks"]:
         rows.append(
             [
-                task["id"][:12],
+                visible(task["id"][:12]),
                 task["status"],
-                task["name"],
-                " ".join(f"{k}={v}" for k, v in task["params"].items()),
+                visible(task["name"]),
+                visible(" ".join(f"{k}={v}" for k, v in task["params"].items())),
                 format_duration(task["duration"]) or "-",
                 "-" if task["exit_code"] is None else str(task["exit_code"]),
                 _size(task["peak_gpu_mem_mb"]),
@@ -297,11 +299,11 @@ def top_command(interval: float, once: bool, as_json: bool, redis_url: str | Non
             return
         lines = render_top(view["agents"], view["tasks"], view["now"])
         if once:
-            click.echo("\n".join(lines))
+            echo_lines(lines)
             return
         click.clear()
         click.echo(f"overnight top  {datetime.now():%H:%M:%S}  (every {interval:g} s)\n")
-        click.echo("\n".join(lines))
+        echo_lines(lines)
         try:
             time.sleep(interval)
             store.reap_lost()
@@ -324,7 +326,7 @@ def summary_command(since: str, queue: str | None, as_json: bool, redis_url: str
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo("\n".join(render_summary(report)))
+        echo_lines(render_summary(report))
 
 
 def register(cli: click.Group, agent: click.Group) -> None:

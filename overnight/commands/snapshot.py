@@ -16,6 +16,7 @@ from overnight.config import ClientConfig, load_client_config
 from overnight.recorder.limits import human_size
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
+from overnight.terminal import visible_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,13 +42,21 @@ def snapshot_options(f: F) -> F:
             multiple=True,
             metavar="NAME[=VALUE]",
             help="Environment variable for the task; NAME takes its value from here. "
-            "Names with TOKEN, SECRET, PASSWORD or KEY need --allow-secret-env.",
+            "Secret-looking ones (a name with TOKEN, SECRET, PASS, KEY, AUTH...; a value with "
+            "a password in a URL or a known token) need --allow-secret-env.",
         ),
         click.option(
             "--allow-secret-env",
             is_flag=True,
             default=False,
-            help="Record --env variables whose names look like secrets.",
+            help="Record --env variables whose names or values look like secrets.",
+        ),
+        click.option(
+            "--allow-secret-files",
+            is_flag=True,
+            default=False,
+            help="Record untracked files named like keys or credentials (.env, *.pem, .netrc) "
+            "and uncommitted or unpushed lines that hold one (a password in a URL, a token).",
         ),
         click.option(
             "-m", "--note", default="", help="Why this run exists (the lab-notebook line)."
@@ -80,6 +89,7 @@ def options_from_flags(flags: Mapping[str, Any], config: ClientConfig) -> Snapsh
         requirements_file=flags.get("requirements_file"),
         env=tuple(flags.get("env") or ()),
         allow_secret_env=bool(flags.get("allow_secret_env", False)),
+        allow_secret_files=bool(flags.get("allow_secret_files", False)),
         note=flags.get("note") or "",
         tags=tuple(flags.get("tags") or ()),
         name=flags.get("name"),
@@ -162,7 +172,7 @@ def snapshot_command(
     if as_json:
         click.echo(snap.to_json())
     else:
-        click.echo(_summary(snap))
+        click.echo(visible_lines(_summary(snap)))
 
 
 def register(cli: click.Group, agent: click.Group) -> None:

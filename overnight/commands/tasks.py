@@ -10,6 +10,7 @@ from collections.abc import Callable
 import click
 
 from overnight.commands.common import (
+    echo,
     echo_json,
     json_option,
     print_table,
@@ -18,16 +19,18 @@ from overnight.commands.common import (
     to_jsonable,
 )
 from overnight.commands.reports import live_usage, offer_problem
-from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines
+from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines, spec_json
 from overnight.errors import CorruptRecord, InvalidTransition, OvernightError, SpecError, UsageError
 from overnight.queue.agents import AgentRegistry
 from overnight.queue.cancel import cancel_queue
 from overnight.queue.durations import parse_duration, parse_since
 from overnight.queue.gc import collect
 from overnight.queue.index import Query
+from overnight.queue.logs import LogEntry
 from overnight.queue.records import TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import Submission, TaskStore
 from overnight.recorder.params import set_param
+from overnight.terminal import visible
 
 _STATUSES = [s.value for s in TaskStatus]
 _REAP_EVERY = 5.0  # seconds between lost-task checks while a command waits
@@ -77,7 +80,7 @@ def ls_command(
         print_table(LS_HEADERS, [ls_row(r, flagged=r.id in problems) for r in records])
         for problem, ids in _grouped(problems).items():
             shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-            click.echo(f"! {problem}: {shown}")
+            echo(f"! {problem}: {shown}")
     else:
         click.echo("no tasks" + (" match" if queue or statuses or tag or since else ""))
 
@@ -91,9 +94,15 @@ def _grouped(problems: dict[str, str]) -> dict[str, list[str]]:
 
 @click.command("show")
 @click.argument("task_id", metavar="ID")
+@click.option(
+    "--show-secrets",
+    is_flag=True,
+    help="Print the values of secret-looking env variables (recorded with --allow-secret-env) "
+    "instead of ***.",
+)
 @json_option
 @redis_option
-def show_command(task_id: str, as_json: bool, redis_url: str | None) -> None:
+def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str | None) -> None:
     """Everything about one task: command, code, status, history."""
     _, store = store_for(redis_url)
     record = store.get(store.resolve(task_id))
@@ -107,19 +116,19 @@ def show_command(task_id: str, as_json: bool, redis_url: str | None) -> None:
         resources = data.get("extra", {}).get("resources")
         if isinstance(resources, dict) and "series" not in resources:
             resources["series"] = store.series(record.id)
-        data["spec"] = spec.to_dict() if spec is not None else None
+        data["spec"] = spec_json(spec, show_secrets=show_secrets) if spec is not None else None
         data["log_bytes"] = store.logs.size(record.id)
         echo_json(data)
         return
     for line in show_lines(record, spec, problem):
-        click.echo(line)
+        echo(line)
     agents = AgentRegistry(store.redis).list()
     now = live_usage(record, agents)
     if now:
-        click.echo(f"now:          {now}")
+        echo(f"now:          {now}")
     offer = offer_problem(record, agents)
     if offer:
-        click.echo(f"warning:      {offer}")
+        echo(f"warning:      {offer}")
 
 
 @click.command("logs")
@@ -143,7 +152,7 @@ def logs_command(
     full_id = store.resolve(task_id)
     entries = store.logs.tail(full_id, tail) if tail else store.logs.read(full_id)
     for entry in entries:
-        _echo_line(entry.time, entry.line, timestamps)
+        _echo_line(entry, timestamps)
     if not follow:
         return
     after = next((e.id for e in reversed(entries) if not e.marker), None)
@@ -151,12 +160,19 @@ def logs_command(
         after = "0-0" if entries else "0"
     for entry in store.logs.follow(full_id, until=_ended(store, full_id), after=after):
         if not entry.marker:
-            _echo_line(entry.time, entry.line, timestamps)
+            _echo_line(entry, timestamps)
 
 
-def _echo_line(stamp: float, line: str, timestamps: bool) -> None:
+FORGED = "[task output] "
+"""Put before a line of the task's output that starts like one of overnight's own lines."""
+
+
+def _echo_line(entry: LogEntry, timestamps: bool) -> None:
+    line = visible(entry.line)
+    if entry.forged:
+        line = FORGED + line
     if timestamps:
-        line = _dt.datetime.fromtimestamp(stamp).strftime("%H:%M:%S ") + line
+        line = _dt.datetime.fromtimestamp(entry.time).strftime("%H:%M:%S ") + line
     click.echo(line)
 
 
@@ -197,13 +213,13 @@ def wait_command(task_ids: tuple[str, ...], timeout: str | None, redis_url: str 
             record = records.get(task_id)
             status = record.status.value if record is not None else "gone (removed from Redis)"
             if record is None or record.status.is_final or record.status is TaskStatus.CORRUPT:
-                click.echo(f"{task_id} {status}")
+                echo(f"{task_id} {status}")
                 all_finished &= record is not None and record.status is TaskStatus.FINISHED
                 pending.remove(task_id)
         if not pending:
             break
         if limit is not None and time.monotonic() - start > limit:
-            click.echo(f"gave up waiting for {', '.join(pending)} after {timeout}", err=True)
+            echo(f"gave up waiting for {', '.join(pending)} after {timeout}", err=True)
             click.get_current_context().exit(ExitCode.FAILURE)
         time.sleep(0.5)
         if time.monotonic() - last_reap > _REAP_EVERY:
@@ -232,14 +248,14 @@ def cancel_command(task_ids: tuple[str, ...], queue: str | None, redis_url: str 
         try:
             record = store.request_cancel(store.resolve(given))
         except (InvalidTransition, OvernightError) as exc:
-            click.echo(f"overnight: error: {exc}", err=True)
+            echo(f"overnight: error: {exc}", err=True)
             failures.append(exc)
             continue
         if record.status is TaskStatus.CANCELED:
-            click.echo(f"{record.id} canceled")
+            echo(f"{record.id} canceled")
         else:
             where = f" on {record.agent}" if record.agent else ""
-            click.echo(f"{record.id} {record.status.value}{where}: asked its agent to stop it")
+            echo(f"{record.id} {record.status.value}{where}: asked its agent to stop it")
     if failures:
         code = exit_code_for(failures[0]) if len(failures) == 1 else ExitCode.FAILURE
         click.get_current_context().exit(code)

@@ -11,6 +11,8 @@ from typing import Any
 from overnight.commands.common import to_jsonable
 from overnight.queue.durations import format_duration
 from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.recorder.requirements import without_credentials
+from overnight.recorder.secrets import masked_env
 from overnight.spec import TaskSpec
 
 LS_HEADERS = ("ID", "TASK", "PARAMS", "STATUS", "QUEUE", "AGENT", "GPUS", "STARTED", "TIME", "EXIT")
@@ -71,6 +73,16 @@ def ls_row(record: TaskRecord, *, flagged: bool = False) -> list[str]:
 def record_json(record: TaskRecord) -> dict[str, Any]:
     data: dict[str, Any] = to_jsonable(record)
     data["duration"] = duration(record)
+    return data
+
+
+def spec_json(spec: TaskSpec, *, show_secrets: bool = False) -> dict[str, Any]:
+    """The spec as JSON; secret-looking env values masked (and requirement URLs stripped, for
+    specs recorded before that was done) unless ``show_secrets``."""
+    data: dict[str, Any] = spec.to_dict()
+    if not show_secrets:
+        data["env"] = masked_env(spec.env)
+        data["requirements"]["text"] = without_credentials(spec.requirements.text)
     return data
 
 

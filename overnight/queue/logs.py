@@ -1,8 +1,11 @@
 """Task logs: one Redis stream per task, appended in batches, capped in bytes.
 
-Each entry has the fields ``t`` (unix time) and ``line`` (one line, no newline). When a log grows
-past its cap the oldest entries are trimmed and readers see a marker line in their place, so a
-reader always knows that the head is missing.
+Each entry has the fields ``t`` (unix time) and ``line`` (one line, no newline); a line the agent
+wrote itself (``[overnight] ...``) also has ``by`` = ``agent``, which no output of the task can
+set, so a task cannot forge the agent's messages. Logs written before that field existed have no
+``marked`` flag in their meta hash; there a line starting with ``[overnight]`` counts as the
+agent's, as it did then. When a log grows past its cap the oldest entries are trimmed and
+readers see a marker line in their place, so a reader always knows that the head is missing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import redis
 from overnight.queue import keys, replies
 
 DEFAULT_CAP_BYTES = 50 * 1024 * 1024
+AGENT_PREFIX = "[overnight]"
+"""How the agent's own lines start."""
 _TRIM_TO = 0.9  # trim to 90% of the cap, so a full log is not trimmed on every batch
 _TRIM_CHUNK = 1000
 
@@ -29,6 +34,13 @@ class LogEntry:
     time: float
     line: str
     marker: bool = False  # True for overnight's own notice that the head of the log was trimmed
+    agent: bool = False  # written by the agent, not by the task
+
+    @property
+    def forged(self) -> bool:
+        """Task output that starts like one of overnight's lines (``[overnight] ...``, or the
+        ``[overnight: ... trimmed]`` marker)."""
+        return not self.agent and not self.marker and self.line.startswith(AGENT_PREFIX[:-1])
 
 
 def human_bytes(n: float) -> str:
@@ -46,17 +58,26 @@ class LogStore:
         self._redis = redis_client
         self.cap_bytes = cap_bytes
 
-    def append(self, task_id: str, batch: Sequence[tuple[float, str]]) -> None:
-        """Add lines (unix time, text without newline) in one round trip; trims past the cap."""
+    def append(
+        self, task_id: str, batch: Sequence[tuple[float, str] | tuple[float, str, bool]]
+    ) -> None:
+        """Add lines (unix time, text without newline, and whether the agent wrote it: False
+        when left out) in one round trip; trims past the cap."""
         if not batch:
             return
         key = keys.log(task_id)
+        meta = keys.log_meta(task_id)
         pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(meta, "marked", 1)
         added = 0
-        for stamp, line in batch:
-            pipe.xadd(key, {"t": f"{stamp:.3f}", "line": line})
+        for entry in batch:
+            stamp, line = entry[0], entry[1]
+            fields: dict[Any, Any] = {"t": f"{stamp:.3f}", "line": line}
+            if len(entry) == 3 and entry[2]:
+                fields["by"] = "agent"
+            pipe.xadd(key, fields)
             added += len(line.encode("utf-8", "replace"))
-        pipe.hincrby(keys.log_meta(task_id), "bytes", added)
+        pipe.hincrby(meta, "bytes", added)
         total = int(pipe.execute()[-1])
         if total > self.cap_bytes:
             self._trim(task_id, total)
@@ -94,6 +115,9 @@ class LogStore:
         pipe.hincrby(meta, "trimmed_bytes", freed)
         pipe.execute()
 
+    def _marked(self, task_id: str) -> bool:
+        return bool(self._redis.hexists(keys.log_meta(task_id), "marked"))
+
     def _marker(self, task_id: str, first: LogEntry | None) -> LogEntry | None:
         meta = self._redis.hgetall(keys.log_meta(task_id))
         lines = int(meta.get(b"trimmed_lines", 0))
@@ -113,7 +137,8 @@ class LogStore:
     def read(self, task_id: str, *, after: str = "0", count: int | None = None) -> list[LogEntry]:
         """Entries after the entry id ``after`` ("0": from the start, with the trim marker if any)."""
         start = "-" if after in ("0", "0-0") else f"({after}"
-        entries = _entries(self._redis.xrange(keys.log(task_id), min=start, count=count))
+        raw = self._redis.xrange(keys.log(task_id), min=start, count=count)
+        entries = _entries(raw, self._marked(task_id))
         if after in ("0", "0-0"):
             marker = self._marker(task_id, entries[0] if entries else None)
             if marker is not None:
@@ -123,7 +148,7 @@ class LogStore:
     def tail(self, task_id: str, lines: int) -> list[LogEntry]:
         """The last ``lines`` entries, with the trim marker when they reach the head of the log."""
         raw = self._redis.xrevrange(keys.log(task_id), count=lines) if lines > 0 else []
-        entries = _entries(raw)[::-1]
+        entries = _entries(raw, self._marked(task_id))[::-1]
         if len(entries) < lines:
             marker = self._marker(task_id, entries[0] if entries else None)
             if marker is not None:
@@ -149,6 +174,7 @@ class LogStore:
                 last = entry.id
             yield entry
         key = keys.log(task_id)
+        marked = self._marked(task_id)
         done = until()  # a task that already ended: drain what is left and stop, without waiting
         if done:
             block = 0.001
@@ -156,7 +182,9 @@ class LogStore:
             reply: Any = self._redis.xread(
                 {key: last}, count=_TRIM_CHUNK, block=max(1, int(block * 1000))
             )
-            entries = [e for _, items in (reply or []) for e in _entries(items)]
+            if reply and not marked:  # a log that began while we waited
+                marked = self._marked(task_id)
+            entries = [e for _, items in (reply or []) for e in _entries(items, marked)]
             for entry in entries:
                 last = entry.id
                 yield entry
@@ -182,7 +210,8 @@ def _raw_entries(reply: Any) -> list[tuple[str, dict[bytes, bytes]]]:
     return [(replies.text(entry_id), dict(fields or {})) for entry_id, fields in (reply or [])]
 
 
-def _entries(reply: Any) -> list[LogEntry]:
+def _entries(reply: Any, marked: bool) -> list[LogEntry]:
+    """Entries of an XRANGE-style reply; ``marked``: the log tells the agent's lines by ``by``."""
     out = []
     for entry_id, fields in _raw_entries(reply):
         try:
@@ -190,5 +219,6 @@ def _entries(reply: Any) -> list[LogEntry]:
         except ValueError:
             stamp = 0.0
         line = fields.get(b"line", b"").decode("utf-8", "replace")
-        out.append(LogEntry(id=entry_id, time=stamp, line=line))
+        agent = fields.get(b"by") == b"agent" if marked else line.startswith(AGENT_PREFIX)
+        out.append(LogEntry(id=entry_id, time=stamp, line=line, agent=agent))
     return out

@@ -38,6 +38,14 @@ def unpushed(git: Git, remote: str | None) -> Bundle | None:
         return Bundle(path.read_bytes(), count)
 
 
+def unpushed_patch(git: Git, remote: str | None) -> bytes:
+    """The changes of the commits :func:`unpushed` carries, as one patch (to look for secrets)."""
+    exclude = ["--not", f"--remotes={remote}"] if remote else []
+    return git.run(
+        "log", "-p", "--no-color", "--no-ext-diff", "--no-textconv", "--format=", "HEAD", *exclude
+    )
+
+
 def unbundle(git: Git, data: bytes, *, source: str) -> None:
     """Add a bundle's commits to the repo ``git`` runs in; names missing prerequisites."""
     with tempfile.TemporaryDirectory(prefix="overnight-bundle-") as tmp:

@@ -6,17 +6,9 @@ import re
 from collections.abc import Mapping, Sequence
 
 from overnight.errors import EnvVarError, SecretEnvError
-
-SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
-"""A variable whose name contains one of these is refused unless secrets are allowed."""
+from overnight.recorder.secrets import secret_env
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def secret_word(name: str) -> str | None:
-    """The secret-looking word in ``name``, if any."""
-    upper = name.upper()
-    return next((word for word in SECRET_WORDS if word in upper), None)
 
 
 def record_env(
@@ -36,10 +28,10 @@ def record_env(
                     f"--env {name}: {name} is not set here; set it or pass --env {name}=VALUE"
                 )
             value = environ[name]
-        word = secret_word(name)
-        if word and not allow_secret:
+        why = secret_env(name, value)
+        if why and not allow_secret:
             raise SecretEnvError(
-                f"--env {name} looks like a secret (its name contains {word}) and would be stored "
+                f"--env {name} looks like a secret ({why}) and would be stored "
                 "in the task for anyone with queue access to read; configure it on the agent, "
                 "or pass --allow-secret-env to record it anyway"
             )

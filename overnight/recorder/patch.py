@@ -22,6 +22,7 @@ from pathlib import Path
 from overnight.errors import GitError, SnapshotError
 from overnight.recorder.gitrepo import Git, split_z
 from overnight.recorder.limits import check_total, check_untracked
+from overnight.recorder.secrets import refuse_secret_files
 
 GITLINK = "160000"
 
@@ -78,12 +79,20 @@ def untracked_files(git: Git) -> list[tuple[str, int]]:
 
 
 def capture(
-    git: Git, *, max_untracked_file_mb: float, max_snapshot_mb: float, prefix: str = ""
+    git: Git,
+    *,
+    max_untracked_file_mb: float,
+    max_snapshot_mb: float,
+    prefix: str = "",
+    allow_secret_files: bool = False,
 ) -> WorkingTree:
     """Record the working tree of the repo whose top level ``git`` runs in; errors name files
-    with ``prefix`` before them (a submodule's path)."""
+    with ``prefix`` before them (a submodule's path). Untracked files named like keys are
+    refused unless ``allow_secret_files``."""
     untracked = untracked_files(git)
     named = [(prefix + path, size) for path, size in untracked]
+    if not allow_secret_files:
+        refuse_secret_files([path for path, _ in named])
     check_untracked(named, max_untracked_file_mb)
     check_total(sum(size for _, size in untracked), 0, named, max_snapshot_mb)
     paths = git.text("rev-parse", "--git-path", "index", "--git-path", "objects").splitlines()

@@ -4,11 +4,15 @@ Order: ``--requirements FILE``; else the first folder from the working directory
 root that declares something (``uv.lock``, then ``requirements.txt``, then ``pyproject.toml``
 with ``[project].dependencies``); else a freeze of the command's interpreter, exact versions.
 ``uv.lock`` is exported to pinned lines without the project itself; ``-r`` includes in a
-requirements file are inlined so the text stands alone.
+requirements file are inlined so the text stands alone. Every URL in the text (``--index-url``,
+``--extra-index-url``, ``-f``, ``pkg @ git+https://...``) loses its credentials the way the remote's
+does: the text is stored in Redis for anyone with queue access, and an index's credentials belong on
+the agent (its pip/uv configuration or netrc).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -28,12 +32,24 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement)(?:\s*=\s*|\s+|(?=\S))(\S+)\s*$")
 _NOT_FROZEN = frozenset({"pip", "overnight"})
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def without_credentials(text: str) -> str:
+    """Requirements ``text`` with user info and token parameters removed from every URL."""
+    return _URL.sub(lambda match: strip_credentials(match.group(0)), text)
 
 
 def find_requirements(
     cwd: Path, root: Path, explicit: Path | None = None, *, python: str = sys.executable
 ) -> Requirements:
-    """The requirements for a command run in ``cwd`` inside the repo at ``root``."""
+    """The requirements for a command run in ``cwd`` inside the repo at ``root``, without
+    credentials."""
+    found = _find(cwd, root, explicit, python)
+    return dataclasses.replace(found, text=without_credentials(found.text))
+
+
+def _find(cwd: Path, root: Path, explicit: Path | None, python: str) -> Requirements:
     if explicit is not None:
         path = explicit if explicit.is_absolute() else cwd / explicit
         if not path.is_file():

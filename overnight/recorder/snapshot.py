@@ -29,6 +29,7 @@ from overnight.recorder.interpreter import find_python, python_version
 from overnight.recorder.limits import check_total
 from overnight.recorder.params import parse_params
 from overnight.recorder.requirements import find_requirements
+from overnight.recorder.secrets import refuse_secrets_in_patch
 from overnight.recorder.submodules import capture_submodules
 from overnight.recorder.urls import strip_credentials
 from overnight.spec import SUBMODULE_CHANGES_VERSION, BlobRef, RepoState, Snapshot, TaskSpec
@@ -41,6 +42,7 @@ class SnapshotOptions:
     requirements_file: Path | None = None
     env: tuple[str, ...] = ()  # "NAME" (value read from environ) or "NAME=VALUE"
     allow_secret_env: bool = False
+    allow_secret_files: bool = False
     note: str = ""
     tags: tuple[str, ...] = ()
     name: str | None = None
@@ -70,17 +72,25 @@ def take_snapshot(
             git,
             max_untracked_file_mb=options.max_untracked_file_mb,
             max_snapshot_mb=options.max_snapshot_mb,
+            allow_secret_files=options.allow_secret_files,
         )
         sub_changes = capture_submodules(
             git,
             tree.submodules,
             max_untracked_file_mb=options.max_untracked_file_mb,
             max_snapshot_mb=options.max_snapshot_mb,
+            allow_secret_files=options.allow_secret_files,
         )
     except GitError as exc:  # a damaged repository, a full disk: git's own words are the cause
         raise SnapshotError(
             f"cannot record the repository at {git.cwd}: {exc.reason}; check it with git fsck"
         ) from exc
+    if not options.allow_secret_files:
+        if unpushed:
+            refuse_secrets_in_patch(bundle.unpushed_patch(git, repo.remote), unpushed=True)
+        refuse_secrets_in_patch(tree.patch)
+        for change in sub_changes:
+            refuse_secrets_in_patch(change.patch, f"{change.path}/")
     bundle_size = len(unpushed.data) if unpushed else 0
     check_total(
         len(tree.patch) + sum(len(c.patch) for c in sub_changes),

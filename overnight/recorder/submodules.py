@@ -39,6 +39,7 @@ def capture_submodules(
     max_untracked_file_mb: float,
     max_snapshot_mb: float,
     prefix: str = "",
+    allow_secret_files: bool = False,
 ) -> list[SubmoduleChange]:
     """The changes inside the checked-out submodules among ``links`` (path -> commit), nested
     ones too; raises :class:`SnapshotError` for a commit that no remote of its submodule has."""
@@ -56,6 +57,7 @@ def capture_submodules(
                 max_untracked_file_mb=max_untracked_file_mb,
                 max_snapshot_mb=max_snapshot_mb,
                 prefix=f"{full}/",
+                allow_secret_files=allow_secret_files,
             )
         except GitError as exc:
             raise SnapshotError(f"cannot read submodule {full}: {exc.reason}") from exc
@@ -69,6 +71,7 @@ def capture_submodules(
                 max_untracked_file_mb=max_untracked_file_mb,
                 max_snapshot_mb=max_snapshot_mb,
                 prefix=full,
+                allow_secret_files=allow_secret_files,
             )
         )
     return found

@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from overnight.agent.logbatch import Notice, Output
 from overnight.agent.logsink import LogSink
 
 Line = tuple[float, str]
+Entry = tuple[float, str, bool]
 
 
 class FlakyStore:
@@ -17,13 +19,15 @@ class FlakyStore:
     def __init__(self) -> None:
         self.down = False
         self.lines: list[Line] = []
+        self.by_agent: list[str] = []  # the texts of the lines marked as the agent's
         self.calls = 0
 
-    def append(self, batch: Sequence[Line]) -> None:
+    def append(self, batch: Sequence[Entry]) -> None:
         self.calls += 1
         if self.down:
             raise redis.exceptions.ConnectionError("Connection refused")
-        self.lines.extend(batch)
+        self.lines.extend((at, text) for at, text, _ in batch)
+        self.by_agent.extend(text for _, text, agent in batch if agent)
 
 
 def lines(start: int, count: int) -> list[Line]:
@@ -117,7 +121,7 @@ def test_redis_failing_again_mid_replay_loses_and_repeats_nothing(tmp_path: Path
     real_append = store.append
     sent = 0
 
-    def fail_after_one_chunk(batch: Sequence[Line]) -> None:
+    def fail_after_one_chunk(batch: Sequence[Entry]) -> None:
         nonlocal sent
         if sent:
             raise redis.exceptions.TimeoutError("Timeout reading from socket")
@@ -134,7 +138,7 @@ def test_redis_failing_again_mid_replay_loses_and_repeats_nothing(tmp_path: Path
 
 
 def test_a_sink_bug_drops_the_batch_but_never_raises(tmp_path: Path) -> None:
-    def broken(batch: Sequence[Line]) -> None:
+    def broken(batch: Sequence[Entry]) -> None:
         raise ValueError("bad data")
 
     sink = LogSink(broken, tmp_path / "s.jsonl")
@@ -156,3 +160,18 @@ def test_close_keeps_the_spill_file_only_while_lines_are_pending(
         sink.flush()
     sink.close()
     assert spill.exists() == down
+
+
+def test_the_agents_lines_are_marked_through_outages_and_spills(tmp_path: Path) -> None:
+    store = FlakyStore()
+    sink = LogSink(store.append, tmp_path / "s.jsonl", memory_bytes=100, retry_interval=0.0)
+    store.down = True
+    sink.line("[overnight] preparing the venv")
+    sink.line(Output("[overnight] a build's output"))
+    sink([(1.0, "[overnight] task finished"), (2.0, Notice("[overnight] 3 log lines dropped"))])
+    sink(lines(0, 20))  # past the memory bound: spilled
+    assert (tmp_path / "s.jsonl").exists()
+    store.down = False
+    assert sink.flush()
+    assert store.by_agent == ["[overnight] preparing the venv", "[overnight] 3 log lines dropped"]
+    assert len(store.lines) == 24

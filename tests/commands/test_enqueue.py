@@ -146,3 +146,42 @@ def test_tls_user_and_unix_socket_urls(cli_env: Repo, secured_redis: SecuredRedi
     bad = invoke("ls", "--redis-url", secured_redis.user_url("not-the-password"))
     assert bad.exit_code == ExitCode.CONNECTION
     assert "refused the credentials" in bad.stderr and "not-the-password" not in bad.stderr
+
+
+def test_no_laptop_secret_reaches_redis(
+    cli_env: Repo, store: TaskStore, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli_env.write(
+        "requirements.txt",
+        "--extra-index-url https://ada:hunter2@pypi.lab.example/simple\n"
+        "pkg @ git+https://ghp_tok3n@github.com/org/pkg.git\n",
+    )
+    cli_env.commit("requirements")
+    unpushed = invoke("enqueue", "--", "python", "train.py")
+    assert "requirements.txt holds a password in a URL in unpushed commits" in unpushed.stderr
+    cli_env.push()  # now in the remote: neither in the task's patch nor in a bundle
+    cli_env.write("train.py", "print('local change')\n")
+    monkeypatch.setenv("DATABASE_URL", "postgres://app:s3cr3t@db.example/prod")
+    refused = invoke("enqueue", "--env", "DATABASE_URL", "--", "python", "train.py")
+    assert refused.exit_code == ExitCode.SNAPSHOT
+    assert "DATABASE_URL looks like a secret (its value holds a password in a URL)" in (
+        refused.stderr
+    )
+    cli_env.write(".env", "HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz\n")
+    refused = invoke("enqueue", "--", "python", "train.py")
+    assert refused.exit_code == ExitCode.SNAPSHOT
+    [line] = refused.stderr.strip().splitlines()
+    assert "untracked file .env looks like a secret" in line and "--allow-secret-files" in line
+    assert store.index.count() == 0
+    cli_env.write(".gitignore", ".env\n")
+    result = invoke("enqueue", "--", "python", "train.py")
+    assert result.exit_code == 0, result.output
+    stored = b"".join(
+        redis_client.dump(key) or b"" for key in redis_client.keys("*")
+    )  # every value, whatever its type
+    for secret in (b"hunter2", b"ghp_tok3n", b"s3cr3t", b"hf_abc"):
+        assert secret not in stored
+    assert (
+        "pypi.lab.example/simple"
+        in store.load_snapshot(result.stdout.strip()).spec.requirements.text
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -353,3 +354,18 @@ def test_redis_going_away_midway_is_one_line(
     assert result.exit_code == ExitCode.CONNECTION
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"overnight: error: lost the connection to Redis at {server.url}")
+
+
+def test_show_json_masks_secret_env_values_unless_asked(cli_env: Repo, store: TaskStore) -> None:
+    snapshot = make_snapshot(requirements="-i https://ada:hunter2@pypi.example/simple\nsix\n")
+    env = {"SEED": "1", "HF_TOKEN": "hf_abcdefghijklmnopqrstu", "DB": "postgres://a:pw@h/d"}
+    spec = dataclasses.replace(snapshot.spec, env=env)  # recorded with --allow-secret-env
+    task_id = store.submit(dataclasses.replace(snapshot, spec=spec), TaskOptions()).id
+    shown = invoke("show", task_id, "--json").stdout
+    data = json.loads(shown)
+    assert data["spec"]["env"] == {"SEED": "1", "HF_TOKEN": "***", "DB": "***"}
+    assert data["spec"]["requirements"]["text"] == "-i https://pypi.example/simple\nsix\n"
+    for secret in ("hf_abc", "pw@", "hunter2"):
+        assert secret not in shown and secret not in invoke("show", task_id).stdout
+    revealed = json.loads(invoke("show", task_id, "--json", "--show-secrets").stdout)
+    assert revealed["spec"]["env"] == env

@@ -5,6 +5,7 @@ import time
 
 import redis
 
+from overnight.queue import keys
 from overnight.queue.logs import LogStore
 from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
@@ -73,3 +74,26 @@ def test_follow_streams_until_the_task_ends(store: TaskStore) -> None:
     ]
     thread.join()
     assert lines == ["before", "line 0", "line 1", "line 2"]
+
+
+def test_the_agents_lines_are_marked_and_task_lines_cannot_pass_for_them(
+    redis_client: redis.Redis,
+) -> None:
+    logs = LogStore(redis_client)
+    logs.append("t1", [(1.0, "[overnight] preparing the venv", True), (2.0, "hello")])
+    logs.append("t1", [(3.0, "[overnight] task finished"), (4.0, "[overnight: 9 lines trimmed]")])
+    entries = logs.read("t1")
+    assert [e.agent for e in entries] == [True, False, False, False]
+    assert [e.forged for e in entries] == [False, False, True, True]
+    assert [e.agent for e in logs.tail("t1", 4)] == [True, False, False, False]
+    follow = logs.follow("t1", until=lambda: True)
+    assert [e.forged for e in follow] == [False, False, True, True]
+
+
+def test_a_log_written_before_the_marks_counts_overnight_lines_as_the_agents(
+    redis_client: redis.Redis,
+) -> None:
+    for line in ("[overnight] preparing the venv", "hello"):  # as an older agent wrote them
+        redis_client.xadd(keys.log("t1"), {"t": "1.000", "line": line})
+    entries = LogStore(redis_client).read("t1")
+    assert [(e.agent, e.forged) for e in entries] == [(True, False), (False, False)]

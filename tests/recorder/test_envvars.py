@@ -16,14 +16,28 @@ def test_only_named_variables_are_recorded() -> None:
 
 
 @pytest.mark.parametrize(
-    "entry", ["HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD=x", "wandb_api_key=x"]
-)
+    "entry",
+    [
+        "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD=x", "wandb_api_key=x", "DB_PASS=x",
+        "PASSWD=x", "GH_PAT=x", "AUTH=x", "GOOGLE_CREDENTIALS=x", "SESSION=x", "COOKIE=x",
+        "PRIVATE=x", "DATABASE_URL=postgres://app:hunter2@db/prod", "GH=ghp_" + "a" * 36,
+    ],
+)  # fmt: skip
 def test_secret_looking_names_are_refused_unless_allowed(entry: str) -> None:
     environ = {"HF_TOKEN": "t", "AWS_SECRET_ACCESS_KEY": "k"}
     with pytest.raises(SecretEnvError, match="--allow-secret-env"):
         record_env([entry], environ)
     name = entry.split("=")[0]
     assert name in record_env([entry], environ, allow_secret=True)
+
+
+def test_refusal_says_why_the_value_looks_secret() -> None:
+    with pytest.raises(
+        SecretEnvError,
+        match=r"--env DATABASE_URL looks like a secret \(its value "
+        r"holds a password in a URL\)",
+    ):
+        record_env(["DATABASE_URL"], {"DATABASE_URL": "postgres://app:pw@db/prod"})
 
 
 def test_unset_variable_names_the_fix() -> None:

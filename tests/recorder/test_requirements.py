@@ -194,3 +194,35 @@ def test_python_on_path_and_console_script_shebangs_are_followed(tmp_path: Path)
 )
 def test_freeze_lines(direct: dict[str, object] | None, line: str | None) -> None:
     assert _freeze_line("pkg", "1.0", json.dumps(direct) if direct else None) == line
+
+
+REQUIREMENTS_WITH_CREDENTIALS = """\
+--index-url https://ada:hunter2@pypi.lab.example/simple
+--extra-index-url=https://ghp_tokentoken@pkgs.example/simple
+-i https://u:p@mirror.example/simple
+-f https://u:p@wheels.example/links
+--find-links https://wheels.example/links?token=t0k
+pkg @ git+https://TOKEN123@github.com/org/pkg.git@v1.0
+other @ git+https://ada:glpat-abc@gitlab.example/g/other.git#egg=other
+numpy==1.26.4
+"""
+
+
+def test_credentials_in_requirements_urls_are_stripped(tmp_path: Path) -> None:
+    _write(tmp_path, "requirements.txt", REQUIREMENTS_WITH_CREDENTIALS)
+    _write(tmp_path, "pyproject.toml", '[project]\ndependencies = ["x @ https://u:pw@h/x.whl"]\n')
+    found = find_requirements(tmp_path, tmp_path)
+    explicit = find_requirements(tmp_path, tmp_path, Path("pyproject.toml"))
+    assert found.text.splitlines() == [
+        "--index-url https://pypi.lab.example/simple",
+        "--extra-index-url=https://pkgs.example/simple",
+        "-i https://mirror.example/simple",
+        "-f https://wheels.example/links",
+        "--find-links https://wheels.example/links",
+        "pkg @ git+https://github.com/org/pkg.git@v1.0",
+        "other @ git+https://gitlab.example/g/other.git#egg=other",
+        "numpy==1.26.4",
+    ]
+    assert explicit.text == "x @ https://h/x.whl\n"
+    for secret in ("hunter2", "ghp_", "u:p", "t0k", "TOKEN123", "glpat", "pw@"):
+        assert secret not in found.text + explicit.text

@@ -13,6 +13,7 @@ from overnight.errors import (
     NoCommitError,
     NotAGitRepoError,
     SecretEnvError,
+    SecretFileError,
     SnapshotError,
     SnapshotTooLargeError,
 )
@@ -166,3 +167,40 @@ def test_options_are_frozen_and_defaulted() -> None:
     assert (options.max_snapshot_mb, options.max_untracked_file_mb) == (20.0, 5.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.note = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", [".env", "deploy/id_ed25519", "gcp/credentials.json", ".netrc"])
+def test_untracked_secret_files_are_refused_unless_allowed(repo: Repo, name: str) -> None:
+    repo.write(name, "HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz\n")
+    with pytest.raises(SecretFileError, match=rf"untracked file {name} looks like a secret"):
+        take_snapshot(repo.path, ARGV, SnapshotOptions())
+    allowed = take_snapshot(repo.path, ARGV, SnapshotOptions(allow_secret_files=True))
+    assert allowed.spec.patch is not None
+    repo.write(".gitignore", f"{name}\n")
+    assert take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.patch is not None
+
+
+def test_uncommitted_lines_holding_credentials_are_refused_unless_allowed(repo: Repo) -> None:
+    repo.write("conf/db.yaml", "url: postgres://app:hunter2@db.example/prod\n")
+    with pytest.raises(
+        SecretFileError, match=r"^conf/db.yaml holds a password in a URL in its uncommitted"
+    ):
+        take_snapshot(repo.path, ARGV, SnapshotOptions())
+    allowed = take_snapshot(repo.path, ARGV, SnapshotOptions(allow_secret_files=True))
+    assert allowed.spec.patch is not None
+
+
+def test_unpushed_commits_holding_secrets_are_refused_unless_allowed(repo: Repo) -> None:
+    repo.write("deploy/.env", "X=1\n")
+    repo.commit("env file, never pushed")
+    with pytest.raises(SecretFileError, match=r"^deploy/.env, in unpushed commits, looks like"):
+        take_snapshot(repo.path, ARGV, SnapshotOptions())
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.write("conf.py", 'TOKEN = "ghp_' + "a" * 36 + '"\n')
+    repo.commit("a token, never pushed")
+    with pytest.raises(SecretFileError, match=r"^conf.py holds a GitHub token in unpushed commits"):
+        take_snapshot(repo.path, ARGV, SnapshotOptions())
+    allowed = take_snapshot(repo.path, ARGV, SnapshotOptions(allow_secret_files=True))
+    assert allowed.spec.bundle is not None
+    repo.push()
+    assert take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.bundle is None

@@ -35,6 +35,7 @@ import docker.utils
 import requests.exceptions
 
 from overnight.agent.environments.base import LogSink, StopCheck
+from overnight.agent.logbatch import Output
 from overnight.errors import EnvironmentBuildError
 
 IMAGE_DIR = "/opt/overnight"  # the builds' own: the venv, the install files while it runs
@@ -303,10 +304,10 @@ def _follow(container: Any, log: LogSink, should_stop: StopCheck) -> str:
                 line = raw.decode("utf-8", "replace").rstrip()
                 if line:
                     last[0] = line
-                    log(line)
+                    log(Output(line))
         if buffer.strip():
             last[0] = buffer.decode("utf-8", "replace").rstrip()
-            log(last[0])
+            log(Output(last[0]))
 
     reader = threading.Thread(target=pump, name="overnight-build-log", daemon=True)
     reader.start()

@@ -35,7 +35,7 @@ from overnight.agent.environments.keys import environment_key, normalize_require
 from overnight.agent.environments.venv_cache import EnvRecord, VenvCache, tree_size
 from overnight.agent.interpreters import Interpreter, find_interpreter, major_minor
 from overnight.agent.locks import FileLock
-from overnight.agent.logbatch import Line
+from overnight.agent.logbatch import Line, Output
 from overnight.agent.process import LocalProcess
 from overnight.agent.runner import CANCELED, supervise
 from overnight.errors import (
@@ -238,7 +238,7 @@ class VenvEnvironment(Environment):
             for _, text in batch:
                 tail.append(text)
                 with contextlib.suppress(Exception):  # a failing log must not fail the build
-                    log(text)
+                    log(Output(text))
 
         process = LocalProcess([self.uv_bin, *args], cwd=self.cache.root, env=self._uv_env())
         outcome = supervise(process, sink, should_stop=stop, timeout=None, grace=UV_GRACE)
