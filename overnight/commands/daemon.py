@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -22,16 +22,18 @@ import click
 from overnight.agent.environments.base import Environment
 from overnight.agent.gpus import GPUInventory, open_inventory, parse_gpu_list
 from overnight.agent.settings import AgentConfig, load_agent_config
+from overnight.agent.taskenv import TaskEnv
 from overnight.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def make_environment(
-    config: AgentConfig, base_env: dict[str, str], gpu_ids: Sequence[str] = ()
+    config: AgentConfig, host_env: Mapping[str, str], gpu_ids: Sequence[str] = ()
 ) -> Environment:
     """The environment named by ``config.env_mode`` (auto: docker when an engine answers, and
-    can hand the agent's GPUs to containers)."""
+    can hand the agent's GPUs to containers); ``host_env`` is the agent's own environment, of
+    which tasks see only an allowlist (:mod:`overnight.agent.taskenv`)."""
     client = _docker_client() if config.env_mode in ("auto", "docker") else None
     if config.env_mode == "docker" and client is None:
         raise ConfigError(
@@ -41,7 +43,7 @@ def make_environment(
     if client is not None:
         from overnight.agent.environments.docker import DockerEnvironment, cannot_hand_gpus
 
-        docker_env = DockerEnvironment.from_config(client, config, base_env)
+        docker_env = DockerEnvironment.from_config(client, config, {**host_env, **config.env})
         problem = docker_env.gpu_problem(gpu_ids[0]) if gpu_ids else None
         if problem is None:
             return docker_env
@@ -53,7 +55,10 @@ def make_environment(
     from overnight.agent.environments.venv import VenvEnvironment
 
     return VenvEnvironment(
-        config.cache_path, max_envs=config.max_envs, max_gb=config.max_env_gb, base_env=base_env
+        config.cache_path,
+        max_envs=config.max_envs,
+        max_gb=config.max_env_gb,
+        env=TaskEnv.from_config(config, host_env),
     )
 
 
@@ -170,9 +175,8 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
     flags["docker_installer_env"] = _pairs(flags["docker_installer_env"]) or None
     config = load_agent_config(flags)
     gpu_ids, inventory = _gpus(config)
-    base_env = {**os.environ, **config.env}
     daemon = create_daemon(
-        config, make_environment(config, base_env, gpu_ids), gpu_ids=gpu_ids, inventory=inventory
+        config, make_environment(config, os.environ, gpu_ids), gpu_ids=gpu_ids, inventory=inventory
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from overnight.agent.environments.base import (
@@ -38,6 +38,7 @@ from overnight.agent.locks import FileLock
 from overnight.agent.logbatch import Line
 from overnight.agent.process import LocalProcess
 from overnight.agent.runner import CANCELED, supervise
+from overnight.agent.taskenv import TaskEnv
 from overnight.errors import (
     EnvironmentBuildError,
     LockTimeout,
@@ -50,11 +51,12 @@ UV_GRACE = 5.0  # seconds uv gets to stop after SIGTERM when a build is canceled
 
 
 class VenvEnvironment(Environment):
-    """Venvs under ``cache_dir``; tasks get ``base_env`` (default: this process's environment).
+    """Venvs under ``cache_dir``; tasks and builds get what ``env`` lets through of the agent's
+    environment (default: the allowlist of this process's, see :mod:`overnight.agent.taskenv`).
 
     ``system_certs`` makes uv trust the platform's certificate store (``UV_SYSTEM_CERTS``), so
     installs work behind an inspecting proxy whose CA the system trusts; ``SSL_CERT_FILE`` in
-    ``base_env`` is honoured too. ``prepare`` passes uv's output to ``log`` from a helper
+    the agent's environment is honoured too. ``prepare`` passes uv's output to ``log`` from a helper
     thread (the runner's sender) while the calling thread waits.
     """
 
@@ -66,14 +68,16 @@ class VenvEnvironment(Environment):
         *,
         max_envs: int = 20,
         max_gb: float | None = None,
-        base_env: Mapping[str, str] | None = None,
+        env: TaskEnv | None = None,
         uv_bin: str | None = None,
         system_certs: bool = True,
     ) -> None:
         self.cache = VenvCache(cache_dir)
         self.max_envs = max_envs
         self.max_gb = max_gb
-        self.base_env = dict(os.environ if base_env is None else base_env)
+        env = env or TaskEnv(os.environ)
+        self.base_env = env.task()
+        self.build_env = env.build()
         self.uv_bin = uv_bin or _default_uv()
         self.system_certs = system_certs
         self._interpreters: dict[str, Interpreter] = {}
@@ -89,7 +93,7 @@ class VenvEnvironment(Environment):
         with self._memo_lock:
             if wanted not in self._interpreters:
                 self._interpreters[wanted] = find_interpreter(
-                    recorded, uv_bin=self.uv_bin, environ=self.base_env
+                    recorded, uv_bin=self.uv_bin, environ=self.build_env
                 )
             return self._interpreters[wanted]
 
@@ -262,7 +266,7 @@ class VenvEnvironment(Environment):
         return tuple(line for line in proc.stdout.splitlines() if line.strip())
 
     def _uv_env(self) -> dict[str, str]:
-        env = {k: v for k, v in self.base_env.items() if k not in ("VIRTUAL_ENV", "UV_PYTHON")}
+        env = {k: v for k, v in self.build_env.items() if k not in ("VIRTUAL_ENV", "UV_PYTHON")}
         env.update(
             UV_CACHE_DIR=str(self.cache.uv_cache),
             UV_PYTHON_DOWNLOADS="never",
