@@ -53,6 +53,7 @@ class AgentConfig:
     max_env_gb: float | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # added for every task
     pass_env: tuple[str, ...] = ()  # more of the agent's variables tasks see: names, globs (HF_*)
+    task_user: str | None = None  # venv tasks run as: a user, UID[:GID], UID-UID (root agents)
     git_tokens: dict[str, str] = dataclasses.field(default_factory=dict)  # host -> token
     git_ssh_command: str | None = None
     default_image: str | None = None  # docker mode: image when the task names none

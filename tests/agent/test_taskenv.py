@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-import redis
 
 from overnight.agent.taskenv import TaskEnv
 from overnight.queue.records import TaskStatus
@@ -14,8 +10,8 @@ from overnight.queue.store import TaskStore
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from tests.fixtures.agents import agent_config, enqueue, log_text, start_agent, wait_status
 from tests.fixtures.gitrepo import Repo
+from tests.fixtures.redis_urls import AGENT_PASSWORD
 
-USER, PASSWORD = "agent-user", "redis-canary-pw"
 SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "aws-canary-secret",
     "GITHUB_TOKEN": "ghp_canarytoken000",
@@ -23,25 +19,6 @@ SECRETS = {
 }
 GIT_TOKEN = "git-canary-token"
 PRINT_ENV = "import os\nfor k, v in sorted(os.environ.items()):\n    print(f'{k}={v}')\n"
-
-
-@pytest.fixture
-def password_url(redis_url: str) -> Iterator[str]:
-    """The session Redis as an ACL user with a password (the default user stays open)."""
-    admin = redis.Redis.from_url(redis_url)
-    admin.acl_setuser(
-        USER,
-        enabled=True,
-        passwords=[f"+{PASSWORD}"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all"],
-    )
-    try:
-        yield redis_url.replace("redis://", f"redis://{USER}:{PASSWORD}@")
-    finally:
-        admin.acl_deluser(USER)
-        admin.close()
 
 
 def test_a_task_sees_the_allowlist_and_none_of_the_agents_secrets(
@@ -74,7 +51,7 @@ def test_a_task_sees_the_allowlist_and_none_of_the_agents_secrets(
     wait_status(agent_store, record.id, TaskStatus.FINISHED)
     lines = set(log_text(agent_store, record.id).splitlines())
     seen = "\n".join(lines)
-    for secret in (PASSWORD, GIT_TOKEN, *SECRETS.values()):
+    for secret in (AGENT_PASSWORD, GIT_TOKEN, *SECRETS.values()):
         assert secret not in seen
     assert not any(
         line.startswith(("OVERNIGHT_REDIS_URL", "OVERNIGHT_GIT", "OVERNIGHT_CONFIG"))

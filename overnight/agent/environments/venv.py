@@ -34,6 +34,7 @@ from overnight.agent.environments.base import (
 from overnight.agent.environments.keys import environment_key, normalize_requirements
 from overnight.agent.environments.venv_cache import EnvRecord, VenvCache, tree_size
 from overnight.agent.interpreters import Interpreter, find_interpreter, major_minor
+from overnight.agent.isolation import TaskUser, TaskUsers, readable_by_all
 from overnight.agent.locks import FileLock
 from overnight.agent.logbatch import Line
 from overnight.agent.process import LocalProcess
@@ -71,6 +72,7 @@ class VenvEnvironment(Environment):
         env: TaskEnv | None = None,
         uv_bin: str | None = None,
         system_certs: bool = True,
+        task_users: TaskUsers | None = None,
     ) -> None:
         self.cache = VenvCache(cache_dir)
         self.max_envs = max_envs
@@ -80,6 +82,7 @@ class VenvEnvironment(Environment):
         self.build_env = env.build()
         self.uv_bin = uv_bin or _default_uv()
         self.system_certs = system_certs
+        self.task_users = task_users
         self._interpreters: dict[str, Interpreter] = {}
         self._uv_version: str | None = None
         self._leases: dict[int, weakref.finalize[..., Prepared]] = {}
@@ -92,10 +95,23 @@ class VenvEnvironment(Environment):
         wanted = major_minor(recorded) or recorded
         with self._memo_lock:
             if wanted not in self._interpreters:
-                self._interpreters[wanted] = find_interpreter(
-                    recorded, uv_bin=self.uv_bin, environ=self.build_env
-                )
+                self._interpreters[wanted] = self._find_interpreter(recorded)
             return self._interpreters[wanted]
+
+    def _find_interpreter(self, recorded: str) -> Interpreter:
+        users = self.task_users
+        if users is None:
+            return find_interpreter(recorded, uv_bin=self.uv_bin, environ=self.build_env)
+        found = find_interpreter(
+            recorded, uv_bin=self.uv_bin, environ=self.build_env, usable=users.can_run
+        )
+        if not users.can_run(found.path):
+            raise EnvironmentBuildError(
+                f"no Python the task user ({users.setting}) may run: {found.path} is out of its "
+                f"reach; install Python {major_minor(recorded) or recorded} where every user "
+                "may run it (/usr/bin, /opt), or run the agent without task_user"
+            )
+        return found
 
     @property
     def uv_version(self) -> str:
@@ -217,6 +233,8 @@ class VenvEnvironment(Environment):
                     stop,
                     "installing the requirements",
                 )
+            if self.task_users is not None:
+                readable_by_all(folder)
             record = EnvRecord(
                 key=key,
                 python=interp.version,
@@ -284,21 +302,37 @@ class VenvEnvironment(Environment):
             lease.acquire(timeout=120)
         except LockTimeout as exc:
             raise TaskRunError(f"venv {prepared.key} is locked: {exc}") from exc
+        user: TaskUser | None = None
+        released = threading.Event()
+
+        def release(_code: int = 0) -> None:
+            if released.is_set():
+                return  # once: a uid given back twice could go to two tasks
+            released.set()
+            lease.release()
+            if user is not None and self.task_users is not None:
+                self.task_users.give_back(user)
+
         try:
             if self.cache.record(prepared.key) is None:
                 raise TaskRunError(
                     f"venv {prepared.key} left the cache before the task started; retry the task"
                 )
+            user = self._task_user(request)
+            env = self.task_env(prepared, request)
+            if user is not None:
+                env.update(user.environ(request.workspace))
             process = LocalProcess(
                 request.argv,
                 cwd=request.workspace / request.workdir,
-                env=self.task_env(prepared, request),
-                on_exit=lambda _code: lease.release(),
+                env=env,
+                on_exit=release,
+                user=(user.uid, user.gid) if user is not None else None,
             )
         except BaseException:
-            lease.release()
+            release()
             raise
-        weakref.finalize(process, lease.release)
+        weakref.finalize(process, release)
         finalizer = self._leases.pop(id(prepared), None)
         if finalizer is not None:
             finalizer()  # the process holds the venv now; the prepare lease can go
@@ -314,6 +348,23 @@ class VenvEnvironment(Environment):
         env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", os.defpath)])
         env.setdefault("PYTHONUNBUFFERED", "1")  # prints reach the log as they happen
         return env
+
+    def _task_user(self, request: RunRequest) -> TaskUser | None:
+        """The uid the task runs as (its tree handed to it), or None: the agent's own."""
+        if self.task_users is None:
+            return None
+        user = self.task_users.take()
+        if user is None:
+            raise TaskRunError(
+                f"every uid of task_user {self.task_users.setting} runs a task; give the agent "
+                "a range with a uid per slot"
+            )
+        try:
+            user.own(request.workspace)
+        except OSError as exc:
+            self.task_users.give_back(user)
+            raise TaskRunError(f"cannot hand the task's tree to uid {user.uid}: {exc}") from exc
+        return user
 
     def _drop_lease(self, ident: int, lease: FileLock) -> None:
         self._leases.pop(ident, None)
