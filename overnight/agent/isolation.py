@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import pwd
+import shutil
 import stat
 import threading
 from collections.abc import Iterable, Mapping
@@ -27,9 +28,9 @@ from overnight.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PRIVATE, PASSAGE = 0o700, 0o711
-PASSAGES = ("tasks", "envs")
+PASSAGES = ("tasks", "envs", "tmp", "bin")
 """The folders under the workspace and cache roots a task user passes through (its tree, its
-venv); their other children are 0700."""
+venv, the venv it builds, uv); their other children are 0700."""
 WORKSPACE_FOLDERS = ("tasks", "mirrors", "trees", "task-locks")
 """Made at the start, so none is ever made later with the umask's mode under a 0711 root."""
 
@@ -75,15 +76,48 @@ def private_folders(
                 _chmod(child, stat.S_IMODE(child.stat().st_mode) & PRIVATE)
 
 
-def readable_by_all(tree: Path) -> None:
-    """Let every user read ``tree`` and enter its folders (a venv a task user runs in)."""
-    for folder, _dirs, files in os.walk(tree):
-        os.chmod(folder, stat.S_IMODE(os.stat(folder).st_mode) | 0o555)
-        for name in files:
-            path = os.path.join(folder, name)
-            info = os.lstat(path)
-            if stat.S_ISREG(info.st_mode):
-                os.chmod(path, stat.S_IMODE(info.st_mode) | 0o444)
+def seal(tree: Path, builder: TaskUser) -> None:
+    """Hand ``tree``, which ``builder`` made (a venv), to the agent: owned by it, read-only to
+    every other user, without setuid, setgid or sticky bits.
+
+    Walked through directory descriptors and never through a symlink, so a build process still
+    running cannot redirect it elsewhere; raises OSError for an entry the build did not make (a
+    hard link to another user's file).
+    """
+    uid, gid = os.getuid(), os.getgid()
+    sealed: set[tuple[int, int]] = set()
+
+    def take(fd: int, name: str) -> None:
+        info = os.fstat(fd)
+        if info.st_uid != builder.uid and (info.st_dev, info.st_ino) not in sealed:
+            raise OSError(f"{name} in {tree} was not made by the build (uid {info.st_uid})")
+        os.fchown(fd, uid, gid)
+        extra = 0o555 if stat.S_ISDIR(info.st_mode) else 0o444
+        os.fchmod(fd, (stat.S_IMODE(info.st_mode) & 0o755) | extra)
+        sealed.add((info.st_dev, info.st_ino))
+
+    for _folder, dirs, files, dirfd in os.fwalk(tree, follow_symlinks=False):
+        take(dirfd, _folder)
+        for name in (*files, *dirs):
+            info = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+            elif stat.S_ISREG(info.st_mode):
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dirfd)
+                try:
+                    take(fd, name)
+                finally:
+                    os.close(fd)
+            elif not stat.S_ISDIR(info.st_mode):  # a fifo or socket: nothing a venv needs
+                os.unlink(name, dir_fd=dirfd)
+
+
+def handed_over(folder: Path, user: TaskUser) -> Path:
+    """``folder``, made now and owned by ``user``, 0700."""
+    folder.mkdir(mode=PRIVATE)
+    os.chown(folder, user.uid, user.gid)
+    os.chmod(folder, PRIVATE)
+    return folder
 
 
 def _chmod(path: Path, mode: int) -> None:
@@ -212,12 +246,35 @@ class TaskUsers:
     def can_run(self, program: str) -> bool:
         return self.sample.can_run(program)
 
-    def take(self) -> TaskUser | None:
-        """A uid for a task that starts now (the one user; else a free one, None if none)."""
+    def reachable(self, program: str, folder: Path) -> str:
+        """``program``, or a copy of it in ``folder`` where it is out of the users' reach."""
+        if self.can_run(program):
+            return program
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, PASSAGE)
+        source = os.path.realpath(program)
+        copy = folder / Path(program).name
+        with contextlib.suppress(OSError):
+            if _same_file(os.stat(source), copy.stat()):
+                return str(copy)
+        staged = copy.with_name(f".{copy.name}.{os.getpid()}")
+        shutil.copy2(source, staged)
+        os.chmod(staged, 0o755)
+        os.replace(staged, copy)  # a rename: another agent may be running the old copy
+        return str(copy)
+
+    def take(self, error: type[Exception]) -> TaskUser:
+        """A uid for a task or build that starts now (the one user, else a free one); raises
+        ``error`` when every uid of the range is in use."""
         if self._single is not None:
             return self._single
         with self._lock:
-            return self._free.pop(0) if self._free else None
+            if self._free:
+                return self._free.pop(0)
+        raise error(
+            f"every uid of task_user {self.setting} is in use; give the agent a range with a "
+            "uid per slot"
+        )
 
     def give_back(self, user: TaskUser) -> None:
         """Free a ranged uid once its task has ended; what the task left running under it
@@ -238,6 +295,10 @@ def _kill_processes_of(uid: int) -> None:
         if uids is not None and uid in (uids.real, uids.effective):
             with contextlib.suppress(psutil.Error):
                 process.kill()
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, int(a.st_mtime)) == (b.st_size, int(b.st_mtime))
 
 
 def _gid_of(uid: int) -> int:

@@ -79,6 +79,58 @@ while len(list(shared.glob("done-*"))) < 2:
 """
 
 
+BACKEND = """\
+import os, subprocess, zipfile
+from pathlib import Path
+
+SHARED = Path({shared!r})
+PLANT = Path({plant!r})
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    (SHARED / "build-uid").write_text(str(os.getuid()))
+    try:
+        PLANT.write_text("planted by a build")
+        (SHARED / "plant").write_text("written")
+    except OSError:
+        (SHARED / "plant").write_text("denied")
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # uv waits for its pipes
+    spy = subprocess.Popen(["sleep", "300"], start_new_session=True, **quiet)
+    (SHARED / "build-spy").write_text(str(spy.pid))
+    name = "spy-1.0-py3-none-any.whl"
+    dist = "spy-1.0.dist-info"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as wheel:
+        wheel.writestr("spy/__init__.py", "")
+        wheel.writestr(f"{{dist}}/METADATA", "Metadata-Version: 2.1\\nName: spy\\nVersion: 1.0\\n")
+        wheel.writestr(f"{{dist}}/WHEEL", "Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n")
+        wheel.writestr(f"{{dist}}/RECORD", "")
+    return name
+"""
+PYPROJECT = """\
+[build-system]
+requires = []
+build-backend = "backend"
+backend-path = ["."]
+
+[project]
+name = "spy"
+version = "1.0"
+"""
+
+
+def spy_package(folder: Path, shared: Path, plant: Path) -> Path:
+    """A source package whose build (an in-tree backend: no index needed) says who ran it,
+    tries to plant a file in the agent's folders and leaves a process behind."""
+    folder.mkdir(mode=0o755)
+    (folder / "pyproject.toml").write_text(PYPROJECT)
+    (folder / "backend.py").write_text(BACKEND.format(shared=str(shared), plant=str(plant)))
+    return folder
+
+
 @pytest.fixture
 def reachable(tmp_path: Path) -> Iterator[Path]:
     """A folder every user may enter (pytest's own base folder is its user's alone)."""
@@ -94,12 +146,14 @@ def reachable(tmp_path: Path) -> Iterator[Path]:
 def test_venv_tasks_run_as_their_own_uid_and_reach_nothing_of_the_agent(
     reachable: Path, redis_url: str, project: Repo, agent_store: TaskStore, tmp_path: Path
 ) -> None:
-    project.write("probe.py", PROBE)
-    project.commit("probe")
-    project.push()
     shared = reachable / "shared"
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
+    plant = reachable / "envs" / "uv-cache" / "planted"
+    project.write("probe.py", PROBE)
+    project.write("requirements.txt", f"{spy_package(reachable / 'spy', shared, plant)}\n")
+    project.commit("probe")
+    project.push()
     config_file = reachable / "agent.yaml"
     config_file.write_text("agent:\n  grace: 3\n")
     config_file.chmod(0o600)
@@ -128,3 +182,10 @@ def test_venv_tasks_run_as_their_own_uid_and_reach_nothing_of_the_agent(
     for spy in shared.glob("spy-*"):  # the next task given that uid must not meet them
         assert process_gone(int(spy.read_text()))
     assert canary.read_text() == "the agent's"
+    assert (shared / "build-uid").read_text() in ("60000", "60001")  # the sdist's code, too
+    assert (shared / "plant").read_text() == "denied" and not plant.exists()
+    assert process_gone(int((shared / "build-spy").read_text()))
+    for path in (reachable / "envs" / "envs").rglob("*"):  # the venv: the agent's, read-only
+        info = path.lstat()
+        assert info.st_uid == 0, path
+        assert path.is_symlink() or not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH), path

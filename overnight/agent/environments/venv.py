@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ import time
 import weakref
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 from overnight.agent.environments.base import (
     Environment,
@@ -34,7 +36,7 @@ from overnight.agent.environments.base import (
 from overnight.agent.environments.keys import environment_key, normalize_requirements
 from overnight.agent.environments.venv_cache import EnvRecord, VenvCache, tree_size
 from overnight.agent.interpreters import Interpreter, find_interpreter, major_minor
-from overnight.agent.isolation import TaskUser, TaskUsers, readable_by_all
+from overnight.agent.isolation import TaskUser, TaskUsers, handed_over, seal
 from overnight.agent.locks import FileLock
 from overnight.agent.logbatch import Line
 from overnight.agent.process import LocalProcess
@@ -81,6 +83,8 @@ class VenvEnvironment(Environment):
         self.base_env = env.task()
         self.build_env = env.build()
         self.uv_bin = uv_bin or _default_uv()
+        if task_users is not None:  # builds run as a task user, which must reach uv
+            self.uv_bin = task_users.reachable(self.uv_bin, self.cache.root / "bin")
         self.system_certs = system_certs
         self.task_users = task_users
         self._interpreters: dict[str, Interpreter] = {}
@@ -216,43 +220,74 @@ class VenvEnvironment(Environment):
         count = len(requirements.splitlines())
         log(f"[overnight] building venv {key}: Python {interp.version}, {count} requirement(s)")
         folder = self.cache.new_build_dir(key)
+        work = folder.with_name(f"{folder.name}.work")  # the listing; a build user's uv cache
+        builder = self._builder()
         try:
+            build = _Build(self._uv_env(), builder)
+            if builder is None:
+                work.mkdir()
+            else:  # sdists' setup.py runs as a task user too, in folders of its own
+                handed_over(folder, builder)
+                handed_over(work, builder)
+                build.env.update(UV_CACHE_DIR=str(work), HOME=str(work))
             self._uv(
                 ["venv", "--relocatable", "--python", interp.path, str(folder)],
+                build,
                 log,
                 stop,
                 "creating the venv",
             )
             python = folder / "bin" / "python"
             if requirements:
-                listing = folder / "overnight-requirements.txt"
+                listing = work / "overnight-requirements.txt"
                 listing.write_text(requirements)
+                listing.chmod(0o644)
                 self._uv(
                     ["pip", "install", "--python", str(python), "-r", str(listing)],
+                    build,
                     log,
                     stop,
                     "installing the requirements",
                 )
-            if self.task_users is not None:
-                readable_by_all(folder)
+            packages = self._freeze(python, build)
+            if builder is not None:
+                made_by, builder = builder, None
+                self._give_back(made_by)  # what the build left running goes first
+                seal(folder, made_by)
             record = EnvRecord(
                 key=key,
                 python=interp.version,
                 interpreter=interp.path,
                 requirements=requirements,
                 uv_version=self.uv_version,
-                packages=self._freeze(python),
+                packages=packages,
                 created=time.time(),
                 build_seconds=round(time.monotonic() - started, 3),
                 size_bytes=tree_size(folder),
             )
             self.cache.commit(key, folder, record)
+        except OSError as exc:
+            raise EnvironmentBuildError(f"cannot build venv {key}: {exc}") from exc
         finally:
+            if builder is not None:
+                self._give_back(builder)
             shutil.rmtree(folder, ignore_errors=True)  # gone already when committed
+            shutil.rmtree(work, ignore_errors=True)
         log(f"[overnight] venv {key} built in {record.build_seconds:.1f}s")
         return record
 
-    def _uv(self, args: Sequence[str], log: LogSink, stop: StopCheck, what: str) -> None:
+    def _builder(self) -> TaskUser | None:
+        if self.task_users is None:
+            return None
+        return self.task_users.take(EnvironmentBuildError)
+
+    def _give_back(self, user: TaskUser) -> None:
+        if self.task_users is not None:
+            self.task_users.give_back(user)
+
+    def _uv(
+        self, args: Sequence[str], build: _Build, log: LogSink, stop: StopCheck, what: str
+    ) -> None:
         """Run uv with its output in the task's log; stop it within ~0.1 s of a cancel."""
         tail: collections.deque[str] = collections.deque(maxlen=20)
 
@@ -262,7 +297,9 @@ class VenvEnvironment(Environment):
                 with contextlib.suppress(Exception):  # a failing log must not fail the build
                     log(text)
 
-        process = LocalProcess([self.uv_bin, *args], cwd=self.cache.root, env=self._uv_env())
+        process = LocalProcess(
+            [self.uv_bin, *args], cwd=self.cache.root, env=build.env, user=build.ids
+        )
         outcome = supervise(process, sink, should_stop=stop, timeout=None, grace=UV_GRACE)
         if outcome.reason == CANCELED:
             raise PreparationCanceled(f"canceled while {what}")
@@ -272,14 +309,17 @@ class VenvEnvironment(Environment):
                 "fix the task's requirements (uv's output is in the task's log)"
             )
 
-    def _freeze(self, python: Path) -> tuple[str, ...]:
+    def _freeze(self, python: Path, build: _Build) -> tuple[str, ...]:
+        # uv runs the venv's python, whose site-packages the build wrote: as the build's user
         proc = subprocess.run(
             [self.uv_bin, "pip", "freeze", "--python", str(python)],
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
-            env=self._uv_env(),
+            env=build.env,
+            cwd=self.cache.root,
+            **build.popen_user(),
         )
         return tuple(line for line in proc.stdout.splitlines() if line.strip())
 
@@ -353,12 +393,7 @@ class VenvEnvironment(Environment):
         """The uid the task runs as (its tree handed to it), or None: the agent's own."""
         if self.task_users is None:
             return None
-        user = self.task_users.take()
-        if user is None:
-            raise TaskRunError(
-                f"every uid of task_user {self.task_users.setting} runs a task; give the agent "
-                "a range with a uid per slot"
-            )
+        user = self.task_users.take(TaskRunError)
         try:
             user.own(request.workspace)
         except OSError as exc:
@@ -369,6 +404,23 @@ class VenvEnvironment(Environment):
     def _drop_lease(self, ident: int, lease: FileLock) -> None:
         self._leases.pop(ident, None)
         lease.release()
+
+
+@dataclasses.dataclass
+class _Build:
+    """How uv runs for one build: its environment and user (None: the agent's own)."""
+
+    env: dict[str, str]
+    user: TaskUser | None
+
+    @property
+    def ids(self) -> tuple[int, int] | None:
+        return (self.user.uid, self.user.gid) if self.user is not None else None
+
+    def popen_user(self) -> dict[str, Any]:
+        if self.user is None:
+            return {}
+        return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
 
 
 def _default_uv() -> str:
