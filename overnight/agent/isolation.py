@@ -202,6 +202,7 @@ class TaskUsers:
         self._single = users[0] if len(users) == 1 else None
         self.sample = users[0]
         self.size = len(users)
+        self.umask = 0o022  # tasks' umask: the agent's own before keep_private() changed it
 
     @classmethod
     def parse(cls, setting: str) -> TaskUsers:
@@ -315,6 +316,12 @@ def _user(uid: int, gid: int) -> TaskUser:
         return TaskUser(uid, gid, str(uid), None)
     home = entry.pw_dir if os.path.isdir(entry.pw_dir) else None
     return TaskUser(uid, gid, entry.pw_name, home)
+
+
+def keep_private(users: TaskUsers) -> None:
+    """From now on what the agent makes is its own (umask 077), so no folder made later under
+    a 0711 root is open to task users; tasks get the umask the agent had."""
+    users.umask = os.umask(0o077)
 
 
 def check_agent_is_root(users: TaskUsers | None) -> None:

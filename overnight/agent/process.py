@@ -31,7 +31,8 @@ class LocalProcess(Process):
 
     ``on_exit`` is called once, with the exit code, the first time ``poll`` or ``wait`` sees
     the process ended (the venv environment releases its in-use lease there). ``user`` is the
-    (uid, gid) it runs as, without supplementary groups (default: the agent's own).
+    (uid, gid) it runs as, without supplementary groups (default: the agent's own), ``umask``
+    its umask (default: the agent's).
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class LocalProcess(Process):
         env: Mapping[str, str],
         on_exit: Callable[[int], None] | None = None,
         user: tuple[int, int] | None = None,
+        umask: int = -1,
     ) -> None:
         if not argv:
             raise TaskRunError("the task has an empty command; record it again with a command")
@@ -57,6 +59,7 @@ class LocalProcess(Process):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 bufsize=0,
+                umask=umask,
                 **_as_user(user),
             )
         except FileNotFoundError as exc:

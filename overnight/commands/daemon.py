@@ -26,6 +26,7 @@ from overnight.agent.isolation import (
     WORKSPACE_FOLDERS,
     TaskUsers,
     check_agent_is_root,
+    keep_private,
     private_folders,
 )
 from overnight.agent.settings import AgentConfig, load_agent_config
@@ -203,6 +204,8 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
     config = load_agent_config(flags)
     users = TaskUsers.parse(config.task_user) if config.task_user else None
     check_agent_is_root(users)
+    if users is not None:
+        keep_private(users)
     gpu_ids, inventory = _gpus(config)
     if users is not None:
         users.check_slots(config.cpu_slots + len(gpu_ids))

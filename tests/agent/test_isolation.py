@@ -71,6 +71,7 @@ for label, target in targets.items():
         print(f"{label}: denied", flush=True)
 Path("own-output.txt").write_text("mine")
 print("own tree:", Path("probe.py").exists() and Path("own-output.txt").read_text(), flush=True)
+print(f"output mode: {Path('own-output.txt').stat().st_mode & 0o777:o}", flush=True)
 spy = subprocess.Popen(["sleep", "300"], start_new_session=True)  # outlives the task's group
 (shared / f"spy-{me}").write_text(str(spy.pid))
 (shared / f"done-{me}").touch()
@@ -167,6 +168,8 @@ def test_venv_tasks_run_as_their_own_uid_and_reach_nothing_of_the_agent(
     argv = ["python", "probe.py", str(shared), str(config_file), str(canary)]
     snapshot = take_snapshot(project.path, argv, SnapshotOptions())
     records = [enqueue(agent_store, project, snapshot=snapshot) for _ in range(2)]
+    umask = os.umask(0o022)
+    os.umask(umask)
     agent = start_agent(config, tmp_path, "--burst", OVERNIGHT_CONFIG=str(config_file))
     assert agent.wait() == 0, agent.output()
     uids = set()
@@ -178,6 +181,7 @@ def test_venv_tasks_run_as_their_own_uid_and_reach_nothing_of_the_agent(
         for label in ("config", "canary", "environ", "peer", "mirrors", "trees"):
             assert f"{label}: denied" in lines
         assert "own tree: mine" in lines
+        assert f"output mode: {0o666 & ~umask:o}" in lines  # the umask the agent was given
     assert uids == {"uid=60000", "uid=60001"}
     for spy in shared.glob("spy-*"):  # the next task given that uid must not meet them
         assert process_gone(int(spy.read_text()))
@@ -185,6 +189,8 @@ def test_venv_tasks_run_as_their_own_uid_and_reach_nothing_of_the_agent(
     assert (shared / "build-uid").read_text() in ("60000", "60001")  # the sdist's code, too
     assert (shared / "plant").read_text() == "denied" and not plant.exists()
     assert process_gone(int((shared / "build-spy").read_text()))
+    made = [path for path in config.workspace_path.glob("trees/*") if path.is_dir()]
+    assert made and all(_mode(path) == 0o700 for path in made)  # made while it ran: its own
     for path in (reachable / "envs" / "envs").rglob("*"):  # the venv: the agent's, read-only
         info = path.lstat()
         assert info.st_uid == 0, path

@@ -368,6 +368,7 @@ class VenvEnvironment(Environment):
                 env=env,
                 on_exit=release,
                 user=(user.uid, user.gid) if user is not None else None,
+                umask=self.task_users.umask if self.task_users is not None else -1,
             )
         except BaseException:
             release()
