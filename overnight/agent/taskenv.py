@@ -22,6 +22,7 @@ import os
 from collections.abc import Mapping
 
 from overnight.agent.settings import AgentConfig
+from overnight.recorder.envvars import secret_word
 
 _PROXIES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy", "ftp_proxy")
 PORTABLE = frozenset({"LANG", "LANGUAGE", "TZ", "TERM", *_PROXIES, *(p.upper() for p in _PROXIES)})
@@ -42,7 +43,8 @@ HOST_PATHS = frozenset(
 )
 """Variables that name the host's own folders and user: venv tasks only."""
 PREFIXES = ("LC_", "CUDA_", "NVIDIA_")
-"""Families passed whole (``CUDA_VISIBLE_DEVICES`` itself is set per task by the pipeline)."""
+"""Families passed whole (``CUDA_VISIBLE_DEVICES`` itself is set per task by the pipeline), but
+for names that look like secrets; ``pass_env`` globs likewise, its exact names always."""
 BUILD_PREFIXES = ("UV_", "PIP_")
 """The installers' settings, passed to builds only (an index URL may carry a login)."""
 BUILD_NAMES = frozenset({"PYENV_ROOT"})
@@ -84,8 +86,12 @@ class TaskEnv:
     def _passes(self, name: str, host_paths: bool) -> bool:
         if name.startswith(NEVER):
             return False
-        if name in PORTABLE or name.startswith(PREFIXES):
+        if name in PORTABLE or name in self.pass_env:
             return True
         if name in HOST_PATHS:
             return host_paths
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.pass_env)
+        if secret_word(name):  # NVIDIA_API_KEY: a family or a glob names no credential
+            return False
+        return name.startswith(PREFIXES) or any(
+            fnmatch.fnmatchcase(name, pattern) for pattern in self.pass_env
+        )

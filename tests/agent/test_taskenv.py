@@ -78,3 +78,9 @@ def test_pass_env_adds_names_but_never_the_agents_own_settings() -> None:
     env = TaskEnv(host, pass_env=("*",))
     assert env.task() == {"WANDB_MODE": "offline", "PATH": "/bin"}
     assert TaskEnv(host).task(host_paths=False) == {}
+
+
+def test_families_and_globs_pass_no_secret_looking_name_but_exact_names_do() -> None:
+    host = {"NVIDIA_API_KEY": "nvapi-x", "NVIDIA_VISIBLE_DEVICES": "all", "WANDB_API_KEY": "w"}
+    assert TaskEnv(host, pass_env=("WANDB_*",)).task() == {"NVIDIA_VISIBLE_DEVICES": "all"}
+    assert TaskEnv(host, pass_env=("WANDB_API_KEY",)).task()["WANDB_API_KEY"] == "w"
