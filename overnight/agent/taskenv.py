@@ -35,13 +35,14 @@ HOST_PATHS = frozenset(
         "LOGNAME",
         "TMPDIR",
         "LD_LIBRARY_PATH",  # where CUDA and other libraries are: not a secret, often needed
+        "NVIDIA_VISIBLE_DEVICES",  # in a container the engine sets it for the task's GPUs
         "SSL_CERT_FILE",
         "SSL_CERT_DIR",
         "REQUESTS_CA_BUNDLE",
         "CURL_CA_BUNDLE",
     }
 )
-"""Variables that name the host's own folders and user: venv tasks only."""
+"""Variables that name the host's own folders, user and devices: venv tasks only."""
 PREFIXES = ("LC_", "CUDA_", "NVIDIA_")
 """Families passed whole (``CUDA_VISIBLE_DEVICES`` itself is set per task by the pipeline), but
 for names that look like secrets; ``pass_env`` globs likewise, its exact names always."""

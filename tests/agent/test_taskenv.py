@@ -84,3 +84,4 @@ def test_families_and_globs_pass_no_secret_looking_name_but_exact_names_do() -> 
     host = {"NVIDIA_API_KEY": "nvapi-x", "NVIDIA_VISIBLE_DEVICES": "all", "WANDB_API_KEY": "w"}
     assert TaskEnv(host, pass_env=("WANDB_*",)).task() == {"NVIDIA_VISIBLE_DEVICES": "all"}
     assert TaskEnv(host, pass_env=("WANDB_API_KEY",)).task()["WANDB_API_KEY"] == "w"
+    assert "NVIDIA_VISIBLE_DEVICES" not in TaskEnv(host).task(host_paths=False)
