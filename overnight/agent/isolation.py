@@ -173,8 +173,9 @@ class TaskUser:
     def own(self, tree: Path) -> None:
         """Hand ``tree`` to this user (0700 at its top). Symlinks are not followed; files with
         other hard links (git objects shared with the agent's cached tree) stay the agent's,
-        readable by all, so the task cannot change the cached tree through them."""
-        os.chown(tree, self.uid, self.gid)
+        readable by all, so the task cannot change the cached tree through them. The top goes
+        last: until then no process of this user (one a task left behind) can enter the tree
+        and swap what is being changed."""
         os.chmod(tree, PRIVATE)
         for folder, dirs, files in os.walk(tree):
             for name in (*dirs, *files):
@@ -184,6 +185,7 @@ class TaskUser:
                     os.chmod(path, stat.S_IMODE(info.st_mode) | 0o444)
                 else:
                     os.chown(path, self.uid, self.gid, follow_symlinks=False)
+        os.chown(tree, self.uid, self.gid)
 
     def environ(self, tree: Path) -> dict[str, str]:
         """``HOME``, ``USER`` and ``LOGNAME`` for this user; no home of its own: the tree."""
