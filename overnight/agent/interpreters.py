@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
@@ -71,10 +71,12 @@ def find_interpreter(
     uv_bin: str | None = None,
     environ: Mapping[str, str] | None = None,
     own: str = sys.executable,
+    usable: Callable[[str], bool] = lambda path: True,
 ) -> Interpreter:
     """The interpreter to build a task's venv with; see the module docstring for the order.
 
     ``environ`` supplies PATH, PYENV_ROOT and HOME (default: this process's environment).
+    Candidates ``usable`` refuses (one a task user may not run) are passed over.
     """
     env = dict(os.environ if environ is None else environ)
     own_version = "{}.{}.{}".format(*sys.version_info[:3]) if own == sys.executable else None
@@ -87,10 +89,10 @@ def find_interpreter(
             "fallback",
             f"recorded Python version {recorded!r} is not major.minor; using {own_version} ({own})",
         )
-    if major_minor(own_version) == wanted:
+    if major_minor(own_version) == wanted and usable(own):
         return Interpreter(own, own_version, "agent")
     for source, path in _candidates(wanted, uv_bin, env):
-        version = probe(path, env)
+        version = probe(path, env) if usable(path) else None
         if version is not None and major_minor(version) == wanted:
             return Interpreter(path, version, source)
     return Interpreter(

@@ -18,6 +18,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from overnight.agent.environments.base import Process
 from overnight.errors import TaskRunError
@@ -29,7 +30,9 @@ class LocalProcess(Process):
     """A command started with :class:`subprocess.Popen`; ``ident`` is its pid.
 
     ``on_exit`` is called once, with the exit code, the first time ``poll`` or ``wait`` sees
-    the process ended (the venv environment releases its in-use lease there).
+    the process ended (the venv environment releases its in-use lease there). ``user`` is the
+    (uid, gid) it runs as, without supplementary groups (default: the agent's own), ``umask``
+    its umask (default: the agent's).
     """
 
     def __init__(
@@ -39,6 +42,8 @@ class LocalProcess(Process):
         cwd: Path,
         env: Mapping[str, str],
         on_exit: Callable[[int], None] | None = None,
+        user: tuple[int, int] | None = None,
+        umask: int = -1,
     ) -> None:
         if not argv:
             raise TaskRunError("the task has an empty command; record it again with a command")
@@ -54,6 +59,8 @@ class LocalProcess(Process):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 bufsize=0,
+                umask=umask,
+                **_as_user(user),
             )
         except FileNotFoundError as exc:
             raise TaskRunError(f"command not found: {argv[0]}") from exc
@@ -130,6 +137,13 @@ class LocalProcess(Process):
         if callback is not None:
             callback(code)
         return code
+
+
+def _as_user(user: tuple[int, int] | None) -> dict[str, Any]:
+    if user is None:
+        return {}
+    uid, gid = user
+    return {"user": uid, "group": gid, "extra_groups": []}
 
 
 class _PidfdPoller:

@@ -52,6 +52,8 @@ class AgentConfig:
     max_mirrors: int = 20  # git mirrors kept in workspace_dir; least recently used go
     max_env_gb: float | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # added for every task
+    pass_env: tuple[str, ...] = ()  # more of the agent's variables tasks see: names, globs (HF_*)
+    task_user: str | None = None  # venv tasks run as: a user, UID[:GID], UID-UID (root agents)
     git_tokens: dict[str, str] = dataclasses.field(default_factory=dict)  # host -> token
     git_ssh_command: str | None = None
     allow_local_repos: bool = False  # also fetch local paths and file:// (repos and submodules)

@@ -13,7 +13,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -21,17 +22,30 @@ import click
 
 from overnight.agent.environments.base import Environment
 from overnight.agent.gpus import GPUInventory, open_inventory, parse_gpu_list
+from overnight.agent.isolation import (
+    WORKSPACE_FOLDERS,
+    TaskUsers,
+    check_agent_is_root,
+    keep_private,
+    private_folders,
+)
 from overnight.agent.settings import AgentConfig, load_agent_config
+from overnight.agent.taskenv import TaskEnv
 from overnight.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def make_environment(
-    config: AgentConfig, base_env: dict[str, str], gpu_ids: Sequence[str] = ()
+    config: AgentConfig,
+    host_env: Mapping[str, str],
+    gpu_ids: Sequence[str] = (),
+    task_users: TaskUsers | None = None,
 ) -> Environment:
     """The environment named by ``config.env_mode`` (auto: docker when an engine answers, and
-    can hand the agent's GPUs to containers)."""
+    can hand the agent's GPUs to containers); ``host_env`` is the agent's own environment, of
+    which tasks see only an allowlist (:mod:`overnight.agent.taskenv`), and ``task_users`` the
+    uids venv tasks run as (None: the agent's own)."""
     client = _docker_client() if config.env_mode in ("auto", "docker") else None
     if config.env_mode == "docker" and client is None:
         raise ConfigError(
@@ -41,7 +55,7 @@ def make_environment(
     if client is not None:
         from overnight.agent.environments.docker import DockerEnvironment, cannot_hand_gpus
 
-        docker_env = DockerEnvironment.from_config(client, config, base_env)
+        docker_env = DockerEnvironment.from_config(client, config, host_env)
         problem = docker_env.gpu_problem(gpu_ids[0]) if gpu_ids else None
         if problem is None:
             return docker_env
@@ -53,7 +67,11 @@ def make_environment(
     from overnight.agent.environments.venv import VenvEnvironment
 
     return VenvEnvironment(
-        config.cache_path, max_envs=config.max_envs, max_gb=config.max_env_gb, base_env=base_env
+        config.cache_path,
+        max_envs=config.max_envs,
+        max_gb=config.max_env_gb,
+        env=TaskEnv.from_config(config, host_env),
+        task_users=task_users,
     )
 
 
@@ -81,6 +99,16 @@ def _socket_answers(host: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def _has_password(url: str | None) -> bool:
+    if not url:
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return bool(parts.password or urllib.parse.parse_qs(parts.query).get("password"))
+    except ValueError:
+        return False
 
 
 def _pairs(items: tuple[str, ...]) -> dict[str, str]:
@@ -170,12 +198,27 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
     for name in ("uptime", "downtime", "docker_mounts"):
         flags[name] = flags[name] or None
     flags["docker_installer_env"] = _pairs(flags["docker_installer_env"]) or None
+    if _has_password(flags.get("redis_url")):
+        log.warning(
+            "the Redis password in --redis-url is visible to every user of this host (ps, "
+            "/proc/<pid>/cmdline); set OVERNIGHT_REDIS_URL or redis_url in the config file instead"
+        )
     config = load_agent_config(flags)
+    users = TaskUsers.parse(config.task_user) if config.task_user else None
+    check_agent_is_root(users)
+    if users is not None:
+        keep_private(users)
     gpu_ids, inventory = _gpus(config)
-    base_env = {**os.environ, **config.env}
-    daemon = create_daemon(
-        config, make_environment(config, base_env, gpu_ids), gpu_ids=gpu_ids, inventory=inventory
+    if users is not None:
+        users.check_slots(config.cpu_slots + len(gpu_ids))
+    environment = make_environment(config, os.environ, gpu_ids, users)
+    workspace, cache = config.workspace_path, config.cache_path
+    private_folders(
+        (workspace, cache, config.spill_path),
+        shared={workspace: WORKSPACE_FOLDERS, cache: ()},
+        users=users,
     )
+    daemon = create_daemon(config, environment, gpu_ids=gpu_ids, inventory=inventory)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         daemon.request_stop()

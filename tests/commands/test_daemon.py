@@ -62,6 +62,11 @@ def test_burst_on_empty_queues_exits_cleanly(redis_url: str, dirs: dict[str, str
         (["--gpu-foreign-mb", "-1"], {}, ExitCode.CONFIG, "--gpu-foreign-mb 1024"),
         (["--monitor-interval", "0"], {}, ExitCode.CONFIG, "monitor_interval"),
         (["--uptime", "fri 25:00-mon 07:00"], {}, ExitCode.USAGE, "not a time of day"),
+        ([], {"OVERNIGHT_TASK_USER": "root"}, ExitCode.CONFIG, "name an unprivileged user"),
+        ([], {"OVERNIGHT_TASK_USER": "no-such-user-xyz"}, ExitCode.CONFIG, "e.g. task_user:"),
+        (["--cpu-slots", "3"], {"OVERNIGHT_TASK_USER": "60000-60001"}, ExitCode.CONFIG,
+         "a uid per slot"),
+        ([], {"OVERNIGHT_TASK_USER": "nobody"}, ExitCode.CONFIG, "that user cannot enter"),
     ],
 )  # fmt: skip
 def test_bad_setup_is_one_line_naming_the_fix(
@@ -196,3 +201,20 @@ def test_an_agent_on_the_nvml_path_packs_reports_and_survives_a_lost_gpu(
     assert not any(metric.startswith("gpu") for metric in after.extra["resources"]["summary"])
     warning = "GPU monitoring is off for this agent: NVML failed to read utilisation of GPU 0"
     assert agent.output().count(warning) == 1, agent.output()
+
+
+def test_a_password_on_the_command_line_is_warned_about(
+    password_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    dirs = {f"OVERNIGHT_{n}_DIR": str(tmp_path / n) for n in ("WORKSPACE", "CACHE", "SPILL")}
+    args = ("agent", "daemon", "-q", "q", "--burst", "--env-mode", "venv", "--gpus", "none")
+    warned = run_cli(*args, "--redis-url", password_url, **dirs)
+    assert warned.returncode == 0, warned.stderr
+    assert "the Redis password in --redis-url is visible to every user" in warned.stderr
+    assert "set OVERNIGHT_REDIS_URL" in warned.stderr
+    for quiet in (
+        run_cli(*args, "--redis-url", redis_url, **dirs),
+        run_cli(*args, OVERNIGHT_REDIS_URL=password_url, **dirs),
+    ):
+        assert quiet.returncode == 0, quiet.stderr
+        assert "--redis-url is visible" not in quiet.stderr

@@ -37,6 +37,7 @@ from overnight.agent.environments.docker_build import NOBODY, WORKSPACE, Install
 from overnight.agent.environments.docker_images import EnvImages
 from overnight.agent.environments.docker_process import DockerProcess, resume_point
 from overnight.agent.settings import AgentConfig
+from overnight.agent.taskenv import TaskEnv
 from overnight.errors import ConfigError, TaskRunError
 from overnight.spec import TaskSpec
 
@@ -178,7 +179,7 @@ class DockerEnvironment(Environment):
             installer_env=installer_env,
             pip_conf=Path(pip_conf).expanduser() if pip_conf else None,
             uv_toml=Path(uv_toml).expanduser() if uv_toml else None,
-            task_env=config.env,
+            task_env=TaskEnv.from_config(config, environ).task(host_paths=False),
         )
 
     def base_image(self, spec: TaskSpec, *, image: str | None = None) -> str:
@@ -261,8 +262,9 @@ class DockerEnvironment(Environment):
         return options
 
     def task_environment(self) -> dict[str, str]:
-        """A container's variables before the CA bundle's and the task's own: never the agent's
-        (only ``env`` from its settings), and a HOME that the task's user can write."""
+        """A container's variables before the CA bundle's and the task's own: the agent's
+        allowlist of those that mean the same inside (:mod:`overnight.agent.taskenv`, with
+        ``env`` from its settings), and a HOME that the task's user can write."""
         return {"HOME": "/tmp", "USER": "overnight", "LOGNAME": "overnight", **self.task_env}
 
     def start(self, prepared: Prepared, request: RunRequest) -> DockerProcess:

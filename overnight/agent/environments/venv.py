@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 from overnight.agent.environments.base import (
     Environment,
@@ -34,10 +36,12 @@ from overnight.agent.environments.base import (
 from overnight.agent.environments.keys import environment_key, normalize_requirements
 from overnight.agent.environments.venv_cache import EnvRecord, VenvCache, tree_size
 from overnight.agent.interpreters import Interpreter, find_interpreter, major_minor
+from overnight.agent.isolation import TaskUser, TaskUsers, handed_over, seal
 from overnight.agent.locks import FileLock
 from overnight.agent.logbatch import Line, Output
 from overnight.agent.process import LocalProcess
 from overnight.agent.runner import CANCELED, supervise
+from overnight.agent.taskenv import TaskEnv
 from overnight.errors import (
     EnvironmentBuildError,
     LockTimeout,
@@ -50,11 +54,12 @@ UV_GRACE = 5.0  # seconds uv gets to stop after SIGTERM when a build is canceled
 
 
 class VenvEnvironment(Environment):
-    """Venvs under ``cache_dir``; tasks get ``base_env`` (default: this process's environment).
+    """Venvs under ``cache_dir``; tasks and builds get what ``env`` lets through of the agent's
+    environment (default: the allowlist of this process's, see :mod:`overnight.agent.taskenv`).
 
     ``system_certs`` makes uv trust the platform's certificate store (``UV_SYSTEM_CERTS``), so
     installs work behind an inspecting proxy whose CA the system trusts; ``SSL_CERT_FILE`` in
-    ``base_env`` is honoured too. ``prepare`` passes uv's output to ``log`` from a helper
+    the agent's environment is honoured too. ``prepare`` passes uv's output to ``log`` from a helper
     thread (the runner's sender) while the calling thread waits.
     """
 
@@ -66,16 +71,22 @@ class VenvEnvironment(Environment):
         *,
         max_envs: int = 20,
         max_gb: float | None = None,
-        base_env: Mapping[str, str] | None = None,
+        env: TaskEnv | None = None,
         uv_bin: str | None = None,
         system_certs: bool = True,
+        task_users: TaskUsers | None = None,
     ) -> None:
         self.cache = VenvCache(cache_dir)
         self.max_envs = max_envs
         self.max_gb = max_gb
-        self.base_env = dict(os.environ if base_env is None else base_env)
+        env = env or TaskEnv(os.environ)
+        self.base_env = env.task()
+        self.build_env = env.build()
         self.uv_bin = uv_bin or _default_uv()
+        if task_users is not None:  # builds run as a task user, which must reach uv
+            self.uv_bin = task_users.reachable(self.uv_bin, self.cache.root / "bin")
         self.system_certs = system_certs
+        self.task_users = task_users
         self._interpreters: dict[str, Interpreter] = {}
         self._uv_version: str | None = None
         self._leases: dict[int, weakref.finalize[..., Prepared]] = {}
@@ -88,10 +99,23 @@ class VenvEnvironment(Environment):
         wanted = major_minor(recorded) or recorded
         with self._memo_lock:
             if wanted not in self._interpreters:
-                self._interpreters[wanted] = find_interpreter(
-                    recorded, uv_bin=self.uv_bin, environ=self.base_env
-                )
+                self._interpreters[wanted] = self._find_interpreter(recorded)
             return self._interpreters[wanted]
+
+    def _find_interpreter(self, recorded: str) -> Interpreter:
+        users = self.task_users
+        if users is None:
+            return find_interpreter(recorded, uv_bin=self.uv_bin, environ=self.build_env)
+        found = find_interpreter(
+            recorded, uv_bin=self.uv_bin, environ=self.build_env, usable=users.can_run
+        )
+        if not users.can_run(found.path):
+            raise EnvironmentBuildError(
+                f"no Python the task user ({users.setting}) may run: {found.path} is out of its "
+                f"reach; install Python {major_minor(recorded) or recorded} where every user "
+                "may run it (/usr/bin, /opt), or run the agent without task_user"
+            )
+        return found
 
     @property
     def uv_version(self) -> str:
@@ -196,41 +220,74 @@ class VenvEnvironment(Environment):
         count = len(requirements.splitlines())
         log(f"[overnight] building venv {key}: Python {interp.version}, {count} requirement(s)")
         folder = self.cache.new_build_dir(key)
+        work = folder.with_name(f"{folder.name}.work")  # the listing; a build user's uv cache
+        builder = self._builder()
         try:
+            build = _Build(self._uv_env(), builder)
+            if builder is None:
+                work.mkdir()
+            else:  # sdists' setup.py runs as a task user too, in folders of its own
+                handed_over(folder, builder)
+                handed_over(work, builder)
+                build.env.update(UV_CACHE_DIR=str(work), HOME=str(work))
             self._uv(
                 ["venv", "--relocatable", "--python", interp.path, str(folder)],
+                build,
                 log,
                 stop,
                 "creating the venv",
             )
             python = folder / "bin" / "python"
             if requirements:
-                listing = folder / "overnight-requirements.txt"
+                listing = work / "overnight-requirements.txt"
                 listing.write_text(requirements)
+                listing.chmod(0o644)
                 self._uv(
                     ["pip", "install", "--python", str(python), "-r", str(listing)],
+                    build,
                     log,
                     stop,
                     "installing the requirements",
                 )
+            packages = self._freeze(python, build)
+            if builder is not None:
+                made_by, builder = builder, None
+                self._give_back(made_by)  # what the build left running goes first
+                seal(folder, made_by)
             record = EnvRecord(
                 key=key,
                 python=interp.version,
                 interpreter=interp.path,
                 requirements=requirements,
                 uv_version=self.uv_version,
-                packages=self._freeze(python),
+                packages=packages,
                 created=time.time(),
                 build_seconds=round(time.monotonic() - started, 3),
                 size_bytes=tree_size(folder),
             )
             self.cache.commit(key, folder, record)
+        except OSError as exc:
+            raise EnvironmentBuildError(f"cannot build venv {key}: {exc}") from exc
         finally:
+            if builder is not None:
+                self._give_back(builder)
             shutil.rmtree(folder, ignore_errors=True)  # gone already when committed
+            shutil.rmtree(work, ignore_errors=True)
         log(f"[overnight] venv {key} built in {record.build_seconds:.1f}s")
         return record
 
-    def _uv(self, args: Sequence[str], log: LogSink, stop: StopCheck, what: str) -> None:
+    def _builder(self) -> TaskUser | None:
+        if self.task_users is None:
+            return None
+        return self.task_users.take(EnvironmentBuildError)
+
+    def _give_back(self, user: TaskUser) -> None:
+        if self.task_users is not None:
+            self.task_users.give_back(user)
+
+    def _uv(
+        self, args: Sequence[str], build: _Build, log: LogSink, stop: StopCheck, what: str
+    ) -> None:
         """Run uv with its output in the task's log; stop it within ~0.1 s of a cancel."""
         tail: collections.deque[str] = collections.deque(maxlen=20)
 
@@ -240,7 +297,9 @@ class VenvEnvironment(Environment):
                 with contextlib.suppress(Exception):  # a failing log must not fail the build
                     log(Output(text))
 
-        process = LocalProcess([self.uv_bin, *args], cwd=self.cache.root, env=self._uv_env())
+        process = LocalProcess(
+            [self.uv_bin, *args], cwd=self.cache.root, env=build.env, user=build.ids
+        )
         outcome = supervise(process, sink, should_stop=stop, timeout=None, grace=UV_GRACE)
         if outcome.reason == CANCELED:
             raise PreparationCanceled(f"canceled while {what}")
@@ -250,19 +309,22 @@ class VenvEnvironment(Environment):
                 "fix the task's requirements (uv's output is in the task's log)"
             )
 
-    def _freeze(self, python: Path) -> tuple[str, ...]:
+    def _freeze(self, python: Path, build: _Build) -> tuple[str, ...]:
+        # uv runs the venv's python, whose site-packages the build wrote: as the build's user
         proc = subprocess.run(
             [self.uv_bin, "pip", "freeze", "--python", str(python)],
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
-            env=self._uv_env(),
+            env=build.env,
+            cwd=self.cache.root,
+            **build.popen_user(),
         )
         return tuple(line for line in proc.stdout.splitlines() if line.strip())
 
     def _uv_env(self) -> dict[str, str]:
-        env = {k: v for k, v in self.base_env.items() if k not in ("VIRTUAL_ENV", "UV_PYTHON")}
+        env = {k: v for k, v in self.build_env.items() if k not in ("VIRTUAL_ENV", "UV_PYTHON")}
         env.update(
             UV_CACHE_DIR=str(self.cache.uv_cache),
             UV_PYTHON_DOWNLOADS="never",
@@ -280,21 +342,38 @@ class VenvEnvironment(Environment):
             lease.acquire(timeout=120)
         except LockTimeout as exc:
             raise TaskRunError(f"venv {prepared.key} is locked: {exc}") from exc
+        user: TaskUser | None = None
+        released = threading.Event()
+
+        def release(_code: int = 0) -> None:
+            if released.is_set():
+                return  # once: a uid given back twice could go to two tasks
+            released.set()
+            lease.release()
+            if user is not None and self.task_users is not None:
+                self.task_users.give_back(user)
+
         try:
             if self.cache.record(prepared.key) is None:
                 raise TaskRunError(
                     f"venv {prepared.key} left the cache before the task started; retry the task"
                 )
+            user = self._task_user(request)
+            env = self.task_env(prepared, request)
+            if user is not None:
+                env.update(user.environ(request.workspace))
             process = LocalProcess(
                 request.argv,
                 cwd=request.workspace / request.workdir,
-                env=self.task_env(prepared, request),
-                on_exit=lambda _code: lease.release(),
+                env=env,
+                on_exit=release,
+                user=(user.uid, user.gid) if user is not None else None,
+                umask=self.task_users.umask if self.task_users is not None else -1,
             )
         except BaseException:
-            lease.release()
+            release()
             raise
-        weakref.finalize(process, lease.release)
+        weakref.finalize(process, release)
         finalizer = self._leases.pop(id(prepared), None)
         if finalizer is not None:
             finalizer()  # the process holds the venv now; the prepare lease can go
@@ -311,9 +390,38 @@ class VenvEnvironment(Environment):
         env.setdefault("PYTHONUNBUFFERED", "1")  # prints reach the log as they happen
         return env
 
+    def _task_user(self, request: RunRequest) -> TaskUser | None:
+        """The uid the task runs as (its tree handed to it), or None: the agent's own."""
+        if self.task_users is None:
+            return None
+        user = self.task_users.take(TaskRunError)
+        try:
+            user.own(request.workspace)
+        except OSError as exc:
+            self.task_users.give_back(user)
+            raise TaskRunError(f"cannot hand the task's tree to uid {user.uid}: {exc}") from exc
+        return user
+
     def _drop_lease(self, ident: int, lease: FileLock) -> None:
         self._leases.pop(ident, None)
         lease.release()
+
+
+@dataclasses.dataclass
+class _Build:
+    """How uv runs for one build: its environment and user (None: the agent's own)."""
+
+    env: dict[str, str]
+    user: TaskUser | None
+
+    @property
+    def ids(self) -> tuple[int, int] | None:
+        return (self.user.uid, self.user.gid) if self.user is not None else None
+
+    def popen_user(self) -> dict[str, Any]:
+        if self.user is None:
+            return {}
+        return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
 
 
 def _default_uv() -> str:

@@ -14,6 +14,7 @@ from overnight.agent.environments.base import Prepared, RunRequest
 from overnight.agent.environments.venv import VenvEnvironment
 from overnight.agent.logbatch import Line
 from overnight.agent.runner import RunOutcome, supervise
+from overnight.agent.taskenv import TaskEnv
 from overnight.errors import EnvironmentBuildError, PreparationCanceled, TaskRunError
 from overnight.spec import RepoState, Requirements, TaskSpec
 from tests.fixtures.wheels import make_wheel
@@ -68,7 +69,7 @@ def run(
 
 @pytest.fixture
 def venvs(tmp_path: Path) -> VenvEnvironment:
-    return VenvEnvironment(tmp_path / "cache", base_env=dict(os.environ))
+    return VenvEnvironment(tmp_path / "cache")
 
 
 def test_an_empty_venv_is_built_once_then_reused(venvs: VenvEnvironment, tmp_path: Path) -> None:
@@ -297,3 +298,33 @@ def test_the_key_changes_with_what_defines_the_venv(venvs: VenvEnvironment) -> N
         venvs.key(spec_for("six==1.16.0\n", python="3.96.0")) == base
     )  # same fallback interpreter
     assert venvs.key(spec_for("six==1.16.0  # pinned\n")) == base
+
+
+def test_builds_and_tasks_see_the_allowlist_not_the_agents_secrets(tmp_path: Path) -> None:
+    """uv runs sdists' setup.py: it gets the installers' variables but no secret; the task gets
+    neither (an index login in ``UV_INDEX_URL`` is the build's alone)."""
+    dump = tmp_path / "uv-env"
+    real = VenvEnvironment(tmp_path / "cache").uv_bin
+    recording = tmp_path / "recording-uv"
+    recording.write_text(f'#!/bin/sh\nenv >> {dump}\nexec {real} "$@"\n')
+    recording.chmod(0o755)
+    host = {
+        **os.environ,
+        "OVERNIGHT_REDIS_URL": "redis://:hunter2@redis.lab:6379/0",
+        "AWS_SECRET_ACCESS_KEY": "aws-canary",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "LANG": "C.UTF-8",
+    }
+    venvs = VenvEnvironment(
+        tmp_path / "cache", uv_bin=str(recording), env=TaskEnv(host, {"FROM_CONFIG": "yes"})
+    )
+    prepared = venvs.prepare(spec_for(f"{make_wheel(tmp_path / 'w', 'demo')}\n"), Log(), never)
+    built = dump.read_text()
+    assert "PIP_DISABLE_PIP_VERSION_CHECK=1" in built and "FROM_CONFIG=yes" in built
+    assert "hunter2" not in built and "aws-canary" not in built
+    script = "import os; [print(f'{k}={v}') for k, v in os.environ.items()]"
+    outcome, lines = run(venvs, prepared, ["python", "-c", script], tmp_path, OWN_VAR="mine")
+    assert outcome.exit_code == 0
+    assert {"LANG=C.UTF-8", "FROM_CONFIG=yes", "OWN_VAR=mine"} <= set(lines)
+    seen = "\n".join(lines)
+    assert "hunter2" not in seen and "aws-canary" not in seen and "PIP_" not in seen
