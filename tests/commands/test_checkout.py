@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from overnight.cli import ExitCode
-from tests.fixtures.gitrepo import Repo, worktree_state
+from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+from tests.fixtures.escapes import Canary, aimed_at, make_canary
+from tests.fixtures.gitrepo import Repo, make_repo, worktree_state
 from tests.fixtures.tasks import invoke
 
 
@@ -51,3 +53,51 @@ def test_checkout_rebuilds_a_queued_task_by_id(
     code, out, _ = _invoke(["agent", "checkout", task_id[:6], str(tmp_path / "rebuilt")])
     assert code == 0 and "+ patch" in out
     assert worktree_state(tmp_path / "rebuilt") == worktree_state(repo.path)
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> tuple[Repo, Canary]:
+    """A project with a submodule ``vendor/lib``, a folder ``data`` and a symbolic link ``link``
+    to a canary repository outside every tree the test rebuilds."""
+    canary = make_canary(tmp_path)
+    lib = make_repo(tmp_path / "lib-base", name="lib")
+    repo = make_repo(tmp_path / "main-base")
+    repo.git(
+        "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib.origin), "vendor/lib"
+    )
+    repo.write("data/table.csv", "a,b\n")
+    (repo.path / "link").symlink_to(canary.path)
+    repo.commit("a submodule, a folder and a link")
+    repo.push()
+    return repo, canary
+
+
+@pytest.mark.parametrize(
+    ("key", "code", "cause"),
+    [
+        ("{canary}", ExitCode.SPEC, "which is absolute"),
+        ("../canary", ExitCode.SPEC, "which climbs out through '..'"),
+        ("vendor/../../canary", ExitCode.SPEC, "which climbs out through '..'"),
+        (".git/x", ExitCode.SPEC, "which reaches into a .git folder"),
+        (".git/modules/vendor/lib", ExitCode.SPEC, "which reaches into a .git folder"),
+        ("data", ExitCode.RECONSTRUCT, "'data' is a folder in the recorded tree, not a submodule"),
+        ("link", ExitCode.RECONSTRUCT, "'link' is a symbolic link in the recorded tree"),
+        ("link/x", ExitCode.RECONSTRUCT, "'link' is a symbolic link in the recorded tree"),
+        ("vendor/lib/x", ExitCode.RECONSTRUCT, "'vendor/lib/x' is not there in the recorded"),
+    ],
+)
+def test_a_submodule_key_aimed_outside_its_submodules_writes_nothing_there(
+    target: tuple[Repo, Canary], tmp_path: Path, key: str, code: ExitCode, cause: str
+) -> None:
+    repo, canary = target
+    key = key.format(canary=canary.path)
+    snap = take_snapshot(repo.path, ["python", "train.py"], SnapshotOptions())
+    patch, tree = canary.attack(tmp_path / "scratch")
+    spec = tmp_path / "task.json"
+    spec.write_text(aimed_at(snap, key, patch, tree).to_json())
+    before = canary.state()
+    exit_code, _, err = _invoke(["agent", "checkout", str(spec), str(tmp_path / "rebuilt")])
+    assert (exit_code, err.count("\n")) == (code, 1) and cause in err, err
+    assert canary.state() == before
+    assert not canary.filter_ran.exists()
+    assert not (tmp_path / "rebuilt").exists()
