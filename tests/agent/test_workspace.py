@@ -12,9 +12,20 @@ import pytest
 from overnight.agent.locks import FileLock
 from overnight.agent.workspace import Workspaces, tree_key
 from overnight.errors import PreparationCanceled, ReconstructError
+from overnight.queue.records import Phase, TaskStatus
+from overnight.queue.store import TaskStore
 from overnight.recorder.gitrepo import Git
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import BlobRef, Snapshot
+from tests.fixtures.agents import (
+    agent_config,
+    enqueue,
+    log_text,
+    make_project,
+    run_burst,
+    snapshot_of,
+)
+from tests.fixtures.escapes import aimed_at, change_of, make_canary
 from tests.fixtures.gitrepo import Repo, git, make_repo, worktree_state
 
 
@@ -438,3 +449,46 @@ def test_a_task_tree_has_the_changes_made_inside_submodules(tmp_path: Path) -> N
     for tree in (first, second):
         assert worktree_state(tree) == worktree_state(repo.path)
         git(tree / "lib", "fsck", "--no-dangling")
+
+
+PWNED = 'print("pwned: not the code this snapshot recorded", flush=True)\n'
+
+
+def test_an_agent_fails_tasks_whose_submodule_keys_leave_their_tree_and_writes_nothing(
+    redis_url: str, tmp_path: Path, venv_cache: Path, agent_store: TaskStore
+) -> None:
+    canary = make_canary(tmp_path)
+    project = make_project(tmp_path)
+    (project.path / "link").symlink_to(canary.path)
+    project.commit("a link to the canary")
+    project.push()
+    config = agent_config(redis_url, tmp_path / "agent", venv_cache)
+    honest = snapshot_of(project)
+    first = enqueue(agent_store, project, snapshot=honest)
+    run_burst(config)
+    assert agent_store.get(first.id).status is TaskStatus.FINISHED
+    tree = Workspaces(config.workspace_path).tree_dir(honest)
+    cached = worktree_state(tree)
+    # From the agent's build folder trees/.<key>.<pid>.tmp, ../<key> is the honest tree.
+    patch, pwned_tree = change_of(tree, tmp_path / "scratch", {"job.py": PWNED})
+    climbing = aimed_at(honest, f"../{tree.name}", patch, pwned_tree)
+    patch, canary_tree = canary.attack(tmp_path / "scratch-canary")
+    linked = aimed_at(honest, "link", patch, canary_tree)
+    before = canary.state()
+    attacks = [enqueue(agent_store, project, snapshot=snap) for snap in (climbing, linked)]
+    later = enqueue(agent_store, project, snapshot=honest)
+    run_burst(config)
+    reasons = {
+        "climbing": (Phase.AGENT, f"names the path '../{tree.name}', which climbs out"),
+        "linked": (Phase.WORKSPACE, "'link' is a symbolic link in the recorded tree"),
+    }
+    for record, (phase, reason) in zip(attacks, reasons.values(), strict=True):
+        failed = agent_store.get(record.id)
+        assert (failed.status, failed.phase) == (TaskStatus.FAILED, phase), failed
+        assert failed.error is not None and reason in failed.error
+        assert "\n" not in failed.error
+    assert canary.state() == before and not canary.filter_ran.exists()
+    assert worktree_state(tree) == cached
+    assert agent_store.get(later.id).status is TaskStatus.FINISHED
+    output = log_text(agent_store, later.id)
+    assert "done" in output and "pwned" not in output
