@@ -101,3 +101,22 @@ def test_a_submodule_key_aimed_outside_its_submodules_writes_nothing_there(
     assert canary.state() == before
     assert not canary.filter_ran.exists()
     assert not (tmp_path / "rebuilt").exists()
+
+
+def test_a_submodule_url_that_is_a_command_never_runs(
+    tmp_path: Path, _isolated_git_config: Path
+) -> None:
+    with _isolated_git_config.open("a") as config:  # an agent whose git allows every protocol
+        config.write("[protocol]\n\tallow = always\n")
+    lib = make_repo(tmp_path / "lib-base", name="lib")
+    repo = make_repo(tmp_path / "main-base")
+    repo.git("submodule", "add", "-q", str(lib.origin), "lib")
+    repo.commit("add lib")
+    repo.push()
+    ran = tmp_path / "ext-ran"
+    repo.git("config", "-f", ".gitmodules", "submodule.lib.url", f"ext::sh -c touch% {ran}")
+    spec = tmp_path / "task.json"
+    spec.write_text(take_snapshot(repo.path, ["python", "train.py"], SnapshotOptions()).to_json())
+    exit_code, _, err = _invoke(["agent", "checkout", str(spec), str(tmp_path / "rebuilt")])
+    assert exit_code != 0 and err.count("\n") == 1, err
+    assert not ran.exists()
