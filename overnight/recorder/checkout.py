@@ -225,15 +225,19 @@ def _checked_out(dest: Path, rel: str, key: str, git_env: Mapping[str, str] | No
                 f"{folder.relative_to(dest).as_posix()!r} is {what} in the rebuilt tree; "
                 "its change cannot apply"
             )
+    real = folder.resolve()
+    if not real.is_relative_to(dest.resolve()):
+        raise ReconstructError(
+            f"task spec field 'submodule_patches' names {key!r}, which is outside the rebuilt "
+            "tree; its change cannot apply"
+        )
     dot_git = folder / ".git"
     if dot_git.is_symlink() or not dot_git.is_file():
         raise ReconstructError(f"submodule {rel} was not checked out; its change cannot apply")
     sub = Git(folder, extra_env=_pinned(folder, git_env))
     top, git_dir = sub.text("rev-parse", "--show-toplevel", "--absolute-git-dir").splitlines()
-    modules = (dest / ".git" / "modules").resolve()
-    if Path(top).resolve() != folder.resolve() or not Path(git_dir).resolve().is_relative_to(
-        modules
-    ):
+    ours = Path(git_dir).resolve().is_relative_to((dest / ".git" / "modules").resolve())
+    if Path(top).resolve() != real or not ours:
         raise ReconstructError(
             f"submodule {rel} is not a repository the rebuild checked out; its change cannot apply"
         )
