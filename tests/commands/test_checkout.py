@@ -8,8 +8,8 @@ import pytest
 
 from overnight.cli import ExitCode
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
-from tests.fixtures.escapes import Canary, aimed_at, make_canary
-from tests.fixtures.gitrepo import Repo, make_repo, worktree_state
+from tests.fixtures.escapes import Canary, aimed_at, make_canary, with_submodule
+from tests.fixtures.gitrepo import Repo, worktree_state
 from tests.fixtures.tasks import invoke
 
 
@@ -60,14 +60,9 @@ def target(tmp_path: Path) -> tuple[Repo, Canary]:
     """A project with a submodule ``vendor/lib``, a folder ``data`` and a symbolic link ``link``
     to a canary repository outside every tree the test rebuilds."""
     canary = make_canary(tmp_path)
-    lib = make_repo(tmp_path / "lib-base", name="lib")
-    repo = make_repo(tmp_path / "main-base")
-    repo.git(
-        "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib.origin), "vendor/lib"
-    )
-    repo.write("data/table.csv", "a,b\n")
+    repo = with_submodule(tmp_path, **{"data/table.csv": "a,b\n"})
     (repo.path / "link").symlink_to(canary.path)
-    repo.commit("a submodule, a folder and a link")
+    repo.commit("a link")
     repo.push()
     return repo, canary
 
@@ -108,11 +103,7 @@ def test_a_submodule_url_that_is_a_command_never_runs(
 ) -> None:
     with _isolated_git_config.open("a") as config:  # an agent whose git allows every protocol
         config.write("[protocol]\n\tallow = always\n")
-    lib = make_repo(tmp_path / "lib-base", name="lib")
-    repo = make_repo(tmp_path / "main-base")
-    repo.git("submodule", "add", "-q", str(lib.origin), "lib")
-    repo.commit("add lib")
-    repo.push()
+    repo = with_submodule(tmp_path, "lib")
     ran = tmp_path / "ext-ran"
     repo.git("config", "-f", ".gitmodules", "submodule.lib.url", f"ext::sh -c touch% {ran}")
     spec = tmp_path / "task.json"

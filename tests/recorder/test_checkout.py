@@ -11,7 +11,7 @@ from overnight.recorder.checkout import reconstruct
 from overnight.recorder.gitrepo import Git
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
-from tests.fixtures.escapes import aimed_at, make_canary
+from tests.fixtures.escapes import aimed_at, make_canary, with_submodule
 from tests.fixtures.gitrepo import Repo, assert_round_trip, git, make_repo, worktree_state
 
 
@@ -173,13 +173,7 @@ def test_keys_that_skipped_the_spec_check_still_reach_no_other_repository(
     """A snapshot built in Python is not read through TaskSpec.from_dict: the rebuild's own
     checks (a gitlink in the recorded tree, real folders) still refuse such keys."""
     canary = make_canary(tmp_path)
-    lib = make_repo(tmp_path / "lib-base", name="lib")
-    repo = make_repo(tmp_path / "main-base")
-    repo.git(
-        "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib.origin), "vendor/lib"
-    )  # fmt: skip
-    repo.commit("add lib")
-    repo.push()
+    repo = with_submodule(tmp_path)
     key = key.format(canary=canary.path)
     patch, tree = canary.attack(tmp_path / "scratch")
     before = canary.state()
