@@ -208,7 +208,8 @@ class Workspaces:
         """Copy ``tree`` to ``dest`` if it was built completely and has not changed since.
 
         A tree whose files differ from what its build left (their fingerprint, see
-        :func:`_copy_tree`) is not used: its copy is removed and the caller rebuilds it.
+        :func:`_copy_tree`) is not used: its copy and its ready mark are removed, and the
+        caller rebuilds it.
         """
         built = _ready(tree)
         if not built:
@@ -216,6 +217,7 @@ class Workspaces:
         if _copy_tree(tree, dest) == built:
             return True
         _rmtree(dest)
+        _ready_mark(tree).unlink(missing_ok=True)
         log(f"the tree cached at {tree} changed since it was built; rebuilding it")
         return False
 

@@ -197,7 +197,9 @@ def test_a_cached_tree_changed_after_its_build_is_rebuilt_not_copied(
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     log = _Log()
     dest = spaces.create("t2", snap, log)
-    assert any("changed since it was built; rebuilding it" in line for line in log), log
+    assert [line for line in log if "changed since it was built" in line] == [
+        f"the tree cached at {tree} changed since it was built; rebuilding it"
+    ], log
     assert "; rebuilt (" in log[-1]
     assert worktree_state(dest) == worktree_state(repo.path)
     git(dest, "fsck", "--strict", "--no-dangling")
