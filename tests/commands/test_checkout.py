@@ -57,13 +57,14 @@ def test_checkout_rebuilds_a_queued_task_by_id(
 
 @pytest.fixture
 def target(tmp_path: Path) -> tuple[Repo, Canary]:
-    """A project with a submodule ``vendor/lib``, a folder ``data`` and a symbolic link ``link``
-    to a canary repository outside every tree the test rebuilds."""
+    """A project with a submodule ``vendor/lib``, a folder ``data`` and symbolic links ``link``
+    (committed) and ``new-link`` (not) to a canary repository outside every tree rebuilt."""
     canary = make_canary(tmp_path)
     repo = with_submodule(tmp_path, **{"data/table.csv": "a,b\n"})
     (repo.path / "link").symlink_to(canary.path)
     repo.commit("a link")
     repo.push()
+    (repo.path / "new-link").symlink_to(canary.path)  # uncommitted: the patch makes it
     return repo, canary
 
 
@@ -78,6 +79,7 @@ def target(tmp_path: Path) -> tuple[Repo, Canary]:
         ("data", ExitCode.RECONSTRUCT, "'data' is a folder in the recorded tree, not a submodule"),
         ("link", ExitCode.RECONSTRUCT, "'link' is a symbolic link in the recorded tree"),
         ("link/x", ExitCode.RECONSTRUCT, "'link' is a symbolic link in the recorded tree"),
+        ("new-link", ExitCode.RECONSTRUCT, "'new-link' is a symbolic link in the recorded"),
         ("vendor/lib/x", ExitCode.RECONSTRUCT, "'vendor/lib/x' is not there in the recorded"),
     ],
 )
