@@ -180,3 +180,21 @@ def test_keys_that_skipped_the_spec_check_still_reach_no_other_repository(
     with pytest.raises(ReconstructError, match=r"not a submodule|outside the rebuilt tree"):
         reconstruct(aimed_at(_snap(repo), key, patch, tree), tmp_path / "rebuilt")
     assert canary.state() == before and not canary.filter_ran.exists()
+
+
+def test_a_nested_key_through_a_link_inside_a_submodule_is_refused(tmp_path: Path) -> None:
+    canary = make_canary(tmp_path)
+    lib = make_repo(tmp_path / "lib-base", name="lib")
+    (lib.path / "ln").symlink_to(canary.path)
+    lib.commit("a link in the submodule")
+    lib.push()
+    repo = make_repo(tmp_path / "main-base")
+    repo.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib.origin), "lib")
+    repo.commit("add lib")
+    repo.push()
+    patch, tree = canary.attack(tmp_path / "scratch")
+    before = canary.state()
+    snap = Snapshot.from_json(aimed_at(_snap(repo), "lib/ln", patch, tree).to_json())
+    with pytest.raises(ReconstructError, match="'lib/ln' is a symbolic link in the recorded tree"):
+        reconstruct(snap, tmp_path / "rebuilt")
+    assert canary.state() == before and not canary.filter_ran.exists()
