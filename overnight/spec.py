@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,12 @@ SPEC_VERSION = 2  # the newest schema this code reads
 #: Specs carrying changes inside submodules are version 2: an older agent, which would ignore
 #: them and run other code than recorded, refuses them. All other specs stay version 1.
 SUBMODULE_CHANGES_VERSION = 2
+
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # sha1 or sha256 repositories
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_PYTHON = re.compile(r"[0-9]+\.[0-9]+(\.[0-9]+)?[0-9A-Za-z.+]*")  # 3.11.7, 3.13.0rc1, 3.14.0a1+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,19 +124,29 @@ class TaskSpec:
             patch = BlobRef(**data["patch"]) if data.get("patch") else None
             bundle = BlobRef(**data["bundle"]) if data.get("bundle") else None
             sub_patches = _blob_dict(data.get("submodule_patches", {}), "submodule_patches")
-            _str_dict(repo.submodules, "repo.submodules")
-            _str_dict(repo.submodule_trees, "repo.submodule_trees")
+            for path, ref in sub_patches.items():
+                check_path(path, "submodule_patches")
+                _check_blob(ref, "submodule_patches", path)
+            _check_repo(repo)
+            if reqs.path is not None:
+                check_path(_str(reqs.path, "requirements.path"), "requirements.path")
+            for field, blob in (("patch", patch), ("bundle", bundle)):
+                if blob is not None:
+                    _check_blob(blob, field)
             if set(sub_patches) != set(repo.submodule_trees):
                 raise SpecError("task spec's submodule patches and trees name different paths")
+            workdir = _str(data.get("workdir", "."), "workdir")
+            if workdir != ".":
+                check_path(workdir, "workdir")
             argv = tuple(_str_list(data["argv"], "argv"))
             if not argv:
                 raise SpecError("task spec has an empty command (argv)")
             return cls(
                 repo=repo,
                 argv=argv,
-                python=_str(data["python"], "python"),
+                python=_check_python(_str(data["python"], "python")),
                 requirements=reqs,
-                workdir=_str(data.get("workdir", "."), "workdir"),
+                workdir=workdir,
                 patch=patch,
                 bundle=bundle,
                 submodule_patches=sub_patches,
@@ -243,6 +260,106 @@ def _blob_dict(value: Any, name: str) -> dict[str, BlobRef]:
     ):
         raise SpecError(f"task spec field {name!r} must be an object of blob references")
     return {k: BlobRef(**v) for k, v in value.items()}
+
+
+def check_path(path: str, field: str) -> None:
+    """Refuse a path from a spec that could name anything but a file inside the rebuilt tree.
+
+    A spec's paths are relative to the repository root, POSIX, normalised (no empty, ``.`` or
+    ``..`` component), free of backslashes and control characters, and never inside a ``.git``
+    folder (compared case-insensitively, as git does on case-insensitive file systems).
+    """
+    cause = _path_fault(path)
+    if cause:
+        raise SpecError(
+            f"task spec field {field!r} names the path {path!r}, which {cause}; a spec's paths "
+            "are relative to the repository root and stay inside it"
+        )
+
+
+def _path_fault(path: str) -> str | None:
+    if not path:
+        return "is empty"
+    if _CONTROL.search(path):
+        return "holds a control character"
+    if "\\" in path:
+        return "holds a backslash"
+    if path.startswith("/"):
+        return "is absolute"
+    for part in path.split("/"):
+        if part in ("", "."):
+            return "is not normalised (an empty or '.' component)"
+        if part == "..":
+            return "climbs out through '..'"
+        if part.lower() == ".git":
+            return "reaches into a .git folder"
+    return None
+
+
+def _check_repo(repo: RepoState) -> None:
+    _check_id(repo.commit, "repo.commit")
+    if repo.tree is not None:
+        _check_id(repo.tree, "repo.tree")
+    if repo.branch is not None:
+        _check_branch(repo.branch)
+    for field, ids in (
+        ("repo.submodules", repo.submodules),
+        ("repo.submodule_trees", repo.submodule_trees),
+    ):
+        for path, object_id in _str_dict(ids, field).items():
+            check_path(path, field)
+            _check_id(object_id, field, path)
+
+
+def _check_id(value: Any, field: str, key: str | None = None) -> None:
+    if not isinstance(value, str) or not _OBJECT_ID.fullmatch(value):
+        raise SpecError(
+            f"task spec field {_name(field, key)} must be a git object id "
+            f"(40 or 64 lowercase hex digits), not {value!r}"
+        )
+
+
+def _check_branch(branch: Any) -> None:
+    """Refuse what ``git check-ref-format --branch`` refuses, and names git would read as an
+    option (a leading ``-``)."""
+    if not isinstance(branch, str):
+        raise SpecError("task spec field 'repo.branch' must be a string")
+    parts = branch.split("/")
+    if (
+        not branch
+        or branch.startswith("-")
+        or branch in ("HEAD", "@")
+        or _REF_FORBIDDEN.search(branch)
+        or branch.endswith((".", "/"))
+        or any(not part or part.startswith(".") or part.endswith(".lock") for part in parts)
+    ):
+        raise SpecError(
+            f"task spec field 'repo.branch' is {branch!r}, which is not a valid git branch name"
+        )
+
+
+def _check_blob(ref: BlobRef, field: str, key: str | None = None) -> None:
+    if not isinstance(ref.sha256, str) or not _SHA256.fullmatch(ref.sha256):
+        raise SpecError(
+            f"task spec field {_name(field, key)} must name its blob by sha256 "
+            f"(64 lowercase hex digits), not {ref.sha256!r}"
+        )
+    if not isinstance(ref.size, int) or isinstance(ref.size, bool) or ref.size < 0:
+        raise SpecError(
+            f"task spec field {_name(field, key)} has the size {ref.size!r}, not a count of bytes"
+        )
+
+
+def _name(field: str, key: str | None) -> str:
+    return repr(field) if key is None else f"{field!r} at {key!r}"
+
+
+def _check_python(version: str) -> str:
+    if not _PYTHON.fullmatch(version):
+        raise SpecError(
+            f"task spec field 'python' is {version!r}, not a Python version (major.minor.micro)"
+        )
+    return version
 
 
 def _typed(value: Any, cls: type) -> dict[str, Any]:

@@ -53,6 +53,22 @@ def test_newer_schema_is_refused_with_upgrade_hint() -> None:
         (lambda d: d.update(argv="python x"), "list of strings"),
         (lambda d: d.update(env={"A": 1}), "object of strings"),
         (lambda d: d.pop("version"), "no integer 'version'"),
+        (lambda d: d["repo"].update(commit="HEAD"), r"'repo\.commit' must be a git object id"),
+        (lambda d: d["repo"].update(commit="--all"), r"'repo\.commit' must be a git object id"),
+        (lambda d: d["repo"].update(commit="A" * 40), r"'repo\.commit' must be a git object id"),
+        (lambda d: d["repo"].update(tree="abc"), r"'repo\.tree' must be a git object id"),
+        (
+            lambda d: d["repo"].update(submodules={"lib": "main"}),
+            r"'repo\.submodules' at 'lib' must be a git object id",
+        ),
+        (
+            lambda d: d.update(patch={"sha256": "../../etc/passwd", "size": 1}),
+            r"'patch' must name its blob by sha256",
+        ),
+        (lambda d: d.update(bundle={"sha256": "F" * 64, "size": 1}), r"'bundle' must name"),
+        (lambda d: d.update(patch={"sha256": "f" * 64, "size": -1}), r"'patch' has the size -1"),
+        (lambda d: d.update(patch={"sha256": "f" * 64, "size": True}), r"'patch' has the size"),
+        (lambda d: d.update(python="3.11; rm -rf /"), r"'python' is .*not a Python version"),
     ],
 )
 def test_malformed_specs_name_the_problem(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -66,3 +82,101 @@ def test_missing_blob_is_reported() -> None:
     spec = _spec(bundle=BlobRef(sha256="f" * 64, size=3))
     with pytest.raises(SpecError, match="lacks the blob"):
         Snapshot.from_dict(spec.to_dict())
+
+
+BAD_PATHS = [
+    ("/abs/path", "is absolute"),
+    ("../x", "climbs out through '..'"),
+    ("sub/../../x", "climbs out through '..'"),
+    ("sub/..", "climbs out through '..'"),
+    (".git/x", "reaches into a .git folder"),
+    ("vendor/.GIT/config", "reaches into a .git folder"),
+    ("a//b", "is not normalised"),
+    ("./a", "is not normalised"),
+    ("a/", "is not normalised"),
+    ("", "is empty"),
+    ("a\\..\\..\\x", "holds a backslash"),
+    ("a\x00b", "holds a control character"),
+    ("a\nb", "holds a control character"),
+]
+
+
+def _with_submodule(path: str) -> dict[str, object]:
+    data = _spec().to_dict()
+    data["version"] = SPEC_VERSION
+    data["submodule_patches"] = {path: {"sha256": "b" * 64, "size": 10}}
+    data["repo"]["submodule_trees"] = {path: "c" * 40}
+    return data
+
+
+@pytest.mark.parametrize(("path", "cause"), BAD_PATHS)
+def test_paths_that_leave_the_tree_are_refused_in_every_field(path: str, cause: str) -> None:
+    def submodules(d: dict) -> None:  # type: ignore[type-arg]
+        d["repo"]["submodules"] = {path: "d" * 40}
+
+    def requirements(d: dict) -> None:  # type: ignore[type-arg]
+        d["requirements"]["path"] = path
+
+    def workdir(d: dict) -> None:  # type: ignore[type-arg]
+        d["workdir"] = path
+
+    cases = [("submodule_patches", _with_submodule(path))]
+    for field, mutate in (
+        ("repo.submodules", submodules),
+        ("requirements.path", requirements),
+        ("workdir", workdir),
+    ):
+        data = _spec().to_dict()
+        mutate(data)
+        cases.append((field, data))
+    for field, data in cases:
+        with pytest.raises(SpecError) as info:
+            TaskSpec.from_dict(data)
+        message = str(info.value)
+        assert message.startswith(f"task spec field {field!r} names the path {path!r}, which ")
+        assert cause in message and "\n" not in message
+
+
+def test_a_submodule_tree_key_is_checked_even_without_its_patch() -> None:
+    data = _spec().to_dict()
+    data["repo"]["submodule_trees"] = {"../x": "c" * 40}
+    with pytest.raises(SpecError, match=r"'repo\.submodule_trees' names the path '\.\./x'"):
+        TaskSpec.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "path", ["vendor/lib", "-dash.md", "with space/ü 模型", ".github/x", "a/.gitmodules", "..a"]
+)
+def test_ordinary_paths_are_accepted(path: str) -> None:
+    data = _with_submodule(path)
+    data["workdir"] = path
+    data["requirements"]["path"] = path
+    spec = TaskSpec.from_dict(data)
+    assert spec.workdir == path and set(spec.submodule_patches) == {path}
+
+
+@pytest.mark.parametrize(
+    "branch",
+    ["--upload-pack=touch x", "-x", "bad..name", "a b", "x.lock", "a/.hidden", "HEAD", "@",
+     "a@{1}", "a:b", "end.", "end/", "/start", "a//b", "tab\tname", "q?", "back\\slash", ""],
+)  # fmt: skip
+def test_branch_names_git_would_refuse_or_read_as_options_are_refused(branch: str) -> None:
+    data = _spec().to_dict()
+    data["repo"]["branch"] = branch
+    with pytest.raises(SpecError, match=r"'repo\.branch' is .*not a valid git branch name"):
+        TaskSpec.from_dict(data)
+
+
+@pytest.mark.parametrize("branch", ["main", "feature/x-1", "ü/тест", "v1.2", "a@b", None])
+def test_ordinary_branch_names_are_accepted(branch: str | None) -> None:
+    data = _spec().to_dict()
+    data["repo"]["branch"] = branch
+    assert TaskSpec.from_dict(data).repo.branch == branch
+
+
+def test_object_ids_of_sha256_repositories_and_prerelease_pythons_are_accepted() -> None:
+    data = _spec().to_dict()
+    data["repo"].update(commit="e" * 64, tree="f" * 64)
+    data["python"] = "3.14.0a1+"
+    spec = TaskSpec.from_dict(data)
+    assert spec.repo.commit == "e" * 64 and spec.python == "3.14.0a1+"

@@ -6,12 +6,13 @@ network at all, otherwise only the missing objects are fetched. The first task o
 rebuilds its tree once into ``root/trees/<key>`` with :func:`overnight.recorder.checkout.reconstruct`
 (which checks it against the recorded tree id); every task then gets ``root/tasks/<task_id>``, a
 copy of that tree: its own git checkout, with the recorded change uncommitted as on the laptop.
-The copy costs no git command at all, so the tasks of a sweep start fast. Git's object files,
-which git never changes in place, are hard-linked; everything else is copied. Mirrors and trees
-are shared by every agent on the host under file locks (exclusive to build, shared to read);
-beyond ``max_trees`` trees and ``max_mirrors`` mirrors the least recently used go.
-A task's copy is made and removed under a shared lock too, which :mod:`.leftovers` takes
-exclusively to remove the copies killed agents left.
+The copy costs no git command at all, so the tasks of a sweep start fast. Every file is copied,
+git's object files too, so nothing a task does to its copy reaches the tree or the next task; and
+a tree whose files changed since its build (its fingerprint, kept in its ready mark, differs) is
+rebuilt rather than copied. Mirrors and trees are shared by every agent on the host under file
+locks (exclusive to build, shared to read); beyond ``max_trees`` trees and ``max_mirrors``
+mirrors the least recently used go. A task's copy is made and removed under a shared lock too,
+which :mod:`.leftovers` takes exclusively to remove the copies killed agents left.
 
 Remotes are reached with the agent's own credentials, never prompting (:mod:`.remotes`). A cancel
 stops a task's preparation while it fetches or waits for another agent's fetch or build.
@@ -44,6 +45,7 @@ _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 MAX_TREES = 8  # verified trees kept per host, least recently used evicted first
 MAX_MIRRORS = 20  # repository mirrors kept per host, likewise
+TREE_FORMAT = 2  # 2: the ready mark holds the tree's fingerprint, copies link no object files
 
 
 class Workspaces:
@@ -126,15 +128,18 @@ class Workspaces:
         tree = self.tree_dir(snapshot)
         lock = self.trees / "locks" / f"{tree.name[:2]}.lock"
         with self._locked(lock, should_stop, "rebuilt the same tree", shared=True):
-            reused = _ready(tree)
-            if reused:
-                _copy_tree(tree, dest)
+            reused = self._reuse(tree, dest, log)
         if not reused:
             with self._locked(lock, should_stop, "rebuilt the same tree"):
-                reused = _ready(tree)
+                reused = self._reuse(tree, dest, log)
                 if not reused:
-                    self._build(tree, snapshot, log, should_stop)
-                _copy_tree(tree, dest)
+                    built = self._build(tree, snapshot, log, should_stop)
+                    if _copy_tree(tree, dest) != built:
+                        _rmtree(dest)
+                        raise ReconstructError(
+                            f"the tree rebuilt at {tree} changed while it was copied; check "
+                            "what else writes under the agent's workspace folder"
+                        )
             if not reused:
                 self._evict(keep=tree)
         spec = snapshot.spec
@@ -205,10 +210,28 @@ class Workspaces:
         finally:
             lock.release()
 
+    def _reuse(self, tree: Path, dest: Path, log: Callable[[str], None]) -> bool:
+        """Copy ``tree`` to ``dest`` if it was built completely and has not changed since.
+
+        A tree whose files differ from what its build left (their fingerprint, see
+        :func:`_copy_tree`) is not used: its copy and its ready mark are removed, and the
+        caller rebuilds it.
+        """
+        built = _ready(tree)
+        if not built:
+            return False
+        if _copy_tree(tree, dest) == built:
+            return True
+        _rmtree(dest)
+        _ready_mark(tree).unlink(missing_ok=True)
+        log(f"the tree cached at {tree} changed since it was built; rebuilding it")
+        return False
+
     def _build(
         self, tree: Path, snapshot: Snapshot, log: Callable[[str], None], should_stop: StopCheck
-    ) -> None:
-        """Rebuild the snapshot's tree at ``tree``; the caller holds its lock exclusively."""
+    ) -> str:
+        """Rebuild the snapshot's tree at ``tree`` and return its fingerprint; the caller holds
+        its lock exclusively."""
         for stale in [tree, *tree.parent.glob(f".{tree.name}.*.tmp")]:
             if stale.exists():  # a build that died half-way, or a tree being evicted
                 _rmtree(stale)
@@ -241,8 +264,11 @@ class Workspaces:
                 _used_mark(mirror).touch()
             self._evict_mirrors(keep=mirror)
         _trim(Git(tmp, extra_env=env))
+        _unshare(tmp)
         tmp.rename(tree)
-        _ready_mark(tree).touch()
+        built = _fingerprint(tree)
+        _ready_mark(tree).write_text(built)
+        return built
 
     def _evict(self, keep: Path) -> None:
         """Remove the least recently used trees beyond ``max_trees``; never one in use."""
@@ -298,12 +324,15 @@ class Workspaces:
 
 
 def tree_key(snapshot: Snapshot) -> str:
-    """A hash of everything the rebuilt tree depends on: the repo state, the patch, the bundle."""
+    """A hash of everything the rebuilt tree depends on: the repo state, the patch, the bundle,
+    the submodules' patches, and how the tree is kept (``TREE_FORMAT``)."""
     spec = snapshot.spec
     parts = {
+        "format": TREE_FORMAT,
         "repo": dataclasses.asdict(spec.repo),
         "patch": spec.patch.sha256 if spec.patch else None,
         "bundle": spec.bundle.sha256 if spec.bundle else None,
+        "submodule_patches": {path: ref.sha256 for path, ref in spec.submodule_patches.items()},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -327,6 +356,21 @@ def _trim(git: Git) -> None:
     for empty in (dot_git / "objects" / "info", dot_git / "refs" / "tags"):
         with contextlib.suppress(OSError):  # not empty, or not there
             empty.rmdir()
+
+
+def _unshare(tree: Path) -> None:
+    """Give ``tree`` its own copy of each file it shares with another path: a clone from a local
+    mirror hard-links the mirror's packs, and the mirror's next clone or repack would otherwise
+    change them (their link count and change time) under every tree built from it."""
+    for folder, _, files in os.walk(tree):
+        for name in files:
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                own = f"{path}.own"
+                shutil.copyfile(path, own)
+                os.chmod(own, stat.S_IMODE(info.st_mode))
+                os.replace(own, path)
 
 
 def _evict_unused(
@@ -358,14 +402,16 @@ def _ready_mark(tree: Path) -> Path:
     return tree.with_name(f"{tree.name}.ready")
 
 
-def _ready(tree: Path) -> bool:
-    """Whether ``tree`` was built completely; marks it as just used (for eviction)."""
+def _ready(tree: Path) -> str | None:
+    """The fingerprint ``tree`` had when it was built, None if it was not built completely;
+    marks it as just used (for eviction)."""
     mark = _ready_mark(tree)
     try:
         os.utime(mark)
-    except FileNotFoundError:
-        return False
-    return tree.is_dir()
+        built = mark.read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return built if built and tree.is_dir() else None
 
 
 def _mtime(path: Path) -> float:
@@ -375,16 +421,18 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _copy_tree(source: Path, dest: Path) -> None:
-    """Copy a checkout as git writes one: symlinks as symlinks, exec bits kept, git's object
-    files hard-linked.
+def _copy_tree(source: Path, dest: Path) -> str:
+    """Copy a checkout as git writes one, symlinks as symlinks, and return the fingerprint of
+    ``source`` (see :func:`_fingerprint`) as the copy saw it.
 
-    Files and folders are made with the agent's default modes (what a checkout would give them)
-    and times are not copied: a fresh checkout's times are its own too. git writes object files
-    once and never changes them, so the copy and the source can share them; every other file
-    (the tree, the index, refs, config) is the copy's own.
+    Every file is the copy's own, git's object files too: a task that writes to a pack file in
+    place (or whose files are handed to another uid) changes nothing for the next task. Files
+    and folders are made with the agent's default modes (what a checkout would give them), but
+    exec bits and the read-only modes of object files are kept; times are not copied: a fresh
+    checkout's times are its own too.
     """
     top = str(source)
+    seen: list[tuple[str, int, int, int, int, int]] = []
     try:
         os.mkdir(dest)
         folders = [(top, str(dest), False, False)]  # source, copy, in .git, in an object store
@@ -393,34 +441,53 @@ def _copy_tree(source: Path, dest: Path) -> None:
             with os.scandir(src_dir) as entries:
                 for entry in entries:
                     src, dst = entry.path, os.path.join(dst_dir, entry.name)
-                    if entry.is_symlink():
+                    info = entry.stat(follow_symlinks=False)
+                    seen.append(_stat_row(os.path.relpath(src, top), info))
+                    if stat.S_ISLNK(info.st_mode):
                         os.symlink(os.readlink(src), dst)
-                    elif entry.is_dir():
+                    elif stat.S_ISDIR(info.st_mode):
                         os.mkdir(dst)
                         git_dir = in_git or (src_dir == top and entry.name == ".git")
                         store = entry.name == "objects" and in_git and _is_git_dir(src_dir)
                         folders.append((src, dst, git_dir, objects or store))
-                    elif not (objects and _linked(src, dst)):
-                        shutil.copyfile(src, dst)
-                        mode = entry.stat().st_mode
-                        if mode & 0o111:
-                            os.chmod(dst, stat.S_IMODE(mode))
+                    else:
+                        shutil.copyfile(src, dst, follow_symlinks=False)
+                        if objects or info.st_mode & 0o111:
+                            os.chmod(dst, stat.S_IMODE(info.st_mode))
     except OSError as exc:
         _rmtree(dest, missing_ok=True)
         raise ReconstructError(f"cannot copy the task's tree to {dest}: {exc}") from exc
+    return _digest(seen)
+
+
+def _fingerprint(tree: Path) -> str:
+    """A hash of the status of every path under ``tree``: its kind and mode, size, inode, and
+    modification and change times.
+
+    Writing, truncating, replacing, renaming, chmod, adding or removing anything there changes
+    it: the change time (ctime) moves with every one of those and cannot be set back by a
+    user, as modification times can. Reading does not change it.
+    """
+    top = str(tree)
+    seen: list[tuple[str, int, int, int, int, int]] = []
+    for folder, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            seen.append(_stat_row(os.path.relpath(path, top), os.lstat(path)))
+    return _digest(seen)
+
+
+def _stat_row(rel: str, info: os.stat_result) -> tuple[str, int, int, int, int, int]:
+    return (rel, info.st_mode, info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _digest(rows: list[tuple[str, int, int, int, int, int]]) -> str:
+    return hashlib.sha256(json.dumps(sorted(rows)).encode()).hexdigest()
 
 
 def _is_git_dir(path: str) -> bool:
     """``.git`` or a submodule's git folder under ``.git/modules`` (it holds HEAD)."""
     return os.path.isfile(os.path.join(path, "HEAD"))
-
-
-def _linked(src: str, dst: str) -> bool:
-    try:
-        os.link(src, dst)
-    except OSError:
-        return False  # another file system, or links not allowed: copy it
-    return True
 
 
 def _has_commit(mirror: Path, commit: str, env: Mapping[str, str]) -> bool:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from overnight.errors import GitError, LocalRepoError, ReconstructError
 from overnight.recorder import bundle
-from overnight.recorder.gitrepo import Git
+from overnight.recorder.gitrepo import Git, split_z
 from overnight.recorder.urls import ALLOW_LOCAL_HINT, require_network_url, strip_credentials
 from overnight.spec import Snapshot
 
@@ -89,7 +90,7 @@ def _rebuild(
     repo = spec.repo
     short = repo.commit[:7]
     origin = source if source is not None else repo.url
-    git = Git(dest, extra_env=git_env)
+    git = Git(dest, extra_env=_pinned(dest, git_env))
     if origin:
         try:
             git.run("clone", "--quiet", "--no-checkout", "--origin", "origin", "--", origin, ".")
@@ -126,7 +127,10 @@ def _rebuild(
             )
     if repo.submodules:
         _submodules(git, allow_local)
-    _submodule_changes(snapshot, dest, git_env, allow_local)
+    if spec.submodule_patches:
+        _submodule_changes(
+            snapshot, dest, repo.tree or git.text("write-tree"), git_env, allow_local
+        )
     if data:
         git.run("reset", "--quiet", "--mixed")
 
@@ -143,14 +147,21 @@ def _check_out(git: Git, commit: str, branch: str | None) -> None:
 
 
 def _submodule_changes(
-    snapshot: Snapshot, dest: Path, git_env: Mapping[str, str] | None, allow_local: bool
+    snapshot: Snapshot,
+    dest: Path,
+    top: str,
+    git_env: Mapping[str, str] | None,
+    allow_local: bool,
 ) -> None:
-    """Apply each submodule's recorded change, outermost first, and check its tree id."""
+    """Apply each submodule's recorded change, outermost first, and check its tree id.
+
+    ``top`` is the superproject's rebuilt tree. A key of ``submodule_patches`` must name a
+    submodule the rebuild checked out itself (see :func:`_submodule`): git never runs anywhere
+    else, so a spec cannot make it write into, or run commands from, another repository.
+    """
     spec = snapshot.spec
     for path in sorted(spec.submodule_patches, key=lambda p: (p.count("/"), p)):
-        sub = Git(dest / path, extra_env=git_env)
-        if not (dest / path / ".git").exists():
-            raise ReconstructError(f"submodule {path} was not checked out; its change cannot apply")
+        sub = _submodule(dest, path, top, spec.repo.submodule_trees, git_env)
         data = snapshot.blob(spec.submodule_patches[path])
         assert data is not None
         _apply(sub, data, f"submodule {path}")
@@ -161,9 +172,97 @@ def _submodule_changes(
                 f"submodule {path}: the rebuilt tree {rebuilt[:12]} differs from the recorded "
                 f"tree {recorded[:12]}; the task spec is inconsistent"
             )
-        if (dest / path / ".gitmodules").exists():
+        if (sub.cwd / ".gitmodules").is_file():
             _submodules(sub, allow_local)  # its own submodules, at the commits its change records
         sub.run("reset", "--quiet", "--mixed")
+
+
+_KINDS = {"040000": "a folder", "120000": "a symbolic link", "100644": "a file", "100755": "a file"}
+
+
+def _submodule(
+    dest: Path, key: str, top: str, trees: Mapping[str, str], git_env: Mapping[str, str] | None
+) -> Git:
+    """git in the submodule at ``key``: a gitlink in the recorded tree of its parent (the
+    superproject, or for a nested key the submodule around it), checked out by the rebuild.
+
+    Each step is looked up in the parent's tree by its literal path, never as a pathspec; a
+    nested submodule's parent tree is its recorded tree (``trees``) or the commit it was
+    checked out at.
+    """
+    parts = key.split("/")
+    parent, tree, start = Git(dest, extra_env=_pinned(dest, git_env)), top, 0
+    for end in range(1, len(parts) + 1):
+        mode = _mode(parent, tree, parts[start : end - 1], parts[end - 1])
+        if mode == "040000" and end < len(parts):
+            continue
+        here = "/".join(parts[:end])
+        if mode != "160000":
+            kind = _KINDS.get(mode or "", "not there")
+            raise ReconstructError(
+                f"task spec field 'submodule_patches' names {key!r}, but {here!r} is {kind} in "
+                "the recorded tree, not a submodule; the task spec is inconsistent"
+            )
+        sub = _checked_out(dest, here, key, git_env)
+        if end == len(parts):
+            return sub
+        parent, tree, start = sub, trees.get(here, "HEAD"), end
+    raise AssertionError("unreachable: a key has at least one component")
+
+
+def _mode(git: Git, tree: str, folder: list[str], name: str) -> str | None:
+    """The mode of the entry ``name`` in ``folder`` (components) of ``tree``, None if absent.
+
+    The folder is named in revision syntax and the entry matched by name, never through a
+    pathspec, so no part of a key is read as a pattern or as magic.
+    """
+    where = f"{tree}:{'/'.join(folder)}" if folder else tree
+    for entry in split_z(git.run("ls-tree", "-z", "--full-tree", where)):
+        meta, _, entry_name = entry.partition("\t")
+        if entry_name == name:
+            return meta.split(" ", 1)[0]
+    return None
+
+
+def _checked_out(dest: Path, rel: str, key: str, git_env: Mapping[str, str] | None) -> Git:
+    """git in the submodule folder ``dest/rel``, reached through real folders only (a patch can
+    make symbolic links), whose repository is its own and lives in the rebuild's ``.git``."""
+    folder = dest
+    for part in rel.split("/"):
+        folder = folder / part
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            mode = 0
+        if not stat.S_ISDIR(mode):
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
+            raise ReconstructError(
+                f"task spec field 'submodule_patches' names {key!r}, but "
+                f"{folder.relative_to(dest).as_posix()!r} is {what} in the rebuilt tree; "
+                "its change cannot apply"
+            )
+    real = folder.resolve()
+    if not real.is_relative_to(dest.resolve()):
+        raise ReconstructError(
+            f"task spec field 'submodule_patches' names {key!r}, which is outside the rebuilt "
+            "tree; its change cannot apply"
+        )
+    dot_git = folder / ".git"
+    if dot_git.is_symlink() or not dot_git.is_file():
+        raise ReconstructError(f"submodule {rel} was not checked out; its change cannot apply")
+    sub = Git(folder, extra_env=_pinned(folder, git_env))
+    top, git_dir = sub.text("rev-parse", "--show-toplevel", "--absolute-git-dir").splitlines()
+    ours = Path(git_dir).resolve().is_relative_to((dest / ".git" / "modules").resolve())
+    if Path(top).resolve() != real or not ours:
+        raise ReconstructError(
+            f"submodule {rel} is not a repository the rebuild checked out; its change cannot apply"
+        )
+    return sub
+
+
+def _pinned(folder: Path, git_env: Mapping[str, str] | None) -> dict[str, str]:
+    """``git_env``, and git never looks for a repository above ``folder``."""
+    return {**(git_env or {}), "GIT_CEILING_DIRECTORIES": str(folder.resolve().parent)}
 
 
 def _apply(git: Git, data: bytes, short: str) -> None:

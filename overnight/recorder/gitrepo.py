@@ -2,7 +2,8 @@
 
 Every git call in overnight (recorder and agent) goes through :class:`Git`. User configuration
 that would change what overnight reads or writes (``diff.noprefix``, ``diff.external``,
-``color.ui=always``, ``core.autocrlf``, hooks, fsmonitor) is overridden on the command line;
+``color.ui=always``, ``core.autocrlf``, hooks, fsmonitor) is overridden on the command line, and
+``ext::`` URLs (a command as transport, say in a task's ``.gitmodules``) are never followed;
 settings that only concern access (credential helpers, ``url.*.insteadOf``, ssh) are kept.
 """
 
@@ -21,6 +22,7 @@ HARDENED_CONFIG: tuple[str, ...] = (
     "core.quotepath=false",
     "core.fsmonitor=false",
     "core.hooksPath=/dev/null",
+    "protocol.ext.allow=never",  # ext:: URLs run commands, whatever protocol.allow says
     "core.pager=cat",
     "add.ignoreErrors=false",
     "color.ui=never",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -11,9 +12,20 @@ import pytest
 from overnight.agent.locks import FileLock
 from overnight.agent.workspace import Workspaces, tree_key
 from overnight.errors import PreparationCanceled, ReconstructError
+from overnight.queue.records import Phase, TaskStatus
+from overnight.queue.store import TaskStore
 from overnight.recorder.gitrepo import Git
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
-from overnight.spec import Snapshot
+from overnight.spec import BlobRef, Snapshot
+from tests.fixtures.agents import (
+    agent_config,
+    enqueue,
+    log_text,
+    make_project,
+    run_burst,
+    snapshot_of,
+)
+from tests.fixtures.escapes import aimed_at, change_of, make_canary
 from tests.fixtures.gitrepo import Repo, git, make_repo, worktree_state
 
 
@@ -97,8 +109,8 @@ def test_a_task_changing_its_copy_changes_nothing_for_the_next(repo: Repo, tmp_p
     snap = _dirty(repo)
     expected, status = worktree_state(repo.path), _porcelain(repo.path)
     first = spaces.create("t1", snap, _Log())
-    for path in first.rglob("*"):  # the task's own files: nothing shared but git's objects
-        if path.is_file() and not path.is_symlink() and "objects/pack" not in str(path):
+    for path in first.rglob("*"):  # the task's own files, git's objects too
+        if path.is_file() and not path.is_symlink():
             assert path.stat().st_nlink == 1, path
     (first / "train.py").write_text("print('changed by the task')\n")
     with (first / ".github" / "objects" / "ci.yml").open("r+") as ci:  # in place
@@ -113,6 +125,95 @@ def test_a_task_changing_its_copy_changes_nothing_for_the_next(repo: Repo, tmp_p
     assert _porcelain(second) == status
     assert worktree_state(spaces.tree_dir(snap)) == expected
     git(second, "fsck", "--strict", "--no-dangling")  # raises on a missing or broken object
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+def test_a_task_appending_to_its_pack_files_leaves_the_tree_and_the_next_task_intact(
+    repo: Repo, tmp_path: Path
+) -> None:
+    spaces = Workspaces(tmp_path / "ws")
+    snap = _dirty(repo)
+    tree = spaces.tree_dir(snap)
+    first = spaces.create("t1", snap, _Log())
+    cached = _files(tree)
+    packs = sorted((first / ".git" / "objects" / "pack").iterdir())
+    assert packs
+    for pack in packs:  # as a task may, read-only modes notwithstanding: it owns its copy
+        pack.chmod(0o644)
+        with pack.open("ab") as out:
+            out.write(b"appended by the task")
+    assert _files(tree) == cached
+    log = _Log()
+    second = spaces.create("t2", snap, log)
+    assert "a copy of the tree rebuilt for an earlier task" in log[-1]
+    git(second, "fsck", "--strict", "--no-dangling")  # raises on a broken pack
+    assert worktree_state(second) == worktree_state(repo.path)
+
+
+def test_trees_built_from_one_mirror_share_no_file_and_stay_reusable(
+    repo: Repo, tmp_path: Path
+) -> None:
+    for n in range(120):  # more objects than git unpacks: the mirror keeps the fetched pack
+        repo.write(f"many/{n}.txt", f"{n}\n")
+    repo.commit("many files")
+    repo.push()
+    spaces = Workspaces(tmp_path / "ws")
+    snaps = []
+    for n in range(3):  # each clones the mirror again, hard-linking its pack
+        repo.write("train.py", f"print({n})\n")
+        snaps.append(_snap(repo))
+        spaces.create(f"t{n}", snaps[-1], _Log())
+    for snap in snaps:
+        tree = spaces.tree_dir(snap)
+        assert all(p.stat().st_nlink == 1 for p in tree.rglob("*") if p.is_file()), tree
+        log = _Log()
+        spaces.create("again", snap, log)
+        assert "a copy of the tree rebuilt for an earlier task" in log[-1], log
+
+
+@pytest.mark.parametrize("where", ["train.py", ".git/HEAD", ".git/objects/pack"])
+def test_a_cached_tree_changed_after_its_build_is_rebuilt_not_copied(
+    repo: Repo, tmp_path: Path, where: str
+) -> None:
+    spaces = Workspaces(tmp_path / "ws")
+    snap = _dirty(repo)
+    spaces.create("t1", snap, _Log())
+    tree = spaces.tree_dir(snap)
+    target = tree / where
+    if target.is_dir():
+        target = sorted(target.glob("*.pack"))[0]
+        target.chmod(0o644)
+    stat = target.stat()
+    original = target.read_bytes()
+    changed = original.replace(b"print", b"PRINT") if where == "train.py" else original[::-1]
+    target.write_bytes(changed)  # the same size, and the old times put back
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    log = _Log()
+    dest = spaces.create("t2", snap, log)
+    assert [line for line in log if "changed since it was built" in line] == [
+        f"the tree cached at {tree} changed since it was built; rebuilding it"
+    ], log
+    assert "; rebuilt (" in log[-1]
+    assert worktree_state(dest) == worktree_state(repo.path)
+    git(dest, "fsck", "--strict", "--no-dangling")
+
+
+def test_the_tree_key_covers_the_submodules_patches(repo: Repo) -> None:
+    snap = _snap(repo)
+    keys = set()
+    for patch in (b"one", b"two"):
+        ref = BlobRef.of(patch)
+        repo_state = dataclasses.replace(snap.spec.repo, submodule_trees={"lib": "a" * 40})
+        spec = dataclasses.replace(snap.spec, repo=repo_state, submodule_patches={"lib": ref})
+        keys.add(tree_key(Snapshot(spec, {ref.sha256: patch})))
+    assert len(keys) == 2
 
 
 def test_trees_beyond_the_limit_are_evicted_least_recently_used(repo: Repo, tmp_path: Path) -> None:
@@ -282,7 +383,7 @@ _AGENT = """\
 import sys
 from pathlib import Path
 from overnight.agent.workspace import Workspaces
-from overnight.spec import Snapshot
+from overnight.spec import BlobRef, Snapshot
 snap = Snapshot.from_json(Path(sys.argv[2]).read_text())
 Workspaces(Path(sys.argv[1])).create(sys.argv[3], snap, lambda line: None)
 """
@@ -350,3 +451,46 @@ def test_a_task_tree_has_the_changes_made_inside_submodules(tmp_path: Path) -> N
     for tree in (first, second):
         assert worktree_state(tree) == worktree_state(repo.path)
         git(tree / "lib", "fsck", "--no-dangling")
+
+
+PWNED = 'print("pwned: not the code this snapshot recorded", flush=True)\n'
+
+
+def test_an_agent_fails_tasks_whose_submodule_keys_leave_their_tree_and_writes_nothing(
+    redis_url: str, tmp_path: Path, venv_cache: Path, agent_store: TaskStore
+) -> None:
+    canary = make_canary(tmp_path)
+    project = make_project(tmp_path)
+    (project.path / "link").symlink_to(canary.path)
+    project.commit("a link to the canary")
+    project.push()
+    config = agent_config(redis_url, tmp_path / "agent", venv_cache)
+    honest = snapshot_of(project)
+    first = enqueue(agent_store, project, snapshot=honest)
+    run_burst(config)
+    assert agent_store.get(first.id).status is TaskStatus.FINISHED
+    tree = Workspaces(config.workspace_path).tree_dir(honest)
+    cached = worktree_state(tree)
+    # From the agent's build folder trees/.<key>.<pid>.tmp, ../<key> is the honest tree.
+    patch, pwned_tree = change_of(tree, tmp_path / "scratch", {"job.py": PWNED})
+    climbing = aimed_at(honest, f"../{tree.name}", patch, pwned_tree)
+    patch, canary_tree = canary.attack(tmp_path / "scratch-canary")
+    linked = aimed_at(honest, "link", patch, canary_tree)
+    before = canary.state()
+    attacks = [enqueue(agent_store, project, snapshot=snap) for snap in (climbing, linked)]
+    later = enqueue(agent_store, project, snapshot=honest)
+    run_burst(config)
+    reasons = {
+        "climbing": (Phase.AGENT, f"names the path '../{tree.name}', which climbs out"),
+        "linked": (Phase.WORKSPACE, "'link' is a symbolic link in the recorded tree"),
+    }
+    for record, (phase, reason) in zip(attacks, reasons.values(), strict=True):
+        failed = agent_store.get(record.id)
+        assert (failed.status, failed.phase) == (TaskStatus.FAILED, phase), failed
+        assert failed.error is not None and reason in failed.error
+        assert "\n" not in failed.error
+    assert canary.state() == before and not canary.filter_ran.exists()
+    assert worktree_state(tree) == cached
+    assert agent_store.get(later.id).status is TaskStatus.FINISHED
+    output = log_text(agent_store, later.id)
+    assert "done" in output and "pwned" not in output

@@ -11,6 +11,7 @@ from overnight.recorder.checkout import reconstruct
 from overnight.recorder.gitrepo import Git
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
+from tests.fixtures.escapes import aimed_at, make_canary, with_submodule
 from tests.fixtures.gitrepo import Repo, assert_round_trip, git, make_repo, worktree_state
 
 
@@ -163,3 +164,37 @@ def test_a_file_added_then_deleted_leaves_the_tree_clean(repo: Repo, tmp_path: P
     (repo.path / "new" / "ü file.txt").unlink()  # git status: AD, the working tree is HEAD's
     snap = assert_round_trip(repo.path, tmp_path / "rebuilt")
     assert not snap.spec.repo.dirty and snap.spec.patch is None
+
+
+@pytest.mark.parametrize("key", ["../canary", "{canary}", "vendor/lib/../../../canary"])
+def test_keys_that_skipped_the_spec_check_still_reach_no_other_repository(
+    tmp_path: Path, key: str
+) -> None:
+    """A snapshot built in Python is not read through TaskSpec.from_dict: the rebuild's own
+    checks (a gitlink in the recorded tree, real folders) still refuse such keys."""
+    canary = make_canary(tmp_path)
+    repo = with_submodule(tmp_path)
+    key = key.format(canary=canary.path)
+    patch, tree = canary.attack(tmp_path / "scratch")
+    before = canary.state()
+    with pytest.raises(ReconstructError, match=r"not a submodule|outside the rebuilt tree"):
+        reconstruct(aimed_at(_snap(repo), key, patch, tree), tmp_path / "rebuilt")
+    assert canary.state() == before and not canary.filter_ran.exists()
+
+
+def test_a_nested_key_through_a_link_inside_a_submodule_is_refused(tmp_path: Path) -> None:
+    canary = make_canary(tmp_path)
+    lib = make_repo(tmp_path / "lib-base", name="lib")
+    (lib.path / "ln").symlink_to(canary.path)
+    lib.commit("a link in the submodule")
+    lib.push()
+    repo = make_repo(tmp_path / "main-base")
+    repo.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib.origin), "lib")
+    repo.commit("add lib")
+    repo.push()
+    patch, tree = canary.attack(tmp_path / "scratch")
+    before = canary.state()
+    snap = Snapshot.from_json(aimed_at(_snap(repo), "lib/ln", patch, tree).to_json())
+    with pytest.raises(ReconstructError, match="'lib/ln' is a symbolic link in the recorded tree"):
+        reconstruct(snap, tmp_path / "rebuilt")
+    assert canary.state() == before and not canary.filter_ran.exists()
