@@ -11,7 +11,7 @@ import pytest
 
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
-from tests.fixtures.agents import enqueue
+from tests.fixtures.agents import LOCAL_REPOS, enqueue
 from tests.fixtures.cli import REPO_ROOT, run_cli
 from tests.fixtures.gitrepo import Repo
 
@@ -52,6 +52,7 @@ def test_the_units_command_serves_its_queue(
         "--cache-dir",
         str(venv_cache),
         OVERNIGHT_REDIS_URL=redis_url,
+        **LOCAL_REPOS,  # the test's origin is a local bare repo
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = agent_store.get(record.id)
