@@ -26,15 +26,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import stat
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from overnight.agent.locks import FileLock
 from overnight.agent.remotes import GitCredentials, StopCheck, fetch
+from overnight.agent.treecopy import copy_tree, fingerprint, rmtree, unshare
 from overnight.errors import PreparationCanceled, ReconstructError
 from overnight.recorder.checkout import reconstruct
 from overnight.recorder.gitrepo import Git
@@ -122,7 +120,7 @@ class Workspaces:
         dest = self.task_dir(task_id)
         if dest.exists():
             log(f"removing the workspace left by an earlier attempt at {dest}")
-            _rmtree(dest)
+            rmtree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         tree = self.tree_dir(snapshot)
@@ -134,8 +132,8 @@ class Workspaces:
                 reused = self._reuse(tree, dest, log)
                 if not reused:
                     built = self._build(tree, snapshot, log, should_stop)
-                    if _copy_tree(tree, dest) != built:
-                        _rmtree(dest)
+                    if copy_tree(tree, dest) != built:
+                        rmtree(dest)
                         raise ReconstructError(
                             f"the tree rebuilt at {tree} changed while it was copied; check "
                             "what else writes under the agent's workspace folder"
@@ -162,7 +160,7 @@ class Workspaces:
         dest = self.task_dir(task_id)
         with FileLock(self._task_lock(task_id), shared=True):
             if dest.exists():
-                _rmtree(dest)
+                rmtree(dest)
 
     def task_ids(self) -> list[str]:
         """The tasks that have a tree under ``root/tasks``, by id."""
@@ -187,7 +185,7 @@ class Workspaces:
         try:
             if not dest.is_dir() or not unused(task_id):
                 return False
-            _rmtree(dest)
+            rmtree(dest)
             return True
         finally:
             lock.release()
@@ -214,15 +212,15 @@ class Workspaces:
         """Copy ``tree`` to ``dest`` if it was built completely and has not changed since.
 
         A tree whose files differ from what its build left (their fingerprint, see
-        :func:`_copy_tree`) is not used: its copy and its ready mark are removed, and the
+        :func:`overnight.agent.treecopy.copy_tree`) is not used: its copy and its ready mark are removed, and the
         caller rebuilds it.
         """
         built = _ready(tree)
         if not built:
             return False
-        if _copy_tree(tree, dest) == built:
+        if copy_tree(tree, dest) == built:
             return True
-        _rmtree(dest)
+        rmtree(dest)
         _ready_mark(tree).unlink(missing_ok=True)
         log(f"the tree cached at {tree} changed since it was built; rebuilding it")
         return False
@@ -234,7 +232,7 @@ class Workspaces:
         its lock exclusively."""
         for stale in [tree, *tree.parent.glob(f".{tree.name}.*.tmp")]:
             if stale.exists():  # a build that died half-way, or a tree being evicted
-                _rmtree(stale)
+                rmtree(stale)
         _ready_mark(tree).unlink(missing_ok=True)
         tmp = tree.with_name(f".{tree.name}.{os.getpid()}.tmp")
         repo = snapshot.spec.repo
@@ -264,9 +262,9 @@ class Workspaces:
                 _used_mark(mirror).touch()
             self._evict_mirrors(keep=mirror)
         _trim(Git(tmp, extra_env=env))
-        _unshare(tmp)
+        unshare(tmp)
         tmp.rename(tree)
-        built = _fingerprint(tree)
+        built = fingerprint(tree)
         _ready_mark(tree).write_text(built)
         return built
 
@@ -299,12 +297,12 @@ class Workspaces:
         git = Git(mirror, extra_env=env, timeout=self.fetch_timeout)
         if mirror.is_dir() and not git.ok("rev-parse", "--is-bare-repository"):
             log(f"mirror {mirror} is damaged; cloning it again")
-            _rmtree(mirror)
+            rmtree(mirror)
         if not mirror.is_dir():
             log(f"cloning {url} into the mirror cache")
             tmp = mirror.with_name(f".{mirror.name}.{os.getpid()}.tmp")
             if tmp.exists():
-                _rmtree(tmp)
+                rmtree(tmp)
             tmp.mkdir(parents=True)
             staging = git.at(tmp)
             staging.run("init", "--quiet", "--bare")
@@ -315,7 +313,7 @@ class Workspaces:
             try:
                 fetch(staging, url, should_stop)
             except BaseException:
-                _rmtree(tmp)
+                rmtree(tmp)
                 raise
             tmp.rename(mirror)
             return
@@ -350,27 +348,12 @@ def _trim(git: Git) -> None:
     dot_git = git.cwd / ".git"
     for fanout in (dot_git / "objects").iterdir():
         if len(fanout.name) == 2 and all(c in "0123456789abcdef" for c in fanout.name):
-            _rmtree(fanout)
-    _rmtree(dot_git / "logs", missing_ok=True)
+            rmtree(fanout)
+    rmtree(dot_git / "logs", missing_ok=True)
     (dot_git / "ORIG_HEAD").unlink(missing_ok=True)
     for empty in (dot_git / "objects" / "info", dot_git / "refs" / "tags"):
         with contextlib.suppress(OSError):  # not empty, or not there
             empty.rmdir()
-
-
-def _unshare(tree: Path) -> None:
-    """Give ``tree`` its own copy of each file it shares with another path: a clone from a local
-    mirror hard-links the mirror's packs, and the mirror's next clone or repack would otherwise
-    change them (their link count and change time) under every tree built from it."""
-    for folder, _, files in os.walk(tree):
-        for name in files:
-            path = os.path.join(folder, name)
-            info = os.lstat(path)
-            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
-                own = f"{path}.own"
-                shutil.copyfile(path, own)
-                os.chmod(own, stat.S_IMODE(info.st_mode))
-                os.replace(own, path)
 
 
 def _evict_unused(
@@ -388,7 +371,7 @@ def _evict_unused(
         try:
             mark.unlink(missing_ok=True)
             if folder.exists():
-                _rmtree(folder)
+                rmtree(folder)
         finally:
             lock.release()
 
@@ -421,94 +404,7 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _copy_tree(source: Path, dest: Path) -> str:
-    """Copy a checkout as git writes one, symlinks as symlinks, and return the fingerprint of
-    ``source`` (see :func:`_fingerprint`) as the copy saw it.
-
-    Every file is the copy's own, git's object files too: a task that writes to a pack file in
-    place (or whose files are handed to another uid) changes nothing for the next task. Files
-    and folders are made with the agent's default modes (what a checkout would give them), but
-    exec bits and the read-only modes of object files are kept; times are not copied: a fresh
-    checkout's times are its own too.
-    """
-    top = str(source)
-    seen: list[tuple[str, int, int, int, int, int]] = []
-    try:
-        os.mkdir(dest)
-        folders = [(top, str(dest), False, False)]  # source, copy, in .git, in an object store
-        while folders:
-            src_dir, dst_dir, in_git, objects = folders.pop()
-            with os.scandir(src_dir) as entries:
-                for entry in entries:
-                    src, dst = entry.path, os.path.join(dst_dir, entry.name)
-                    info = entry.stat(follow_symlinks=False)
-                    seen.append(_stat_row(os.path.relpath(src, top), info))
-                    if stat.S_ISLNK(info.st_mode):
-                        os.symlink(os.readlink(src), dst)
-                    elif stat.S_ISDIR(info.st_mode):
-                        os.mkdir(dst)
-                        git_dir = in_git or (src_dir == top and entry.name == ".git")
-                        store = entry.name == "objects" and in_git and _is_git_dir(src_dir)
-                        folders.append((src, dst, git_dir, objects or store))
-                    else:
-                        shutil.copyfile(src, dst, follow_symlinks=False)
-                        if objects or info.st_mode & 0o111:
-                            os.chmod(dst, stat.S_IMODE(info.st_mode))
-    except OSError as exc:
-        _rmtree(dest, missing_ok=True)
-        raise ReconstructError(f"cannot copy the task's tree to {dest}: {exc}") from exc
-    return _digest(seen)
-
-
-def _fingerprint(tree: Path) -> str:
-    """A hash of the status of every path under ``tree``: its kind and mode, size, inode, and
-    modification and change times.
-
-    Writing, truncating, replacing, renaming, chmod, adding or removing anything there changes
-    it: the change time (ctime) moves with every one of those and cannot be set back by a
-    user, as modification times can. Reading does not change it.
-    """
-    top = str(tree)
-    seen: list[tuple[str, int, int, int, int, int]] = []
-    for folder, dirs, files in os.walk(top):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            seen.append(_stat_row(os.path.relpath(path, top), os.lstat(path)))
-    return _digest(seen)
-
-
-def _stat_row(rel: str, info: os.stat_result) -> tuple[str, int, int, int, int, int]:
-    return (rel, info.st_mode, info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
-
-
-def _digest(rows: list[tuple[str, int, int, int, int, int]]) -> str:
-    return hashlib.sha256(json.dumps(sorted(rows)).encode()).hexdigest()
-
-
-def _is_git_dir(path: str) -> bool:
-    """``.git`` or a submodule's git folder under ``.git/modules`` (it holds HEAD)."""
-    return os.path.isfile(os.path.join(path, "HEAD"))
-
-
 def _has_commit(mirror: Path, commit: str, env: Mapping[str, str]) -> bool:
     return mirror.is_dir() and Git(mirror, extra_env=env).ok(
         "cat-file", "-e", f"{commit}^{{commit}}"
     )
-
-
-def _rmtree(path: Path, *, missing_ok: bool = False) -> None:
-    """Remove a tree, making read-only folders writable first (git objects, installed files)."""
-    if missing_ok and not os.path.lexists(path):
-        return
-
-    def retry(func: Callable[[str], object], name: str, _: object) -> None:
-        parent = os.path.dirname(name)
-        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-        if os.path.isdir(name) and not os.path.islink(name):
-            os.chmod(name, os.stat(name).st_mode | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
-        func(name)
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=retry)
-    else:
-        shutil.rmtree(path, onerror=retry)
