@@ -18,10 +18,10 @@ import subprocess
 import sys
 import time
 
-from overnight.agent.allocator import Allocator
-from overnight.agent.gpus import NvmlInventory
-from overnight.agent.hardware import hardware_info
-from overnight.agent.monitor import GPUProbe, GPUSampler, Monitor, ProcessTreeSampler, tree_pids
+from overnight.agent.gpus.allocator import Allocator
+from overnight.agent.gpus.hardware import hardware_info
+from overnight.agent.gpus.inventory import NvmlInventory
+from overnight.agent.run.monitor import GPUProbe, GPUSampler, Monitor, ProcessTreeSampler, tree_pids
 
 LOAD = """
 import sys, time, torch

@@ -33,7 +33,7 @@ import docker
 import uv
 
 from overnight.agent.environments.base import RunRequest
-from overnight.agent.environments.docker import DockerEnvironment
+from overnight.agent.environments.docker.environment import DockerEnvironment
 from overnight.spec import RepoState, Requirements, TaskSpec
 
 COMMAND = ("python3", "-c", "print('hello')")

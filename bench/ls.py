@@ -23,7 +23,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from redis_server import bench, parser
 
-from overnight.agent.monitor import Monitor
+from overnight.agent.run.monitor import Monitor
 from overnight.cli import cli
 from overnight.queue.index import Query
 from overnight.queue.records import TaskOptions, TaskStatus

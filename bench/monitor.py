@@ -20,8 +20,8 @@ import time
 
 import psutil
 
-from overnight.agent.gpus import FakeInventory, GPUInventory, open_inventory
-from overnight.agent.monitor import (
+from overnight.agent.gpus.inventory import FakeInventory, GPUInventory, open_inventory
+from overnight.agent.run.monitor import (
     DockerStatsSampler,
     GPUProbe,
     GPUSampler,

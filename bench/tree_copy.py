@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent_setup import git  # first: it puts this checkout first on the path
 
-from overnight.agent.workspace import Workspaces
+from overnight.agent.workspace.workspaces import Workspaces
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 
 ROUNDS = 5

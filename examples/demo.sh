@@ -28,7 +28,7 @@ command -v git >/dev/null 2>&1 || die "git is not installed; install it and reru
 # 2. overnight itself: this checkout first on the path (never another installed copy), with its
 #    dependencies importable by $PY (else installed, or in a venv under .demo/).
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-if ! (cd / && "$PY" -c "import overnight.cli, overnight.agent.daemon" 2>/dev/null); then
+if ! (cd / && "$PY" -c "import overnight.cli, overnight.agent.service.daemon" 2>/dev/null); then
   if ! "$PY" -m pip install -q -e "$ROOT" 2>/dev/null; then
     say "installing overnight into $DEMO/venv"
     "$PY" -m venv "$DEMO/venv" || die "cannot create a venv; install python3-venv and rerun"

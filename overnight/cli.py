@@ -6,50 +6,13 @@ module is imported only when that command runs, so ``--help`` and quick commands
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 import click
 
 from overnight import commands, errors
+from overnight.errors import ExitCode, exit_code_for
 from overnight.terminal import visible
-
-
-class ExitCode(enum.IntEnum):
-    """Exit codes of the ``overnight`` command, one per error area."""
-
-    OK = 0
-    FAILURE = 1  # generic failure, or a waited-for task that did not finish
-    USAGE = 2  # click's own code for bad usage
-    CONFIG = 3
-    SNAPSHOT = 4
-    QUEUE = 5
-    NOT_FOUND = 6
-    CONNECTION = 7
-    AGENT = 8
-    SPEC = 9
-    RECONSTRUCT = 10
-
-
-_CODES: list[tuple[type[errors.OvernightError], ExitCode]] = [
-    (errors.ConnectionFailed, ExitCode.CONNECTION),
-    (errors.TaskNotFound, ExitCode.NOT_FOUND),
-    (errors.QueueError, ExitCode.QUEUE),
-    (errors.ConfigError, ExitCode.CONFIG),
-    (errors.UsageError, ExitCode.USAGE),
-    (errors.SpecError, ExitCode.SPEC),
-    (errors.SnapshotError, ExitCode.SNAPSHOT),
-    (errors.ReconstructError, ExitCode.RECONSTRUCT),
-    (errors.AgentError, ExitCode.AGENT),
-]
-
-
-def exit_code_for(exc: errors.OvernightError) -> ExitCode:
-    for cls, code in _CODES:
-        if isinstance(exc, cls):
-            return code
-    return ExitCode.FAILURE
-
 
 _SUBCOMMAND = "overnight.subcommand"  # ctx.meta key: the subcommand a group resolved
 

@@ -1,10 +1,12 @@
 """Every error overnight raises derives from :class:`OvernightError`.
 
 Sub-roots group errors by area; the CLI maps each sub-root to a named exit code
-(see :mod:`overnight.cli`). Messages name the cause and what to do about it.
+(:class:`ExitCode`, below; :mod:`overnight.cli` prints them). Messages name the cause and what to do about it.
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class OvernightError(Exception):
@@ -138,3 +140,39 @@ class LockTimeout(AgentError):
 
 class PreparationCanceled(AgentError):
     """Raised when a task is canceled while its tree or environment is being prepared."""
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of the ``overnight`` command, one per error area."""
+
+    OK = 0
+    FAILURE = 1  # generic failure, or a waited-for task that did not finish
+    USAGE = 2  # click's own code for bad usage
+    CONFIG = 3
+    SNAPSHOT = 4
+    QUEUE = 5
+    NOT_FOUND = 6
+    CONNECTION = 7
+    AGENT = 8
+    SPEC = 9
+    RECONSTRUCT = 10
+
+
+_CODES: list[tuple[type[OvernightError], ExitCode]] = [
+    (ConnectionFailed, ExitCode.CONNECTION),
+    (TaskNotFound, ExitCode.NOT_FOUND),
+    (QueueError, ExitCode.QUEUE),
+    (ConfigError, ExitCode.CONFIG),
+    (UsageError, ExitCode.USAGE),
+    (SpecError, ExitCode.SPEC),
+    (SnapshotError, ExitCode.SNAPSHOT),
+    (ReconstructError, ExitCode.RECONSTRUCT),
+    (AgentError, ExitCode.AGENT),
+]
+
+
+def exit_code_for(exc: OvernightError) -> ExitCode:
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return ExitCode.FAILURE

@@ -9,8 +9,15 @@ import pytest
 from click.testing import CliRunner
 
 from overnight import commands
-from overnight.cli import ExitCode, cli, exit_code_for, short_help
-from overnight.errors import ConnectionFailed, OvernightError, SnapshotError, TaskNotFound
+from overnight.cli import cli, short_help
+from overnight.errors import (
+    ConnectionFailed,
+    ExitCode,
+    OvernightError,
+    SnapshotError,
+    TaskNotFound,
+    exit_code_for,
+)
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import enqueue

@@ -37,7 +37,7 @@ def test_the_dockerfile_builds_an_agent_that_reaches_the_engine(
     assert version.decode().startswith("overnight, version ")
 
     check = (
-        "import docker, shutil, sys; from overnight.agent.environments.docker import "
+        "import docker, shutil, sys; from overnight.agent.environments.docker.environment import "
         "DockerEnvironment; print(docker.from_env().ping(), bool(shutil.which('git')), "
         "sys.prefix)"
     )

@@ -3,12 +3,12 @@ from __future__ import annotations
 import inspect
 
 from overnight import errors
-from overnight.cli import ExitCode, exit_code_for
+from overnight.errors import ExitCode, exit_code_for
 
 CLASSES = [
     cls
     for _, cls in inspect.getmembers(errors, inspect.isclass)
-    if cls.__module__ == errors.__name__
+    if cls.__module__ == errors.__name__ and cls is not ExitCode
 ]
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from overnight.agent.environments.base import LogSink
-from overnight.agent.settings import AgentConfig, load_agent_config
+from overnight.agent.config import AgentConfig, load_agent_config
+from overnight.agent.progress import ProgressLine
 from overnight.commands.common import echo, redis_option, store_for
 from overnight.errors import ConfigError, UsageError
 from overnight.recorder.checkout import reconstruct
@@ -43,7 +43,7 @@ def build_standalone(
     snapshot: Snapshot,
     tag: str,
     *,
-    log: LogSink,
+    log: ProgressLine,
     config: AgentConfig,
     image: str | None = None,
     task_id: str | None = None,
@@ -58,8 +58,8 @@ def build_standalone(
     import docker
     import docker.errors
 
-    from overnight.agent.environments.docker import DockerEnvironment
-    from overnight.agent.environments.docker_build import commit_standalone
+    from overnight.agent.environments.docker.build import commit_standalone
+    from overnight.agent.environments.docker.environment import DockerEnvironment
 
     try:
         client = docker.from_env(timeout=600)

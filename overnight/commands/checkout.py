@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from overnight.agent.settings import load_agent_config
+from overnight.agent.config import load_agent_config
 from overnight.commands.common import echo, redis_option, store_for
 from overnight.errors import UsageError
 from overnight.queue.keys import looks_like_id

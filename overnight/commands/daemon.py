@@ -20,17 +20,17 @@ from typing import Any
 
 import click
 
+from overnight.agent.config import AgentConfig, load_agent_config
 from overnight.agent.environments.base import Environment
-from overnight.agent.gpus import GPUInventory, open_inventory, parse_gpu_list
-from overnight.agent.isolation import (
+from overnight.agent.gpus.inventory import GPUInventory, open_inventory, parse_gpu_list
+from overnight.agent.run.isolation import (
     WORKSPACE_FOLDERS,
     TaskUsers,
     check_agent_is_root,
     keep_private,
     private_folders,
 )
-from overnight.agent.settings import AgentConfig, load_agent_config
-from overnight.agent.taskenv import TaskEnv
+from overnight.agent.run.taskenv import TaskEnv
 from overnight.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def make_environment(
 ) -> Environment:
     """The environment named by ``config.env_mode`` (auto: docker when an engine answers, and
     can hand the agent's GPUs to containers); ``host_env`` is the agent's own environment, of
-    which tasks see only an allowlist (:mod:`overnight.agent.taskenv`), and ``task_users`` the
+    which tasks see only an allowlist (:mod:`overnight.agent.run.taskenv`), and ``task_users`` the
     uids venv tasks run as (None: the agent's own)."""
     client = _docker_client() if config.env_mode in ("auto", "docker") else None
     if config.env_mode == "docker" and client is None:
@@ -53,7 +53,10 @@ def make_environment(
             "or use --env-mode venv"
         )
     if client is not None:
-        from overnight.agent.environments.docker import DockerEnvironment, cannot_hand_gpus
+        from overnight.agent.environments.docker.environment import (
+            DockerEnvironment,
+            cannot_hand_gpus,
+        )
 
         docker_env = DockerEnvironment.from_config(client, config, host_env)
         problem = docker_env.gpu_problem(gpu_ids[0]) if gpu_ids else None
@@ -64,7 +67,7 @@ def make_environment(
         log.warning(
             "the Docker engine cannot hand GPUs to containers (%s); tasks run in venvs", problem
         )
-    from overnight.agent.environments.venv import VenvEnvironment
+    from overnight.agent.environments.venv.environment import VenvEnvironment
 
     return VenvEnvironment(
         config.cache_path,
@@ -186,7 +189,7 @@ def daemon_command(queues: tuple[str, ...], burst: bool, verbose: int, **flags: 
     SIGTERM (or Ctrl-C) once: finish the running tasks, take no new ones. Twice: stop the
     running tasks and put them back at the front of their queues.
     """
-    from overnight.agent.daemon import create_daemon
+    from overnight.agent.service.daemon import create_daemon
     from overnight.terminal import VisibleFormatter
 
     handler = logging.StreamHandler(sys.stderr)
@@ -234,7 +237,7 @@ def _unflagged_settings(command: click.Command) -> str:
     return (
         "Settings come from flags, OVERNIGHT_<SETTING> variables (OVERNIGHT_LOST_TTL=60) or the "
         "agent: section of the config file ($OVERNIGHT_CONFIG), in that order. These have no "
-        f"flag: {', '.join(names)} (see overnight/agent/settings.py)."
+        f"flag: {', '.join(names)} (see overnight/agent/config.py)."
     )
 
 

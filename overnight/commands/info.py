@@ -12,8 +12,8 @@ import click
 from overnight.commands.common import echo_json, json_option, print_table, redis_option, store_for
 from overnight.commands.views import when
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.durations import format_duration
 from overnight.queue.records import TaskStatus
+from overnight.units import format_duration
 
 
 @dataclasses.dataclass(frozen=True)

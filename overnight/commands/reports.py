@@ -3,7 +3,7 @@
 
 Both read what the daemon publishes; these keys are the contract:
 
-- ``AgentInfo.extra["slots"]``: :meth:`overnight.agent.allocator.Allocator.describe`;
+- ``AgentInfo.extra["slots"]``: :meth:`overnight.agent.gpus.allocator.Allocator.describe`;
 - ``AgentInfo.extra["windows"]``: ``Windows.to_dict()`` plus ``"state"``: ``Windows.describe(now)``;
 - ``AgentInfo.extra["usage"]``: task id -> ``Monitor.latest()`` of each running task (live values);
 - ``TaskRecord.extra["resources"]``: ``Monitor.report()`` (peak and mean per metric), written
@@ -28,11 +28,12 @@ from overnight.commands.common import echo_lines
 from overnight.config import load_client_config
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.connection import connect
-from overnight.queue.durations import format_duration, parse_since
+from overnight.queue.durations import parse_since
 from overnight.queue.index import Query
 from overnight.queue.records import ACTIVE_STATUSES, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.terminal import visible
+from overnight.units import format_duration
 
 LOOKBACK = 7 * 86400  # summary also looks at tasks created this long before --since
 _WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 import click
 
 from overnight.config import ClientConfig, load_client_config
-from overnight.recorder.limits import human_size
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
 from overnight.terminal import visible_lines
+from overnight.units import format_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -136,7 +136,7 @@ def _summary(snap: Snapshot) -> str:
 
 
 def _blob_line(size: int, kind: str) -> str:
-    return f"{kind} of {human_size(size)}" if size else "none"
+    return f"{kind} of {format_bytes(size)}" if size else "none"
 
 
 @click.command(

@@ -200,7 +200,7 @@ def _ended(store: TaskStore, task_id: str) -> Callable[[], bool]:
 @redis_option
 def wait_command(task_ids: tuple[str, ...], timeout: str | None, redis_url: str | None) -> None:
     """Wait until the tasks end; exit 0 only if all of them finished."""
-    from overnight.cli import ExitCode
+    from overnight.errors import ExitCode
 
     limit = parse_duration(timeout, what="--timeout") if timeout else None
     _, store = store_for(redis_url)
@@ -235,7 +235,7 @@ def wait_command(task_ids: tuple[str, ...], timeout: str | None, redis_url: str 
 @redis_option
 def cancel_command(task_ids: tuple[str, ...], queue: str | None, redis_url: str | None) -> None:
     """Cancel tasks: a queued one now, a running one by asking its agent to stop it."""
-    from overnight.cli import ExitCode, exit_code_for
+    from overnight.errors import ExitCode, exit_code_for
 
     if not task_ids and queue is None:
         raise UsageError("name the tasks to cancel (overnight cancel ID...) or a queue (--queue Q)")

@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from overnight.commands.common import to_jsonable
-from overnight.queue.durations import format_duration
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.recorder.requirements import without_credentials
 from overnight.recorder.secrets import masked_env
 from overnight.spec import TaskSpec
+from overnight.units import format_duration
 
 LS_HEADERS = ("ID", "TASK", "PARAMS", "STATUS", "QUEUE", "AGENT", "GPUS", "STARTED", "TIME", "EXIT")
 _LABEL_WIDTH = 48
@@ -225,7 +225,7 @@ def _resources(record: TaskRecord) -> list[str]:
     report = record.extra.get("resources")
     if not isinstance(report, Mapping):
         return []
-    from overnight.agent.monitor import describe_resources
+    from overnight.agent.run.monitor import describe_resources
 
     try:
         described = describe_resources(report)

@@ -33,23 +33,6 @@ def parse_duration(text: str, *, what: str = "duration") -> float:
     return seconds
 
 
-def format_duration(seconds: float | None) -> str:
-    """``3d4h``, ``1h02m``, ``4m05s``, ``12s``; empty for None."""
-    if seconds is None:
-        return ""
-    total = round(max(seconds, 0.0))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
 def parse_since(text: str, *, now: float | None = None) -> float:
     """Unix time for ``--since``: a duration ago (``2d``) or an ISO date/time (``2024-05-01``)."""
     try:

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from overnight.queue import keys, replies
+from overnight.units import format_bytes
 
 DEFAULT_CAP_BYTES = 50 * 1024 * 1024
 AGENT_PREFIX = "[overnight]"
@@ -41,14 +42,6 @@ class LogEntry:
         """Task output that starts like one of overnight's lines (``[overnight] ...``, or the
         ``[overnight: ... trimmed]`` marker)."""
         return not self.agent and not self.marker and self.line.startswith(AGENT_PREFIX[:-1])
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover
 
 
 class LogStore:
@@ -123,13 +116,13 @@ class LogStore:
         lines = int(meta.get(b"trimmed_lines", 0))
         if lines <= 0:
             return None
-        size = human_bytes(int(meta.get(b"trimmed_bytes", 0)))
+        size = format_bytes(int(meta.get(b"trimmed_bytes", 0)))
         return LogEntry(
             id="0-0",
             time=first.time if first else time.time(),
             line=(
                 f"[overnight: {lines} earlier lines ({size}) were trimmed to keep this log under "
-                f"{human_bytes(self.cap_bytes)}]"
+                f"{format_bytes(self.cap_bytes)}]"
             ),
             marker=True,
         )

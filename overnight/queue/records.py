@@ -69,7 +69,8 @@ class StatusChange:
 
 @dataclasses.dataclass
 class TaskRecord:
-    """One task as stored in Redis; the spec is stored beside it (``spec_key``)."""
+    """One task as stored in Redis; its spec is stored once, content-addressed, under
+    ``keys.spec(spec_id)`` (:mod:`overnight.queue.blobs`)."""
 
     id: str
     spec_id: str  # sha256 of the recorded spec JSON, shared by a sweep's tasks, retries and clones

@@ -44,7 +44,7 @@ from overnight.queue.records import (
 from overnight.spec import Snapshot, TaskSpec
 
 if TYPE_CHECKING:
-    from overnight.queue.mirror import RQMirror
+    from overnight.queue.rqsync import RQMirror
 
 HEARTBEAT_TTL = 30.0
 """Seconds a preparing/running task lives without a heartbeat before it counts as lost."""
@@ -93,7 +93,7 @@ class TaskStore:
     @functools.cached_property
     def rq(self) -> RQMirror:
         """The tasks' RQ jobs; made (and RQ imported) on first use, which ``ls`` never makes."""
-        from overnight.queue.mirror import RQMirror
+        from overnight.queue.rqsync import RQMirror
 
         return RQMirror(self.redis)
 

@@ -4,7 +4,7 @@ anything a job names.
 RQ's ``Worker.clean_registries`` fails an abandoned job by importing and calling the failure
 callback it names and by sending its webhooks, and fails a job stuck in an intermediate queue
 through the worker's failure handling (webhooks again). Anyone who can write to Redis can write
-such a job, so overnight's workers never call it. The mirror (:mod:`overnight.queue.mirror`)
+such a job, so overnight's workers never call it. The mirror (:mod:`overnight.queue.rqsync`)
 keeps overnight's own jobs in step with their tasks, with registry entries that never expire;
 what is left to clean is what others wrote, or what a process that died left half-way:
 

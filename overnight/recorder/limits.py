@@ -14,13 +14,6 @@ def mb(size: float) -> str:
     return f"{size / MB:.1f} MB"
 
 
-def human_size(size: int) -> str:
-    """``512 bytes``, ``3.2 KB``, ``14.0 MB``."""
-    if size < 1024:
-        return f"{size} bytes"
-    return f"{size / 1024:.1f} KB" if size < MB else mb(size)
-
-
 def _offenders(items: Sequence[tuple[str, int]]) -> str:
     largest = sorted(items, key=lambda item: (-item[1], item[0]))[:_SHOWN]
     text = ", ".join(f"{name} ({mb(size)})" for name, size in largest)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from overnight.agent.settings import AgentConfig
+from overnight.agent.config import AgentConfig
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import (

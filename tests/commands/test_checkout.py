@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from overnight.cli import ExitCode
+from overnight.errors import ExitCode
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from tests.fixtures.escapes import Canary, aimed_at, make_canary, with_submodule
 from tests.fixtures.gitrepo import Repo, worktree_state

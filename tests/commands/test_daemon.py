@@ -10,9 +10,8 @@ import click
 import pynvml
 import pytest
 
-from overnight.agent.settings import AgentConfig, load_agent_config
-from overnight.cli import ExitCode
-from overnight.errors import ConfigError
+from overnight.agent.config import AgentConfig, load_agent_config
+from overnight.errors import ConfigError, ExitCode
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import (
@@ -125,7 +124,7 @@ def test_help_documents_every_flag_and_names_every_other_setting() -> None:
 
 
 def test_eviction_limits_from_the_config_reach_the_venv_cache(tmp_path: Path) -> None:
-    from overnight.agent.environments.venv import VenvEnvironment
+    from overnight.agent.environments.venv.environment import VenvEnvironment
     from overnight.commands.daemon import make_environment
 
     config_file = tmp_path / "config.yaml"
@@ -143,8 +142,8 @@ def test_eviction_limits_from_the_config_reach_the_venv_cache(tmp_path: Path) ->
 def test_the_mirror_limit_from_the_config_reaches_the_workspaces(
     redis_url: str, tmp_path: Path
 ) -> None:
-    from overnight.agent.daemon import create_daemon
-    from overnight.agent.environments.venv import VenvEnvironment
+    from overnight.agent.environments.venv.environment import VenvEnvironment
+    from overnight.agent.service.daemon import create_daemon
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text("agent:\n  max_mirrors: 4\n")

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from overnight.agent.settings import AgentConfig
-from overnight.cli import ExitCode
+from overnight.agent.config import AgentConfig
+from overnight.errors import ExitCode
 from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.spec import Snapshot
@@ -280,8 +280,8 @@ def test_each_docker_flag_reaches_the_environment(
 def test_auto_mode_is_docker_when_an_engine_answers_else_venv(
     docker_engine: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from overnight.agent.environments.docker import DockerEnvironment
-    from overnight.agent.environments.venv import VenvEnvironment
+    from overnight.agent.environments.docker.environment import DockerEnvironment
+    from overnight.agent.environments.venv.environment import VenvEnvironment
     from overnight.commands.daemon import make_environment
 
     config = AgentConfig(env_mode="auto", cache_dir=str(tmp_path / "envs"))
@@ -322,7 +322,7 @@ def test_a_docker_agent_whose_engine_cannot_hand_out_gpus_does_not_start(
 def test_auto_mode_with_gpus_runs_venvs_when_the_engine_cannot_hand_them_out(
     docker_engine: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from overnight.agent.environments.venv import VenvEnvironment
+    from overnight.agent.environments.venv.environment import VenvEnvironment
     from overnight.commands.daemon import make_environment
 
     if _engine_hands_out_gpus():

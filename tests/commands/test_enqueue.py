@@ -5,7 +5,7 @@ import json
 import pytest
 import redis
 
-from overnight.cli import ExitCode
+from overnight.errors import ExitCode
 from overnight.queue import keys
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore

@@ -8,7 +8,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from overnight.agent.gpus import FakeInventory
+from overnight.agent.gpus.inventory import FakeInventory
 from overnight.cli import cli
 from overnight.commands.reports import (
     offer_problem,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from overnight.cli import ExitCode
 from overnight.commands.views import LS_HEADERS, when
+from overnight.errors import ExitCode
 from overnight.queue import keys
 from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
@@ -241,8 +241,8 @@ def test_show_says_what_retries_do(cli_env: Repo, store: TaskStore) -> None:
 
 
 def test_show_says_what_a_task_ran_on_and_in(cli_env: Repo, store: TaskStore) -> None:
-    from overnight.agent.gpus import FakeInventory
-    from overnight.agent.hardware import hardware_info
+    from overnight.agent.gpus.hardware import hardware_info
+    from overnight.agent.gpus.inventory import FakeInventory
 
     task_id = _task(store, queue="gpu", gpus=2)
     hardware = hardware_info(FakeInventory.with_gpus(4, name="NVIDIA H200"), gpu_ids=("2", "3"))

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from overnight.agent.gpus import DriverVersions, FakeInventory, GPUDevice
-from overnight.agent.hardware import hardware_info
+from overnight.agent.gpus.hardware import hardware_info
+from overnight.agent.gpus.inventory import DriverVersions, FakeInventory, GPUDevice
 from overnight.commands.views import describe_hardware
 
 

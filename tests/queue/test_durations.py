@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from overnight.errors import UsageError
-from overnight.queue.durations import format_duration, parse_duration, parse_since
+from overnight.queue.durations import parse_duration, parse_since
 
 
 @pytest.mark.parametrize(
@@ -28,14 +28,6 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_bad_durations_name_the_fix(text: str) -> None:
     with pytest.raises(UsageError, match="invalid"):
         parse_duration(text)
-
-
-def test_format_duration() -> None:
-    assert format_duration(None) == ""
-    assert format_duration(12) == "12s"
-    assert format_duration(245) == "4m05s"
-    assert format_duration(3720) == "1h02m"
-    assert format_duration(3 * 86400 + 4 * 3600) == "3d4h"
 
 
 def test_parse_since() -> None:

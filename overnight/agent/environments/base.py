@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from overnight.agent.progress import ProgressLine, StopCheck
 from overnight.spec import TaskSpec
-
-LogSink = Callable[[str], None]
-"""Where preparation writes progress lines (they end up in the task's log)."""
-
-StopCheck = Callable[[], bool]
-"""Polled during long preparation steps; True means the task was canceled: stop soon."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +80,7 @@ class Environment(abc.ABC):
         """The cache key: a hash of everything that defines the environment."""
 
     @abc.abstractmethod
-    def prepare(self, spec: TaskSpec, log: LogSink, should_stop: StopCheck) -> Prepared:
+    def prepare(self, spec: TaskSpec, log: ProgressLine, should_stop: StopCheck) -> Prepared:
         """Build the environment for ``spec`` or reuse a cached one with the same key."""
 
     @abc.abstractmethod

@@ -1,0 +1,414 @@
+"""One task on an agent, from ``preparing`` to its final status.
+
+The daemon has already claimed the task (``preparing``, with its GPUs). The pipeline then
+rebuilds the working tree (:class:`~overnight.agent.workspace.workspaces.Workspaces`), prepares the
+environment, moves the task to ``running``, supervises the command and records how it ended.
+Every failure becomes ``failed`` with the phase it happened in and a one-line error; the
+pipeline itself never raises, so the agent goes on serving. Status writes wait out Redis
+outages; the log sink holds lines meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from overnight.agent.config import AgentConfig
+from overnight.agent.environments.base import Environment, Prepared, Process, RunRequest
+from overnight.agent.environments.docker.environment import DockerEnvironment
+from overnight.agent.environments.docker.process import DockerProcess
+from overnight.agent.gpus.hardware import hardware_info
+from overnight.agent.gpus.inventory import FakeInventory, GPUInventory
+from overnight.agent.run.monitor import (
+    DockerStatsSampler,
+    GPUProbe,
+    GPUSampler,
+    Monitor,
+    ProcessTreeSampler,
+    Sampler,
+)
+from overnight.agent.run.supervisor import CANCELED, TIMED_OUT, RunOutcome, supervise
+from overnight.agent.run.task import ActiveTask
+from overnight.agent.service.hostfaults import FaultHold, host_fault
+from overnight.agent.service.reconnect import Backoff, until_connected
+from overnight.agent.workspace.workspaces import Workspaces
+from overnight.errors import (
+    CorruptRecord,
+    EnvironmentBuildError,
+    InvalidTransition,
+    OvernightError,
+    ReconstructError,
+    SpecError,
+    TaskNotFound,
+    TaskRunError,
+)
+from overnight.queue.records import ACTIVE_STATUSES, Phase, TaskStatus
+from overnight.queue.store import TaskStore
+from overnight.spec import Snapshot
+from overnight.units import format_duration
+
+log = logging.getLogger(__name__)
+
+_POLITE = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+SHUTDOWN_EXITS = frozenset({-s for s in _POLITE} | {128 + s for s in _POLITE})
+"""Exit codes of a command a service manager or a shell stopped (128 + n: through a shell)."""
+MAX_HOST_FAULTS = 3
+"""Host faults (a full disk) a task may meet before it fails instead of going back again."""
+STOP_SIGNAL_WAIT = 0.5
+"""Seconds a failure waits for the agent's own stop signal: systemd signals all at once."""
+FIRST_SAMPLE = 1.0  # seconds from a task's start to its first resource sample, at most
+_PHASE_OF: tuple[tuple[type[OvernightError], Phase], ...] = (
+    (ReconstructError, Phase.WORKSPACE),
+    (EnvironmentBuildError, Phase.ENVIRONMENT),
+    (TaskRunError, Phase.RUN),
+    (SpecError, Phase.AGENT),
+    (CorruptRecord, Phase.AGENT),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ending:
+    """How a task ended on this agent, before it is written to its record."""
+
+    status: TaskStatus  # finished, failed, canceled; queued: hand it back (agent stopping)
+    phase: Phase | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    note: str = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    recorded: bool = True  # False: the record moved on without us (declared lost meanwhile)
+    host_faults: int = 0  # queued after a host fault: how many the task has met so far
+
+
+class Pipeline:
+    """Prepares and runs tasks; one instance per agent, used by all its task threads."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        store: TaskStore,
+        workspaces: Workspaces,
+        environment: Environment,
+        *,
+        agent_name: str,
+        inventory: GPUInventory | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.workspaces = workspaces
+        self.environment = environment
+        self.agent = agent_name
+        self.inventory = inventory or FakeInventory()
+        self.gpu_probe = GPUProbe(self.inventory, warn=log.warning)
+        self.stopping = threading.Event()  # the agent was asked to stop (drain or evict)
+        self.hold = FaultHold(config.fault_pause)  # no new tasks for a while after a host fault
+
+    def run(self, task: ActiveTask) -> Ending:
+        """Run ``task`` to its end and record it; never raises."""
+        return self._guarded(task, lambda: self._execute(task))
+
+    def resume(self, task: ActiveTask, process: Process) -> Ending:
+        """Supervise a task's process found running after an agent restart, and record it."""
+        record = task.record
+        timeout = record.options.timeout
+        if timeout is not None and record.started is not None:
+            timeout = max(0.0, timeout - (time.time() - record.started))
+
+        def watch() -> Ending:
+            outcome, resources = self._supervise(task, process, timeout)
+            return self._ended(task, outcome, {"resources": resources})
+
+        return self._guarded(task, watch)
+
+    def _guarded(self, task: ActiveTask, work: Callable[[], Ending]) -> Ending:
+        try:
+            ending = work()
+        except Exception as exc:  # a bug must cost one task, not the agent
+            log.error("task %s: agent error\n%s", task.task_id, traceback.format_exc())
+            ending = Ending(
+                TaskStatus.FAILED, Phase.AGENT, f"agent error: {type(exc).__name__}: {exc}"
+            )
+        self._record(task, ending)
+        return ending
+
+    # -- preparing and running ----------------------------------------------------------------
+
+    def _execute(self, task: ActiveTask) -> Ending:
+        say = task.sink.line
+        phase = Phase.WORKSPACE
+        extra: dict[str, Any] = {}
+        try:
+            snapshot = self._retry(lambda: self.store.load_snapshot(task.task_id))
+            if snapshot is None or task.should_stop():
+                return self._stopped(task, phase)
+            say(f"[overnight] agent {self.agent}: rebuilding the working tree")
+            workspace = self.workspaces.create(task.task_id, snapshot, say, task.should_stop)
+            if task.should_stop():
+                return self._stopped(task, phase)
+            phase = Phase.ENVIRONMENT
+            say(f"[overnight] preparing the {self.environment.name} environment")
+            prepared = self._prepare(task, snapshot)
+            extra["environment"] = _describe(self.environment, prepared)
+            self._warn(task, prepared)
+            if task.should_stop():
+                return self._stopped(task, phase, extra)
+            phase = Phase.RUN
+            extra["hardware"] = hardware_info(self.inventory, gpu_ids=task.gpu_ids)
+            self._retry(
+                lambda: self.store.transition(
+                    task.task_id,
+                    TaskStatus.RUNNING,
+                    expect={TaskStatus.PREPARING},
+                    held_by=self.agent,
+                    heartbeat_ttl=self.config.lost_ttl,
+                    extra=extra,
+                )
+            )
+            process = self.environment.start(prepared, self._request(task, snapshot, workspace))
+            outcome, resources = self._supervise(task, process, task.record.options.timeout)
+            extra["resources"] = resources
+        except InvalidTransition as exc:  # declared lost while Redis was away, and requeued
+            log.warning("task %s: %s; leaving it alone", task.task_id, exc)
+            return Ending(TaskStatus.FAILED, Phase.AGENT, str(exc), recorded=False)
+        except OvernightError as exc:
+            if task.should_stop() or self._shutting_down():
+                return self._stopped(task, phase, extra)
+            phase = next((p for cls, p in _PHASE_OF if isinstance(exc, cls)), phase)
+            fault = host_fault(exc)  # the run's own exit is no OvernightError: never one
+            if fault is not None:
+                return self._host_fault(task, fault, phase, exc)
+            return Ending(TaskStatus.FAILED, phase, _one_line(exc), extra=extra)
+        return self._ended(task, outcome, extra)
+
+    def _prepare(self, task: ActiveTask, snapshot: Snapshot) -> Prepared:
+        image = task.record.options.image
+        if isinstance(self.environment, DockerEnvironment):
+            return self.environment.prepare(
+                snapshot.spec, task.sink.line, task.should_stop, image=image
+            )
+        if image:
+            task.sink.line(f"[overnight] warning: image {image} ignored: this agent runs venvs")
+        return self.environment.prepare(snapshot.spec, task.sink.line, task.should_stop)
+
+    def _supervise(
+        self, task: ActiveTask, process: Process, timeout: float | None
+    ) -> tuple[RunOutcome, dict[str, Any]]:
+        """Stream, watch and stop the process; returns how it ended and its resource report."""
+        task.process = process
+        task.monitor = monitor = Monitor(
+            self._samplers(task, process),
+            interval=self.config.monitor_interval,
+            warn=lambda message: task.sink.line(f"[overnight] warning: {message}"),
+        )
+        # Sampling starts a moment later: a process just started is only its interpreter loading,
+        # and a task over by then is not worth reading every process on the host for.
+        starter = threading.Timer(min(self.config.monitor_interval, FIRST_SAMPLE), monitor.start)
+        starter.daemon = True
+        starter.start()
+        try:
+            outcome = supervise(
+                process,
+                task.sink,
+                should_stop=task.should_stop,
+                timeout=timeout,
+                grace=self._grace(task),
+            )
+        finally:
+            starter.cancel()
+            starter.join()  # a start under way has finished: stop() then sees its thread
+            monitor.stop()
+        return outcome, monitor.report()
+
+    def _samplers(self, task: ActiveTask, process: Process) -> list[Sampler]:
+        samplers: list[Sampler] = []
+        if isinstance(process, DockerProcess):
+            container = process.container
+            samplers.append(DockerStatsSampler(lambda: container.stats(stream=False)))
+        elif task.pid is not None:
+            samplers.append(ProcessTreeSampler(task.pid))
+        if task.gpu_ids:
+            samplers.append(GPUSampler(self.gpu_probe, task.gpu_ids))
+        return samplers
+
+    def _ended(
+        self, task: ActiveTask, outcome: RunOutcome, extra: dict[str, Any] | None = None
+    ) -> Ending:
+        extra = {**(extra or {}), "run": {"duration": round(outcome.duration, 3)}}
+        if outcome.dropped_lines:
+            extra["run"]["dropped_log_lines"] = outcome.dropped_lines
+        code = outcome.exit_code
+        if outcome.reason == CANCELED:
+            return self._stopped(task, Phase.RUN, extra, code)
+        if outcome.reason == TIMED_OUT:
+            return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
+        if code in SHUTDOWN_EXITS and self._shutting_down():
+            return Ending(
+                TaskStatus.QUEUED,
+                note=f"{outcome.how()} while agent {self.agent} was stopping (its service or host "
+                "shutting down); requeued at the front",
+                extra=extra,
+            )
+        if code == 0:
+            return Ending(TaskStatus.FINISHED, exit_code=0, extra=extra)
+        return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
+
+    def _host_fault(self, task: ActiveTask, fault: str, phase: Phase, exc: BaseException) -> Ending:
+        """Put the task back at the front and hold off new tasks: the host is at fault. A task
+        that met ``MAX_HOST_FAULTS`` of them fails: it may never fit (an environment larger
+        than any agent's disk)."""
+        self.hold.hold(f"{fault} during {phase.value}")
+        pause = format_duration(self.config.fault_pause)
+        task.sink.line(f"[overnight] {_one_line(exc)}")
+        met = int(task.record.extra.get("host_faults", 0)) + 1
+        if met >= MAX_HOST_FAULTS:
+            return Ending(
+                TaskStatus.FAILED, phase, f"{_one_line(exc)} ({met} times, each on a full disk)"
+            )
+        log.warning(
+            "task %s: %s during %s; it goes back to the front of its queue and this agent takes "
+            "no task for %s",
+            task.task_id,
+            fault,
+            phase.value,
+            pause,
+        )
+        return Ending(
+            TaskStatus.QUEUED,
+            note=f"agent {self.agent}: {fault} during {phase.value}; requeued at the front, "
+            f"the agent pauses {pause}",
+            host_faults=met,
+        )
+
+    def _shutting_down(self) -> bool:
+        """Whether the agent is stopping, its stop signal given a moment to arrive: a service
+        manager (systemd's stop, a reboot) signals the agent and its tasks at once, so what
+        failed may have failed because of it."""
+        return self.stopping.wait(STOP_SIGNAL_WAIT)
+
+    def _stopped(
+        self,
+        task: ActiveTask,
+        phase: Phase,
+        extra: dict[str, Any] | None = None,
+        code: int | None = None,
+    ) -> Ending:
+        if task.taken.is_set():
+            return Ending(TaskStatus.FAILED, phase, task.taken_why, code, recorded=False)
+        if task.canceled.is_set():
+            where = "while running" if phase is Phase.RUN else f"during {phase.value}"
+            return Ending(TaskStatus.CANCELED, phase, None, code, f"canceled {where}", extra or {})
+        return Ending(
+            TaskStatus.QUEUED,
+            note=f"agent {self.agent} shut down during {phase.value}; requeued at the front",
+            extra=extra or {},
+        )
+
+    def _request(self, task: ActiveTask, snapshot: Snapshot, workspace: Any) -> RunRequest:
+        record = task.record
+        env = dict(snapshot.spec.env)
+        env.update(
+            OVERNIGHT_TASK_ID=record.id,
+            OVERNIGHT_TASK_NAME=record.name or "",
+            OVERNIGHT_ATTEMPT=str(record.attempt),
+            OVERNIGHT_QUEUE=record.options.queue,
+            OVERNIGHT_AGENT=self.agent,
+            OVERNIGHT_AGENT_PID=str(os.getpid()),
+            CUDA_VISIBLE_DEVICES=",".join(task.gpu_ids),
+            CUDA_DEVICE_ORDER="PCI_BUS_ID",
+        )
+        return RunRequest(
+            task_id=record.id,
+            argv=snapshot.spec.argv,
+            workspace=workspace,
+            workdir=snapshot.spec.workdir,
+            env=env,
+            gpu_ids=task.gpu_ids,
+            labels={"overnight.agent": self.agent, "overnight.attempt": str(record.attempt)},
+        )
+
+    def _grace(self, task: ActiveTask) -> float:
+        grace = task.record.options.grace
+        return self.config.grace if grace is None else grace
+
+    def _warn(self, task: ActiveTask, prepared: Prepared) -> None:
+        for warning in prepared.warnings:
+            task.sink.line(f"[overnight] warning: {warning}")
+            self._retry(lambda w=warning: self.store.add_note(task.task_id, w))
+
+    # -- recording the end --------------------------------------------------------------------
+
+    def _record(self, task: ActiveTask, ending: Ending) -> None:
+        """Write the ending once Redis answers (logs first), then free the workspace."""
+        task.ended.set()  # the run is over: what its heartbeats find is for this write to judge
+        if ending.status.is_final and ending.error:
+            where = f" in {ending.phase.value}" if ending.phase is not None else ""
+            task.sink.line(f"[overnight] {ending.status.value}{where}: {ending.error}")
+        backoff = Backoff(longest=self.config.max_backoff)
+        while not task.sink.flush():
+            backoff.wait(ConnectionError("the task's log cannot be written"))
+        if ending.recorded:
+            try:
+                self._retry(lambda: self._write(task, ending))
+            except (InvalidTransition, CorruptRecord, TaskNotFound) as exc:
+                # Moved on, damaged, or gone (a Redis that came back empty): nothing to write.
+                log.warning("task %s: %s; its result here was not recorded", task.task_id, exc)
+        task.sink.close()
+        if isinstance(task.process, DockerProcess):
+            task.process.remove()  # its output and exit code are saved now
+        try:
+            self.workspaces.remove(task.task_id)
+        except OSError as exc:
+            log.warning("task %s: cannot remove its workspace: %s", task.task_id, exc)
+
+    def _write(self, task: ActiveTask, ending: Ending) -> None:
+        if ending.status is TaskStatus.QUEUED:
+            kept: dict[str, Any] = {"host_faults": ending.host_faults} if ending.host_faults else {}
+            self.store.transition(
+                task.task_id,
+                TaskStatus.QUEUED,
+                expect=ACTIVE_STATUSES,
+                held_by=self.agent,
+                at_front=True,
+                note=ending.note,
+                extra=kept,  # a queued task keeps no run's extra; this count it keeps
+            )
+            return
+        fields: dict[str, Any] = {"extra": ending.extra}
+        if ending.exit_code is not None:
+            fields["exit_code"] = ending.exit_code
+        if ending.status is TaskStatus.FAILED:
+            fields.update(phase=ending.phase, error=ending.error)
+        elif ending.status is TaskStatus.CANCELED:
+            fields.update(phase=ending.phase)
+        self.store.transition(
+            task.task_id,
+            ending.status,
+            expect=ACTIVE_STATUSES,
+            held_by=self.agent,
+            note=ending.note or (ending.error or ""),
+            **fields,
+        )
+
+    def _retry(self, call: Any) -> Any:
+        return until_connected(call, Backoff(longest=self.config.max_backoff))
+
+
+def _describe(environment: Environment, prepared: Prepared) -> dict[str, Any]:
+    return {
+        "mode": environment.name,
+        "key": prepared.key,
+        "built": prepared.built,
+        "python": prepared.python,
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
