@@ -136,10 +136,13 @@ def test_a_namesake_whose_process_died_on_this_host_is_replaced(
 
 
 def test_an_agent_refuses_a_foreign_job_without_its_webhooks_or_callbacks(
-    redis_url: str, tmp_path: Path, venv_cache: Path, monkeypatch: pytest.MonkeyPatch
+    conn: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    venv_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     module, canary = canary_module(tmp_path, monkeypatch)
-    conn = redis.Redis.from_url(redis_url)
     with listener() as (url, requests):
         hook = Webhook(url, "failed", method="POST", headers={"X-Secret": "agent"})
         job = Queue("q", connection=conn, serializer=JSONSerializer).enqueue_call(
@@ -158,4 +161,3 @@ def test_an_agent_refuses_a_foreign_job_without_its_webhooks_or_callbacks(
     queue = Queue("q", connection=conn, serializer=JSONSerializer)
     assert queue.failed_job_registry.get_job_ids() == [job.id]
     assert job.ended_at is not None
-    conn.close()
