@@ -20,16 +20,9 @@ import time
 
 import psutil
 
+from overnight.agent.environments.docker.stats import DockerStatsSampler, container_pids
 from overnight.agent.gpus.inventory import FakeInventory, GPUInventory, open_inventory
-from overnight.agent.run.monitor import (
-    DockerStatsSampler,
-    GPUProbe,
-    GPUSampler,
-    Monitor,
-    ProcessTreeSampler,
-    Sampler,
-    container_pids,
-)
+from overnight.agent.run.monitor import GPUProbe, GPUSampler, Monitor, ProcessTreeSampler, Sampler
 
 BASE_IMAGE = "overnight-base:bookworm"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from overnight.agent.config import AgentConfig, load_agent_config
+from overnight.agent.config import ENV_MODES, AgentConfig, load_agent_config
 from overnight.agent.environments.base import Environment
 from overnight.agent.gpus.inventory import GPUInventory, open_inventory, parse_gpu_list
 from overnight.agent.run.isolation import (
@@ -30,7 +30,6 @@ from overnight.agent.run.isolation import (
     keep_private,
     private_folders,
 )
-from overnight.agent.run.taskenv import TaskEnv
 from overnight.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,13 +68,7 @@ def make_environment(
         )
     from overnight.agent.environments.venv.environment import VenvEnvironment
 
-    return VenvEnvironment(
-        config.cache_path,
-        max_envs=config.max_envs,
-        max_gb=config.max_env_gb,
-        env=TaskEnv.from_config(config, host_env),
-        task_users=task_users,
-    )
+    return VenvEnvironment.from_config(config, host_env, task_users=task_users)
 
 
 def _docker_client() -> Any:
@@ -147,7 +140,7 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
 )
 @click.option(
     "--env-mode",
-    type=click.Choice(["auto", "venv", "docker"]),
+    type=click.Choice(ENV_MODES),
     help="Where tasks run (default auto: docker when an engine answers, else venv).",
 )
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")

@@ -13,11 +13,11 @@ starts and stops it when it ends::
                                                      # the store keeps the series in its own key
 
 A sampler is anything with a ``name`` and a ``sample() -> Mapping[str, float]`` (the
-:class:`Sampler` protocol): :class:`DockerStatsSampler` wraps ``container.stats(stream=False)``
-for tasks in containers. A sampler that raises is switched off for that task with one warning; GPU
-errors switch GPU sampling off for the whole agent (:class:`GPUProbe`), also with one warning.
-Nothing a sampler does ever reaches the task. :func:`task_pids` (a container's host pids, or a
-local process tree) is what the allocator counts as the agent's own GPU use.
+:class:`Sampler` protocol); a task's process says which read its CPU and memory
+(``Process.samplers()``: a process tree's here, a container's in the docker environment). A
+sampler that raises is switched off for that task with one warning; GPU errors switch GPU
+sampling off for the whole agent (:class:`GPUProbe`), also with one warning. Nothing a sampler
+does ever reaches the task.
 
 Metric names: ``cpu_pct`` (percent of one core, summed over the tree), ``rss_mb`` (summed RSS, so
 pages shared between forked workers count once per process), ``processes``, ``gpu<ID>.util_pct``,
@@ -36,8 +36,6 @@ from typing import Any, Protocol
 
 import psutil
 
-from overnight.agent.environments.base import Process
-from overnight.agent.environments.docker.process import DockerProcess
 from overnight.agent.gpus.inventory import GPUInventory
 
 _MB = 1024 * 1024
@@ -58,28 +56,6 @@ def tree_pids(pid: int) -> set[int]:
         return {root.pid, *(child.pid for child in root.children(recursive=True))}
     except psutil.Error:
         return set()
-
-
-def container_pids(container: Any) -> set[int]:
-    """Host pids of every process in a running container (``docker top``); empty once it stopped."""
-    try:
-        top = container.top()
-    except Exception:  # stopped, removed, engine away: no processes to count as the task's
-        return set()
-    titles = list(top.get("Titles") or [])
-    if "PID" not in titles:
-        return set()
-    column = titles.index("PID")
-    return {int(row[column]) for row in top.get("Processes") or [] if str(row[column]).isdigit()}
-
-
-def task_pids(process: Process | None) -> set[int]:
-    """Every process of a task: a container's (host pids) or a local process tree's."""
-    if process is None:
-        return set()
-    if isinstance(process, DockerProcess):
-        return container_pids(process.container)
-    return tree_pids(int(process.ident)) if process.ident.isdigit() else set()
 
 
 class ProcessTreeSampler:
@@ -125,39 +101,6 @@ class ProcessTreeSampler:
         if last is not None and now > last:
             values["cpu_pct"] = 100.0 * cpu_delta / (now - last)
         return values
-
-
-class DockerStatsSampler:
-    """CPU percent and memory of a container, from a ``container.stats(stream=False)`` callable."""
-
-    name = "docker"
-
-    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
-        self._stats = stats
-        self._previous: tuple[float, float] | None = None  # (container ns, system ns)
-
-    def sample(self) -> Mapping[str, float]:
-        stats = self._stats()
-        values: dict[str, float] = {}
-        memory = stats.get("memory_stats") or {}
-        if "usage" in memory:
-            inner = memory.get("stats") or {}
-            cache = inner.get("inactive_file", inner.get("total_inactive_file", 0))
-            values["rss_mb"] = max(0, memory["usage"] - cache) / _MB
-        cpu = _cpu_counters(stats.get("cpu_stats"))
-        before = _cpu_counters(stats.get("precpu_stats")) or self._previous
-        if cpu is not None:
-            self._previous = cpu
-        if cpu is not None and before is not None and cpu[1] > before[1]:
-            cores = (stats.get("cpu_stats") or {}).get("online_cpus") or 1
-            values["cpu_pct"] = 100.0 * cores * (cpu[0] - before[0]) / (cpu[1] - before[1])
-        return values
-
-
-def _cpu_counters(block: Mapping[str, Any] | None) -> tuple[float, float] | None:
-    if not block or not block.get("system_cpu_usage"):
-        return None
-    return float(block["cpu_usage"]["total_usage"]), float(block["system_cpu_usage"])
 
 
 class GPUProbe:

@@ -22,18 +22,9 @@ from typing import Any
 
 from overnight.agent.config import AgentConfig
 from overnight.agent.environments.base import Environment, Prepared, Process, RunRequest
-from overnight.agent.environments.docker.environment import DockerEnvironment
-from overnight.agent.environments.docker.process import DockerProcess
 from overnight.agent.gpus.hardware import hardware_info
 from overnight.agent.gpus.inventory import FakeInventory, GPUInventory
-from overnight.agent.run.monitor import (
-    DockerStatsSampler,
-    GPUProbe,
-    GPUSampler,
-    Monitor,
-    ProcessTreeSampler,
-    Sampler,
-)
+from overnight.agent.run.monitor import GPUProbe, GPUSampler, Monitor, Sampler
 from overnight.agent.run.supervisor import CANCELED, TIMED_OUT, RunOutcome, supervise
 from overnight.agent.run.task import ActiveTask
 from overnight.agent.service.hostfaults import FaultHold, host_fault
@@ -154,8 +145,10 @@ class Pipeline:
                 return self._stopped(task, phase)
             phase = Phase.ENVIRONMENT
             say(f"[overnight] preparing the {self.environment.name} environment")
-            prepared = self._prepare(task, snapshot)
-            extra["environment"] = _describe(self.environment, prepared)
+            prepared = self.environment.prepare(
+                snapshot.spec, task.sink.line, task.should_stop, image=task.record.options.image
+            )
+            extra["environment"] = self.environment.describe(prepared)
             self._warn(task, prepared)
             if task.should_stop():
                 return self._stopped(task, phase, extra)
@@ -187,16 +180,6 @@ class Pipeline:
             return Ending(TaskStatus.FAILED, phase, _one_line(exc), extra=extra)
         return self._ended(task, outcome, extra)
 
-    def _prepare(self, task: ActiveTask, snapshot: Snapshot) -> Prepared:
-        image = task.record.options.image
-        if isinstance(self.environment, DockerEnvironment):
-            return self.environment.prepare(
-                snapshot.spec, task.sink.line, task.should_stop, image=image
-            )
-        if image:
-            task.sink.line(f"[overnight] warning: image {image} ignored: this agent runs venvs")
-        return self.environment.prepare(snapshot.spec, task.sink.line, task.should_stop)
-
     def _supervise(
         self, task: ActiveTask, process: Process, timeout: float | None
     ) -> tuple[RunOutcome, dict[str, Any]]:
@@ -227,12 +210,7 @@ class Pipeline:
         return outcome, monitor.report()
 
     def _samplers(self, task: ActiveTask, process: Process) -> list[Sampler]:
-        samplers: list[Sampler] = []
-        if isinstance(process, DockerProcess):
-            container = process.container
-            samplers.append(DockerStatsSampler(lambda: container.stats(stream=False)))
-        elif task.pid is not None:
-            samplers.append(ProcessTreeSampler(task.pid))
+        samplers = process.samplers()
         if task.gpu_ids:
             samplers.append(GPUSampler(self.gpu_probe, task.gpu_ids))
         return samplers
@@ -360,8 +338,8 @@ class Pipeline:
                 # Moved on, damaged, or gone (a Redis that came back empty): nothing to write.
                 log.warning("task %s: %s; its result here was not recorded", task.task_id, exc)
         task.sink.close()
-        if isinstance(task.process, DockerProcess):
-            task.process.remove()  # its output and exit code are saved now
+        if task.process is not None:
+            task.process.discard()  # its output and exit code are saved now
         try:
             self.workspaces.remove(task.task_id)
         except OSError as exc:
@@ -398,15 +376,6 @@ class Pipeline:
 
     def _retry(self, call: Any) -> Any:
         return until_connected(call, Backoff(longest=self.config.max_backoff))
-
-
-def _describe(environment: Environment, prepared: Prepared) -> dict[str, Any]:
-    return {
-        "mode": environment.name,
-        "key": prepared.key,
-        "built": prepared.built,
-        "python": prepared.python,
-    }
 
 
 def _one_line(exc: BaseException) -> str:

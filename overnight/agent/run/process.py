@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from overnight.agent.environments.base import Process
+from overnight.agent.run.monitor import ProcessTreeSampler, Sampler, tree_pids
 from overnight.errors import TaskRunError
 
 READ_SIZE = 64 * 1024
@@ -122,6 +123,13 @@ class LocalProcess(Process):
     @property
     def pid(self) -> int:
         return self._popen.pid
+
+    def pids(self) -> set[int]:
+        """The process and all its descendants now alive."""
+        return tree_pids(self.pid)
+
+    def samplers(self) -> list[Sampler]:
+        return [ProcessTreeSampler(self.pid)]
 
     def _signal_group(self, sig: signal.Signals) -> None:
         # The group outlives its leader while children remain, so this also reaches processes

@@ -34,12 +34,6 @@ class ActiveTask:
     def task_id(self) -> str:
         return self.record.id
 
-    @property
-    def pid(self) -> int | None:
-        """The local process id of the task's command (None for containers, or before start)."""
-        ident = self.process.ident if self.process is not None else ""
-        return int(ident) if ident.isdigit() else None
-
     def should_stop(self) -> bool:
         return self.canceled.is_set() or self.evicted.is_set() or self.taken.is_set()
 

@@ -1,9 +1,10 @@
-"""Taking back task containers after an agent restart (docker mode).
+"""Taking back task processes after an agent restart (docker mode's containers).
 
-A container outlives its agent. When an agent starts again under the same name, it finds its
-own task containers by label: a task its record still shows running on this agent is adopted
-(its log continues where it stopped, its end is recorded as usual, a cancel stops it); any other
-container (its task was canceled, declared lost or is unknown) is removed.
+A task may outlive its agent (a container does). When an agent starts again under the same name,
+its environment finds its own task processes (``Environment.adopt``: containers by label): a task
+its record still shows running on this agent is adopted (its log continues where it stopped, its
+end is recorded as usual, a cancel stops it); any other (its task was canceled, declared lost or
+is unknown) is removed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from overnight.agent.environments.docker.environment import AdoptedTask, DockerEnvironment
+from overnight.agent.environments.base import AdoptedTask, Environment
 from overnight.agent.run.pipeline import Ending
 from overnight.agent.run.task import ActiveTask
 from overnight.errors import CorruptRecord, TaskNotFound
@@ -23,8 +24,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def adopt_containers(daemon: Daemon, environment: DockerEnvironment) -> list[str]:
-    """Adopt this agent's live task containers; returns the ids of the tasks adopted."""
+def adopt_containers(daemon: Daemon, environment: Environment) -> list[str]:
+    """Adopt this agent's task processes that outlived its last run (containers); returns the
+    ids of the tasks adopted."""
     adopted = []
     for found in environment.adopt():
         if found.task_id in {t.task_id for t in daemon.active_tasks()}:
@@ -32,17 +34,18 @@ def adopt_containers(daemon: Daemon, environment: DockerEnvironment) -> list[str
         try:
             record = daemon.store.get(found.task_id)
         except (TaskNotFound, CorruptRecord) as exc:
-            log.warning("removing container of task %s: %s", found.task_id or "?", exc)
-            found.process.remove()
+            log.warning("removing %s of task %s: %s", found.what, found.task_id or "?", exc)
+            found.discard()
             continue
         if record.status not in ACTIVE_STATUSES or record.agent != daemon.name:
             log.warning(
-                "removing container of task %s: it is %s%s",
+                "removing %s of task %s: it is %s%s",
+                found.what,
                 record.id,
                 record.status.value,
                 f" on agent {record.agent}" if record.agent != daemon.name else "",
             )
-            found.process.remove()
+            found.discard()
             continue
         _adopt(daemon, found, record.gpu_ids)
         adopted.append(record.id)
@@ -61,13 +64,14 @@ def _adopt(daemon: Daemon, found: AdoptedTask, gpu_ids: tuple[str, ...]) -> None
             daemon.config.gpus,
             ",".join(booked) or "none",
         )
-    tail = daemon.store.logs.tail(task_id, 20)  # matched against the container's own log
+    tail = daemon.store.logs.tail(task_id, 20)  # matched against the process's own output
     process = found.process_after([(entry.time, entry.line) for entry in tail])
     state = "still running" if found.running else f"exited with {found.exit_code}"
-    log.info("task %s: adopting its container %s (%s)", task_id, process.ident[:12], state)
+    what = found.what
+    log.info("task %s: adopting its %s %s (%s)", task_id, what, process.ident[:12], state)
 
     def resume(task: ActiveTask) -> Ending:
-        task.sink.line(f"[overnight] agent {daemon.name} restarted; container {state}, adopted")
+        task.sink.line(f"[overnight] agent {daemon.name} restarted; {what} {state}, adopted")
         return daemon.pipeline.resume(task, process)
 
     daemon.launch(daemon.store.get(task_id), gpu_ids, run=resume)

@@ -24,12 +24,10 @@ import redis
 
 from overnight.agent.config import AgentConfig
 from overnight.agent.environments.base import Environment
-from overnight.agent.environments.docker.environment import DockerEnvironment
 from overnight.agent.gpus.allocator import Allocator
 from overnight.agent.gpus.hardware import hardware_info
 from overnight.agent.gpus.inventory import GPUInventory
 from overnight.agent.run.logsink import LogSink
-from overnight.agent.run.monitor import task_pids
 from overnight.agent.run.pipeline import Ending, Pipeline
 from overnight.agent.run.task import ActiveTask
 from overnight.agent.service.adoption import adopt_containers
@@ -132,7 +130,8 @@ class Daemon:
 
     def own_pids(self) -> set[int]:
         """Every process of every task this agent runs (GPU memory they hold is not foreign)."""
-        return set().union(*(task_pids(task.process) for task in self.active_tasks()))
+        processes = [task.process for task in self.active_tasks()]
+        return set().union(*(process.pids() for process in processes if process is not None))
 
     @property
     def paused(self) -> bool:
@@ -173,8 +172,7 @@ class Daemon:
         """Serve until stopped (or, with ``burst``, until the queues are empty)."""
         until_connected(self._register, self._backoff)
         environment = self.pipeline.environment
-        if isinstance(environment, DockerEnvironment):
-            until_connected(lambda: adopt_containers(self, environment), self._backoff)
+        until_connected(lambda: adopt_containers(self, environment), self._backoff)
         until_connected(self._remove_leftovers, self._backoff)
         self.control.start()
         log.info("agent %s serving %s", self.name, ", ".join(self.config.queues))

@@ -14,18 +14,14 @@ import pytest
 
 from overnight.agent.gpus.inventory import FakeInventory
 from overnight.agent.run.monitor import (
-    DockerStatsSampler,
     GPUProbe,
     GPUSampler,
     Monitor,
     ProcessTreeSampler,
     Series,
-    container_pids,
     describe_resources,
-    task_pids,
     tree_pids,
 )
-from overnight.agent.run.process import LocalProcess
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import enqueue
@@ -90,19 +86,6 @@ def test_process_tree_gone_is_no_sample() -> None:
     proc.wait()
     assert ProcessTreeSampler(proc.pid).sample() == {}
     assert tree_pids(proc.pid) == set()
-
-
-def test_task_pids_of_a_local_process_tree(tmp_path: Path) -> None:
-    assert task_pids(None) == set()
-    proc = LocalProcess(["sh", "-c", "sleep 30 & exec sleep 31"], cwd=tmp_path, env={})
-    try:
-        wait_until(lambda: len(task_pids(proc)) == 2)
-        assert proc.pid in task_pids(proc)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.close()
-    assert task_pids(proc) == set()
 
 
 def test_monitor_samples_tree_and_fake_gpus(busy_tree: subprocess.Popen[str]) -> None:
@@ -205,68 +188,6 @@ def test_series_is_bounded_and_keeps_the_whole_run() -> None:
     assert series.summary()["peak"] == 999.0
     assert series.summary()["mean"] == pytest.approx(499.5)
     assert series.samples == 100_000
-
-
-def test_docker_stats_cgroup_v2_with_precpu() -> None:
-    stats = {
-        "cpu_stats": {
-            "cpu_usage": {"total_usage": 3_000_000_000},
-            "system_cpu_usage": 110_000_000_000,
-            "online_cpus": 4,
-        },
-        "precpu_stats": {
-            "cpu_usage": {"total_usage": 1_000_000_000},
-            "system_cpu_usage": 100_000_000_000,
-        },
-        "memory_stats": {"usage": 300 * 1024 * 1024, "stats": {"inactive_file": 100 * 1024 * 1024}},
-    }
-    values = DockerStatsSampler(lambda: stats).sample()
-    # 2 s of CPU over 10 s of system time on 4 cores: 0.8 of one core
-    assert values == {"rss_mb": 200.0, "cpu_pct": pytest.approx(80.0)}
-
-
-def test_docker_stats_one_shot_rates_against_the_previous_sample() -> None:
-    samples: Iterator[Mapping[str, Any]] = iter(
-        [
-            {
-                "cpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 1e9},
-                "precpu_stats": {"cpu_usage": {"total_usage": 0}},
-                "memory_stats": {"usage": 50 * 1024 * 1024, "stats": {"total_inactive_file": 0}},
-            },
-            {
-                "cpu_stats": {
-                    "cpu_usage": {"total_usage": 1e9},
-                    "system_cpu_usage": 3e9,
-                    "online_cpus": 2,
-                },
-                "memory_stats": {},
-            },
-        ]
-    )
-    sampler = DockerStatsSampler(lambda: next(samples))
-    assert sampler.sample() == {"rss_mb": 50.0}
-    assert sampler.sample() == {"cpu_pct": pytest.approx(100.0)}
-
-
-@pytest.mark.docker
-def test_docker_stats_of_a_real_container(docker_engine: Any) -> None:
-    container = docker_engine.containers.run(
-        "overnight-base:bookworm",
-        ["python3", "-c", "x = bytearray(80 * 1024 * 1024)\nwhile True: x[0] = 1"],
-        detach=True,
-        labels={"overnight.test": "monitor"},
-    )
-    try:
-        sampler = DockerStatsSampler(lambda: container.stats(stream=False))
-        values = sampler.sample()
-        assert values["rss_mb"] > 60
-        assert values["cpu_pct"] > 0
-        # The container's processes as the host numbers them (NVML reports host pids).
-        container.reload()
-        assert int(container.attrs["State"]["Pid"]) in container_pids(container)
-    finally:
-        container.remove(force=True)
-    assert container_pids(container) == set()  # gone: nothing to count as the task's
 
 
 def test_describe_resources_for_show() -> None:

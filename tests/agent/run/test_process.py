@@ -8,6 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from overnight.agent.run.monitor import ProcessTreeSampler
 from overnight.agent.run.process import LocalProcess
 from overnight.errors import TaskRunError
 
@@ -115,3 +116,20 @@ def test_wait_returns_when_the_process_ends_not_when_the_timeout_does(tmp_path: 
     )
     proc.close()
     assert proc.wait(timeout=3600) == 0  # a wait that slept out its timeout would hit pytest's
+
+
+def test_pids_and_samplers_are_the_process_tree(tmp_path: Path) -> None:
+    proc = LocalProcess(["sh", "-c", "sleep 30 & exec sleep 31"], cwd=tmp_path, env={})
+    try:
+        deadline = time.monotonic() + 60
+        while len(proc.pids()) < 2:
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.02)
+        assert proc.pid in proc.pids()
+        (sampler,) = proc.samplers()
+        assert isinstance(sampler, ProcessTreeSampler) and sampler.pid == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.close()
+    assert proc.pids() == set()

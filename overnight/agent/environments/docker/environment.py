@@ -20,14 +20,14 @@ import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import docker
 import docker.errors
 import docker.types
 
 from overnight.agent.config import AgentConfig
-from overnight.agent.environments.base import Environment, Prepared, RunRequest
+from overnight.agent.environments.base import AdoptedTask, Environment, Prepared, RunRequest
 from overnight.agent.environments.docker.build import NOBODY, WORKSPACE, Installer, confined
 from overnight.agent.environments.docker.images import EnvImages
 from overnight.agent.environments.docker.process import DockerProcess, resume_point
@@ -54,8 +54,10 @@ def cannot_hand_gpus(why: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class AdoptedTask:
+class AdoptedContainer(AdoptedTask):
     """A container this agent started before it restarted, found again by its labels."""
+
+    what: ClassVar[str] = "container"
 
     task_id: str
     container: Any  # docker.models.containers.Container
@@ -77,6 +79,9 @@ class AdoptedTask:
     def process_after(self, stored: Sequence[tuple[float, str]]) -> DockerProcess:
         """A process whose output starts after the task log's ``stored`` tail (time, line)."""
         return self.process_since(resume_point(self.container, stored))
+
+    def discard(self) -> None:
+        self.process.discard()
 
 
 class DockerEnvironment(Environment):
@@ -328,7 +333,7 @@ class DockerEnvironment(Environment):
                 return str(image.id)
         return None
 
-    def adopt(self) -> list[AdoptedTask]:
+    def adopt(self) -> list[AdoptedContainer]:
         """This agent's task containers, running or exited, found by their labels.
 
         Also removes install and GPU probe containers this agent left when it died mid-way.
@@ -351,7 +356,7 @@ class DockerEnvironment(Environment):
             status = str(state.get("Status", container.status))
             done = status in ("exited", "dead")
             found.append(
-                AdoptedTask(
+                AdoptedContainer(
                     task_id=str(container.labels.get("overnight.task", "")),
                     container=container,
                     state=status,

@@ -18,7 +18,9 @@ import docker.errors
 import requests.exceptions
 
 from overnight.agent.environments.base import Process
+from overnight.agent.environments.docker.stats import DockerStatsSampler, container_pids
 from overnight.agent.run.logbatch import LineAssembler
+from overnight.agent.run.monitor import Sampler
 
 _STREAM_ERRORS = (requests.exceptions.RequestException, docker.errors.APIError, OSError)
 _MATCHED = 5  # stored lines matched against the container's log to find where to resume
@@ -112,7 +114,14 @@ class DockerProcess(Process):
     def kill(self) -> None:
         self._signal("SIGKILL")
 
-    def remove(self) -> None:
+    def pids(self) -> set[int]:
+        return container_pids(self.container)
+
+    def samplers(self) -> list[Sampler]:
+        container = self.container
+        return [DockerStatsSampler(lambda: container.stats(stream=False))]
+
+    def discard(self) -> None:
         """Delete the container; call once its output and exit code are saved."""
         try:
             self.container.remove(force=True, v=True)

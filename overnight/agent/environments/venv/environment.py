@@ -21,10 +21,11 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from overnight.agent.config import AgentConfig
 from overnight.agent.environments.base import Environment, Prepared, Process, RunRequest
 from overnight.agent.progress import ProgressLine, StopCheck
 from overnight.agent.environments.cachekeys import environment_key, normalize_requirements
@@ -86,6 +87,24 @@ class VenvEnvironment(Environment):
         self._leases: dict[int, weakref.finalize[..., Prepared]] = {}
         self._memo_lock = threading.Lock()
 
+    @classmethod
+    def from_config(
+        cls,
+        config: AgentConfig,
+        environ: Mapping[str, str],
+        *,
+        task_users: TaskUsers | None = None,
+    ) -> VenvEnvironment:
+        """The environment an agent with ``config`` runs; ``environ`` is the agent's own, of
+        which tasks see an allowlist, and ``task_users`` the uids tasks run as (None: its own)."""
+        return cls(
+            config.cache_path,
+            max_envs=config.max_envs,
+            max_gb=config.max_env_gb,
+            env=TaskEnv.from_config(config, environ),
+            task_users=task_users,
+        )
+
     # -- what defines an environment -------------------------------------------------------
 
     def interpreter(self, recorded: str) -> Interpreter:
@@ -131,7 +150,7 @@ class VenvEnvironment(Environment):
                 ) from exc
         return self._uv_version
 
-    def key(self, spec: TaskSpec) -> str:
+    def key(self, spec: TaskSpec, *, image: str | None = None) -> str:
         interp = self.interpreter(spec.python)
         return self._key(interp, normalize_requirements(spec.requirements.text))
 
@@ -140,7 +159,11 @@ class VenvEnvironment(Environment):
 
     # -- prepare -----------------------------------------------------------------------------
 
-    def prepare(self, spec: TaskSpec, log: ProgressLine, should_stop: StopCheck) -> Prepared:
+    def prepare(
+        self, spec: TaskSpec, log: ProgressLine, should_stop: StopCheck, *, image: str | None = None
+    ) -> Prepared:
+        if image:
+            log(f"[overnight] warning: image {image} ignored: this agent runs venvs")
         interp = self.interpreter(spec.python)
         if interp.warning:
             log(f"[overnight] {interp.warning}")

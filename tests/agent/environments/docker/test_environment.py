@@ -158,7 +158,7 @@ def test_a_pinned_package_installs_through_the_proxy(
     proc = env.start(prepared, request(workspace(tmp_path), "python", "-c", check))
     out = b"".join(proc.output()).decode()
     assert proc.wait() == 0
-    proc.remove()
+    proc.discard()
     assert out.splitlines() == [
         f"{VENV}/lib/python{prepared.python[:4]}/site-packages/iniconfig/__init__.py",
         "False",  # neither the install files nor the build's own downloads
@@ -253,7 +253,7 @@ def test_uv_installs_when_the_image_has_it(docker_sandbox: DockerSandbox, tmp_pa
     assert any(line.startswith("overnight: installing the requirements with uv") for line in lines)
     proc = env.start(prepared, request(workspace(tmp_path), "python", "-c", "import iniconfig"))
     assert proc.wait() == 0, b"".join(proc.output())
-    proc.remove()
+    proc.discard()
     assert env.key(make_spec("iniconfig==2.0.0")) != env.key(
         make_spec("iniconfig==2.0.0"), image=with_uv
     )
@@ -383,7 +383,7 @@ def test_a_task_runs_with_its_output_exit_code_workdir_and_env(
     container = docker_sandbox.client.containers.get(proc.ident)
     assert container.labels["overnight.task"] == "t-run"
     assert container.labels["overnight.agent"] == docker_sandbox.agent_name
-    proc.remove()
+    proc.discard()
     assert not docker_sandbox.client.containers.list(all=True, filters={"id": proc.ident})
 
 
@@ -399,7 +399,7 @@ def test_files_written_by_the_task_belong_to_its_unprivileged_user(
     proc = env.start(prepared, request(ws, "sh", "-c", script))
     out = b"".join(proc.output())
     assert proc.wait() == 0, out
-    proc.remove()
+    proc.discard()
     uid, gid = (int(n) for n in user.split(":"))
     assert out == f"{uid}\n".encode()
     for path in (ws / "out.txt", ws / "d", ws / "d" / "f"):
@@ -414,7 +414,7 @@ def test_a_task_has_no_capabilities_and_cannot_gain_any(
     proc = start_script(docker_sandbox, tmp_path, script)
     out = b"".join(proc.output()).decode()
     assert proc.wait() == 0, out
-    proc.remove()
+    proc.discard()
     status = dict(line.split(":\t") for line in out.splitlines()[:-1])
     assert status == {
         "CapPrm": "0000000000000000",
@@ -445,7 +445,7 @@ def test_a_root_agent_hands_the_tree_to_the_configured_user(
     proc = env.start(prepared, request(ws, "sh", "-c", script))
     out = b"".join(proc.output())
     assert proc.wait() == 0, out
-    proc.remove()
+    proc.discard()
     assert out == b"4321\n"
     assert (ws / "object").read_text() == "object\nplanted\n"  # the task's own copy
     assert shared.read_text() == "object\n"
@@ -465,7 +465,7 @@ def test_terminate_lets_the_task_clean_up(docker_sandbox: DockerSandbox, tmp_pat
     proc.terminate()
     assert b"".join(chunks) == b"got-term\n"
     assert proc.wait() == 5
-    proc.remove()
+    proc.discard()
 
 
 def test_kill_stops_a_task_that_ignores_terminate(
@@ -478,7 +478,7 @@ def test_kill_stops_a_task_that_ignores_terminate(
     assert proc.wait(timeout=0.5) is None  # it ignores SIGTERM: still running after the grace
     proc.kill()
     assert proc.wait() == 137
-    proc.remove()
+    proc.discard()
 
 
 def test_a_restarted_agent_adopts_a_running_container(
@@ -511,7 +511,7 @@ def test_a_restarted_agent_adopts_a_running_container(
         assert b"".join(resumed.output()) == b"second\n"
         assert resumed.wait() == 7
         assert b"".join(adopted.process.output()) == b"first\nsecond\n"  # from the start
-        resumed.remove()
+        resumed.discard()
         assert restarted.adopt() == []
     finally:
         client.close()
@@ -548,7 +548,7 @@ def test_a_late_reader_resumes_after_the_last_stored_line_not_its_receive_time(
     replayed = DockerProcess(proc.container, since=resume_point(proc.container, nothing_yet))
     assert b"".join(replayed.output()).startswith(b"building-output-twin\ntick 0\n")
     assert resume_point(proc.container, []) is None
-    proc.remove()
+    proc.discard()
 
 
 def test_a_container_that_exited_while_the_agent_was_down_reports_its_status(
@@ -575,7 +575,7 @@ def test_supervise_streams_a_container_and_kills_it_after_the_grace(
         timeout=None,
         grace=0.5,
     )
-    proc.remove()
+    proc.discard()
     assert (outcome.reason, outcome.exit_code, outcome.killed) == (CANCELED, 137, True)
     assert lines == ["started", "ignoring-term"]
 
@@ -591,7 +591,7 @@ def test_removals_at_once_of_one_container_all_succeed(
 
     def remove(handle: DockerProcess) -> None:
         try:
-            handle.remove()
+            handle.discard()
         except BaseException as exc:
             errors.append(exc)
 
@@ -634,7 +634,7 @@ def test_an_assigned_gpu_is_visible_in_the_container(
         pytest.skip(f"this Docker engine cannot hand out GPUs: {exc}")
     out = b"".join(proc.output()).decode()
     assert proc.wait() == 0, out
-    proc.remove()
+    proc.discard()
     gpus = [line for line in out.splitlines() if line.startswith("GPU ")]
     assert len(gpus) == 1 and out.splitlines()[-1] == "0"
 
