@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 _SIZES = ("KB", "MB", "GB", "TB")
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
 
 def format_bytes(size: float) -> str:
@@ -18,23 +17,20 @@ def format_bytes(size: float) -> str:
 
 
 def format_duration(seconds: float | None) -> str:
-    """At most two units, the second zero-padded and left out when zero: ``3d4h``, ``8h``,
-    ``1h02m``, ``4m05s``, ``12s``; tenths under 10 s (``0.5s``); empty for None."""
+    """Two units, the second zero-padded, so a column of them lines up: ``3d4h``, ``8h00m``,
+    ``4m05s``, ``12s``; tenths under 10 s (``0.5s``); empty for None."""
     if seconds is None:
         return ""
     seconds = max(seconds, 0.0)
     if seconds < 10 and seconds != int(seconds):
-        tenths = f"{seconds:.1f}".rstrip("0").rstrip(".")
-        return f"{tenths}s"
-    total = round(seconds)
-    for index, (unit, size) in enumerate(_UNITS):
-        if total >= size or unit == "s":
-            first, rest = divmod(total, size)
-            text = f"{first}{unit}"
-            if unit != "s":
-                small, small_size = _UNITS[index + 1]
-                second = rest // small_size
-                if second:
-                    text += f"{second}{small}" if unit == "d" else f"{second:02d}{small}"
-            return text
-    raise AssertionError("unreachable")  # pragma: no cover
+        return f"{seconds:.1f}".rstrip("0").rstrip(".") + "s"
+    days, rest = divmod(round(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
