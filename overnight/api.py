@@ -19,6 +19,7 @@ from pathlib import Path
 from overnight.config import ClientConfig, load_client_config
 from overnight.errors import ConfigError
 from overnight.queue.durations import parse_duration
+from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskOptions, TaskRecord
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit_sweep
@@ -56,6 +57,7 @@ def enqueue(
     argv = shlex.split(command) if isinstance(command, str) else list(command)
     config = load_client_config(flags={"redis_url": redis_url})
     store = TaskStore.from_config(config)
+    reap_lost(store)
     options = task_options(
         store, config, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
         after=after,
@@ -110,6 +112,7 @@ def _snapshot_options(
 def get(task_id: str, *, redis_url: str | None = None) -> TaskRecord:
     """The record of a task, by id or unambiguous id prefix."""
     store = TaskStore.from_config(load_client_config(flags={"redis_url": redis_url}))
+    reap_lost(store)
     return store.get(store.resolve(task_id))
 
 

@@ -13,6 +13,7 @@ from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapsh
 from overnight.commands.views import record_json
 from overnight.errors import UsageError
 from overnight.queue.durations import parse_duration
+from overnight.queue.reaper import reap_lost
 from overnight.queue.store import TaskStore
 from overnight.queue.sweeps import expand, parse_sweep
 
@@ -89,6 +90,7 @@ def enqueue_command(
         max_untracked_file_mb=flags.get("max_untracked_file_mb"),
     )
     store = TaskStore.from_config(config)  # before the snapshot: an unreachable Redis fails fast
+    reap_lost(store)
     options = task_options(
         store, config, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
         after=after, grace=grace,

@@ -15,29 +15,27 @@ its earlier run's heartbeats to expire: at start it marks that run's tasks lost 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING
 
 import redis
 
 from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
+from overnight.queue import keys
 from overnight.queue.records import ACTIVE_STATUSES, Phase, TaskRecord, TaskStatus
-
-if TYPE_CHECKING:
-    from overnight.queue.store import TaskStore
+from overnight.queue.store import TaskStore
 
 REAP_SETTLE = 60.0
 """Seconds a restarted Redis is left to agents before silent tasks count as lost: a heartbeat's
 lifetime (30 s) and an agent's longest wait between reconnect attempts (30 s)."""
 
 
-def reap_lost(store: TaskStore, settle: float = REAP_SETTLE) -> list[str]:
+def reap_lost(store: TaskStore, settle: float | None = None) -> list[str]:
     """Mark tasks without a heartbeat ``lost``; requeue those with retries left. Returns their ids.
 
     Nothing is reaped while Redis has been up for less than ``settle`` seconds: heartbeats that
     expired while it was down say nothing of their agents, which need that long to be back.
+    ``settle`` defaults to :data:`REAP_SETTLE`.
     """
-    from overnight.queue import keys
-
+    settle = REAP_SETTLE if settle is None else settle
     ids = store.index.ids(ACTIVE_STATUSES)
     if not ids:
         return []

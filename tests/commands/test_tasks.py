@@ -14,6 +14,7 @@ from overnight.errors import ExitCode
 from overnight.queue import keys
 from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.services import RedisServer, free_port
 from tests.fixtures.tasks import invoke, make_snapshot
@@ -21,7 +22,7 @@ from tests.fixtures.tasks import invoke, make_snapshot
 
 def _task(store: TaskStore, **options: object) -> str:
     argv = ("python", "train.py", "--lr", "0.1", "--epochs=3")
-    return store.submit(make_snapshot(argv, name=None), TaskOptions(**options)).id  # type: ignore[arg-type]
+    return submit(store, make_snapshot(argv, name=None), TaskOptions(**options)).id  # type: ignore[arg-type]
 
 
 def _run(store: TaskStore, task_id: str, status: TaskStatus = TaskStatus.FINISHED) -> None:
@@ -49,7 +50,8 @@ def test_ls_shows_tasks_and_filters(cli_env: Repo, store: TaskStore) -> None:
 
 def test_ls_columns(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
     """id, name or command, params, status, queue, agent, GPUs, started, duration, exit."""
-    task_id = store.submit(
+    task_id = submit(
+        store,
         make_snapshot(("python", "train.py", "--lr", "0.1"), tags=("abl",)),
         TaskOptions(queue="gpu", gpus=2),
     ).id
@@ -366,7 +368,7 @@ def test_show_json_masks_secret_env_values_unless_asked(cli_env: Repo, store: Ta
     snapshot = make_snapshot(requirements="-i https://ada:hunter2@pypi.example/simple\nsix\n")
     env = {"SEED": "1", "HF_TOKEN": "hf_abcdefghijklmnopqrstu", "DB": "postgres://a:pw@h/d"}
     spec = dataclasses.replace(snapshot.spec, env=env)  # recorded with --allow-secret-env
-    task_id = store.submit(dataclasses.replace(snapshot, spec=spec), TaskOptions()).id
+    task_id = submit(store, dataclasses.replace(snapshot, spec=spec), TaskOptions()).id
     shown = invoke("show", task_id, "--json").stdout
     data = json.loads(shown)
     assert data["spec"]["env"] == {"SEED": "1", "HF_TOKEN": "***", "DB": "***"}

@@ -9,6 +9,7 @@ from overnight.queue import keys
 from overnight.queue.logs import LogStore
 from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.tasks import make_snapshot
 
 
@@ -54,7 +55,7 @@ def test_one_line_larger_than_the_cap_keeps_the_newest(redis_client: redis.Redis
 
 
 def test_follow_streams_until_the_task_ends(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     store.transition(record.id, TaskStatus.RUNNING, agent="box")
     store.logs.append(record.id, [(1.0, "before")])
 

@@ -12,13 +12,14 @@ from overnight.errors import (
 )
 from overnight.queue import keys
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
-from overnight.queue.store import Submission, TaskStore
+from overnight.queue.store import TaskStore
+from overnight.queue.submit import Submission, submit, submit_many
 from tests.fixtures.tasks import make_snapshot
 
 
 def test_submit_stores_record_spec_blobs_and_queues(store: TaskStore) -> None:
     snap = make_snapshot(name="baseline", tags=("a", "b"), bundle=b"BUNDLE")
-    record = store.submit(snap, TaskOptions(queue="gpu", gpus=2, retries=1))
+    record = submit(store, snap, TaskOptions(queue="gpu", gpus=2, retries=1))
     assert record.status is TaskStatus.QUEUED
     got = store.get(record.id)
     assert got == record
@@ -42,7 +43,7 @@ def test_get_unknown_and_corrupt(store: TaskStore, redis_client: redis.Redis) ->
 def test_a_key_of_another_type_or_a_misnamed_record_is_corrupt(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    hashed, misnamed = (store.submit(make_snapshot(), TaskOptions()).id for _ in range(2))
+    hashed, misnamed = (submit(store, make_snapshot(), TaskOptions()).id for _ in range(2))
     redis_client.delete(keys.task(hashed))
     redis_client.hset(keys.task(hashed), "status", "queued")
     other = store.get(misnamed).to_json().replace(misnamed, "0123456789ab")
@@ -62,7 +63,7 @@ def test_a_key_of_another_type_or_a_misnamed_record_is_corrupt(
 def test_get_many_shows_corrupt_records_and_skips_missing(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    good = store.submit(make_snapshot(), TaskOptions())
+    good = submit(store, make_snapshot(), TaskOptions())
     redis_client.set(keys.task("bad000000000"), b"not json")
     records = store.get_many([good.id, "bad000000000", "missing00000"])
     assert [r.id for r in records] == [good.id, "bad000000000"]
@@ -71,7 +72,7 @@ def test_get_many_shows_corrupt_records_and_skips_missing(
 
 
 def test_resolve_prefixes_like_git(store: TaskStore, redis_client: redis.Redis) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     assert store.resolve(record.id) == record.id
     assert store.resolve(record.id[:3].upper()) == record.id
     # Two ids sharing a prefix (written into the index as submit would).
@@ -86,7 +87,7 @@ def test_resolve_prefixes_like_git(store: TaskStore, redis_client: redis.Redis) 
 
 
 def test_transition_keeps_history_times_and_fields(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     store.transition(record.id, TaskStatus.PREPARING, agent="box1", note="taken")
     running = store.transition(record.id, TaskStatus.RUNNING, gpu_ids=["0", "1"])
     assert running.started is not None and running.agent == "box1"
@@ -109,7 +110,7 @@ def test_transition_keeps_history_times_and_fields(store: TaskStore) -> None:
 
 
 def test_expected_status_mismatch_writes_nothing(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     with pytest.raises(InvalidTransition, match="is queued, not running"):
         store.transition(record.id, TaskStatus.FINISHED, expect={TaskStatus.RUNNING}, exit_code=0)
     assert store.get(record.id) == record
@@ -118,13 +119,13 @@ def test_expected_status_mismatch_writes_nothing(store: TaskStore) -> None:
 
 
 def test_unknown_fields_are_refused(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     with pytest.raises(TypeError, match="bogus"):
         store.transition(record.id, TaskStatus.RUNNING, bogus=1)
 
 
 def test_requeue_starts_a_fresh_attempt(store: TaskStore, redis_client: redis.Redis) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     redis_client.lpop("rq:queue:gpu")  # an agent took the job
     store.transition(record.id, TaskStatus.PREPARING, agent="a")
     run = {"resources": {"summary": {}}, "hardware": {"host": "h"}, "environment": {}, "run": {}}
@@ -134,7 +135,7 @@ def test_requeue_starts_a_fresh_attempt(store: TaskStore, redis_client: redis.Re
     assert again.agent is None and again.started is None and again.attempt == 0
     assert again.extra == {"kept": 1}  # the last attempt's report would mislead the next one
     assert again.history[-1].note == "agent stopping"
-    other = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    other = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     store.requeue(other.id)  # already queued: still one entry
     assert redis_client.lrange("rq:queue:gpu", 0, -1) == [record.id.encode(), other.id.encode()]
 
@@ -142,7 +143,7 @@ def test_requeue_starts_a_fresh_attempt(store: TaskStore, redis_client: redis.Re
 def test_update_extra_writes_only_to_the_agents_task_in_the_expected_status(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     running = {TaskStatus.RUNNING}
     assert not store.update_extra(record.id, {"resources": 1}, expect=running, agent="a")
     store.transition(record.id, TaskStatus.PREPARING, agent="a")
@@ -164,7 +165,7 @@ def test_update_extra_writes_only_to_the_agents_task_in_the_expected_status(
 def test_a_resource_series_is_kept_apart_from_the_record(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     store.transition(record.id, TaskStatus.PREPARING, agent="a")
     report = {"summary": {"cpu_pct": {"peak": 9.0, "mean": 4.0}}, "series": {"cpu_pct": [[0, 9]]}}
     store.transition(record.id, TaskStatus.RUNNING, extra={"resources": report})
@@ -183,7 +184,7 @@ def test_a_resource_series_is_kept_apart_from_the_record(
 
 
 def test_notes(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     store.add_note(record.id, "python 3.11 not found; used 3.12")
     assert store.get(record.id).notes == ["python 3.11 not found; used 3.12"]
 
@@ -194,7 +195,7 @@ def test_sweep_shares_spec_and_blobs(store: TaskStore, redis_client: redis.Redis
         Submission(snap, TaskOptions(), argv=("python", "train.py", "--lr", lr))
         for lr in ("0.1", "0.01", "0.001")
     ]
-    records = store.submit_many(subs)
+    records = submit_many(store, subs)
     assert len({r.spec_id for r in records}) == 1
     assert [r.params["lr"] for r in records] == ["0.1", "0.01", "0.001"]
     assert len(redis_client.keys(keys.blob("*"))) == 2
@@ -205,14 +206,14 @@ def test_sweep_shares_spec_and_blobs(store: TaskStore, redis_client: redis.Redis
 
 def test_invalid_options(store: TaskStore) -> None:
     with pytest.raises(UsageError, match="queue name"):
-        store.submit(make_snapshot(), TaskOptions(queue="my queue"))
+        submit(store, make_snapshot(), TaskOptions(queue="my queue"))
     with pytest.raises(UsageError, match="--gpus"):
-        store.submit(make_snapshot(), TaskOptions(gpus=-1))
+        submit(store, make_snapshot(), TaskOptions(gpus=-1))
 
 
 def test_missing_blob_is_a_clear_error(store: TaskStore, redis_client: redis.Redis) -> None:
     snap = make_snapshot()
-    record = store.submit(snap, TaskOptions())
+    record = submit(store, snap, TaskOptions())
     redis_client.delete(keys.blob(snap.spec.patch.sha256 if snap.spec.patch else ""))
     with pytest.raises(CorruptRecord, match="missing from Redis"):
         store.load_snapshot(record.id)

@@ -22,6 +22,7 @@ from overnight.queue import keys
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.agents import agent_config, enqueue, run_burst
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.tasks import make_snapshot
@@ -203,7 +204,7 @@ def test_a_process_whose_agent_is_gone_is_stopped_and_its_task_lost_at_once(
     dead_agent = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_agent.wait()
     # Its agent agent-x was killed a moment ago: the heartbeat lives on for a while.
-    orphan = agent_store.submit(make_snapshot(), TaskOptions(queue="q", retries=1)).id
+    orphan = submit(agent_store, make_snapshot(), TaskOptions(queue="q", retries=1)).id
     agent_store.transition(orphan, TaskStatus.RUNNING, agent="agent-x", heartbeat_ttl=600)
     watched = _running(agent_store, project, "agent-b")  # its agent, this process, is alive
     agent_store.heartbeat(watched, "agent-b", ttl=600)
