@@ -32,7 +32,7 @@ from overnight.agent.run.logsink import LogSink
 from overnight.agent.run.monitor import task_pids
 from overnight.agent.run.pipeline import Ending, Pipeline
 from overnight.agent.run.task import ActiveTask
-from overnight.agent.service.adoption import adopt_containers
+from overnight.agent.service.adoption import Adoption
 from overnight.agent.service.housekeeping import Control
 from overnight.agent.service.intake import Intake
 from overnight.agent.service.leftovers import Leftovers, remove_leftovers
@@ -96,6 +96,15 @@ class Daemon:
             store,
             worker,
             self.allocator,
+            launch=self.launch,
+            is_active=lambda task_id: task_id in self._active,
+        )
+        self.adoption = Adoption(
+            config,
+            store,
+            self.allocator,
+            self.pipeline,
+            name=self.name,
             launch=self.launch,
             is_active=lambda task_id: task_id in self._active,
         )
@@ -174,7 +183,7 @@ class Daemon:
         until_connected(self._register, self._backoff)
         environment = self.pipeline.environment
         if isinstance(environment, DockerEnvironment):
-            until_connected(lambda: adopt_containers(self, environment), self._backoff)
+            until_connected(lambda: self.adoption.adopt(environment), self._backoff)
         until_connected(self._remove_leftovers, self._backoff)
         self.control.start()
         log.info("agent %s serving %s", self.name, ", ".join(self.config.queues))
