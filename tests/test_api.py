@@ -6,7 +6,7 @@ import redis
 import overnight
 from overnight.errors import SnapshotTooLargeError, TaskNotFound, UsageError
 from overnight.queue import keys
-from overnight.queue.records import TaskStatus
+from overnight.queue.records import Change, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.cli import REPO_ROOT
 from tests.fixtures.gitrepo import Repo
@@ -86,7 +86,7 @@ def test_get_never_writes_reap_does(
     monkeypatch.setattr("overnight.queue.reaper.REAP_SETTLE", 0.0)
     [task] = overnight.enqueue("python train.py", cwd=repo.path, redis_url=redis_url)
     store = TaskStore(redis.Redis.from_url(redis_url))
-    store.transition(task.id, TaskStatus.RUNNING, agent="box")
+    store.transition(task.id, TaskStatus.RUNNING, Change(agent="box"))
     store.redis.delete(keys.heartbeat(task.id))  # its agent vanished
     assert overnight.get(task.id, redis_url=redis_url).status is TaskStatus.RUNNING
     with overnight.Client(redis_url) as client:
@@ -98,12 +98,12 @@ def test_get_never_writes_reap_does(
 def test_wait_and_logs_follow_a_task(repo: Repo, redis_url: str) -> None:
     with overnight.Client(redis_url) as client:
         [task] = client.enqueue(["python", "train.py"], cwd=repo.path)
-        client.store.transition(task.id, TaskStatus.RUNNING, agent="box")
+        client.store.transition(task.id, TaskStatus.RUNNING, Change(agent="box"))
         client.store.logs.append(task.id, [(1.0, "epoch 1"), (2.0, "epoch 2")])
         assert client.logs(task.id) == ["epoch 1", "epoch 2"]
         assert client.logs(task.id, tail=1) == ["epoch 2"]
         with pytest.raises(UsageError, match="gave up waiting"):
             client.wait([task.id], timeout=0.1, poll=0.05)
-        client.store.transition(task.id, TaskStatus.FINISHED, exit_code=0)
+        client.store.transition(task.id, TaskStatus.FINISHED, Change(exit_code=0))
         [done] = client.wait([task.id[:6]])
         assert done.status is TaskStatus.FINISHED and client.ls(status="finished") == [done]

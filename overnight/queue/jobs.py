@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat
 
 from overnight.errors import AgentError, OvernightError
-from overnight.queue.records import Phase, TaskStatus
+from overnight.queue.records import Change, Phase, TaskStatus
 from overnight.queue.rqsync import ENTRY_POINT
 from overnight.queue.store import TaskStore
 
@@ -101,10 +101,9 @@ def record_refusal(job: Job, message: str) -> None:
         store.transition(
             job.id,
             TaskStatus.FAILED,
+            Change(phase=Phase.AGENT, error=message),
             note=message,
             expect={TaskStatus.QUEUED, TaskStatus.WAITING},
-            phase=Phase.AGENT,
-            error=message,
         )
 
 

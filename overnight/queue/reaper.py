@@ -1,7 +1,7 @@
 """Lost tasks: a preparing or running task whose heartbeat expired lost its agent.
 
-Every agent heartbeats its tasks (a key with a TTL). Any process may reap: every ``overnight``
-command does, and so do agents, so a dead agent's tasks are noticed without waiting for RQ's
+Every agent heartbeats its tasks (a key with a TTL). Any process may reap: the ``overnight``
+commands that open the store do, so do agents and ``Client.reap``, so a dead agent's tasks are noticed without waiting for RQ's
 maintenance. Reaping costs one read of the small active sets and one EXISTS per active task.
 
 A Redis that restarts after an outage longer than a heartbeat's lifetime comes back with every
@@ -20,7 +20,7 @@ import redis
 
 from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
 from overnight.queue import keys
-from overnight.queue.records import ACTIVE_STATUSES, Phase, TaskRecord, TaskStatus
+from overnight.queue.records import ACTIVE_STATUSES, Change, Phase, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
 REAP_SETTLE = 60.0
@@ -141,13 +141,12 @@ def _lose(
         record = store.transition(
             record.id,
             status,
+            Change(phase=Phase.AGENT, error=error or None),
             note=note,
             expect=ACTIVE_STATUSES,
             only_if_silent=only_if_silent,
             held_by=held_by,
             release=not retry,
-            phase=Phase.AGENT,
-            error=error or None,
         )
     except InvalidTransition:
         return False  # it heartbeated, ended or changed hands meanwhile, or was reaped

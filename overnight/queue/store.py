@@ -34,7 +34,7 @@ from overnight.queue.index import Query, TaskIndex
 from overnight.queue.logs import DEFAULT_CAP_BYTES, LogStore
 from overnight.queue.records import (
     ACTIVE_STATUSES,
-    Phase,
+    Change,
     StatusChange,
     TaskOptions,
     TaskRecord,
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 HEARTBEAT_TTL = 30.0
 """Seconds a preparing/running task lives without a heartbeat before it counts as lost."""
 
-_RUN_FIELDS = {"agent", "gpu_ids", "exit_code", "phase", "error", "extra", "attempt", "name"}
 #: ``extra`` keys that describe one attempt's run; a task queued again starts without them.
 RUN_EXTRA = frozenset({"environment", "hardware", "resources", "run"})
 
@@ -145,6 +144,7 @@ class TaskStore:
         self,
         task_id: str,
         status: TaskStatus,
+        change: Change | None = None,
         *,
         note: str = "",
         expect: Collection[TaskStatus] | None = None,
@@ -153,13 +153,12 @@ class TaskStore:
         only_if_silent: bool = False,
         held_by: str | None = None,
         release: bool = True,
-        **fields: Any,
     ) -> TaskRecord:
         """Move a task to ``status`` atomically with its indexes, RQ job and heartbeat.
 
         With ``expect``, a task in another status raises :class:`InvalidTransition` and nothing is
-        written. ``fields`` set record fields (agent, gpu_ids, exit_code, phase, error, attempt;
-        extra is merged). ``queued`` starts a new attempt: the run fields are cleared. Reaching a
+        written. ``change`` sets record fields (agent, gpu_ids, exit_code, phase, error, attempt,
+        name; extra is merged). ``queued`` starts a new attempt: the run fields are cleared. Reaching a
         final status releases the tasks waiting for this one (unless ``release`` is False, for a
         caller that requeues the task at once). ``only_if_silent`` refuses (InvalidTransition)
         when the task's heartbeat is alive, ``held_by`` when the task is not that agent's, both
@@ -168,11 +167,8 @@ class TaskStore:
         status = TaskStatus(status)
         if status is TaskStatus.CORRUPT:
             raise ValueError("corrupt is a display status and is never stored")
-        unknown = set(fields) - _RUN_FIELDS
-        if unknown:
-            raise TypeError(f"transition() got unknown record fields: {', '.join(sorted(unknown))}")
 
-        def change(old: TaskRecord, pipe: Pipeline) -> TaskRecord:
+        def write(old: TaskRecord, pipe: Pipeline) -> TaskRecord:
             if expect is not None and old.status not in expect:
                 wanted = " or ".join(sorted(s.value for s in expect))
                 raise InvalidTransition(
@@ -185,7 +181,7 @@ class TaskStore:
                 replies.watch(pipe, keys.heartbeat(task_id))
                 if pipe.exists(keys.heartbeat(task_id)):
                     raise InvalidTransition(f"task {task_id} has a live heartbeat")
-            new = _changed(old, status, note, fields, time.time())
+            new = _changed(old, status, note, change or Change(), time.time())
             state = self.rq.read_state(pipe, task_id, old.options.queue)
             pipe.multi()
             new = _keep_series_apart(new, pipe)
@@ -210,7 +206,7 @@ class TaskStore:
                 pipe.delete(keys.cancel(task_id))
             return new
 
-        old, new = self._update(task_id, change)
+        old, new = self._update(task_id, write)
         if release and new.status.is_final and not old.status.is_final:
             self._release_dependents(task_id, new.status)
         return new
@@ -309,7 +305,11 @@ class TaskStore:
         record = self.get(task_id)
         attempt = record.attempt + 1 if new_attempt else record.attempt
         return self.transition(
-            task_id, TaskStatus.QUEUED, note=note or "requeued", at_front=at_front, attempt=attempt
+            task_id,
+            TaskStatus.QUEUED,
+            Change(attempt=attempt),
+            note=note or "requeued",
+            at_front=at_front,
         )
 
     def heartbeat(self, task_id: str, agent: str, ttl: float = HEARTBEAT_TTL) -> None:
@@ -389,7 +389,7 @@ def _blob_shas(spec: TaskSpec) -> list[str]:
 
 
 def _changed(
-    old: TaskRecord, status: TaskStatus, note: str, fields: dict[str, Any], now: float
+    old: TaskRecord, status: TaskStatus, note: str, change: Change, now: float
 ) -> TaskRecord:
     history = list(old.history)
     if status is not old.status or note:
@@ -411,13 +411,4 @@ def _changed(
         new.started = now
     if status.is_final:
         new.ended = now
-    for name, value in fields.items():
-        if name == "extra":
-            new.extra = {**new.extra, **dict(value)}
-        elif name == "phase":
-            new.phase = Phase(value) if value is not None else None
-        elif name == "gpu_ids":
-            new.gpu_ids = tuple(str(g) for g in value)
-        else:
-            setattr(new, name, value)
-    return new
+    return change.applied(new)

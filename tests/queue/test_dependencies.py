@@ -8,15 +8,15 @@ from rq.serializers import JSONSerializer
 
 from overnight.errors import TaskNotFound, UsageError
 from overnight.queue.cancel import request_cancel
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
 from tests.fixtures.tasks import make_snapshot
 
 
 def _finish(store: TaskStore, task_id: str, status: TaskStatus = TaskStatus.FINISHED) -> None:
-    store.transition(task_id, TaskStatus.RUNNING, agent="box")
-    store.transition(task_id, status, exit_code=0 if status is TaskStatus.FINISHED else 1)
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box"))
+    store.transition(task_id, status, Change(exit_code=0 if status is TaskStatus.FINISHED else 1))
 
 
 def _queue(redis_client: redis.Redis, name: str = "default") -> Queue:

@@ -8,7 +8,7 @@ import redis
 
 from overnight.queue import keys
 from overnight.queue.gc import collect
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import Submission, submit, submit_many
 from overnight.spec import BlobRef, Snapshot
@@ -18,9 +18,9 @@ DAY = 86400.0
 
 
 def _end(store: TaskStore, task_id: str) -> None:
-    store.transition(task_id, TaskStatus.RUNNING, agent="box")
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box"))
     report = {"summary": {}, "series": {"cpu_pct": [[0.0, 50.0]]}}
-    store.transition(task_id, TaskStatus.FINISHED, exit_code=0, extra={"resources": report})
+    store.transition(task_id, TaskStatus.FINISHED, Change(exit_code=0, extra={"resources": report}))
 
 
 def test_gc_removes_old_tasks_and_what_only_they_use(
@@ -39,7 +39,7 @@ def test_gc_removes_old_tasks_and_what_only_they_use(
     for record in (old_a, old_b, lone):
         _end(store, record.id)
         store.logs.append(record.id, [(1.0, "output")])
-    store.transition(running.id, TaskStatus.RUNNING, agent="box")
+    store.transition(running.id, TaskStatus.RUNNING, Change(agent="box"))
     later = time.time() + 31 * DAY
 
     dry = collect(store, older_than=30 * DAY, now=later, dry_run=True)

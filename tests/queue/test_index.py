@@ -4,7 +4,7 @@ import redis
 
 from overnight.queue import keys
 from overnight.queue.index import Query
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
 from tests.fixtures.tasks import make_snapshot
@@ -16,7 +16,7 @@ def test_find_newest_first_with_filters(store: TaskStore, redis_client: redis.Re
         queue = "gpu" if i % 2 else "cpu"
         tags = ("ablation",) if i % 3 == 0 else ()
         made.append(submit(store, make_snapshot(tags=tags), TaskOptions(queue=queue)))
-    store.transition(made[5].id, TaskStatus.RUNNING, agent="box")
+    store.transition(made[5].id, TaskStatus.RUNNING, Change(agent="box"))
     ids = [r.id for r in made]
     assert [r.id for r in store.find(Query(limit=None))] == ids[::-1]
     assert [r.id for r in store.find(Query(limit=3))] == ids[::-1][:3]

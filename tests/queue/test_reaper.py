@@ -10,7 +10,7 @@ from overnight.errors import InvalidTransition
 from overnight.queue import keys
 from overnight.queue.cancel import request_cancel
 from overnight.queue.reaper import reap_lost, reap_restarted
-from overnight.queue.records import Phase, TaskOptions, TaskStatus
+from overnight.queue.records import Change, Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
 from tests.fixtures.services import RedisServer, free_port
@@ -23,7 +23,7 @@ def _expire(redis_client: redis.Redis, task_id: str) -> None:
 
 def test_task_whose_heartbeat_expires_is_lost(store: TaskStore) -> None:
     record = submit(store, make_snapshot(), TaskOptions())
-    store.transition(record.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=0.05)
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"), heartbeat_ttl=0.05)
     time.sleep(0.1)
     assert reap_lost(store, settle=0) == [record.id]
     lost = store.get(record.id)
@@ -34,7 +34,7 @@ def test_task_whose_heartbeat_expires_is_lost(store: TaskStore) -> None:
 
 def test_live_heartbeat_is_left_alone(store: TaskStore) -> None:
     record = submit(store, make_snapshot(), TaskOptions())
-    store.transition(record.id, TaskStatus.PREPARING, agent="box")
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="box"))
     store.heartbeat(record.id, "box", ttl=60)
     assert reap_lost(store, settle=0) == []
     assert store.get(record.id).status is TaskStatus.PREPARING
@@ -46,7 +46,7 @@ def test_lost_task_with_retries_is_requeued_as_a_new_attempt(
     record = submit(store, make_snapshot(), TaskOptions(queue="gpu", retries=1))
     dependent = submit(store, make_snapshot(), TaskOptions(queue="gpu", after=(record.id,)))
     redis_client.lpop("rq:queue:gpu")
-    store.transition(record.id, TaskStatus.RUNNING, agent="box")
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"))
     _expire(redis_client, record.id)
     assert reap_lost(store, settle=0) == [record.id]
     again = store.get(record.id)
@@ -56,7 +56,7 @@ def test_lost_task_with_retries_is_requeued_as_a_new_attempt(
     assert redis_client.lrange("rq:queue:gpu", 0, -1) == [record.id.encode()]
     assert store.get(dependent.id).status is TaskStatus.WAITING  # not canceled: it will rerun
 
-    store.transition(record.id, TaskStatus.RUNNING, agent="box2")
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box2"))
     _expire(redis_client, record.id)
     reap_lost(store, settle=0)
     assert store.get(record.id).status is TaskStatus.LOST  # retries used up
@@ -73,10 +73,10 @@ def test_a_restarted_agent_loses_its_earlier_runs_tasks_at_once(
     adopted = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     others = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     redis_client.delete("rq:queue:gpu")
-    store.transition(retried.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=60)
-    store.transition(preparing.id, TaskStatus.PREPARING, agent="box", heartbeat_ttl=60)
-    store.transition(adopted.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=60)
-    store.transition(others.id, TaskStatus.RUNNING, agent="box-2", heartbeat_ttl=60)
+    store.transition(retried.id, TaskStatus.RUNNING, Change(agent="box"), heartbeat_ttl=60)
+    store.transition(preparing.id, TaskStatus.PREPARING, Change(agent="box"), heartbeat_ttl=60)
+    store.transition(adopted.id, TaskStatus.RUNNING, Change(agent="box"), heartbeat_ttl=60)
+    store.transition(others.id, TaskStatus.RUNNING, Change(agent="box-2"), heartbeat_ttl=60)
     assert reap_lost(store, settle=0) == []  # their heartbeats say nothing is wrong
 
     assert sorted(reap_restarted(store, "box", keep={adopted.id})) == sorted(
@@ -102,7 +102,7 @@ def test_a_restarted_agent_loses_its_earlier_runs_tasks_at_once(
 def test_a_task_that_changed_hands_is_not_lost_by_its_former_agent(store: TaskStore) -> None:
     """The agent check is atomic with the change: a task another agent took meanwhile stays."""
     record = submit(store, make_snapshot(), TaskOptions())
-    store.transition(record.id, TaskStatus.RUNNING, agent="box-2")
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box-2"))
     with pytest.raises(InvalidTransition, match="not agent box's now"):
         store.transition(record.id, TaskStatus.LOST, expect={TaskStatus.RUNNING}, held_by="box")
     assert store.get(record.id).status is TaskStatus.RUNNING
@@ -118,7 +118,7 @@ def test_nothing_is_reaped_while_a_restarted_redis_settles(tmp_path: Path) -> No
     try:
         store = TaskStore(client)
         record = submit(store, make_snapshot(), TaskOptions())
-        store.transition(record.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=0.5)
+        store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"), heartbeat_ttl=0.5)
         client.shutdown(save=True)
         assert server.proc is not None
         server.proc.wait(10)
@@ -138,7 +138,7 @@ def test_a_lost_task_whose_cancel_was_requested_is_canceled_not_retried(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
     record = submit(store, make_snapshot(), TaskOptions(retries=3))
-    store.transition(record.id, TaskStatus.RUNNING, agent="box")
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"))
     request_cancel(store, record.id)  # flagged for box, which vanishes before it sees the flag
     _expire(redis_client, record.id)
     assert reap_lost(store, settle=0) == [record.id]

@@ -11,7 +11,7 @@ from rq.worker import WorkerStatus
 
 from overnight.queue.cancel import request_cancel
 from overnight.queue.jobs import ENTRY_POINT
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.rqsync import NO_TIMEOUT
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
@@ -41,19 +41,19 @@ def test_job_names_the_entry_point_with_json_and_no_expiry(
 def test_status_changes_reach_rq_registries(store: TaskStore, redis_client: redis.Redis) -> None:
     queue = Queue("gpu", connection=redis_client, serializer=JSONSerializer)
     a, b, c = (submit(store, make_snapshot(), TaskOptions(queue="gpu")) for _ in range(3))
-    store.transition(a.id, TaskStatus.PREPARING, agent="box")
+    store.transition(a.id, TaskStatus.PREPARING, Change(agent="box"))
     assert _job(redis_client, a.id).get_status() is JobStatus.STARTED
     assert a.id not in queue.job_ids
     assert queue.started_job_registry.get_job_ids() == [a.id]
     store.transition(a.id, TaskStatus.RUNNING)
     assert queue.started_job_registry.count == 1
-    store.transition(a.id, TaskStatus.FINISHED, exit_code=0)
+    store.transition(a.id, TaskStatus.FINISHED, Change(exit_code=0))
     assert _job(redis_client, a.id).get_status() is JobStatus.FINISHED
     assert queue.started_job_registry.count == 0
     assert queue.finished_job_registry.get_job_ids() == [a.id]
 
-    store.transition(b.id, TaskStatus.RUNNING, agent="box")
-    store.transition(b.id, TaskStatus.FAILED, exit_code=1, error="exit code 1")
+    store.transition(b.id, TaskStatus.RUNNING, Change(agent="box"))
+    store.transition(b.id, TaskStatus.FAILED, Change(exit_code=1, error="exit code 1"))
     job = _job(redis_client, b.id)
     assert job.get_status() is JobStatus.FAILED
     assert queue.failed_job_registry.get_job_ids() == [b.id]
@@ -70,10 +70,10 @@ def test_rq_info_shows_overnight_queues_and_counts(
     done = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     submit(store, make_snapshot(), TaskOptions(queue="cpu"))
-    store.transition(done.id, TaskStatus.RUNNING, agent="box")
-    store.transition(done.id, TaskStatus.FINISHED, exit_code=0)
+    store.transition(done.id, TaskStatus.RUNNING, Change(agent="box"))
+    store.transition(done.id, TaskStatus.FINISHED, Change(exit_code=0))
     running = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
-    store.transition(running.id, TaskStatus.RUNNING, agent="box")
+    store.transition(running.id, TaskStatus.RUNNING, Change(agent="box"))
     store.heartbeat(running.id, "box")
     worker = TaskWorker(["gpu", "cpu"], connection=redis_client, name="box")
     worker.register_birth()

@@ -11,7 +11,7 @@ from overnight.errors import (
     UsageError,
 )
 from overnight.queue import keys
-from overnight.queue.records import Phase, TaskOptions, TaskStatus
+from overnight.queue.records import Change, Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import Submission, submit, submit_many
 from tests.fixtures.tasks import make_snapshot
@@ -88,14 +88,16 @@ def test_resolve_prefixes_like_git(store: TaskStore, redis_client: redis.Redis) 
 
 def test_transition_keeps_history_times_and_fields(store: TaskStore) -> None:
     record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
-    store.transition(record.id, TaskStatus.PREPARING, agent="box1", note="taken")
-    running = store.transition(record.id, TaskStatus.RUNNING, gpu_ids=["0", "1"])
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="box1"), note="taken")
+    running = store.transition(record.id, TaskStatus.RUNNING, Change(gpu_ids=["0", "1"]))
     assert running.started is not None and running.agent == "box1"
     assert running.gpu_ids == ("0", "1")
     done = store.transition(
-        record.id, TaskStatus.FAILED, exit_code=3, phase="run", error="exit code 3", extra={"a": 1}
+        record.id,
+        TaskStatus.FAILED,
+        Change(exit_code=3, phase="run", error="exit code 3", extra={"a": 1}),
     )
-    done = store.transition(record.id, TaskStatus.FAILED, extra={"b": 2})
+    done = store.transition(record.id, TaskStatus.FAILED, Change(extra={"b": 2}))
     assert done.exit_code == 3 and done.phase is Phase.RUN and done.error == "exit code 3"
     assert done.extra == {"a": 1, "b": 2}
     assert done.ended is not None and done.ended >= running.started
@@ -112,24 +114,39 @@ def test_transition_keeps_history_times_and_fields(store: TaskStore) -> None:
 def test_expected_status_mismatch_writes_nothing(store: TaskStore) -> None:
     record = submit(store, make_snapshot(), TaskOptions())
     with pytest.raises(InvalidTransition, match="is queued, not running"):
-        store.transition(record.id, TaskStatus.FINISHED, expect={TaskStatus.RUNNING}, exit_code=0)
+        store.transition(
+            record.id, TaskStatus.FINISHED, Change(exit_code=0), expect={TaskStatus.RUNNING}
+        )
     assert store.get(record.id) == record
     assert store.index.ids([TaskStatus.QUEUED]) == [record.id]
     assert store.index.ids([TaskStatus.FINISHED]) == []
 
 
-def test_unknown_fields_are_refused(store: TaskStore) -> None:
+def test_a_change_is_typed_and_checked(store: TaskStore) -> None:
     record = submit(store, make_snapshot(), TaskOptions())
     with pytest.raises(TypeError, match="bogus"):
-        store.transition(record.id, TaskStatus.RUNNING, bogus=1)
+        store.transition(record.id, TaskStatus.RUNNING, bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="bogus"):
+        Change(bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="expected an integer"):
+        Change(exit_code="0")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="attempt must be 0 or more"):
+        Change(attempt=-1)
+    with pytest.raises(ValueError, match="'walking'"):
+        Change(phase="walking")  # type: ignore[arg-type]
+    assert store.get(record.id).status is TaskStatus.QUEUED  # nothing was written
+    change = Change(gpu_ids=["0", "1"], phase="run", extra={"a": 1})  # type: ignore[arg-type]
+    assert (change.gpu_ids, change.phase) == (("0", "1"), Phase.RUN)
+    running = store.transition(record.id, TaskStatus.RUNNING, change)
+    assert (running.gpu_ids, running.phase, running.extra) == (("0", "1"), Phase.RUN, {"a": 1})
 
 
 def test_requeue_starts_a_fresh_attempt(store: TaskStore, redis_client: redis.Redis) -> None:
     record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     redis_client.lpop("rq:queue:gpu")  # an agent took the job
-    store.transition(record.id, TaskStatus.PREPARING, agent="a")
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="a"))
     run = {"resources": {"summary": {}}, "hardware": {"host": "h"}, "environment": {}, "run": {}}
-    store.transition(record.id, TaskStatus.RUNNING, extra={**run, "kept": 1})
+    store.transition(record.id, TaskStatus.RUNNING, Change(extra={**run, "kept": 1}))
     again = store.requeue(record.id, at_front=True, note="agent stopping")
     assert again.status is TaskStatus.QUEUED
     assert again.agent is None and again.started is None and again.attempt == 0
@@ -146,15 +163,17 @@ def test_update_extra_writes_only_to_the_agents_task_in_the_expected_status(
     record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     running = {TaskStatus.RUNNING}
     assert not store.update_extra(record.id, {"resources": 1}, expect=running, agent="a")
-    store.transition(record.id, TaskStatus.PREPARING, agent="a")
-    store.transition(record.id, TaskStatus.RUNNING, extra={"hardware": {"host": "h"}})
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="a"))
+    store.transition(record.id, TaskStatus.RUNNING, Change(extra={"hardware": {"host": "h"}}))
     assert not store.update_extra(record.id, {"resources": 1}, expect=running, agent="b")
     assert store.update_extra(record.id, {"resources": {"summary": {}}}, expect=running, agent="a")
     got = store.get(record.id)
     assert got.extra == {"hardware": {"host": "h"}, "resources": {"summary": {}}}
     assert got.status is TaskStatus.RUNNING and got.history == store.get(record.id).history
     final = {"summary": {"cpu_pct": {"peak": 9.0, "mean": 1.0}}}
-    store.transition(record.id, TaskStatus.FINISHED, exit_code=0, extra={"resources": final})
+    store.transition(
+        record.id, TaskStatus.FINISHED, Change(exit_code=0, extra={"resources": final})
+    )
     assert not store.update_extra(record.id, {"resources": {}}, expect=running, agent="a")
     assert store.get(record.id).extra["resources"] == final  # the final report stays
     assert not store.update_extra("0123456789ab", {"x": 1}, expect=running, agent="a")
@@ -166,9 +185,9 @@ def test_a_resource_series_is_kept_apart_from_the_record(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
     record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
-    store.transition(record.id, TaskStatus.PREPARING, agent="a")
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="a"))
     report = {"summary": {"cpu_pct": {"peak": 9.0, "mean": 4.0}}, "series": {"cpu_pct": [[0, 9]]}}
-    store.transition(record.id, TaskStatus.RUNNING, extra={"resources": report})
+    store.transition(record.id, TaskStatus.RUNNING, Change(extra={"resources": report}))
     assert store.get(record.id).extra["resources"] == {"summary": report["summary"]}
     assert store.series(record.id) == {"cpu_pct": [[0, 9]]}
     later = {**report, "series": {"cpu_pct": [[0, 9], [5, 1]]}}
