@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import redis
 
@@ -8,7 +11,7 @@ from overnight.errors import SnapshotTooLargeError, TaskNotFound, UsageError
 from overnight.queue import keys
 from overnight.queue.records import Change, TaskStatus
 from overnight.queue.store import TaskStore
-from tests.fixtures.cli import REPO_ROOT
+from tests.fixtures.cli import REPO_ROOT, subprocess_env
 from tests.fixtures.gitrepo import Repo
 
 
@@ -26,6 +29,21 @@ def test_enqueue_and_get(repo: Repo, redis_url: str) -> None:
     assert [r.params for r in runs] == [{"lr": "0.1"}, {"lr": "0.01"}]
     with pytest.raises(TaskNotFound):
         overnight.get("ffffffffffff", redis_url=redis_url)
+
+
+def test_the_client_loads_no_cli_nor_agent_code() -> None:
+    probe = (
+        "import sys, overnight\n"
+        "overnight.Client\n"
+        "heavy = ('rq', 'click', 'rich', 'docker', 'psutil', 'pynvml', 'overnight.commands', "
+        "'overnight.agent')\n"
+        "print(' '.join(m for m in sys.modules if m.startswith(heavy)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+        env=subprocess_env(),
+    )  # fmt: skip
+    assert done.stdout.split() == []
 
 
 def test_api_is_exported() -> None:
