@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from overnight.config import ClientConfig, load_client_config
-from overnight.errors import UsageError
+from overnight.errors import TaskNotFound, WaitTimeout
 from overnight.queue.cancel import request_cancel
 from overnight.queue.durations import parse_duration
 from overnight.queue.index import Query
@@ -126,7 +126,8 @@ class Client:
         """Wait until the tasks end; returns their final records in the order given.
 
         Reaps lost tasks now and then, as ``overnight wait`` does, so that a task whose agent
-        died ends the wait. Raises :class:`UsageError` after ``timeout`` seconds.
+        died ends the wait. Raises :class:`WaitTimeout` after ``timeout`` seconds, and
+        :class:`TaskNotFound` for a task removed meanwhile (``overnight gc``).
         """
         ids = [self.store.resolve(t) for t in task_ids]
         start = last_reap = time.monotonic()
@@ -136,10 +137,15 @@ class Client:
                 return records
             gone = set(ids) - {r.id for r in records}
             if gone:
-                raise UsageError(f"task {sorted(gone)[0]} was removed from Redis while waited for")
+                raise TaskNotFound(
+                    f"task {sorted(gone)[0]} was removed from Redis while waited for"
+                )
             if timeout is not None and time.monotonic() - start > timeout:
                 left = ", ".join(r.id for r in records if not r.status.is_final)
-                raise UsageError(f"gave up waiting for {left} after {timeout:g} s")
+                raise WaitTimeout(
+                    f"gave up waiting for {left} after {timeout:g} s; wait again, or pass a "
+                    "longer timeout"
+                )
             time.sleep(poll)
             if time.monotonic() - last_reap > _REAP_EVERY:
                 self.reap()

@@ -7,7 +7,7 @@ import pytest
 import redis
 
 import overnight
-from overnight.errors import SnapshotTooLargeError, TaskNotFound, UsageError
+from overnight.errors import SnapshotTooLargeError, TaskNotFound, WaitTimeout
 from overnight.queue import keys
 from overnight.queue.records import Change, TaskStatus
 from overnight.queue.store import TaskStore
@@ -120,7 +120,7 @@ def test_wait_and_logs_follow_a_task(repo: Repo, redis_url: str) -> None:
         client.store.logs.append(task.id, [(1.0, "epoch 1"), (2.0, "epoch 2")])
         assert client.logs(task.id) == ["epoch 1", "epoch 2"]
         assert client.logs(task.id, tail=1) == ["epoch 2"]
-        with pytest.raises(UsageError, match="gave up waiting"):
+        with pytest.raises(WaitTimeout, match="gave up waiting"):
             client.wait([task.id], timeout=0.1, poll=0.05)
         client.store.transition(task.id, TaskStatus.FINISHED, Change(exit_code=0))
         [done] = client.wait([task.id[:6]])
