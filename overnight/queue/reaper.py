@@ -1,8 +1,9 @@
 """Lost tasks: a preparing or running task whose heartbeat expired lost its agent.
 
 Every agent heartbeats its tasks (a key with a TTL). Any process may reap: the ``overnight``
-commands that open the store do, so do agents and ``Client.reap``, so a dead agent's tasks are noticed without waiting for RQ's
-maintenance. Reaping costs one read of the small active sets and one EXISTS per active task.
+commands that open the store do, so do agents and ``Client.reap``, so a dead agent's tasks are
+noticed without waiting for RQ's maintenance. Reaping costs one read of the small active sets and
+one EXISTS per active task.
 
 A Redis that restarts after an outage longer than a heartbeat's lifetime comes back with every
 heartbeat expired: for ``settle`` seconds after its start nothing is reaped, so agents reconnect

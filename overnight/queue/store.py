@@ -157,12 +157,11 @@ class TaskStore:
         """Move a task to ``status`` atomically with its indexes, RQ job and heartbeat.
 
         With ``expect``, a task in another status raises :class:`InvalidTransition` and nothing is
-        written. ``change`` sets record fields (agent, gpu_ids, exit_code, phase, error, attempt,
-        name; extra is merged). ``queued`` starts a new attempt: the run fields are cleared. Reaching a
-        final status releases the tasks waiting for this one (unless ``release`` is False, for a
-        caller that requeues the task at once). ``only_if_silent`` refuses (InvalidTransition)
-        when the task's heartbeat is alive, ``held_by`` when the task is not that agent's, both
-        checked atomically.
+        written. ``change`` sets record fields (:class:`Change`). ``queued`` starts a new
+        attempt: the run fields are cleared. Reaching a final status releases the tasks waiting
+        for this one (unless ``release`` is False, for a caller that requeues the task at once).
+        ``only_if_silent`` refuses (InvalidTransition) when the task's heartbeat is alive,
+        ``held_by`` when the task is not that agent's, both checked atomically.
         """
         status = TaskStatus(status)
         if status is TaskStatus.CORRUPT:
@@ -212,7 +211,7 @@ class TaskStore:
         return new
 
     def _release_dependents(self, task_id: str, status: TaskStatus) -> None:
-        """Queue or cancel the tasks waiting for ``task_id``, which just reached final ``status``."""
+        """Queue or cancel the tasks waiting for ``task_id``, which just became final ``status``."""
         key = keys.dependents(task_id)
         for dependent_id in sorted(replies.text(m) for m in self.redis.smembers(key)):
             try:
