@@ -26,6 +26,7 @@ from redis_server import redis_url
 
 from overnight.queue.records import TaskOptions
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 
 
@@ -44,15 +45,15 @@ def main() -> None:
         options = TaskOptions(queue="bench")
         agent = start_agent(url, base / "agent", "bench-agent", "bench")
         try:
-            cold = store.submit(snapshot, options)
+            cold = submit(store, snapshot, options)
             wait_final(store, [cold.id])
-            warm = store.submit(snapshot, options)
+            warm = submit(store, snapshot, options)
             wait_final(store, [warm.id])
             time.sleep(0.5)  # the agent is idle again, blocked on its queue
             latencies = []
             for _ in range(args.runs):
                 start = time.time()
-                record = store.submit(snapshot, options)
+                record = submit(store, snapshot, options)
                 latencies.append(first_line_after(client, record.id, "ready") - start)
                 wait_final(store, [record.id])
                 time.sleep(0.2)

@@ -26,7 +26,7 @@ from redis_server import bench, parser
 from overnight.agent.run.monitor import Monitor
 from overnight.cli import cli
 from overnight.queue.index import Query
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit_sweep
 from overnight.queue.sweeps import Sweep
@@ -68,9 +68,9 @@ def fill(store: TaskStore, repo: str, tasks: int) -> None:
         queue = "gpu" if (n // batch) % 2 else "cpu"
         records = submit_sweep(store, snapshot, TaskOptions(queue=queue), [sweep])
         for record in records[:20]:  # some of every batch ran to the end, on 8 GPUs
-            store.transition(record.id, TaskStatus.RUNNING, agent="box")
+            store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"))
             store.transition(
-                record.id, TaskStatus.FINISHED, exit_code=0, extra={"resources": REPORT}
+                record.id, TaskStatus.FINISHED, Change(exit_code=0, extra={"resources": REPORT})
             )
     print(f"filled {tasks} tasks in {time.perf_counter() - start:.1f} s")
 

@@ -18,7 +18,7 @@ import redis
 from redis_server import bench, parser
 
 from overnight.queue import keys
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit_sweep
 from overnight.queue.sweeps import Sweep
@@ -58,10 +58,10 @@ def main() -> None:
         sweep = Sweep("seed", tuple(str(i) for i in range(args.tasks)))
         records = submit_sweep(store, snapshot, TaskOptions(queue="gpu", gpus=1), [sweep])
         for record in records:
-            store.transition(record.id, TaskStatus.PREPARING, agent="gpu-box-1")
-            store.transition(record.id, TaskStatus.RUNNING, gpu_ids=("0",))
+            store.transition(record.id, TaskStatus.PREPARING, Change(agent="gpu-box-1"))
+            store.transition(record.id, TaskStatus.RUNNING, Change(gpu_ids=("0",)))
             store.transition(
-                record.id, TaskStatus.FINISHED, exit_code=0, extra={"resources": RESOURCES}
+                record.id, TaskStatus.FINISHED, Change(exit_code=0, extra={"resources": RESOURCES})
             )
         growth = (used(client) - before) / args.tasks
         ids = {r.id for r in records}

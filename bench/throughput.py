@@ -26,7 +26,7 @@ from redis_server import redis_url
 
 from overnight.queue.records import TaskOptions
 from overnight.queue.store import TaskStore
-from overnight.queue.submit import submit_sweep
+from overnight.queue.submit import submit, submit_sweep
 from overnight.queue.sweeps import Sweep
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 
@@ -51,7 +51,7 @@ def main() -> None:
             start_agent(url, base / "agents", f"bench-{n}", "bench") for n in range(args.agents)
         ]
         try:
-            warm = store.submit(snapshot, options)  # builds the venv, fills the git mirror
+            warm = submit(store, snapshot, options)  # builds the venv, fills the git mirror
             wait_final(store, [warm.id])
             key = store.get(warm.id).extra["environment"]["key"]
             sweep = [Sweep("i", tuple(str(i) for i in range(1, args.tasks + 1)))]

@@ -9,14 +9,28 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from overnight.api import enqueue, get, snapshot
+    from overnight.api import Client, enqueue, get, snapshot
     from overnight.errors import OvernightError
+    from overnight.queue.records import TaskRecord, TaskStatus
     from overnight.spec import Snapshot, TaskSpec
 
-__all__ = ["OvernightError", "Snapshot", "TaskSpec", "enqueue", "get", "snapshot"]
+__all__ = [
+    "Client",
+    "OvernightError",
+    "Snapshot",
+    "TaskRecord",
+    "TaskSpec",
+    "TaskStatus",
+    "enqueue",
+    "get",
+    "snapshot",
+]
 __version__ = "0.1.0"
 
 _HOMES = {
+    "Client": "overnight.api",
+    "TaskRecord": "overnight.queue.records",
+    "TaskStatus": "overnight.queue.records",
     "enqueue": "overnight.api",
     "get": "overnight.api",
     "snapshot": "overnight.api",

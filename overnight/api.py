@@ -1,11 +1,13 @@
-"""The Python API for scripts and notebooks: ``overnight.enqueue``, ``get`` and ``snapshot``.
+"""The Python API for scripts and notebooks: :class:`Client`, and ``enqueue``, ``get`` and
+``snapshot`` for one call each.
 
 Settings come as for the CLI: arguments > ``OVERNIGHT_*`` environment > config file > defaults.
 
     >>> import overnight
-    >>> [task] = overnight.enqueue("python train.py --lr 0.01", queue="gpu", note="baseline")
-    >>> runs = overnight.enqueue(["python", "train.py"], sweep={"lr": [0.1, 0.01]})
-    >>> overnight.get(task.id).status
+    >>> client = overnight.Client(redis_url="redis://gpu-box:6379/0")
+    >>> [task] = client.enqueue("python train.py --lr 0.01", queue="gpu", note="baseline")
+    >>> runs = client.enqueue(["python", "train.py"], sweep={"lr": [0.1, 0.01]})
+    >>> client.wait([task.id])[0].status
     >>> overnight.snapshot("python train.py").spec.repo.commit  # no Redis needed
 """
 
@@ -13,18 +15,165 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 
 from overnight.config import ClientConfig, load_client_config
-from overnight.errors import ConfigError
+from overnight.errors import TaskNotFound, WaitTimeout
+from overnight.queue.cancel import request_cancel
 from overnight.queue.durations import parse_duration
-from overnight.queue.records import TaskOptions, TaskRecord
+from overnight.queue.index import Query
+from overnight.queue.reaper import reap_lost
+from overnight.queue.records import TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit_sweep
 from overnight.queue.sweeps import Sweep
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
+
+_REAP_EVERY = 30.0  # seconds between reaps while waiting, as `overnight wait` does
+
+
+class Client:
+    """One Redis connection, reused by every call; a read never writes.
+
+    ``redis_url`` (else ``OVERNIGHT_REDIS_URL``, the config file, or localhost) is connected to on
+    the first call. Tasks whose agent vanished are marked lost only by :meth:`reap` and by
+    :meth:`wait`, which says so. Use it as a context manager, or :meth:`close` it.
+    """
+
+    def __init__(self, redis_url: str | None = None, *, config: ClientConfig | None = None) -> None:
+        self.config = config or load_client_config(flags={"redis_url": redis_url})
+        self._store: TaskStore | None = None
+
+    @property
+    def store(self) -> TaskStore:
+        """The task store on this client's connection (made on first use)."""
+        if self._store is None:
+            self._store = TaskStore.from_config(self.config)
+        return self._store
+
+    def enqueue(
+        self,
+        command: str | Sequence[str],
+        *,
+        queue: str | None = None,
+        gpus: int | None = None,
+        image: str | None = None,
+        timeout: float | str | None = None,
+        retries: int = 0,
+        after: Sequence[str] = (),
+        sweep: Mapping[str, Sequence[object]] | None = None,
+        name: str | None = None,
+        note: str = "",
+        tags: Sequence[str] = (),
+        env: Sequence[str] = (),
+        requirements: str | Path | None = None,
+        cwd: str | Path | None = None,
+    ) -> list[TaskRecord]:
+        """Snapshot the working tree at ``cwd`` (default: here) and queue ``command``.
+
+        Returns the new task's record in a list, or with ``sweep`` ({"lr": [0.1, 0.01], ...})
+        the records of the cross product. ``timeout`` is seconds or a duration such as "8h".
+        ``gpus`` defaults as for ``overnight enqueue`` (:meth:`ClientConfig.gpus_for`);
+        ``retries`` requeues the task when its agent vanishes, not when it fails. Raises
+        OvernightError subclasses, as the CLI reports them.
+        """
+        queue = queue or self.config.default_queue
+        options = TaskOptions(
+            queue=queue,
+            gpus=self.config.gpus_for(queue) if gpus is None else gpus,
+            image=image,
+            timeout=parse_duration(timeout, what="timeout")
+            if isinstance(timeout, str)
+            else timeout,
+            retries=retries,
+            after=tuple(self.store.resolve(a) for a in after),
+        )
+        taken = snapshot(
+            command, name=name, note=note, tags=tags, env=env, requirements=requirements, cwd=cwd,
+            config=self.config,
+        )  # fmt: skip
+        sweeps = [Sweep(k, tuple(str(v) for v in values)) for k, values in (sweep or {}).items()]
+        return submit_sweep(self.store, taken, options, sweeps, name=taken.spec.name)
+
+    def get(self, task_id: str) -> TaskRecord:
+        """The record of a task, by id or unambiguous id prefix; nothing is written."""
+        return self.store.get(self.store.resolve(task_id))
+
+    def ls(
+        self,
+        *,
+        queue: str | None = None,
+        status: TaskStatus | str | Collection[TaskStatus | str] = (),
+        tag: str | None = None,
+        limit: int | None = 50,
+    ) -> list[TaskRecord]:
+        """Tasks, newest first, as ``overnight ls`` lists them (but without reaping first)."""
+        wanted = [status] if isinstance(status, str) else list(status)
+        statuses = frozenset(TaskStatus(s) for s in wanted)
+        return self.store.find(Query(queue=queue, statuses=statuses, tag=tag, limit=limit))
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        """Cancel a queued or waiting task now; ask the agent of a started one to stop it."""
+        return request_cancel(self.store, self.store.resolve(task_id))
+
+    def wait(
+        self, task_ids: Sequence[str], *, timeout: float | None = None, poll: float = 0.5
+    ) -> list[TaskRecord]:
+        """Wait until the tasks end; returns their final records in the order given.
+
+        Reaps lost tasks now and then, as ``overnight wait`` does, so that a task whose agent
+        died ends the wait. Raises :class:`WaitTimeout` after ``timeout`` seconds, and
+        :class:`TaskNotFound` for a task removed meanwhile (``overnight gc``).
+        """
+        ids = [self.store.resolve(t) for t in task_ids]
+        start = last_reap = time.monotonic()
+        while True:
+            records = self.store.get_many(ids)
+            if len(records) == len(ids) and all(r.status.is_final for r in records):
+                return records
+            gone = set(ids) - {r.id for r in records}
+            if gone:
+                raise TaskNotFound(
+                    f"task {sorted(gone)[0]} was removed from Redis while waited for"
+                )
+            if timeout is not None and time.monotonic() - start > timeout:
+                left = ", ".join(r.id for r in records if not r.status.is_final)
+                raise WaitTimeout(
+                    f"gave up waiting for {left} after {timeout:g} s; wait again, or pass a "
+                    "longer timeout"
+                )
+            time.sleep(poll)
+            if time.monotonic() - last_reap > _REAP_EVERY:
+                self.reap()
+                last_reap = time.monotonic()
+
+    def logs(self, task_id: str, *, tail: int | None = None) -> list[str]:
+        """The task's output lines so far (the last ``tail`` of them when given)."""
+        task_id = self.store.resolve(task_id)
+        logs = self.store.logs
+        entries = logs.tail(task_id, tail) if tail is not None else logs.read(task_id)
+        return [e.line for e in entries]
+
+    def reap(self) -> list[str]:
+        """Mark lost the running tasks whose agent stopped sending heartbeats; their ids."""
+        return reap_lost(self.store)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.redis.close()
+            self._store = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def enqueue(
@@ -45,25 +194,19 @@ def enqueue(
     cwd: str | Path | None = None,
     redis_url: str | None = None,
 ) -> list[TaskRecord]:
-    """Snapshot the working tree at ``cwd`` (default: here) and queue ``command``.
+    """:meth:`Client.enqueue` on a client of its own."""
+    with Client(redis_url) as client:
+        return client.enqueue(
+            command, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
+            after=after, sweep=sweep, name=name, note=note, tags=tags, env=env,
+            requirements=requirements, cwd=cwd,
+        )  # fmt: skip
 
-    Returns the new task's record in a list, or with ``sweep`` ({"lr": [0.1, 0.01], ...}) the
-    records of the cross product. ``timeout`` is seconds or a duration such as "8h". ``gpus``
-    defaults as for ``overnight enqueue`` (see :func:`default_gpus`); ``retries`` requeues the
-    task when its agent vanishes, not when it fails. Raises OvernightError subclasses, as the CLI
-    reports them.
-    """
-    argv = shlex.split(command) if isinstance(command, str) else list(command)
-    config = load_client_config(flags={"redis_url": redis_url})
-    store = TaskStore.from_config(config)
-    options = task_options(
-        store, config, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
-        after=after,
-    )  # fmt: skip
-    recording = _snapshot_options(config, requirements, env, note, tags, name)
-    sweeps = [Sweep(k, tuple(str(v) for v in values)) for k, values in (sweep or {}).items()]
-    where = Path(cwd) if cwd is not None else Path.cwd()
-    return submit_command(store, where, argv, options, recording, sweeps)
+
+def get(task_id: str, *, redis_url: str | None = None) -> TaskRecord:
+    """:meth:`Client.get` on a client of its own: the record of a task, by id or id prefix."""
+    with Client(redis_url) as client:
+        return client.get(task_id)
 
 
 def snapshot(
@@ -75,6 +218,7 @@ def snapshot(
     env: Sequence[str] = (),
     requirements: str | Path | None = None,
     cwd: str | Path | None = None,
+    config: ClientConfig | None = None,
 ) -> Snapshot:
     """What ``enqueue`` would record for ``command`` at ``cwd`` (default: here), without Redis.
 
@@ -82,21 +226,8 @@ def snapshot(
     ``overnight snapshot --json`` prints it. Raises SnapshotError subclasses.
     """
     argv = shlex.split(command) if isinstance(command, str) else list(command)
-    config = load_client_config()
-    recording = _snapshot_options(config, requirements, env, note, tags, name)
-    where = Path(cwd) if cwd is not None else Path.cwd()
-    return take_snapshot(where, argv, recording, dict(os.environ))
-
-
-def _snapshot_options(
-    config: ClientConfig,
-    requirements: str | Path | None,
-    env: Sequence[str],
-    note: str,
-    tags: Sequence[str],
-    name: str | None,
-) -> SnapshotOptions:
-    return SnapshotOptions(
+    config = config or load_client_config()
+    recording = SnapshotOptions(
         requirements_file=Path(requirements) if requirements is not None else None,
         env=tuple(env),
         note=note,
@@ -105,62 +236,5 @@ def _snapshot_options(
         max_snapshot_mb=config.max_snapshot_mb,
         max_untracked_file_mb=config.max_untracked_file_mb,
     )
-
-
-def get(task_id: str, *, redis_url: str | None = None) -> TaskRecord:
-    """The record of a task, by id or unambiguous id prefix."""
-    store = TaskStore.from_config(load_client_config(flags={"redis_url": redis_url}))
-    return store.get(store.resolve(task_id))
-
-
-def task_options(
-    store: TaskStore,
-    config: ClientConfig,
-    *,
-    queue: str | None,
-    gpus: int | None,
-    image: str | None,
-    timeout: float | str | None,
-    retries: int,
-    after: Sequence[str],
-    grace: float | str | None = None,
-) -> TaskOptions:
-    """How to run the task, with durations parsed, ``after`` prefixes resolved and ``gpus``
-    (None: not given) defaulted by queue."""
-    queue = queue or config.default_queue
-    return TaskOptions(
-        queue=queue,
-        gpus=default_gpus(config, queue) if gpus is None else gpus,
-        image=image,
-        timeout=parse_duration(timeout, what="--timeout") if isinstance(timeout, str) else timeout,
-        retries=retries,
-        after=tuple(store.resolve(a) for a in after),
-        grace=parse_duration(grace, what="--grace") if isinstance(grace, str) else grace,
-    )
-
-
-def default_gpus(config: ClientConfig, queue: str) -> int:
-    """GPUs a task on ``queue`` asks for when none are named: ``default_gpus`` when configured,
-    else 0 on a CPU queue (listed in ``cpu_queues``, or named ``cpu...``) and 1 on the others."""
-    if config.default_gpus is not None:
-        if config.default_gpus < 0:
-            raise ConfigError(f"default_gpus must be 0 or more, not {config.default_gpus}")
-        return config.default_gpus
-    return 0 if is_cpu_queue(config, queue) else 1
-
-
-def is_cpu_queue(config: ClientConfig, queue: str) -> bool:
-    return queue in config.cpu_queues or queue.lower().startswith("cpu")
-
-
-def submit_command(
-    store: TaskStore,
-    cwd: Path,
-    argv: Sequence[str],
-    options: TaskOptions,
-    snapshot_options: SnapshotOptions,
-    sweeps: Sequence[Sweep] = (),
-) -> list[TaskRecord]:
-    """Snapshot ``cwd`` for ``argv`` and enqueue it (once, or once per sweep combination)."""
-    snapshot = take_snapshot(cwd, argv, snapshot_options, dict(os.environ))
-    return submit_sweep(store, snapshot, options, sweeps, name=snapshot.spec.name)
+    where = Path(cwd) if cwd is not None else Path.cwd()
+    return take_snapshot(where, argv, recording, dict(os.environ))

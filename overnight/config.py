@@ -37,6 +37,16 @@ class ClientConfig:
     default_gpus: int | None = None
     cpu_queues: tuple[str, ...] = ("default", "cpu")
 
+    def gpus_for(self, queue: str) -> int:
+        """GPUs a task on ``queue`` asks for when none are named: ``default_gpus`` when set,
+        else 0 on a CPU queue (listed in ``cpu_queues``, or named ``cpu...``) and 1 on others."""
+        if self.default_gpus is not None:
+            if self.default_gpus < 0:
+                raise ConfigError(f"default_gpus must be 0 or more, not {self.default_gpus}")
+            return self.default_gpus
+        cpu = queue in self.cpu_queues or queue.lower().startswith("cpu")
+        return 0 if cpu else 1
+
 
 def config_path(environ: Mapping[str, str] | None = None) -> Path:
     """Where the YAML config file is looked for."""

@@ -118,6 +118,10 @@ class UnknownQueue(QueueError):
     """Raised when a command names a queue that no task has ever been enqueued on."""
 
 
+class WaitTimeout(QueueError):
+    """Raised when tasks waited for have not ended within the time given."""
+
+
 class AgentError(OvernightError):
     """Raised for failures inside an agent while preparing or running a task."""
 

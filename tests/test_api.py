@@ -1,15 +1,17 @@
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import subprocess
+import sys
 
 import pytest
+import redis
 
 import overnight
-from overnight.api import default_gpus
-from overnight.config import ClientConfig, load_client_config
-from overnight.errors import ConfigError, SnapshotTooLargeError, TaskNotFound
-from overnight.queue.records import TaskStatus
+from overnight.errors import SnapshotTooLargeError, TaskNotFound, WaitTimeout
+from overnight.queue import keys
+from overnight.queue.records import Change, TaskStatus
+from overnight.queue.store import TaskStore
+from tests.fixtures.cli import REPO_ROOT, subprocess_env
 from tests.fixtures.gitrepo import Repo
 
 
@@ -29,8 +31,24 @@ def test_enqueue_and_get(repo: Repo, redis_url: str) -> None:
         overnight.get("ffffffffffff", redis_url=redis_url)
 
 
+def test_the_client_loads_no_cli_nor_agent_code() -> None:
+    probe = (
+        "import sys, overnight\n"
+        "overnight.Client\n"
+        "heavy = ('rq', 'click', 'rich', 'docker', 'psutil', 'pynvml', 'overnight.commands', "
+        "'overnight.agent')\n"
+        "print(' '.join(m for m in sys.modules if m.startswith(heavy)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+        env=subprocess_env(),
+    )  # fmt: skip
+    assert done.stdout.split() == []
+
+
 def test_api_is_exported() -> None:
-    assert {"enqueue", "get"} <= set(overnight.__all__)
+    assert {"Client", "TaskRecord", "TaskStatus", "enqueue", "get"} <= set(overnight.__all__)
+    assert overnight.TaskStatus("queued") is TaskStatus.QUEUED
 
 
 def test_snapshot_records_without_redis(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,35 +64,64 @@ def test_snapshot_records_without_redis(repo: Repo, monkeypatch: pytest.MonkeyPa
         overnight.snapshot(["python", "train.py"], cwd=repo.path)
 
 
-@pytest.mark.parametrize(
-    ("settings", "queue", "gpus"),
-    [
-        ({}, "default", 0),
-        ({}, "cpu", 0),
-        ({}, "CPU-big", 0),
-        ({}, "gpu", 1),
-        ({}, "a100", 1),
-        ({"cpu_queues": ("batch",)}, "batch", 0),
-        ({"cpu_queues": ("batch",)}, "default", 1),  # the list replaces the default one
-        ({"cpu_queues": ("batch",)}, "cpu-small", 0),  # cpu... is always a CPU queue
-        ({"default_gpus": 2}, "cpu", 2),
-        ({"default_gpus": 0}, "gpu", 0),
-    ],
-)
-def test_default_gpus_by_queue(settings: dict[str, Any], queue: str, gpus: int) -> None:
-    assert default_gpus(ClientConfig(**settings), queue) == gpus
-
-
-def test_default_gpus_from_the_config_file(tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text("cpu_queues: [batch, etl]\n")
-    config = load_client_config(environ={}, path=path)
-    assert (default_gpus(config, "etl"), default_gpus(config, "default")) == (0, 1)
-    with pytest.raises(ConfigError, match="default_gpus must be 0 or more"):
-        default_gpus(ClientConfig(default_gpus=-1), "gpu")
-
-
 def test_enqueue_defaults_gpus_by_queue(repo: Repo, redis_url: str) -> None:
     [cpu] = overnight.enqueue("python train.py", cwd=repo.path, redis_url=redis_url)
     [gpu] = overnight.enqueue("python train.py", queue="gpu", cwd=repo.path, redis_url=redis_url)
     assert (cpu.options.gpus, gpu.options.gpus) == (0, 1)
+
+
+def _readme_example() -> str:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_example_runs(
+    repo: Repo, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OVERNIGHT_REDIS_URL", redis_url)
+    monkeypatch.chdir(repo.path)
+    exec(compile(_readme_example(), "README.md", "exec"), {})
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    statuses = sorted(r.status.value for r in overnight.Client(redis_url).ls())
+    assert statuses == ["canceled", "queued"]
+
+
+def test_a_client_keeps_one_connection(repo: Repo, redis_url: str) -> None:
+    counter = redis.Redis.from_url(redis_url)
+    with overnight.Client(redis_url=redis_url) as client:
+        before = int(counter.info("stats")["total_connections_received"])
+        [task] = client.enqueue("python train.py", cwd=repo.path)
+        assert client.get(task.id[:6]) == task and client.ls() == [task]
+        assert client.logs(task.id) == [] and client.cancel(task.id).status.value == "canceled"
+        assert client.wait([task.id]) == [client.get(task.id)]
+        assert int(counter.info("stats")["total_connections_received"]) - before == 1
+
+
+def test_get_never_writes_reap_does(
+    repo: Repo, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("overnight.queue.reaper.REAP_SETTLE", 0.0)
+    [task] = overnight.enqueue("python train.py", cwd=repo.path, redis_url=redis_url)
+    store = TaskStore(redis.Redis.from_url(redis_url))
+    store.transition(task.id, TaskStatus.RUNNING, Change(agent="box"))
+    store.redis.delete(keys.heartbeat(task.id))  # its agent vanished
+    assert overnight.get(task.id, redis_url=redis_url).status is TaskStatus.RUNNING
+    with overnight.Client(redis_url) as client:
+        assert client.get(task.id).status is TaskStatus.RUNNING
+        assert client.reap() == [task.id]
+        assert client.get(task.id).status is TaskStatus.LOST
+
+
+def test_wait_and_logs_follow_a_task(repo: Repo, redis_url: str) -> None:
+    with overnight.Client(redis_url) as client:
+        [task] = client.enqueue(["python", "train.py"], cwd=repo.path)
+        client.store.transition(task.id, TaskStatus.RUNNING, Change(agent="box"))
+        client.store.logs.append(task.id, [(1.0, "epoch 1"), (2.0, "epoch 2")])
+        assert client.logs(task.id) == ["epoch 1", "epoch 2"]
+        assert client.logs(task.id, tail=1) == ["epoch 2"]
+        with pytest.raises(WaitTimeout, match="gave up waiting"):
+            client.wait([task.id], timeout=0.1, poll=0.05)
+        client.store.transition(task.id, TaskStatus.FINISHED, Change(exit_code=0))
+        [done] = client.wait([task.id[:6]])
+        assert done.status is TaskStatus.FINISHED and client.ls(status="finished") == [done]

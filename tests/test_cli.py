@@ -18,7 +18,7 @@ from overnight.errors import (
     TaskNotFound,
     exit_code_for,
 )
-from overnight.queue.records import TaskStatus
+from overnight.queue.records import Change, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import enqueue
 from tests.fixtures.cli import run_cli, subprocess_env
@@ -87,7 +87,7 @@ def test_ls_imports_neither_rq_nor_the_agent_libraries(
 ) -> None:
     done = enqueue(agent_store, project, name="done-task").id
     for status in (TaskStatus.PREPARING, TaskStatus.RUNNING, TaskStatus.FINISHED):
-        agent_store.transition(done, status, agent="agent-a")
+        agent_store.transition(done, status, Change(agent="agent-a"))
     enqueue(agent_store, project, name="queued-task")
     ls = _cli_code("ls", "--redis-url", redis_url)
     proc = _python(f"import sys\n{ls}\nprint(' '.join(sys.modules), file=sys.stderr)")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,3 +37,31 @@ def test_malformed_yaml_is_one_clear_error(tmp_path: Path) -> None:
     cfg.write_text("redis_url: [unclosed\n")
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_client_config({}, {}, cfg)
+
+
+@pytest.mark.parametrize(
+    ("settings", "queue", "gpus"),
+    [
+        ({}, "default", 0),
+        ({}, "cpu", 0),
+        ({}, "CPU-big", 0),
+        ({}, "gpu", 1),
+        ({}, "a100", 1),
+        ({"cpu_queues": ("batch",)}, "batch", 0),
+        ({"cpu_queues": ("batch",)}, "default", 1),  # the list replaces the default one
+        ({"cpu_queues": ("batch",)}, "cpu-small", 0),  # cpu... is always a CPU queue
+        ({"default_gpus": 2}, "cpu", 2),
+        ({"default_gpus": 0}, "gpu", 0),
+    ],
+)
+def test_gpus_default_by_queue(settings: dict[str, Any], queue: str, gpus: int) -> None:
+    assert ClientConfig(**settings).gpus_for(queue) == gpus
+
+
+def test_gpus_default_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("cpu_queues: [batch, etl]\n")
+    config = load_client_config(environ={}, path=path)
+    assert (config.gpus_for("etl"), config.gpus_for("default")) == (0, 1)
+    with pytest.raises(ConfigError, match="default_gpus must be 0 or more"):
+        ClientConfig(default_gpus=-1).gpus_for("gpu")

@@ -22,6 +22,7 @@ from rich.text import Text
 from overnight.config import ClientConfig, load_client_config
 from overnight.errors import ConnectionFailed, OvernightError, QueueError
 from overnight.queue.connection import redact_url
+from overnight.queue.reaper import reap_lost
 from overnight.queue.store import TaskStore
 from overnight.terminal import visible
 
@@ -79,7 +80,9 @@ def load_config(redis_url: str | None = None, **flags: Any) -> ClientConfig:
 def store_for(redis_url: str | None) -> tuple[ClientConfig, TaskStore]:
     """The config (flag > env > file) and a connected store; lost tasks are reaped once."""
     config = load_config(redis_url)
-    return config, TaskStore.from_config(config)
+    store = TaskStore.from_config(config)
+    reap_lost(store)
+    return config, store
 
 
 def to_jsonable(value: Any) -> Any:

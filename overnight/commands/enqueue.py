@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from overnight.api import submit_command, task_options
 from overnight.commands.common import echo_json, json_option, load_config, redis_option
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
 from overnight.commands.views import record_json
+from overnight.config import ClientConfig
 from overnight.errors import UsageError
 from overnight.queue.durations import parse_duration
+from overnight.queue.reaper import reap_lost
+from overnight.queue.records import TaskOptions, TaskRecord
 from overnight.queue.store import TaskStore
-from overnight.queue.sweeps import expand, parse_sweep
+from overnight.queue.submit import submit_sweep
+from overnight.queue.sweeps import Sweep, expand, parse_sweep
+from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 
 
 @click.command(
@@ -89,6 +95,7 @@ def enqueue_command(
         max_untracked_file_mb=flags.get("max_untracked_file_mb"),
     )
     store = TaskStore.from_config(config)  # before the snapshot: an unreachable Redis fails fast
+    reap_lost(store)
     options = task_options(
         store, config, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
         after=after, grace=grace,
@@ -104,3 +111,42 @@ def enqueue_command(
 
 def register(cli: click.Group, agent: click.Group) -> None:
     cli.add_command(enqueue_command)
+
+
+def task_options(
+    store: TaskStore,
+    config: ClientConfig,
+    *,
+    queue: str | None,
+    gpus: int | None,
+    image: str | None,
+    timeout: str | None,
+    retries: int,
+    after: Sequence[str],
+    grace: str | None = None,
+) -> TaskOptions:
+    """How to run the task, from the flags: durations parsed, ``--after`` prefixes resolved and
+    ``--gpus`` (None: not given) defaulted by queue."""
+    queue = queue or config.default_queue
+    return TaskOptions(
+        queue=queue,
+        gpus=config.gpus_for(queue) if gpus is None else gpus,
+        image=image,
+        timeout=parse_duration(timeout, what="--timeout") if timeout is not None else None,
+        retries=retries,
+        after=tuple(store.resolve(a) for a in after),
+        grace=parse_duration(grace, what="--grace") if grace is not None else None,
+    )
+
+
+def submit_command(
+    store: TaskStore,
+    cwd: Path,
+    argv: Sequence[str],
+    options: TaskOptions,
+    snapshot_options: SnapshotOptions,
+    sweeps: Sequence[Sweep] = (),
+) -> list[TaskRecord]:
+    """Snapshot ``cwd`` for ``argv`` and enqueue it (once, or once per sweep combination)."""
+    snapshot = take_snapshot(cwd, argv, snapshot_options, dict(os.environ))
+    return submit_sweep(store, snapshot, options, sweeps, name=snapshot.spec.name)

@@ -30,6 +30,7 @@ from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.connection import connect
 from overnight.queue.durations import parse_since
 from overnight.queue.index import Query
+from overnight.queue.reaper import reap_lost
 from overnight.queue.records import ACTIVE_STATUSES, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.terminal import visible
@@ -276,7 +277,7 @@ def top_snapshot(store: TaskStore, registry: AgentRegistry) -> dict[str, Any]:
 def _store(redis_url: str | None) -> TaskStore:
     config = load_client_config({"redis_url": redis_url})
     store = TaskStore(connect(config.redis_url), log_cap_mb=config.log_cap_mb)
-    store.reap_lost()
+    reap_lost(store)
     return store
 
 
@@ -307,7 +308,7 @@ def top_command(interval: float, once: bool, as_json: bool, redis_url: str | Non
         echo_lines(lines)
         try:
             time.sleep(interval)
-            store.reap_lost()
+            reap_lost(store)
         except KeyboardInterrupt:
             return
 

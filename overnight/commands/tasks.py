@@ -22,13 +22,15 @@ from overnight.commands.reports import live_usage, offer_problem
 from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines, spec_json
 from overnight.errors import CorruptRecord, InvalidTransition, OvernightError, SpecError, UsageError
 from overnight.queue.agents import AgentRegistry
-from overnight.queue.cancel import cancel_queue
+from overnight.queue.cancel import cancel_queue, request_cancel
 from overnight.queue.durations import parse_duration, parse_since
 from overnight.queue.gc import collect
 from overnight.queue.index import Query
 from overnight.queue.logs import LogEntry
+from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskOptions, TaskRecord, TaskStatus
-from overnight.queue.store import Submission, TaskStore
+from overnight.queue.store import TaskStore
+from overnight.queue.submit import Submission, submit_many
 from overnight.recorder.params import set_param
 from overnight.terminal import visible
 
@@ -184,7 +186,7 @@ def _ended(store: TaskStore, task_id: str) -> Callable[[], bool]:
     def check() -> bool:
         nonlocal last_reap
         if time.monotonic() - last_reap > _REAP_EVERY:
-            store.reap_lost()
+            reap_lost(store)
             last_reap = time.monotonic()
         try:
             return store.get(task_id).status.is_final
@@ -223,7 +225,7 @@ def wait_command(task_ids: tuple[str, ...], timeout: str | None, redis_url: str 
             click.get_current_context().exit(ExitCode.FAILURE)
         time.sleep(0.5)
         if time.monotonic() - last_reap > _REAP_EVERY:
-            store.reap_lost()
+            reap_lost(store)
             last_reap = time.monotonic()
     if not all_finished:
         click.get_current_context().exit(ExitCode.FAILURE)
@@ -246,7 +248,7 @@ def cancel_command(task_ids: tuple[str, ...], queue: str | None, redis_url: str 
         click.echo(f"canceled {len(canceled)} queued task(s) of queue {queue}")
     for given in task_ids:
         try:
-            record = store.request_cancel(store.resolve(given))
+            record = request_cancel(store, store.resolve(given))
         except (InvalidTransition, OvernightError) as exc:
             echo(f"overnight: error: {exc}", err=True)
             failures.append(exc)
@@ -292,7 +294,7 @@ def retry_command(
     options = _new_options(record, queue, gpus)
     snapshot = store.recorded_snapshot(record.id)
     sub = Submission(snapshot, options, argv=record.argv, name=record.name, retry_of=record.id)
-    new = store.submit_many([sub])[0]
+    new = submit_many(store, [sub])[0]
     store.add_note(record.id, f"retried as {new.id}")
     _print_new(new, as_json)
 
@@ -331,7 +333,7 @@ def clone_command(
         argv = set_param(argv, name, value)
     options = _new_options(record, queue, gpus)
     sub = Submission(store.recorded_snapshot(record.id), options, argv=argv, name=record.name)
-    _print_new(store.submit_many([sub])[0], as_json)
+    _print_new(submit_many(store, [sub])[0], as_json)
 
 
 def _new_options(record: TaskRecord, queue: str | None, gpus: int | None) -> TaskOptions:

@@ -53,6 +53,12 @@ return deleted
 """
 
 
+def _check(blobs: Mapping[str, bytes]) -> None:
+    for sha, data in blobs.items():
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise CorruptRecord(f"blob {sha[:12]} does not match its sha256; refusing to store it")
+
+
 def spec_id_of(spec_json: str) -> str:
     return hashlib.sha256(spec_json.encode("utf-8")).hexdigest()
 
@@ -70,11 +76,7 @@ class BlobStore:
         shas = list(blobs)
         if not shas:
             return
-        for sha, data in blobs.items():
-            if hashlib.sha256(data).hexdigest() != sha:
-                raise CorruptRecord(
-                    f"blob {sha[:12]} does not match its sha256; refusing to store it"
-                )
+        _check(blobs)
         present = [False] * len(shas)
         if skip_existing:
             pipe = self._redis.pipeline(transaction=False)
@@ -86,6 +88,13 @@ class BlobStore:
             if not there:
                 pipe.set(keys.blob(sha), blobs[sha], nx=True)
         pipe.execute()
+
+    @staticmethod
+    def queue_blobs(pipe: Pipeline, blobs: Mapping[str, bytes]) -> None:
+        """Queue, on ``pipe``, the writes of the blobs Redis lacks (their bytes are sent)."""
+        _check(blobs)
+        for sha, data in blobs.items():
+            pipe.set(keys.blob(sha), data, nx=True)
 
     def add_spec(
         self,
@@ -102,12 +111,14 @@ class BlobStore:
         transaction's replies goes through :meth:`missing_from`. When blobs are missing nothing
         is written.
         """
-        result = self._add_spec(
-            keys=[keys.spec(spec_id), keys.REFS, *(keys.blob(s) for s in blob_shas)],
-            args=[spec_id, spec_json, tasks, *blob_shas],
-            client=pipe if pipe is not None else self._redis,
-        )
-        return [] if pipe is not None else self.missing_from(result)
+        script_keys = [keys.spec(spec_id), keys.REFS, *(keys.blob(s) for s in blob_shas)]
+        args: list[str | int] = [spec_id, spec_json, tasks, *blob_shas]
+        if pipe is not None:
+            # EVAL, not the registered script's EVALSHA: a pipeline holding one asks Redis
+            # whether the script is loaded first, a round trip of its own.
+            pipe.eval(_ADD_SPEC, len(script_keys), *script_keys, *args)
+            return []
+        return self.missing_from(self._add_spec(keys=script_keys, args=args))
 
     @staticmethod
     def missing_from(result: Any) -> list[str]:

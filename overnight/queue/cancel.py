@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from overnight.errors import InvalidTransition, UnknownQueue
 from overnight.queue import keys
 from overnight.queue.records import ACTIVE_STATUSES, TaskRecord, TaskStatus
-
-if TYPE_CHECKING:
-    from overnight.queue.store import TaskStore
+from overnight.queue.store import TaskStore
 
 _NOT_STARTED = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})
 _FLAG_TTL = 7 * 24 * 3600  # a flag outliving its task (it ended as the flag was set) expires
 
 
 def request_cancel(store: TaskStore, task_id: str) -> TaskRecord:
-    """Cancel now (queued, waiting) or flag for the agent (preparing, running)."""
+    """Queued or waiting: off its queue and ``canceled`` now. Preparing or running: flagged
+    for its agent, which stops it. Raises :class:`InvalidTransition` for a finished task."""
     record = store.get(task_id)
     if record.status in _NOT_STARTED:
         try:

@@ -2,22 +2,19 @@
 
 A task enqueued with ``--after A`` is ``waiting`` (its RQ job deferred, registered as a dependent
 of A's job) until A ends. When A finishes the task is queued, its RQ job pushed by overnight
-itself; when A fails, is canceled or lost the task is canceled with a note naming A.
+itself; when A fails, is canceled or lost the task is canceled with a note naming A. The store
+applies :func:`released` when a task ends, in :meth:`TaskStore.transition`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from redis.client import Pipeline
 
-from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound, UsageError
+from overnight.errors import TaskNotFound, UsageError
 from overnight.queue import keys, replies
 from overnight.queue.records import TaskRecord, TaskStatus
-
-if TYPE_CHECKING:
-    from overnight.queue.store import TaskStore
 
 
 def finished_dependencies(pipe: Pipeline, after: Sequence[str]) -> set[str]:
@@ -45,37 +42,16 @@ def finished_dependencies(pipe: Pipeline, after: Sequence[str]) -> set[str]:
     return finished
 
 
-def release_dependents(store: TaskStore, task_id: str, status: TaskStatus) -> None:
-    """Queue or cancel the tasks waiting for ``task_id``, which just reached final ``status``."""
-    key = keys.dependents(task_id)
-    members = sorted(replies.text(m) for m in store.redis.smembers(key))
-    for dependent_id in members:
-        try:
-            dependent = store.get(dependent_id)
-        except (TaskNotFound, CorruptRecord):
-            continue
-        if dependent.status is not TaskStatus.WAITING:
-            continue
-        try:
-            if status is not TaskStatus.FINISHED:
-                store.transition(
-                    dependent_id,
-                    TaskStatus.CANCELED,
-                    note=f"dependency {task_id} {status.value}",
-                    expect={TaskStatus.WAITING},
-                )
-            elif _all_finished(store, dependent, task_id):
-                store.transition(
-                    dependent_id,
-                    TaskStatus.QUEUED,
-                    note=f"dependency {task_id} finished",
-                    expect={TaskStatus.WAITING},
-                )
-        except InvalidTransition:
-            continue  # canceled or released by someone else meanwhile
-    store.redis.delete(key)
-
-
-def _all_finished(store: TaskStore, dependent: TaskRecord, just_finished: str) -> bool:
-    others = [a for a in dependent.options.after if a != just_finished]
-    return all(record.status is TaskStatus.FINISHED for record in store.get_many(others))
+def released(
+    dependent: TaskRecord, task_id: str, status: TaskStatus, others: Sequence[TaskRecord]
+) -> tuple[TaskStatus, str] | None:
+    """Where ``dependent`` goes now that ``task_id`` reached final ``status``, with the note to
+    record; None when it stays (not waiting, or still waiting for ``others``, the records of
+    the other tasks it waits for that still exist, read when ``status`` is finished)."""
+    if dependent.status is not TaskStatus.WAITING:
+        return None
+    if status is not TaskStatus.FINISHED:
+        return TaskStatus.CANCELED, f"dependency {task_id} {status.value}"
+    if any(record.status is not TaskStatus.FINISHED for record in others):
+        return None
+    return TaskStatus.QUEUED, f"dependency {task_id} finished"

@@ -2,9 +2,9 @@
 
 An RQ job names a function that the worker imports and calls. Anyone who can write to Redis can
 push a job naming ``os.system``; an overnight worker must never run it. Every overnight job
-names :data:`ENTRY_POINT` with the task id as its only argument, and :class:`TaskWorker` (and the
-agent daemon built on this module) checks that before anything else, recording any other job as
-failed instead of running it.
+names :data:`ENTRY_POINT` with the task id as its only argument, and the agent daemon (and
+:class:`overnight.queue.taskworker.TaskWorker`) checks that before anything else, recording any
+other job as failed instead of running it.
 """
 
 from __future__ import annotations
@@ -13,22 +13,20 @@ import contextlib
 import logging
 import time
 import zlib
-from typing import Any
 
 import redis
 from rq.job import Job, JobStatus, get_current_job
-from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat
-from rq.worker import Worker
 
 from overnight.errors import AgentError, OvernightError
-from overnight.queue.records import Phase, TaskStatus
+from overnight.queue.records import Change, Phase, TaskStatus
+from overnight.queue.rqsync import ENTRY_POINT
+from overnight.queue.store import TaskStore
 
-ENTRY_POINT = "overnight.queue.jobs.run_task"
-"""The only function an overnight RQ job may name."""
+__all__ = ["ENTRY_POINT", "fail_in_rq", "is_overnight_job", "record_refusal", "run_task"]
 
 REFUSED_TTL = 7 * 24 * 3600
 """Seconds a refused job's hash, result and failed-registry entry are kept."""
@@ -97,18 +95,15 @@ def refusal_message(job: Job) -> str:
 
 def record_refusal(job: Job, message: str) -> None:
     """Mark the task record with the job's id failed, when one exists and is not final."""
-    from overnight.queue.store import TaskStore  # the store imports this module
-
     store = TaskStore(job.connection)
     # No such task, a corrupt record, or a task already past queued: nothing to mark.
     with contextlib.suppress(OvernightError):
         store.transition(
             job.id,
             TaskStatus.FAILED,
+            Change(phase=Phase.AGENT, error=message),
             note=message,
             expect={TaskStatus.QUEUED, TaskStatus.WAITING},
-            phase=Phase.AGENT,
-            error=message,
         )
 
 
@@ -142,39 +137,3 @@ def fail_in_rq(
         Result.create_failure(job, REFUSED_TTL, reason, worker_name=worker_name, pipeline=pipe)
         pipe.zadd(failed.key, {job_id: time.time() + REFUSED_TTL})
         pipe.execute()
-
-
-class TaskWorker(Worker):
-    """An RQ worker that runs nothing but overnight jobs; any other job is recorded as failed.
-
-    The check happens in the worker process before any fork, so a refused job's function is never
-    imported. Serializes as JSON by default.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("serializer", JSONSerializer)
-        super().__init__(*args, **kwargs)
-
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        if is_overnight_job(job):
-            super().execute_job(job, queue)
-        else:
-            self.refuse(job, queue)
-
-    def refuse(self, job: Job, queue: Queue) -> None:
-        """Record ``job`` as failed in RQ (and on its task record) without running it."""
-        message = refusal_message(job)
-        log.warning("%s", message)
-        record_refusal(job, message)
-        queue.intermediate_queue.remove(job.id)
-        fail_in_rq(self.connection, str(job.id), queue.name, message, worker_name=self.name)
-        with self.connection.pipeline() as pipe:
-            self.increment_failed_job_count(pipe)
-            pipe.execute()
-
-    def clean_registries(self) -> None:
-        """Overnight's registry upkeep instead of RQ's, which runs what stale jobs name."""
-        from overnight.queue.upkeep import clean  # upkeep reads task records: the store
-
-        clean(self.connection, [q.name for q in self.queues], worker_name=self.name)
-        self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ types it None

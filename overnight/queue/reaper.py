@@ -1,8 +1,9 @@
 """Lost tasks: a preparing or running task whose heartbeat expired lost its agent.
 
-Every agent heartbeats its tasks (a key with a TTL). Any process may reap: every ``overnight``
-command does, and so do agents, so a dead agent's tasks are noticed without waiting for RQ's
-maintenance. Reaping costs one read of the small active sets and one EXISTS per active task.
+Every agent heartbeats its tasks (a key with a TTL). Any process may reap: the ``overnight``
+commands that open the store do, so do agents and ``Client.reap``, so a dead agent's tasks are
+noticed without waiting for RQ's maintenance. Reaping costs one read of the small active sets and
+one EXISTS per active task.
 
 A Redis that restarts after an outage longer than a heartbeat's lifetime comes back with every
 heartbeat expired: for ``settle`` seconds after its start nothing is reaped, so agents reconnect
@@ -15,29 +16,27 @@ its earlier run's heartbeats to expire: at start it marks that run's tasks lost 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING
 
 import redis
 
 from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
-from overnight.queue.records import ACTIVE_STATUSES, Phase, TaskRecord, TaskStatus
-
-if TYPE_CHECKING:
-    from overnight.queue.store import TaskStore
+from overnight.queue import keys
+from overnight.queue.records import ACTIVE_STATUSES, Change, Phase, TaskRecord, TaskStatus
+from overnight.queue.store import TaskStore
 
 REAP_SETTLE = 60.0
 """Seconds a restarted Redis is left to agents before silent tasks count as lost: a heartbeat's
 lifetime (30 s) and an agent's longest wait between reconnect attempts (30 s)."""
 
 
-def reap_lost(store: TaskStore, settle: float = REAP_SETTLE) -> list[str]:
+def reap_lost(store: TaskStore, settle: float | None = None) -> list[str]:
     """Mark tasks without a heartbeat ``lost``; requeue those with retries left. Returns their ids.
 
     Nothing is reaped while Redis has been up for less than ``settle`` seconds: heartbeats that
     expired while it was down say nothing of their agents, which need that long to be back.
+    ``settle`` defaults to :data:`REAP_SETTLE`.
     """
-    from overnight.queue import keys
-
+    settle = REAP_SETTLE if settle is None else settle
     ids = store.index.ids(ACTIVE_STATUSES)
     if not ids:
         return []
@@ -143,13 +142,12 @@ def _lose(
         record = store.transition(
             record.id,
             status,
+            Change(phase=Phase.AGENT, error=error or None),
             note=note,
             expect=ACTIVE_STATUSES,
             only_if_silent=only_if_silent,
             held_by=held_by,
             release=not retry,
-            phase=Phase.AGENT,
-            error=error or None,
         )
     except InvalidTransition:
         return False  # it heartbeated, ended or changed hands meanwhile, or was reaped

@@ -61,6 +61,53 @@ class TaskOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class Change:
+    """The record fields a transition sets besides the status; None leaves a field as it is.
+
+    ``extra`` is merged into the record's. Checked when made, so a change that reaches Redis is
+    well typed (and mypy catches a misspelled field at the call).
+    """
+
+    agent: str | None = None
+    gpu_ids: tuple[str, ...] | None = None
+    exit_code: int | None = None
+    phase: Phase | None = None
+    error: str | None = None
+    extra: Mapping[str, Any] | None = None
+    attempt: int | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("agent", "error", "name"):
+            value = getattr(self, field)
+            if value is not None:
+                _str(value)
+        for field in ("exit_code", "attempt"):
+            value = getattr(self, field)
+            if value is not None:
+                _int(value)
+        if self.attempt is not None and self.attempt < 0:
+            raise ValueError(f"attempt must be 0 or more, not {self.attempt}")
+        if self.gpu_ids is not None:
+            object.__setattr__(self, "gpu_ids", _strs(self.gpu_ids))
+        if self.phase is not None:
+            object.__setattr__(self, "phase", Phase(self.phase))
+        if self.extra is not None:
+            object.__setattr__(self, "extra", dict(_mapping(dict(self.extra))))
+
+    def applied(self, record: TaskRecord) -> TaskRecord:
+        """``record`` with these fields set."""
+        values = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
+        if self.extra is not None:
+            values["extra"] = {**record.extra, **self.extra}
+        return dataclasses.replace(record, **values)
+
+
+@dataclasses.dataclass(frozen=True)
 class StatusChange:
     status: TaskStatus
     at: float

@@ -31,8 +31,10 @@ from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat
 
 from overnight.queue import replies
-from overnight.queue.jobs import ENTRY_POINT
 from overnight.queue.records import ACTIVE_STATUSES, TaskStatus
+
+ENTRY_POINT = "overnight.queue.jobs.run_task"
+"""The only function an overnight RQ job may name (:mod:`overnight.queue.jobs`)."""
 
 NO_TIMEOUT = -1
 """RQ's "never": no job timeout, no expiry of finished and failed jobs."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,16 +25,16 @@ from overnight.errors import (
     InvalidTransition,
     SpecError,
     TaskNotFound,
-    UsageError,
 )
 from overnight.queue import keys, replies
 from overnight.queue.blobs import BlobStore
 from overnight.queue.connection import connect
+from overnight.queue.dependencies import released
 from overnight.queue.index import Query, TaskIndex
 from overnight.queue.logs import DEFAULT_CAP_BYTES, LogStore
 from overnight.queue.records import (
     ACTIVE_STATUSES,
-    Phase,
+    Change,
     StatusChange,
     TaskOptions,
     TaskRecord,
@@ -49,35 +48,8 @@ if TYPE_CHECKING:
 HEARTBEAT_TTL = 30.0
 """Seconds a preparing/running task lives without a heartbeat before it counts as lost."""
 
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
-_RUN_FIELDS = {"agent", "gpu_ids", "exit_code", "phase", "error", "extra", "attempt", "name"}
 #: ``extra`` keys that describe one attempt's run; a task queued again starts without them.
 RUN_EXTRA = frozenset({"environment", "hardware", "resources", "run"})
-
-
-@dataclasses.dataclass(frozen=True)
-class Submission:
-    """One task to enqueue: a snapshot, how to run it, and this task's own argv (sweeps, clones)."""
-
-    snapshot: Snapshot
-    options: TaskOptions
-    argv: tuple[str, ...] | None = None  # None: the recorded argv
-    name: str | None = None  # None: the recorded name
-    retry_of: str | None = None
-
-
-def check_options(options: TaskOptions) -> None:
-    """Raise :class:`UsageError` naming the first invalid option."""
-    if not _QUEUE_NAME.match(options.queue):
-        raise UsageError(
-            f"invalid queue name {options.queue!r}: use letters, digits, '.', '_' and '-'"
-        )
-    if options.gpus < 0:
-        raise UsageError(f"--gpus must be 0 or more, not {options.gpus}")
-    if options.retries < 0:
-        raise UsageError(f"--retries must be 0 or more, not {options.retries}")
-    if options.timeout is not None and options.timeout <= 0:
-        raise UsageError("--timeout must be a positive duration such as 8h or 90m")
 
 
 class TaskStore:
@@ -98,26 +70,9 @@ class TaskStore:
         return RQMirror(self.redis)
 
     @classmethod
-    def from_config(cls, config: ClientConfig, *, reap: bool = True) -> TaskStore:
-        """Connect to the configured Redis; tasks whose agent vanished are marked lost first."""
-        store = cls(connect(config.redis_url), log_cap_mb=config.log_cap_mb)
-        if reap:
-            store.reap_lost()
-        return store
-
-    # -- submitting ---------------------------------------------------------------------------
-
-    def submit(
-        self, snapshot: Snapshot, options: TaskOptions, *, retry_of: str | None = None
-    ) -> TaskRecord:
-        """Store a task and push its RQ job; status ``queued``, or ``waiting`` with ``after``."""
-        return self.submit_many([Submission(snapshot, options, retry_of=retry_of)])[0]
-
-    def submit_many(self, submissions: Sequence[Submission]) -> list[TaskRecord]:
-        """Store many tasks in one transaction (a sweep): specs and blobs once each."""
-        from overnight.queue.submit import submit_all
-
-        return submit_all(self, submissions)
+    def from_config(cls, config: ClientConfig) -> TaskStore:
+        """Connect to the configured Redis; nothing is read or written yet."""
+        return cls(connect(config.redis_url), log_cap_mb=config.log_cap_mb)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -189,6 +144,7 @@ class TaskStore:
         self,
         task_id: str,
         status: TaskStatus,
+        change: Change | None = None,
         *,
         note: str = "",
         expect: Collection[TaskStatus] | None = None,
@@ -197,26 +153,21 @@ class TaskStore:
         only_if_silent: bool = False,
         held_by: str | None = None,
         release: bool = True,
-        **fields: Any,
     ) -> TaskRecord:
         """Move a task to ``status`` atomically with its indexes, RQ job and heartbeat.
 
         With ``expect``, a task in another status raises :class:`InvalidTransition` and nothing is
-        written. ``fields`` set record fields (agent, gpu_ids, exit_code, phase, error, attempt;
-        extra is merged). ``queued`` starts a new attempt: the run fields are cleared. Reaching a
-        final status releases the tasks waiting for this one (unless ``release`` is False, for a
-        caller that requeues the task at once). ``only_if_silent`` refuses (InvalidTransition)
-        when the task's heartbeat is alive, ``held_by`` when the task is not that agent's, both
-        checked atomically.
+        written. ``change`` sets record fields (:class:`Change`). ``queued`` starts a new
+        attempt: the run fields are cleared. Reaching a final status releases the tasks waiting
+        for this one (unless ``release`` is False, for a caller that requeues the task at once).
+        ``only_if_silent`` refuses (InvalidTransition) when the task's heartbeat is alive,
+        ``held_by`` when the task is not that agent's, both checked atomically.
         """
         status = TaskStatus(status)
         if status is TaskStatus.CORRUPT:
             raise ValueError("corrupt is a display status and is never stored")
-        unknown = set(fields) - _RUN_FIELDS
-        if unknown:
-            raise TypeError(f"transition() got unknown record fields: {', '.join(sorted(unknown))}")
 
-        def change(old: TaskRecord, pipe: Pipeline) -> TaskRecord:
+        def write(old: TaskRecord, pipe: Pipeline) -> TaskRecord:
             if expect is not None and old.status not in expect:
                 wanted = " or ".join(sorted(s.value for s in expect))
                 raise InvalidTransition(
@@ -229,7 +180,7 @@ class TaskStore:
                 replies.watch(pipe, keys.heartbeat(task_id))
                 if pipe.exists(keys.heartbeat(task_id)):
                     raise InvalidTransition(f"task {task_id} has a live heartbeat")
-            new = _changed(old, status, note, fields, time.time())
+            new = _changed(old, status, note, change or Change(), time.time())
             state = self.rq.read_state(pipe, task_id, old.options.queue)
             pipe.multi()
             new = _keep_series_apart(new, pipe)
@@ -254,12 +205,29 @@ class TaskStore:
                 pipe.delete(keys.cancel(task_id))
             return new
 
-        old, new = self._update(task_id, change)
+        old, new = self._update(task_id, write)
         if release and new.status.is_final and not old.status.is_final:
-            from overnight.queue.dependencies import release_dependents
-
-            release_dependents(self, task_id, new.status)
+            self._release_dependents(task_id, new.status)
         return new
+
+    def _release_dependents(self, task_id: str, status: TaskStatus) -> None:
+        """Queue or cancel the tasks waiting for ``task_id``, which just became final ``status``."""
+        key = keys.dependents(task_id)
+        for dependent_id in sorted(replies.text(m) for m in self.redis.smembers(key)):
+            try:
+                dependent = self.get(dependent_id)
+            except (TaskNotFound, CorruptRecord):
+                continue
+            others = [a for a in dependent.options.after if a != task_id]
+            finished = status is TaskStatus.FINISHED
+            move = released(dependent, task_id, status, self.get_many(others) if finished else [])
+            if move is None:
+                continue
+            try:
+                self.transition(dependent_id, move[0], note=move[1], expect={TaskStatus.WAITING})
+            except InvalidTransition:
+                continue  # canceled or released by someone else meanwhile
+        self.redis.delete(key)
 
     def _update(
         self, task_id: str, change: Callable[[TaskRecord, Pipeline], TaskRecord]
@@ -326,13 +294,6 @@ class TaskStore:
 
         self._update(task_id, change)
 
-    def request_cancel(self, task_id: str) -> TaskRecord:
-        """Queued or waiting: off its queue and ``canceled`` now. Preparing or running: flagged
-        for its agent, which stops it. Raises :class:`InvalidTransition` for a finished task."""
-        from overnight.queue.cancel import request_cancel
-
-        return request_cancel(self, task_id)
-
     def cancel_requested(self, task_id: str) -> bool:
         return bool(self.redis.exists(keys.cancel(task_id)))
 
@@ -343,19 +304,16 @@ class TaskStore:
         record = self.get(task_id)
         attempt = record.attempt + 1 if new_attempt else record.attempt
         return self.transition(
-            task_id, TaskStatus.QUEUED, note=note or "requeued", at_front=at_front, attempt=attempt
+            task_id,
+            TaskStatus.QUEUED,
+            Change(attempt=attempt),
+            note=note or "requeued",
+            at_front=at_front,
         )
 
     def heartbeat(self, task_id: str, agent: str, ttl: float = HEARTBEAT_TTL) -> None:
         """Say that ``agent`` still works on the task; without one for ``ttl`` s it is lost."""
         self.redis.set(keys.heartbeat(task_id), agent, px=max(1, int(ttl * 1000)))
-
-    def reap_lost(self, settle: float | None = None) -> list[str]:
-        """Mark preparing/running tasks whose heartbeat expired ``lost``; requeue as retries
-        allow. Not within ``settle`` seconds (default 60) of a Redis start."""
-        from overnight.queue.reaper import REAP_SETTLE, reap_lost
-
-        return reap_lost(self, REAP_SETTLE if settle is None else settle)
 
     def known_queues(self) -> list[str]:
         return sorted(replies.text(q) for q in self.redis.smembers(keys.QUEUES))
@@ -430,7 +388,7 @@ def _blob_shas(spec: TaskSpec) -> list[str]:
 
 
 def _changed(
-    old: TaskRecord, status: TaskStatus, note: str, fields: dict[str, Any], now: float
+    old: TaskRecord, status: TaskStatus, note: str, change: Change, now: float
 ) -> TaskRecord:
     history = list(old.history)
     if status is not old.status or note:
@@ -452,13 +410,4 @@ def _changed(
         new.started = now
     if status.is_final:
         new.ended = now
-    for name, value in fields.items():
-        if name == "extra":
-            new.extra = {**new.extra, **dict(value)}
-        elif name == "phase":
-            new.phase = Phase(value) if value is not None else None
-        elif name == "gpu_ids":
-            new.gpu_ids = tuple(str(g) for g in value)
-        else:
-            setattr(new, name, value)
-    return new
+    return change.applied(new)

@@ -1,31 +1,91 @@
-"""Enqueueing: many tasks (a sweep) stored in one transaction, their spec and blobs once each."""
+"""Enqueueing: one task, or many (a sweep), stored in one transaction, their spec and blobs once.
+
+A submission is one Redis round trip: the blobs, the spec, the records, their indexes and RQ jobs
+go in one MULTI/EXEC. Two cases add one: a task with ``--after`` first reads (and watches) the
+tasks it waits for, and a blob over :data:`INLINE_BLOB_BYTES` is first checked for in Redis, so
+that the bytes of a large bundle already stored are never sent again.
+"""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from redis.client import Pipeline
 from redis.exceptions import WatchError
 
+from overnight.errors import UsageError
 from overnight.queue import keys
 from overnight.queue.blobs import BlobStore, spec_id_of
 from overnight.queue.dependencies import finished_dependencies
 from overnight.queue.index import TaskIndex
 from overnight.queue.records import StatusChange, TaskOptions, TaskRecord, TaskStatus
+from overnight.queue.store import TaskStore
 from overnight.queue.sweeps import Sweep, expand
 from overnight.recorder.params import parse_params
 from overnight.spec import Snapshot
 
-if TYPE_CHECKING:
-    from overnight.queue.store import Submission, TaskStore
+INLINE_BLOB_BYTES = 256 * 1024
+"""Blobs up to this size are sent with the submission; larger ones only when Redis lacks them."""
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
-def submit_all(store: TaskStore, submissions: Sequence[Submission]) -> list[TaskRecord]:
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    """One task to enqueue: a snapshot, how to run it, and this task's own argv (sweeps, clones)."""
+
+    snapshot: Snapshot
+    options: TaskOptions
+    argv: tuple[str, ...] | None = None  # None: the recorded argv
+    name: str | None = None  # None: the recorded name
+    retry_of: str | None = None
+
+
+def check_options(options: TaskOptions) -> None:
+    """Raise :class:`UsageError` naming the first invalid option."""
+    if not _QUEUE_NAME.match(options.queue):
+        raise UsageError(
+            f"invalid queue name {options.queue!r}: use letters, digits, '.', '_' and '-'"
+        )
+    if options.gpus < 0:
+        raise UsageError(f"--gpus must be 0 or more, not {options.gpus}")
+    if options.retries < 0:
+        raise UsageError(f"--retries must be 0 or more, not {options.retries}")
+    if options.timeout is not None and options.timeout <= 0:
+        raise UsageError("--timeout must be a positive duration such as 8h or 90m")
+
+
+def submit(
+    store: TaskStore, snapshot: Snapshot, options: TaskOptions, *, retry_of: str | None = None
+) -> TaskRecord:
+    """Store a task and push its RQ job; status ``queued``, or ``waiting`` with ``after``."""
+    return submit_many(store, [Submission(snapshot, options, retry_of=retry_of)])[0]
+
+
+def submit_sweep(
+    store: TaskStore,
+    snapshot: Snapshot,
+    options: TaskOptions,
+    sweeps: Sequence[Sweep] = (),
+    *,
+    name: str | None = None,
+) -> list[TaskRecord]:
+    """One task, or one per combination of the sweeps' values, all sharing ``snapshot``."""
+    if not sweeps:
+        return submit_many(store, [Submission(snapshot, options, name=name)])
+    variants = expand(snapshot.spec.argv, sweeps)
+    return submit_many(
+        store, [Submission(snapshot, options, argv=argv, name=name) for argv, _ in variants]
+    )
+
+
+def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[TaskRecord]:
     """Store the tasks, their indexes and RQ jobs in one transaction; returns their records."""
-    from overnight.queue.store import check_options
-
     if not submissions:
         return []
     for sub in submissions:
@@ -62,13 +122,15 @@ def submit_all(store: TaskStore, submissions: Sequence[Submission]) -> list[Task
                 retry_of=sub.retry_of,
             )
         )
-    store.blobs.put_blobs(blobs)
+    inline = {sha: data for sha, data in blobs.items() if len(data) <= INLINE_BLOB_BYTES}
+    store.blobs.put_blobs({sha: data for sha, data in blobs.items() if sha not in inline})
     after = sorted({a for sub in submissions for a in sub.options.after})
     with store.redis.pipeline(transaction=True) as pipe:
         while True:
             try:
                 finished = finished_dependencies(pipe, after)
                 pipe.multi()
+                store.blobs.queue_blobs(pipe, inline)
                 for spec_id, (spec_json, shas) in specs.items():
                     store.blobs.add_spec(spec_id, spec_json, shas, uses[spec_id], pipe=pipe)
                 for record in records:
@@ -77,7 +139,8 @@ def submit_all(store: TaskStore, submissions: Sequence[Submission]) -> list[Task
                 break
             except WatchError:
                 continue
-    for spec_id, result in zip(specs, results[: len(specs)], strict=True):
+    added = results[len(inline) : len(inline) + len(specs)]
+    for spec_id, result in zip(specs, added, strict=True):
         missing = BlobStore.missing_from(result)
         while missing:  # a concurrent gc removed a blob after we wrote it: write it again
             store.blobs.put_blobs({s: blobs[s] for s in missing}, skip_existing=False)
@@ -86,7 +149,7 @@ def submit_all(store: TaskStore, submissions: Sequence[Submission]) -> list[Task
     return records
 
 
-def _queue_record(store: TaskStore, pipe: Any, record: TaskRecord, finished: set[str]) -> None:
+def _queue_record(store: TaskStore, pipe: Pipeline, record: TaskRecord, finished: set[str]) -> None:
     pending = [a for a in record.options.after if a not in finished]
     record.status = TaskStatus.WAITING if pending else TaskStatus.QUEUED
     if pending:
@@ -102,22 +165,3 @@ def _queue_record(store: TaskStore, pipe: Any, record: TaskRecord, finished: set
     store.rq.push_new(pipe, store.rq.new_job(record.id, record.options.queue, after=pending))
     for dependency in pending:
         pipe.sadd(keys.dependents(dependency), record.id)
-
-
-def submit_sweep(
-    store: TaskStore,
-    snapshot: Snapshot,
-    options: TaskOptions,
-    sweeps: Sequence[Sweep] = (),
-    *,
-    name: str | None = None,
-) -> list[TaskRecord]:
-    """One task, or one per combination of the sweeps' values, all sharing ``snapshot``."""
-    from overnight.queue.store import Submission
-
-    if not sweeps:
-        return store.submit_many([Submission(snapshot, options, name=name)])
-    variants = expand(snapshot.spec.argv, sweeps)
-    return store.submit_many(
-        [Submission(snapshot, options, argv=argv, name=name) for argv, _ in variants]
-    )

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from overnight.agent.config import AgentConfig
+from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import (
@@ -111,7 +112,7 @@ def test_a_killed_agents_task_keeps_the_resource_report_written_while_it_ran(
         agent.kill()
 
         def reaped() -> TaskRecord | None:
-            agent_store.reap_lost(settle=0)  # what any command does
+            reap_lost(agent_store, settle=0)  # what any command does
             now = agent_store.get(record.id)
             return now if now.status is TaskStatus.LOST else None
 
@@ -148,7 +149,9 @@ def test_an_agent_start_stops_the_quiet_task_a_killed_agent_left_running(
             env={**os.environ, "OVERNIGHT_TASK_ID": record.id},
             start_new_session=True,
         )
-        wait_for(lambda: agent_store.reap_lost(settle=0) or None, what="the task to be marked lost")
+        wait_for(
+            lambda: reap_lost(agent_store, settle=0) or None, what="the task to be marked lost"
+        )
         second = start_agent(dataclasses.replace(config, name="agent-b"), tmp_path, "--burst")
         assert second.wait() == 0, second.output()
         assert wait_for(lambda: process_gone(orphan), what="the stray task process to stop")

@@ -23,6 +23,7 @@ from overnight.agent.config import AgentConfig
 from overnight.errors import ExitCode
 from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from overnight.spec import Snapshot
 from tests.fixtures.agents import (
     LOCAL_REPOS,
@@ -224,7 +225,7 @@ def test_cancel_and_timeout_stop_the_container_after_the_grace(
     spec = dataclasses.replace(recorded.spec, argv=("python3", "stubborn.py"))
     snap = Snapshot(spec=spec, blobs=recorded.blobs)
     canceled = enqueue(store, project, snapshot=snap, grace=1.0)
-    timed_out = store.submit(snap, TaskOptions(queue="q", timeout=3.0, grace=1.0))
+    timed_out = submit(store, snap, TaskOptions(queue="q", timeout=3.0, grace=1.0))
     config = docker_agent(docker_sandbox, redis_url, tmp_path, cpu_slots=2)
     agent = start_agent(config, tmp_path, "--burst")
     try:

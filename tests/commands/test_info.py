@@ -6,16 +6,17 @@ import time
 import redis
 
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.tasks import invoke, make_snapshot
 
 
 def test_queues_counts(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
-    ids = [store.submit(make_snapshot(), TaskOptions(queue="gpu")).id for _ in range(3)]
-    store.submit(make_snapshot(), TaskOptions(queue="gpu", after=(ids[0],)))
-    store.transition(ids[0], TaskStatus.RUNNING, agent="box1")
+    ids = [submit(store, make_snapshot(), TaskOptions(queue="gpu")).id for _ in range(3)]
+    submit(store, make_snapshot(), TaskOptions(queue="gpu", after=(ids[0],)))
+    store.transition(ids[0], TaskStatus.RUNNING, Change(agent="box1"))
     AgentRegistry(redis_client).register(AgentInfo(name="box1", host="h", queues=("gpu", "cpu")))
     rows = json.loads(invoke("queues", "--json").stdout)
     assert rows == [

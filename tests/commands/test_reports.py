@@ -19,8 +19,9 @@ from overnight.commands.reports import (
     tasks_since,
 )
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
+from overnight.queue.records import Change, Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.agents import Background, enqueue, wait_for, wait_status
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.gpus import cli_output, gpu_agent, wait_output
@@ -195,10 +196,10 @@ def test_top_falls_back_to_the_record_resources() -> None:
 
 
 def _run(store: TaskStore, *, gpus: int, status: TaskStatus, **fields: Any) -> TaskRecord:
-    rec = store.submit(make_snapshot(name=f"t{gpus}"), TaskOptions(queue="gpu", gpus=gpus))
-    store.transition(rec.id, TaskStatus.PREPARING, agent="box-1")
+    rec = submit(store, make_snapshot(name=f"t{gpus}"), TaskOptions(queue="gpu", gpus=gpus))
+    store.transition(rec.id, TaskStatus.PREPARING, Change(agent="box-1"))
     store.transition(rec.id, TaskStatus.RUNNING)
-    return store.transition(rec.id, status, **fields)
+    return store.transition(rec.id, status, Change(**fields))
 
 
 def test_summary_and_top_commands_read_redis(store: TaskStore, redis_url: str) -> None:
@@ -217,7 +218,7 @@ def test_summary_and_top_commands_read_redis(store: TaskStore, redis_url: str) -
         phase=Phase.RUN,
         error="ValueError: bad lr",
     )
-    queued = store.submit(make_snapshot(name="huge"), TaskOptions(queue="gpu", gpus=8))
+    queued = submit(store, make_snapshot(name="huge"), TaskOptions(queue="gpu", gpus=8))
     AgentRegistry(store.redis).register(agent(heartbeat=time.time(), started=time.time()))
     runner = CliRunner()
     result = runner.invoke(cli, ["summary", "--since", "16h", "--redis-url", redis_url])

@@ -12,8 +12,9 @@ import redis
 from overnight.commands.views import LS_HEADERS, when
 from overnight.errors import ExitCode
 from overnight.queue import keys
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.services import RedisServer, free_port
 from tests.fixtures.tasks import invoke, make_snapshot
@@ -21,12 +22,12 @@ from tests.fixtures.tasks import invoke, make_snapshot
 
 def _task(store: TaskStore, **options: object) -> str:
     argv = ("python", "train.py", "--lr", "0.1", "--epochs=3")
-    return store.submit(make_snapshot(argv, name=None), TaskOptions(**options)).id  # type: ignore[arg-type]
+    return submit(store, make_snapshot(argv, name=None), TaskOptions(**options)).id  # type: ignore[arg-type]
 
 
 def _run(store: TaskStore, task_id: str, status: TaskStatus = TaskStatus.FINISHED) -> None:
-    store.transition(task_id, TaskStatus.RUNNING, agent="box1", gpu_ids=("0",))
-    store.transition(task_id, status, exit_code=0 if status is TaskStatus.FINISHED else 2)
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1", gpu_ids=("0",)))
+    store.transition(task_id, status, Change(exit_code=0 if status is TaskStatus.FINISHED else 2))
 
 
 def test_ls_shows_tasks_and_filters(cli_env: Repo, store: TaskStore) -> None:
@@ -49,12 +50,13 @@ def test_ls_shows_tasks_and_filters(cli_env: Repo, store: TaskStore) -> None:
 
 def test_ls_columns(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
     """id, name or command, params, status, queue, agent, GPUs, started, duration, exit."""
-    task_id = store.submit(
+    task_id = submit(
+        store,
         make_snapshot(("python", "train.py", "--lr", "0.1"), tags=("abl",)),
         TaskOptions(queue="gpu", gpus=2),
     ).id
-    store.transition(task_id, TaskStatus.RUNNING, agent="box1", gpu_ids=("2", "3"))
-    store.transition(task_id, TaskStatus.FAILED, exit_code=3)
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1", gpu_ids=("2", "3")))
+    store.transition(task_id, TaskStatus.FAILED, Change(exit_code=3))
     record = json.loads(redis_client.get(keys.task(task_id)) or b"")
     record["ended"] = record["started"] + 3725  # ran 1h02m05s
     redis_client.set(keys.task(task_id), json.dumps(record))
@@ -101,7 +103,7 @@ def test_a_corrupt_record_never_crashes_a_command(
     cli_env: Repo, store: TaskStore, redis_client: redis.Redis, kind: str
 ) -> None:
     bad = _task(store, queue="gpu")
-    store.transition(bad, TaskStatus.RUNNING, agent="box1", heartbeat_ttl=600)
+    store.transition(bad, TaskStatus.RUNNING, Change(agent="box1"), heartbeat_ttl=600)
     corruption = _CORRUPTIONS[kind]
     redis_client.delete(keys.task(bad))
     if corruption is None:
@@ -149,7 +151,7 @@ def test_ambiguous_prefix(cli_env: Repo, store: TaskStore, redis_client: redis.R
 
 def test_logs_tail_and_follow(cli_env: Repo, store: TaskStore) -> None:
     task_id = _task(store)
-    store.transition(task_id, TaskStatus.RUNNING, agent="box1")
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"))
     store.logs.append(task_id, [(1.0, f"line {i}") for i in range(5)])
     assert invoke("logs", task_id).stdout.splitlines() == [f"line {i}" for i in range(5)]
     assert invoke("logs", task_id, "--tail", "2").stdout.splitlines() == ["line 3", "line 4"]
@@ -158,7 +160,7 @@ def test_logs_tail_and_follow(cli_env: Repo, store: TaskStore) -> None:
         time.sleep(0.3)
         store.logs.append(task_id, [(2.0, "late line")])
         time.sleep(0.3)
-        store.transition(task_id, TaskStatus.FINISHED, exit_code=0)
+        store.transition(task_id, TaskStatus.FINISHED, Change(exit_code=0))
 
     thread = threading.Thread(target=agent)
     thread.start()
@@ -191,7 +193,7 @@ def test_wait_exit_code_says_whether_all_finished(cli_env: Repo, store: TaskStor
 
 def test_cancel(cli_env: Repo, store: TaskStore) -> None:
     queued, running, done = _task(store), _task(store), _task(store)
-    store.transition(running, TaskStatus.RUNNING, agent="box1")
+    store.transition(running, TaskStatus.RUNNING, Change(agent="box1"))
     _run(store, done)
     result = invoke("cancel", queued, running)
     assert result.exit_code == 0
@@ -247,9 +249,11 @@ def test_show_says_what_a_task_ran_on_and_in(cli_env: Repo, store: TaskStore) ->
     task_id = _task(store, queue="gpu", gpus=2)
     hardware = hardware_info(FakeInventory.with_gpus(4, name="NVIDIA H200"), gpu_ids=("2", "3"))
     environment = {"mode": "venv", "key": "3f2a9c0d1e2b4a5f", "built": False, "python": "3.11.9"}
-    store.transition(task_id, TaskStatus.RUNNING, agent="box1", gpu_ids=("2", "3"))
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1", gpu_ids=("2", "3")))
     store.transition(
-        task_id, TaskStatus.RUNNING, extra={"hardware": hardware, "environment": environment}
+        task_id,
+        TaskStatus.RUNNING,
+        Change(extra={"hardware": hardware, "environment": environment}),
     )
     out = invoke("show", task_id).stdout
     assert "ran on:       " in out and "2x NVIDIA H200 (GPU 2,3), driver fake-1.0, CUDA 12.4" in out
@@ -320,7 +324,7 @@ def test_lost_tasks_are_reaped_by_every_command(
     # Run first (or alone), the test meets a session Redis younger than the settle time.
     monkeypatch.setattr("overnight.queue.reaper.REAP_SETTLE", 0.0)
     task_id = _task(store)
-    store.transition(task_id, TaskStatus.RUNNING, agent="box1")
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"))
     redis_client.delete(keys.heartbeat(task_id))
     assert invoke(command).exit_code == 0
     assert store.get(task_id).status is TaskStatus.LOST
@@ -351,7 +355,7 @@ def test_redis_going_away_midway_is_one_line(
     try:
         store = TaskStore(redis.Redis.from_url(server.url))
         task_id = _task(store)
-        store.transition(task_id, TaskStatus.RUNNING, agent="box1", heartbeat_ttl=600)
+        store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"), heartbeat_ttl=600)
         monkeypatch.setenv("OVERNIGHT_REDIS_URL", server.url)
         threading.Timer(0.5, server.stop).start()
         result = invoke("logs", "-f", task_id)
@@ -366,7 +370,7 @@ def test_show_json_masks_secret_env_values_unless_asked(cli_env: Repo, store: Ta
     snapshot = make_snapshot(requirements="-i https://ada:hunter2@pypi.example/simple\nsix\n")
     env = {"SEED": "1", "HF_TOKEN": "hf_abcdefghijklmnopqrstu", "DB": "postgres://a:pw@h/d"}
     spec = dataclasses.replace(snapshot.spec, env=env)  # recorded with --allow-secret-env
-    task_id = store.submit(dataclasses.replace(snapshot, spec=spec), TaskOptions()).id
+    task_id = submit(store, dataclasses.replace(snapshot, spec=spec), TaskOptions()).id
     shown = invoke("show", task_id, "--json").stdout
     data = json.loads(shown)
     assert data["spec"]["env"] == {"SEED": "1", "HF_TOKEN": "***", "DB": "***"}

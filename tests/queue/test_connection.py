@@ -8,6 +8,7 @@ from overnight.errors import ConnectionFailed
 from overnight.queue.connection import connect, persistence_warning, redact_url
 from overnight.queue.records import TaskOptions
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.redis_urls import PASSWORD, USER, SecuredRedis
 from tests.fixtures.services import RedisServer, free_port
 from tests.fixtures.tasks import make_snapshot
@@ -56,7 +57,7 @@ def test_every_url_form_reaches_the_store(secured_redis: SecuredRedis, form: str
     }[form]
     client = connect(url)
     try:
-        record = TaskStore(client).submit(make_snapshot(), TaskOptions(queue="gpu"))
+        record = submit(TaskStore(client), make_snapshot(), TaskOptions(queue="gpu"))
         assert TaskStore(client).get(record.id) == record
         assert client.acl_whoami() == (USER if form == "user" else "default")
     finally:

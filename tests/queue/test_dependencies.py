@@ -7,14 +7,16 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from overnight.errors import TaskNotFound, UsageError
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.cancel import request_cancel
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.tasks import make_snapshot
 
 
 def _finish(store: TaskStore, task_id: str, status: TaskStatus = TaskStatus.FINISHED) -> None:
-    store.transition(task_id, TaskStatus.RUNNING, agent="box")
-    store.transition(task_id, status, exit_code=0 if status is TaskStatus.FINISHED else 1)
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box"))
+    store.transition(task_id, status, Change(exit_code=0 if status is TaskStatus.FINISHED else 1))
 
 
 def _queue(redis_client: redis.Redis, name: str = "default") -> Queue:
@@ -24,9 +26,9 @@ def _queue(redis_client: redis.Redis, name: str = "default") -> Queue:
 def test_waiting_task_is_queued_when_its_dependency_finishes(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    first = store.submit(make_snapshot(), TaskOptions())
+    first = submit(store, make_snapshot(), TaskOptions())
     redis_client.lpop(_queue(redis_client).key)  # an agent took it
-    second = store.submit(make_snapshot(), TaskOptions(after=(first.id,)))
+    second = submit(store, make_snapshot(), TaskOptions(after=(first.id,)))
     assert second.status is TaskStatus.WAITING
     job = Job.fetch(second.id, connection=redis_client, serializer=JSONSerializer)
     assert job.get_status() is JobStatus.DEFERRED
@@ -44,8 +46,8 @@ def test_waiting_task_is_queued_when_its_dependency_finishes(
 
 def test_rq_releasing_too_never_queues_twice(store: TaskStore, redis_client: redis.Redis) -> None:
     """RQ's own success path (enqueue_dependents) and overnight's release both push: once only."""
-    first = store.submit(make_snapshot(), TaskOptions())
-    second = store.submit(make_snapshot(), TaskOptions(after=(first.id,)))
+    first = submit(store, make_snapshot(), TaskOptions())
+    second = submit(store, make_snapshot(), TaskOptions(after=(first.id,)))
     queue = _queue(redis_client)
     redis_client.lpop(queue.key)
     first_job = Job.fetch(first.id, connection=redis_client, serializer=JSONSerializer)
@@ -61,11 +63,11 @@ def test_rq_releasing_too_never_queues_twice(store: TaskStore, redis_client: red
 def test_dependents_of_a_task_that_did_not_finish_are_canceled(
     store: TaskStore, redis_client: redis.Redis, status: TaskStatus
 ) -> None:
-    first = store.submit(make_snapshot(), TaskOptions())
-    second = store.submit(make_snapshot(), TaskOptions(after=(first.id,)))
-    third = store.submit(make_snapshot(), TaskOptions(after=(second.id,)))
+    first = submit(store, make_snapshot(), TaskOptions())
+    second = submit(store, make_snapshot(), TaskOptions(after=(first.id,)))
+    third = submit(store, make_snapshot(), TaskOptions(after=(second.id,)))
     if status is TaskStatus.CANCELED:
-        store.request_cancel(first.id)
+        request_cancel(store, first.id)
     else:
         _finish(store, first.id, status)
     canceled = store.get(second.id)
@@ -76,9 +78,9 @@ def test_dependents_of_a_task_that_did_not_finish_are_canceled(
 
 
 def test_task_after_several_waits_for_all(store: TaskStore) -> None:
-    a = store.submit(make_snapshot(), TaskOptions())
-    b = store.submit(make_snapshot(), TaskOptions())
-    c = store.submit(make_snapshot(), TaskOptions(after=(a.id, b.id)))
+    a = submit(store, make_snapshot(), TaskOptions())
+    b = submit(store, make_snapshot(), TaskOptions())
+    c = submit(store, make_snapshot(), TaskOptions(after=(a.id, b.id)))
     _finish(store, a.id)
     assert store.get(c.id).status is TaskStatus.WAITING
     _finish(store, b.id)
@@ -86,15 +88,15 @@ def test_task_after_several_waits_for_all(store: TaskStore) -> None:
 
 
 def test_after_a_finished_task_is_queued_at_once(store: TaskStore) -> None:
-    a = store.submit(make_snapshot(), TaskOptions())
+    a = submit(store, make_snapshot(), TaskOptions())
     _finish(store, a.id)
-    assert store.submit(make_snapshot(), TaskOptions(after=(a.id,))).status is TaskStatus.QUEUED
+    assert submit(store, make_snapshot(), TaskOptions(after=(a.id,))).status is TaskStatus.QUEUED
 
 
 def test_after_an_unknown_or_failed_task_is_refused(store: TaskStore) -> None:
     with pytest.raises(TaskNotFound, match="--after 0123456789ab"):
-        store.submit(make_snapshot(), TaskOptions(after=("0123456789ab",)))
-    a = store.submit(make_snapshot(), TaskOptions())
+        submit(store, make_snapshot(), TaskOptions(after=("0123456789ab",)))
+    a = submit(store, make_snapshot(), TaskOptions())
     _finish(store, a.id, TaskStatus.FAILED)
     with pytest.raises(UsageError, match="already ended failed"):
-        store.submit(make_snapshot(), TaskOptions(after=(a.id,)))
+        submit(store, make_snapshot(), TaskOptions(after=(a.id,)))

@@ -8,8 +8,9 @@ import redis
 
 from overnight.queue import keys
 from overnight.queue.gc import collect
-from overnight.queue.records import TaskOptions, TaskStatus
-from overnight.queue.store import Submission, TaskStore
+from overnight.queue.records import Change, TaskOptions, TaskStatus
+from overnight.queue.store import TaskStore
+from overnight.queue.submit import Submission, submit, submit_many
 from overnight.spec import BlobRef, Snapshot
 from tests.fixtures.tasks import make_snapshot
 
@@ -17,34 +18,35 @@ DAY = 86400.0
 
 
 def _end(store: TaskStore, task_id: str) -> None:
-    store.transition(task_id, TaskStatus.RUNNING, agent="box")
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box"))
     report = {"summary": {}, "series": {"cpu_pct": [[0.0, 50.0]]}}
-    store.transition(task_id, TaskStatus.FINISHED, exit_code=0, extra={"resources": report})
+    store.transition(task_id, TaskStatus.FINISHED, Change(exit_code=0, extra={"resources": report}))
 
 
 def test_gc_removes_old_tasks_and_what_only_they_use(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
     shared = make_snapshot(patch=b"shared patch", bundle=b"shared bundle")
-    old_a, old_b = store.submit_many(
+    old_a, old_b = submit_many(
+        store,
         [
             Submission(shared, TaskOptions(queue="gpu"), argv=("python", "t.py", "--x", x))
             for x in "ab"
-        ]
+        ],
     )
-    lone = store.submit(make_snapshot(patch=b"lone patch"), TaskOptions(queue="gpu"))
-    running = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    lone = submit(store, make_snapshot(patch=b"lone patch"), TaskOptions(queue="gpu"))
+    running = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     for record in (old_a, old_b, lone):
         _end(store, record.id)
         store.logs.append(record.id, [(1.0, "output")])
-    store.transition(running.id, TaskStatus.RUNNING, agent="box")
+    store.transition(running.id, TaskStatus.RUNNING, Change(agent="box"))
     later = time.time() + 31 * DAY
 
     dry = collect(store, older_than=30 * DAY, now=later, dry_run=True)
     assert sorted(dry.tasks) == sorted([old_a.id, old_b.id, lone.id])
     assert redis_client.exists(keys.task(lone.id))
 
-    fresh = store.submit(shared, TaskOptions(queue="gpu"))  # still uses the shared spec and blobs
+    fresh = submit(store, shared, TaskOptions(queue="gpu"))  # still uses the shared spec and blobs
     report = collect(store, older_than=30 * DAY, now=later - DAY / 2)
     assert sorted(report.tasks) == sorted([old_a.id, old_b.id, lone.id])
     for record in (old_a, old_b, lone):
@@ -73,7 +75,7 @@ def test_gc_removes_old_tasks_and_what_only_they_use(
 
 
 def test_gc_corrupt(store: TaskStore, redis_client: redis.Redis) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     _end(store, record.id)
     assert redis_client.exists(keys.series(record.id))
     redis_client.set(keys.task(record.id), b"garbage")
@@ -91,7 +93,7 @@ def test_submodule_patches_are_stored_loaded_and_collected_like_the_patch(
     repo = dataclasses.replace(snap.spec.repo, submodule_trees=dict.fromkeys(sub, "f" * 40))
     spec = dataclasses.replace(snap.spec, repo=repo, submodule_patches=refs, version=2)
     with_subs = Snapshot(spec, {**snap.blobs, **{r.sha256: sub[p] for p, r in refs.items()}})
-    record = store.submit(with_subs, TaskOptions(queue="gpu"))
+    record = submit(store, with_subs, TaskOptions(queue="gpu"))
     loaded = store.load_snapshot(record.id)
     assert loaded.spec == spec and loaded.blobs == with_subs.blobs
     _end(store, record.id)

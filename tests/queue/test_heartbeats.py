@@ -6,8 +6,10 @@ import redis
 
 from overnight.queue import keys
 from overnight.queue.heartbeats import renew_heartbeat
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.reaper import reap_lost
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.tasks import make_snapshot
 
 
@@ -18,16 +20,16 @@ def _expire(redis_client: redis.Redis, task_id: str) -> None:
 def test_renewing_a_heartbeat_says_when_the_run_is_no_longer_the_agents(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(retries=2))
-    store.transition(record.id, TaskStatus.RUNNING, agent="box")
+    record = submit(store, make_snapshot(), TaskOptions(retries=2))
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"))
     assert renew_heartbeat(store, record.id, "box", 0, ttl=60) is None
     # box is cut off: its heartbeat expires, the task is reaped and requeued...
     _expire(redis_client, record.id)
-    assert store.reap_lost(settle=0) == [record.id]
+    assert reap_lost(store, settle=0) == [record.id]
     assert renew_heartbeat(store, record.id, "box", 0, ttl=60) == "it is queued now, as attempt 2"
     assert not redis_client.exists(keys.heartbeat(record.id))  # a queued task has none
     # ... and taken by another agent
-    store.transition(record.id, TaskStatus.PREPARING, agent="box-2")
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="box-2"))
     assert (
         renew_heartbeat(store, record.id, "box", 0, ttl=60)
         == "it is preparing on agent box-2 now, as attempt 2"
@@ -44,8 +46,8 @@ def test_renewing_a_heartbeat_says_when_the_run_is_no_longer_the_agents(
 def test_another_agents_heartbeat_is_never_overwritten(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
-    store.transition(record.id, TaskStatus.RUNNING, agent="box-2")
+    record = submit(store, make_snapshot(), TaskOptions())
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box-2"))
     assert renew_heartbeat(store, record.id, "box", 0, ttl=60) == (
         "it is running on agent box-2 now, as attempt 1"
     )
@@ -56,9 +58,9 @@ def test_a_task_that_ended_gets_no_heartbeat_back(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
     """The run's own end was written a moment before the renewal: nothing comes back to life."""
-    record = store.submit(make_snapshot(), TaskOptions())
-    store.transition(record.id, TaskStatus.RUNNING, agent="box")
-    store.transition(record.id, TaskStatus.FINISHED, agent="box")
+    record = submit(store, make_snapshot(), TaskOptions())
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"))
+    store.transition(record.id, TaskStatus.FINISHED, Change(agent="box"))
     assert renew_heartbeat(store, record.id, "box", 0, ttl=60) == (
         "it is finished now, as attempt 1"
     )

@@ -4,8 +4,9 @@ import redis
 
 from overnight.queue import keys
 from overnight.queue.index import Query
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.tasks import make_snapshot
 
 
@@ -14,8 +15,8 @@ def test_find_newest_first_with_filters(store: TaskStore, redis_client: redis.Re
     for i in range(12):
         queue = "gpu" if i % 2 else "cpu"
         tags = ("ablation",) if i % 3 == 0 else ()
-        made.append(store.submit(make_snapshot(tags=tags), TaskOptions(queue=queue)))
-    store.transition(made[5].id, TaskStatus.RUNNING, agent="box")
+        made.append(submit(store, make_snapshot(tags=tags), TaskOptions(queue=queue)))
+    store.transition(made[5].id, TaskStatus.RUNNING, Change(agent="box"))
     ids = [r.id for r in made]
     assert [r.id for r in store.find(Query(limit=None))] == ids[::-1]
     assert [r.id for r in store.find(Query(limit=3))] == ids[::-1][:3]
@@ -32,8 +33,8 @@ def test_find_newest_first_with_filters(store: TaskStore, redis_client: redis.Re
 
 
 def test_corrupt_record_is_listed_as_corrupt(store: TaskStore, redis_client: redis.Redis) -> None:
-    good = store.submit(make_snapshot(), TaskOptions())
-    bad = store.submit(make_snapshot(), TaskOptions())
+    good = submit(store, make_snapshot(), TaskOptions())
+    bad = submit(store, make_snapshot(), TaskOptions())
     redis_client.set(keys.task(bad.id), b'{"id": "truncated')
     listed = store.find(Query())
     assert [(r.id, r.status) for r in listed] == [

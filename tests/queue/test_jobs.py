@@ -17,6 +17,7 @@ from overnight.errors import AgentError
 from overnight.queue.jobs import ENTRY_POINT, is_overnight_job, task_id_of
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.cli import subprocess_env
 from tests.fixtures.hostile import canary_module, listener, stale_started_job
 from tests.fixtures.tasks import make_snapshot
@@ -26,7 +27,7 @@ import sys
 import redis
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
-from overnight.queue.jobs import TaskWorker
+from overnight.queue.taskworker import TaskWorker
 
 url, kind = sys.argv[1], sys.argv[2]
 cls = TaskWorker if kind == "overnight" else Worker
@@ -115,7 +116,7 @@ def test_refusal_is_recorded_on_the_task(
 ) -> None:
     """A foreign job hash written over an overnight task's job: refused, and the task failed."""
     marker = tmp_path / "ran"
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     redis_client.delete(Queue("default", connection=redis_client).key)
     _foreign(redis_client, marker, job_id=record.id)
     _burst(redis_url)
@@ -128,7 +129,7 @@ def test_refusal_is_recorded_on_the_task(
 def test_overnight_jobs_fail_on_a_worker_that_is_not_the_daemon(
     store: TaskStore, redis_url: str
 ) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     _burst(redis_url)
     failed = store.get(record.id)
     assert failed.status is TaskStatus.FAILED
@@ -136,7 +137,7 @@ def test_overnight_jobs_fail_on_a_worker_that_is_not_the_daemon(
 
 
 def test_is_overnight_job(store: TaskStore, redis_client: redis.Redis, tmp_path: Path) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     job = Job.fetch(record.id, connection=redis_client, serializer=JSONSerializer)
     assert is_overnight_job(job) and task_id_of(job) == record.id
     foreign = _foreign(redis_client, tmp_path / "x")

@@ -7,8 +7,9 @@ import redis
 
 from overnight.queue import keys
 from overnight.queue.logs import LogStore
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.tasks import make_snapshot
 
 
@@ -54,15 +55,15 @@ def test_one_line_larger_than_the_cap_keeps_the_newest(redis_client: redis.Redis
 
 
 def test_follow_streams_until_the_task_ends(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
-    store.transition(record.id, TaskStatus.RUNNING, agent="box")
+    record = submit(store, make_snapshot(), TaskOptions())
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"))
     store.logs.append(record.id, [(1.0, "before")])
 
     def agent() -> None:
         for i in range(3):
             time.sleep(0.05)
             store.logs.append(record.id, [(2.0 + i, f"line {i}")])
-        store.transition(record.id, TaskStatus.FINISHED, exit_code=0)
+        store.transition(record.id, TaskStatus.FINISHED, Change(exit_code=0))
 
     thread = threading.Thread(target=agent)
     thread.start()

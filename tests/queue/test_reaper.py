@@ -8,9 +8,11 @@ import redis
 
 from overnight.errors import InvalidTransition
 from overnight.queue import keys
-from overnight.queue.reaper import reap_restarted
-from overnight.queue.records import Phase, TaskOptions, TaskStatus
+from overnight.queue.cancel import request_cancel
+from overnight.queue.reaper import reap_lost, reap_restarted
+from overnight.queue.records import Change, Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.services import RedisServer, free_port
 from tests.fixtures.tasks import make_snapshot
 
@@ -20,33 +22,33 @@ def _expire(redis_client: redis.Redis, task_id: str) -> None:
 
 
 def test_task_whose_heartbeat_expires_is_lost(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
-    store.transition(record.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=0.05)
+    record = submit(store, make_snapshot(), TaskOptions())
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"), heartbeat_ttl=0.05)
     time.sleep(0.1)
-    assert store.reap_lost(settle=0) == [record.id]
+    assert reap_lost(store, settle=0) == [record.id]
     lost = store.get(record.id)
     assert lost.status is TaskStatus.LOST and lost.phase is Phase.AGENT
     assert lost.history[-1].note == "agent box stopped sending heartbeats"
-    assert store.reap_lost(settle=0) == []
+    assert reap_lost(store, settle=0) == []
 
 
 def test_live_heartbeat_is_left_alone(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
-    store.transition(record.id, TaskStatus.PREPARING, agent="box")
+    record = submit(store, make_snapshot(), TaskOptions())
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="box"))
     store.heartbeat(record.id, "box", ttl=60)
-    assert store.reap_lost(settle=0) == []
+    assert reap_lost(store, settle=0) == []
     assert store.get(record.id).status is TaskStatus.PREPARING
 
 
 def test_lost_task_with_retries_is_requeued_as_a_new_attempt(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(queue="gpu", retries=1))
-    dependent = store.submit(make_snapshot(), TaskOptions(queue="gpu", after=(record.id,)))
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu", retries=1))
+    dependent = submit(store, make_snapshot(), TaskOptions(queue="gpu", after=(record.id,)))
     redis_client.lpop("rq:queue:gpu")
-    store.transition(record.id, TaskStatus.RUNNING, agent="box")
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"))
     _expire(redis_client, record.id)
-    assert store.reap_lost(settle=0) == [record.id]
+    assert reap_lost(store, settle=0) == [record.id]
     again = store.get(record.id)
     assert again.status is TaskStatus.QUEUED and again.attempt == 1
     assert [h.status for h in again.history][-2:] == [TaskStatus.LOST, TaskStatus.QUEUED]
@@ -54,9 +56,9 @@ def test_lost_task_with_retries_is_requeued_as_a_new_attempt(
     assert redis_client.lrange("rq:queue:gpu", 0, -1) == [record.id.encode()]
     assert store.get(dependent.id).status is TaskStatus.WAITING  # not canceled: it will rerun
 
-    store.transition(record.id, TaskStatus.RUNNING, agent="box2")
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box2"))
     _expire(redis_client, record.id)
-    store.reap_lost(settle=0)
+    reap_lost(store, settle=0)
     assert store.get(record.id).status is TaskStatus.LOST  # retries used up
     assert store.get(dependent.id).status is TaskStatus.CANCELED
 
@@ -65,17 +67,17 @@ def test_a_restarted_agent_loses_its_earlier_runs_tasks_at_once(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
     """Heartbeats still alive, but the agent of that name is starting again: they are lost."""
-    retried = store.submit(make_snapshot(), TaskOptions(queue="gpu", retries=1))
-    dependent = store.submit(make_snapshot(), TaskOptions(queue="gpu", after=(retried.id,)))
-    preparing = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
-    adopted = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
-    others = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    retried = submit(store, make_snapshot(), TaskOptions(queue="gpu", retries=1))
+    dependent = submit(store, make_snapshot(), TaskOptions(queue="gpu", after=(retried.id,)))
+    preparing = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
+    adopted = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
+    others = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     redis_client.delete("rq:queue:gpu")
-    store.transition(retried.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=60)
-    store.transition(preparing.id, TaskStatus.PREPARING, agent="box", heartbeat_ttl=60)
-    store.transition(adopted.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=60)
-    store.transition(others.id, TaskStatus.RUNNING, agent="box-2", heartbeat_ttl=60)
-    assert store.reap_lost(settle=0) == []  # their heartbeats say nothing is wrong
+    store.transition(retried.id, TaskStatus.RUNNING, Change(agent="box"), heartbeat_ttl=60)
+    store.transition(preparing.id, TaskStatus.PREPARING, Change(agent="box"), heartbeat_ttl=60)
+    store.transition(adopted.id, TaskStatus.RUNNING, Change(agent="box"), heartbeat_ttl=60)
+    store.transition(others.id, TaskStatus.RUNNING, Change(agent="box-2"), heartbeat_ttl=60)
+    assert reap_lost(store, settle=0) == []  # their heartbeats say nothing is wrong
 
     assert sorted(reap_restarted(store, "box", keep={adopted.id})) == sorted(
         [retried.id, preparing.id]
@@ -99,8 +101,8 @@ def test_a_restarted_agent_loses_its_earlier_runs_tasks_at_once(
 
 def test_a_task_that_changed_hands_is_not_lost_by_its_former_agent(store: TaskStore) -> None:
     """The agent check is atomic with the change: a task another agent took meanwhile stays."""
-    record = store.submit(make_snapshot(), TaskOptions())
-    store.transition(record.id, TaskStatus.RUNNING, agent="box-2")
+    record = submit(store, make_snapshot(), TaskOptions())
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box-2"))
     with pytest.raises(InvalidTransition, match="not agent box's now"):
         store.transition(record.id, TaskStatus.LOST, expect={TaskStatus.RUNNING}, held_by="box")
     assert store.get(record.id).status is TaskStatus.RUNNING
@@ -115,18 +117,18 @@ def test_nothing_is_reaped_while_a_restarted_redis_settles(tmp_path: Path) -> No
     client = redis.Redis.from_url(server.url)
     try:
         store = TaskStore(client)
-        record = store.submit(make_snapshot(), TaskOptions())
-        store.transition(record.id, TaskStatus.RUNNING, agent="box", heartbeat_ttl=0.5)
+        record = submit(store, make_snapshot(), TaskOptions())
+        store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"), heartbeat_ttl=0.5)
         client.shutdown(save=True)
         assert server.proc is not None
         server.proc.wait(10)
         time.sleep(1.0)  # down for longer than the heartbeat lives
         server.start()
         assert not client.exists(keys.heartbeat(record.id))
-        assert store.reap_lost(settle=2.0) == []  # its agent may still be reconnecting
+        assert reap_lost(store, settle=2.0) == []  # its agent may still be reconnecting
         assert store.get(record.id).status is TaskStatus.RUNNING
         time.sleep(2.0)
-        assert store.reap_lost(settle=2.0) == [record.id]  # it did not come back
+        assert reap_lost(store, settle=2.0) == [record.id]  # it did not come back
     finally:
         client.close()
         server.stop()
@@ -135,11 +137,11 @@ def test_nothing_is_reaped_while_a_restarted_redis_settles(tmp_path: Path) -> No
 def test_a_lost_task_whose_cancel_was_requested_is_canceled_not_retried(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(retries=3))
-    store.transition(record.id, TaskStatus.RUNNING, agent="box")
-    store.request_cancel(record.id)  # flagged for box, which vanishes before it sees the flag
+    record = submit(store, make_snapshot(), TaskOptions(retries=3))
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"))
+    request_cancel(store, record.id)  # flagged for box, which vanishes before it sees the flag
     _expire(redis_client, record.id)
-    assert store.reap_lost(settle=0) == [record.id]
+    assert reap_lost(store, settle=0) == [record.id]
     canceled = store.get(record.id)
     assert (canceled.status, canceled.attempt, canceled.error) == (TaskStatus.CANCELED, 0, None)
     assert canceled.history[-1].note == (

@@ -9,10 +9,13 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from overnight.queue.jobs import ENTRY_POINT, TaskWorker
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.cancel import request_cancel
+from overnight.queue.jobs import ENTRY_POINT
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.rqsync import NO_TIMEOUT
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
+from overnight.queue.taskworker import TaskWorker
 from tests.fixtures.tasks import make_snapshot
 
 
@@ -23,7 +26,7 @@ def _job(redis_client: redis.Redis, task_id: str) -> Job:
 def test_job_names_the_entry_point_with_json_and_no_expiry(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     job = _job(redis_client, record.id)
     assert job.id == record.id
     assert job.func_name == ENTRY_POINT and job.args == [record.id]
@@ -37,25 +40,25 @@ def test_job_names_the_entry_point_with_json_and_no_expiry(
 
 def test_status_changes_reach_rq_registries(store: TaskStore, redis_client: redis.Redis) -> None:
     queue = Queue("gpu", connection=redis_client, serializer=JSONSerializer)
-    a, b, c = (store.submit(make_snapshot(), TaskOptions(queue="gpu")) for _ in range(3))
-    store.transition(a.id, TaskStatus.PREPARING, agent="box")
+    a, b, c = (submit(store, make_snapshot(), TaskOptions(queue="gpu")) for _ in range(3))
+    store.transition(a.id, TaskStatus.PREPARING, Change(agent="box"))
     assert _job(redis_client, a.id).get_status() is JobStatus.STARTED
     assert a.id not in queue.job_ids
     assert queue.started_job_registry.get_job_ids() == [a.id]
     store.transition(a.id, TaskStatus.RUNNING)
     assert queue.started_job_registry.count == 1
-    store.transition(a.id, TaskStatus.FINISHED, exit_code=0)
+    store.transition(a.id, TaskStatus.FINISHED, Change(exit_code=0))
     assert _job(redis_client, a.id).get_status() is JobStatus.FINISHED
     assert queue.started_job_registry.count == 0
     assert queue.finished_job_registry.get_job_ids() == [a.id]
 
-    store.transition(b.id, TaskStatus.RUNNING, agent="box")
-    store.transition(b.id, TaskStatus.FAILED, exit_code=1, error="exit code 1")
+    store.transition(b.id, TaskStatus.RUNNING, Change(agent="box"))
+    store.transition(b.id, TaskStatus.FAILED, Change(exit_code=1, error="exit code 1"))
     job = _job(redis_client, b.id)
     assert job.get_status() is JobStatus.FAILED
     assert queue.failed_job_registry.get_job_ids() == [b.id]
 
-    store.request_cancel(c.id)
+    request_cancel(store, c.id)
     assert _job(redis_client, c.id).get_status() is JobStatus.CANCELED
     assert queue.job_ids == []
     assert queue.canceled_job_registry.get_job_ids() == [c.id]
@@ -64,13 +67,13 @@ def test_status_changes_reach_rq_registries(store: TaskStore, redis_client: redi
 def test_rq_info_shows_overnight_queues_and_counts(
     store: TaskStore, redis_client: redis.Redis, redis_url: str
 ) -> None:
-    done = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
-    store.submit(make_snapshot(), TaskOptions(queue="gpu"))
-    store.submit(make_snapshot(), TaskOptions(queue="cpu"))
-    store.transition(done.id, TaskStatus.RUNNING, agent="box")
-    store.transition(done.id, TaskStatus.FINISHED, exit_code=0)
-    running = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
-    store.transition(running.id, TaskStatus.RUNNING, agent="box")
+    done = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
+    submit(store, make_snapshot(), TaskOptions(queue="gpu"))
+    submit(store, make_snapshot(), TaskOptions(queue="cpu"))
+    store.transition(done.id, TaskStatus.RUNNING, Change(agent="box"))
+    store.transition(done.id, TaskStatus.FINISHED, Change(exit_code=0))
+    running = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
+    store.transition(running.id, TaskStatus.RUNNING, Change(agent="box"))
     store.heartbeat(running.id, "box")
     worker = TaskWorker(["gpu", "cpu"], connection=redis_client, name="box")
     worker.register_birth()

@@ -11,14 +11,15 @@ from overnight.errors import (
     UsageError,
 )
 from overnight.queue import keys
-from overnight.queue.records import Phase, TaskOptions, TaskStatus
-from overnight.queue.store import Submission, TaskStore
+from overnight.queue.records import Change, Phase, TaskOptions, TaskStatus
+from overnight.queue.store import TaskStore
+from overnight.queue.submit import Submission, submit, submit_many
 from tests.fixtures.tasks import make_snapshot
 
 
 def test_submit_stores_record_spec_blobs_and_queues(store: TaskStore) -> None:
     snap = make_snapshot(name="baseline", tags=("a", "b"), bundle=b"BUNDLE")
-    record = store.submit(snap, TaskOptions(queue="gpu", gpus=2, retries=1))
+    record = submit(store, snap, TaskOptions(queue="gpu", gpus=2, retries=1))
     assert record.status is TaskStatus.QUEUED
     got = store.get(record.id)
     assert got == record
@@ -42,7 +43,7 @@ def test_get_unknown_and_corrupt(store: TaskStore, redis_client: redis.Redis) ->
 def test_a_key_of_another_type_or_a_misnamed_record_is_corrupt(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    hashed, misnamed = (store.submit(make_snapshot(), TaskOptions()).id for _ in range(2))
+    hashed, misnamed = (submit(store, make_snapshot(), TaskOptions()).id for _ in range(2))
     redis_client.delete(keys.task(hashed))
     redis_client.hset(keys.task(hashed), "status", "queued")
     other = store.get(misnamed).to_json().replace(misnamed, "0123456789ab")
@@ -62,7 +63,7 @@ def test_a_key_of_another_type_or_a_misnamed_record_is_corrupt(
 def test_get_many_shows_corrupt_records_and_skips_missing(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    good = store.submit(make_snapshot(), TaskOptions())
+    good = submit(store, make_snapshot(), TaskOptions())
     redis_client.set(keys.task("bad000000000"), b"not json")
     records = store.get_many([good.id, "bad000000000", "missing00000"])
     assert [r.id for r in records] == [good.id, "bad000000000"]
@@ -71,7 +72,7 @@ def test_get_many_shows_corrupt_records_and_skips_missing(
 
 
 def test_resolve_prefixes_like_git(store: TaskStore, redis_client: redis.Redis) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     assert store.resolve(record.id) == record.id
     assert store.resolve(record.id[:3].upper()) == record.id
     # Two ids sharing a prefix (written into the index as submit would).
@@ -86,15 +87,17 @@ def test_resolve_prefixes_like_git(store: TaskStore, redis_client: redis.Redis) 
 
 
 def test_transition_keeps_history_times_and_fields(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
-    store.transition(record.id, TaskStatus.PREPARING, agent="box1", note="taken")
-    running = store.transition(record.id, TaskStatus.RUNNING, gpu_ids=["0", "1"])
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="box1"), note="taken")
+    running = store.transition(record.id, TaskStatus.RUNNING, Change(gpu_ids=["0", "1"]))
     assert running.started is not None and running.agent == "box1"
     assert running.gpu_ids == ("0", "1")
     done = store.transition(
-        record.id, TaskStatus.FAILED, exit_code=3, phase="run", error="exit code 3", extra={"a": 1}
+        record.id,
+        TaskStatus.FAILED,
+        Change(exit_code=3, phase="run", error="exit code 3", extra={"a": 1}),
     )
-    done = store.transition(record.id, TaskStatus.FAILED, extra={"b": 2})
+    done = store.transition(record.id, TaskStatus.FAILED, Change(extra={"b": 2}))
     assert done.exit_code == 3 and done.phase is Phase.RUN and done.error == "exit code 3"
     assert done.extra == {"a": 1, "b": 2}
     assert done.ended is not None and done.ended >= running.started
@@ -109,32 +112,47 @@ def test_transition_keeps_history_times_and_fields(store: TaskStore) -> None:
 
 
 def test_expected_status_mismatch_writes_nothing(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     with pytest.raises(InvalidTransition, match="is queued, not running"):
-        store.transition(record.id, TaskStatus.FINISHED, expect={TaskStatus.RUNNING}, exit_code=0)
+        store.transition(
+            record.id, TaskStatus.FINISHED, Change(exit_code=0), expect={TaskStatus.RUNNING}
+        )
     assert store.get(record.id) == record
     assert store.index.ids([TaskStatus.QUEUED]) == [record.id]
     assert store.index.ids([TaskStatus.FINISHED]) == []
 
 
-def test_unknown_fields_are_refused(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+def test_a_change_is_typed_and_checked(store: TaskStore) -> None:
+    record = submit(store, make_snapshot(), TaskOptions())
     with pytest.raises(TypeError, match="bogus"):
-        store.transition(record.id, TaskStatus.RUNNING, bogus=1)
+        store.transition(record.id, TaskStatus.RUNNING, bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="bogus"):
+        Change(bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="expected an integer"):
+        Change(exit_code="0")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="attempt must be 0 or more"):
+        Change(attempt=-1)
+    with pytest.raises(ValueError, match="'walking'"):
+        Change(phase="walking")  # type: ignore[arg-type]
+    assert store.get(record.id).status is TaskStatus.QUEUED  # nothing was written
+    change = Change(gpu_ids=["0", "1"], phase="run", extra={"a": 1})  # type: ignore[arg-type]
+    assert (change.gpu_ids, change.phase) == (("0", "1"), Phase.RUN)
+    running = store.transition(record.id, TaskStatus.RUNNING, change)
+    assert (running.gpu_ids, running.phase, running.extra) == (("0", "1"), Phase.RUN, {"a": 1})
 
 
 def test_requeue_starts_a_fresh_attempt(store: TaskStore, redis_client: redis.Redis) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     redis_client.lpop("rq:queue:gpu")  # an agent took the job
-    store.transition(record.id, TaskStatus.PREPARING, agent="a")
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="a"))
     run = {"resources": {"summary": {}}, "hardware": {"host": "h"}, "environment": {}, "run": {}}
-    store.transition(record.id, TaskStatus.RUNNING, extra={**run, "kept": 1})
+    store.transition(record.id, TaskStatus.RUNNING, Change(extra={**run, "kept": 1}))
     again = store.requeue(record.id, at_front=True, note="agent stopping")
     assert again.status is TaskStatus.QUEUED
     assert again.agent is None and again.started is None and again.attempt == 0
     assert again.extra == {"kept": 1}  # the last attempt's report would mislead the next one
     assert again.history[-1].note == "agent stopping"
-    other = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    other = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     store.requeue(other.id)  # already queued: still one entry
     assert redis_client.lrange("rq:queue:gpu", 0, -1) == [record.id.encode(), other.id.encode()]
 
@@ -142,18 +160,20 @@ def test_requeue_starts_a_fresh_attempt(store: TaskStore, redis_client: redis.Re
 def test_update_extra_writes_only_to_the_agents_task_in_the_expected_status(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     running = {TaskStatus.RUNNING}
     assert not store.update_extra(record.id, {"resources": 1}, expect=running, agent="a")
-    store.transition(record.id, TaskStatus.PREPARING, agent="a")
-    store.transition(record.id, TaskStatus.RUNNING, extra={"hardware": {"host": "h"}})
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="a"))
+    store.transition(record.id, TaskStatus.RUNNING, Change(extra={"hardware": {"host": "h"}}))
     assert not store.update_extra(record.id, {"resources": 1}, expect=running, agent="b")
     assert store.update_extra(record.id, {"resources": {"summary": {}}}, expect=running, agent="a")
     got = store.get(record.id)
     assert got.extra == {"hardware": {"host": "h"}, "resources": {"summary": {}}}
     assert got.status is TaskStatus.RUNNING and got.history == store.get(record.id).history
     final = {"summary": {"cpu_pct": {"peak": 9.0, "mean": 1.0}}}
-    store.transition(record.id, TaskStatus.FINISHED, exit_code=0, extra={"resources": final})
+    store.transition(
+        record.id, TaskStatus.FINISHED, Change(exit_code=0, extra={"resources": final})
+    )
     assert not store.update_extra(record.id, {"resources": {}}, expect=running, agent="a")
     assert store.get(record.id).extra["resources"] == final  # the final report stays
     assert not store.update_extra("0123456789ab", {"x": 1}, expect=running, agent="a")
@@ -164,10 +184,10 @@ def test_update_extra_writes_only_to_the_agents_task_in_the_expected_status(
 def test_a_resource_series_is_kept_apart_from_the_record(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:
-    record = store.submit(make_snapshot(), TaskOptions(queue="gpu"))
-    store.transition(record.id, TaskStatus.PREPARING, agent="a")
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="a"))
     report = {"summary": {"cpu_pct": {"peak": 9.0, "mean": 4.0}}, "series": {"cpu_pct": [[0, 9]]}}
-    store.transition(record.id, TaskStatus.RUNNING, extra={"resources": report})
+    store.transition(record.id, TaskStatus.RUNNING, Change(extra={"resources": report}))
     assert store.get(record.id).extra["resources"] == {"summary": report["summary"]}
     assert store.series(record.id) == {"cpu_pct": [[0, 9]]}
     later = {**report, "series": {"cpu_pct": [[0, 9], [5, 1]]}}
@@ -183,7 +203,7 @@ def test_a_resource_series_is_kept_apart_from_the_record(
 
 
 def test_notes(store: TaskStore) -> None:
-    record = store.submit(make_snapshot(), TaskOptions())
+    record = submit(store, make_snapshot(), TaskOptions())
     store.add_note(record.id, "python 3.11 not found; used 3.12")
     assert store.get(record.id).notes == ["python 3.11 not found; used 3.12"]
 
@@ -194,7 +214,7 @@ def test_sweep_shares_spec_and_blobs(store: TaskStore, redis_client: redis.Redis
         Submission(snap, TaskOptions(), argv=("python", "train.py", "--lr", lr))
         for lr in ("0.1", "0.01", "0.001")
     ]
-    records = store.submit_many(subs)
+    records = submit_many(store, subs)
     assert len({r.spec_id for r in records}) == 1
     assert [r.params["lr"] for r in records] == ["0.1", "0.01", "0.001"]
     assert len(redis_client.keys(keys.blob("*"))) == 2
@@ -205,14 +225,14 @@ def test_sweep_shares_spec_and_blobs(store: TaskStore, redis_client: redis.Redis
 
 def test_invalid_options(store: TaskStore) -> None:
     with pytest.raises(UsageError, match="queue name"):
-        store.submit(make_snapshot(), TaskOptions(queue="my queue"))
+        submit(store, make_snapshot(), TaskOptions(queue="my queue"))
     with pytest.raises(UsageError, match="--gpus"):
-        store.submit(make_snapshot(), TaskOptions(gpus=-1))
+        submit(store, make_snapshot(), TaskOptions(gpus=-1))
 
 
 def test_missing_blob_is_a_clear_error(store: TaskStore, redis_client: redis.Redis) -> None:
     snap = make_snapshot()
-    record = store.submit(snap, TaskOptions())
+    record = submit(store, snap, TaskOptions())
     redis_client.delete(keys.blob(snap.spec.patch.sha256 if snap.spec.patch else ""))
     with pytest.raises(CorruptRecord, match="missing from Redis"):
         store.load_snapshot(record.id)

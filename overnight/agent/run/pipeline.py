@@ -40,7 +40,7 @@ from overnight.errors import (
     TaskNotFound,
     TaskRunError,
 )
-from overnight.queue.records import ACTIVE_STATUSES, Phase, TaskStatus
+from overnight.queue.records import ACTIVE_STATUSES, Change, Phase, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.spec import Snapshot
 from overnight.units import format_duration
@@ -158,10 +158,10 @@ class Pipeline:
                 lambda: self.store.transition(
                     task.task_id,
                     TaskStatus.RUNNING,
+                    Change(extra=extra),
                     expect={TaskStatus.PREPARING},
                     held_by=self.agent,
                     heartbeat_ttl=self.config.lost_ttl,
-                    extra=extra,
                 )
             )
             process = self.environment.start(prepared, self._request(task, snapshot, workspace))
@@ -351,27 +351,27 @@ class Pipeline:
             self.store.transition(
                 task.task_id,
                 TaskStatus.QUEUED,
+                Change(extra=kept),  # a queued task keeps no run's extra; this count it keeps
                 expect=ACTIVE_STATUSES,
                 held_by=self.agent,
                 at_front=True,
                 note=ending.note,
-                extra=kept,  # a queued task keeps no run's extra; this count it keeps
             )
             return
-        fields: dict[str, Any] = {"extra": ending.extra}
-        if ending.exit_code is not None:
-            fields["exit_code"] = ending.exit_code
-        if ending.status is TaskStatus.FAILED:
-            fields.update(phase=ending.phase, error=ending.error)
-        elif ending.status is TaskStatus.CANCELED:
-            fields.update(phase=ending.phase)
+        failed = ending.status is TaskStatus.FAILED
+        change = Change(
+            extra=ending.extra,
+            exit_code=ending.exit_code,
+            phase=ending.phase if failed or ending.status is TaskStatus.CANCELED else None,
+            error=ending.error if failed else None,
+        )
         self.store.transition(
             task.task_id,
             ending.status,
+            change,
             expect=ACTIVE_STATUSES,
             held_by=self.agent,
             note=ending.note or (ending.error or ""),
-            **fields,
         )
 
     def _retry(self, call: Any) -> Any:

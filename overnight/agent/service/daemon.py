@@ -30,7 +30,7 @@ from overnight.agent.gpus.inventory import GPUInventory
 from overnight.agent.run.logsink import LogSink
 from overnight.agent.run.pipeline import Ending, Pipeline
 from overnight.agent.run.task import ActiveTask
-from overnight.agent.service.adoption import adopt_containers
+from overnight.agent.service.adoption import Adoption
 from overnight.agent.service.housekeeping import Control
 from overnight.agent.service.intake import Intake
 from overnight.agent.service.leftovers import Leftovers, remove_leftovers
@@ -94,6 +94,15 @@ class Daemon:
             store,
             worker,
             self.allocator,
+            launch=self.launch,
+            is_active=lambda task_id: task_id in self._active,
+        )
+        self.adoption = Adoption(
+            config,
+            store,
+            self.allocator,
+            self.pipeline,
+            name=self.name,
             launch=self.launch,
             is_active=lambda task_id: task_id in self._active,
         )
@@ -172,7 +181,7 @@ class Daemon:
         """Serve until stopped (or, with ``burst``, until the queues are empty)."""
         until_connected(self._register, self._backoff)
         environment = self.pipeline.environment
-        until_connected(lambda: adopt_containers(self, environment), self._backoff)
+        until_connected(lambda: self.adoption.adopt(environment), self._backoff)
         until_connected(self._remove_leftovers, self._backoff)
         self.control.start()
         log.info("agent %s serving %s", self.name, ", ".join(self.config.queues))

@@ -3,7 +3,7 @@
 One thread per agent looks after every task the agent holds, so task threads only run their
 task. Each tick it turns cancel requests into stop flags; every ``heartbeat_interval`` it renews
 the tasks' heartbeats (the store's, RQ's executions) and the agent's registrations; every
-``reap_interval`` it marks other agents' silent tasks lost (``store.reap_lost``); every
+``reap_interval`` it marks other agents' silent tasks lost (``reap_lost``); every
 ``report_interval`` it writes each running task's resource report so far to its record, so
 ``overnight show`` has peak and mean during the run and a task whose agent dies keeps them; every
 ``stray_interval`` it stops the task processes on this host whose agent died (another agent
@@ -24,6 +24,7 @@ from overnight.agent.service.reconnect import CONNECTION_ERRORS, Backoff
 from overnight.agent.service.rqworker import AgentWorker
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.heartbeats import renew_heartbeat
+from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
 
@@ -115,7 +116,7 @@ class Control:
             self._next_report = now + self.config.report_interval  # a failure waits its turn
             self.write_reports(tasks)
         if now >= self._next_reap:
-            lost = self.store.reap_lost(settle=self.config.lost_ttl + self.config.max_backoff)
+            lost = reap_lost(self.store, settle=self.config.lost_ttl + self.config.max_backoff)
             if lost:
                 log.warning("marked lost (their agent went silent): %s", ", ".join(lost))
             self.worker.maintain()

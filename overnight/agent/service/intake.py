@@ -24,7 +24,7 @@ from overnight.agent.service.rqworker import AgentWorker, Claim
 from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
 from overnight.queue.agents import AgentRegistry
 from overnight.queue.jobs import is_overnight_job, record_refusal, refusal_message, task_id_of
-from overnight.queue.records import Phase, TaskRecord, TaskStatus
+from overnight.queue.records import Change, Phase, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -144,11 +144,10 @@ class Intake:
             record = self.store.transition(
                 task_id,
                 TaskStatus.PREPARING,
+                Change(agent=self.name, gpu_ids=gpu_ids),
                 expect={TaskStatus.QUEUED},
                 note=f"taken by agent {self.name}",
                 heartbeat_ttl=self.config.lost_ttl,
-                agent=self.name,
-                gpu_ids=gpu_ids,
             )
         except InvalidTransition:
             self.allocator.release(task_id)
@@ -201,9 +200,8 @@ class Intake:
             self.store.transition(
                 claim.job_id,
                 TaskStatus.FAILED,
+                Change(phase=Phase.AGENT, error=message),
                 expect={TaskStatus.QUEUED, TaskStatus.PREPARING},
-                phase=Phase.AGENT,
-                error=message,
                 note=message,
             )
         except Exception:

@@ -12,9 +12,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from overnight.agent.gpus.allocator import Allocator, Verdict
 from overnight.agent.gpus.inventory import FakeInventory, GPUProcess
-from overnight.agent.service.adoption import adopt_containers
 from overnight.errors import GPUError
-from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.queue.records import Change, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import (
     Background,
@@ -590,7 +589,7 @@ def test_adopted_task_keeps_its_gpu_and_its_memory_is_not_foreign(
 ) -> None:
     record = enqueue(agent_store, project, gpus=1)
     agent_store.transition(
-        record.id, TaskStatus.PREPARING, agent=docker_sandbox.agent_name, gpu_ids=("1",)
+        record.id, TaskStatus.PREPARING, Change(agent=docker_sandbox.agent_name, gpu_ids=("1",))
     )
     agent_store.transition(record.id, TaskStatus.RUNNING)
     # The container the agent started on GPU 1 before it died (no GPU is given to it here).
@@ -613,7 +612,7 @@ def test_adopted_task_keeps_its_gpu_and_its_memory_is_not_foreign(
         inventory=inventory,
     )
     try:
-        assert adopt_containers(daemon, daemon.pipeline.environment) == [record.id]
+        assert daemon.adoption.adopt(daemon.pipeline.environment) == [record.id]
         # The very GPU it runs on is booked: a new task gets the other one.
         assert daemon.allocator.holders() == {record.id: ("1",)}
         assert daemon.allocator.try_acquire("next", 1) == ("0",)

@@ -15,8 +15,10 @@ import pytest
 
 from overnight.agent.gpus.inventory import FakeInventory
 from overnight.queue import keys
+from overnight.queue.cancel import request_cancel
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import BlobRef, Requirements, Snapshot
 from tests.fixtures.agents import (
@@ -282,7 +284,7 @@ def test_cancel_while_running(agent_store: TaskStore, project: Repo, config_for)
             ),
             what="the task to start",
         )
-        agent_store.request_cancel(record.id)
+        request_cancel(agent_store, record.id)
         canceled = wait_status(agent_store, record.id, TaskStatus.CANCELED)
     finally:
         agent.stop()
@@ -335,7 +337,7 @@ def test_cancel_during_the_environment_build(
             what="the build to start",
         )
         assert agent_store.get(record.id).status is TaskStatus.PREPARING
-        agent_store.request_cancel(record.id)
+        request_cancel(agent_store, record.id)
         canceled = wait_status(agent_store, record.id, TaskStatus.CANCELED)
     finally:
         agent.stop()
@@ -352,7 +354,7 @@ def test_cancel_during_the_clone(
     try:
         wait_for(ssh_pid.exists, what="git to call ssh")
         assert agent_store.get(record.id).status is TaskStatus.PREPARING
-        agent_store.request_cancel(record.id)
+        request_cancel(agent_store, record.id)
         canceled = wait_status(agent_store, record.id, TaskStatus.CANCELED)
     finally:
         agent.stop()
@@ -375,7 +377,8 @@ def test_private_remotes_open_with_the_agents_token_and_fail_naming_the_host_wit
         project.git("remote", "set-url", "origin", url)
         other.git("remote", "set-url", "origin", other_url)
         opened = enqueue(agent_store, project)
-        refused = agent_store.submit(
+        refused = submit(
+            agent_store,
             take_snapshot(other.path, ["python", "train.py"], SnapshotOptions()),
             TaskOptions(queue="q"),
         )
@@ -440,7 +443,7 @@ def test_the_tasks_own_grace_outranks_the_agents(
     )  # the agent's grace would outlast the test
     try:
         wait_for(lambda: "pid=" in log_text(agent_store, record.id), what="the task to start")
-        agent_store.request_cancel(record.id)
+        request_cancel(agent_store, record.id)
         canceled = wait_status(agent_store, record.id, TaskStatus.CANCELED)
     finally:
         agent.stop()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from overnight.queue.cancel import request_cancel
 from overnight.queue.records import Phase, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import (
@@ -46,7 +47,7 @@ def test_a_restarted_agent_reports_an_exit_and_stops_a_task_canceled_meanwhile(
             all=True, filters={"label": f"overnight.task={exits.id}"}
         )
         assert container.wait(timeout=30)["StatusCode"] == 3  # it ended with no agent
-        agent_store.request_cancel(canceled.id)
+        request_cancel(agent_store, canceled.id)
         assert agent_store.get(canceled.id).status is TaskStatus.RUNNING
 
         second = start_agent(config, tmp_path, "--queue", "q", "--burst")

@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from overnight.agent.config import AgentConfig
 from overnight.queue.agents import AgentRegistry
-from overnight.queue.records import TaskStatus
+from overnight.queue.records import Change, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import (
     Background,
@@ -228,7 +228,7 @@ def test_a_run_whose_task_went_to_another_agent_is_stopped_and_not_recorded(
         pid = task_pid(agent_store, record.id)
         _declare_lost(agent_store, record.id)
         for status in (TaskStatus.PREPARING, TaskStatus.RUNNING):  # agent-b takes it
-            agent_store.transition(record.id, status, agent="agent-b")
+            agent_store.transition(record.id, status, Change(agent="agent-b"))
         wait_for(lambda: process_gone(pid), what="agent-a's run of the task to stop")
         later = enqueue(agent_store, project)  # its CPU slot is free again
         wait_status(agent_store, later.id, TaskStatus.FINISHED)
@@ -280,7 +280,7 @@ def test_the_end_of_a_run_whose_task_went_elsewhere_is_not_written_over_the_new_
     try:
         task_pid(agent_store, record.id)
         _declare_lost(agent_store, record.id)
-        agent_store.transition(record.id, TaskStatus.PREPARING, agent="agent-b")
+        agent_store.transition(record.id, TaskStatus.PREPARING, Change(agent="agent-b"))
         flag.touch()
         wait_for(lambda: not agent.daemon.active_tasks(), what="agent-a's run to end", timeout=20)
     finally:

@@ -15,7 +15,7 @@ from overnight.agent.run.task import ActiveTask
 from overnight.agent.service.housekeeping import Control
 from overnight.agent.service.rqworker import AgentWorker
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.queue.records import Change, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.agents import agent_config, enqueue
 from tests.fixtures.gitrepo import Repo
@@ -53,11 +53,11 @@ def test_a_heartbeat_that_finds_the_task_moved_on_stops_the_run_unless_it_ended(
 ) -> None:
     config = agent_config(redis_url, tmp_path / "agent", venv_cache)
     record = enqueue(agent_store, project)
-    agent_store.transition(record.id, TaskStatus.RUNNING, agent="agent-a")
+    agent_store.transition(record.id, TaskStatus.RUNNING, Change(agent="agent-a"))
     task = _active(agent_store, record, tmp_path)
     # Its own end was just written (ended), or it was declared lost meanwhile.
     final = TaskStatus.FINISHED if ended else TaskStatus.LOST
-    agent_store.transition(record.id, final, agent="agent-a")
+    agent_store.transition(record.id, final, Change(agent="agent-a"))
     if ended:
         task.ended.set()
     _control(config, agent_store, [task]).tick()

@@ -20,8 +20,9 @@ from overnight.agent.workspace.locks import FileLock
 from overnight.agent.workspace.workspaces import Workspaces
 from overnight.queue import keys
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
 from tests.fixtures.agents import agent_config, enqueue, run_burst
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.tasks import make_snapshot
@@ -31,7 +32,7 @@ def _task(store: TaskStore, project: Repo, *path: TaskStatus, agent: str = "agen
     """A task taken through ``path`` of statuses by ``agent``."""
     task_id = enqueue(store, project).id
     for status in path:
-        store.transition(task_id, status, agent=agent)
+        store.transition(task_id, status, Change(agent=agent))
     return task_id
 
 
@@ -203,8 +204,8 @@ def test_a_process_whose_agent_is_gone_is_stopped_and_its_task_lost_at_once(
     dead_agent = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_agent.wait()
     # Its agent agent-x was killed a moment ago: the heartbeat lives on for a while.
-    orphan = agent_store.submit(make_snapshot(), TaskOptions(queue="q", retries=1)).id
-    agent_store.transition(orphan, TaskStatus.RUNNING, agent="agent-x", heartbeat_ttl=600)
+    orphan = submit(agent_store, make_snapshot(), TaskOptions(queue="q", retries=1)).id
+    agent_store.transition(orphan, TaskStatus.RUNNING, Change(agent="agent-x"), heartbeat_ttl=600)
     watched = _running(agent_store, project, "agent-b")  # its agent, this process, is alive
     agent_store.heartbeat(watched, "agent-b", ttl=600)
     agents = {orphan: dead_agent.pid, watched: os.getpid()}
