@@ -26,9 +26,7 @@ from rq.worker import Worker
 
 from overnight.errors import AgentError, OvernightError
 from overnight.queue.records import Phase, TaskStatus
-
-ENTRY_POINT = "overnight.queue.jobs.run_task"
-"""The only function an overnight RQ job may name."""
+from overnight.queue.rqsync import ENTRY_POINT
 
 REFUSED_TTL = 7 * 24 * 3600
 """Seconds a refused job's hash, result and failed-registry entry are kept."""
