@@ -40,19 +40,20 @@ def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, check=True)
 
 
-def make_project(base: Path) -> Path:
-    """A pushed repo holding ``job.py`` (prints one line) and an empty requirements.txt."""
+def make_project(base: Path, job: str = JOB) -> Path:
+    """A pushed repo holding ``job.py`` (``job``: by default, prints one line) and an empty
+    requirements.txt."""
     origin, work = base / "origin.git", base / "project"
     git(base, "init", "-q", "--bare", "-b", "main", str(origin))
     work.mkdir()
     git(work, "init", "-q", "-b", "main")
-    (work / "job.py").write_text(JOB)
+    (work / "job.py").write_text(job)
     (work / "requirements.txt").write_text("")
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", "bench job")
     git(work, "remote", "add", "origin", str(origin))
     git(work, "push", "-q", "-u", "origin", "main")
-    (work / "job.py").write_text(JOB + "# an uncommitted change\n")
+    (work / "job.py").write_text(job + "# an uncommitted change\n")
     return work
 
 
@@ -66,6 +67,7 @@ def start_agent(url: str, base: Path, name: str, queue: str, *args: str) -> subp
         "OVERNIGHT_CACHE_DIR": str(base / "envs"),
         "OVERNIGHT_SPILL_DIR": str(base / "spill"),
         "OVERNIGHT_CONFIG": str(base / "none.yaml"),
+        "OVERNIGHT_ALLOW_LOCAL_REPOS": "1",  # the bench projects' origins are local folders
     }
     return subprocess.Popen(
         [

@@ -10,14 +10,10 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import redis
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from overnight.config import ClientConfig, load_client_config
 from overnight.errors import ConnectionFailed, OvernightError, QueueError
@@ -25,6 +21,9 @@ from overnight.queue.connection import redact_url
 from overnight.queue.reaper import reap_lost
 from overnight.queue.store import TaskStore
 from overnight.terminal import visible
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,11 +115,17 @@ def echo_json(value: Any) -> None:
 
 def console() -> Console:
     """A console on the current stdout; wide when it is not a terminal, so pipes get whole rows."""
+    from rich.console import Console  # here, not above: commands that print no table skip rich
+
     out = sys.stdout
     return Console(file=out, width=None if out.isatty() else 250, highlight=False)
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for header in headers:
         table.add_column(header, overflow="fold")

@@ -7,28 +7,23 @@ change of a task is mirrored onto its job here, in the same Redis transaction.
 RQ defaults that are wrong for multi-day runs are overridden: JSON instead of pickle, no job
 timeout (overnight enforces the task's own), and job hashes and registry entries that never
 expire (``overnight gc`` removes them with the task).
+
+RQ itself is not imported here: the keys and the job hash are written as RQ 3 writes them
+(tests/queue/test_rqsync.py checks them against RQ's own), so that ``overnight enqueue``, which
+only writes them, does not spend some 30 ms importing RQ.
 """
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
+import datetime
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.client import Pipeline
-from rq.job import Job, JobStatus
-from rq.queue import Queue
-from rq.registry import (
-    CanceledJobRegistry,
-    DeferredJobRegistry,
-    FailedJobRegistry,
-    FinishedJobRegistry,
-    StartedJobRegistry,
-)
-from rq.results import Result
-from rq.serializers import JSONSerializer
-from rq.utils import now, utcformat
 
 from overnight.queue import replies
 from overnight.queue.records import ACTIVE_STATUSES, TaskStatus
@@ -43,15 +38,89 @@ EXECUTION = "overnight"
 """Execution id of the StartedJobRegistry entry overnight writes for a preparing/running task."""
 
 _RQ_STATUS = {
-    TaskStatus.QUEUED: JobStatus.QUEUED,
-    TaskStatus.WAITING: JobStatus.DEFERRED,
-    TaskStatus.PREPARING: JobStatus.STARTED,
-    TaskStatus.RUNNING: JobStatus.STARTED,
-    TaskStatus.FINISHED: JobStatus.FINISHED,
-    TaskStatus.FAILED: JobStatus.FAILED,
-    TaskStatus.LOST: JobStatus.FAILED,
-    TaskStatus.CANCELED: JobStatus.CANCELED,
+    TaskStatus.QUEUED: "queued",
+    TaskStatus.WAITING: "deferred",
+    TaskStatus.PREPARING: "started",
+    TaskStatus.RUNNING: "started",
+    TaskStatus.FINISHED: "finished",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.LOST: "failed",
+    TaskStatus.CANCELED: "canceled",
 }
+"""The RQ job status (``rq.job.JobStatus``) of each task status."""
+
+QUEUES_KEY = "rq:queues"
+"""The set of RQ's queue keys (``Queue.redis_queues_keys``)."""
+
+
+def queue_key(queue: str) -> str:
+    """The list of an RQ queue's job ids (``Queue.key``)."""
+    return f"rq:queue:{queue}"
+
+
+def registry_key(kind: str, queue: str) -> str:
+    """A queue's registry of jobs: ``wip`` (started), ``finished``, ``failed``, ``canceled``,
+    ``deferred`` (RQ's ``*JobRegistry.key``)."""
+    return f"rq:{kind}:{queue}"
+
+
+def job_key(task_id: str) -> str:
+    """The hash of a task's RQ job (``Job.key_for``)."""
+    return f"rq:job:{task_id}"
+
+
+def dependents_key(task_id: str) -> str:
+    """The jobs waiting for this one (``Job.dependents_key_for``)."""
+    return f"rq:job:{task_id}:dependents"
+
+
+def _dependencies_key(task_id: str) -> str:
+    return f"rq:job::{task_id}:dependencies"  # sic: RQ 3's Job.dependencies_key
+
+
+def _timestamp() -> str:
+    """Now, as RQ writes its times (``rq.utils.utcformat(now())``)."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclasses.dataclass(frozen=True)
+class NewJob:
+    """A task's RQ job, not yet saved: deferred when it waits for others, else queued."""
+
+    id: str
+    origin: str  # the queue
+    after: tuple[str, ...] = ()
+    created_at: str = dataclasses.field(default_factory=_timestamp)
+
+    @property
+    def key(self) -> str:
+        return job_key(self.id)
+
+    def mapping(self) -> dict[Any, Any]:
+        """The job hash as RQ's ``Job.create(...).to_dict()`` has it (``enqueued_at`` set as RQ's
+        enqueue sets it), the call as plain JSON (see :meth:`RQMirror.push_new`)."""
+        fields: dict[Any, Any] = {
+            "created_at": self.created_at,
+            "data": json.dumps([ENTRY_POINT, None, [self.id], {}]).encode(),
+            "success_callback_name": "",
+            "failure_callback_name": "",
+            "stopped_callback_name": "",
+            "started_at": "",
+            "ended_at": "",
+            "last_heartbeat": "",
+            "worker_name": "",
+            "group_id": "",
+            "origin": self.origin,
+            "description": f"overnight task {self.id}",
+        }
+        if not self.after:
+            fields["enqueued_at"] = _timestamp()
+        fields.update(timeout=NO_TIMEOUT, result_ttl=NO_TIMEOUT, failure_ttl=NO_TIMEOUT)
+        fields["status"] = "deferred" if self.after else "queued"
+        if self.after:
+            fields["dependency_id"] = self.after[0]
+            fields["dependency_ids"] = json.dumps(list(self.after))
+        return fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,58 +136,36 @@ class RQMirror:
 
     def __init__(self, redis_client: redis.Redis) -> None:
         self._redis = redis_client
-        self._queues: dict[str, Queue] = {}
 
-    def queue(self, name: str) -> Queue:
-        """The RQ queue named as the user names it (``gpu`` is ``rq:queue:gpu``)."""
-        if name not in self._queues:
-            self._queues[name] = Queue(name, connection=self._redis, serializer=JSONSerializer)
-        return self._queues[name]
-
-    def new_job(self, task_id: str, queue: str, *, after: Sequence[str] = ()) -> Job:
+    def new_job(self, task_id: str, queue: str, *, after: Sequence[str] = ()) -> NewJob:
         """A job for the task, not yet saved: deferred when it waits for others, else queued."""
-        return Job.create(
-            ENTRY_POINT,
-            args=[task_id],
-            id=task_id,
-            connection=self._redis,
-            serializer=JSONSerializer,
-            timeout=NO_TIMEOUT,
-            result_ttl=NO_TIMEOUT,
-            failure_ttl=NO_TIMEOUT,
-            origin=queue,
-            description=f"overnight task {task_id}",
-            depends_on=list(after) or None,
-            status=JobStatus.DEFERRED if after else JobStatus.QUEUED,
-        )
+        return NewJob(task_id, queue, tuple(after))
 
-    def push_new(self, pipe: Pipeline, job: Job, *, at_front: bool = False) -> None:
+    def push_new(self, pipe: Pipeline, job: NewJob, *, at_front: bool = False) -> None:
         """Queue, on a transaction in MULTI mode, what RQ's enqueue writes: the job hash, the queue
         in ``rq:queues``, and the push (or, for a deferred job, its dependency registration)."""
-        queue = self.queue(job.origin)
-        pipe.sadd(Queue.redis_queues_keys, queue.key)
-        deferred = job.get_status(refresh=False) is JobStatus.DEFERRED
-        if not deferred:
-            job.enqueued_at = now()
-        mapping = job.to_dict()
+        pipe.sadd(QUEUES_KEY, queue_key(job.origin))
         # RQ zlib-compresses the call, which makes these ~60 bytes 69. RQ reads plain data too
         # (Job.restore falls back), and with every value under 64 bytes Redis keeps the hash in
         # its compact listpack encoding: about 0.4 KB per job instead of 1.6 KB.
-        mapping["data"] = job.data
-        pipe.hset(job.key, mapping=mapping)
-        if deferred:
-            job.register_dependency(pipeline=pipe)
+        pipe.hset(job.key, mapping=job.mapping())
+        if job.after:  # as RQ's Job.register_dependency, scored as its DeferredJobRegistry.add
+            now = datetime.datetime.now(datetime.timezone.utc)
+            pipe.zadd(
+                registry_key("deferred", job.origin), {job.id: calendar.timegm(now.utctimetuple())}
+            )
+            for dependency in job.after:
+                pipe.sadd(dependents_key(dependency), job.id)
+                pipe.sadd(_dependencies_key(job.id), dependency)
         else:
-            (pipe.lpush if at_front else pipe.rpush)(queue.key, job.id)
+            (pipe.lpush if at_front else pipe.rpush)(queue_key(job.origin), job.id)
 
     def read_state(self, pipe: Pipeline, task_id: str, queue: str) -> JobState:
         """Read, on a pipeline in WATCH mode, what :meth:`apply` needs; watches the job hash."""
-        job_key = Job.key_for(task_id)
-        replies.watch(pipe, job_key)
-        exists = bool(pipe.exists(job_key))
-        started_key = self._started(queue).key
+        replies.watch(pipe, job_key(task_id))
+        exists = bool(pipe.exists(job_key(task_id)))
         prefix = f"{task_id}:".encode()
-        members = [replies.raw(e) or b"" for e in pipe.zrange(started_key, 0, -1)]
+        members = [replies.raw(e) or b"" for e in pipe.zrange(registry_key("wip", queue), 0, -1)]
         entries = tuple(e for e in members if e.startswith(prefix))
         return JobState(exists=exists, started_entries=entries)
 
@@ -135,65 +182,44 @@ class RQMirror:
         at_front: bool = False,
     ) -> None:
         """Queue, on a transaction in MULTI mode, the RQ side of a status change."""
-        queue = self.queue(queue_name)
         if not state.exists:
             if status is TaskStatus.QUEUED:
                 self.push_new(pipe, self.new_job(task_id, queue_name), at_front=at_front)
             return  # a job hash that is gone stays gone: writing parts of one would break RQ
-        job_key = Job.key_for(task_id)
-        stamp = utcformat(now())
-        mapping: dict[Any, Any] = {"status": _RQ_STATUS[status].value}
+        queue = queue_key(queue_name)
+        stamp = _timestamp()
+        mapping: dict[Any, Any] = {"status": _RQ_STATUS[status]}
         if state.started_entries:
-            pipe.zrem(self._started(queue_name).key, *state.started_entries)
-        pipe.lrem(queue.key, 0, task_id)
-        pipe.lrem(queue.intermediate_queue_key, 0, task_id)
-        pipe.zrem(DeferredJobRegistry(queue_name, connection=self._redis).key, task_id)
+            pipe.zrem(registry_key("wip", queue_name), *state.started_entries)
+        pipe.lrem(queue, 0, task_id)
+        pipe.lrem(f"{queue}:intermediate", 0, task_id)  # RQ's Queue.intermediate_queue_key
+        pipe.zrem(registry_key("deferred", queue_name), task_id)
         for dependency in after:
-            pipe.srem(Job.dependents_key_for(dependency), task_id)
-        for registry in (FinishedJobRegistry, FailedJobRegistry, CanceledJobRegistry):
-            pipe.zrem(registry(queue_name, connection=self._redis).key, task_id)
+            pipe.srem(dependents_key(dependency), task_id)
+        for kind in ("finished", "failed", "canceled"):
+            pipe.zrem(registry_key(kind, queue_name), task_id)
 
         if status is TaskStatus.QUEUED:
             mapping.update(enqueued_at=stamp, started_at="", ended_at="", worker_name="")
-            (pipe.lpush if at_front else pipe.rpush)(queue.key, task_id)
+            (pipe.lpush if at_front else pipe.rpush)(queue, task_id)
         elif status in ACTIVE_STATUSES:
             mapping.update(started_at=stamp, last_heartbeat=stamp, worker_name=agent or "")
-            pipe.zadd(self._started(queue_name).key, {f"{task_id}:{EXECUTION}": "+inf"})
-        elif status is TaskStatus.FINISHED:
+            pipe.zadd(registry_key("wip", queue_name), {f"{task_id}:{EXECUTION}": "+inf"})
+        elif status is not TaskStatus.WAITING:  # ended: in the registry of its RQ status
             mapping["ended_at"] = stamp
-            pipe.zadd(
-                FinishedJobRegistry(queue_name, connection=self._redis).key, {task_id: "+inf"}
-            )
-        elif status in (TaskStatus.FAILED, TaskStatus.LOST):
-            mapping["ended_at"] = stamp
-            pipe.zadd(FailedJobRegistry(queue_name, connection=self._redis).key, {task_id: "+inf"})
-        elif status is TaskStatus.CANCELED:
-            mapping["ended_at"] = stamp
-            pipe.zadd(
-                CanceledJobRegistry(queue_name, connection=self._redis).key, {task_id: "+inf"}
-            )
-        pipe.hset(job_key, mapping=mapping)
+            pipe.zadd(registry_key(_RQ_STATUS[status], queue_name), {task_id: "+inf"})
+        pipe.hset(job_key(task_id), mapping=mapping)
 
     def delete(self, pipe: Pipeline, task_id: str, queue_name: str) -> None:
         """Queue the removal of a task's job from RQ: its hash, queue entries and registries."""
-        queue = self.queue(queue_name)
-        pipe.lrem(queue.key, 0, task_id)
-        for registry in (
-            FinishedJobRegistry,
-            FailedJobRegistry,
-            CanceledJobRegistry,
-            DeferredJobRegistry,
-        ):
-            pipe.zrem(registry(queue_name, connection=self._redis).key, task_id)
-        pipe.zrem(self._started(queue_name).key, f"{task_id}:{EXECUTION}")
-        job = Job(task_id, connection=self._redis)
+        pipe.lrem(queue_key(queue_name), 0, task_id)
+        for kind in ("finished", "failed", "canceled", "deferred"):
+            pipe.zrem(registry_key(kind, queue_name), task_id)
+        pipe.zrem(registry_key("wip", queue_name), f"{task_id}:{EXECUTION}")
         pipe.delete(
-            job.key,
-            job.dependents_key,
-            job.dependencies_key,
-            Result.get_key(task_id),  # type: ignore[no-untyped-call]
-            job.execution_registry.key,
+            job_key(task_id),
+            dependents_key(task_id),
+            _dependencies_key(task_id),
+            f"rq:results:{task_id}",  # RQ's Result.get_key
+            f"rq:executions:{task_id}",  # the job's ExecutionRegistry
         )
-
-    def _started(self, queue_name: str) -> StartedJobRegistry:
-        return StartedJobRegistry(queue_name, connection=self._redis)

@@ -92,11 +92,20 @@ def _query(python: str, dists: bool) -> dict[str, object] | None:
 
 def python_version(python: str) -> str:
     """major.minor.micro of ``python``; that of the running interpreter if it cannot be asked."""
-    if python != sys.executable:
+    if not _is_running(python):
         data = _query(python, dists=False)
         if data and isinstance(data.get("version"), str):
             return str(data["version"])
     return "{}.{}.{}".format(*sys.version_info[:3])
+
+
+def _is_running(python: str) -> bool:
+    """Whether ``python`` is the interpreter running overnight: the same file (a venv's
+    ``python`` links to its base's), so asking it would only tell the version known here."""
+    try:
+        return python == sys.executable or os.path.samefile(python, sys.executable)
+    except OSError:
+        return False
 
 
 def installed(python: str) -> list[Distribution]:

@@ -61,11 +61,24 @@ class WorkingTree:
         return self.tree != self.head_tree
 
 
-def untracked_files(git: Git) -> list[tuple[str, int]]:
-    """Untracked, not ignored files (path, size); a nested repository is an error."""
-    out = git.run("ls-files", "--others", "--exclude-standard", "-z")
+def _index_listing(git: Git, env: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The untracked, not ignored paths and the ``assume-unchanged`` entries of the index
+    ``env`` names, from one ``git ls-files``."""
+    listing = git.run("ls-files", "-v", "-z", "--cached", "--others", "--exclude-standard", env=env)
+    untracked: list[str] = []
+    assumed: list[str] = []
+    for entry in split_z(listing):
+        tag, path = entry[:1], entry[2:]
+        if tag == "?":
+            untracked.append(path)
+        elif tag.islower():
+            assumed.append(path)
+    return untracked, assumed
+
+
+def _sized(git: Git, untracked: list[str]) -> list[tuple[str, int]]:
     files: list[tuple[str, int]] = []
-    for path in split_z(out):
+    for path in untracked:
         if path.endswith("/"):
             raise SnapshotError(
                 f"{path} is a separate git repository inside this one (not a submodule), so its "
@@ -89,15 +102,11 @@ def capture(
     """Record the working tree of the repo whose top level ``git`` runs in; errors name files
     with ``prefix`` before them (a submodule's path). Untracked files named like keys are
     refused unless ``allow_secret_files``."""
-    untracked = untracked_files(git)
-    named = [(prefix + path, size) for path, size in untracked]
-    if not allow_secret_files:
-        refuse_secret_files([path for path, _ in named])
-    check_untracked(named, max_untracked_file_mb)
-    check_total(sum(size for _, size in untracked), 0, named, max_snapshot_mb)
-    paths = git.text("rev-parse", "--git-path", "index", "--git-path", "objects").splitlines()
-    index_path, objects = (git.cwd / line for line in paths)
-    head_tree = git.text("rev-parse", "HEAD^{tree}")
+    paths = git.text(
+        "rev-parse", "--git-path", "index", "--git-path", "objects", "HEAD^{tree}"
+    ).splitlines()
+    index_path, objects = (git.cwd / line for line in paths[:2])
+    head_tree = paths[2]
     with tempfile.TemporaryDirectory(prefix="overnight-snapshot-") as tmp:
         tmp_objects = Path(tmp) / "objects"
         for sub in ("info", "pack"):
@@ -107,8 +116,17 @@ def capture(
             "GIT_OBJECT_DIRECTORY": str(tmp_objects),
             "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(objects.resolve()),
         }
+        if index_path.exists():
+            shutil.copy2(index_path, env["GIT_INDEX_FILE"])  # keep its mtime (racy entries)
+        listed, assumed = _index_listing(git, env)
+        untracked = _sized(git, listed)
+        named = [(prefix + path, size) for path, size in untracked]
+        if not allow_secret_files:
+            refuse_secret_files([path for path, _ in named])
+        check_untracked(named, max_untracked_file_mb)
+        check_total(sum(size for _, size in untracked), 0, named, max_snapshot_mb)
         try:
-            tree = _write_tree(git, index_path, env)
+            tree = _write_tree(git, assumed, env)
         except GitError as exc:
             raise SnapshotError(
                 f"cannot record the working tree: {exc.reason}; make the file readable "
@@ -117,16 +135,15 @@ def capture(
         submodules = _gitlinks(git, tree, env) if (git.cwd / ".gitmodules").exists() else {}
         if tree == head_tree:
             return WorkingTree(head_tree, tree, b"", [], submodules)
-        patch = git.run(*DIFF_ARGS, head_tree, tree, env=env)
-        changed = _changed_sizes(git, head_tree, tree, env)
+        changed, patch = _diff(git, head_tree, tree, env)
         return WorkingTree(head_tree, tree, patch, changed, submodules)
 
 
-def _write_tree(git: Git, index_path: Path, env: dict[str, str]) -> str:
+def _write_tree(git: Git, assumed: list[str], env: dict[str, str]) -> str:
+    """The tree of the working tree, from the index copy ``env`` names (HEAD's if none)."""
     tmp_index = Path(env["GIT_INDEX_FILE"])
-    if index_path.exists():
-        shutil.copy2(index_path, tmp_index)  # keep its mtime, for git's racy-entry check
-        _forget_assume_unchanged(git, env)
+    if tmp_index.exists():
+        _forget_assume_unchanged(git, assumed, env)
     else:
         git.run("read-tree", "HEAD", env=env)
     try:
@@ -139,28 +156,33 @@ def _write_tree(git: Git, index_path: Path, env: dict[str, str]) -> str:
     return git.text("write-tree", env=env)
 
 
-def _forget_assume_unchanged(git: Git, env: dict[str, str]) -> None:
+def _forget_assume_unchanged(git: Git, paths: list[str], env: dict[str, str]) -> None:
     """Clear ``assume-unchanged`` bits in the copy, so such files are recorded as they are."""
-    listing = git.run("ls-files", "-v", "-z", env=env)
-    paths = [entry[2:] for entry in split_z(listing) if entry[:1].islower()]
     if paths:
         data = "\0".join(paths).encode("utf-8", "surrogateescape") + b"\0"
         git.run("update-index", "--no-assume-unchanged", "-z", "--stdin", input=data, env=env)
 
 
-def _changed_sizes(git: Git, old: str, new: str, env: dict[str, str]) -> list[tuple[str, int]]:
-    raw = git.run("diff-tree", "-r", "-z", "--no-renames", old, new, env=env)
-    fields = raw.split(b"\0")
+def _diff(git: Git, old: str, new: str, env: dict[str, str]) -> tuple[list[tuple[str, int]], bytes]:
+    """The (path, size) of each file the change from ``old`` to ``new`` writes, and its patch,
+    from one ``git diff-tree`` (its raw listing, then the patch) and one ``git cat-file``."""
+    out = git.run(*DIFF_ARGS, "--raw", "-z", old, new, env=env)
+    fields = out.split(b"\0")
     entries: list[tuple[str, str]] = []
-    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
-        parts = meta.decode().split()
-        if len(parts) >= 5 and parts[1] != GITLINK and set(parts[3]) != {"0"}:
+    i = 0
+    while i < len(fields) and fields[i].startswith(b":"):
+        parts = fields[i].decode().split()
+        paths = 2 if parts[4][:1] in ("R", "C") else 1  # a rename or copy names both paths
+        path = fields[i + paths]
+        if parts[1] != GITLINK and set(parts[3]) != {"0"}:
             entries.append((path.decode("utf-8", "surrogateescape"), parts[3]))
+        i += 1 + paths
+    patch = b"\0".join(fields[i + 1 :])  # the listing ends with an empty field
     if not entries:
-        return []
+        return [], patch
     query = "".join(f"{oid}\n" for _, oid in entries).encode()
     sizes = git.run("cat-file", "--batch-check=%(objectsize)", input=query, env=env).split()
-    return [(path, int(size)) for (path, _), size in zip(entries, sizes, strict=True)]
+    return [(path, int(size)) for (path, _), size in zip(entries, sizes, strict=True)], patch
 
 
 def _gitlinks(git: Git, tree: str, env: dict[str, str]) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -65,9 +66,9 @@ def take_snapshot(
         )
     task_env = record_env(options.env, env, allow_secret=options.allow_secret_env)
     cwd = Path(cwd).absolute()
-    git, prefix = _open_repo(cwd, env)
+    git, prefix, head = _open_repo(cwd, env)
     try:
-        repo, unpushed = _repo_state(git)
+        repo, unpushed = _repo_state(git, head)
         tree = patch.capture(
             git,
             max_untracked_file_mb=options.max_untracked_file_mb,
@@ -147,29 +148,49 @@ def _blob(blobs: dict[str, bytes], data: bytes) -> BlobRef | None:
     return ref
 
 
-def _open_repo(cwd: Path, environ: Mapping[str, str]) -> tuple[Git, str]:
-    """A :class:`Git` at the repo's top level, and ``cwd`` relative to it (``sub/dir/``)."""
+@dataclass(frozen=True)
+class _Head:
+    commit: str
+    branch: str | None  # None on a detached HEAD
+
+
+def _open_repo(cwd: Path, environ: Mapping[str, str]) -> tuple[Git, str, _Head]:
+    """A :class:`Git` at the repo's top level, ``cwd`` relative to it (``sub/dir/``) and HEAD,
+    from one ``git rev-parse`` (that HEAD is a commit, its id, the branch it is on)."""
     if not cwd.is_dir():
         raise NotAGitRepoError(f"{cwd} is not a directory")
     probe = Git(cwd, environ=environ)
     try:
-        out = probe.run("rev-parse", "--show-toplevel", "--show-prefix")
+        out = probe.text(
+            "rev-parse", "--show-toplevel", "--show-prefix", "HEAD^{commit}", "HEAD",
+            "--abbrev-ref=loose", "HEAD", "--",
+        )  # fmt: skip
     except GitError as exc:
-        raise NotAGitRepoError(
-            f"{cwd} is not inside a git work tree; run from your project's repo (git init)"
-        ) from exc
-    top, _, prefix = out.decode("utf-8", "surrogateescape").rstrip("\n").partition("\n")
-    git = probe.at(Path(top))
-    if not git.ok("rev-parse", "--verify", "--quiet", "HEAD^{commit}"):
+        try:
+            top = probe.text("rev-parse", "--show-toplevel")
+        except GitError:
+            raise NotAGitRepoError(
+                f"{cwd} is not inside a git work tree; run from your project's repo (git init)"
+            ) from exc
         raise NoCommitError(
             f"the repository at {top} has no commit yet; commit your code first (git commit)"
-        )
-    return git, prefix
+        ) from exc
+    top, prefix, _peeled, commit, *rest = out.split("\n")
+    git = probe.at(Path(top))
+    # No short name printed: git found HEAD ambiguous (a branch named HEAD); ask it otherwise.
+    short = rest[0] if len(rest) == 2 else _branch(git)
+    return git, prefix, _Head(commit, None if short == "HEAD" else short)  # HEAD: detached
 
 
-def _remote(git: Git, branch: str | None) -> str | None:
+def _branch(git: Git) -> str | None:
+    try:
+        return git.text("symbolic-ref", "--quiet", "--short", "HEAD")
+    except GitError:
+        return None
+
+
+def _remote(git: Git, remotes: Sequence[str], branch: str | None) -> str | None:
     """``origin``, else the branch's upstream remote, else ``upstream``, else the only/first one."""
-    remotes = git.text("remote").split()
     if not remotes:
         return None
     if "origin" in remotes:
@@ -184,23 +205,38 @@ def _remote(git: Git, branch: str | None) -> str | None:
     return "upstream" if "upstream" in remotes else sorted(remotes)[0]
 
 
-def _remote_url(git: Git, remote: str) -> str:
-    url = git.text("remote", "get-url", remote)
+def _fetch_urls(git: Git) -> dict[str, str | None]:
+    """Each remote and its fetch URL (the first, rewritten by ``insteadOf`` as git fetches it),
+    from one ``git remote -v``; None where the listing does not tell the URL for sure."""
+    lines = git.text("remote", "-v").splitlines()
+    if not all("\t" in line for line in lines):  # a URL with a newline in it
+        return dict.fromkeys(git.text("remote").split())
+    urls: dict[str, str | None] = {}
+    for line in lines:
+        name, _, entry = line.partition("\t")
+        match = _FETCH_ENTRY.fullmatch(entry)
+        if urls.get(name) is None:
+            urls[name] = match.group(1) if match else None
+    return urls
+
+
+_FETCH_ENTRY = re.compile(r"(.*) \(fetch\)(?: \[[^\]]*\])?")
+"""``URL (fetch)``, or ``URL (fetch) [filter]`` for a partial clone, in ``git remote -v``."""
+
+
+def _remote_url(git: Git, remote: str, listed: str | None) -> str:
+    url = listed if listed is not None else git.text("remote", "get-url", remote)
     local = Path(url) if "://" not in url and ":" not in url.split("/", 1)[0] else None
     if local is not None and not local.is_absolute() and (git.cwd / local).exists():
         url = str((git.cwd / local).resolve())
     return strip_credentials(url)
 
 
-def _repo_state(git: Git) -> tuple[RepoState, bundle.Bundle | None]:
-    commit = git.text("rev-parse", "HEAD")
-    try:
-        branch: str | None = git.text("symbolic-ref", "--quiet", "--short", "HEAD")
-    except GitError:
-        branch = None
-    remote = _remote(git, branch)
-    url = _remote_url(git, remote) if remote else None
-    state = RepoState(commit=commit, url=url, remote=remote, branch=branch)
+def _repo_state(git: Git, head: _Head) -> tuple[RepoState, bundle.Bundle | None]:
+    urls = _fetch_urls(git)
+    remote = _remote(git, sorted(urls), head.branch)
+    url = _remote_url(git, remote, urls[remote]) if remote else None
+    state = RepoState(commit=head.commit, url=url, remote=remote, branch=head.branch)
     return state, bundle.unpushed(git, remote)
 
 

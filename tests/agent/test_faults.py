@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+from rq.queue import Queue
 
 from overnight.agent.config import AgentConfig
 from overnight.queue.reaper import reap_lost
@@ -365,7 +366,7 @@ def test_second_sigterm_stops_the_task_and_requeues_it_at_the_front(
     requeued = agent_store.get(running.id)
     assert requeued.status is TaskStatus.QUEUED
     assert "requeued at the front" in requeued.history[-1].note
-    assert agent_store.rq.queue("q").job_ids == [running.id, behind.id]
+    assert Queue("q", connection=agent_store.redis).job_ids == [running.id, behind.id]
 
 
 @pytest.mark.docker

@@ -2,17 +2,29 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
+import pytest
 import redis
 from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    StartedJobRegistry,
+)
+from rq.results import Result
 from rq.serializers import JSONSerializer
+from rq.utils import now
 from rq.worker import WorkerStatus
 
+from overnight.queue import rqsync
 from overnight.queue.cancel import request_cancel
 from overnight.queue.jobs import ENTRY_POINT
 from overnight.queue.records import Change, TaskOptions, TaskStatus
-from overnight.queue.rqsync import NO_TIMEOUT
+from overnight.queue.rqsync import NO_TIMEOUT, RQMirror
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
 from overnight.queue.taskworker import TaskWorker
@@ -94,3 +106,79 @@ def test_rq_info_shows_overnight_queues_and_counts(
     assert store.get(running.id).status is TaskStatus.RUNNING
     queue = Queue("gpu", connection=redis_client, serializer=JSONSerializer)
     assert queue.started_job_registry.get_job_ids() == [running.id]
+
+
+def test_the_keys_written_without_rq_are_rqs_own(redis_client: redis.Redis) -> None:
+    queue = Queue("gpu", connection=redis_client)
+    job = Job("t1", connection=redis_client)
+    assert (rqsync.QUEUES_KEY, rqsync.queue_key("gpu")) == (Queue.redis_queues_keys, queue.key)
+    assert f"{rqsync.queue_key('gpu')}:intermediate" == queue.intermediate_queue_key
+    registries = {
+        "wip": StartedJobRegistry,
+        "finished": FinishedJobRegistry,
+        "failed": FailedJobRegistry,
+        "canceled": CanceledJobRegistry,
+        "deferred": DeferredJobRegistry,
+    }
+    for kind, registry in registries.items():
+        assert rqsync.registry_key(kind, "gpu") == registry("gpu", connection=redis_client).key
+    assert (rqsync.job_key("t1"), rqsync.dependents_key("t1")) == (job.key, job.dependents_key)
+    assert rqsync._dependencies_key("t1") == job.dependencies_key
+    assert f"rq:results:{job.id}" == Result.get_key(job.id)  # type: ignore[no-untyped-call]
+    assert f"rq:executions:{job.id}" == job.execution_registry.key
+
+
+def _contents(client: redis.Redis) -> dict[bytes, Any]:
+    """Every key and what it holds, RQ's timestamps (which differ run to run) left out."""
+    found: dict[bytes, Any] = {}
+    for key in client.keys("*"):
+        kind = client.type(key)
+        if kind == b"hash":
+            fields = client.hgetall(key)
+            found[key] = {k: v for k, v in fields.items() if not k.endswith(b"_at")}
+            found[key][b"stamped"] = sorted(k for k in fields if k.endswith(b"_at") and fields[k])
+        elif kind == b"list":
+            found[key] = client.lrange(key, 0, -1)
+        elif kind == b"set":
+            found[key] = client.smembers(key)
+        else:
+            found[key] = [member for member, _score in client.zrange(key, 0, -1, withscores=True)]
+    return found
+
+
+def _enqueued_by_rq(client: redis.Redis, task_id: str, after: list[str]) -> None:
+    """What overnight wrote for a new job when it built it with RQ's own classes."""
+    job = Job.create(
+        ENTRY_POINT, args=[task_id], id=task_id, connection=client, serializer=JSONSerializer,
+        timeout=NO_TIMEOUT, result_ttl=NO_TIMEOUT, failure_ttl=NO_TIMEOUT, origin="gpu",
+        description=f"overnight task {task_id}", depends_on=after or None,
+        status=JobStatus.DEFERRED if after else JobStatus.QUEUED,
+    )  # fmt: skip
+    queue = Queue("gpu", connection=client, serializer=JSONSerializer)
+    with client.pipeline() as pipe:
+        pipe.sadd(Queue.redis_queues_keys, queue.key)
+        if not after:
+            job.enqueued_at = now()
+        mapping = job.to_dict()
+        mapping["data"] = job.data  # overnight keeps the call uncompressed
+        pipe.hset(job.key, mapping=mapping)
+        if after:
+            job.register_dependency(pipeline=pipe)
+        else:
+            pipe.rpush(queue.key, job.id)
+        pipe.execute()
+
+
+@pytest.mark.parametrize("after", [[], ["first", "second"]])
+def test_a_new_job_is_written_as_rq_writes_it(redis_client: redis.Redis, after: list[str]) -> None:
+    _enqueued_by_rq(redis_client, "t1", after)
+    expected = _contents(redis_client)
+    redis_client.flushdb()
+    with redis_client.pipeline() as pipe:
+        mirror = RQMirror(redis_client)
+        mirror.push_new(pipe, mirror.new_job("t1", "gpu", after=after))
+        pipe.execute()
+    assert _contents(redis_client) == expected
+    job = Job.fetch("t1", connection=redis_client, serializer=JSONSerializer)
+    assert (job.func_name, job.args, sorted(job.dependency_ids)) == (ENTRY_POINT, ["t1"], after)
+    assert job.get_status() is (JobStatus.DEFERRED if after else JobStatus.QUEUED)

@@ -116,3 +116,17 @@ def test_clean_tree_has_no_patch(repo: Repo) -> None:
     tree, patch = _capture(repo)
     assert patch == b""
     assert tree == repo.git("rev-parse", "HEAD^{tree}").strip()
+
+
+def test_changed_files_carry_their_new_size_renamed_ones_at_their_new_path(repo: Repo) -> None:
+    lines = "".join(f"line {i}\n" for i in range(200))
+    repo.write("data/old.txt", lines)
+    repo.commit("data")
+    repo.git("mv", "data/old.txt", "data/new.txt")
+    repo.write("data/new.txt", lines + "one more\n")
+    (repo.path / "README.md").unlink()
+    repo.write("notes.bin", b"\x00\x01\x02")
+    tree = capture(Git(repo.path), max_untracked_file_mb=5, max_snapshot_mb=20)
+    assert b"rename from data/old.txt\nrename to data/new.txt\n" in tree.patch
+    assert b"deleted file mode" in tree.patch and tree.patch.startswith(b"diff --git ")
+    assert tree.changed == [("data/new.txt", len(lines) + 9), ("notes.bin", 3)]

@@ -5,6 +5,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from overnight.errors import (
     SnapshotError,
     SnapshotTooLargeError,
 )
+from overnight.recorder.gitrepo import Git
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from tests.fixtures.gitrepo import Repo, git, make_repo
 
@@ -204,3 +206,44 @@ def test_unpushed_commits_holding_secrets_are_refused_unless_allowed(repo: Repo)
     assert allowed.spec.bundle is not None
     repo.push()
     assert take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.bundle is None
+
+
+def _git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The git subcommands run from now on (each one a subprocess)."""
+    commands: list[str] = []
+    run = Git.run
+
+    def counted(self: Git, *args: str, **kwargs: Any) -> bytes:
+        commands.append(args[0])
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Git, "run", counted)
+    return commands
+
+
+def test_a_snapshot_runs_few_git_commands(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each one costs `overnight enqueue` milliseconds: adding one should be a choice (a count).
+    commands = _git_commands(monkeypatch)
+    assert not take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.repo.dirty
+    clean = ["rev-parse", "remote", "rev-list", "rev-parse", "ls-files", "add", "write-tree"]
+    assert commands == clean
+    commands.clear()
+    repo.write("train.py", "print('changed')\n")
+    repo.write("notes.txt", "new\n")
+    assert take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.repo.dirty
+    assert commands == [*clean, "diff-tree", "cat-file"]
+
+
+def test_branch_and_remote_url_are_read_as_git_names_them(repo: Repo) -> None:
+    repo.git("config", "url./elsewhere/.insteadOf", "lab:")
+    repo.git("remote", "set-url", "origin", "lab:exp.git")
+    repo.git("remote", "set-url", "--push", "origin", "/elsewhere/push.git")
+    repo.git("config", "remote.origin.partialclonefilter", "blob:none")
+    repo.git("remote", "add", "backup", "/elsewhere/backup.git")
+    repo.git("update-ref", "refs/heads/HEAD", "HEAD")  # makes the name HEAD ambiguous
+    state = take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.repo
+    assert (state.branch, state.remote, state.url) == ("main", "origin", "/elsewhere/exp.git")
+    repo.git("update-ref", "-d", "refs/heads/HEAD")
+    repo.git("checkout", "-q", "--detach", "HEAD")
+    state = take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.repo
+    assert (state.branch, state.commit) == (None, repo.git("rev-parse", "HEAD").strip())
