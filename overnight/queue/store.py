@@ -13,7 +13,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from redis.client import Pipeline
@@ -40,10 +40,8 @@ from overnight.queue.records import (
     TaskRecord,
     TaskStatus,
 )
+from overnight.queue.rqsync import RQMirror
 from overnight.spec import Snapshot, TaskSpec
-
-if TYPE_CHECKING:
-    from overnight.queue.rqsync import RQMirror
 
 HEARTBEAT_TTL = 30.0
 """Seconds a preparing/running task lives without a heartbeat before it counts as lost."""
@@ -64,9 +62,7 @@ class TaskStore:
 
     @functools.cached_property
     def rq(self) -> RQMirror:
-        """The tasks' RQ jobs; made (and RQ imported) on first use, which ``ls`` never makes."""
-        from overnight.queue.rqsync import RQMirror
-
+        """The tasks' RQ jobs, kept in step without importing RQ (:mod:`overnight.queue.rqsync`)."""
         return RQMirror(self.redis)
 
     @classmethod
