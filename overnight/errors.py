@@ -122,6 +122,10 @@ class WaitTimeout(QueueError):
     """Raised when tasks waited for have not ended within the time given."""
 
 
+class OutputError(OvernightError):
+    """Raised when a task's output files cannot be stored, listed or pulled."""
+
+
 class AgentError(OvernightError):
     """Raised for failures inside an agent while preparing or running a task."""
 
@@ -160,6 +164,7 @@ class ExitCode(enum.IntEnum):
     AGENT = 8
     SPEC = 9
     RECONSTRUCT = 10
+    OUTPUT = 11
 
 
 _CODES: list[tuple[type[OvernightError], ExitCode]] = [
@@ -172,6 +177,7 @@ _CODES: list[tuple[type[OvernightError], ExitCode]] = [
     (SnapshotError, ExitCode.SNAPSHOT),
     (ReconstructError, ExitCode.RECONSTRUCT),
     (AgentError, ExitCode.AGENT),
+    (OutputError, ExitCode.OUTPUT),
 ]
 
 
