@@ -7,9 +7,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from overnight.cli import ExitCode, cli
+from overnight.cli import cli
 from overnight.commands.snapshot import options_from_flags, snapshot_options
 from overnight.config import ClientConfig
+from overnight.errors import ExitCode
 from overnight.recorder.snapshot import SnapshotOptions
 from overnight.spec import Snapshot
 from tests.fixtures.cli import run_cli

@@ -73,7 +73,7 @@ def test_rq_info_shows_overnight_queues_and_counts(
     store.transition(running.id, TaskStatus.RUNNING, agent="box")
     store.heartbeat(running.id, "box")
     worker = TaskWorker(["gpu", "cpu"], connection=redis_client, name="box")
-    worker.register_birth()
+    worker.register_birth()  # type: ignore[no-untyped-call]
     worker.set_state(WorkerStatus.BUSY)
     proc = subprocess.run(
         [sys.executable, "-m", "rq.cli", "info", "-u", redis_url, "--raw"],
@@ -86,7 +86,7 @@ def test_rq_info_shows_overnight_queues_and_counts(
     assert "queue gpu 1, 1 executing, 1 finished, 0 failed" in lines
     assert "queue cpu 1, 0 executing, 0 finished, 0 failed" in lines
     assert any(line.startswith("worker box (") and "busy gpu, cpu" in line for line in lines)
-    worker.register_death()
+    worker.register_death()  # type: ignore[no-untyped-call]
     # rq info cleans registries; overnight's entries survive it.
     assert store.get(running.id).status is TaskStatus.RUNNING
     queue = Queue("gpu", connection=redis_client, serializer=JSONSerializer)

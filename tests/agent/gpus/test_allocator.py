@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from overnight.agent.gpus.allocator import Allocator, Verdict
 from overnight.agent.gpus.inventory import FakeInventory, GPUProcess
 from overnight.agent.service.adoption import adopt_containers
+from overnight.agent.service.rqworker import Claim
 from overnight.errors import GPUError
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
@@ -453,7 +454,7 @@ class AllocationMachine(RuleBasedStateMachine):
 AllocationMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None
 )
-test_allocation_state_machine = AllocationMachine.TestCase
+test_allocation_state_machine = pytest.mark.slow(AllocationMachine.TestCase)
 
 
 # -- through the real daemon (in-process, real Redis, venv tasks, a fake GPU inventory) --------
@@ -518,7 +519,12 @@ def test_daemon_reserves_gpus_for_a_two_gpu_head_without_popping_it_again(
     )
     pushed: list[str] = []
     push_back = daemon.worker.push_back
-    daemon.worker.push_back = lambda claim: (pushed.append(claim.job_id), push_back(claim))[1]  # type: ignore[method-assign]
+
+    def recorded_push_back(claim: Claim) -> None:
+        pushed.append(claim.job_id)
+        push_back(claim)
+
+    daemon.worker.push_back = recorded_push_back  # type: ignore[method-assign]
     agent = Background(daemon)
     try:
         wait_status(agent_store, first.id, TaskStatus.RUNNING)
@@ -606,14 +612,10 @@ def test_adopted_task_keeps_its_gpu_and_its_memory_is_not_foreign(
     )
     inventory = FakeInventory.with_gpus(2)
     config = agent_config(redis_url, tmp_path / "agent", venv_cache, name=docker_sandbox.agent_name)
-    daemon = make_daemon(
-        config,
-        environment=docker_sandbox.environment(),
-        gpu_ids=("0", "1"),
-        inventory=inventory,
-    )
+    environment = docker_sandbox.environment()
+    daemon = make_daemon(config, environment=environment, gpu_ids=("0", "1"), inventory=inventory)
     try:
-        assert adopt_containers(daemon, daemon.pipeline.environment) == [record.id]
+        assert adopt_containers(daemon, environment) == [record.id]
         # The very GPU it runs on is booked: a new task gets the other one.
         assert daemon.allocator.holders() == {record.id: ("1",)}
         assert daemon.allocator.try_acquire("next", 1) == ("0",)

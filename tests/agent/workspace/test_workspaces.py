@@ -250,7 +250,10 @@ def test_mirrors_beyond_the_limit_are_evicted_least_recently_used(tmp_path: Path
         spaces.create("t2", _snap(repos[2]), _Log())  # two is in use: kept, over the limit
     finally:
         held.release()
-    mirrors = lambda: sorted(p.name.split("-")[0] for p in spaces.mirrors.glob("*.git"))  # noqa: E731
+
+    def mirrors() -> list[str]:
+        return sorted(p.name.split("-")[0] for p in spaces.mirrors.glob("*.git"))
+
     assert mirrors() == ["one", "three", "two"]
     repos[2].write("train.py", "print(3)\n")
     spaces.create("t3", _snap(repos[2]), _Log())  # now two, the least recently used, goes

@@ -10,6 +10,7 @@ import os
 import shutil
 import tarfile
 import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -490,6 +491,7 @@ def test_a_restarted_agent_adopts_a_running_container(
     script = "echo first; while [ ! -f go ]; do sleep 0.05; done; echo second; exit 7"
     proc = env.start(prepared, request(ws, "sh", "-c", script, task_id="t-adopt"))
     chunks = proc.output()
+    assert isinstance(chunks, Generator)  # closed below as the dying agent's stream would be
     assert next(chunks) == b"first\n"
     chunks.close()
     since, ident = proc.last_log_time, proc.ident
