@@ -13,6 +13,7 @@ from overnight.queue.records import TaskStatus
 from tests.fixtures.gitrepo import Repo
 
 
+@pytest.mark.slow
 def test_enqueue_and_get(repo: Repo, redis_url: str) -> None:
     repo.write("train.py", "print('changed')\n")
     [task] = overnight.enqueue(

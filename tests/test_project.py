@@ -178,6 +178,7 @@ def test_fails(x):
 """
 
 
+@pytest.mark.slow
 def test_a_failing_hypothesis_test_shows_its_example(tmp_path: Path) -> None:
     # Hypothesis imports libcst to print the failure as a patch; a warning raised there would
     # end the run in an INTERNALERROR with no falsifying example.
@@ -212,6 +213,7 @@ def test_a_failing_hypothesis_test_shows_its_example(tmp_path: Path) -> None:
     assert "x=10" in out
 
 
+@pytest.mark.slow
 def test_the_real_gpu_checks_pass_over_the_fake_driver(fake_driver: FakeDriver) -> None:
     # They run for real only where a GPU is lent, on scarce minutes: the script must be right.
     fake_driver.set([FakeGPU(used_mb=2048, util_pct=30), FakeGPU()], [FakeProcess(0, 100, 2048)])

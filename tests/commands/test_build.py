@@ -13,7 +13,7 @@ from overnight.errors import ExitCode
 from tests.fixtures.docker import BASE_IMAGE, DockerSandbox
 from tests.fixtures.gitrepo import Repo
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)

@@ -28,6 +28,8 @@ from tests.fixtures.gitrepo import Repo
 from tests.fixtures.gpus import wait_output
 from tests.fixtures.services import free_port
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> dict[str, str]:
@@ -158,7 +160,6 @@ def test_the_mirror_limit_from_the_config_reaches_the_workspaces(
         dataclasses.replace(config, max_mirrors=0)
 
 
-@pytest.mark.slow
 def test_an_agent_on_the_nvml_path_packs_reports_and_survives_a_lost_gpu(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path,
     fake_driver: FakeDriver,

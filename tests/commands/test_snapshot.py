@@ -112,6 +112,7 @@ def test_size_limit_comes_from_flag_then_environment(
     assert code == 0
 
 
+@pytest.mark.slow
 def test_errors_reach_the_user_as_one_line_in_a_subprocess(tmp_path: Path, repo: Repo) -> None:
     proc = run_cli("snapshot", "--", "python", "train.py", cwd=tmp_path)
     assert proc.returncode == ExitCode.SNAPSHOT

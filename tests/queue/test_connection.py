@@ -83,6 +83,7 @@ def test_tls_with_an_unknown_ca_is_one_line(secured_redis: SecuredRedis) -> None
     assert PASSWORD not in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_persistence_warning_says_what_a_restart_would_lose(tmp_path: Path) -> None:
     server = RedisServer(port=free_port(), workdir=tmp_path)  # started with save "" and no AOF
     server.start()

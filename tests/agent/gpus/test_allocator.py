@@ -486,6 +486,7 @@ def test_the_agent_config_sets_the_foreign_memory_threshold(
     assert tolerant.allocator.unavailable() == {}
 
 
+@pytest.mark.slow
 def test_daemon_runs_one_gpu_tasks_side_by_side_on_different_gpus(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -507,6 +508,7 @@ def test_daemon_runs_one_gpu_tasks_side_by_side_on_different_gpus(
     assert_no_gpu_shared(records)
 
 
+@pytest.mark.slow
 def test_daemon_reserves_gpus_for_a_two_gpu_head_without_popping_it_again(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -551,6 +553,7 @@ def test_daemon_reserves_gpus_for_a_two_gpu_head_without_popping_it_again(
     assert_no_gpu_shared([agent_store.get(first.id), *done])
 
 
+@pytest.mark.slow
 def test_daemon_keeps_a_gpu_used_by_others_and_workers_says_why(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -585,6 +588,7 @@ def test_daemon_keeps_a_gpu_used_by_others_and_workers_says_why(
 WAIT_FOR_GO = "echo started; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo done"
 
 
+@pytest.mark.slow
 @pytest.mark.docker
 def test_adopted_task_keeps_its_gpu_and_its_memory_is_not_foreign(
     agent_store: TaskStore,

@@ -105,6 +105,7 @@ def test_task_pids_of_a_local_process_tree(tmp_path: Path) -> None:
     assert task_pids(proc) == set()
 
 
+@pytest.mark.slow
 def test_monitor_samples_tree_and_fake_gpus(busy_tree: subprocess.Popen[str]) -> None:
     inv = FakeInventory.with_gpus(2)
     inv.set_usage(0, utilization_pct=90.0, memory_used_mb=12000.0)
@@ -248,6 +249,7 @@ def test_docker_stats_one_shot_rates_against_the_previous_sample() -> None:
     assert sampler.sample() == {"cpu_pct": pytest.approx(100.0)}
 
 
+@pytest.mark.slow
 @pytest.mark.docker
 def test_docker_stats_of_a_real_container(docker_engine: Any) -> None:
     container = docker_engine.containers.run(
@@ -297,6 +299,7 @@ def test_describe_resources_for_show() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_gpu_monitoring_failure_is_one_warning_and_never_fails_a_task(
     agent_store: TaskStore,
     project: Repo,

@@ -39,6 +39,8 @@ from tests.fixtures.gitrepo import Repo, git, make_repo
 from tests.fixtures.gitserver import hanging_ssh, private_remote
 from tests.fixtures.services import free_port
 
+pytestmark = pytest.mark.slow
+
 
 class ConfigFor(Protocol):
     """The ``config_for`` fixture: a test agent's config with ``fields`` changed."""

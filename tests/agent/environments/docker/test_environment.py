@@ -48,7 +48,7 @@ from overnight.agent.run.supervisor import CANCELED, supervise
 from overnight.errors import ConfigError, EnvironmentBuildError, TaskRunError
 from tests.fixtures.docker import BASE_IMAGE, DockerSandbox, make_spec, never, quiet
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def request(workspace: Path, *argv: str, task_id: str = "t-1", **fields: Any) -> RunRequest:
