@@ -24,6 +24,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 TEST_COMMAND = "python3 -m pytest"
 INSTALL = "bash .ci/install"
+# The commands .ci/install looks for: the tests give it stand-ins that do nothing.
+INSTALL_LOOKS_FOR = ("redis-server", "git", "ssh", "openssl", "gcc", "make", "docker")
 
 
 def _pyproject() -> dict[str, Any]:
@@ -87,7 +89,7 @@ def test_mypy_checks_the_tests_too() -> None:
 
 def _install_in(tmp_path: Path) -> tuple[Path, Path]:
     """A copy of what .ci/install reads, and a PATH of shims: an apt-get that records its calls
-    (and installs nothing), and the real commands the script may use."""
+    (and installs nothing), this python3, stand-ins for the system commands it looks for."""
     root = tmp_path / "checkout"
     (root / ".ci").mkdir(parents=True)
     for name in (".ci/install", ".ci/missing_requirements.py", "pyproject.toml"):
@@ -97,11 +99,14 @@ def _install_in(tmp_path: Path) -> tuple[Path, Path]:
     apt = bin_dir / "apt-get"
     apt.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "apt.log"}\n')
     apt.chmod(0o755)
-    (bin_dir / "python3").symlink_to(sys.executable)
-    for tool in ("dirname", "id", "git", "gcc", "make", "redis-server", "docker", "sh"):
-        found = shutil.which(tool)
-        if found is not None:
-            (bin_dir / tool).symlink_to(found)
+    python = bin_dir / "python3"  # a script, not a link: a venv's python must keep its venv
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    for name in INSTALL_LOOKS_FOR:
+        (bin_dir / name).write_text("#!/bin/sh\nexit 1\n")  # docker info: no engine answers
+        (bin_dir / name).chmod(0o755)
+    for tool in ("dirname", "id"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
     return root, bin_dir
 
 
@@ -123,6 +128,7 @@ def test_install_with_everything_there_installs_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "apt.log").exists()
     assert "installing" not in proc.stderr and not (root / ".venv").exists(), proc.stderr
+    assert "no Docker engine answers: the tests marked docker skip" in proc.stderr
 
 
 def test_install_asks_apt_for_a_missing_system_package(tmp_path: Path) -> None:
