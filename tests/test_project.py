@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import importlib.util
 import os
@@ -16,6 +17,7 @@ import pytest
 
 from tests.fixtures.cli import REPO_ROOT, subprocess_env
 from tests.fixtures.fakenvml import FakeDriver, FakeGPU, FakeProcess
+from tests.fixtures.services import docker_available
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -236,3 +238,12 @@ def test_the_real_gpu_checks_pass_over_the_fake_driver(fake_driver: FakeDriver) 
     assert '"driver_version": "550.54.15", "cuda_version": "12.4"' in out, out
     assert re.search(r"\b2 passed\b", out) and not re.search(r"\d+ skipped", out), out
     assert "gpu-check: passed\n" in out, out
+
+
+def test_a_machine_without_docker_skips_the_docker_tests_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check must not leave docker-py's socket behind for a later test to trip over.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    assert docker_available() is False
+    gc.collect()
