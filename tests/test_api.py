@@ -15,6 +15,7 @@ from tests.fixtures.cli import REPO_ROOT, subprocess_env
 from tests.fixtures.gitrepo import Repo
 
 
+@pytest.mark.slow
 def test_enqueue_and_get(repo: Repo, redis_url: str) -> None:
     repo.write("train.py", "print('changed')\n")
     [task] = overnight.enqueue(

@@ -82,6 +82,7 @@ def test_a_command_imports_only_its_own_module() -> None:
     assert not [m for m in loaded if m.startswith(("overnight.commands.tasks", "docker", "rq"))]
 
 
+@pytest.mark.slow
 def test_ls_imports_neither_rq_nor_the_agent_libraries(
     redis_url: str, agent_store: TaskStore, project: Repo
 ) -> None:
@@ -121,6 +122,7 @@ def test_registry_matches_what_the_modules_register() -> None:
     assert registered == commands.COMMANDS
 
 
+@pytest.mark.slow
 def test_help_lists_every_command_as_click_would() -> None:
     # The lazy listing equals click's own once every command is loaded (fresh interpreters).
     load_all = (

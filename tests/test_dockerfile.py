@@ -55,7 +55,7 @@ def test_the_dockerfile_builds_an_agent_that_reaches_the_engine(
 
 
 def _listing(sandbox: DockerSandbox, image: str) -> list[str]:
-    raw = sandbox.client.containers.run(
+    raw: bytes = sandbox.client.containers.run(
         image,
         ["/", "-name", "ca-bundle.crt", "-not", "-path", "/proc/*"],
         entrypoint="find",

@@ -23,7 +23,9 @@ def test_each_sub_root_has_its_own_exit_code() -> None:
     sub_roots = [
         cls
         for cls in CLASSES
-        if cls.__bases__ == (errors.OvernightError,) and cls is not errors.GitError
+        if issubclass(cls, errors.OvernightError)
+        and cls.__bases__ == (errors.OvernightError,)
+        and cls is not errors.GitError
     ]
     codes = {cls.__name__: exit_code_for(cls("x")) for cls in sub_roots}
     assert len(codes) >= 6

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import gc
+import importlib.metadata
+import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fixtures.cli import REPO_ROOT, subprocess_env
 from tests.fixtures.fakenvml import FakeDriver, FakeGPU, FakeProcess
+from tests.fixtures.services import docker_available
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -17,6 +25,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 TEST_COMMAND = "python3 -m pytest"
+INSTALL = "bash .ci/install"
+# The commands .ci/install looks for: the tests give it stand-ins that do nothing.
+INSTALL_LOOKS_FOR = ("redis-server", "git", "ssh", "openssl", "gcc", "make", "docker")
 
 
 def _pyproject() -> dict[str, Any]:
@@ -42,16 +53,119 @@ def test_pytest_is_strict_with_a_per_test_timeout() -> None:
     assert _pyproject()["tool"]["mypy"]["strict"] is True
 
 
-def test_ci_runs_the_readmes_test_command_after_lint_and_types() -> None:
+def _make(*targets: str) -> list[str]:
+    """The commands ``make TARGETS`` would run, in order (``make -n``)."""
+    proc = subprocess.run(
+        ["make", "-n", "-C", str(REPO_ROOT), *targets],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [line for line in proc.stdout.splitlines() if not line.startswith("make")]
+
+
+def test_make_test_installs_what_the_tests_need_then_runs_the_readmes_test_command() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
-    assert f"`{TEST_COMMAND}`" in readme
-    assert f"\t{TEST_COMMAND}\n" in (REPO_ROOT / "Makefile").read_text()  # make test
+    assert f"`{TEST_COMMAND}`" in readme and "`make test-fast`" in readme
+    assert _make("test") == [INSTALL, TEST_COMMAND]
+    assert _make("test-fast") == [INSTALL, f'{TEST_COMMAND} -m "not slow"']
+
+
+def test_ci_installs_as_make_test_does_and_runs_its_command_after_lint_and_types() -> None:
     ci = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()]
-    assert any(line.startswith("python3 -m pip install") and "'.[test]'" in line for line in ci)
-    steps = ["ruff check overnight tests bench examples", "mypy", TEST_COMMAND]
-    assert all(step in ci for step in steps)
+    steps = [f"{INSTALL} --docker", *_make("lint")[1:], TEST_COMMAND]
+    assert steps[1:-1] == [
+        "ruff check overnight tests bench examples",
+        "ruff format --check overnight tests bench examples",
+        "mypy",
+    ]
+    assert all(step in ci for step in steps), ci
     assert [ci.index(step) for step in steps] == sorted(ci.index(step) for step in steps)
-    assert "ruff format --check overnight tests bench examples" in ci
+    assert "pip install" not in "\n".join(ci)  # one way to install: .ci/install's
+
+
+def test_mypy_checks_the_tests_too() -> None:
+    assert _pyproject()["tool"]["mypy"]["packages"] == ["overnight", "tests"]
+
+
+def _install_in(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of what .ci/install reads, and a PATH of shims: an apt-get that records its calls
+    (and installs nothing), this python3, stand-ins for the system commands it looks for."""
+    root = tmp_path / "checkout"
+    (root / ".ci").mkdir(parents=True)
+    for name in (".ci/install", ".ci/missing_requirements.py", "pyproject.toml"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    apt = bin_dir / "apt-get"
+    apt.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "apt.log"}\n')
+    apt.chmod(0o755)
+    python = bin_dir / "python3"  # a script, not a link: a venv's python must keep its venv
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    for name in INSTALL_LOOKS_FOR:
+        (bin_dir / name).write_text("#!/bin/sh\nexit 1\n")  # docker info: no engine answers
+        (bin_dir / name).chmod(0o755)
+    for tool in ("dirname", "id"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    return root, bin_dir
+
+
+def _run_install(root: Path, bin_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = subprocess_env(PATH=str(bin_dir), PIP_NO_INDEX="1")
+    return subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(root / ".ci" / "install")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_install_with_everything_there_installs_nothing(tmp_path: Path) -> None:
+    root, bin_dir = _install_in(tmp_path)
+    proc = _run_install(root, bin_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "apt.log").exists()
+    assert "installing" not in proc.stderr and not (root / ".venv").exists(), proc.stderr
+    assert "no Docker engine answers: the tests marked docker skip" in proc.stderr
+
+
+def test_install_asks_apt_for_a_missing_system_package(tmp_path: Path) -> None:
+    root, bin_dir = _install_in(tmp_path)
+    (bin_dir / "redis-server").unlink()
+    proc = _run_install(root, bin_dir)
+    assert proc.returncode == 1
+    if os.geteuid() == 0:
+        assert (tmp_path / "apt.log").read_text().splitlines() == [
+            "update -q",
+            "install -y -q --no-install-recommends redis-server",
+        ]
+        assert "still missing after apt-get: redis-server" in proc.stderr
+    else:
+        assert "missing: redis-server; install them (sudo apt-get install redis-server)" in (
+            proc.stderr
+        )
+
+
+def test_missing_requirements_names_the_absent_and_the_too_old() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "missing_requirements", REPO_ROOT / ".ci" / "missing_requirements.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pytest_version = importlib.metadata.version("pytest")
+    assert module.missing(
+        [
+            "pytest>=8",
+            "pytest>=999",
+            "no-such-distribution-xyz",
+            "no-such-distribution-xyz; python_version < '3'",
+        ]
+    ) == [f"pytest>=999 (found {pytest_version})", "no-such-distribution-xyz"]
 
 
 def test_developers_map_names_every_subpackage() -> None:
@@ -72,6 +186,7 @@ def test_fails(x):
 """
 
 
+@pytest.mark.slow
 def test_a_failing_hypothesis_test_shows_its_example(tmp_path: Path) -> None:
     # Hypothesis imports libcst to print the failure as a patch; a warning raised there would
     # end the run in an INTERNALERROR with no falsifying example.
@@ -106,6 +221,7 @@ def test_a_failing_hypothesis_test_shows_its_example(tmp_path: Path) -> None:
     assert "x=10" in out
 
 
+@pytest.mark.slow
 def test_the_real_gpu_checks_pass_over_the_fake_driver(fake_driver: FakeDriver) -> None:
     # They run for real only where a GPU is lent, on scarce minutes: the script must be right.
     fake_driver.set([FakeGPU(used_mb=2048, util_pct=30), FakeGPU()], [FakeProcess(0, 100, 2048)])
@@ -122,3 +238,12 @@ def test_the_real_gpu_checks_pass_over_the_fake_driver(fake_driver: FakeDriver) 
     assert '"driver_version": "550.54.15", "cuda_version": "12.4"' in out, out
     assert re.search(r"\b2 passed\b", out) and not re.search(r"\d+ skipped", out), out
     assert "gpu-check: passed\n" in out, out
+
+
+def test_a_machine_without_docker_skips_the_docker_tests_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check must not leave docker-py's socket behind for a later test to trip over.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    assert docker_available() is False
+    gc.collect()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -101,7 +102,7 @@ BAD_PATHS = [
 ]
 
 
-def _with_submodule(path: str) -> dict[str, object]:
+def _with_submodule(path: str) -> dict[str, Any]:
     data = _spec().to_dict()
     data["version"] = SPEC_VERSION
     data["submodule_patches"] = {path: {"sha256": "b" * 64, "size": 10}}

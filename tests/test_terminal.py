@@ -90,6 +90,7 @@ def _overnight(redis_url: str, *args: str, tty: bool = False) -> bytes:
     return b"".join(chunks)
 
 
+@pytest.mark.slow
 def test_task_output_cannot_drive_the_terminal_nor_forge_agent_lines(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:

@@ -288,8 +288,10 @@ def test_a_redis_down_longer_than_heartbeats_live_costs_no_agent_its_task(
         for name in ("agent-a", "agent-b")
     ]
     try:
-        for record in records:
-            wait_for(lambda r=record: "tick 2" in log_text(store, r.id), what="the tasks to tick")
+        wait_for(
+            lambda: all("tick 2" in log_text(store, r.id) for r in records),
+            what="the tasks to tick",
+        )
         assert {store.get(r.id).agent for r in records} == {"agent-a", "agent-b"}
         client.shutdown(save=True)
         assert own_redis.proc is not None

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from overnight.cli import ExitCode, cli
+from overnight.cli import cli
+from overnight.errors import ExitCode
 from tests.fixtures.docker import BASE_IMAGE, DockerSandbox
 from tests.fixtures.gitrepo import Repo
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)

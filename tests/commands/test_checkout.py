@@ -12,6 +12,8 @@ from tests.fixtures.escapes import Canary, aimed_at, make_canary, with_submodule
 from tests.fixtures.gitrepo import Repo, worktree_state
 from tests.fixtures.tasks import invoke
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def _local_repos(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,8 @@ from tests.fixtures.gitrepo import Repo
 from tests.fixtures.gpus import wait_output
 from tests.fixtures.services import free_port
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> dict[str, str]:
@@ -42,7 +44,7 @@ def dirs(tmp_path: Path) -> dict[str, str]:
 def test_burst_on_empty_queues_exits_cleanly(redis_url: str, dirs: dict[str, str]) -> None:
     proc = run_cli(
         "agent", "daemon", "-q", "q", "--burst", "--env-mode", "venv", "--gpus", "none",
-        OVERNIGHT_REDIS_URL=redis_url, **dirs,
+        OVERNIGHT_REDIS_URL=redis_url, env=dirs,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "serving q" in proc.stderr
@@ -79,7 +81,7 @@ def test_bad_setup_is_one_line_naming_the_fix(
     args = [a.format(port=free_port()) for a in args]
     proc = run_cli(
         "agent", "daemon", "-q", "q", "--burst", "--env-mode", "venv", *args,
-        OVERNIGHT_REDIS_URL=redis_url, **dirs, **env,
+        OVERNIGHT_REDIS_URL=redis_url, env={**dirs, **env},
     )  # fmt: skip
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.startswith("overnight: error: ") and proc.stderr.count("\n") == 1
@@ -92,7 +94,7 @@ def test_a_closed_window_takes_no_task(
     record = enqueue(agent_store, project)
     proc = run_cli(
         "agent", "daemon", "-q", "q", "--burst", "--env-mode", "venv", "--gpus", "none",
-        "--downtime", "mon-sun", OVERNIGHT_REDIS_URL=redis_url, **dirs,
+        "--downtime", "mon-sun", OVERNIGHT_REDIS_URL=redis_url, env=dirs,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert agent_store.get(record.id).status is TaskStatus.QUEUED
@@ -158,7 +160,6 @@ def test_the_mirror_limit_from_the_config_reaches_the_workspaces(
         dataclasses.replace(config, max_mirrors=0)
 
 
-@pytest.mark.slow
 def test_an_agent_on_the_nvml_path_packs_reports_and_survives_a_lost_gpu(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path,
     fake_driver: FakeDriver,
@@ -207,13 +208,13 @@ def test_a_password_on_the_command_line_is_warned_about(
 ) -> None:
     dirs = {f"OVERNIGHT_{n}_DIR": str(tmp_path / n) for n in ("WORKSPACE", "CACHE", "SPILL")}
     args = ("agent", "daemon", "-q", "q", "--burst", "--env-mode", "venv", "--gpus", "none")
-    warned = run_cli(*args, "--redis-url", password_url, **dirs)
+    warned = run_cli(*args, "--redis-url", password_url, env=dirs)
     assert warned.returncode == 0, warned.stderr
     assert "the Redis password in --redis-url is visible to every user" in warned.stderr
     assert "set OVERNIGHT_REDIS_URL" in warned.stderr
     for quiet in (
-        run_cli(*args, "--redis-url", redis_url, **dirs),
-        run_cli(*args, OVERNIGHT_REDIS_URL=password_url, **dirs),
+        run_cli(*args, "--redis-url", redis_url, env=dirs),
+        run_cli(*args, OVERNIGHT_REDIS_URL=password_url, env=dirs),
     ):
         assert quiet.returncode == 0, quiet.stderr
         assert "--redis-url is visible" not in quiet.stderr

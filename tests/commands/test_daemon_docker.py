@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import stat
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,7 @@ def test_enqueued_tasks_run_in_containers_and_the_second_installs_nothing(
         "--name", docker_sandbox.agent_name, "--default-image", BASE_IMAGE,
         "--docker-mount", f"{data}:/data:ro", "--docker-shm-size", "96m",
         "--docker-network", "none", "--keep-workspaces",
-        **agent_env(docker_sandbox, tmp_path, redis_url), OVERNIGHT_ENV="GREETING=hello",
+        env=agent_env(docker_sandbox, tmp_path, redis_url), OVERNIGHT_ENV="GREETING=hello",
     )  # fmt: skip
     assert agent.returncode == 0, agent.stderr
 
@@ -230,7 +231,7 @@ def test_cancel_and_timeout_stop_the_container_after_the_grace(
     agent = start_agent(config, tmp_path, "--burst")
     try:
         for task_id in (canceled.id, timed_out.id):
-            wait_for(lambda t=task_id: printed(store, t, "stubborn: ready"), what="the task to run")
+            wait_for(partial(printed, store, task_id, "stubborn: ready"), what="the task to run")
         proc = run_cli("cancel", canceled.id, OVERNIGHT_REDIS_URL=redis_url)
         assert proc.returncode == 0, proc.stderr
         for task_id in (canceled.id, timed_out.id):
@@ -271,7 +272,7 @@ def test_each_docker_flag_reaches_the_environment(
 ) -> None:
     proc = run_cli(
         "agent", "daemon", "-q", "q", "--burst", "--env-mode", "docker", "--gpus", "none", *args,
-        **agent_env(docker_sandbox, tmp_path, redis_url),
+        env=agent_env(docker_sandbox, tmp_path, redis_url),
     )  # fmt: skip
     assert proc.returncode == ExitCode.CONFIG, proc.stderr
     assert proc.stderr.startswith("overnight: error: ") and proc.stderr.count("\n") == 1
@@ -309,7 +310,7 @@ def test_a_docker_agent_whose_engine_cannot_hand_out_gpus_does_not_start(
     proc = run_cli(
         "agent", "daemon", "-q", "q", "--burst", "--env-mode", "docker", "--gpus", "all",
         "--name", name, "--default-image", BASE_IMAGE,
-        **agent_env(docker_sandbox, tmp_path, redis_url), **fake_driver.env(),
+        env={**agent_env(docker_sandbox, tmp_path, redis_url), **fake_driver.env()},
     )  # fmt: skip
     assert proc.returncode == ExitCode.CONFIG, proc.stderr
     assert proc.stderr.startswith("overnight: error: --env-mode docker: this Docker engine cannot")

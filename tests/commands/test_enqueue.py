@@ -101,6 +101,7 @@ def test_unreachable_redis(cli_env: Repo) -> None:
     assert "cannot reach Redis at redis://bob:***@127.0.0.1" in line and "hunter2" not in line
 
 
+@pytest.mark.slow
 def test_through_a_subprocess(cli_env: Repo, redis_url: str) -> None:
     proc = run_cli("enqueue", "-q", "cpu", "--", "python", "train.py", "--n", "3", cwd=cli_env.path)
     assert proc.returncode == 0, proc.stderr
@@ -112,6 +113,7 @@ def test_through_a_subprocess(cli_env: Repo, redis_url: str) -> None:
     assert down.stderr.startswith("overnight: error: cannot reach Redis at redis://127.0.0.1:")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "env", "gpus"),
     [

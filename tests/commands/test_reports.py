@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from overnight.agent.gpus.inventory import FakeInventory
@@ -262,6 +263,7 @@ def test_summary_window_counts_tasks_that_ended_in_it(store: TaskStore) -> None:
     assert [r.id for r in tasks_since(store, now - 16 * 3600)] == [ended_late.id]
 
 
+@pytest.mark.slow
 def test_reports_of_tasks_a_real_agent_ran(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:

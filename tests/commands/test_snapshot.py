@@ -7,9 +7,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from overnight.cli import ExitCode, cli
+from overnight.cli import cli
 from overnight.commands.snapshot import options_from_flags, snapshot_options
 from overnight.config import ClientConfig
+from overnight.errors import ExitCode
 from overnight.recorder.snapshot import SnapshotOptions
 from overnight.spec import Snapshot
 from tests.fixtures.cli import run_cli
@@ -111,6 +112,7 @@ def test_size_limit_comes_from_flag_then_environment(
     assert code == 0
 
 
+@pytest.mark.slow
 def test_errors_reach_the_user_as_one_line_in_a_subprocess(tmp_path: Path, repo: Repo) -> None:
     proc = run_cli("snapshot", "--", "python", "train.py", cwd=tmp_path)
     assert proc.returncode == ExitCode.SNAPSHOT

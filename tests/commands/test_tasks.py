@@ -98,6 +98,7 @@ _COMMANDS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(_CORRUPTIONS))
 def test_a_corrupt_record_never_crashes_a_command(
     cli_env: Repo, store: TaskStore, redis_client: redis.Redis, kind: str
@@ -149,6 +150,7 @@ def test_ambiguous_prefix(cli_env: Repo, store: TaskStore, redis_client: redis.R
     assert "matches several tasks" in result.stderr and "type more characters" in result.stderr
 
 
+@pytest.mark.slow
 def test_logs_tail_and_follow(cli_env: Repo, store: TaskStore) -> None:
     task_id = _task(store)
     store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"))
@@ -169,6 +171,7 @@ def test_logs_tail_and_follow(cli_env: Repo, store: TaskStore) -> None:
     assert followed.stdout.splitlines() == ["line 4", "late line"]
 
 
+@pytest.mark.slow
 def test_wait_exit_code_says_whether_all_finished(cli_env: Repo, store: TaskStore) -> None:
     ok, bad = _task(store), _task(store)
     _run(store, ok)
@@ -347,6 +350,7 @@ def test_tasks_no_agent_can_run_are_flagged(
     assert rows == {big: "no agent offers 8 GPUs on queue gpu", fine: None}
 
 
+@pytest.mark.slow
 def test_redis_going_away_midway_is_one_line(
     cli_env: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

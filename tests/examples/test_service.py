@@ -52,7 +52,7 @@ def test_the_units_command_serves_its_queue(
         "--cache-dir",
         str(venv_cache),
         OVERNIGHT_REDIS_URL=redis_url,
-        **LOCAL_REPOS,  # the test's origin is a local bare repo
+        env=LOCAL_REPOS,  # the test's origin is a local bare repo
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = agent_store.get(record.id)

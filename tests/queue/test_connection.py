@@ -84,6 +84,7 @@ def test_tls_with_an_unknown_ca_is_one_line(secured_redis: SecuredRedis) -> None
     assert PASSWORD not in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_persistence_warning_says_what_a_restart_would_lose(tmp_path: Path) -> None:
     server = RedisServer(port=free_port(), workdir=tmp_path)  # started with save "" and no AOF
     server.start()
@@ -96,7 +97,10 @@ def test_persistence_warning_says_what_a_restart_would_lose(tmp_path: Path) -> N
         snapshots = persistence_warning(client)
         assert snapshots is not None and "only snapshots to disk (save 3600 1)" in snapshots
         # a managed Redis that refuses CONFIG: nothing to tell by, nothing said
-        client.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-config")
+        client.acl_setuser(
+            "app", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+            categories=["+@all"], commands=["-config"],
+        )  # fmt: skip
         refused = connect(f"redis://app:pw@127.0.0.1:{server.port}/0")
         assert persistence_warning(refused) is None
         client.config_set("appendonly", "yes")

@@ -85,6 +85,7 @@ def test_task_worker_refuses_foreign_functions(
     assert redis_client.llen(queue.intermediate_queue_key) == 0
 
 
+@pytest.mark.slow
 def test_task_worker_refuses_without_sending_the_jobs_webhooks(
     redis_client: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
@@ -126,6 +127,7 @@ def test_refusal_is_recorded_on_the_task(
     assert "refused" in (failed.error or "") and "'os.system'" in (failed.error or "")
 
 
+@pytest.mark.slow
 def test_overnight_jobs_fail_on_a_worker_that_is_not_the_daemon(
     store: TaskStore, redis_url: str
 ) -> None:

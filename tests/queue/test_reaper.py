@@ -108,6 +108,7 @@ def test_a_task_that_changed_hands_is_not_lost_by_its_former_agent(store: TaskSt
     assert store.get(record.id).status is TaskStatus.RUNNING
 
 
+@pytest.mark.slow
 def test_nothing_is_reaped_while_a_restarted_redis_settles(tmp_path: Path) -> None:
     """Down longer than heartbeats live, Redis comes back with all of them expired: agents get
     ``settle`` seconds to reconnect before their silence counts."""

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
-from rq.job import Job, JobStatus
+from rq.job import Dependency, Job, JobStatus
 from rq.queue import Queue
 from rq.registry import (
     CanceledJobRegistry,
@@ -88,7 +88,7 @@ def test_rq_info_shows_overnight_queues_and_counts(
     store.transition(running.id, TaskStatus.RUNNING, Change(agent="box"))
     store.heartbeat(running.id, "box")
     worker = TaskWorker(["gpu", "cpu"], connection=redis_client, name="box")
-    worker.register_birth()
+    worker.register_birth()  # type: ignore[no-untyped-call]
     worker.set_state(WorkerStatus.BUSY)
     proc = subprocess.run(
         [sys.executable, "-m", "rq.cli", "info", "-u", redis_url, "--raw"],
@@ -101,7 +101,7 @@ def test_rq_info_shows_overnight_queues_and_counts(
     assert "queue gpu 1, 1 executing, 1 finished, 0 failed" in lines
     assert "queue cpu 1, 0 executing, 0 finished, 0 failed" in lines
     assert any(line.startswith("worker box (") and "busy gpu, cpu" in line for line in lines)
-    worker.register_death()
+    worker.register_death()  # type: ignore[no-untyped-call]
     # rq info cleans registries; overnight's entries survive it.
     assert store.get(running.id).status is TaskStatus.RUNNING
     queue = Queue("gpu", connection=redis_client, serializer=JSONSerializer)
@@ -131,10 +131,11 @@ def test_the_keys_written_without_rq_are_rqs_own(redis_client: redis.Redis) -> N
 def _contents(client: redis.Redis) -> dict[bytes, Any]:
     """Every key and what it holds, RQ's timestamps (which differ run to run) left out."""
     found: dict[bytes, Any] = {}
-    for key in client.keys("*"):
+    every = cast(list[bytes], client.keys("*"))
+    for key in every:
         kind = client.type(key)
         if kind == b"hash":
-            fields = client.hgetall(key)
+            fields = cast(dict[bytes, bytes], client.hgetall(key))
             found[key] = {k: v for k, v in fields.items() if not k.endswith(b"_at")}
             found[key][b"stamped"] = sorted(k for k in fields if k.endswith(b"_at") and fields[k])
         elif kind == b"list":
@@ -142,7 +143,8 @@ def _contents(client: redis.Redis) -> dict[bytes, Any]:
         elif kind == b"set":
             found[key] = client.smembers(key)
         else:
-            found[key] = [member for member, _score in client.zrange(key, 0, -1, withscores=True)]
+            ranked = cast(list[tuple[bytes, float]], client.zrange(key, 0, -1, withscores=True))
+            found[key] = [member for member, _score in ranked]
     return found
 
 
@@ -151,7 +153,7 @@ def _enqueued_by_rq(client: redis.Redis, task_id: str, after: list[str]) -> None
     job = Job.create(
         ENTRY_POINT, args=[task_id], id=task_id, connection=client, serializer=JSONSerializer,
         timeout=NO_TIMEOUT, result_ttl=NO_TIMEOUT, failure_ttl=NO_TIMEOUT, origin="gpu",
-        description=f"overnight task {task_id}", depends_on=after or None,
+        description=f"overnight task {task_id}", depends_on=list[Dependency | Job | str](after) or None,
         status=JobStatus.DEFERRED if after else JobStatus.QUEUED,
     )  # fmt: skip
     queue = Queue("gpu", connection=client, serializer=JSONSerializer)

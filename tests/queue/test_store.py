@@ -89,13 +89,13 @@ def test_resolve_prefixes_like_git(store: TaskStore, redis_client: redis.Redis) 
 def test_transition_keeps_history_times_and_fields(store: TaskStore) -> None:
     record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     store.transition(record.id, TaskStatus.PREPARING, Change(agent="box1"), note="taken")
-    running = store.transition(record.id, TaskStatus.RUNNING, Change(gpu_ids=["0", "1"]))
+    running = store.transition(record.id, TaskStatus.RUNNING, Change(gpu_ids=("0", "1")))
     assert running.started is not None and running.agent == "box1"
     assert running.gpu_ids == ("0", "1")
     done = store.transition(
         record.id,
         TaskStatus.FAILED,
-        Change(exit_code=3, phase="run", error="exit code 3", extra={"a": 1}),
+        Change(exit_code=3, phase=Phase.RUN, error="exit code 3", extra={"a": 1}),
     )
     done = store.transition(record.id, TaskStatus.FAILED, Change(extra={"b": 2}))
     assert done.exit_code == 3 and done.phase is Phase.RUN and done.error == "exit code 3"

@@ -21,7 +21,7 @@ class CountingConnection(redis.Connection):
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         parts = command if isinstance(command, list) else [command]
         CountingConnection.sends.append(sum(len(part) for part in parts))
-        super().send_packed_command(command, check_health)
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 def counting_store(redis_url: str) -> TaskStore:

@@ -35,6 +35,7 @@ def conn(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.mark.slow
 def test_a_stale_started_job_is_failed_without_importing_its_callback(
     conn: redis.Redis,
     redis_url: str,
@@ -58,6 +59,7 @@ def test_a_stale_started_job_is_failed_without_importing_its_callback(
     assert job.id in Queue("q", connection=conn).failed_job_registry.get_job_ids()
 
 
+@pytest.mark.slow
 def test_a_task_an_agent_popped_and_died_holding_runs_after_all(
     conn: redis.Redis,
     agent_store: TaskStore,

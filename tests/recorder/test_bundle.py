@@ -16,6 +16,7 @@ def test_pushed_history_needs_no_bundle(repo: Repo) -> None:
     assert unpushed(Git(repo.path), "origin") is None
 
 
+@pytest.mark.slow
 def test_unpushed_commits_are_bundled_and_rebuilt(repo: Repo, tmp_path: Path) -> None:
     for i in range(3):
         repo.write(f"step{i}.py", f"print({i})\n")
@@ -29,6 +30,7 @@ def test_unpushed_commits_are_bundled_and_rebuilt(repo: Repo, tmp_path: Path) ->
     assert rebuilt.text("rev-list", "--count", "HEAD") == "4"
 
 
+@pytest.mark.slow
 def test_commits_on_another_remote_only_are_bundled(repo: Repo, tmp_path: Path) -> None:
     fork = make_repo(tmp_path / "fork-base", name="fork").origin
     assert fork is not None
@@ -50,6 +52,7 @@ def test_no_remote_bundles_the_whole_history(tmp_path: Path) -> None:
     assert unpushed(Git(repo.path), None).commits == 2  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_missing_prerequisites_are_named(repo: Repo, tmp_path: Path) -> None:
     base = repo.commit("pushed, later removed from origin")
     repo.push()

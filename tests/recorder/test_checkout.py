@@ -14,6 +14,8 @@ from overnight.spec import Snapshot
 from tests.fixtures.escapes import aimed_at, make_canary, with_submodule
 from tests.fixtures.gitrepo import Repo, assert_round_trip, git, make_repo, worktree_state
 
+pytestmark = pytest.mark.slow
+
 
 def _snap(repo: Repo) -> Snapshot:
     return take_snapshot(repo.path, ["python", "train.py"], SnapshotOptions())

@@ -6,10 +6,13 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.gitrepo import Repo, assert_round_trip, git, make_repo, worktree_state
+
+pytestmark = pytest.mark.slow
 
 NAMES = (
     "a.txt",

@@ -68,6 +68,7 @@ def _capture(repo: Repo) -> tuple[str, bytes]:
     return tree.tree, tree.patch
 
 
+@pytest.mark.slow
 def test_users_git_config_does_not_change_the_patch(
     repo: Repo, tmp_path: Path, _isolated_git_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,6 +55,7 @@ def test_remote_credentials_are_stripped_from_the_spec(repo: Repo) -> None:
     assert "s3cret" not in snap.to_json()
 
 
+@pytest.mark.slow
 def test_remote_is_origin_else_the_branch_upstream(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     repo.git("remote", "rename", "origin", "lab")
@@ -133,6 +134,7 @@ def test_untracked_file_over_its_limit_lists_offenders_and_ways_out(repo: Repo) 
     assert take_snapshot(repo.path, ARGV, options).spec.repo.dirty
 
 
+@pytest.mark.slow
 def test_patch_plus_bundle_over_the_limit_lists_largest(repo: Repo) -> None:
     import os
 
@@ -171,6 +173,7 @@ def test_options_are_frozen_and_defaulted() -> None:
         options.note = "x"  # type: ignore[misc]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [".env", "deploy/id_ed25519", "gcp/credentials.json", ".netrc"])
 def test_untracked_secret_files_are_refused_unless_allowed(repo: Repo, name: str) -> None:
     repo.write(name, "HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz\n")
@@ -192,6 +195,7 @@ def test_uncommitted_lines_holding_credentials_are_refused_unless_allowed(repo: 
     assert allowed.spec.patch is not None
 
 
+@pytest.mark.slow
 def test_unpushed_commits_holding_secrets_are_refused_unless_allowed(repo: Repo) -> None:
     repo.write("deploy/.env", "X=1\n")
     repo.commit("env file, never pushed")

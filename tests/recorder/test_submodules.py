@@ -34,6 +34,7 @@ def _status(path: Path) -> list[str]:
     return Git(path).text("status", "--porcelain", "--untracked-files=all").splitlines()
 
 
+@pytest.mark.slow
 def test_a_clean_pushed_submodule_is_its_commit_alone(with_lib: tuple[Repo, Path]) -> None:
     repo, lib = with_lib
     snap = _snap(repo)
@@ -43,6 +44,7 @@ def test_a_clean_pushed_submodule_is_its_commit_alone(with_lib: tuple[Repo, Path
     assert not snap.spec.repo.dirty
 
 
+@pytest.mark.slow
 def test_edits_untracked_and_binary_files_and_deletions_inside_a_submodule_travel(
     with_lib: tuple[Repo, Path], tmp_path: Path
 ) -> None:
@@ -63,6 +65,7 @@ def test_edits_untracked_and_binary_files_and_deletions_inside_a_submodule_trave
     assert _status(tmp_path / "rebuilt") == [" M vendor/lib"]
 
 
+@pytest.mark.slow
 def test_nested_submodules_carry_their_changes_and_moved_commits(
     with_lib: tuple[Repo, Path], tmp_path: Path
 ) -> None:
@@ -102,6 +105,7 @@ def test_the_size_limits_count_what_submodules_carry(with_lib: tuple[Repo, Path]
         _snap(repo, max_snapshot_mb=2.0)
 
 
+@pytest.mark.slow
 def test_a_submodule_commit_its_remote_lacks_is_refused(with_lib: tuple[Repo, Path]) -> None:
     repo, lib = with_lib
     (lib / "train.py").write_text("local only\n")

@@ -12,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from overnight.agent.gpus.allocator import Allocator, Verdict
 from overnight.agent.gpus.inventory import FakeInventory, GPUProcess
+from overnight.agent.service.rqworker import Claim
 from overnight.errors import GPUError
 from overnight.queue.records import Change, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
@@ -452,7 +453,7 @@ class AllocationMachine(RuleBasedStateMachine):
 AllocationMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None
 )
-test_allocation_state_machine = AllocationMachine.TestCase
+test_allocation_state_machine = pytest.mark.slow(AllocationMachine.TestCase)
 
 
 # -- through the real daemon (in-process, real Redis, venv tasks, a fake GPU inventory) --------
@@ -484,6 +485,7 @@ def test_the_agent_config_sets_the_foreign_memory_threshold(
     assert tolerant.allocator.unavailable() == {}
 
 
+@pytest.mark.slow
 def test_daemon_runs_one_gpu_tasks_side_by_side_on_different_gpus(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -505,6 +507,7 @@ def test_daemon_runs_one_gpu_tasks_side_by_side_on_different_gpus(
     assert_no_gpu_shared(records)
 
 
+@pytest.mark.slow
 def test_daemon_reserves_gpus_for_a_two_gpu_head_without_popping_it_again(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -517,7 +520,12 @@ def test_daemon_reserves_gpus_for_a_two_gpu_head_without_popping_it_again(
     )
     pushed: list[str] = []
     push_back = daemon.worker.push_back
-    daemon.worker.push_back = lambda claim: (pushed.append(claim.job_id), push_back(claim))[1]  # type: ignore[method-assign]
+
+    def recorded_push_back(claim: Claim) -> None:
+        pushed.append(claim.job_id)
+        push_back(claim)
+
+    daemon.worker.push_back = recorded_push_back  # type: ignore[method-assign]
     agent = Background(daemon)
     try:
         wait_status(agent_store, first.id, TaskStatus.RUNNING)
@@ -544,6 +552,7 @@ def test_daemon_reserves_gpus_for_a_two_gpu_head_without_popping_it_again(
     assert_no_gpu_shared([agent_store.get(first.id), *done])
 
 
+@pytest.mark.slow
 def test_daemon_keeps_a_gpu_used_by_others_and_workers_says_why(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -578,6 +587,7 @@ def test_daemon_keeps_a_gpu_used_by_others_and_workers_says_why(
 WAIT_FOR_GO = "echo started; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo done"
 
 
+@pytest.mark.slow
 @pytest.mark.docker
 def test_adopted_task_keeps_its_gpu_and_its_memory_is_not_foreign(
     agent_store: TaskStore,
@@ -605,12 +615,8 @@ def test_adopted_task_keeps_its_gpu_and_its_memory_is_not_foreign(
     )
     inventory = FakeInventory.with_gpus(2)
     config = agent_config(redis_url, tmp_path / "agent", venv_cache, name=docker_sandbox.agent_name)
-    daemon = make_daemon(
-        config,
-        environment=docker_sandbox.environment(),
-        gpu_ids=("0", "1"),
-        inventory=inventory,
-    )
+    environment = docker_sandbox.environment()
+    daemon = make_daemon(config, environment=environment, gpu_ids=("0", "1"), inventory=inventory)
     try:
         assert daemon.adoption.adopt(daemon.pipeline.environment) == [record.id]
         # The very GPU it runs on is booked: a new task gets the other one.

@@ -30,6 +30,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_the_agents_folders_are_private_from_its_start(redis_url: str, tmp_path: Path) -> None:
     folders = {name: tmp_path / name for name in ("ws", "envs", "spill")}
     for folder in folders.values():
@@ -143,6 +144,7 @@ def reachable(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(base)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching a task to another uid needs root")
 def test_venv_tasks_run_as_their_own_uid_and_reach_nothing_of_the_agent(
     reachable: Path, redis_url: str, project: Repo, agent_store: TaskStore, tmp_path: Path

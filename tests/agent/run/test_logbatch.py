@@ -29,7 +29,7 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 
 plain = st.lists(
     st.text(
-        alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), max_size=30
+        alphabet=st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]), max_size=30
     ),
     max_size=8,
 )

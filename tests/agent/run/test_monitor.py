@@ -88,6 +88,7 @@ def test_process_tree_gone_is_no_sample() -> None:
     assert tree_pids(proc.pid) == set()
 
 
+@pytest.mark.slow
 def test_monitor_samples_tree_and_fake_gpus(busy_tree: subprocess.Popen[str]) -> None:
     inv = FakeInventory.with_gpus(2)
     inv.set_usage(0, utilization_pct=90.0, memory_used_mb=12000.0)
@@ -218,6 +219,7 @@ def test_describe_resources_for_show() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_gpu_monitoring_failure_is_one_warning_and_never_fails_a_task(
     agent_store: TaskStore,
     project: Repo,

@@ -10,9 +10,11 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
+from overnight.agent.config import AgentConfig
 from overnight.agent.gpus.inventory import FakeInventory
 from overnight.queue import keys
 from overnight.queue.cancel import request_cancel
@@ -34,21 +36,30 @@ from tests.fixtures.agents import (
     wait_for,
     wait_status,
 )
+from tests.fixtures.docker import DockerSandbox
 from tests.fixtures.gitrepo import Repo, git, make_repo
 from tests.fixtures.gitserver import hanging_ssh, private_remote
 from tests.fixtures.services import free_port
 
+pytestmark = pytest.mark.slow
+
+
+class ConfigFor(Protocol):
+    """The ``config_for`` fixture: a test agent's config with ``fields`` changed."""
+
+    def __call__(self, **fields: object) -> AgentConfig: ...
+
 
 @pytest.fixture
-def config_for(redis_url: str, tmp_path: Path, venv_cache: Path):  # type: ignore[no-untyped-def]
-    def make(**fields: object):  # type: ignore[no-untyped-def]
+def config_for(redis_url: str, tmp_path: Path, venv_cache: Path) -> ConfigFor:
+    def make(**fields: object) -> AgentConfig:
         return agent_config(redis_url, tmp_path / "agent", venv_cache, **fields)
 
     return make
 
 
 def test_task_runs_its_recorded_tree_in_a_venv(
-    agent_store: TaskStore, project: Repo, config_for, venv_cache: Path
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, venv_cache: Path
 ) -> None:
     script = project.path / "job.py"
     project.write("job.py", "print(open('extra.txt').read())\n" + script.read_text())
@@ -81,7 +92,7 @@ def test_task_runs_its_recorded_tree_in_a_venv(
 
 
 def test_second_task_with_the_same_requirements_installs_nothing(
-    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, tmp_path: Path
 ) -> None:
     config = config_for(cache_dir=str(tmp_path / "fresh-venvs"))
     cold = enqueue(agent_store, project, "--n", "1")
@@ -96,7 +107,9 @@ def test_second_task_with_the_same_requirements_installs_nothing(
     assert "reusing venv" in log_text(agent_store, warm.id)
 
 
-def test_keep_workspaces_leaves_the_tree(agent_store: TaskStore, project: Repo, config_for) -> None:
+def test_keep_workspaces_leaves_the_tree(
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
+) -> None:
     config = config_for(keep_workspaces=True)
     record = enqueue(agent_store, project)
     run_burst(config)
@@ -105,7 +118,7 @@ def test_keep_workspaces_leaves_the_tree(agent_store: TaskStore, project: Repo, 
 
 
 def test_nonzero_exit_is_failed_in_the_run_phase(
-    agent_store: TaskStore, project: Repo, config_for
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
 ) -> None:
     record = enqueue(agent_store, project, "--exit", "3")
     run_burst(config_for())
@@ -127,7 +140,7 @@ raise FloatingPointError("loss is nan at step 900")
 
 
 def test_a_crash_is_recorded_with_its_exception_line(
-    agent_store: TaskStore, project: Repo, config_for
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
 ) -> None:
     snap = _replace_spec(snapshot_of(project), argv=("python", "-c", CRASH))
     record = enqueue(agent_store, project, snapshot=snap)
@@ -138,7 +151,7 @@ def test_a_crash_is_recorded_with_its_exception_line(
 
 
 def test_timeout_stops_the_task_and_says_so(
-    agent_store: TaskStore, project: Repo, config_for
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
 ) -> None:
     record = enqueue(agent_store, project, "--sleep", "60", timeout=1.0)
     run_burst(config_for(grace=1.0))
@@ -159,7 +172,7 @@ def _failure(store: TaskStore, task_id: str) -> tuple[Phase | None, str]:
 
 
 def test_every_run_time_failure_is_one_line_and_the_agent_goes_on(
-    agent_store: TaskStore, project: Repo, config_for
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
 ) -> None:
     """Each broken task fails with its phase and a specific error; a good one still finishes."""
     base = snapshot_of(project)
@@ -217,7 +230,7 @@ def test_every_run_time_failure_is_one_line_and_the_agent_goes_on(
 
 
 def test_corrupt_record_is_refused_and_the_agent_goes_on(
-    agent_store: TaskStore, project: Repo, config_for
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
 ) -> None:
     from rq import Queue
     from rq.serializers import JSONSerializer
@@ -232,7 +245,7 @@ def test_corrupt_record_is_refused_and_the_agent_goes_on(
 
 
 def test_foreign_job_is_refused_never_run(
-    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, tmp_path: Path
 ) -> None:
     from rq import Queue
     from rq.serializers import JSONSerializer
@@ -248,7 +261,7 @@ def test_foreign_job_is_refused_never_run(
 
 
 def test_gpus_are_assigned_through_cuda_variables(
-    agent_store: TaskStore, project: Repo, config_for
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
 ) -> None:
     record = enqueue(agent_store, project, gpus=1)
     too_big = enqueue(agent_store, project, gpus=3)
@@ -263,7 +276,7 @@ def test_gpus_are_assigned_through_cuda_variables(
 
 
 def test_two_cpu_slots_run_two_tasks_at_once(
-    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, tmp_path: Path
 ) -> None:
     flag = tmp_path / "flag"
     waiter = enqueue(agent_store, project, "--wait-for", str(flag), timeout=60.0)
@@ -273,7 +286,7 @@ def test_two_cpu_slots_run_two_tasks_at_once(
     assert agent_store.get(waiter.id).status is TaskStatus.FINISHED
 
 
-def test_cancel_while_running(agent_store: TaskStore, project: Repo, config_for) -> None:
+def test_cancel_while_running(agent_store: TaskStore, project: Repo, config_for: ConfigFor) -> None:
     record = enqueue(agent_store, project, "--sleep", "60")
     agent = Background(make_daemon(config_for(grace=2.0)))
     try:
@@ -320,7 +333,7 @@ def hanging_index() -> Iterator[str]:
 
 
 def test_cancel_during_the_environment_build(
-    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path, hanging_index: str
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, tmp_path: Path, hanging_index: str
 ) -> None:
     snap = _replace_spec(
         snapshot_of(project),
@@ -345,7 +358,7 @@ def test_cancel_during_the_environment_build(
 
 
 def test_cancel_during_the_clone(
-    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, tmp_path: Path
 ) -> None:
     command, ssh_pid = hanging_ssh(tmp_path)
     project.git("remote", "set-url", "origin", "ssh://git@lab.invalid/project.git")
@@ -364,7 +377,7 @@ def test_cancel_during_the_clone(
 
 
 def test_private_remotes_open_with_the_agents_token_and_fail_naming_the_host_without(
-    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, tmp_path: Path
 ) -> None:
     """Through ``overnight agent daemon``: a token in its settings opens one private remote; a
     task on another private remote fails at once, naming the host, instead of prompting."""
@@ -398,7 +411,7 @@ _PRINT_ENV = "import os\nfor k in ('AGENT_ONLY', 'SHARED', 'TASK_ONLY', 'OVERNIG
 
 
 def test_env_is_the_agents_then_the_tasks_then_overnights_own(
-    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, tmp_path: Path
 ) -> None:
     snap = _replace_spec(
         snapshot_of(project),
@@ -419,7 +432,7 @@ def test_env_is_the_agents_then_the_tasks_then_overnights_own(
 
 
 def test_a_python_the_agent_lacks_is_said_in_the_log_and_on_the_record(
-    agent_store: TaskStore, project: Repo, config_for
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
 ) -> None:
     record = enqueue(
         agent_store, project, snapshot=_replace_spec(snapshot_of(project), python="3.99.1")
@@ -433,7 +446,7 @@ def test_a_python_the_agent_lacks_is_said_in_the_log_and_on_the_record(
 
 
 def test_the_tasks_own_grace_outranks_the_agents(
-    agent_store: TaskStore, project: Repo, config_for
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
 ) -> None:
     stubborn = "import os, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('pid=%d' % os.getpid(), flush=True)\ntime.sleep(120)\n"
     snap = _replace_spec(snapshot_of(project), argv=("python", "-c", stubborn))
@@ -451,7 +464,7 @@ def test_the_tasks_own_grace_outranks_the_agents(
 
 
 def test_resources_and_hardware_are_recorded(
-    agent_store: TaskStore, project: Repo, config_for
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
 ) -> None:
     import socket as sockets
 
@@ -467,7 +480,7 @@ def test_resources_and_hardware_are_recorded(
 
 @pytest.mark.docker
 def test_a_task_runs_in_a_container_in_docker_mode(
-    agent_store: TaskStore, project: Repo, config_for, docker_sandbox
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, docker_sandbox: DockerSandbox
 ) -> None:
     argv = ("python3", "job.py", "--ticks", "15")
     snap = _replace_spec(snapshot_of(project), argv=argv)
@@ -485,7 +498,7 @@ def test_a_task_runs_in_a_container_in_docker_mode(
 
 @pytest.mark.parametrize("url", [None, "file://{origin}", "ext::sh -c touch% {canary}"])
 def test_a_local_repo_url_fails_naming_allow_local_repos_and_nothing_is_fetched(
-    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path, url: str | None
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, tmp_path: Path, url: str | None
 ) -> None:
     canary = tmp_path / "canary"
     snap = snapshot_of(project)  # its origin: a bare repo on this host, by path
@@ -503,7 +516,7 @@ def test_a_local_repo_url_fails_naming_allow_local_repos_and_nothing_is_fetched(
 
 
 def test_with_allow_local_repos_a_local_origin_is_fetched(
-    agent_store: TaskStore, project: Repo, config_for
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
 ) -> None:
     record = enqueue(agent_store, project)
     run_burst(config_for(allow_local_repos=True))
@@ -517,7 +530,7 @@ def _add_submodule(project: Repo, url: str, path: str) -> None:
 
 
 def test_a_submodule_url_naming_a_repo_on_the_agents_host_is_not_cloned(
-    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, tmp_path: Path
 ) -> None:
     """The superproject is on a server; its .gitmodules (the task's own) names another user's
     repository on the agent's host by path."""
@@ -540,7 +553,7 @@ def test_a_submodule_url_naming_a_repo_on_the_agents_host_is_not_cloned(
 
 
 def test_a_relative_submodule_url_resolves_against_the_network_remote(
-    agent_store: TaskStore, project: Repo, config_for, tmp_path: Path
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor, tmp_path: Path
 ) -> None:
     lib = make_repo(tmp_path, name="lib")  # its bare origin next to the project's
     lib.write("LIB.txt", "from the lib's server\n")

@@ -97,6 +97,7 @@ def test_exit_code_is_reported(tmp_path: Path) -> None:
     assert (outcome.reason, outcome.exit_code, outcome.describe()) == (EXITED, 3, "exited with 3")
 
 
+@pytest.mark.slow
 def test_partial_line_is_sent_while_the_task_still_runs(tmp_path: Path) -> None:
     # The task writes a prompt with no newline and waits for the sink to have seen it.
     flag = tmp_path / "seen"
@@ -191,6 +192,7 @@ def test_a_sink_that_fails_once_loses_nothing(tmp_path: Path) -> None:
     assert outcome.dropped_lines == 0
 
 
+@pytest.mark.slow
 def test_a_sink_that_always_fails_does_not_hang_the_run(tmp_path: Path) -> None:
     def broken(batch: Sequence[Line]) -> None:
         raise ConnectionError("down")
@@ -223,6 +225,7 @@ def test_cancel_sends_sigterm_to_a_task_that_traps_it(tmp_path: Path) -> None:
     assert outcome.describe() == "canceled"
 
 
+@pytest.mark.slow
 def test_a_task_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
     collector = Collector()
     ready = collector.when("ready")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from overnight.agent.run.taskenv import TaskEnv
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
@@ -21,6 +23,7 @@ GIT_TOKEN = "git-canary-token"
 PRINT_ENV = "import os\nfor k, v in sorted(os.environ.items()):\n    print(f'{k}={v}')\n"
 
 
+@pytest.mark.slow
 def test_a_task_sees_the_allowlist_and_none_of_the_agents_secrets(
     password_url: str, tmp_path: Path, venv_cache: Path, project: Repo, agent_store: TaskStore
 ) -> None:

@@ -29,6 +29,8 @@ from tests.fixtures.agents import (
 )
 from tests.fixtures.gitrepo import Repo
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def config(redis_url: str, tmp_path: Path, venv_cache: Path) -> AgentConfig:

@@ -20,6 +20,8 @@ from tests.fixtures.agents import Background, agent_config, enqueue, make_daemon
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.gpus import wait_output
 
+pytestmark = pytest.mark.slow
+
 
 def _write_to_full_disk() -> OSError:
     """The kernel's own ENOSPC: /dev/full refuses every write."""

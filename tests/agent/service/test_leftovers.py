@@ -27,6 +27,8 @@ from tests.fixtures.agents import agent_config, enqueue, run_burst
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.tasks import make_snapshot
 
+pytestmark = pytest.mark.slow
+
 
 def _task(store: TaskStore, project: Repo, *path: TaskStatus, agent: str = "agent-b") -> str:
     """A task taken through ``path`` of statuses by ``agent``."""

@@ -135,6 +135,7 @@ def test_a_namesake_whose_process_died_on_this_host_is_replaced(
     AgentWorker(conn, blocking, "box", ["gpu"]).register()
 
 
+@pytest.mark.slow
 def test_an_agent_refuses_a_foreign_job_without_its_webhooks_or_callbacks(
     conn: redis.Redis,
     redis_url: str,

@@ -176,6 +176,7 @@ def test_next_change_is_the_first_flip(start: int, length: int, offset: int) -> 
         assert windows.is_open(just_before) == windows.is_open(now)
 
 
+@pytest.mark.slow
 def test_outside_its_windows_the_daemon_takes_nothing_new_and_running_tasks_go_on(
     agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:

@@ -61,6 +61,7 @@ def private_remote(repo: Repo) -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow
 def test_missing_credential_fails_at_once_naming_the_host(
     repo: Repo, tmp_path: Path, private_remote: str
 ) -> None:
@@ -71,6 +72,7 @@ def test_missing_credential_fails_at_once_naming_the_host(
     assert "no working credentials for 127.0.0.1" in message
 
 
+@pytest.mark.slow
 def test_agent_token_opens_a_private_remote_and_is_never_stored(
     repo: Repo, tmp_path: Path, private_remote: str
 ) -> None:

@@ -157,6 +157,7 @@ def test_a_task_appending_to_its_pack_files_leaves_the_tree_and_the_next_task_in
     assert worktree_state(second) == worktree_state(repo.path)
 
 
+@pytest.mark.slow
 def test_trees_built_from_one_mirror_share_no_file_and_stay_reusable(
     repo: Repo, tmp_path: Path
 ) -> None:
@@ -178,6 +179,7 @@ def test_trees_built_from_one_mirror_share_no_file_and_stay_reusable(
         assert "a copy of the tree rebuilt for an earlier task" in log[-1], log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["train.py", ".git/HEAD", ".git/objects/pack"])
 def test_a_cached_tree_changed_after_its_build_is_rebuilt_not_copied(
     repo: Repo, tmp_path: Path, where: str
@@ -216,6 +218,7 @@ def test_the_tree_key_covers_the_submodules_patches(repo: Repo) -> None:
     assert len(keys) == 2
 
 
+@pytest.mark.slow
 def test_trees_beyond_the_limit_are_evicted_least_recently_used(repo: Repo, tmp_path: Path) -> None:
     spaces = Workspaces(tmp_path / "ws", max_trees=2)
     snaps = []
@@ -235,6 +238,7 @@ def test_trees_beyond_the_limit_are_evicted_least_recently_used(repo: Repo, tmp_
     assert (dest / "train.py").read_text() == "print(1)\n"
 
 
+@pytest.mark.slow
 def test_mirrors_beyond_the_limit_are_evicted_least_recently_used(tmp_path: Path) -> None:
     spaces = Workspaces(tmp_path / "ws", max_mirrors=2)
     repos = [make_repo(tmp_path / name, name=name) for name in ("one", "two", "three")]
@@ -250,7 +254,10 @@ def test_mirrors_beyond_the_limit_are_evicted_least_recently_used(tmp_path: Path
         spaces.create("t2", _snap(repos[2]), _Log())  # two is in use: kept, over the limit
     finally:
         held.release()
-    mirrors = lambda: sorted(p.name.split("-")[0] for p in spaces.mirrors.glob("*.git"))  # noqa: E731
+
+    def mirrors() -> list[str]:
+        return sorted(p.name.split("-")[0] for p in spaces.mirrors.glob("*.git"))
+
     assert mirrors() == ["one", "three", "two"]
     repos[2].write("train.py", "print(3)\n")
     spaces.create("t3", _snap(repos[2]), _Log())  # now two, the least recently used, goes
@@ -274,6 +281,7 @@ def test_a_tree_whose_build_died_half_way_is_built_again(repo: Repo, tmp_path: P
     assert not (half.parent / f".{half.name}.999999.tmp").exists()
 
 
+@pytest.mark.slow
 def test_only_a_missing_commit_triggers_a_fetch(repo: Repo, tmp_path: Path) -> None:
     spaces = Workspaces(tmp_path / "ws")
     spaces.create("t1", _snap(repo), _Log())
@@ -358,6 +366,7 @@ def test_a_damaged_mirror_is_cloned_again(repo: Repo, tmp_path: Path) -> None:
     assert any("damaged" in line for line in log)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_id", ["../evil", "a/b", "", "."])
 def test_task_ids_that_are_not_folder_names_are_refused(
     repo: Repo, tmp_path: Path, task_id: str
@@ -366,6 +375,7 @@ def test_task_ids_that_are_not_folder_names_are_refused(
         Workspaces(tmp_path / "ws").create(task_id, _snap(repo), _Log())
 
 
+@pytest.mark.slow
 def test_a_cancel_while_another_task_builds_the_same_tree(repo: Repo, tmp_path: Path) -> None:
     snap = _snap(repo)
     spaces = Workspaces(tmp_path / "ws")
@@ -389,6 +399,7 @@ Workspaces(Path(sys.argv[1])).create(sys.argv[3], snap, lambda line: None)
 """
 
 
+@pytest.mark.slow
 def test_agent_processes_on_one_host_share_the_mirror_and_the_tree(
     repo: Repo, tmp_path: Path
 ) -> None:
@@ -413,6 +424,7 @@ def test_agent_processes_on_one_host_share_the_mirror_and_the_tree(
         assert worktree_state(spaces.task_dir(f"task-{i}")) == expected
 
 
+@pytest.mark.slow
 def test_a_submodule_comes_with_its_recorded_commit_in_every_copy(tmp_path: Path) -> None:
     lib = make_repo(tmp_path / "lib-base", name="lib")
     lib.write("lib.py", "VERSION = 2\n")
@@ -435,6 +447,7 @@ def test_a_submodule_comes_with_its_recorded_commit_in_every_copy(tmp_path: Path
     assert _porcelain(spaces.create("t3", snap, _Log()) / "vendor" / "lib") == ""
 
 
+@pytest.mark.slow
 def test_a_task_tree_has_the_changes_made_inside_submodules(tmp_path: Path) -> None:
     lib = make_repo(tmp_path / "lib-base", name="lib")
     repo = make_repo(tmp_path / "main-base")
@@ -456,6 +469,7 @@ def test_a_task_tree_has_the_changes_made_inside_submodules(tmp_path: Path) -> N
 PWNED = 'print("pwned: not the code this snapshot recorded", flush=True)\n'
 
 
+@pytest.mark.slow
 def test_an_agent_fails_tasks_whose_submodule_keys_leave_their_tree_and_writes_nothing(
     redis_url: str, tmp_path: Path, venv_cache: Path, agent_store: TaskStore
 ) -> None:

@@ -10,6 +10,7 @@ import os
 import shutil
 import tarfile
 import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from overnight.agent.run.supervisor import CANCELED, supervise
 from overnight.errors import ConfigError, EnvironmentBuildError, TaskRunError
 from tests.fixtures.docker import BASE_IMAGE, DockerSandbox, make_spec, never, quiet
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def request(workspace: Path, *argv: str, task_id: str = "t-1", **fields: Any) -> RunRequest:
@@ -490,6 +491,7 @@ def test_a_restarted_agent_adopts_a_running_container(
     script = "echo first; while [ ! -f go ]; do sleep 0.05; done; echo second; exit 7"
     proc = env.start(prepared, request(ws, "sh", "-c", script, task_id="t-adopt"))
     chunks = proc.output()
+    assert isinstance(chunks, Generator)  # closed below as the dying agent's stream would be
     assert next(chunks) == b"first\n"
     chunks.close()
     since, ident = proc.last_log_time, proc.ident
