@@ -114,14 +114,14 @@ class Pipeline:
     def resume(self, task: ActiveTask, process: Process) -> Ending:
         """Supervise a task's process found running after an agent restart, and record it."""
         record = task.record
-        snapshot = self._retry(lambda: self.store.load_snapshot(task.task_id))
-        if snapshot is not None:
-            self._collect_outputs(task, self.workspaces.task_dir(task.task_id), snapshot.spec)
         timeout = record.options.timeout
         if timeout is not None and record.started is not None:
             timeout = max(0.0, timeout - (time.time() - record.started))
 
         def watch() -> Ending:
+            snapshot = self._retry(lambda: self.store.load_snapshot(task.task_id))
+            if snapshot is not None:
+                self._collect_outputs(task, self.workspaces.task_dir(task.task_id), snapshot.spec)
             outcome, resources = self._supervise(task, process, timeout)
             return self._ended(task, outcome, {"resources": resources})
 

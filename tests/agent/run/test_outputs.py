@@ -44,6 +44,7 @@ Path("checkpoints/model.bin").write_bytes(random.Random(int(arg("--seed", "0")))
 if "--link-to" in args:
     os.symlink(arg("--link-to", ""), out / "leak")
     os.symlink(os.path.dirname(arg("--link-to", "")), "linked")
+print("written", flush=True)
 if "--wait-for" in args:
     while not Path(arg("--wait-for", "")).exists():
         time.sleep(0.05)
@@ -65,9 +66,11 @@ def trainer(tmp_path: Path) -> Repo:
     return repo
 
 
-def _enqueue(store: TaskStore, repo: Repo, *args: str, outputs: tuple[str, ...] = ()) -> str:
+def _enqueue(
+    store: TaskStore, repo: Repo, *args: str, outputs: tuple[str, ...] = (), **options: object
+) -> str:
     snap = take_snapshot(repo.path, ["python", "train.py", *args], SnapshotOptions(outputs=outputs))
-    return submit(store, snap, TaskOptions(queue="q")).id
+    return submit(store, snap, TaskOptions(queue="q", **options)).id  # type: ignore[arg-type]
 
 
 def _client(redis_url: str) -> Client:
@@ -143,6 +146,28 @@ def test_a_periodic_sync_stores_outputs_while_the_task_runs(
         release.touch()
         agent.stop()
     assert wait_status(agent_store, task, TaskStatus.FINISHED).status is TaskStatus.FINISHED
+
+
+def test_a_timed_out_run_and_one_requeued_by_its_agent_stopping_keep_their_outputs(
+    agent_store: TaskStore, trainer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    never = str(tmp_path / "never")
+    timed_out = _enqueue(agent_store, trainer, "--wait-for", never, timeout=1.0)
+    run_burst(agent_config(redis_url, tmp_path / "agent", venv_cache, grace=0.5))
+    assert agent_store.get(timed_out).status is TaskStatus.FAILED
+    assert [e.path for e in manifest.read(agent_store.redis, timed_out).entries] == [
+        "outputs/result.csv"
+    ]
+    requeued = _enqueue(agent_store, trainer, "--wait-for", never)
+    agent = Background(make_daemon(agent_config(redis_url, tmp_path / "agent", venv_cache)))
+    try:
+        wait_for(lambda: "written" in log_text(agent_store, requeued), what="the outputs")
+    finally:
+        agent.stop(force=True)
+    assert agent_store.get(requeued).status is TaskStatus.QUEUED
+    assert [e.path for e in manifest.read(agent_store.redis, requeued).entries] == [
+        "outputs/result.csv"
+    ]
 
 
 def test_symlinks_out_of_the_tree_are_not_followed(
