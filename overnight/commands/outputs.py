@@ -16,12 +16,17 @@ from overnight.commands.common import (
     print_table,
     redis_option,
 )
-from overnight.errors import OutputError
+from overnight.errors import OutputError, UsageError
 from overnight.outputs.manifest import Manifest, OutputEntry
 from overnight.units import format_bytes
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rich.console import Console
+
+    from overnight.api import Client
+    from overnight.outputs.pull import PullReport
 
 
 @click.command("outputs")
@@ -58,49 +63,93 @@ def outputs_command(task_id: str, as_json: bool, redis_url: str | None) -> None:
 
 
 @click.command("pull")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="[ID]", required=False)
+@click.option("--sweep", "sweep", metavar="ID", help="Every task of ID's sweep, a folder each.")
+@click.option("--tag", "tag", metavar="TAG", help="Every task with this tag, a folder each.")
 @click.option(
     "--to",
     "dest",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder to write the files in (default ./overnight-outputs/<id>/).",
+    help="Folder to write the files in (default ./overnight-outputs/<id>/; with --sweep or "
+    "--tag, DIR/<id>/ per task).",
 )
 @redis_option
-def pull_command(task_id: str, dest: Path | None, redis_url: str | None) -> None:
+def pull_command(
+    task_id: str | None,
+    sweep: str | None,
+    tag: str | None,
+    dest: Path | None,
+    redis_url: str | None,
+) -> None:
     """Download a task's outputs to ./overnight-outputs/<id>/ (or --to DIR); rerun to resume.
 
     Files already there with the same content are skipped; each file is written under a
     temporary name and renamed once complete, so an interrupted pull resumes when run again.
-    """
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+    \b
+    overnight pull 3f2a9c --to results/
+    overnight pull --sweep 3f2a9c        # the whole sweep, ./overnight-outputs/<id>/ each
+    overnight pull --tag baseline
+    """
     from overnight.api import Client
 
+    if sum(x is not None for x in (task_id, sweep, tag)) != 1:
+        raise UsageError("name what to pull: a task ID, --sweep ID or --tag TAG (one of them)")
+    failed = 0
     with Client(config=load_config(redis_url)) as client:
-        found = client.outputs(task_id)
-        where = dest if dest is not None else Path("overnight-outputs") / found.task_id
-        with Progress(
-            "{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=_stderr_console(),
-            transient=True,
-        ) as bar:
-            total = bar.add_task(f"pulling {found.task_id}", total=found.total_size)
-            report = client.pull(task_id, to=where, progress=lambda _e, n: bar.advance(total, n))
-    for failure in report.failed:
-        echo(f"not pulled: {failure}", err=True)
-    echo(
-        f"{len(report.fetched)} file(s) pulled, {len(report.skipped)} already there, to {where}",
-        err=True,
-    )
-    if report.failed:
+        several = task_id is None
+        for found in _manifests(client, task_id, sweep, tag):
+            base = dest if dest is not None else Path("overnight-outputs")
+            where = base / found.task_id if several or dest is None else base
+            report = _pull_one(client, found, where)
+            for failure in report.failed:
+                echo(f"not pulled: {found.task_id}: {failure}", err=True)
+            echo(
+                f"{found.task_id}: {len(report.fetched)} file(s) pulled, "
+                f"{len(report.skipped)} already there, to {where}",
+                err=True,
+            )
+            failed += len(report.failed)
+    if failed:
         raise OutputError(
-            f"{len(report.failed)} output file(s) of task {found.task_id} were not pulled (see "
-            "above); run the pull again once the cause is fixed"
+            f"{failed} output file(s) were not pulled (see above); run the pull again once the "
+            "cause is fixed"
         )
+
+
+def _pull_one(client: Client, found: Manifest, where: Path) -> PullReport:
+    """Pull one task's files with a progress bar on stderr (gone once done)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        "{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=_stderr_console(),
+        transient=True,
+    ) as bar:
+        total = bar.add_task(f"pulling {found.task_id}", total=found.total_size)
+        return client.pull(found.task_id, to=where, progress=lambda _e, n: bar.advance(total, n))
+
+
+def _manifests(
+    client: Client, task_id: str | None, sweep: str | None, tag: str | None
+) -> Iterator[Manifest]:
+    """The manifests to pull: one task's, its sweep's (tasks sharing its spec), a tag's."""
+    if task_id is not None:
+        yield client.outputs(task_id)
+        return
+    if sweep is not None:
+        spec_id = client.get(sweep).spec_id
+        records = [r for r in client.ls(limit=None) if r.spec_id == spec_id]
+    else:
+        records = client.ls(tag=tag, limit=None)
+    if not records:
+        raise UsageError(f"no task has the tag {tag!r}; overnight ls --tag lists them")
+    for record in sorted(records, key=lambda r: r.created):
+        yield client.outputs(record.id)
 
 
 def note_lines(found: Manifest) -> list[str]:

@@ -15,12 +15,13 @@ from overnight.outputs.redisstore import RedisOutputStore
 from overnight.queue.records import TaskOptions
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
+from overnight.spec import Snapshot
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.tasks import invoke, make_snapshot
 
 
-def _with_outputs(store: TaskStore, tree: Path) -> str:
-    task = submit(store, make_snapshot(), TaskOptions(queue="q")).id
+def _with_outputs(store: TaskStore, tree: Path, snapshot: Snapshot | None = None) -> str:
+    task = submit(store, snapshot or make_snapshot(), TaskOptions(queue="q")).id
     (tree / "outputs").mkdir(parents=True)
     (tree / "outputs" / "result.csv").write_text("epoch,loss\n0,1.5\n")
     (tree / "outputs" / "model.bin").write_bytes(os.urandom(5000))
@@ -62,6 +63,26 @@ def test_pull_downloads_to_the_default_folder_and_skips_on_a_second_run(
     assert (home / "outputs/model.bin").read_bytes() == (tree / "outputs/model.bin").read_bytes()
     again = invoke("pull", task)
     assert "0 file(s) pulled, 2 already there" in again.stderr
+
+
+def test_pull_fetches_a_whole_sweep_or_tag_a_folder_per_task(
+    cli_env: Repo, store: TaskStore, tmp_path: Path
+) -> None:
+    swept = make_snapshot(tags=("baseline",))
+    first, second = (_with_outputs(store, tmp_path / f"tree{i}", swept) for i in range(2))
+    other = _with_outputs(store, tmp_path / "other", make_snapshot(argv=("python", "b.py")))
+    result = invoke("pull", "--sweep", first[:6], "--to", str(tmp_path / "sweep"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == sorted([first, second])
+    assert (tmp_path / "sweep" / second / "outputs/model.bin").read_bytes() == (
+        tmp_path / "tree1" / "outputs/model.bin"
+    ).read_bytes()
+    assert invoke("pull", "--tag", "baseline").exit_code == 0
+    pulled = cli_env.path / "overnight-outputs"
+    assert sorted(p.name for p in pulled.iterdir()) == sorted([first, second])
+    assert other not in result.stderr
+    assert invoke("pull", "--tag", "nope").exit_code == ExitCode.USAGE
+    assert invoke("pull").exit_code == ExitCode.USAGE
 
 
 def test_pull_refuses_a_path_out_of_its_folder_and_exits_with_output(
