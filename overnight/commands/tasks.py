@@ -28,7 +28,7 @@ from overnight.outputs.stores import open_store
 from overnight.queue.agents import AgentRegistry
 from overnight.queue.cancel import cancel_queue, request_cancel
 from overnight.queue.durations import parse_duration, parse_since
-from overnight.queue.gc import collect
+from overnight.queue.gc import collect, collect_outputs
 from overnight.queue.index import Query
 from overnight.queue.logs import LogEntry
 from overnight.queue.reaper import reap_lost
@@ -372,12 +372,23 @@ def _print_new(record: TaskRecord, as_json: bool) -> None:
     metavar="DURATION",
     help="Remove tasks that ended this long ago (default: retention_days, 30d).",
 )
+@click.option(
+    "--outputs-older-than",
+    default=None,
+    metavar="DURATION",
+    help="Also remove the output files of tasks that ended this long ago, keeping the tasks.",
+)
 @click.option("--corrupt", is_flag=True, help="Also remove records that cannot be decoded.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @json_option
 @redis_option
 def gc_command(
-    older_than: str | None, corrupt: bool, dry_run: bool, as_json: bool, redis_url: str | None
+    older_than: str | None,
+    outputs_older_than: str | None,
+    corrupt: bool,
+    dry_run: bool,
+    as_json: bool,
+    redis_url: str | None,
 ) -> None:
     """Remove old ended tasks: records, specs, logs, RQ jobs and blobs nothing else uses."""
     config, store = store_for(redis_url)
@@ -388,6 +399,9 @@ def gc_command(
     )
     outputs = open_store(config.output_store, store.redis)
     report = collect(store, older_than=age, corrupt=corrupt, dry_run=dry_run, outputs=outputs)
+    if outputs_older_than:
+        outputs_age = parse_duration(outputs_older_than, what="--outputs-older-than")
+        collect_outputs(store, report, older_than=outputs_age, dry_run=dry_run, outputs=outputs)
     if as_json:
         echo_json(to_jsonable(report))
         return
@@ -397,6 +411,8 @@ def gc_command(
         line += f" and {report.specs_and_blobs} unused spec/blob key(s)"
         if report.output_blobs:
             line += f", {report.output_blobs} output file(s) no task uses"
+    if outputs_older_than:
+        line += f"; the outputs of {len(report.outputs_of)} more"
     if corrupt:
         line += f"; {len(report.corrupt)} corrupt record(s)"
     click.echo(line)

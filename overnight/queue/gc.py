@@ -31,6 +31,7 @@ class GcReport:
     tasks: list[str] = dataclasses.field(default_factory=list)  # ids removed (or to be, dry run)
     specs_and_blobs: int = 0  # spec and blob keys deleted
     output_blobs: int = 0  # output files' blobs deleted (no task uses them now)
+    outputs_of: list[str] = dataclasses.field(default_factory=list)  # kept tasks, outputs gone
     corrupt: list[str] = dataclasses.field(default_factory=list)  # corrupt records removed
 
 
@@ -73,6 +74,37 @@ def collect(
         if not dry_run and doomed:
             report.specs_and_blobs += _delete(store, doomed)
             report.output_blobs += _delete_outputs(store, outputs, [r.id for r in doomed])
+    return report
+
+
+def collect_outputs(
+    store: TaskStore,
+    report: GcReport,
+    *,
+    older_than: float,
+    dry_run: bool = False,
+    now: float | None = None,
+    outputs: OutputStore | None = None,
+) -> GcReport:
+    """Remove the outputs of ended tasks older than ``older_than`` s, keeping their records; a
+    note on each says where they went."""
+    outputs = outputs or RedisOutputStore(store.redis)
+    cutoff = (time.time() if now is None else now) - older_than
+    candidates = store.index.ids_older_than(cutoff)
+    for start in range(0, len(candidates), _CHUNK):
+        chunk = candidates[start : start + _CHUNK]
+        ended = [
+            r.id
+            for r in store.get_many(chunk)
+            if r.status.is_final and (r.ended or r.created) < cutoff
+            and store.redis.exists(manifest.entries_key(r.id))
+        ]  # fmt: skip
+        report.outputs_of.extend(ended)
+        if dry_run or not ended:
+            continue
+        report.output_blobs += _delete_outputs(store, outputs, ended)
+        for task_id in ended:
+            manifest.note(store.redis, task_id, "*", "removed by gc --outputs-older-than", 0)
     return report
 
 

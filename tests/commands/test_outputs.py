@@ -109,3 +109,11 @@ def test_enqueue_records_output_globs_from_flags_and_config(
     refused = invoke("enqueue", "--outputs", "../elsewhere/*", "--", "python", "train.py")
     assert refused.exit_code == ExitCode.SNAPSHOT
     assert "--outputs '../elsewhere/*' cannot be collected" in refused.stderr
+
+
+def test_gc_takes_outputs_older_than(cli_env: Repo, store: TaskStore, tmp_path: Path) -> None:
+    _with_outputs(store, tmp_path / "tree")
+    result = invoke("gc", "--outputs-older-than", "1d", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "the outputs of 0 more" in result.stdout
+    assert invoke("gc", "--outputs-older-than", "soon").exit_code == ExitCode.USAGE
