@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from overnight.api import Client, enqueue, get, snapshot
+    from overnight.api import Client, enqueue, get, pull, snapshot
     from overnight.errors import OvernightError
     from overnight.queue.records import TaskRecord, TaskStatus
     from overnight.spec import Snapshot, TaskSpec
@@ -23,6 +23,7 @@ __all__ = [
     "TaskStatus",
     "enqueue",
     "get",
+    "pull",
     "snapshot",
 ]
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ _HOMES = {
     "TaskStatus": "overnight.queue.records",
     "enqueue": "overnight.api",
     "get": "overnight.api",
+    "pull": "overnight.api",
     "snapshot": "overnight.api",
     "OvernightError": "overnight.errors",
     "Snapshot": "overnight.spec",

@@ -22,6 +22,11 @@ from types import TracebackType
 
 from overnight.config import ClientConfig, load_client_config
 from overnight.errors import TaskNotFound, WaitTimeout
+from overnight.outputs import manifest
+from overnight.outputs.manifest import Manifest
+from overnight.outputs.pull import Progress, PullReport
+from overnight.outputs.pull import pull as pull_outputs
+from overnight.outputs.stores import open_store
 from overnight.queue.cancel import request_cancel
 from overnight.queue.durations import parse_duration
 from overnight.queue.index import Query
@@ -158,6 +163,21 @@ class Client:
         entries = logs.tail(task_id, tail) if tail is not None else logs.read(task_id)
         return [e.line for e in entries]
 
+    def outputs(self, task_id: str) -> Manifest:
+        """The task's stored output files (path, size, digest, when, attempt) and the notes of
+        those not kept; nothing is written."""
+        return manifest.read(self.store.redis, self.store.resolve(task_id))
+
+    def pull(
+        self, task_id: str, *, to: str | Path | None = None, progress: Progress | None = None
+    ) -> PullReport:
+        """Download the task's outputs to ``to`` (default ``./overnight-outputs/<id>/``),
+        skipping files already identical there; run it again to resume an interrupted pull."""
+        found = self.outputs(task_id)
+        dest = Path(to) if to is not None else Path("overnight-outputs") / found.task_id
+        store = open_store(self.config.output_store, self.store.redis)
+        return pull_outputs(store, found, dest, progress)
+
     def reap(self) -> list[str]:
         """Mark lost the running tasks whose agent stopped sending heartbeats; their ids."""
         return reap_lost(self.store)
@@ -203,6 +223,12 @@ def enqueue(
         )  # fmt: skip
 
 
+def pull(task_id: str, *, to: str | Path | None = None, redis_url: str | None = None) -> PullReport:
+    """:meth:`Client.pull` on a client of its own: a task's outputs, downloaded."""
+    with Client(redis_url) as client:
+        return client.pull(task_id, to=to)
+
+
 def get(task_id: str, *, redis_url: str | None = None) -> TaskRecord:
     """:meth:`Client.get` on a client of its own: the record of a task, by id or id prefix."""
     with Client(redis_url) as client:
@@ -232,6 +258,7 @@ def snapshot(
         env=tuple(env),
         note=note,
         tags=tuple(tags),
+        outputs=config.outputs,
         name=name,
         max_snapshot_mb=config.max_snapshot_mb,
         max_untracked_file_mb=config.max_untracked_file_mb,

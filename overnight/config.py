@@ -36,6 +36,8 @@ class ClientConfig:
     # cpu_queues or whose name starts with "cpu") and 1 on any other queue.
     default_gpus: int | None = None
     cpu_queues: tuple[str, ...] = ("default", "cpu")
+    outputs: tuple[str, ...] = ()  # output globs every enqueued task records, besides --outputs
+    output_store: str | None = None  # where agents keep outputs (default: Redis), for pull and gc
 
     def gpus_for(self, queue: str) -> int:
         """GPUs a task on ``queue`` asks for when none are named: ``default_gpus`` when set,

@@ -57,6 +57,10 @@ class EnvVarError(SnapshotError):
     """Raised when an ``--env`` entry is malformed or names a variable that is not set."""
 
 
+class OutputGlobError(SnapshotError):
+    """Raised when an ``--outputs`` glob could name files outside the working tree."""
+
+
 class RequirementsError(SnapshotError):
     """Raised when the requirements cannot be read (a missing file, a failing ``uv export``)."""
 

@@ -84,6 +84,8 @@ class TaskSpec:
     note: str = ""
     name: str | None = None
     tags: tuple[str, ...] = ()
+    # globs of output files to collect besides the output folder, relative to the repo root
+    outputs: tuple[str, ...] = ()
     user: str = ""
     host: str = ""
     created: float = 0.0  # unix time
@@ -103,6 +105,9 @@ class TaskSpec:
         data = dataclasses.asdict(self)
         data["argv"] = list(self.argv)
         data["tags"] = list(self.tags)
+        data["outputs"] = list(self.outputs)
+        if not self.outputs:
+            del data["outputs"]  # a spec without globs reads as before to older agents
         return data
 
     @classmethod
@@ -138,6 +143,9 @@ class TaskSpec:
             workdir = _str(data.get("workdir", "."), "workdir")
             if workdir != ".":
                 check_path(workdir, "workdir")
+            outputs = tuple(_str_list(data.get("outputs", []), "outputs"))
+            for pattern in outputs:
+                check_path(pattern, "outputs")
             argv = tuple(_str_list(data["argv"], "argv"))
             if not argv:
                 raise SpecError("task spec has an empty command (argv)")
@@ -155,6 +163,7 @@ class TaskSpec:
                 note=_str(data.get("note", ""), "note"),
                 name=data.get("name"),
                 tags=tuple(_str_list(data.get("tags", []), "tags")),
+                outputs=outputs,
                 user=_str(data.get("user", ""), "user"),
                 host=_str(data.get("host", ""), "host"),
                 created=float(data.get("created", 0.0)),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
@@ -126,3 +127,22 @@ def test_wait_and_logs_follow_a_task(repo: Repo, redis_url: str) -> None:
         client.store.transition(task.id, TaskStatus.FINISHED, Change(exit_code=0))
         [done] = client.wait([task.id[:6]])
         assert done.status is TaskStatus.FINISHED and client.ls(status="finished") == [done]
+
+
+def test_outputs_setting_reaches_the_spec_and_pull_is_exported(
+    repo: Repo,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OVERNIGHT_OUTPUTS", "checkpoints/*.pt,plots")
+    assert overnight.snapshot("python train.py", cwd=repo.path).spec.outputs == (
+        "checkpoints/*.pt",
+        "plots",
+    )
+    [task] = overnight.enqueue("python train.py", cwd=repo.path, redis_url=redis_url)
+    with overnight.Client(redis_url) as client:
+        assert client.outputs(task.id).entries == ()
+    report = overnight.pull(task.id, to=tmp_path / "home", redis_url=redis_url)
+    assert (report.fetched, report.failed) == ([], [])
+    assert "pull" in overnight.__all__

@@ -27,6 +27,14 @@ def test_spec_json_round_trip() -> None:
     assert TaskSpec.from_json(spec.to_json()) == spec
 
 
+def test_output_globs_round_trip_and_a_spec_without_them_reads_as_before() -> None:
+    spec = _spec(outputs=("checkpoints/*.pt", "runs/**/metrics.json"))
+    assert TaskSpec.from_json(spec.to_json()) == spec
+    plain = _spec()
+    assert "outputs" not in plain.to_dict()  # older agents read the same spec as before
+    assert TaskSpec.from_dict(plain.to_dict()).outputs == ()
+
+
 def test_snapshot_inlines_and_verifies_blobs() -> None:
     patch = b"diff --git a/x b/x\n\x00binary"
     spec = _spec(patch=BlobRef.of(patch))
@@ -121,11 +129,15 @@ def test_paths_that_leave_the_tree_are_refused_in_every_field(path: str, cause: 
     def workdir(d: dict) -> None:  # type: ignore[type-arg]
         d["workdir"] = path
 
+    def outputs(d: dict) -> None:  # type: ignore[type-arg]
+        d["outputs"] = ["checkpoints/*.pt", path]
+
     cases = [("submodule_patches", _with_submodule(path))]
     for field, mutate in (
         ("repo.submodules", submodules),
         ("requirements.path", requirements),
         ("workdir", workdir),
+        ("outputs", outputs),
     ):
         data = _spec().to_dict()
         mutate(data)

@@ -35,6 +35,9 @@ class AgentConfig:
     cache_dir: str = "~/.cache/overnight/envs"
     spill_dir: str = "~/.cache/overnight/spill"
     keep_workspaces: bool = False
+    output_store: str | None = None  # where tasks' output files go (default: Redis itself)
+    output_sync_interval: float = 300.0  # seconds between syncs of a running task's outputs
+    max_output_mb: float = 200.0  # outputs kept per task in the Redis store; past it, notes
     grace: float = 30.0  # seconds between SIGTERM and SIGKILL when a task is stopped
     heartbeat_interval: float = 5.0  # seconds between a running task's heartbeats
     lost_ttl: float = 30.0  # a task whose heartbeat is older than this is lost
@@ -105,6 +108,7 @@ class AgentConfig:
             "report_interval",
             "stray_interval",
             "fault_pause",
+            "output_sync_interval",
         ):
             if getattr(self, field) <= 0:
                 raise ConfigError(f"{field} must be a positive number of seconds")
@@ -124,6 +128,13 @@ class AgentConfig:
     @property
     def spill_path(self) -> Path:
         return Path(self.spill_dir).expanduser()
+
+    @property
+    def output_cap_bytes(self) -> int | None:
+        """The per-task cap on outputs: for the Redis store only (other stores have room)."""
+        if self.output_store not in (None, "", "redis"):
+            return None
+        return max(0, int(self.max_output_mb * 1024 * 1024))
 
     @property
     def log_buffer_bytes(self) -> int:

@@ -47,6 +47,14 @@ COMMANDS: dict[str, dict[str, Entry]] = {
             "tasks",
             "Enqueue a copy of a task with params changed in its command; prints the new id.",
         ),
+        "outputs": Entry(
+            "outputs", "A task's stored output files: path, size, when stored, attempt."
+        ),
+        "pull": Entry(
+            "outputs",
+            "Download a task's outputs to ./overnight-outputs/<id>/ (or --to DIR); rerun to "
+            "resume.",
+        ),
         "gc": Entry(
             "tasks",
             "Remove old ended tasks: records, specs, logs, RQ jobs and blobs nothing else uses.",

@@ -62,6 +62,14 @@ def snapshot_options(f: F) -> F:
             "-m", "--note", default="", help="Why this run exists (the lab-notebook line)."
         ),
         click.option("--tag", "tags", multiple=True, help="A tag for the task (repeatable)."),
+        click.option(
+            "--outputs",
+            "outputs",
+            multiple=True,
+            metavar="GLOB",
+            help="Output files to bring home besides $OVERNIGHT_OUTPUT_DIR, relative to the "
+            "repository root (repeatable; a folder takes what is in it; ** any folders).",
+        ),
         click.option("--name", default=None, help="A short name for the task."),
         click.option(
             "--max-snapshot-mb",
@@ -92,6 +100,7 @@ def options_from_flags(flags: Mapping[str, Any], config: ClientConfig) -> Snapsh
         allow_secret_files=bool(flags.get("allow_secret_files", False)),
         note=flags.get("note") or "",
         tags=tuple(flags.get("tags") or ()),
+        outputs=(*config.outputs, *(flags.get("outputs") or ())),
         name=flags.get("name"),
         max_snapshot_mb=config.max_snapshot_mb if max_snapshot is None else float(max_snapshot),
         max_untracked_file_mb=(

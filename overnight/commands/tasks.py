@@ -12,19 +12,23 @@ import click
 from overnight.commands.common import (
     echo,
     echo_json,
+    echo_lines,
     json_option,
     print_table,
     redis_option,
     store_for,
     to_jsonable,
 )
+from overnight.commands.outputs import note_lines, summary
 from overnight.commands.reports import live_usage, offer_problem
 from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines, spec_json
 from overnight.errors import CorruptRecord, InvalidTransition, OvernightError, SpecError, UsageError
+from overnight.outputs import manifest
+from overnight.outputs.stores import open_store
 from overnight.queue.agents import AgentRegistry
 from overnight.queue.cancel import cancel_queue, request_cancel
 from overnight.queue.durations import parse_duration, parse_since
-from overnight.queue.gc import collect
+from overnight.queue.gc import collect, collect_outputs
 from overnight.queue.index import Query
 from overnight.queue.logs import LogEntry
 from overnight.queue.reaper import reap_lost
@@ -120,10 +124,17 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
             resources["series"] = store.series(record.id)
         data["spec"] = spec_json(spec, show_secrets=show_secrets) if spec is not None else None
         data["log_bytes"] = store.logs.size(record.id)
+        found = manifest.read(store.redis, record.id)
+        data["outputs"] = {"files": len(found.entries), "bytes": found.total_size,
+                           "notes": {n.path: n.reason for n in found.notes}}  # fmt: skip
         echo_json(data)
         return
     for line in show_lines(record, spec, problem):
         echo(line)
+    found = manifest.read(store.redis, record.id)
+    if found.entries or found.notes or found.refused:
+        echo(f"outputs:      {summary(found)} (overnight outputs {record.id} lists them)")
+        echo_lines(note_lines(found))
     agents = AgentRegistry(store.redis).list()
     now = live_usage(record, agents)
     if now:
@@ -361,12 +372,23 @@ def _print_new(record: TaskRecord, as_json: bool) -> None:
     metavar="DURATION",
     help="Remove tasks that ended this long ago (default: retention_days, 30d).",
 )
+@click.option(
+    "--outputs-older-than",
+    default=None,
+    metavar="DURATION",
+    help="Also remove the output files of tasks that ended this long ago, keeping the tasks.",
+)
 @click.option("--corrupt", is_flag=True, help="Also remove records that cannot be decoded.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @json_option
 @redis_option
 def gc_command(
-    older_than: str | None, corrupt: bool, dry_run: bool, as_json: bool, redis_url: str | None
+    older_than: str | None,
+    outputs_older_than: str | None,
+    corrupt: bool,
+    dry_run: bool,
+    as_json: bool,
+    redis_url: str | None,
 ) -> None:
     """Remove old ended tasks: records, specs, logs, RQ jobs and blobs nothing else uses."""
     config, store = store_for(redis_url)
@@ -375,7 +397,11 @@ def gc_command(
         if older_than
         else config.retention_days * 86400
     )
-    report = collect(store, older_than=age, corrupt=corrupt, dry_run=dry_run)
+    outputs = open_store(config.output_store, store.redis)
+    report = collect(store, older_than=age, corrupt=corrupt, dry_run=dry_run, outputs=outputs)
+    if outputs_older_than:
+        outputs_age = parse_duration(outputs_older_than, what="--outputs-older-than")
+        collect_outputs(store, report, older_than=outputs_age, dry_run=dry_run, outputs=outputs)
     if as_json:
         echo_json(to_jsonable(report))
         return
@@ -383,6 +409,10 @@ def gc_command(
     line = f"{verb} {len(report.tasks)} task(s)"
     if not dry_run:
         line += f" and {report.specs_and_blobs} unused spec/blob key(s)"
+        if report.output_blobs:
+            line += f", {report.output_blobs} output file(s) no task uses"
+    if outputs_older_than:
+        line += f"; the outputs of {len(report.outputs_of)} more"
     if corrupt:
         line += f"; {len(report.corrupt)} corrupt record(s)"
     click.echo(line)

@@ -2,7 +2,8 @@
 
 A task's record, indexes, log, RQ job, heartbeat and flags are deleted; its spec and blobs are
 released and deleted once no remaining task uses them (reference counts, see
-:mod:`overnight.queue.blobs`). Tasks that have not ended are never collected.
+:mod:`overnight.queue.blobs`), and so are its output manifest and the output blobs no other task
+uses (:mod:`overnight.outputs.manifest`). Tasks that have not ended are never collected.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import json
 import time
 from typing import TYPE_CHECKING
 
+from overnight.outputs import manifest
+from overnight.outputs.redisstore import RedisOutputStore
+from overnight.outputs.store import OutputStore
 from overnight.queue import keys, replies
 from overnight.queue.records import TaskRecord, TaskStatus
 
@@ -26,6 +30,8 @@ _CHUNK = 500
 class GcReport:
     tasks: list[str] = dataclasses.field(default_factory=list)  # ids removed (or to be, dry run)
     specs_and_blobs: int = 0  # spec and blob keys deleted
+    output_blobs: int = 0  # output files' blobs deleted (no task uses them now)
+    outputs_of: list[str] = dataclasses.field(default_factory=list)  # kept tasks, outputs gone
     corrupt: list[str] = dataclasses.field(default_factory=list)  # corrupt records removed
 
 
@@ -36,11 +42,14 @@ def collect(
     corrupt: bool = False,
     dry_run: bool = False,
     now: float | None = None,
+    outputs: OutputStore | None = None,
 ) -> GcReport:
     """Remove ended tasks that ended (or were created, if never started) ``older_than`` s ago.
 
     With ``corrupt``, records that cannot be decoded are removed too, whatever their age.
+    Their outputs go from ``outputs`` (default: the Redis output store).
     """
+    outputs = outputs or RedisOutputStore(store.redis)
     cutoff = (time.time() if now is None else now) - older_than
     report = GcReport()
     candidates = (
@@ -57,13 +66,53 @@ def collect(
                     report.corrupt.append(record.id)
                     if not dry_run:
                         _delete_corrupt(store, record.id)
+                        report.output_blobs += _delete_outputs(store, outputs, [record.id])
                 continue
             if record.status.is_final and (record.ended or record.created) < cutoff:
                 doomed.append(record)
         report.tasks.extend(r.id for r in doomed)
         if not dry_run and doomed:
             report.specs_and_blobs += _delete(store, doomed)
+            report.output_blobs += _delete_outputs(store, outputs, [r.id for r in doomed])
     return report
+
+
+def collect_outputs(
+    store: TaskStore,
+    report: GcReport,
+    *,
+    older_than: float,
+    dry_run: bool = False,
+    now: float | None = None,
+    outputs: OutputStore | None = None,
+) -> GcReport:
+    """Remove the outputs of ended tasks older than ``older_than`` s, keeping their records; a
+    note on each says where they went."""
+    outputs = outputs or RedisOutputStore(store.redis)
+    cutoff = (time.time() if now is None else now) - older_than
+    candidates = store.index.ids_older_than(cutoff)
+    for start in range(0, len(candidates), _CHUNK):
+        chunk = candidates[start : start + _CHUNK]
+        ended = [
+            r.id
+            for r in store.get_many(chunk)
+            if r.status.is_final and (r.ended or r.created) < cutoff
+            and store.redis.exists(manifest.entries_key(r.id))
+        ]  # fmt: skip
+        report.outputs_of.extend(ended)
+        if dry_run or not ended:
+            continue
+        report.output_blobs += _delete_outputs(store, outputs, ended)
+        for task_id in ended:
+            manifest.note(store.redis, task_id, "*", "removed by gc --outputs-older-than", 0)
+    return report
+
+
+def _delete_outputs(store: TaskStore, outputs: OutputStore, task_ids: list[str]) -> int:
+    unused = manifest.remove(store.redis, task_ids)
+    for digest in unused:
+        outputs.delete(digest)
+    return len(unused)
 
 
 def _delete(store: TaskStore, records: list[TaskRecord]) -> int:

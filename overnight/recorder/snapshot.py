@@ -21,7 +21,9 @@ from overnight.errors import (
     GitError,
     NoCommitError,
     NotAGitRepoError,
+    OutputGlobError,
     SnapshotError,
+    SpecError,
 )
 from overnight.recorder import bundle, patch
 from overnight.recorder.envvars import record_env
@@ -33,7 +35,14 @@ from overnight.recorder.requirements import find_requirements
 from overnight.recorder.secrets import refuse_secrets_in_patch
 from overnight.recorder.submodules import capture_submodules
 from overnight.recorder.urls import strip_credentials
-from overnight.spec import SUBMODULE_CHANGES_VERSION, BlobRef, RepoState, Snapshot, TaskSpec
+from overnight.spec import (
+    SUBMODULE_CHANGES_VERSION,
+    BlobRef,
+    RepoState,
+    Snapshot,
+    TaskSpec,
+    check_path,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class SnapshotOptions:
     allow_secret_files: bool = False
     note: str = ""
     tags: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()  # globs of output files, relative to the repository root
     name: str | None = None
     max_snapshot_mb: float = 20.0
     max_untracked_file_mb: float = 5.0
@@ -132,12 +142,33 @@ def take_snapshot(
         note=options.note,
         name=options.name,
         tags=tuple(options.tags),
+        outputs=output_globs(options.outputs),
         user=_user(env),
         host=socket.gethostname(),
         created=time.time(),
         version=SUBMODULE_CHANGES_VERSION if sub_changes else 1,
     )
     return Snapshot(spec=spec, blobs=blobs)
+
+
+def output_globs(globs: Sequence[str]) -> tuple[str, ...]:
+    """The ``--outputs`` globs as the spec records them: normalised (no ``./``, no trailing
+    ``/``), each once; raises OutputGlobError for one that could leave the tree."""
+    found: dict[str, None] = {}
+    for glob in globs:
+        parts = [p for p in glob.strip().split("/") if p not in ("", ".")]
+        normal = "/".join(parts)
+        try:
+            check_path(
+                glob.strip()[:1] + normal if glob.strip().startswith("/") else normal, "outputs"
+            )
+        except SpecError as exc:
+            raise OutputGlobError(
+                f"--outputs {glob!r} cannot be collected: {exc}; give a glob relative to the "
+                "repository root, such as checkpoints/*.pt"
+            ) from exc
+        found.setdefault(normal)
+    return tuple(found)
 
 
 def _blob(blobs: dict[str, bytes], data: bytes) -> BlobRef | None:

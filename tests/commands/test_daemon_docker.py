@@ -22,6 +22,7 @@ import redis
 
 from overnight.agent.config import AgentConfig
 from overnight.errors import ExitCode
+from overnight.outputs import manifest
 from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
@@ -95,6 +96,15 @@ def docker_agent(
     """The settings of a docker agent in ``tmp_path`` on the sandbox's names."""
     agent = tmp_path / "agent"
     return agent_config(redis_url, agent, agent / "envs", **sandbox.agent_settings(**fields))
+
+
+def run_burst_agent(config: AgentConfig, tmp_path: Path) -> None:
+    """An agent subprocess that serves its queues until they are empty."""
+    agent = start_agent(config, tmp_path, "--burst")
+    try:
+        assert agent.wait(100) == 0, agent.output()
+    finally:
+        agent.kill()
 
 
 def own_containers(sandbox: DockerSandbox) -> list[object]:
@@ -185,11 +195,7 @@ def test_a_task_cannot_leave_a_setuid_root_program_behind(
     spec = dataclasses.replace(recorded.spec, argv=("sh", "-c", script))
     task = enqueue(store, project, snapshot=Snapshot(spec=spec, blobs=recorded.blobs))
     config = docker_agent(docker_sandbox, redis_url, tmp_path, keep_workspaces=True)
-    agent = start_agent(config, tmp_path, "--burst")
-    try:
-        assert agent.wait(100) == 0, agent.output()
-    finally:
-        agent.kill()
+    run_burst_agent(config, tmp_path)
     kept = config.workspace_path / "tasks" / task.id
     assert (kept / "bash").is_file()  # the copy is there, setuid or not, but never root's
     for path in kept.rglob("*"):
@@ -335,3 +341,29 @@ def test_auto_mode_with_gpus_runs_venvs_when_the_engine_cannot_hand_them_out(
         chosen = make_environment(config, {}, ("0",))
     assert isinstance(chosen, VenvEnvironment)
     assert "cannot hand GPUs to containers" in caplog.text and "tasks run in venvs" in caplog.text
+
+
+def test_a_docker_tasks_outputs_are_collected_from_its_mounted_tree(
+    docker_sandbox: DockerSandbox, redis_url: str, store: TaskStore, tmp_path: Path
+) -> None:
+    """The tree is bind-mounted: the task writes under /workspace as its own uid, and the agent
+    collects the same files on the host side."""
+    project = make_project(tmp_path)
+    recorded = snapshot_of(project)
+    script = (
+        'echo "dir: $OVERNIGHT_OUTPUT_DIR"; echo "0,1.5" > "$OVERNIGHT_OUTPUT_DIR/result.csv"; '
+        "mkdir -p checkpoints && head -c 3000 /dev/urandom > checkpoints/model.bin; exit 2"
+    )
+    spec = dataclasses.replace(recorded.spec, argv=("sh", "-c", script), outputs=("checkpoints",))
+    task = enqueue(store, project, snapshot=Snapshot(spec=spec, blobs=recorded.blobs))
+    config = docker_agent(docker_sandbox, redis_url, tmp_path, keep_workspaces=True)
+    run_burst_agent(config, tmp_path)
+    record = store.get(task.id)
+    assert record.status is TaskStatus.FAILED and record.exit_code == 2, record.error
+    assert printed(store, task.id, "dir: /workspace/outputs")
+    found = manifest.read(store.redis, task.id)
+    assert [e.path for e in found.entries] == ["checkpoints/model.bin", "outputs/result.csv"]
+    kept = config.workspace_path / "tasks" / task.id
+    digest = hashlib.sha256((kept / "checkpoints/model.bin").read_bytes()).hexdigest()
+    assert found.entries[0].digest == digest
+    assert own_containers(docker_sandbox) == []

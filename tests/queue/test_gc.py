@@ -6,8 +6,11 @@ import time
 
 import redis
 
+from overnight.outputs import manifest
+from overnight.outputs.manifest import OutputEntry
+from overnight.outputs.redisstore import RedisOutputStore, blob_key
 from overnight.queue import keys
-from overnight.queue.gc import collect
+from overnight.queue.gc import GcReport, collect, collect_outputs
 from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import Submission, submit, submit_many
@@ -100,3 +103,55 @@ def test_submodule_patches_are_stored_loaded_and_collected_like_the_patch(
     collect(store, older_than=0, now=time.time() + 1)
     for data in (b"top patch", *sub.values()):
         assert not redis_client.exists(keys.blob(hashlib.sha256(data).hexdigest()))
+
+
+def _output(store: TaskStore, task_id: str, path: str, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    blobs = RedisOutputStore(store.redis)
+    if not blobs.exists(digest):
+        blobs.write(digest, [data])
+    entry = OutputEntry(path, digest, len(data), 1.0, 2.0, 0)
+    manifest.record(store.redis, task_id, entry)
+    return digest
+
+
+def test_gc_removes_a_tasks_outputs_and_the_blobs_no_other_task_uses(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    old, kept = (submit(store, make_snapshot(), TaskOptions(queue="gpu")) for _ in range(2))
+    _end(store, old.id)
+    shared = _output(store, old.id, "outputs/model.bin", b"the same checkpoint")
+    _output(store, kept.id, "outputs/model.bin", b"the same checkpoint")
+    lone = _output(store, old.id, "outputs/result.csv", b"only the old task's")
+    manifest.note(redis_client, old.id, "big.bin", "over the cap", 0)
+    report = collect(store, older_than=30 * DAY, now=time.time() + 31 * DAY)
+    assert report.tasks == [old.id]
+    assert report.output_blobs == 1
+    assert not redis_client.exists(blob_key(lone), manifest.entries_key(old.id))
+    assert not redis_client.exists(manifest.notes_key(old.id))
+    assert redis_client.exists(blob_key(shared))  # the kept task still uses it
+    assert manifest.read(redis_client, kept.id).entries[0].digest == shared
+    _end(store, kept.id)
+    collect(store, older_than=30 * DAY, now=time.time() + 31 * DAY)
+    assert not redis_client.exists(blob_key(shared), manifest.users_key(shared))
+
+
+def test_gc_of_outputs_alone_keeps_the_tasks_and_says_where_their_outputs_went(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    old, recent = (submit(store, make_snapshot(), TaskOptions(queue="gpu")) for _ in range(2))
+    _end(store, old.id)
+    _end(store, recent.id)
+    lone = _output(store, old.id, "outputs/model.bin", b"an old checkpoint")
+    fresh = _output(store, recent.id, "outputs/model.bin", b"a recent checkpoint")
+    now = time.time() + 10 * DAY
+    redis_client.zadd(keys.BY_CREATED, {recent.id: now})  # created later than the cutoff
+    dry = collect_outputs(store, GcReport(), older_than=7 * DAY, now=now, dry_run=True)
+    assert dry.outputs_of == [old.id] and redis_client.exists(blob_key(lone))
+    report = collect_outputs(store, GcReport(), older_than=7 * DAY, now=now)
+    assert (report.outputs_of, report.output_blobs) == ([old.id], 1)
+    assert store.get(old.id).status is TaskStatus.FINISHED  # the record stays
+    found = manifest.read(redis_client, old.id)
+    assert found.entries == () and found.notes[0].reason == "removed by gc --outputs-older-than"
+    assert not redis_client.exists(blob_key(lone))
+    assert redis_client.exists(blob_key(fresh))

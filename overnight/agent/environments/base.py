@@ -152,6 +152,11 @@ class Environment(abc.ABC):
         when it starts again under the same name. Default: none outlive their agent."""
         return ()
 
+    def seen_path(self, workspace: Path, relative: str) -> str:
+        """Where a task sees ``relative`` (a path inside its tree at ``workspace`` on the host).
+        Default: the host's path; docker's tasks see their tree where it is mounted."""
+        return str(workspace / relative)
+
     def gpu_problem(self, gpu_id: str) -> str | None:
         """Why this environment cannot hand GPU ``gpu_id`` to a task, or None: it can."""
         return None

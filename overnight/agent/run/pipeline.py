@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from overnight.agent.config import AgentConfig
@@ -25,6 +26,7 @@ from overnight.agent.environments.base import Environment, Prepared, Process, Ru
 from overnight.agent.gpus.hardware import hardware_info
 from overnight.agent.gpus.inventory import FakeInventory, GPUInventory
 from overnight.agent.run.monitor import GPUProbe, GPUSampler, Monitor, Sampler
+from overnight.agent.run.outputs import OUTPUT_DIR, OutputCollector, PeriodicSync
 from overnight.agent.run.supervisor import CANCELED, TIMED_OUT, RunOutcome, supervise
 from overnight.agent.run.task import ActiveTask
 from overnight.agent.service.hostfaults import FaultHold, host_fault
@@ -40,9 +42,11 @@ from overnight.errors import (
     TaskNotFound,
     TaskRunError,
 )
+from overnight.outputs.redisstore import RedisOutputStore
+from overnight.outputs.store import OutputStore
 from overnight.queue.records import ACTIVE_STATUSES, Change, Phase, TaskStatus
 from overnight.queue.store import TaskStore
-from overnight.spec import Snapshot
+from overnight.spec import Snapshot, TaskSpec
 from overnight.units import format_duration
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,7 @@ class Pipeline:
         *,
         agent_name: str,
         inventory: GPUInventory | None = None,
+        outputs: OutputStore | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -97,6 +102,7 @@ class Pipeline:
         self.environment = environment
         self.agent = agent_name
         self.inventory = inventory or FakeInventory()
+        self.outputs = outputs or RedisOutputStore(store.redis)
         self.gpu_probe = GPUProbe(self.inventory, warn=log.warning)
         self.stopping = threading.Event()  # the agent was asked to stop (drain or evict)
         self.hold = FaultHold(config.fault_pause)  # no new tasks for a while after a host fault
@@ -113,6 +119,9 @@ class Pipeline:
             timeout = max(0.0, timeout - (time.time() - record.started))
 
         def watch() -> Ending:
+            snapshot = self._retry(lambda: self.store.load_snapshot(task.task_id))
+            if snapshot is not None:
+                self._collect_outputs(task, self.workspaces.task_dir(task.task_id), snapshot.spec)
             outcome, resources = self._supervise(task, process, timeout)
             return self._ended(task, outcome, {"resources": resources})
 
@@ -143,6 +152,7 @@ class Pipeline:
             workspace = self.workspaces.create(task.task_id, snapshot, say, task.should_stop)
             if task.should_stop():
                 return self._stopped(task, phase)
+            self._collect_outputs(task, workspace, snapshot.spec)
             phase = Phase.ENVIRONMENT
             say(f"[overnight] preparing the {self.environment.name} environment")
             prepared = self.environment.prepare(
@@ -195,6 +205,10 @@ class Pipeline:
         starter = threading.Timer(min(self.config.monitor_interval, FIRST_SAMPLE), monitor.start)
         starter.daemon = True
         starter.start()
+        syncing = None
+        if task.outputs is not None:
+            syncing = PeriodicSync(task.outputs.sync, self.config.output_sync_interval)
+            syncing.start()
         try:
             outcome = supervise(
                 process,
@@ -207,7 +221,25 @@ class Pipeline:
             starter.cancel()
             starter.join()  # a start under way has finished: stop() then sees its thread
             monitor.stop()
+            if syncing is not None:
+                syncing.stop()
         return outcome, monitor.report()
+
+    def _collect_outputs(self, task: ActiveTask, workspace: Path, spec: TaskSpec) -> None:
+        """Make the task's output folder and the collector that syncs it and its globs."""
+        try:
+            (workspace / OUTPUT_DIR).mkdir(exist_ok=True)
+        except OSError as exc:  # a file of that name in the repository
+            task.sink.line(f"[overnight] warning: cannot make the output folder: {exc}")
+        task.outputs = OutputCollector(
+            self.outputs,
+            self.store.redis,
+            task_id=task.task_id,
+            attempt=task.record.attempt,
+            tree=workspace,
+            patterns=spec.outputs,
+            cap_bytes=self.config.output_cap_bytes,
+        )
 
     def _samplers(self, task: ActiveTask, process: Process) -> list[Sampler]:
         samplers = process.samplers()
@@ -288,7 +320,7 @@ class Pipeline:
             extra=extra or {},
         )
 
-    def _request(self, task: ActiveTask, snapshot: Snapshot, workspace: Any) -> RunRequest:
+    def _request(self, task: ActiveTask, snapshot: Snapshot, workspace: Path) -> RunRequest:
         record = task.record
         env = dict(snapshot.spec.env)
         env.update(
@@ -298,6 +330,7 @@ class Pipeline:
             OVERNIGHT_QUEUE=record.options.queue,
             OVERNIGHT_AGENT=self.agent,
             OVERNIGHT_AGENT_PID=str(os.getpid()),
+            OVERNIGHT_OUTPUT_DIR=self.environment.seen_path(workspace, OUTPUT_DIR),
             CUDA_VISIBLE_DEVICES=",".join(task.gpu_ids),
             CUDA_DEVICE_ORDER="PCI_BUS_ID",
         )
@@ -325,6 +358,8 @@ class Pipeline:
     def _record(self, task: ActiveTask, ending: Ending) -> None:
         """Write the ending once Redis answers (logs first), then free the workspace."""
         task.ended.set()  # the run is over: what its heartbeats find is for this write to judge
+        if ending.recorded and task.outputs is not None and task.process is not None:
+            self._store_outputs(task)
         if ending.status.is_final and ending.error:
             where = f" in {ending.phase.value}" if ending.phase is not None else ""
             task.sink.line(f"[overnight] {ending.status.value}{where}: {ending.error}")
@@ -344,6 +379,18 @@ class Pipeline:
             self.workspaces.remove(task.task_id)
         except OSError as exc:
             log.warning("task %s: cannot remove its workspace: %s", task.task_id, exc)
+
+    def _store_outputs(self, task: ActiveTask) -> None:
+        """The last sync of a run's outputs, whatever its ending; its faults are notes."""
+        assert task.outputs is not None
+        report = task.outputs.sync(final=True)
+        if report.stored or report.not_kept:
+            kept = f", {report.not_kept} not kept" if report.not_kept else ""
+            task.sink.line(
+                f"[overnight] outputs: {report.stored} file(s) stored now "
+                f"({report.uploaded} new to the store){kept}; overnight outputs {task.task_id} "
+                "lists them"
+            )
 
     def _write(self, task: ActiveTask, ending: Ending) -> None:
         if ending.status is TaskStatus.QUEUED:

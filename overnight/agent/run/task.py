@@ -10,6 +10,7 @@ import threading
 from overnight.agent.environments.base import Process
 from overnight.agent.run.logsink import LogSink
 from overnight.agent.run.monitor import Monitor
+from overnight.agent.run.outputs import OutputCollector
 from overnight.queue.records import TaskRecord
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class ActiveTask:
     taken_why: str = ""
     process: Process | None = None  # once started
     monitor: Monitor | None = None  # while it runs
+    outputs: OutputCollector | None = None  # once its tree is there
 
     @property
     def task_id(self) -> str:

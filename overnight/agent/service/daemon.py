@@ -39,6 +39,7 @@ from overnight.agent.service.rqworker import AgentWorker
 from overnight.agent.service.windows import Clock, SystemClock, Windows
 from overnight.agent.workspace.remotes import GitCredentials
 from overnight.agent.workspace.workspaces import Workspaces
+from overnight.outputs.stores import open_store
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.connection import connect, persistence_warning
 from overnight.queue.records import TaskRecord, TaskStatus
@@ -351,7 +352,13 @@ def create_daemon(
         registry=AgentRegistry(connection),
         worker=AgentWorker(connection, blocking, name, config.queues, stale_after=config.lost_ttl),
         pipeline=Pipeline(
-            config, store, workspaces, environment, agent_name=name, inventory=inventory
+            config,
+            store,
+            workspaces,
+            environment,
+            agent_name=name,
+            inventory=inventory,
+            outputs=open_store(config.output_store, connection),
         ),
         gpu_ids=gpu_ids,
         inventory=inventory,

@@ -216,6 +216,9 @@ class DockerEnvironment(Environment):
             warnings=warnings,
         )
 
+    def seen_path(self, workspace: Path, relative: str) -> str:
+        return posixpath.join(WORKSPACE, relative)
+
     def run_options(self, prepared: Prepared, request: RunRequest) -> dict[str, Any]:
         """The keyword arguments of ``client.containers.create`` for this task."""
         workdir = posixpath.normpath(request.workdir or ".")

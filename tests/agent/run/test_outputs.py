@@ -1,0 +1,245 @@
+"""A task's outputs through a real agent (real Redis, git, venv, subprocess): stored whatever the
+ending, deduplicated, capped, synced while it runs; and the collector's faults as notes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import pytest
+import redis
+
+from overnight.agent.run.outputs import OUTPUT_DIR, OutputCollector
+from overnight.api import Client
+from overnight.config import ClientConfig
+from overnight.outputs import manifest
+from overnight.outputs.redisstore import RedisOutputStore
+from overnight.queue import replies
+from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.store import TaskStore
+from overnight.queue.submit import submit
+from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+from tests.fixtures.agents import (
+    Background,
+    agent_config,
+    log_text,
+    make_daemon,
+    run_burst,
+    wait_for,
+    wait_status,
+)
+from tests.fixtures.gitrepo import Repo, make_repo
+
+TRAIN = """\
+import os, random, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+def arg(name, default):
+    return args[args.index(name) + 1] if name in args else default
+out = Path(os.environ["OVERNIGHT_OUTPUT_DIR"])
+(out / "result.csv").write_text("epoch,loss\\n0,1.5\\n")
+Path("checkpoints").mkdir(exist_ok=True)
+Path("checkpoints/model.bin").write_bytes(random.Random(int(arg("--seed", "0"))).randbytes(2_500_000))
+if "--link-to" in args:
+    os.symlink(arg("--link-to", ""), out / "leak")
+    os.symlink(os.path.dirname(arg("--link-to", "")), "linked")
+print("written", flush=True)
+if "--wait-for" in args:
+    while not Path(arg("--wait-for", "")).exists():
+        time.sleep(0.05)
+sys.exit(int(arg("--exit", "0")))
+"""
+
+
+def checkpoint(seed: int) -> bytes:
+    return random.Random(seed).randbytes(2_500_000)
+
+
+@pytest.fixture
+def trainer(tmp_path: Path) -> Repo:
+    repo = make_repo(tmp_path, name="trainer")
+    repo.write("train.py", TRAIN)
+    repo.write("requirements.txt", "")
+    repo.commit("train script")
+    repo.push()
+    return repo
+
+
+def _enqueue(
+    store: TaskStore, repo: Repo, *args: str, outputs: tuple[str, ...] = (), **options: object
+) -> str:
+    snap = take_snapshot(repo.path, ["python", "train.py", *args], SnapshotOptions(outputs=outputs))
+    return submit(store, snap, TaskOptions(queue="q", **options)).id  # type: ignore[arg-type]
+
+
+def _client(redis_url: str) -> Client:
+    return Client(config=ClientConfig(redis_url=redis_url))
+
+
+def test_outputs_of_a_failed_run_are_listed_and_pulled_byte_identical(
+    agent_store: TaskStore, trainer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    task = _enqueue(
+        agent_store, trainer, "--seed", "1", "--exit", "3", outputs=("checkpoints/*.bin", "none/*")
+    )
+    run_burst(agent_config(redis_url, tmp_path / "agent", venv_cache))
+    record = agent_store.get(task)
+    assert record.status is TaskStatus.FAILED and record.exit_code == 3  # outputs changed nothing
+    with _client(redis_url) as client:
+        found = client.outputs(task)
+        assert [e.path for e in found.entries] == ["checkpoints/model.bin", "outputs/result.csv"]
+        assert {e.attempt for e in found.entries} == {0}
+        assert [(n.path, n.reason) for n in found.notes] == [
+            ("none/*", "the pattern matched no file")
+        ]
+        report = client.pull(task, to=tmp_path / "home")
+    assert sorted(report.fetched) == ["checkpoints/model.bin", "outputs/result.csv"]
+    assert (tmp_path / "home/checkpoints/model.bin").read_bytes() == checkpoint(1)
+    assert (tmp_path / "home/outputs/result.csv").read_text() == "epoch,loss\n0,1.5\n"
+    assert "[overnight] outputs: 2 file(s) stored now (2 new to the store)" in log_text(
+        agent_store, task
+    )
+
+
+def test_the_same_checkpoint_in_a_second_task_adds_no_blob(
+    agent_store: TaskStore, trainer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    first = _enqueue(agent_store, trainer, "--seed", "2", outputs=("checkpoints",))
+    second = _enqueue(agent_store, trainer, "--seed", "2", outputs=("checkpoints",))
+    run_burst(agent_config(redis_url, tmp_path / "agent", venv_cache))
+    client = agent_store.redis
+    assert len(client.keys("overnight:outblob:*")) == 2  # result.csv and model.bin, once each
+    digest = hashlib.sha256(checkpoint(2)).hexdigest()
+    assert set(replies.texts(client.smembers(manifest.users_key(digest)))) == {first, second}
+    assert "(0 new to the store)" in log_text(agent_store, second)
+
+
+def test_a_file_over_the_cap_is_noted_not_stored(
+    agent_store: TaskStore, trainer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    task = _enqueue(agent_store, trainer, outputs=("checkpoints/model.bin",))
+    run_burst(agent_config(redis_url, tmp_path / "agent", venv_cache, max_output_mb=1.0))
+    assert agent_store.get(task).status is TaskStatus.FINISHED
+    found = manifest.read(agent_store.redis, task)
+    assert [e.path for e in found.entries] == ["outputs/result.csv"]
+    [note] = found.notes
+    assert note.path == "checkpoints/model.bin"
+    assert "max_output_mb" in note.reason and "output_store" in note.reason
+    assert len(agent_store.redis.keys("overnight:outblob:*")) == 1
+
+
+def test_a_periodic_sync_stores_outputs_while_the_task_runs(
+    agent_store: TaskStore, trainer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    release = tmp_path / "release"
+    task = _enqueue(agent_store, trainer, "--wait-for", str(release))
+    config = agent_config(redis_url, tmp_path / "agent", venv_cache, output_sync_interval=0.2)
+    agent = Background(make_daemon(config), burst=True)
+    try:
+        found = wait_for(
+            lambda: manifest.read(agent_store.redis, task).entries, what="a periodic sync"
+        )
+        assert agent_store.get(task).status is TaskStatus.RUNNING
+        assert {e.path for e in found} == {"outputs/result.csv"}
+    finally:
+        release.touch()
+        agent.stop()
+    assert wait_status(agent_store, task, TaskStatus.FINISHED).status is TaskStatus.FINISHED
+
+
+def test_a_timed_out_run_and_one_requeued_by_its_agent_stopping_keep_their_outputs(
+    agent_store: TaskStore, trainer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    never = str(tmp_path / "never")
+    timed_out = _enqueue(agent_store, trainer, "--wait-for", never, timeout=1.0)
+    run_burst(agent_config(redis_url, tmp_path / "agent", venv_cache, grace=0.5))
+    assert agent_store.get(timed_out).status is TaskStatus.FAILED
+    assert [e.path for e in manifest.read(agent_store.redis, timed_out).entries] == [
+        "outputs/result.csv"
+    ]
+    requeued = _enqueue(agent_store, trainer, "--wait-for", never)
+    agent = Background(make_daemon(agent_config(redis_url, tmp_path / "agent", venv_cache)))
+    try:
+        wait_for(lambda: "written" in log_text(agent_store, requeued), what="the outputs")
+    finally:
+        agent.stop(force=True)
+    assert agent_store.get(requeued).status is TaskStatus.QUEUED
+    assert [e.path for e in manifest.read(agent_store.redis, requeued).entries] == [
+        "outputs/result.csv"
+    ]
+
+
+def test_symlinks_out_of_the_tree_are_not_followed(
+    agent_store: TaskStore, trainer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("the agent's secret")
+    task = _enqueue(agent_store, trainer, "--link-to", str(secret), outputs=("linked",))
+    run_burst(agent_config(redis_url, tmp_path / "agent", venv_cache))
+    assert agent_store.get(task).status is TaskStatus.FINISHED
+    found = manifest.read(agent_store.redis, task)
+    assert [e.path for e in found.entries] == ["outputs/result.csv"]
+    assert [n.path for n in found.notes] == ["linked", "outputs/leak"]
+    assert "not followed" in found.notes[1].reason
+
+
+# -- the collector's faults, on a tree of its own ------------------------------------------------
+
+
+def _collector(
+    client: redis.Redis, tree: Path, store: RedisOutputStore | None = None
+) -> OutputCollector:
+    return OutputCollector(
+        store or RedisOutputStore(client),
+        client,
+        task_id="t1",
+        attempt=0,
+        tree=tree,
+        patterns=(),
+        cap_bytes=None,
+    )
+
+
+def test_a_store_that_is_down_is_a_note_and_the_next_sync_retries(
+    redis_url: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    (tmp_path / OUTPUT_DIR).mkdir()
+    (tmp_path / OUTPUT_DIR / "a.txt").write_text("a")
+    down = RedisOutputStore(redis.Redis(port=1, socket_connect_timeout=1))  # nothing listens
+    collector = _collector(client, tmp_path, down)
+    report = collector.sync()
+    assert report.not_kept == 1 and report.stored == 0
+    [note] = manifest.read(client, "t1").notes
+    assert "not stored" in note.reason and "next sync" in note.reason
+    collector.store = RedisOutputStore(client)  # the store is back
+    assert collector.sync().stored == 1
+    found = manifest.read(client, "t1")
+    assert [e.path for e in found.entries] == ["outputs/a.txt"] and not found.notes
+
+
+def test_only_changed_files_are_read_again(redis_url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url)
+    (tmp_path / OUTPUT_DIR).mkdir()
+    (tmp_path / OUTPUT_DIR / "a.txt").write_text("a")
+    (tmp_path / OUTPUT_DIR / "b.txt").write_text("b")
+    collector = _collector(client, tmp_path)
+    assert collector.sync().stored == 2
+    assert collector.sync().stored == 0
+    (tmp_path / OUTPUT_DIR / "b.txt").write_text("bb")
+    os.utime(tmp_path / OUTPUT_DIR / "b.txt", ns=(1, 1))
+    report = collector.sync()
+    assert (report.stored, report.uploaded) == (1, 1)
+
+
+def test_an_unreadable_output_is_a_note(redis_url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url)
+    (tmp_path / OUTPUT_DIR).mkdir()
+    os.mkfifo(tmp_path / OUTPUT_DIR / "pipe")  # not a regular file: skipped, never read
+    (tmp_path / OUTPUT_DIR / "dir.bin").mkdir()
+    report = _collector(client, tmp_path).sync(final=True)
+    assert report.stored == 0
+    assert manifest.read(client, "t1").entries == ()
