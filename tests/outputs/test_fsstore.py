@@ -1,0 +1,222 @@
+"""FsspecOutputStore on a shared folder (file://) and on a real OpenSSH server (sftp://)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from overnight.errors import OutputError
+from overnight.outputs.fsstore import FsspecOutputStore, open_fsspec_store
+from overnight.outputs.store import CHUNK
+from tests.fixtures.services import free_port, missing_service
+from tests.fixtures.sshd import SshServer
+
+BLOB = os.urandom(3 * CHUNK + CHUNK // 2)  # 3.5 MB: four chunks, the last one short
+DIGEST = hashlib.sha256(BLOB).hexdigest()
+
+
+def pieces(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture(params=["file", "sftp"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """The store's folder, as the test sees it on this machine."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def store(kind: str, folder: Path, request: pytest.FixtureRequest) -> FsspecOutputStore:
+    if kind == "file":
+        return FsspecOutputStore(f"file://{folder}")
+    server: SshServer = request.getfixturevalue("sshd")
+    return FsspecOutputStore(server.url(folder))
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``where`` (read-only, tiny): a real filesystem that refuses writes,
+    even root's, which ignores file modes."""
+    where.mkdir(parents=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True
+    )
+    if done.returncode != 0:
+        missing_service(f"cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def test_a_multi_chunk_blob_round_trips(store: FsspecOutputStore, folder: Path) -> None:
+    assert not store.exists(DIGEST)
+    store.write(DIGEST, pieces(BLOB))
+    assert store.exists(DIGEST)
+    chunks = list(store.read(DIGEST))
+    assert b"".join(chunks) == BLOB
+    assert max(len(c) for c in chunks) <= CHUNK
+    assert files_under(folder) == [folder / "blobs" / DIGEST[:2] / DIGEST]
+    store.write(DIGEST, pieces(BLOB))  # the same bytes again: still one blob
+    assert files_under(folder) == [folder / "blobs" / DIGEST[:2] / DIGEST]
+
+
+def test_a_deleted_blob_is_gone_and_deleting_it_again_is_no_error(
+    store: FsspecOutputStore, folder: Path
+) -> None:
+    store.write(DIGEST, [BLOB])
+    store.delete(DIGEST)
+    assert not store.exists(DIGEST)
+    store.delete(DIGEST)
+    with pytest.raises(OutputError, match=f"has no blob {DIGEST}"):
+        store.read(DIGEST)
+    assert files_under(folder) == []
+
+
+def test_bytes_that_do_not_match_the_digest_leave_nothing(
+    store: FsspecOutputStore, folder: Path
+) -> None:
+    with pytest.raises(OutputError, match="changed while it was read") as caught:
+        store.write(DIGEST, pieces(BLOB[:-1] + b"x"))
+    assert "\n" not in str(caught.value)
+    assert not store.exists(DIGEST)
+    assert files_under(folder) == []  # neither the blob nor its temporary file
+
+
+def test_a_file_failing_while_it_is_read_fails_as_itself_and_leaves_nothing(
+    store: FsspecOutputStore, folder: Path
+) -> None:
+    def vanishing() -> Iterator[bytes]:
+        yield BLOB[:CHUNK]
+        raise FileNotFoundError("checkpoints/model.pt vanished")
+
+    with pytest.raises(FileNotFoundError, match="vanished"):
+        store.write(DIGEST, vanishing())
+    assert files_under(folder) == []
+
+
+def test_a_damaged_blob_is_an_error_when_read(store: FsspecOutputStore, folder: Path) -> None:
+    store.write(DIGEST, [BLOB])
+    (folder / "blobs" / DIGEST[:2] / DIGEST).write_bytes(b"someone else's bytes")
+    with pytest.raises(OutputError, match="is damaged"):
+        b"".join(store.read(DIGEST))
+
+
+@pytest.mark.parametrize("digest", ["../../../etc/passwd", DIGEST.upper(), DIGEST[:-1], ""])
+def test_a_name_that_is_not_a_digest_is_refused(store: FsspecOutputStore, digest: str) -> None:
+    for call in (store.exists, store.read, store.delete, lambda d: store.write(d, [b""])):
+        with pytest.raises(OutputError, match="not a sha256 hex digest"):
+            call(digest)
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_for_a_big_blob(store: FsspecOutputStore) -> None:
+    chunk = os.urandom(CHUNK)
+    count = 64
+    hasher = hashlib.sha256()
+    for _ in range(count):
+        hasher.update(chunk)
+    digest = hasher.hexdigest()
+    tracemalloc.start()
+    try:
+        store.write(digest, (chunk for _ in range(count)))
+        _, write_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        total = sum(len(c) for c in store.read(digest))
+        _, read_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == count * CHUNK
+    assert write_peak < 8 * CHUNK, write_peak  # 64 MB went through; a few chunks at most held
+    assert read_peak < 8 * CHUNK, read_peak
+
+
+def test_an_unreachable_sftp_host_is_one_line_without_the_password() -> None:
+    port = free_port()  # nothing listens there
+    store = open_fsspec_store(f"sftp://alice:hunter2@127.0.0.1:{port}/srv/overnight")
+    assert store.url == f"sftp://alice@127.0.0.1:{port}/srv/overnight"
+    with pytest.raises(OutputError) as caught:
+        store.exists(DIGEST)
+    message = str(caught.value)
+    assert message.startswith(f"output store sftp://alice@127.0.0.1:{port}/srv/overnight: ")
+    assert "hunter2" not in message
+    assert "\n" not in message
+
+
+def test_an_sftp_server_with_an_unknown_host_key_is_refused(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    url = sshd.url(tmp_path / "store").replace(str(sshd.known_hosts), str(empty))
+    with pytest.raises(OutputError, match="ssh-keyscan") as caught:
+        open_fsspec_store(url).write(DIGEST, [BLOB])
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "store").exists()
+
+
+def test_an_sftp_server_whose_host_key_changed_is_refused(sshd: SshServer, tmp_path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True
+    )
+    other = (tmp_path / "other.pub").read_text().split()[:2]
+    changed = tmp_path / "known_hosts"
+    changed.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(other)}\n")
+    url = sshd.url(tmp_path / "store").replace(str(sshd.known_hosts), str(changed))
+    with pytest.raises(OutputError, match="BadHostKeyException"):
+        open_fsspec_store(url).exists(DIGEST)
+
+
+def test_an_sftp_store_follows_the_ssh_config(sshd: SshServer, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        "Host storage\n"
+        "  HostName 127.0.0.1\n"
+        f"  Port {sshd.port}\n"
+        f"  User {sshd.user}\n"
+        f"  IdentityFile {sshd.client_key}\n"
+        f"  UserKnownHostsFile {sshd.known_hosts}\n"
+    )
+    store = FsspecOutputStore(f"sftp://storage{tmp_path / 'store'}", home=home)
+    store.write(DIGEST, pieces(BLOB))
+    assert b"".join(store.read(DIGEST)) == BLOB
+
+
+def test_a_read_only_folder_is_one_line_naming_the_store(tmp_path: Path) -> None:
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=1m") as where:
+        store = open_fsspec_store(f"file://{where}/overnight")
+        with pytest.raises(OutputError) as caught:
+            store.write(DIGEST, pieces(BLOB))
+    message = str(caught.value)
+    assert message.startswith(f"output store file://{where}/overnight: cannot store blob ")
+    assert "Read-only file system" in message
+    assert "\n" not in message
+
+
+def test_a_full_store_keeps_no_partial_file(tmp_path: Path) -> None:
+    with mounted_tmpfs(tmp_path / "small", "size=1m") as where:
+        store = open_fsspec_store(f"file://{where}")
+        with pytest.raises(OutputError, match="No space left on device"):
+            store.write(DIGEST, pieces(BLOB))
+        assert not store.exists(DIGEST)
+        assert files_under(where) == []
+        small = os.urandom(1000)
+        store.write(hashlib.sha256(small).hexdigest(), [small])  # the store still works
