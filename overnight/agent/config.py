@@ -16,6 +16,7 @@ from typing import Any
 
 from overnight.config import DEFAULT_REDIS_URL, agent_section, config_path, load_file, resolve
 from overnight.errors import ConfigError
+from overnight.outputs.locations import check_output_store
 
 ENV_MODES = ("auto", "venv", "docker")  # auto: docker when an engine answers, else venv
 
@@ -73,6 +74,9 @@ class AgentConfig:
     docker_build_network: str | None = None  # network of install containers (default: engine's)
     uptime: tuple[str, ...] = ()  # windows when new tasks are taken: "fri 19:00-mon 07:00"
     downtime: tuple[str, ...] = ()  # windows when they are not
+    # where tasks' outputs are stored: unset or "redis" (the queue's Redis), or an URL:
+    # file:///mnt/shared/overnight, sftp://host/path, s3://bucket/prefix (overnight.outputs)
+    output_store: str | None = None
 
     def __post_init__(self) -> None:
         if self.env_mode not in ENV_MODES:
@@ -80,6 +84,7 @@ class AgentConfig:
                 f"env_mode {self.env_mode!r} is not one of {', '.join(ENV_MODES)}; "
                 "pass --env-mode venv, docker or auto"
             )
+        check_output_store(self.output_store)
         if not self.queues:
             raise ConfigError("an agent needs at least one queue; pass --queue NAME")
         if self.max_mirrors < 1:
