@@ -161,6 +161,8 @@ class FsspecOutputStore(OutputStore):
         return f"{self._root}/blobs/{digest[:2]}/{digest}"
 
     def _filesystem(self) -> Any:
+        if self._fs is not None and not getattr(self._fs, "connected", lambda: True)():
+            self._drop()  # the server closed it while the store sat idle between syncs
         if self._fs is None:
             with self._failing("connect"):
                 self._fs = self._connect()
@@ -175,6 +177,11 @@ class FsspecOutputStore(OutputStore):
 
         return fsspec.filesystem(self._scheme, skip_instance_cache=True)
 
+    def _drop(self) -> None:
+        fs, self._fs = self._fs, None
+        with contextlib.suppress(Exception):
+            getattr(fs, "disconnect", lambda: None)()
+
     @contextlib.contextmanager
     def _failing(self, action: str) -> Iterator[None]:
         """Turn the file system's errors into one-line :class:`OutputError`\\ s naming the store."""
@@ -185,8 +192,10 @@ class FsspecOutputStore(OutputStore):
         except ImportError as exc:
             raise self._missing(exc) from exc
         except Exception as exc:
-            if not isinstance(exc, FileNotFoundError):
-                self._fs = None  # a broken connection: the next call makes a new one
+            if not (isinstance(exc, OSError) and exc.errno is not None):
+                # not the store's answer (no space, no access) but perhaps a broken or stuck
+                # connection: the next call makes a new one
+                self._drop()
             raise OutputError(
                 f"output store {self.url}: cannot {action}: {self._cause(exc)}; check that it is "
                 "reachable, writable and has space, or set output_store to another store"

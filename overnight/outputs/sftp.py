@@ -24,6 +24,8 @@ from fsspec.implementations.sftp import SFTPFileSystem
 
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 TIMEOUT = 20.0  # seconds to connect, to see the server's banner and to log in
+IO_TIMEOUT = 120.0  # seconds to wait for any one answer of the server before giving up
+KEEPALIVE = 30  # seconds between keepalives: a connection a firewall dropped is seen as dead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +112,21 @@ class StoreSFTPFileSystem(SFTPFileSystem):  # type: ignore[misc]  # fsspec is un
             banner_timeout=TIMEOUT,
             auth_timeout=TIMEOUT,
         )
+        transport = self.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(KEEPALIVE)
         self.ftp = self.client.open_sftp()
+        channel = self.ftp.get_channel()
+        if channel is not None:
+            channel.settimeout(IO_TIMEOUT)  # a silent server must not hang a sync
+
+    def connected(self) -> bool:
+        """Whether the SSH connection still stands (the server may have closed it since)."""
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def disconnect(self) -> None:
+        self.client.close()
 
 
 def sftp_filesystem(target: SftpTarget) -> StoreSFTPFileSystem:

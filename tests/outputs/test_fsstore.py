@@ -10,6 +10,7 @@ import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from overnight.errors import OutputError
@@ -182,6 +183,22 @@ def test_an_sftp_server_whose_host_key_changed_is_refused(sshd: SshServer, tmp_p
     url = sshd.url(tmp_path / "store").replace(str(sshd.known_hosts), str(changed))
     with pytest.raises(OutputError, match="BadHostKeyException"):
         open_fsspec_store(url).exists(DIGEST)
+
+
+def test_an_sftp_store_connects_again_once_the_server_closed_its_connection(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    store = open_fsspec_store(sshd.url(tmp_path / "store"))
+    store.write(DIGEST, [BLOB])
+    sessions = psutil.Process(sshd.pid).children(recursive=True)
+    assert sessions
+    for session in sessions:  # as a restarted server or a dropped network would
+        session.kill()
+    psutil.wait_procs(sessions, timeout=30)
+    with contextlib.suppress(OutputError):
+        store.exists(DIGEST)  # may be the call that finds the connection broken
+    assert store.exists(DIGEST)
+    assert b"".join(store.read(DIGEST)) == BLOB
 
 
 def test_an_sftp_store_follows_the_ssh_config(sshd: SshServer, tmp_path: Path) -> None:
