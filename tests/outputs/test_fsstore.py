@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -237,3 +238,20 @@ def test_a_full_store_keeps_no_partial_file(tmp_path: Path) -> None:
         assert files_under(where) == []
         small = os.urandom(1000)
         store.write(hashlib.sha256(small).hexdigest(), [small])  # the store still works
+
+
+@pytest.mark.parametrize(
+    ("url", "missing", "extra"),
+    [("file:///srv/overnight", "fsspec", "stores"), ("s3://bucket/prefix", "s3fs", "s3")],
+)
+def test_a_store_without_its_package_names_the_extra_to_install(
+    url: str, missing: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # as on a machine without it
+    with pytest.raises(OutputError, match=rf"pip install 'overnight\[{extra}\]'"):
+        open_fsspec_store(url).exists(DIGEST)
+
+
+def test_a_url_no_store_takes_is_an_output_error() -> None:
+    with pytest.raises(OutputError, match="is not 'redis' or a file://"):
+        open_fsspec_store("ftp://storage/srv")
