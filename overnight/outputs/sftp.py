@@ -25,6 +25,7 @@ from fsspec.implementations.sftp import SFTPFileSystem
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 TIMEOUT = 20.0  # seconds to connect, to see the server's banner and to log in
 IO_TIMEOUT = 120.0  # seconds to wait for any one answer of the server before giving up
+READ_WINDOW = 2 * 1024 * 1024  # bytes asked for at once when reading
 KEEPALIVE = 30  # seconds between keepalives: a connection a firewall dropped is seen as dead
 
 
@@ -89,6 +90,39 @@ class _UnknownHostKey(paramiko.MissingHostKeyPolicy):
         )
 
 
+class PrefetchingReader:
+    """An SFTP file read with each call's requests sent at once (paramiko's ``readv``).
+
+    paramiko's ``read`` waits for each 32 KiB answer before asking for the next: some 6 MB/s
+    even over loopback. Its ``prefetch`` asks for the whole file and buffers what arrives
+    however slowly it is consumed. ``readv`` of a window of two chunks at a time reads six
+    to seven times faster than ``read`` over loopback (40 MB/s; 4 MiB windows, 56 MB/s,
+    held 14 MB at once, paramiko copying each a few times) and keeps memory bounded.
+    """
+
+    def __init__(self, handle: paramiko.SFTPFile) -> None:
+        self._handle = handle
+        self._size = handle.stat().st_size or 0
+        self._position = 0  # of the window's start in the file
+        self._window = b""
+        self._taken = 0  # bytes of the window already read
+
+    def read(self, size: int) -> bytes:
+        if self._taken == len(self._window):
+            self._position += len(self._window)
+            length = min(READ_WINDOW, self._size - self._position)
+            if length <= 0:
+                return b""
+            self._window = b"".join(self._handle.readv([(self._position, length)]))
+            self._taken = 0
+        data = self._window[self._taken : self._taken + size]
+        self._taken += len(data)
+        return data
+
+    def close(self) -> None:
+        self._handle.close()
+
+
 class StoreSFTPFileSystem(SFTPFileSystem):  # type: ignore[misc]  # fsspec is untyped
     """fsspec's SFTP file system, connecting only to hosts whose keys are known."""
 
@@ -119,6 +153,10 @@ class StoreSFTPFileSystem(SFTPFileSystem):  # type: ignore[misc]  # fsspec is un
         channel = self.ftp.get_channel()
         if channel is not None:
             channel.settimeout(IO_TIMEOUT)  # a silent server must not hang a sync
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        handle = super()._open(path, mode, **kwargs)
+        return PrefetchingReader(handle) if mode == "rb" else handle
 
     def connected(self) -> bool:
         """Whether the SSH connection still stands (the server may have closed it since)."""

@@ -80,6 +80,13 @@ def test_a_multi_chunk_blob_round_trips(store: FsspecOutputStore, folder: Path) 
     assert files_under(folder) == [folder / "blobs" / DIGEST[:2] / DIGEST]
 
 
+def test_an_empty_blob_round_trips(store: FsspecOutputStore) -> None:
+    empty = hashlib.sha256(b"").hexdigest()
+    store.write(empty, [])
+    assert store.exists(empty)
+    assert list(store.read(empty)) == []
+
+
 def test_a_deleted_blob_is_gone_and_deleting_it_again_is_no_error(
     store: FsspecOutputStore, folder: Path
 ) -> None:
