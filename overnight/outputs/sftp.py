@@ -57,7 +57,11 @@ def sftp_target(url: str, home: Path) -> SftpTarget:
         config = paramiko.SSHConfig.from_path(str(config_file))
     entry = config.lookup(alias)
     options = dict(parse_qsl(parts.query))
-    keys = [options["key_filename"]] if "key_filename" in options else entry.get("identityfile", [])
+    if "key_filename" in options:
+        keys = [options["key_filename"]]
+    else:  # as ssh does, skip the config's keys that are not there (paramiko would fail on them)
+        found = (Path(k).expanduser() for k in entry.get("identityfile", []))
+        keys = [str(k) for k in found if k.is_file()]
     if "known_hosts" in options:
         known = [Path(options["known_hosts"])]
     elif "userknownhostsfile" in entry:

@@ -217,6 +217,7 @@ def test_an_sftp_store_follows_the_ssh_config(sshd: SshServer, tmp_path: Path) -
         "  HostName 127.0.0.1\n"
         f"  Port {sshd.port}\n"
         f"  User {sshd.user}\n"
+        "  IdentityFile ~/.ssh/id_missing\n"  # ssh skips a key that is not there
         f"  IdentityFile {sshd.client_key}\n"
         f"  UserKnownHostsFile {sshd.known_hosts}\n"
     )
