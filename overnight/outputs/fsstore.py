@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -48,6 +49,7 @@ class FsspecOutputStore(OutputStore):
         self._root = f"{bucket}{unquote(parts.path)}".rstrip("/")
         self._home = home if home is not None else Path.home()  # ~/.ssh for sftp
         self._fs: Any = None
+        self._lock = threading.RLock()
         try:
             import fsspec  # noqa: F401 -- the store's one dependency, checked while opening
         except ImportError as exc:
@@ -70,17 +72,18 @@ class FsspecOutputStore(OutputStore):
         folder = final.rpartition("/")[0]
         temp = f"{folder}/.{digest}.{uuid.uuid4().hex}.part"
         action = f"store blob {digest}"
-        fs = self._filesystem()
-        try:
-            with self._failing(action):
-                fs.makedirs(folder, exist_ok=True)
-            self._write_verified(fs, temp, digest, chunks, action)
-            with self._failing(action):
-                fs.mv(temp, final)
-        except BaseException:
-            with contextlib.suppress(Exception):  # a store that broke may keep a .part file
-                fs.rm(temp)
-            raise
+        with self._lock:  # paramiko: another call would swallow a pipelined write's answers
+            fs = self._filesystem()
+            try:
+                with self._failing(action):
+                    fs.makedirs(folder, exist_ok=True)
+                self._write_verified(fs, temp, digest, chunks, action)
+                with self._failing(action):
+                    fs.mv(temp, final)
+            except BaseException:
+                with contextlib.suppress(Exception):  # a store that broke may keep a .part file
+                    fs.rm(temp)
+                raise
 
     def read(self, digest: str) -> Iterator[bytes]:
         path = self._path(digest)
@@ -146,7 +149,7 @@ class FsspecOutputStore(OutputStore):
                 hasher.update(chunk)
                 yield chunk
         finally:
-            with contextlib.suppress(Exception):
+            with self._lock, contextlib.suppress(Exception):
                 handle.close()
         if hasher.hexdigest() != digest:
             raise OutputError(
@@ -161,12 +164,13 @@ class FsspecOutputStore(OutputStore):
         return f"{self._root}/blobs/{digest[:2]}/{digest}"
 
     def _filesystem(self) -> Any:
-        if self._fs is not None and not getattr(self._fs, "connected", lambda: True)():
-            self._drop()  # the server closed it while the store sat idle between syncs
-        if self._fs is None:
-            with self._failing("connect"):
-                self._fs = self._connect()
-        return self._fs
+        with self._lock:  # tasks' syncs may share the store from their threads
+            if self._fs is not None and not getattr(self._fs, "connected", lambda: True)():
+                self._drop()  # the server closed it while the store sat idle between syncs
+            if self._fs is None:
+                with self._failing("connect"):
+                    self._fs = self._connect()
+            return self._fs
 
     def _connect(self) -> Any:
         if self._scheme == "sftp":
@@ -178,15 +182,21 @@ class FsspecOutputStore(OutputStore):
         return fsspec.filesystem(self._scheme, skip_instance_cache=True)
 
     def _drop(self) -> None:
-        fs, self._fs = self._fs, None
+        with self._lock:
+            fs, self._fs = self._fs, None
         with contextlib.suppress(Exception):
             getattr(fs, "disconnect", lambda: None)()
 
     @contextlib.contextmanager
     def _failing(self, action: str) -> Iterator[None]:
-        """Turn the file system's errors into one-line :class:`OutputError`\\ s naming the store."""
+        """Turn the file system's errors into one-line :class:`OutputError`\\ s naming the store.
+
+        Holds the store's lock: one connection serves one call at a time (paramiko's reads of
+        one SFTP channel from two threads mix their answers up).
+        """
         try:
-            yield
+            with self._lock:
+                yield
         except OutputError:
             raise
         except ImportError as exc:

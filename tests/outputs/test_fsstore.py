@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import os
@@ -263,3 +264,15 @@ def test_a_store_without_its_package_names_the_extra_to_install(
 def test_a_url_no_store_takes_is_an_output_error() -> None:
     with pytest.raises(OutputError, match="is not 'redis' or a file://"):
         open_fsspec_store("ftp://storage/srv")
+
+
+def test_threads_may_share_a_store(store: FsspecOutputStore) -> None:
+    blobs = [os.urandom(CHUNK + i) for i in range(4)]  # as several tasks' syncs at once
+
+    def round_trip(blob: bytes) -> bool:
+        digest = hashlib.sha256(blob).hexdigest()
+        store.write(digest, pieces(blob))
+        return b"".join(store.read(digest)) == blob
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(round_trip, blobs)) == [True] * 4
