@@ -50,6 +50,7 @@ class FsspecOutputStore(OutputStore):
         self._home = home if home is not None else Path.home()  # ~/.ssh for sftp
         self._fs: Any = None
         self._lock = threading.RLock()
+        self._root_seen = False  # its folder was found once: it is not checked again
         try:
             import fsspec  # noqa: F401 -- the store's one dependency, checked while opening
         except ImportError as exc:
@@ -74,6 +75,7 @@ class FsspecOutputStore(OutputStore):
         action = f"store blob {digest}"
         with self._lock:  # paramiko: another call would swallow a pipelined write's answers
             fs = self._filesystem()
+            self._check_root(fs)
             try:
                 with self._failing(action):
                     fs.makedirs(folder, exist_ok=True)
@@ -162,6 +164,26 @@ class FsspecOutputStore(OutputStore):
             # digests come from manifests in Redis, which anyone with queue access can write
             raise OutputError(f"{digest!r} is not a sha256 hex digest; the manifest is damaged")
         return f"{self._root}/blobs/{digest[:2]}/{digest}"
+
+    def _check_root(self, fs: Any) -> None:
+        """Refuse to write when the store's folder is missing, rather than make it: a share
+        that is not mounted would otherwise fill the agent's own disk, out of everyone's sight.
+        """
+        if self._scheme == "s3" or self._root_seen:
+            return  # a bucket's prefix is no folder
+        try:
+            with self._failing("look for its folder"):
+                found = fs.isdir(self._root or "/")
+        except OutputError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
+            found = False
+        if not found:
+            raise OutputError(
+                f"output store {self.url}: its folder {self._root} does not exist (a share "
+                "that is not mounted?); create it once (mkdir -p) or mount the share there"
+            )
+        self._root_seen = True
 
     def _filesystem(self) -> Any:
         with self._lock:  # tasks' syncs may share the store from their threads

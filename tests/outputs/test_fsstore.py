@@ -42,6 +42,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     """The store's folder, as the test sees it on this machine."""
+    (tmp_path / "store").mkdir()
     return tmp_path / "store"
 
 
@@ -197,6 +198,7 @@ def test_an_sftp_server_whose_host_key_changed_is_refused(sshd: SshServer, tmp_p
 def test_an_sftp_store_connects_again_once_the_server_closed_its_connection(
     sshd: SshServer, tmp_path: Path
 ) -> None:
+    (tmp_path / "store").mkdir()
     store = open_fsspec_store(sshd.url(tmp_path / "store"))
     store.write(DIGEST, [BLOB])
     sessions = psutil.Process(sshd.pid).children(recursive=True)
@@ -222,18 +224,36 @@ def test_an_sftp_store_follows_the_ssh_config(sshd: SshServer, tmp_path: Path) -
         f"  IdentityFile {sshd.client_key}\n"
         f"  UserKnownHostsFile {sshd.known_hosts}\n"
     )
+    (tmp_path / "store").mkdir()
     store = FsspecOutputStore(f"sftp://storage{tmp_path / 'store'}", home=home)
     store.write(DIGEST, pieces(BLOB))
     assert b"".join(store.read(DIGEST)) == BLOB
 
 
+def test_a_store_whose_folder_is_missing_is_refused_not_made(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    missing = tmp_path / "mnt" / "shared"  # as a share that is not mounted
+    if kind == "file":
+        store = open_fsspec_store(f"file://{missing}")
+    else:
+        store = open_fsspec_store(request.getfixturevalue("sshd").url(missing))
+    with pytest.raises(OutputError, match=f"its folder {missing} does not exist") as caught:
+        store.write(DIGEST, [BLOB])
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "mnt").exists()
+    missing.mkdir(parents=True)  # once it is there, the store writes
+    store.write(DIGEST, [BLOB])
+    assert store.exists(DIGEST)
+
+
 def test_a_read_only_folder_is_one_line_naming_the_store(tmp_path: Path) -> None:
     with mounted_tmpfs(tmp_path / "ro", "ro,size=1m") as where:
-        store = open_fsspec_store(f"file://{where}/overnight")
+        store = open_fsspec_store(f"file://{where}")
         with pytest.raises(OutputError) as caught:
             store.write(DIGEST, pieces(BLOB))
     message = str(caught.value)
-    assert message.startswith(f"output store file://{where}/overnight: cannot store blob ")
+    assert message.startswith(f"output store file://{where}: cannot store blob ")
     assert "Read-only file system" in message
     assert "\n" not in message
 
