@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from overnight.errors import ConfigError
+from overnight.outputs.locations import check_output_store
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -37,7 +38,12 @@ class ClientConfig:
     default_gpus: int | None = None
     cpu_queues: tuple[str, ...] = ("default", "cpu")
     outputs: tuple[str, ...] = ()  # output globs every enqueued task records, besides --outputs
-    output_store: str | None = None  # where agents keep outputs (default: Redis), for pull and gc
+    # where agents keep outputs, for pull and gc: unset or "redis" (the queue's Redis), or
+    # file:///mnt/shared/overnight, sftp://host/path, s3://bucket/prefix (overnight.outputs)
+    output_store: str | None = None
+
+    def __post_init__(self) -> None:
+        check_output_store(self.output_store)
 
     def gpus_for(self, queue: str) -> int:
         """GPUs a task on ``queue`` asks for when none are named: ``default_gpus`` when set,

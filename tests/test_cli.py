@@ -24,7 +24,19 @@ from tests.fixtures.agents import enqueue
 from tests.fixtures.cli import run_cli, subprocess_env
 from tests.fixtures.gitrepo import Repo
 
-HEAVY = ("docker", "rq", "redis", "rich", "pynvml", "psutil", "git", "yaml", "overnight.agent")
+HEAVY = (
+    "docker",
+    "rq",
+    "redis",
+    "rich",
+    "pynvml",
+    "psutil",
+    "git",
+    "yaml",
+    "overnight.agent",
+    "fsspec",
+    "paramiko",
+)
 
 
 def test_help_runs_as_a_subprocess() -> None:

@@ -65,3 +65,12 @@ def test_gpus_default_from_the_config_file(tmp_path: Path) -> None:
     assert (config.gpus_for("etl"), config.gpus_for("default")) == (0, 1)
     with pytest.raises(ConfigError, match="default_gpus must be 0 or more"):
         ClientConfig(default_gpus=-1).gpus_for("gpu")
+
+
+def test_output_store_comes_from_the_file_and_is_checked(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("output_store: sftp://storage/srv/overnight\n")
+    assert load_client_config({}, {}, cfg).output_store == "sftp://storage/srv/overnight"
+    assert load_client_config({}, {}, tmp_path / "none.yaml").output_store is None
+    with pytest.raises(ConfigError, match="output_store 'ftp://storage/x' is not"):
+        load_client_config({}, {"OVERNIGHT_OUTPUT_STORE": "ftp://storage/x"}, cfg)

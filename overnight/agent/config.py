@@ -16,6 +16,7 @@ from typing import Any
 
 from overnight.config import DEFAULT_REDIS_URL, agent_section, config_path, load_file, resolve
 from overnight.errors import ConfigError
+from overnight.outputs.locations import check_output_store
 
 ENV_MODES = ("auto", "venv", "docker")  # auto: docker when an engine answers, else venv
 
@@ -35,7 +36,9 @@ class AgentConfig:
     cache_dir: str = "~/.cache/overnight/envs"
     spill_dir: str = "~/.cache/overnight/spill"
     keep_workspaces: bool = False
-    output_store: str | None = None  # where tasks' output files go (default: Redis itself)
+    # where tasks' outputs are stored: unset or "redis" (the queue's Redis), or an URL:
+    # file:///mnt/shared/overnight, sftp://host/path, s3://bucket/prefix (overnight.outputs)
+    output_store: str | None = None
     output_sync_interval: float = 300.0  # seconds between syncs of a running task's outputs
     max_output_mb: float = 200.0  # outputs kept per task in the Redis store; past it, notes
     grace: float = 30.0  # seconds between SIGTERM and SIGKILL when a task is stopped
@@ -83,6 +86,7 @@ class AgentConfig:
                 f"env_mode {self.env_mode!r} is not one of {', '.join(ENV_MODES)}; "
                 "pass --env-mode venv, docker or auto"
             )
+        check_output_store(self.output_store)
         if not self.queues:
             raise ConfigError("an agent needs at least one queue; pass --queue NAME")
         if self.max_mirrors < 1:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import redis
 
-from overnight.errors import ConfigError
+from overnight.outputs.fsstore import open_fsspec_store
+from overnight.outputs.locations import REDIS, check_output_store
 from overnight.outputs.redisstore import RedisOutputStore
 from overnight.outputs.store import OutputStore
 
 
 def open_store(url: str | None, redis: redis.Redis) -> OutputStore:
-    """The store the ``output_store`` setting names: Redis itself when unset or ``redis``."""
-    if url is None or url in ("", "redis"):
+    """The store the ``output_store`` setting names: Redis itself when unset or ``redis``, else
+    the fsspec store at that URL (``file://``, ``sftp://``, ``s3://``); a URL of another kind is
+    a :class:`ConfigError` naming the setting."""
+    if url is None or url in ("", REDIS):
         return RedisOutputStore(redis)
-    raise ConfigError(
-        f"output_store {url!r} is not a store this overnight knows; leave it unset (Redis) "
-        "or set it to redis"
-    )
+    check_output_store(url)
+    return open_fsspec_store(url)

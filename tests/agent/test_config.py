@@ -47,3 +47,12 @@ def test_bad_settings_are_one_clear_error(fields: dict[str, object], match: str)
 def test_paths_expand_the_home_directory() -> None:
     config = AgentConfig(workspace_dir="~/ws")
     assert config.workspace_path == Path.home() / "ws"
+
+
+def test_output_store_comes_from_the_agent_section_and_is_checked(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("agent:\n  output_store: file:///mnt/shared/overnight\n")
+    assert load_agent_config({}, {}, cfg).output_store == "file:///mnt/shared/overnight"
+    assert AgentConfig().output_store is None  # outputs stay in Redis
+    with pytest.raises(ConfigError, match="names a host"):
+        load_agent_config({}, {"OVERNIGHT_OUTPUT_STORE": "file://nas/share"}, cfg)

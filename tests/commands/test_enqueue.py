@@ -214,6 +214,6 @@ def test_enqueue_imports_none_of_the_libraries_it_does_not_use(
         check=True,
     )
     assert store.get(proc.stdout.strip()).status is TaskStatus.QUEUED
-    unused = ("rq", "docker", "psutil", "pynvml", "rich", "git")
+    unused = ("rq", "docker", "psutil", "pynvml", "rich", "git", "fsspec", "paramiko")
     loaded = proc.stderr.split()
     assert [m for m in loaded if m.split(".")[0] in unused or m.startswith("overnight.agent")] == []
