@@ -32,13 +32,12 @@ from overnight.agent.environments.docker.build import NOBODY, WORKSPACE, Install
 from overnight.agent.environments.docker.images import EnvImages
 from overnight.agent.environments.docker.process import DockerProcess, resume_point
 from overnight.agent.progress import ProgressLine, StopCheck
-from overnight.agent.run.taskenv import TaskEnv
+from overnight.agent.run.taskenv import BUILD_PREFIXES, TaskEnv
 from overnight.errors import ConfigError, TaskRunError
 from overnight.spec import TaskSpec
 
 CA_PATH = "/etc/overnight/ca-bundle.crt"  # where the agent's CA bundle is mounted
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # Debian's, Ubuntu's, Alpine's
-PASSED = ("PIP_", "UV_")  # the agent's variables that configure installers
 CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 LOG_CONFIG = {"max-size": "100m", "max-file": "5"}  # json-file: the logs API and adoption need it
 NO_GPU_DRIVER = "could not select device driver"  # dockerd without the NVIDIA Container Toolkit
@@ -156,7 +155,7 @@ class DockerEnvironment(Environment):
         """
         host_paths = ("PIP_CONFIG_FILE", "UV_CONFIG_FILE", "PIP_CERT")
         installer_env = {
-            k: v for k, v in environ.items() if k.startswith(PASSED) and k not in host_paths
+            k: v for k, v in environ.items() if k.startswith(BUILD_PREFIXES) and k not in host_paths
         }
         installer_env.update(config.docker_installer_env)
         pip_conf = config.docker_pip_conf or environ.get("PIP_CONFIG_FILE")
