@@ -24,10 +24,8 @@ from typing import Any
 
 import click
 
-from overnight.commands.common import echo_lines
-from overnight.config import load_client_config
+from overnight.commands.common import echo_lines, store_for
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.connection import connect
 from overnight.queue.durations import parse_since
 from overnight.queue.index import Query
 from overnight.queue.reaper import reap_lost
@@ -274,13 +272,6 @@ def top_snapshot(store: TaskStore, registry: AgentRegistry) -> dict[str, Any]:
 # -- commands -----------------------------------------------------------------------------------
 
 
-def _store(redis_url: str | None) -> TaskStore:
-    config = load_client_config({"redis_url": redis_url})
-    store = TaskStore(connect(config.redis_url), log_cap_mb=config.log_cap_mb)
-    reap_lost(store)
-    return store
-
-
 @click.command("top")
 @click.option("-n", "--interval", type=float, default=2.0, show_default=True, help="Seconds.")
 @click.option("--once", is_flag=True, help="Print one view and exit.")
@@ -288,7 +279,7 @@ def _store(redis_url: str | None) -> TaskStore:
 @click.option("--redis-url", help="Redis to read (default: $OVERNIGHT_REDIS_URL or config).")
 def top_command(interval: float, once: bool, as_json: bool, redis_url: str | None) -> None:
     """A live view of agents, their GPUs and running tasks (Ctrl-C to quit)."""
-    store = _store(redis_url)
+    _, store = store_for(redis_url)
     registry = AgentRegistry(store.redis)
     while True:
         view = top_snapshot(store, registry)
@@ -323,7 +314,7 @@ def top_command(interval: float, once: bool, as_json: bool, redis_url: str | Non
 def summary_command(since: str, queue: str | None, as_json: bool, redis_url: str | None) -> None:
     """What ran since a moment: counts by status; per task params, duration, exit, GPU peak."""
     start = parse_since(since)
-    store = _store(redis_url)
+    _, store = store_for(redis_url)
     report = summary_report(tasks_since(store, start, queue=queue), start, time.time())
     if as_json:
         click.echo(json.dumps(report, indent=2))
