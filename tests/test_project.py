@@ -112,10 +112,10 @@ def _install_in(tmp_path: Path) -> tuple[Path, Path]:
     return root, bin_dir
 
 
-def _run_install(root: Path, bin_dir: Path) -> subprocess.CompletedProcess[str]:
+def _run_install(root: Path, bin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = subprocess_env(PATH=str(bin_dir), PIP_NO_INDEX="1")
     return subprocess.run(
-        [shutil.which("bash") or "/bin/bash", str(root / ".ci" / "install")],
+        [shutil.which("bash") or "/bin/bash", str(root / ".ci" / "install"), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -148,6 +148,23 @@ def test_install_asks_apt_for_a_missing_system_package(tmp_path: Path) -> None:
         assert "missing: redis-server; install them (sudo apt-get install redis-server)" in (
             proc.stderr
         )
+
+
+def test_install_docker_wants_the_engine_not_just_a_docker_client(tmp_path: Path) -> None:
+    # Seen on a machine: a docker CLI on PATH and no dockerd; docker.io must still be installed.
+    root, bin_dir = _install_in(tmp_path)
+    (bin_dir / "debootstrap").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "debootstrap").chmod(0o755)
+    proc = _run_install(root, bin_dir, "--docker")
+    assert proc.returncode == 1
+    if os.geteuid() == 0:
+        assert (tmp_path / "apt.log").read_text().splitlines() == [
+            "update -q",
+            "install -y -q --no-install-recommends docker.io",
+        ]
+        assert "still missing after apt-get: docker.io" in proc.stderr
+    else:
+        assert "missing: docker.io; install them (sudo apt-get install docker.io)" in proc.stderr
 
 
 def test_missing_requirements_names_the_absent_and_the_too_old() -> None:
