@@ -124,6 +124,18 @@ def _run_install(root: Path, bin_dir: Path, *args: str) -> subprocess.CompletedP
     )
 
 
+def _assert_asked_for(tmp_path: Path, proc: subprocess.CompletedProcess[str], package: str) -> None:
+    """install asked apt for ``package`` alone (as root) or told the user to (as anyone else)."""
+    if os.geteuid() == 0:
+        assert (tmp_path / "apt.log").read_text().splitlines() == [
+            "update -q",
+            f"install -y -q --no-install-recommends {package}",
+        ]
+        assert f"still missing after apt-get: {package}" in proc.stderr
+    else:
+        assert f"missing: {package}; install them (sudo apt-get install {package})" in proc.stderr
+
+
 def test_install_with_everything_there_installs_nothing(tmp_path: Path) -> None:
     root, bin_dir = _install_in(tmp_path)
     proc = _run_install(root, bin_dir)
@@ -138,16 +150,7 @@ def test_install_asks_apt_for_a_missing_system_package(tmp_path: Path) -> None:
     (bin_dir / "redis-server").unlink()
     proc = _run_install(root, bin_dir)
     assert proc.returncode == 1
-    if os.geteuid() == 0:
-        assert (tmp_path / "apt.log").read_text().splitlines() == [
-            "update -q",
-            "install -y -q --no-install-recommends redis-server",
-        ]
-        assert "still missing after apt-get: redis-server" in proc.stderr
-    else:
-        assert "missing: redis-server; install them (sudo apt-get install redis-server)" in (
-            proc.stderr
-        )
+    _assert_asked_for(tmp_path, proc, "redis-server")
 
 
 def test_install_docker_wants_the_engine_not_just_a_docker_client(tmp_path: Path) -> None:
@@ -157,14 +160,7 @@ def test_install_docker_wants_the_engine_not_just_a_docker_client(tmp_path: Path
     (bin_dir / "debootstrap").chmod(0o755)
     proc = _run_install(root, bin_dir, "--docker")
     assert proc.returncode == 1
-    if os.geteuid() == 0:
-        assert (tmp_path / "apt.log").read_text().splitlines() == [
-            "update -q",
-            "install -y -q --no-install-recommends docker.io",
-        ]
-        assert "still missing after apt-get: docker.io" in proc.stderr
-    else:
-        assert "missing: docker.io; install them (sudo apt-get install docker.io)" in proc.stderr
+    _assert_asked_for(tmp_path, proc, "docker.io")
 
 
 def test_missing_requirements_names_the_absent_and_the_too_old() -> None:
