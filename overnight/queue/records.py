@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from overnight.errors import CorruptRecord
+from overnight.metrics.summary import MetricSummary
 
 
 class TaskStatus(str, enum.Enum):
@@ -76,6 +77,7 @@ class Change:
     extra: Mapping[str, Any] | None = None
     attempt: int | None = None
     name: str | None = None
+    metrics: Mapping[str, MetricSummary] | None = None  # replaces the record's metrics
 
     def __post_init__(self) -> None:
         for field in ("agent", "error", "name"):
@@ -94,6 +96,8 @@ class Change:
             object.__setattr__(self, "phase", Phase(self.phase))
         if self.extra is not None:
             object.__setattr__(self, "extra", dict(_mapping(dict(self.extra))))
+        if self.metrics is not None:
+            object.__setattr__(self, "metrics", _metrics_of(dict(self.metrics)))
 
     def applied(self, record: TaskRecord) -> TaskRecord:
         """``record`` with these fields set."""
@@ -140,6 +144,7 @@ class TaskRecord:
     retry_of: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # hardware, resource peaks...
+    metrics: dict[str, MetricSummary] = dataclasses.field(default_factory=dict)  # name -> summary
 
     def to_json(self) -> str:
         """Compact JSON: fields at their default value are left out (``from_dict`` restores them),
@@ -147,6 +152,8 @@ class TaskRecord:
         data = _without_defaults(self)
         data["options"] = _without_defaults(self.options)
         data["history"] = [_without_defaults(h) for h in self.history]
+        if self.metrics:
+            data["metrics"] = {name: m.to_dict() for name, m in self.metrics.items()}
         return json.dumps(data, separators=(",", ":"), default=_enum_value)
 
     @classmethod
@@ -204,6 +211,10 @@ class TaskRecord:
             retry_of=_opt(data.get("retry_of"), _str),
             notes=list(_strs(data.get("notes", []))),
             extra=_extra(data.get("extra", {})),
+            metrics={
+                _str(name): MetricSummary.from_dict(_mapping(summary))
+                for name, summary in _mapping(data.get("metrics", {})).items()
+            },
         )
 
 
@@ -291,6 +302,17 @@ def _extra(value: Any) -> dict[str, Any]:
         for points in _mapping(report.get("series", {})).values():
             _list(points)
     return extra
+
+
+def _metrics_of(value: Mapping[str, Any]) -> dict[str, MetricSummary]:
+    out = {}
+    for name, summary in value.items():
+        if not isinstance(summary, MetricSummary):
+            raise TypeError(
+                f"metric {name!r}: expected a MetricSummary, got {type(summary).__name__}"
+            )
+        out[_str(name)] = summary
+    return out
 
 
 def _opt_str(value: Any) -> str | None:

@@ -394,6 +394,7 @@ def _changed(
         new = dataclasses.replace(
             new,
             extra={k: v for k, v in old.extra.items() if k not in RUN_EXTRA},
+            metrics={},
             agent=None,
             gpu_ids=(),
             started=None,

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from overnight.errors import CorruptRecord
+from overnight.metrics.summary import MetricSummary
 from overnight.queue.records import Phase, StatusChange, TaskOptions, TaskRecord, TaskStatus
 
 
@@ -73,6 +74,10 @@ def test_json_leaves_defaults_out_and_round_trips() -> None:
         ("extra", {"resources": {"summary": {"cpu_pct": {"peak": "high", "mean": 1}}}}),
         ("extra", {"resources": {"summary": {"cpu_pct": {"mean": 1}}}}),
         ("extra", {"resources": {"off": {"gpu": 5}}}),
+        ("metrics", [["loss", 1]]),
+        ("metrics", {"loss": 0.5}),
+        ("metrics", {"loss": {"last": 0.5, "min": 0.5}}),
+        ("metrics", {"loss": {"last": 0.5, "min": 0.5, "max": "high"}}),
     ],
 )
 def test_wrongly_typed_fields_are_corrupt(field: str, value: object) -> None:
@@ -87,3 +92,15 @@ def test_a_resource_report_as_the_monitor_writes_it_is_kept() -> None:
               "series": {"cpu_pct": [[0.0, 1.0]]}, "off": {"gpu": "no NVIDIA driver"}}  # fmt: skip
     rec = TaskRecord(id="abc", spec_id="s", options=TaskOptions(), extra={"resources": report})
     assert TaskRecord.from_json(rec.to_json()).extra == {"resources": report}
+
+
+def test_metric_summaries_round_trip_compactly() -> None:
+    metrics = {
+        "loss": MetricSummary.first(0.5, step=3).updated(0.25, step=4),
+        "acc": MetricSummary.first(1),
+    }
+    rec = TaskRecord(id="abc", spec_id="s", options=TaskOptions(), metrics=metrics)
+    text = rec.to_json()
+    assert '"acc":{"last":1.0,"min":1.0,"max":1.0,"count":1}' in text
+    assert TaskRecord.from_json(text).metrics == metrics
+    assert "metrics" not in TaskRecord(id="abc", spec_id="s", options=TaskOptions()).to_json()

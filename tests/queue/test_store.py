@@ -10,6 +10,7 @@ from overnight.errors import (
     TaskNotFound,
     UsageError,
 )
+from overnight.metrics.summary import MetricSummary
 from overnight.queue import keys
 from overnight.queue.records import Change, Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
@@ -146,11 +147,16 @@ def test_requeue_starts_a_fresh_attempt(store: TaskStore, redis_client: redis.Re
     redis_client.lpop("rq:queue:gpu")  # an agent took the job
     store.transition(record.id, TaskStatus.PREPARING, Change(agent="a"))
     run = {"resources": {"summary": {}}, "hardware": {"host": "h"}, "environment": {}, "run": {}}
-    store.transition(record.id, TaskStatus.RUNNING, Change(extra={**run, "kept": 1}))
+    metrics = {"loss": MetricSummary.first(0.5, step=3)}
+    running = store.transition(
+        record.id, TaskStatus.RUNNING, Change(extra={**run, "kept": 1}, metrics=metrics)
+    )
+    assert store.get(record.id).metrics == running.metrics == metrics
     again = store.requeue(record.id, at_front=True, note="agent stopping")
     assert again.status is TaskStatus.QUEUED
     assert again.agent is None and again.started is None and again.attempt == 0
     assert again.extra == {"kept": 1}  # the last attempt's report would mislead the next one
+    assert again.metrics == {}
     assert again.history[-1].note == "agent stopping"
     other = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
     store.requeue(other.id)  # already queued: still one entry
