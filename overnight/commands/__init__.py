@@ -69,6 +69,11 @@ COMMANDS: dict[str, dict[str, Entry]] = {
         "top": Entry(
             "reports", "A live view of agents, their GPUs and running tasks (Ctrl-C to quit)."
         ),
+        "compare": Entry(
+            "compare",
+            "Compare runs: their fields side by side, then each one's code as a diff against "
+            "A's.",
+        ),
         "summary": Entry(
             "reports",
             "What ran since a moment: counts by status; per task params, duration, exit, GPU peak.",
