@@ -71,8 +71,7 @@ COMMANDS: dict[str, dict[str, Entry]] = {
         ),
         "compare": Entry(
             "compare",
-            "Compare runs: their fields side by side, then each one's code as a diff against "
-            "A's.",
+            "Compare runs: their fields side by side, then each one's code as a diff against A's.",
         ),
         "summary": Entry(
             "reports",

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from overnight.commands.compare import pair_lines
+from overnight.comparison.codediff import CodeDiff, Commits, FileChange
+from overnight.comparison.report import Pair
 from overnight.errors import ExitCode
 from overnight.metrics.summary import MetricSummary
 from overnight.queue import keys
@@ -16,6 +19,8 @@ from overnight.queue.records import Change, TaskStatus
 from overnight.queue.store import TaskStore
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.tasks import invoke
+
+pytestmark = pytest.mark.slow  # real repos, snapshots and git in every test
 
 BINARY = b"\x00\x01\x02png\xff"
 TRAIN_A = "import sys\nprint('args', sys.argv[1:])\nLAYERS = 2\n"
@@ -280,3 +285,23 @@ def test_a_collected_snapshot_is_named(two_runs: tuple[str, str], store: TaskSto
     result = invoke("compare", a, b)
     assert result.exit_code == ExitCode.QUEUE
     assert f"task {b} cannot be compared" in result.stderr and "gc" in result.stderr
+
+
+def test_diff_lines_are_made_visible_and_colored_only_when_asked() -> None:
+    text = "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\x1b]0;title\x07\n+new\n"
+    code = CodeDiff(
+        "1" * 40, "2" * 40, Commits("3" * 40, "3" * 40), (FileChange("x", None, 1, 1),), text
+    )
+    pair = Pair("aaaa", "bbbb", code, "")
+    plain = list(pair_lines(pair, stat_only=False, color=False))
+    assert (
+        plain[1]
+        == "code of bbbb against aaaa: same commit 3333333; 1 file changed, 1 insertions(+), 1 deletions(-)"
+    )
+    assert plain[2:] == ["diff --git a/x b/x", "--- a/x", "+++ b/x", "@@ -1 +1 @@",
+                         "-old\\x1b]0;title\\x07", "+new"]  # fmt: skip
+    colored = list(pair_lines(pair, stat_only=False, color=True))
+    assert colored[2] == "\x1b[1mdiff --git a/x b/x\x1b[0m"
+    assert colored[3:5] == ["--- a/x", "+++ b/x"]
+    assert colored[6] == "\x1b[31m-old\\x1b]0;title\\x07\x1b[0m"
+    assert colored[7] == "\x1b[32m+new\x1b[0m"
