@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from overnight.api import Client, enqueue, get, pull, snapshot
+    from overnight.api import Client, compare, enqueue, get, pull, snapshot
     from overnight.errors import OvernightError
     from overnight.queue.records import TaskRecord, TaskStatus
     from overnight.spec import Snapshot, TaskSpec
@@ -21,6 +21,7 @@ __all__ = [
     "TaskRecord",
     "TaskSpec",
     "TaskStatus",
+    "compare",
     "enqueue",
     "get",
     "pull",
@@ -32,6 +33,7 @@ _HOMES = {
     "Client": "overnight.api",
     "TaskRecord": "overnight.queue.records",
     "TaskStatus": "overnight.queue.records",
+    "compare": "overnight.api",
     "enqueue": "overnight.api",
     "get": "overnight.api",
     "pull": "overnight.api",

@@ -1,5 +1,5 @@
-"""The Python API for scripts and notebooks: :class:`Client`, and ``enqueue``, ``get`` and
-``snapshot`` for one call each.
+"""The Python API for scripts and notebooks: :class:`Client`, and ``enqueue``, ``get``,
+``compare`` and ``snapshot`` for one call each.
 
 Settings come as for the CLI: arguments > ``OVERNIGHT_*`` environment > config file > defaults.
 
@@ -8,6 +8,7 @@ Settings come as for the CLI: arguments > ``OVERNIGHT_*`` environment > config f
     >>> [task] = client.enqueue("python train.py --lr 0.01", queue="gpu", note="baseline")
     >>> runs = client.enqueue(["python", "train.py"], sweep={"lr": [0.1, 0.01]})
     >>> client.wait([task.id])[0].status
+    >>> print(client.compare(runs[0].id, runs[1].id).pairs[0].code.patch)
     >>> overnight.snapshot("python train.py").spec.repo.commit  # no Redis needed
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from overnight.comparison.report import Comparison, compare_runs
 from overnight.config import ClientConfig, load_client_config
 from overnight.errors import TaskNotFound, WaitTimeout
 from overnight.outputs import manifest
@@ -156,6 +158,26 @@ class Client:
                 self.reap()
                 last_reap = time.monotonic()
 
+    def compare(
+        self,
+        *task_ids: str,
+        stat_only: bool = False,
+        cwd: str | Path | None = None,
+        allow_local_repos: bool = False,
+    ) -> Comparison:
+        """Compare two or more tasks as ``overnight compare`` does: ``.rows`` side by side,
+        ``.pairs`` each run's code (``.code.patch``, ``.code.files``) and requirements against
+        the first's. Commits come from the repository at ``cwd`` (default: here), the runs'
+        bundles or their remote; a remote that is a local path is fetched only with
+        ``allow_local_repos``."""
+        return compare_runs(
+            self.store,
+            task_ids,
+            local_repo=Path(cwd) if cwd is not None else Path.cwd(),
+            allow_local=allow_local_repos,
+            stat_only=stat_only,
+        )
+
     def logs(self, task_id: str, *, tail: int | None = None) -> list[str]:
         """The task's output lines so far (the last ``tail`` of them when given)."""
         task_id = self.store.resolve(task_id)
@@ -227,6 +249,12 @@ def pull(task_id: str, *, to: str | Path | None = None, redis_url: str | None = 
     """:meth:`Client.pull` on a client of its own: a task's outputs, downloaded."""
     with Client(redis_url) as client:
         return client.pull(task_id, to=to)
+
+
+def compare(*task_ids: str, stat_only: bool = False, redis_url: str | None = None) -> Comparison:
+    """:meth:`Client.compare` on a client of its own: the first task against each other."""
+    with Client(redis_url) as client:
+        return client.compare(*task_ids, stat_only=stat_only)
 
 
 def get(task_id: str, *, redis_url: str | None = None) -> TaskRecord:

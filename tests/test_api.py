@@ -146,3 +146,21 @@ def test_outputs_setting_reaches_the_spec_and_pull_is_exported(
     report = overnight.pull(task.id, to=tmp_path / "home", redis_url=redis_url)
     assert (report.fetched, report.failed) == ([], [])
     assert "pull" in overnight.__all__
+
+
+@pytest.mark.slow
+def test_compare_two_runs(
+    repo: Repo, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [a] = overnight.enqueue("python train.py --lr 0.1", cwd=repo.path, redis_url=redis_url)
+    repo.write("extra.py", "X = 1\n")
+    [b] = overnight.enqueue("python train.py --lr 0.2", cwd=repo.path, redis_url=redis_url)
+    monkeypatch.chdir(repo.path)  # the commit is here: nothing is fetched
+    found = overnight.compare(a.id, b.id, redis_url=redis_url)
+    [pair] = found.pairs
+    assert [f.path for f in pair.code.files] == ["extra.py"]
+    assert pair.code.patch.endswith("--- /dev/null\n+++ b/extra.py\n@@ -0,0 +1 @@\n+X = 1\n")
+    assert [r.values for r in found.rows if r.field == "lr"] == [("0.1", "0.2")]
+    with overnight.Client(redis_url) as client:  # tmp_path: no repository, the origin is fetched
+        again = client.compare(a.id, b.id, cwd=tmp_path, allow_local_repos=True, stat_only=True)
+    assert again.pairs[0].code.patch == "" and again.pairs[0].code.files == pair.code.files

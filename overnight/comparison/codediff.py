@@ -24,9 +24,11 @@ from overnight.recorder.gitrepo import Git
 from overnight.recorder.urls import is_network_url, strip_credentials
 from overnight.spec import Snapshot
 
-_DIFF_ARGS = (*(arg for arg in patch.DIFF_ARGS if arg not in ("-p", "--binary")), "--numstat", "-z")
+_PATCH_ARGS = (*(a for a in patch.DIFF_ARGS if a != "--binary"), "--numstat", "-z")
 """The recorder's diff options (:mod:`overnight.recorder.patch`) with a listing of the files
 and without ``--binary``: a binary file's change is one ``Binary files ... differ`` line."""
+_STAT_ARGS = tuple(a for a in _PATCH_ARGS if a != "-p" and not a.startswith("--unified"))
+"""The listing alone (``-U`` too asks for the patch)."""
 
 _FETCH_REFS = ("+refs/heads/*:refs/fetched/heads/*", "+refs/tags/*:refs/fetched/tags/*")
 _MAX_COMMITS = 20  # subjects listed of the commits one tree has and the other lacks
@@ -136,8 +138,7 @@ class TreeBuilder:
             commits = self._commits(commits)
         if old_tree == new_tree:
             return CodeDiff(old_tree, new_tree, commits)
-        args = _DIFF_ARGS if stat_only else (*_DIFF_ARGS, "-p")
-        out = self.git.run(*args, old_tree, new_tree)
+        out = self.git.run(*(_STAT_ARGS if stat_only else _PATCH_ARGS), old_tree, new_tree)
         files, text = _parse(out)
         return CodeDiff(old_tree, new_tree, commits, files, text.decode("utf-8", "replace"))
 
