@@ -103,10 +103,12 @@ def _headline(code: CodeDiff) -> str:
     commits = code.commits
     parts = []
     if commits.old != commits.new:
-        parts.append(
-            f"commit {commits.old[:7]} -> {commits.new[:7]} "
-            f"({commits.ahead} ahead, {commits.behind} behind)"
+        counts = (
+            "history not available"
+            if commits.ahead is None
+            else f"{commits.ahead} ahead, {commits.behind} behind"
         )
+        parts.append(f"commit {commits.old[:7]} -> {commits.new[:7]} ({counts})")
     else:
         parts.append(f"same commit {commits.old[:7]}")
     if not code.changed:

@@ -54,8 +54,8 @@ class Commits:
 
     old: str
     new: str
-    behind: int = 0  # commits of ``old`` that ``new`` lacks
-    ahead: int = 0  # commits of ``new`` that ``old`` lacks
+    behind: int | None = 0  # commits of ``old`` that ``new`` lacks; None: history not here
+    ahead: int | None = 0  # commits of ``new`` that ``old`` lacks (a shallow clone lent them)
     subjects: tuple[str, ...] = ()  # "abc1234 subject" of the newest ahead commits
 
 
@@ -222,10 +222,16 @@ class TreeBuilder:
 
     def _commits(self, commits: Commits) -> Commits:
         span = f"{commits.old}...{commits.new}"
-        counts = self.git.text("rev-list", "--left-right", "--count", span).split()
-        log = self.git.text(
-            "log", f"--max-count={_MAX_COMMITS}", "--format=%h %s", f"{commits.old}..{commits.new}"
-        )
+        try:
+            counts = self.git.text("rev-list", "--left-right", "--count", span).split()
+            log = self.git.text(
+                "log",
+                f"--max-count={_MAX_COMMITS}",
+                "--format=%h %s",
+                f"{commits.old}..{commits.new}",
+            )
+        except GitError:  # their history is cut (a shallow clone): the trees still compare
+            return dataclasses.replace(commits, behind=None, ahead=None)
         return dataclasses.replace(
             commits,
             behind=int(counts[0]),

@@ -65,6 +65,9 @@ def compare_runs(
     if len(task_ids) < 2:
         raise UsageError("compare needs at least two tasks: overnight compare A B [C ...]")
     ids = tuple(store.resolve(task_id) for task_id in task_ids)
+    twice = sorted({task_id for task_id in ids if ids.count(task_id) > 1})
+    if twice:
+        raise UsageError(f"task {twice[0]} is named twice; compare different tasks")
     loaded = [_load(store, task_id) for task_id in ids]
     runs = tuple(Run(record, snap.spec) for record, snap in loaded)
     base = loaded[0][1]

@@ -12,7 +12,7 @@ from overnight.comparison.codediff import FileChange, TreeBuilder
 from overnight.errors import LocalRepoError, ReconstructError
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
-from tests.fixtures.gitrepo import Repo, make_repo
+from tests.fixtures.gitrepo import Repo, git, make_repo
 
 pytestmark = pytest.mark.slow  # real repos, snapshots and git in every test
 
@@ -137,3 +137,26 @@ def test_the_throwaway_repository_is_removed(repo: Repo) -> None:
     assert folder.is_dir()
     trees.close()
     assert not folder.exists()
+
+
+def test_a_shallow_clone_lends_its_commits_without_their_history(
+    repo: Repo, tmp_path: Path
+) -> None:
+    repo.git("checkout", "-q", "-b", "side")
+    repo.write("side.txt", "side\n")
+    repo.commit("side")
+    a = snap(repo)
+    repo.git("push", "-q", "origin", "side")
+    repo.git("checkout", "-q", "main")
+    repo.write("main.txt", "main\n")
+    repo.commit("main")
+    repo.push()
+    b = snap(repo)
+    shallow = tmp_path / "shallow"
+    url = f"file://{repo.origin}"
+    git(tmp_path, "clone", "-q", "--depth", "1", "--no-single-branch", url, str(shallow))
+    with TreeBuilder(local_repo=shallow) as trees:
+        diff = trees.diff(a, b, IDS)
+        assert trees.fetches == 0
+    assert (diff.commits.ahead, diff.commits.behind) == (None, None)
+    assert [f.path for f in diff.files] == ["main.txt", "side.txt"]

@@ -38,6 +38,10 @@ def test_requirements_from_files_outside_the_diff_get_their_own_diff(
     ]
 
 
-def test_one_task_is_not_a_comparison(store: TaskStore) -> None:
+def test_one_task_is_not_a_comparison(repo: Repo, redis_url: str, store: TaskStore) -> None:
     with pytest.raises(UsageError, match="at least two tasks"):
         compare_runs(store, ["abc"])
+    with Client(redis_url) as client:
+        [task] = client.enqueue("python train.py", cwd=repo.path)
+    with pytest.raises(UsageError, match=f"task {task.id} is named twice"):
+        compare_runs(store, [task.id, task.id[:6]])
