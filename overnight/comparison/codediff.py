@@ -95,9 +95,13 @@ class TreeBuilder:
         self._dir = Path(self._tmp.name)
         repo = self._dir / "repo.git"
         self.git = Git(self._dir, extra_env={"GIT_CEILING_DIRECTORIES": str(self._dir)})
-        self.git.run("init", "--quiet", "--bare", str(repo))
+        try:
+            self.git.run("init", "--quiet", "--bare", str(repo))
+            borrowed = _objects_of(local_repo) if local_repo is not None else None
+        except BaseException:
+            self.close()
+            raise
         self.git = self.git.at(repo)
-        borrowed = _objects_of(local_repo) if local_repo is not None else None
         if borrowed is not None:
             (repo / "objects" / "info" / "alternates").write_text(f"{borrowed}\n")
         self.allow_local = allow_local
