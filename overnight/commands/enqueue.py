@@ -11,6 +11,7 @@ import click
 
 from overnight.commands.common import echo_json, json_option, load_config, redis_option
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
+from overnight.commands.trailing import TrailingCommand
 from overnight.commands.views import record_json
 from overnight.config import ClientConfig
 from overnight.errors import UsageError
@@ -25,7 +26,8 @@ from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 
 @click.command(
     "enqueue",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    cls=TrailingCommand,
+    context_settings={"allow_interspersed_args": False},
     epilog=IGNORED_NOTE,
 )
 @click.option("-q", "--queue", default=None, help="Queue to put the task on (default: default).")

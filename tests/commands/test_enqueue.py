@@ -84,6 +84,22 @@ def test_bad_input_is_one_clear_line(
     assert store.index.count() == 0
 
 
+def test_unknown_options_before_the_command_are_refused(cli_env: Repo, store: TaskStore) -> None:
+    result = invoke("enqueue", "--gpu", "0", "-q", "gpu", "-m", "typo", "--", "python", "train.py")
+    assert result.exit_code == ExitCode.USAGE
+    [line] = result.stderr.strip().splitlines()
+    assert "unknown option --gpu (did you mean --gpus?)" in line and "after --" in line
+    assert (
+        "unknown option -gpu (did you mean --gpus?)"
+        in invoke("enqueue", "-gpu", "0", "--", "python", "train.py").stderr
+    )
+    assert store.index.count() == 0
+    passed = invoke("enqueue", "-q", "gpu", "--", "python", "train.py", "--gpu", "0", "--", "-x")
+    assert passed.exit_code == 0, passed.output
+    argv = ("python", "train.py", "--gpu", "0", "--", "-x")
+    assert store.get(passed.stdout.strip()).argv == argv
+
+
 def test_command_without_dashes_and_empty_command(cli_env: Repo, store: TaskStore) -> None:
     result = invoke("enqueue", "-q", "gpu", "python", "train.py", "--gpus", "3")
     assert result.exit_code == 0, result.output
