@@ -10,6 +10,7 @@ from collections.abc import Callable
 import click
 
 from overnight.commands.common import (
+    add_param_option,
     echo,
     echo_json,
     echo_lines,
@@ -312,7 +313,14 @@ def retry_command(
 
 @click.command("clone")
 @click.argument("task_id", metavar="ID")
-@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="Change a param.")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change a param of the command (repeatable); a bare flag takes true or false.",
+)
+@add_param_option
 @_NEW_QUEUE
 @_NEW_GPUS
 @json_option
@@ -320,12 +328,16 @@ def retry_command(
 def clone_command(
     task_id: str,
     settings: tuple[str, ...],
+    add_param: bool,
     queue: str | None,
     gpus: int | None,
     as_json: bool,
     redis_url: str | None,
 ) -> None:
     """Enqueue a copy of a task with params changed in its command; prints the new id.
+
+    A --set name must be a param the task's command gives (an option or a NAME=VALUE word,
+    - and _ alike), else --add-param adds it.
 
     \b
     overnight clone 3f9a --set lr=0.003 --set epochs=20 -q gpu
@@ -341,7 +353,7 @@ def clone_command(
     record = store.get(store.resolve(task_id))
     argv = record.argv
     for name, value in changes:
-        argv = set_param(argv, name, value)
+        argv = set_param(argv, name, value, add=add_param)
     options = _new_options(record, queue, gpus)
     sub = Submission(store.recorded_snapshot(record.id), options, argv=argv, name=record.name)
     _print_new(submit_many(store, [sub])[0], as_json)

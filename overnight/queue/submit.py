@@ -12,7 +12,7 @@ import collections
 import dataclasses
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.client import Pipeline
@@ -26,7 +26,7 @@ from overnight.queue.index import TaskIndex
 from overnight.queue.records import StatusChange, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.sweeps import Sweep, expand
-from overnight.recorder.params import parse_params
+from overnight.recorder.params import Param, parse_params
 from overnight.spec import Snapshot
 
 INLINE_BLOB_BYTES = 256 * 1024
@@ -74,11 +74,14 @@ def submit_sweep(
     sweeps: Sequence[Sweep] = (),
     *,
     name: str | None = None,
+    declared: Iterable[Param] = (),
+    add_params: bool = False,
 ) -> list[TaskRecord]:
-    """One task, or one per combination of the sweeps' values, all sharing ``snapshot``."""
+    """One task, or one per combination of the sweeps' values, all sharing ``snapshot``;
+    ``declared`` and ``add_params`` say which names a sweep may set (:func:`expand`)."""
     if not sweeps:
         return submit_many(store, [Submission(snapshot, options, name=name)])
-    variants = expand(snapshot.spec.argv, sweeps)
+    variants = expand(snapshot.spec.argv, sweeps, declared=declared, add=add_params)
     return submit_many(
         store, [Submission(snapshot, options, argv=argv, name=name) for argv, _ in variants]
     )

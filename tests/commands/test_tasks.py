@@ -266,8 +266,9 @@ def test_show_says_what_a_task_ran_on_and_in(cli_env: Repo, store: TaskStore) ->
 def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
     first = _task(store)
     result = invoke(
-        "clone", first, "--set", "lr=0.003", "--set", "epochs=20", "--set", "amp=1", "-q", "gpu"
-    )
+        "clone", first, "--set", "lr=0.003", "--set", "epochs=20", "--set", "amp=1",
+        "--add-param", "-q", "gpu",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     clone = store.get(result.stdout.strip())
     assert clone.argv == ("python", "train.py", "--lr", "0.003", "--epochs=20", "--amp", "1")
@@ -282,6 +283,25 @@ def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
     )
     bad = invoke("clone", first, "--set", "lr")
     assert bad.exit_code == ExitCode.USAGE and "NAME=VALUE" in bad.stderr
+
+
+def test_clone_refuses_names_the_command_lacks(cli_env: Repo, store: TaskStore) -> None:
+    first = _task(store)
+    bad = invoke("clone", first, "--set", "epoch=20")
+    assert bad.exit_code == ExitCode.USAGE and store.index.count() == 1
+    [line] = bad.stderr.strip().splitlines()
+    assert "--set epoch: the command has no option epoch (closest: --epochs)" in line
+
+
+def test_clone_sets_bare_flags_and_hydra_words(cli_env: Repo, store: TaskStore) -> None:
+    argv = ("python", "train.py", "--amp", "model.depth=3")
+    first = submit(store, make_snapshot(argv), TaskOptions()).id
+    result = invoke("clone", first, "--set", "amp=false", "--set", "model.depth=4")
+    assert result.exit_code == 0, result.output
+    assert store.get(result.stdout.strip()).argv == ("python", "train.py", "model.depth=4")
+    refused = invoke("clone", first, "--set", "amp=0")
+    assert refused.exit_code == ExitCode.USAGE
+    assert "--amp is a bare flag" in refused.stderr and "amp=false" in refused.stderr
 
 
 def test_gc(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
