@@ -44,6 +44,9 @@ class Submission:
     argv: tuple[str, ...] | None = None  # None: the recorded argv
     name: str | None = None  # None: the recorded name
     retry_of: str | None = None
+    clone_of: str | None = None
+    note: str | None = None  # None: the recorded note
+    tags: tuple[str, ...] | None = None  # None: the recorded tags
 
 
 def check_options(options: TaskOptions) -> None:
@@ -121,8 +124,10 @@ def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[Tas
                 name=sub.name if sub.name is not None else spec.name,
                 argv=argv,
                 params=params,
-                tags=spec.tags,
+                tags=sub.tags if sub.tags is not None else spec.tags,
                 retry_of=sub.retry_of,
+                clone_of=sub.clone_of,
+                note=sub.note,
             )
         )
     inline = {sha: data for sha, data in blobs.items() if len(data) <= INLINE_BLOB_BYTES}
@@ -159,6 +164,8 @@ def _queue_record(store: TaskStore, pipe: Pipeline, record: TaskRecord, finished
         note = "waiting for " + ", ".join(pending)
     elif record.retry_of:
         note = f"retry of {record.retry_of}"
+    elif record.clone_of:
+        note = f"clone of {record.clone_of}"
     else:
         note = ""
     record.history = [StatusChange(record.status, record.created, note)]

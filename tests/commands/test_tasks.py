@@ -12,6 +12,7 @@ import redis
 from overnight.commands.views import LS_HEADERS, when
 from overnight.errors import ExitCode
 from overnight.queue import keys
+from overnight.queue.index import Query
 from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
@@ -302,6 +303,25 @@ def test_clone_sets_bare_flags_and_hydra_words(cli_env: Repo, store: TaskStore) 
     refused = invoke("clone", first, "--set", "amp=0")
     assert refused.exit_code == ExitCode.USAGE
     assert "--amp is a bare flag" in refused.stderr and "amp=false" in refused.stderr
+
+
+def test_clone_records_its_origin_note_and_tags(cli_env: Repo, store: TaskStore) -> None:
+    first = submit(store, make_snapshot(note="baseline", tags=("abl",)), TaskOptions()).id
+    result = invoke("clone", first, "-m", "longer warmup", "--tag", "warm", "--tag", "abl")
+    assert result.exit_code == 0, result.output
+    clone = store.get(result.stdout.strip())
+    assert (clone.clone_of, clone.note, clone.tags) == (first, "longer warmup", ("abl", "warm"))
+    assert clone.history[0].note == f"clone of {first}"
+    shown = invoke("show", clone.id).stdout
+    assert f"clone of:     {first}" in shown and "note:         longer warmup" in shown
+    assert "tags:         abl warm" in shown
+    assert [r.id for r in store.find(Query(tag="warm"))] == [clone.id]
+    again = store.get(invoke("clone", clone.id).stdout.strip())
+    assert (again.clone_of, again.note, again.tags) == (clone.id, "longer warmup", clone.tags)
+    assert "note:         baseline" in invoke("show", first).stdout
+    store.transition(clone.id, TaskStatus.CANCELED)
+    retry = store.get(invoke("retry", clone.id).stdout.strip())
+    assert (retry.retry_of, retry.note, retry.tags) == (clone.id, "longer warmup", clone.tags)
 
 
 def test_gc(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
