@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from overnight.commands.trailing import TrailingCommand
 from overnight.config import ClientConfig, load_client_config
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
@@ -150,7 +151,8 @@ def _blob_line(size: int, kind: str) -> str:
 
 @click.command(
     "snapshot",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    cls=TrailingCommand,
+    context_settings={"allow_interspersed_args": False},
     epilog=IGNORED_NOTE,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON (blobs inlined).")

@@ -132,10 +132,11 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
                 f"{spec.requirements.source}, {len(spec.requirements.text.splitlines())} lines",
             )
         )
-        if spec.note:
-            rows.append(("note", spec.note))
-        if spec.tags:
-            rows.append(("tags", " ".join(spec.tags)))
+        note = spec.note if record.note is None else record.note
+        if note:
+            rows.append(("note", note))
+        if record.tags:
+            rows.append(("tags", " ".join(record.tags)))
         if spec.env:
             rows.append(("env", " ".join(sorted(spec.env))))
         rows.append(("recorded", f"{when(spec.created)} by {spec.user or '?'}@{spec.host or '?'}"))
@@ -158,6 +159,8 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
         rows.append(("attempt", f"{record.attempt + 1} of {options.retries + 1}"))
     if record.retry_of:
         rows.append(("retry of", record.retry_of))
+    if record.clone_of:
+        rows.append(("clone of", record.clone_of))
     rows.extend(_run_rows(record.extra))
     width = max(len(k) for k, _ in rows) + 2
     lines = [f"{k + ':':<{width}}{v}" for k, v in rows]

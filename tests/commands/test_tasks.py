@@ -12,6 +12,7 @@ import redis
 from overnight.commands.views import LS_HEADERS, when
 from overnight.errors import ExitCode
 from overnight.queue import keys
+from overnight.queue.index import Query
 from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
@@ -266,8 +267,9 @@ def test_show_says_what_a_task_ran_on_and_in(cli_env: Repo, store: TaskStore) ->
 def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
     first = _task(store)
     result = invoke(
-        "clone", first, "--set", "lr=0.003", "--set", "epochs=20", "--set", "amp=1", "-q", "gpu"
-    )
+        "clone", first, "--set", "lr=0.003", "--set", "epochs=20", "--set", "amp=1",
+        "--add-param", "-q", "gpu",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     clone = store.get(result.stdout.strip())
     assert clone.argv == ("python", "train.py", "--lr", "0.003", "--epochs=20", "--amp", "1")
@@ -282,6 +284,44 @@ def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
     )
     bad = invoke("clone", first, "--set", "lr")
     assert bad.exit_code == ExitCode.USAGE and "NAME=VALUE" in bad.stderr
+
+
+def test_clone_refuses_names_the_command_lacks(cli_env: Repo, store: TaskStore) -> None:
+    first = _task(store)
+    bad = invoke("clone", first, "--set", "epoch=20")
+    assert bad.exit_code == ExitCode.USAGE and store.index.count() == 1
+    [line] = bad.stderr.strip().splitlines()
+    assert "--set epoch: the command has no option epoch (closest: --epochs)" in line
+
+
+def test_clone_sets_bare_flags_and_hydra_words(cli_env: Repo, store: TaskStore) -> None:
+    argv = ("python", "train.py", "--amp", "model.depth=3")
+    first = submit(store, make_snapshot(argv), TaskOptions()).id
+    result = invoke("clone", first, "--set", "amp=false", "--set", "model.depth=4")
+    assert result.exit_code == 0, result.output
+    assert store.get(result.stdout.strip()).argv == ("python", "train.py", "model.depth=4")
+    refused = invoke("clone", first, "--set", "amp=0")
+    assert refused.exit_code == ExitCode.USAGE
+    assert "--amp is a bare flag" in refused.stderr and "amp=false" in refused.stderr
+
+
+def test_clone_records_its_origin_note_and_tags(cli_env: Repo, store: TaskStore) -> None:
+    first = submit(store, make_snapshot(note="baseline", tags=("abl",)), TaskOptions()).id
+    result = invoke("clone", first, "-m", "longer warmup", "--tag", "warm", "--tag", "abl")
+    assert result.exit_code == 0, result.output
+    clone = store.get(result.stdout.strip())
+    assert (clone.clone_of, clone.note, clone.tags) == (first, "longer warmup", ("abl", "warm"))
+    assert clone.history[0].note == f"clone of {first}"
+    shown = invoke("show", clone.id).stdout
+    assert f"clone of:     {first}" in shown and "note:         longer warmup" in shown
+    assert "tags:         abl warm" in shown
+    assert [r.id for r in store.find(Query(tag="warm"))] == [clone.id]
+    again = store.get(invoke("clone", clone.id).stdout.strip())
+    assert (again.clone_of, again.note, again.tags) == (clone.id, "longer warmup", clone.tags)
+    assert "note:         baseline" in invoke("show", first).stdout
+    store.transition(clone.id, TaskStatus.CANCELED)
+    retry = store.get(invoke("retry", clone.id).stdout.strip())
+    assert (retry.retry_of, retry.note, retry.tags) == (clone.id, "longer warmup", clone.tags)
 
 
 def test_gc(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
