@@ -100,14 +100,14 @@ class MetricFiles:
         if final and tail.held:
             lines.append(tail.held)
             tail.held = b""
-        if len(tail.held) > MAX_ROW:
-            tail.held, tail.skipping = b"", True
         for raw in lines:
             if tail.skipping:
-                tail.skipping = False  # the long line ended here
+                tail.skipping = False  # the end of a line dropped for its length
                 continue
             if len(raw) <= MAX_ROW:
                 self._row(tail, raw.decode("utf-8", errors="replace").strip())
+        if len(tail.held) > MAX_ROW:
+            tail.held, tail.skipping = b"", True
 
     def _row(self, tail: _Tail, text: str) -> None:
         if not text:
