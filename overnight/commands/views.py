@@ -138,6 +138,8 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
             rows.append(("tags", " ".join(spec.tags)))
         if spec.env:
             rows.append(("env", " ".join(sorted(spec.env))))
+        if spec.metric_files:
+            rows.append(("metrics from", " ".join(spec.metric_files)))
         rows.append(("recorded", f"{when(spec.created)} by {spec.user or '?'}@{spec.host or '?'}"))
     else:
         rows.append(("spec", f"unavailable: {spec_problem}"))

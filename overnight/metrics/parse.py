@@ -41,7 +41,6 @@ _ONE_PAIR = re.compile(_PAIR)
 _NAME_ONLY = re.compile(_NAME)
 _NUMBER_ONLY = re.compile(_NUMBER)
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-_NUMBER_END = re.compile(r"(?:\d\.?|(?i:nan|inf|infinity))$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +62,7 @@ def parse_line(line: str) -> Reading | None:
         return None
     if text[0] == "{":
         return _json_line(text) if text[-1] == "}" else None
-    if ("=" not in text and ":" not in text) or not _NUMBER_END.search(text):
+    if ("=" not in text and ":" not in text) or not _ends_in_number(text):
         return None  # the cheap test that turns away almost every line of prose
     if _PAIRS_LINE.fullmatch(text) is None:
         return None
@@ -81,6 +80,11 @@ def parse_fields(fields: dict[Any, Any], *, text: bool = False) -> Reading | Non
         if number is not None:
             pairs.append((key, number))
     return _reading(pairs)
+
+
+def _ends_in_number(text: str) -> bool:
+    last = text[-1]
+    return last.isdigit() or last == "." or text[-3:].lower() in ("nan", "inf", "ity")
 
 
 def _json_line(text: str) -> Reading | None:
