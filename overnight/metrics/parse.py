@@ -33,7 +33,7 @@ STEP_FIELDS = ("step", "epoch")
 """Fields that give the step of a line's metrics, the first one present winning."""
 
 _NAME = rf"[A-Za-z_][A-Za-z0-9_./-]{{0,{MAX_NAME - 1}}}"
-_NUMBER = r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf|infinity))"
+_NUMBER = r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|infinity|inf))"
 _PAIR = rf"({_NAME})\s*[:=]\s*({_NUMBER})"
 _SEP = r"(?:\s*[,;|]\s*|\s+)"
 _PAIRS_LINE = re.compile(rf"{_PAIR}(?:{_SEP}{_PAIR})*")
