@@ -123,6 +123,7 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
         resources = data.get("extra", {}).get("resources")
         if isinstance(resources, dict) and "series" not in resources:
             resources["series"] = store.series(record.id)
+        data["metric_series"] = store.metric_series(record.id)
         data["spec"] = spec_json(spec, show_secrets=show_secrets) if spec is not None else None
         data["log_bytes"] = store.logs.size(record.id)
         found = manifest.read(store.redis, record.id)

@@ -270,3 +270,22 @@ def test_enqueue_imports_none_of_the_libraries_it_does_not_use(
     unused = ("rq", "docker", "psutil", "pynvml", "rich", "git", "fsspec", "paramiko")
     loaded = proc.stderr.split()
     assert [m for m in loaded if m.split(".")[0] in unused or m.startswith("overnight.agent")] == []
+
+
+def test_enqueue_records_metrics_files_and_refuses_one_outside_the_tree(
+    cli_env: Repo, store: TaskStore
+) -> None:
+    result = invoke(
+        "enqueue", "--metrics", "./outputs/metrics.csv", "--metrics", "logs//m.jsonl",
+        "--metrics", "outputs/metrics.csv", "--", "python", "train.py",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    spec = store.load_snapshot(result.stdout.strip()).spec
+    assert spec.metric_files == ("outputs/metrics.csv", "logs/m.jsonl")
+    shown = invoke("show", result.stdout.strip()).stdout
+    assert "metrics from: outputs/metrics.csv logs/m.jsonl" in shown
+    for path in ("../elsewhere.csv", "/etc/metrics.csv", ".git/m.csv"):
+        refused = invoke("enqueue", "--metrics", path, "--", "python", "train.py")
+        assert refused.exit_code == ExitCode.SNAPSHOT, path
+        assert f"--metrics {path!r} cannot be read" in refused.stderr
+        assert "outputs/metrics.csv" in refused.stderr and "\n" not in refused.stderr.strip()

@@ -11,6 +11,7 @@ import redis
 
 from overnight.commands.views import LS_HEADERS, when
 from overnight.errors import ExitCode
+from overnight.metrics.summary import MetricSummary
 from overnight.queue import keys
 from overnight.queue.index import Query
 from overnight.queue.records import Change, TaskOptions, TaskStatus
@@ -262,6 +263,29 @@ def test_show_says_what_a_task_ran_on_and_in(cli_env: Repo, store: TaskStore) ->
     out = invoke("show", task_id).stdout
     assert "ran on:       " in out and "2x NVIDIA H200 (GPU 2,3), driver fake-1.0, CUDA 12.4" in out
     assert "environment:  venv, python 3.11.9, key 3f2a9c0d1e2b, from the cache" in out
+
+
+def test_show_lists_the_metrics_and_json_has_their_series(cli_env: Repo, store: TaskStore) -> None:
+    task_id = _task(store)
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"))
+    metrics = {
+        "val/loss": MetricSummary(0.25, 0.2, 2.5, 900, 900.0, 850.0, 0.0),
+        "acc": MetricSummary.first(0.5),
+    }
+    series = {"val/loss": [[0.0, 0.0, 2.5], [60.0, 900.0, 0.25]], "acc": [[1.0, None, 0.5]]}
+    assert store.update_metrics(task_id, metrics, series, expect={TaskStatus.RUNNING}, agent="box1")
+    out = invoke("show", task_id).stdout.splitlines()
+    at = out.index("metrics:")
+    assert out[at + 1 : at + 3] == [
+        "  acc       last 0.5, min 0.5, max 0.5, 1 value",
+        "  val/loss  last 0.25 @ 900, min 0.2 @ 850, max 2.5 @ 0, 900 values",
+    ]
+    data = json.loads(invoke("show", task_id, "--json").stdout)
+    assert data["metrics"]["val/loss"]["min_step"] == 850.0
+    assert data["metric_series"] == series
+    plain = _task(store)
+    assert "metrics:" not in invoke("show", plain).stdout
+    assert json.loads(invoke("show", plain, "--json").stdout)["metric_series"] == {}
 
 
 def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
