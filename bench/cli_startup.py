@@ -89,7 +89,7 @@ def main() -> None:
         store = TaskStore(b.client)
         snap = take_snapshot(Path(b.repo), ["python", "train.py"], SnapshotOptions())
         sweep = Sweep("seed", tuple(str(i) for i in range(20)))
-        submit_sweep(store, snap, TaskOptions(queue="bench"), [sweep])
+        submit_sweep(store, snap, TaskOptions(queue="bench"), [sweep], add_params=True)
         cases: list[tuple[str, list[str], str | None]] = [
             ("python -c pass (interpreter alone)", [*py, "-c", "pass"], None),
             ("python -c 'import click'", [*py, "-c", "import click"], None),

@@ -41,7 +41,9 @@ def main() -> None:
             client.flushdb()
             store = TaskStore(client)
             start = time.perf_counter()
-            records = submit_sweep(store, snapshot, TaskOptions(queue="gpu"), SWEEPS)
+            records = submit_sweep(
+                store, snapshot, TaskOptions(queue="gpu"), SWEEPS, add_params=True
+            )
             store_times.append(time.perf_counter() - start)
             assert len(records) == 1000 and store.index.count() == 1000
         for _ in range(args.runs):
@@ -49,7 +51,7 @@ def main() -> None:
             command = [sys.executable, "-m", "overnight", "enqueue", "-q", "gpu"]
             for sweep in SWEEPS:
                 command += ["--sweep", f"{sweep.name}=" + ",".join(sweep.values)]
-            command += ["--", "python", "train.py"]
+            command += ["--add-param", "--", "python", "train.py"]
             env = {**os.environ, "OVERNIGHT_REDIS_URL": url, "PYTHONPATH": str(CHECKOUT)}
             start = time.perf_counter()
             proc = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)

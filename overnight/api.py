@@ -37,6 +37,7 @@ from overnight.queue.records import TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit_sweep
 from overnight.queue.sweeps import Sweep
+from overnight.recorder.scriptargs import declared_params
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
 
@@ -73,6 +74,7 @@ class Client:
         retries: int = 0,
         after: Sequence[str] = (),
         sweep: Mapping[str, Sequence[object]] | None = None,
+        add_params: bool = False,
         name: str | None = None,
         note: str = "",
         tags: Sequence[str] = (),
@@ -83,7 +85,8 @@ class Client:
         """Snapshot the working tree at ``cwd`` (default: here) and queue ``command``.
 
         Returns the new task's record in a list, or with ``sweep`` ({"lr": [0.1, 0.01], ...})
-        the records of the cross product. ``timeout`` is seconds or a duration such as "8h".
+        the records of the cross product; a sweep's names must be params of the command (its
+        options, or those its script declares) unless ``add_params``. ``timeout`` is seconds or a duration such as "8h".
         ``gpus`` defaults as for ``overnight enqueue`` (:meth:`ClientConfig.gpus_for`);
         ``retries`` requeues the task when its agent vanishes, not when it fails. Raises
         OvernightError subclasses, as the CLI reports them.
@@ -104,7 +107,12 @@ class Client:
             config=self.config,
         )  # fmt: skip
         sweeps = [Sweep(k, tuple(str(v) for v in values)) for k, values in (sweep or {}).items()]
-        return submit_sweep(self.store, taken, options, sweeps, name=taken.spec.name)
+        where = Path(cwd) if cwd is not None else Path.cwd()
+        declared = declared_params(taken.spec.argv, where) if sweeps else ()
+        return submit_sweep(
+            self.store, taken, options, sweeps, name=taken.spec.name, declared=declared,
+            add_params=add_params,
+        )  # fmt: skip
 
     def get(self, task_id: str) -> TaskRecord:
         """The record of a task, by id or unambiguous id prefix; nothing is written."""
@@ -228,6 +236,7 @@ def enqueue(
     retries: int = 0,
     after: Sequence[str] = (),
     sweep: Mapping[str, Sequence[object]] | None = None,
+    add_params: bool = False,
     name: str | None = None,
     note: str = "",
     tags: Sequence[str] = (),
@@ -240,7 +249,7 @@ def enqueue(
     with Client(redis_url) as client:
         return client.enqueue(
             command, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
-            after=after, sweep=sweep, name=name, note=note, tags=tags, env=env,
+            after=after, sweep=sweep, add_params=add_params, name=name, note=note, tags=tags, env=env,
             requirements=requirements, cwd=cwd,
         )  # fmt: skip
 

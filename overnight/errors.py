@@ -61,6 +61,10 @@ class OutputGlobError(SnapshotError):
     """Raised when an ``--outputs`` glob could name files outside the working tree."""
 
 
+class MetricFileError(SnapshotError):
+    """Raised when an ``--metrics`` path could name a file outside the working tree."""
+
+
 class RequirementsError(SnapshotError):
     """Raised when the requirements cannot be read (a missing file, a failing ``uv export``)."""
 

@@ -86,6 +86,8 @@ class TaskSpec:
     tags: tuple[str, ...] = ()
     # globs of output files to collect besides the output folder, relative to the repo root
     outputs: tuple[str, ...] = ()
+    # metrics files the agent reads as they grow (CSV or JSON lines), relative to the repo root
+    metric_files: tuple[str, ...] = ()
     user: str = ""
     host: str = ""
     created: float = 0.0  # unix time
@@ -108,6 +110,9 @@ class TaskSpec:
         data["outputs"] = list(self.outputs)
         if not self.outputs:
             del data["outputs"]  # a spec without globs reads as before to older agents
+        data["metric_files"] = list(self.metric_files)
+        if not self.metric_files:
+            del data["metric_files"]
         return data
 
     @classmethod
@@ -146,6 +151,9 @@ class TaskSpec:
             outputs = tuple(_str_list(data.get("outputs", []), "outputs"))
             for pattern in outputs:
                 check_path(pattern, "outputs")
+            metric_files = tuple(_str_list(data.get("metric_files", []), "metric_files"))
+            for path in metric_files:
+                check_path(path, "metric_files")
             argv = tuple(_str_list(data["argv"], "argv"))
             if not argv:
                 raise SpecError("task spec has an empty command (argv)")
@@ -164,6 +172,7 @@ class TaskSpec:
                 name=data.get("name"),
                 tags=tuple(_str_list(data.get("tags", []), "tags")),
                 outputs=outputs,
+                metric_files=metric_files,
                 user=_str(data.get("user", ""), "user"),
                 host=_str(data.get("host", ""), "host"),
                 created=float(data.get("created", 0.0)),

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 import overnight
-from overnight.errors import SnapshotTooLargeError, TaskNotFound, WaitTimeout
+from overnight.errors import SnapshotTooLargeError, TaskNotFound, UsageError, WaitTimeout
 from overnight.queue import keys
 from overnight.queue.records import Change, TaskStatus
 from overnight.queue.store import TaskStore
@@ -25,10 +25,19 @@ def test_enqueue_and_get(repo: Repo, redis_url: str) -> None:
     )  # fmt: skip
     assert task.status is TaskStatus.QUEUED and task.options.timeout == 7200
     assert overnight.get(task.id[:6], redis_url=redis_url) == task
+    repo.write("train.py", "import argparse\nargparse.ArgumentParser().add_argument('--lr')\n")
     runs = overnight.enqueue(
         ["python", "train.py"], sweep={"lr": [0.1, 0.01]}, cwd=repo.path, redis_url=redis_url
     )
     assert [r.params for r in runs] == [{"lr": "0.1"}, {"lr": "0.01"}]
+    with pytest.raises(UsageError, match=r"no option seed \(it has --lr\)"):
+        overnight.enqueue(
+            "python train.py", sweep={"seed": [1]}, cwd=repo.path, redis_url=redis_url
+        )
+    [added] = overnight.enqueue(
+        "python train.py", sweep={"seed": [1]}, add_params=True, cwd=repo.path, redis_url=redis_url
+    )
+    assert added.argv == ("python", "train.py", "--seed", "1")
     with pytest.raises(TaskNotFound):
         overnight.get("ffffffffffff", redis_url=redis_url)
 

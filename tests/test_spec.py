@@ -35,6 +35,12 @@ def test_output_globs_round_trip_and_a_spec_without_them_reads_as_before() -> No
     assert TaskSpec.from_dict(plain.to_dict()).outputs == ()
 
 
+def test_metric_files_round_trip_and_a_spec_without_them_reads_as_before() -> None:
+    spec = _spec(metric_files=("outputs/metrics.csv", "logs/m.jsonl"))
+    assert TaskSpec.from_json(spec.to_json()) == spec
+    assert "metric_files" not in _spec().to_dict()
+
+
 def test_snapshot_inlines_and_verifies_blobs() -> None:
     patch = b"diff --git a/x b/x\n\x00binary"
     spec = _spec(patch=BlobRef.of(patch))
@@ -132,12 +138,16 @@ def test_paths_that_leave_the_tree_are_refused_in_every_field(path: str, cause: 
     def outputs(d: dict) -> None:  # type: ignore[type-arg]
         d["outputs"] = ["checkpoints/*.pt", path]
 
+    def metric_files(d: dict) -> None:  # type: ignore[type-arg]
+        d["metric_files"] = ["outputs/metrics.csv", path]
+
     cases = [("submodule_patches", _with_submodule(path))]
     for field, mutate in (
         ("repo.submodules", submodules),
         ("requirements.path", requirements),
         ("workdir", workdir),
         ("outputs", outputs),
+        ("metric_files", metric_files),
     ):
         data = _spec().to_dict()
         mutate(data)

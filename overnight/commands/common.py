@@ -72,6 +72,16 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
+def add_param_option(f: F) -> F:
+    """``--add-param``: a ``--sweep``/``--set`` name the command does not take is meant (added)."""
+    return click.option(
+        "--add-param",
+        is_flag=True,
+        help="Allow --sweep/--set names that are not options of the command: they are added "
+        "(--NAME VALUE). Without it such a name is refused, with the closest one it has.",
+    )(f)
+
+
 def load_config(redis_url: str | None = None, **flags: Any) -> ClientConfig:
     return load_client_config(flags={"redis_url": redis_url, **flags})
 

@@ -9,8 +9,15 @@ from typing import Any
 
 import click
 
-from overnight.commands.common import echo_json, json_option, load_config, redis_option
+from overnight.commands.common import (
+    add_param_option,
+    echo_json,
+    json_option,
+    load_config,
+    redis_option,
+)
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
+from overnight.commands.trailing import TrailingCommand
 from overnight.commands.views import record_json
 from overnight.config import ClientConfig
 from overnight.errors import UsageError
@@ -20,12 +27,15 @@ from overnight.queue.records import TaskOptions, TaskRecord
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit_sweep
 from overnight.queue.sweeps import Sweep, expand, parse_sweep
+from overnight.recorder.params import Param
+from overnight.recorder.scriptargs import declared_params
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 
 
 @click.command(
     "enqueue",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    cls=TrailingCommand,
+    context_settings={"allow_interspersed_args": False},
     epilog=IGNORED_NOTE,
 )
 @click.option("-q", "--queue", default=None, help="Queue to put the task on (default: default).")
@@ -54,8 +64,10 @@ from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
     "sweeps",
     multiple=True,
     metavar="NAME=V1,V2",
-    help="Enqueue one task per value (repeat for a cross product).",
+    help="Enqueue one task per value (repeat for a cross product). NAME must be a param of "
+    "the command (see --add-param).",
 )
+@add_param_option
 @json_option
 @redis_option
 @snapshot_options
@@ -69,6 +81,7 @@ def enqueue_command(
     retries: int,
     after: tuple[str, ...],
     sweeps: tuple[str, ...],
+    add_param: bool,
     as_json: bool,
     redis_url: str | None,
     command: tuple[str, ...],
@@ -85,7 +98,8 @@ def enqueue_command(
             "no command to enqueue; put it after --: overnight enqueue -- python train.py"
         )
     parsed_sweeps = [parse_sweep(s) for s in sweeps]
-    expand(command, parsed_sweeps)  # bad sweeps and durations fail before anything else
+    declared = declared_params(command, Path.cwd()) if parsed_sweeps else ()
+    expand(command, parsed_sweeps, declared=declared, add=add_param)  # bad sweeps fail first
     for value, what in ((timeout, "--timeout"), (grace, "--grace")):
         if value is not None:
             parse_duration(value, what=what)
@@ -101,7 +115,10 @@ def enqueue_command(
         after=after, grace=grace,
     )  # fmt: skip
     snapshot_options = options_from_flags(flags, config)
-    records = submit_command(store, Path.cwd(), command, options, snapshot_options, parsed_sweeps)
+    records = submit_command(
+        store, Path.cwd(), command, options, snapshot_options, parsed_sweeps,
+        declared=declared, add_param=add_param,
+    )  # fmt: skip
     if as_json:
         echo_json([record_json(r) for r in records])
     else:
@@ -146,7 +163,14 @@ def submit_command(
     options: TaskOptions,
     snapshot_options: SnapshotOptions,
     sweeps: Sequence[Sweep] = (),
+    *,
+    declared: Sequence[Param] = (),
+    add_param: bool = False,
 ) -> list[TaskRecord]:
-    """Snapshot ``cwd`` for ``argv`` and enqueue it (once, or once per sweep combination)."""
+    """Snapshot ``cwd`` for ``argv`` and enqueue it (once, or once per sweep combination);
+    ``declared`` are the options its script declares, ``add_param`` allows sweeps over others."""
     snapshot = take_snapshot(cwd, argv, snapshot_options, dict(os.environ))
-    return submit_sweep(store, snapshot, options, sweeps, name=snapshot.spec.name)
+    return submit_sweep(
+        store, snapshot, options, sweeps, name=snapshot.spec.name, declared=declared,
+        add_params=add_param,
+    )  # fmt: skip

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from overnight.commands.trailing import TrailingCommand
 from overnight.config import ClientConfig, load_client_config
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
@@ -70,6 +71,15 @@ def snapshot_options(f: F) -> F:
             help="Output files to bring home besides $OVERNIGHT_OUTPUT_DIR, relative to the "
             "repository root (repeatable; a folder takes what is in it; ** any folders).",
         ),
+        click.option(
+            "--metrics",
+            "metric_files",
+            multiple=True,
+            metavar="FILE",
+            help="A metrics file the task writes (CSV with a header row, or JSON lines), "
+            "relative to the repository root (outputs/... is $OVERNIGHT_OUTPUT_DIR); read as "
+            "it grows (repeatable). Metric lines of the output are read without it.",
+        ),
         click.option("--name", default=None, help="A short name for the task."),
         click.option(
             "--max-snapshot-mb",
@@ -101,6 +111,7 @@ def options_from_flags(flags: Mapping[str, Any], config: ClientConfig) -> Snapsh
         note=flags.get("note") or "",
         tags=tuple(flags.get("tags") or ()),
         outputs=(*config.outputs, *(flags.get("outputs") or ())),
+        metric_files=tuple(flags.get("metric_files") or ()),
         name=flags.get("name"),
         max_snapshot_mb=config.max_snapshot_mb if max_snapshot is None else float(max_snapshot),
         max_untracked_file_mb=(
@@ -150,7 +161,8 @@ def _blob_line(size: int, kind: str) -> str:
 
 @click.command(
     "snapshot",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    cls=TrailingCommand,
+    context_settings={"allow_interspersed_args": False},
     epilog=IGNORED_NOTE,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON (blobs inlined).")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import click
 
 from overnight.commands.common import (
+    add_param_option,
     echo,
     echo_json,
     echo_lines,
@@ -122,6 +123,7 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
         resources = data.get("extra", {}).get("resources")
         if isinstance(resources, dict) and "series" not in resources:
             resources["series"] = store.series(record.id)
+        data["metric_series"] = store.metric_series(record.id)
         data["spec"] = spec_json(spec, show_secrets=show_secrets) if spec is not None else None
         data["log_bytes"] = store.logs.size(record.id)
         found = manifest.read(store.redis, record.id)
@@ -304,7 +306,10 @@ def retry_command(
         )
     options = _new_options(record, queue, gpus)
     snapshot = store.recorded_snapshot(record.id)
-    sub = Submission(snapshot, options, argv=record.argv, name=record.name, retry_of=record.id)
+    sub = Submission(
+        snapshot, options, argv=record.argv, name=record.name, retry_of=record.id,
+        note=record.note, tags=record.tags,
+    )  # fmt: skip
     new = submit_many(store, [sub])[0]
     store.add_note(record.id, f"retried as {new.id}")
     _print_new(new, as_json)
@@ -312,7 +317,16 @@ def retry_command(
 
 @click.command("clone")
 @click.argument("task_id", metavar="ID")
-@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="Change a param.")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change a param of the command (repeatable); a bare flag takes true or false.",
+)
+@add_param_option
+@click.option("-m", "--note", default=None, help="Why this run exists (default: the task's).")
+@click.option("--tag", "tags", multiple=True, help="A tag added to the task's (repeatable).")
 @_NEW_QUEUE
 @_NEW_GPUS
 @json_option
@@ -320,6 +334,9 @@ def retry_command(
 def clone_command(
     task_id: str,
     settings: tuple[str, ...],
+    add_param: bool,
+    note: str | None,
+    tags: tuple[str, ...],
     queue: str | None,
     gpus: int | None,
     as_json: bool,
@@ -327,8 +344,11 @@ def clone_command(
 ) -> None:
     """Enqueue a copy of a task with params changed in its command; prints the new id.
 
+    A --set name must be a param the task's command gives (an option or a NAME=VALUE word,
+    - and _ alike), else --add-param adds it. The new task's `show` says `clone of ID`.
+
     \b
-    overnight clone 3f9a --set lr=0.003 --set epochs=20 -q gpu
+    overnight clone 3f9a --set lr=0.003 --set epochs=20 -q gpu -m "longer"
     """
     changes = []
     for setting in settings:
@@ -341,9 +361,17 @@ def clone_command(
     record = store.get(store.resolve(task_id))
     argv = record.argv
     for name, value in changes:
-        argv = set_param(argv, name, value)
+        argv = set_param(argv, name, value, add=add_param)
     options = _new_options(record, queue, gpus)
-    sub = Submission(store.recorded_snapshot(record.id), options, argv=argv, name=record.name)
+    sub = Submission(
+        store.recorded_snapshot(record.id),
+        options,
+        argv=argv,
+        name=record.name,
+        clone_of=record.id,
+        note=record.note if note is None else note,
+        tags=tuple(dict.fromkeys((*record.tags, *tags))),
+    )
     _print_new(submit_many(store, [sub])[0], as_json)
 
 

@@ -132,12 +132,15 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
                 f"{spec.requirements.source}, {len(spec.requirements.text.splitlines())} lines",
             )
         )
-        if spec.note:
-            rows.append(("note", spec.note))
-        if spec.tags:
-            rows.append(("tags", " ".join(spec.tags)))
+        note = spec.note if record.note is None else record.note
+        if note:
+            rows.append(("note", note))
+        if record.tags:
+            rows.append(("tags", " ".join(record.tags)))
         if spec.env:
             rows.append(("env", " ".join(sorted(spec.env))))
+        if spec.metric_files:
+            rows.append(("metrics from", " ".join(spec.metric_files)))
         rows.append(("recorded", f"{when(spec.created)} by {spec.user or '?'}@{spec.host or '?'}"))
     else:
         rows.append(("spec", f"unavailable: {spec_problem}"))
@@ -158,10 +161,13 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
         rows.append(("attempt", f"{record.attempt + 1} of {options.retries + 1}"))
     if record.retry_of:
         rows.append(("retry of", record.retry_of))
+    if record.clone_of:
+        rows.append(("clone of", record.clone_of))
     rows.extend(_run_rows(record.extra))
     width = max(len(k) for k, _ in rows) + 2
     lines = [f"{k + ':':<{width}}{v}" for k, v in rows]
     lines.extend(_resources(record))
+    lines.extend(metric_lines(record))
     if record.notes:
         lines.append("notes:")
         lines.extend(f"  {note}" for note in record.notes)
@@ -219,6 +225,33 @@ def describe_hardware(info: Mapping[str, Any]) -> str:
         cpu += f", {info['ram_gb']:g} GB RAM"
     parts.append(cpu)
     return "; ".join(parts)
+
+
+def metric_lines(record: TaskRecord) -> list[str]:
+    """``metrics:`` and a line per metric: ``loss  last 0.21 @ 900, min 0.2 @ 850, max 2.3 @ 0``
+    (``@`` the step where the run gave one), names in order."""
+    if not record.metrics:
+        return []
+    width = min(max(len(name) for name in record.metrics), 32) + 2
+    lines = ["metrics:"]
+    for name in sorted(record.metrics):
+        m = record.metrics[name]
+        parts = [
+            f"last {_number(m.last)}{_at(m.last_step)}",
+            f"min {_number(m.min)}{_at(m.min_step)}",
+            f"max {_number(m.max)}{_at(m.max_step)}",
+            f"{m.count} value{'s' if m.count != 1 else ''}",
+        ]
+        lines.append(f"  {name:<{width}}{', '.join(parts)}")
+    return lines
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _at(step: float | None) -> str:
+    return "" if step is None else f" @ {step:g}"
 
 
 def _resources(record: TaskRecord) -> list[str]:

@@ -126,6 +126,7 @@ def _delete(store: TaskStore, records: list[TaskRecord]) -> int:
             keys.log(record.id),
             keys.log_meta(record.id),
             keys.series(record.id),
+            keys.metric_series(record.id),
         )
         store.index.remove(pipe, record)
         store.rq.delete(pipe, record.id, record.options.queue)
@@ -159,7 +160,11 @@ def _blob_shas(raw: bytes | None) -> list[str]:
 def _delete_corrupt(store: TaskStore, task_id: str) -> None:
     pipe = store.redis.pipeline(transaction=True)
     pipe.delete(
-        keys.task(task_id), keys.heartbeat(task_id), keys.cancel(task_id), keys.series(task_id)
+        keys.task(task_id),
+        keys.heartbeat(task_id),
+        keys.cancel(task_id),
+        keys.series(task_id),
+        keys.metric_series(task_id),
     )
     pipe.zrem(keys.BY_CREATED, task_id)
     pipe.zrem(keys.BY_ID, task_id)

@@ -51,6 +51,11 @@ def series(task_id: str) -> str:
     return f"{PREFIX}series:{task_id}"
 
 
+def metric_series(task_id: str) -> str:
+    """JSON of a task's metric series, name -> points (kept out of its record like ``series``)."""
+    return f"{PREFIX}metricseries:{task_id}"
+
+
 def heartbeat(task_id: str) -> str:
     return f"{PREFIX}hb:{task_id}"
 

@@ -142,6 +142,8 @@ class TaskRecord:
     error: str | None = None
     attempt: int = 0
     retry_of: str | None = None
+    clone_of: str | None = None
+    note: str | None = None  # why this run exists, where it differs from the spec's (a clone's -m)
     notes: list[str] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # hardware, resource peaks...
     metrics: dict[str, MetricSummary] = dataclasses.field(default_factory=dict)  # name -> summary
@@ -209,6 +211,8 @@ class TaskRecord:
             error=_opt(data.get("error"), _str),
             attempt=_int(data.get("attempt", 0)),
             retry_of=_opt(data.get("retry_of"), _str),
+            clone_of=_opt(data.get("clone_of"), _str),
+            note=_opt(data.get("note"), _str),
             notes=list(_strs(data.get("notes", []))),
             extra=_extra(data.get("extra", {})),
             metrics={

@@ -26,6 +26,7 @@ from overnight.errors import (
     SpecError,
     TaskNotFound,
 )
+from overnight.metrics.summary import MetricSummary
 from overnight.queue import keys, replies
 from overnight.queue.blobs import BlobStore
 from overnight.queue.connection import connect
@@ -181,7 +182,7 @@ class TaskStore:
             pipe.multi()
             new = _keep_series_apart(new, pipe)
             if status is TaskStatus.QUEUED:
-                pipe.delete(keys.series(task_id))
+                pipe.delete(keys.series(task_id), keys.metric_series(task_id))
             self.index.move(pipe, old, new)
             self.rq.apply(
                 pipe,
@@ -272,6 +273,44 @@ class TaskStore:
         except (_Unchanged, TaskNotFound, CorruptRecord):
             return False
         return True
+
+    def update_metrics(
+        self,
+        task_id: str,
+        metrics: Mapping[str, MetricSummary],
+        series: Mapping[str, Any],
+        *,
+        expect: Collection[TaskStatus],
+        agent: str,
+    ) -> bool:
+        """Set the metric summaries of a task ``agent`` holds in one of ``expect``, and store
+        their series (name -> points) in its own key, atomically; False (nothing written) as
+        for :meth:`update_extra`."""
+        checked = Change(metrics=metrics).metrics  # a malformed summary fails here, not in Redis
+
+        def change(old: TaskRecord, pipe: Pipeline) -> TaskRecord:
+            if old.status not in expect or old.agent != agent:
+                raise _Unchanged
+            pipe.multi()
+            pipe.set(keys.metric_series(task_id), json.dumps(series, separators=(",", ":")))
+            return dataclasses.replace(old, metrics=dict(checked or {}))
+
+        try:
+            self._update(task_id, change)
+        except (_Unchanged, TaskNotFound, CorruptRecord):
+            return False
+        return True
+
+    def metric_series(self, task_id: str) -> dict[str, list[Any]]:
+        """The task's metric series (name -> [[seconds, step, value], ...]); {} if none."""
+        raw = replies.raw(self.redis.get(keys.metric_series(task_id)))
+        try:
+            data = json.loads(raw) if raw is not None else {}
+        except ValueError:
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): v for k, v in data.items() if isinstance(v, list)}
 
     def series(self, task_id: str) -> dict[str, Any]:
         """The task's resource time series (metric -> [[seconds, value], ...]); {} if none."""

@@ -12,7 +12,7 @@ import collections
 import dataclasses
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.client import Pipeline
@@ -26,7 +26,7 @@ from overnight.queue.index import TaskIndex
 from overnight.queue.records import StatusChange, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.sweeps import Sweep, expand
-from overnight.recorder.params import parse_params
+from overnight.recorder.params import Param, parse_params
 from overnight.spec import Snapshot
 
 INLINE_BLOB_BYTES = 256 * 1024
@@ -44,6 +44,9 @@ class Submission:
     argv: tuple[str, ...] | None = None  # None: the recorded argv
     name: str | None = None  # None: the recorded name
     retry_of: str | None = None
+    clone_of: str | None = None
+    note: str | None = None  # None: the recorded note
+    tags: tuple[str, ...] | None = None  # None: the recorded tags
 
 
 def check_options(options: TaskOptions) -> None:
@@ -74,11 +77,14 @@ def submit_sweep(
     sweeps: Sequence[Sweep] = (),
     *,
     name: str | None = None,
+    declared: Iterable[Param] = (),
+    add_params: bool = False,
 ) -> list[TaskRecord]:
-    """One task, or one per combination of the sweeps' values, all sharing ``snapshot``."""
+    """One task, or one per combination of the sweeps' values, all sharing ``snapshot``;
+    ``declared`` and ``add_params`` say which names a sweep may set (:func:`expand`)."""
     if not sweeps:
         return submit_many(store, [Submission(snapshot, options, name=name)])
-    variants = expand(snapshot.spec.argv, sweeps)
+    variants = expand(snapshot.spec.argv, sweeps, declared=declared, add=add_params)
     return submit_many(
         store, [Submission(snapshot, options, argv=argv, name=name) for argv, _ in variants]
     )
@@ -118,8 +124,10 @@ def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[Tas
                 name=sub.name if sub.name is not None else spec.name,
                 argv=argv,
                 params=params,
-                tags=spec.tags,
+                tags=sub.tags if sub.tags is not None else spec.tags,
                 retry_of=sub.retry_of,
+                clone_of=sub.clone_of,
+                note=sub.note,
             )
         )
     inline = {sha: data for sha, data in blobs.items() if len(data) <= INLINE_BLOB_BYTES}
@@ -156,6 +164,8 @@ def _queue_record(store: TaskStore, pipe: Pipeline, record: TaskRecord, finished
         note = "waiting for " + ", ".join(pending)
     elif record.retry_of:
         note = f"retry of {record.retry_of}"
+    elif record.clone_of:
+        note = f"clone of {record.clone_of}"
     else:
         note = ""
     record.history = [StatusChange(record.status, record.created, note)]

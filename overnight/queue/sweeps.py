@@ -1,14 +1,18 @@
-"""Sweeps: ``--sweep lr=0.1,0.01 --sweep bs=32,64`` becomes the cross product of argv variants."""
+"""Sweeps: ``--sweep lr=0.1,0.01 --sweep bs=32,64`` becomes the cross product of argv variants.
+
+Each name must be a param the command takes (:func:`overnight.recorder.params.set_param`), so a
+misspelled one fails at enqueue rather than on every task of the sweep.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from overnight.errors import UsageError
-from overnight.recorder.params import parse_params, set_param
+from overnight.recorder.params import Param, command_params, find_param, parse_params, set_param
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -36,10 +40,20 @@ def parse_sweep(text: str) -> Sweep:
 
 
 def expand(
-    argv: Sequence[str], sweeps: Sequence[Sweep]
+    argv: Sequence[str],
+    sweeps: Sequence[Sweep],
+    *,
+    declared: Iterable[Param] = (),
+    add: bool = False,
 ) -> list[tuple[tuple[str, ...], dict[str, str]]]:
-    """Every combination of the sweeps' values set in ``argv``, with the params each one has."""
-    names = [s.name for s in sweeps]
+    """Every combination of the sweeps' values set in ``argv``, with the params each one has.
+
+    ``declared`` are the options the command's script declares and ``add`` allows names the
+    command does not take (``--add-param``), as for :func:`set_param`.
+    """
+    declared = tuple(declared)
+    params = command_params(argv, declared)
+    names = [_param_name(params, s.name) for s in sweeps]
     if len(set(names)) != len(names):
         repeated = sorted({n for n in names if names.count(n) > 1})
         raise UsageError(
@@ -51,6 +65,15 @@ def expand(
     for combo in itertools.product(*(s.values for s in sweeps)):
         variant = tuple(argv)
         for sweep, value in zip(sweeps, combo, strict=True):
-            variant = set_param(variant, sweep.name, value)
+            variant = set_param(
+                variant, sweep.name, value, declared=declared, add=add, what="--sweep"
+            )
         out.append((variant, parse_params(variant)))
     return out
+
+
+def _param_name(params: Sequence[Param], name: str) -> str:
+    """How a sweep's name is told apart from the others: the param it means (``n_estimators``
+    and ``n-estimators`` are one), else the name itself."""
+    param = find_param(params, name)
+    return (param.preferred if param is not None else name).lstrip("-")

@@ -19,6 +19,7 @@ from pathlib import Path
 from overnight.errors import (
     EmptyCommandError,
     GitError,
+    MetricFileError,
     NoCommitError,
     NotAGitRepoError,
     OutputGlobError,
@@ -56,6 +57,7 @@ class SnapshotOptions:
     note: str = ""
     tags: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()  # globs of output files, relative to the repository root
+    metric_files: tuple[str, ...] = ()  # metrics files (CSV, JSON lines), relative to the root
     name: str | None = None
     max_snapshot_mb: float = 20.0
     max_untracked_file_mb: float = 5.0
@@ -143,6 +145,7 @@ def take_snapshot(
         name=options.name,
         tags=tuple(options.tags),
         outputs=output_globs(options.outputs),
+        metric_files=metric_paths(options.metric_files),
         user=_user(env),
         host=socket.gethostname(),
         created=time.time(),
@@ -166,6 +169,24 @@ def output_globs(globs: Sequence[str]) -> tuple[str, ...]:
             raise OutputGlobError(
                 f"--outputs {glob!r} cannot be collected: {exc}; give a glob relative to the "
                 "repository root, such as checkpoints/*.pt"
+            ) from exc
+        found.setdefault(normal)
+    return tuple(found)
+
+
+def metric_paths(paths: Sequence[str]) -> tuple[str, ...]:
+    """The ``--metrics`` paths as the spec records them: normalised (no ``./``), each once;
+    raises MetricFileError for one that could leave the tree."""
+    found: dict[str, None] = {}
+    for path in paths:
+        text = path.strip()
+        normal = "/".join(p for p in text.split("/") if p not in ("", "."))
+        try:
+            check_path(text[:1] + normal if text.startswith("/") else normal, "metric_files")
+        except SpecError as exc:
+            raise MetricFileError(
+                f"--metrics {path!r} cannot be read: {exc}; give a path relative to the "
+                "repository root, such as outputs/metrics.csv (outputs/ is $OVERNIGHT_OUTPUT_DIR)"
             ) from exc
         found.setdefault(normal)
     return tuple(found)

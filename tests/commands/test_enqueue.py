@@ -40,7 +40,7 @@ def test_sweep_is_a_cross_product_sharing_one_snapshot(
     cli_env: Repo, store: TaskStore, redis_client: redis.Redis
 ) -> None:
     result = invoke(
-        "enqueue", "--sweep", "lr=0.1,0.01", "--sweep", "bs=32,64", "--",
+        "enqueue", "--sweep", "lr=0.1,0.01", "--sweep", "bs=32,64", "--add-param", "--",
         "python", "train.py", "--lr", "1",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -82,6 +82,59 @@ def test_bad_input_is_one_clear_line(
     assert result.exit_code == code
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert store.index.count() == 0
+
+
+def test_unknown_options_before_the_command_are_refused(cli_env: Repo, store: TaskStore) -> None:
+    result = invoke("enqueue", "--gpu", "0", "-q", "gpu", "-m", "typo", "--", "python", "train.py")
+    assert result.exit_code == ExitCode.USAGE
+    [line] = result.stderr.strip().splitlines()
+    assert "unknown option --gpu (did you mean --gpus?)" in line and "after --" in line
+    assert (
+        "unknown option -gpu (did you mean --gpus?)"
+        in invoke("enqueue", "-gpu", "0", "--", "python", "train.py").stderr
+    )
+    assert store.index.count() == 0
+    passed = invoke("enqueue", "-q", "gpu", "--", "python", "train.py", "--gpu", "0", "--", "-x")
+    assert passed.exit_code == 0, passed.output
+    argv = ("python", "train.py", "--gpu", "0", "--", "-x")
+    assert store.get(passed.stdout.strip()).argv == argv
+
+
+_ARGPARSE_TRAIN = """\
+import argparse
+parser = argparse.ArgumentParser()
+parser.add_argument("--n-estimators", type=int, default=10)
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--amp", action="store_true")
+print(parser.parse_args())
+"""
+
+
+def test_sweep_names_must_be_params_of_the_command(cli_env: Repo, store: TaskStore) -> None:
+    cli_env.write("fit.py", _ARGPARSE_TRAIN)
+    cmd = ("--", "python", "fit.py", "--n-estimators", "10")
+    bad = invoke("enqueue", "--sweep", "n_estimator=10,50", *cmd)
+    assert bad.exit_code == ExitCode.USAGE and store.index.count() == 0
+    assert "--sweep n_estimator: the command has no option n_estimator" in bad.stderr
+    assert "closest: --n-estimators" in bad.stderr and "--add-param" in bad.stderr
+    result = invoke(
+        "enqueue", "--sweep", "n_estimators=20,50", "--sweep", "seed=1", "--sweep", "amp=true",
+        *cmd,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [store.get(i).argv for i in result.stdout.split()] == [
+        ("python", "fit.py", "--n-estimators", n, "--seed", "1", "--amp") for n in ("20", "50")
+    ]
+    added = invoke("enqueue", "--sweep", "depth=3", "--add-param", *cmd)
+    assert store.get(added.stdout.strip()).argv[-2:] == ("--depth", "3")
+
+
+def test_hydra_style_params_are_swept_in_place(cli_env: Repo, store: TaskStore) -> None:
+    result = invoke("enqueue", "--sweep", "epochs=5,7", "--", "python", "train.py", "epochs=3")
+    assert result.exit_code == 0, result.output
+    records = [store.get(i) for i in result.stdout.split()]
+    assert [r.argv for r in records] == [("python", "train.py", f"epochs={n}") for n in (5, 7)]
+    assert records[0].params == {"epochs": "5"}
 
 
 def test_command_without_dashes_and_empty_command(cli_env: Repo, store: TaskStore) -> None:
@@ -217,3 +270,22 @@ def test_enqueue_imports_none_of_the_libraries_it_does_not_use(
     unused = ("rq", "docker", "psutil", "pynvml", "rich", "git", "fsspec", "paramiko")
     loaded = proc.stderr.split()
     assert [m for m in loaded if m.split(".")[0] in unused or m.startswith("overnight.agent")] == []
+
+
+def test_enqueue_records_metrics_files_and_refuses_one_outside_the_tree(
+    cli_env: Repo, store: TaskStore
+) -> None:
+    result = invoke(
+        "enqueue", "--metrics", "./outputs/metrics.csv", "--metrics", "logs//m.jsonl",
+        "--metrics", "outputs/metrics.csv", "--", "python", "train.py",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    spec = store.load_snapshot(result.stdout.strip()).spec
+    assert spec.metric_files == ("outputs/metrics.csv", "logs/m.jsonl")
+    shown = invoke("show", result.stdout.strip()).stdout
+    assert "metrics from: outputs/metrics.csv logs/m.jsonl" in shown
+    for path in ("../elsewhere.csv", "/etc/metrics.csv", ".git/m.csv"):
+        refused = invoke("enqueue", "--metrics", path, "--", "python", "train.py")
+        assert refused.exit_code == ExitCode.SNAPSHOT, path
+        assert f"--metrics {path!r} cannot be read" in refused.stderr
+        assert "outputs/metrics.csv" in refused.stderr and "\n" not in refused.stderr.strip()

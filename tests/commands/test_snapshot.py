@@ -71,6 +71,18 @@ def test_output_file_is_written_only_on_success(
     assert code == 0 and Snapshot.from_json(target.read_text()).spec.argv == ("python", "train.py")
 
 
+def test_unknown_options_are_refused_and_the_command_is_untouched(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(repo.path)
+    code, out, err = _invoke(["snapshot", "--jsn", "--", "python", "train.py"])
+    assert code == ExitCode.USAGE and out == ""
+    assert "unknown option --jsn (did you mean --json?)" in err and err.count("\n") == 1
+    code, out, _ = _invoke(["snapshot", "--json", "python", "train.py", "--jsn", "--", "-x"])
+    assert code == 0
+    assert Snapshot.from_json(out).spec.argv == ("python", "train.py", "--jsn", "--", "-x")
+
+
 @pytest.mark.parametrize(
     ("setup", "argv", "message"),
     [

@@ -11,7 +11,9 @@ import redis
 
 from overnight.commands.views import LS_HEADERS, when
 from overnight.errors import ExitCode
+from overnight.metrics.summary import MetricSummary
 from overnight.queue import keys
+from overnight.queue.index import Query
 from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
@@ -263,11 +265,35 @@ def test_show_says_what_a_task_ran_on_and_in(cli_env: Repo, store: TaskStore) ->
     assert "environment:  venv, python 3.11.9, key 3f2a9c0d1e2b, from the cache" in out
 
 
+def test_show_lists_the_metrics_and_json_has_their_series(cli_env: Repo, store: TaskStore) -> None:
+    task_id = _task(store)
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"))
+    metrics = {
+        "val/loss": MetricSummary(0.25, 0.2, 2.5, 900, 900.0, 850.0, 0.0),
+        "acc": MetricSummary.first(0.5),
+    }
+    series = {"val/loss": [[0.0, 0.0, 2.5], [60.0, 900.0, 0.25]], "acc": [[1.0, None, 0.5]]}
+    assert store.update_metrics(task_id, metrics, series, expect={TaskStatus.RUNNING}, agent="box1")
+    out = invoke("show", task_id).stdout.splitlines()
+    at = out.index("metrics:")
+    assert out[at + 1 : at + 3] == [
+        "  acc       last 0.5, min 0.5, max 0.5, 1 value",
+        "  val/loss  last 0.25 @ 900, min 0.2 @ 850, max 2.5 @ 0, 900 values",
+    ]
+    data = json.loads(invoke("show", task_id, "--json").stdout)
+    assert data["metrics"]["val/loss"]["min_step"] == 850.0
+    assert data["metric_series"] == series
+    plain = _task(store)
+    assert "metrics:" not in invoke("show", plain).stdout
+    assert json.loads(invoke("show", plain, "--json").stdout)["metric_series"] == {}
+
+
 def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
     first = _task(store)
     result = invoke(
-        "clone", first, "--set", "lr=0.003", "--set", "epochs=20", "--set", "amp=1", "-q", "gpu"
-    )
+        "clone", first, "--set", "lr=0.003", "--set", "epochs=20", "--set", "amp=1",
+        "--add-param", "-q", "gpu",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     clone = store.get(result.stdout.strip())
     assert clone.argv == ("python", "train.py", "--lr", "0.003", "--epochs=20", "--amp", "1")
@@ -282,6 +308,44 @@ def test_clone_sets_params_in_argv(cli_env: Repo, store: TaskStore) -> None:
     )
     bad = invoke("clone", first, "--set", "lr")
     assert bad.exit_code == ExitCode.USAGE and "NAME=VALUE" in bad.stderr
+
+
+def test_clone_refuses_names_the_command_lacks(cli_env: Repo, store: TaskStore) -> None:
+    first = _task(store)
+    bad = invoke("clone", first, "--set", "epoch=20")
+    assert bad.exit_code == ExitCode.USAGE and store.index.count() == 1
+    [line] = bad.stderr.strip().splitlines()
+    assert "--set epoch: the command has no option epoch (closest: --epochs)" in line
+
+
+def test_clone_sets_bare_flags_and_hydra_words(cli_env: Repo, store: TaskStore) -> None:
+    argv = ("python", "train.py", "--amp", "model.depth=3")
+    first = submit(store, make_snapshot(argv), TaskOptions()).id
+    result = invoke("clone", first, "--set", "amp=false", "--set", "model.depth=4")
+    assert result.exit_code == 0, result.output
+    assert store.get(result.stdout.strip()).argv == ("python", "train.py", "model.depth=4")
+    refused = invoke("clone", first, "--set", "amp=0")
+    assert refused.exit_code == ExitCode.USAGE
+    assert "--amp is a bare flag" in refused.stderr and "amp=false" in refused.stderr
+
+
+def test_clone_records_its_origin_note_and_tags(cli_env: Repo, store: TaskStore) -> None:
+    first = submit(store, make_snapshot(note="baseline", tags=("abl",)), TaskOptions()).id
+    result = invoke("clone", first, "-m", "longer warmup", "--tag", "warm", "--tag", "abl")
+    assert result.exit_code == 0, result.output
+    clone = store.get(result.stdout.strip())
+    assert (clone.clone_of, clone.note, clone.tags) == (first, "longer warmup", ("abl", "warm"))
+    assert clone.history[0].note == f"clone of {first}"
+    shown = invoke("show", clone.id).stdout
+    assert f"clone of:     {first}" in shown and "note:         longer warmup" in shown
+    assert "tags:         abl warm" in shown
+    assert [r.id for r in store.find(Query(tag="warm"))] == [clone.id]
+    again = store.get(invoke("clone", clone.id).stdout.strip())
+    assert (again.clone_of, again.note, again.tags) == (clone.id, "longer warmup", clone.tags)
+    assert "note:         baseline" in invoke("show", first).stdout
+    store.transition(clone.id, TaskStatus.CANCELED)
+    retry = store.get(invoke("retry", clone.id).stdout.strip())
+    assert (retry.retry_of, retry.note, retry.tags) == (clone.id, "longer warmup", clone.tags)
 
 
 def test_gc(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:

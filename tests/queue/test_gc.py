@@ -6,6 +6,7 @@ import time
 
 import redis
 
+from overnight.metrics.summary import MetricSummary
 from overnight.outputs import manifest
 from overnight.outputs.manifest import OutputEntry
 from overnight.outputs.redisstore import RedisOutputStore, blob_key
@@ -22,6 +23,10 @@ DAY = 86400.0
 
 def _end(store: TaskStore, task_id: str) -> None:
     store.transition(task_id, TaskStatus.RUNNING, Change(agent="box"))
+    metrics = {"loss": MetricSummary.first(0.5)}
+    store.update_metrics(
+        task_id, metrics, {"loss": [[0.0, None, 0.5]]}, expect={TaskStatus.RUNNING}, agent="box"
+    )
     report = {"summary": {}, "series": {"cpu_pct": [[0.0, 50.0]]}}
     store.transition(task_id, TaskStatus.FINISHED, Change(exit_code=0, extra={"resources": report}))
 
@@ -54,7 +59,10 @@ def test_gc_removes_old_tasks_and_what_only_they_use(
     assert sorted(report.tasks) == sorted([old_a.id, old_b.id, lone.id])
     for record in (old_a, old_b, lone):
         assert not redis_client.exists(
-            keys.task(record.id), keys.log(record.id), keys.series(record.id)
+            keys.task(record.id),
+            keys.log(record.id),
+            keys.series(record.id),
+            keys.metric_series(record.id),
         )
         assert not redis_client.exists(f"rq:job:{record.id}")
         assert record.id.encode() not in redis_client.zrange(keys.BY_CREATED, 0, -1)
@@ -80,11 +88,13 @@ def test_gc_removes_old_tasks_and_what_only_they_use(
 def test_gc_corrupt(store: TaskStore, redis_client: redis.Redis) -> None:
     record = submit(store, make_snapshot(), TaskOptions())
     _end(store, record.id)
-    assert redis_client.exists(keys.series(record.id))
+    assert redis_client.exists(keys.series(record.id), keys.metric_series(record.id)) == 2
     redis_client.set(keys.task(record.id), b"garbage")
     report = collect(store, older_than=30 * DAY, corrupt=True)
     assert report.corrupt == [record.id] and report.tasks == []
-    assert not redis_client.exists(keys.task(record.id), keys.series(record.id))
+    assert not redis_client.exists(
+        keys.task(record.id), keys.series(record.id), keys.metric_series(record.id)
+    )
 
 
 def test_submodule_patches_are_stored_loaded_and_collected_like_the_patch(

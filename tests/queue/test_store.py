@@ -208,6 +208,36 @@ def test_a_resource_series_is_kept_apart_from_the_record(
     assert store.series(record.id) == {}
 
 
+def test_metrics_are_written_only_to_the_agents_task_with_their_series_apart(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu"))
+    running = {TaskStatus.RUNNING}
+    metrics = {"loss": MetricSummary(0.5, 0.5, 2.0, 2, 1.0, 1.0, 0.0)}
+    series = {"loss": [[0.0, 0.0, 2.0], [1.5, 1.0, 0.5]]}
+    assert not store.update_metrics(record.id, metrics, series, expect=running, agent="a")
+    store.transition(record.id, TaskStatus.PREPARING, Change(agent="a"))
+    store.transition(record.id, TaskStatus.RUNNING)
+    assert not store.update_metrics(record.id, metrics, series, expect=running, agent="b")
+    assert store.metric_series(record.id) == {}
+    assert store.update_metrics(record.id, metrics, series, expect=running, agent="a")
+    got = store.get(record.id)
+    assert got.metrics == metrics and "series" not in got.to_json()
+    assert store.metric_series(record.id) == series
+    with pytest.raises(TypeError):
+        store.update_metrics(record.id, {"loss": 1.0}, {}, expect=running, agent="a")  # type: ignore[dict-item]
+    store.transition(record.id, TaskStatus.FINISHED, Change(exit_code=0))
+    assert not store.update_metrics(record.id, {}, {}, expect=running, agent="a")
+    assert store.get(record.id).metrics == metrics  # the final summaries stay
+    store.requeue(record.id)  # a new attempt starts without the last one's metrics
+    assert store.get(record.id).metrics == {}
+    assert store.metric_series(record.id) == {}
+    assert not redis_client.exists(keys.metric_series(record.id))
+    for junk in (b"not json", b"[1]", b'{"loss": 3, "acc": [[0, null, 1]]}'):
+        redis_client.set(keys.metric_series(record.id), junk)
+        assert store.metric_series(record.id) == ({"acc": [[0, None, 1]]} if b"acc" in junk else {})
+
+
 def test_notes(store: TaskStore) -> None:
     record = submit(store, make_snapshot(), TaskOptions())
     store.add_note(record.id, "python 3.11 not found; used 3.12")

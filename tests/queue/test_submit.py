@@ -34,7 +34,8 @@ def counting_store(redis_url: str) -> TaskStore:
 def test_a_sweep_is_one_round_trip(redis_url: str, store: TaskStore) -> None:
     counted = counting_store(redis_url)
     sweep = [Sweep("lr", ("0.1", "0.01")), Sweep("bs", ("32", "64"))]
-    records = submit_sweep(counted, make_snapshot(bundle=b"a bundle"), TaskOptions(), sweep)
+    snapshot = make_snapshot(bundle=b"a bundle")
+    records = submit_sweep(counted, snapshot, TaskOptions(), sweep, add_params=True)
     assert len(CountingConnection.sends) == 1
     assert [store.get(r.id).status for r in records] == [TaskStatus.QUEUED] * 4
     assert store.load_snapshot(records[3].id).spec.params["bs"] == "64"

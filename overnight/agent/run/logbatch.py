@@ -30,6 +30,21 @@ class Output(str):
     __slots__ = ()
 
 
+class Partial(str):
+    """The start or the middle of a task's line sent before its end came (a progress bar, output
+    cut by a flush, a line too long to store whole); the rest follows, ended by a :class:`LineEnd`
+    (or by nothing when the line ended right after it). Readers of whole lines (metrics) put
+    the pieces together again."""
+
+    __slots__ = ()
+
+
+class LineEnd(str):
+    """The last piece of a line that went out in :class:`Partial` pieces."""
+
+    __slots__ = ()
+
+
 MAX_LINE = 16 * 1024
 """Longest line stored, in characters; longer ones are split into several lines."""
 
@@ -45,6 +60,7 @@ class LineAssembler:
         self._cur = ""  # text written since the last carriage return
         self._prev = ""  # the last non-empty text before it, still shown if nothing replaces it
         self._continued = False  # the line's start already went out as a partial line
+        self._pieced = False  # a piece of the line went out (partial, or split for its length)
         self.since: float | None = None  # when the pending partial line got its first text
         self._updated = 0.0
 
@@ -65,8 +81,8 @@ class LineAssembler:
         if not text:
             return None
         self._reset()
-        self._continued = True
-        return (self._updated, text)
+        self._continued = self._pieced = True
+        return (self._updated, Partial(text))
 
     def finish(self, now: float) -> list[Line]:
         """The end of the stream: the remaining bytes and the unterminated last line."""
@@ -104,21 +120,23 @@ class LineAssembler:
         self._updated = now
         self._cur += segment
         while len(self._cur) > self._max:
-            out.append((now, self._cur[: self._max]))
+            out.append((now, Partial(self._cur[: self._max])))
             self._cur = self._cur[self._max :]
             self._prev = ""
+            self._pieced = True
 
     def _end_line(self, now: float, out: list[Line]) -> None:
         text = self.partial
         # A newline right after a partial line went out only ends that line; no empty line.
         if text or not self._continued:
-            out.append((now, text))
+            out.append((now, LineEnd(text) if self._pieced else text))
         self._reset()
 
     def _reset(self) -> None:
         self._cur = ""
         self._prev = ""
         self._continued = False
+        self._pieced = False
         self.since = None
 
 

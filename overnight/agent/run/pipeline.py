@@ -25,6 +25,7 @@ from overnight.agent.config import AgentConfig
 from overnight.agent.environments.base import Environment, Prepared, Process, RunRequest
 from overnight.agent.gpus.hardware import hardware_info
 from overnight.agent.gpus.inventory import FakeInventory, GPUInventory
+from overnight.agent.run.metricfeed import MetricFeed
 from overnight.agent.run.monitor import GPUProbe, GPUSampler, Monitor, Sampler
 from overnight.agent.run.outputs import OUTPUT_DIR, OutputCollector, PeriodicSync
 from overnight.agent.run.supervisor import CANCELED, TIMED_OUT, RunOutcome, supervise
@@ -42,6 +43,8 @@ from overnight.errors import (
     TaskNotFound,
     TaskRunError,
 )
+from overnight.metrics.files import MetricFiles
+from overnight.metrics.tracker import MetricTracker
 from overnight.outputs.redisstore import RedisOutputStore
 from overnight.outputs.store import OutputStore
 from overnight.queue.records import ACTIVE_STATUSES, Change, Phase, TaskStatus
@@ -121,7 +124,9 @@ class Pipeline:
         def watch() -> Ending:
             snapshot = self._retry(lambda: self.store.load_snapshot(task.task_id))
             if snapshot is not None:
-                self._collect_outputs(task, self.workspaces.task_dir(task.task_id), snapshot.spec)
+                tree = self.workspaces.task_dir(task.task_id)
+                self._collect_outputs(task, tree, snapshot.spec)
+                self._read_metrics(task, tree, snapshot.spec, resumed=True)
             outcome, resources = self._supervise(task, process, timeout)
             return self._ended(task, outcome, {"resources": resources})
 
@@ -153,6 +158,7 @@ class Pipeline:
             if task.should_stop():
                 return self._stopped(task, phase)
             self._collect_outputs(task, workspace, snapshot.spec)
+            self._read_metrics(task, workspace, snapshot.spec)
             phase = Phase.ENVIRONMENT
             say(f"[overnight] preparing the {self.environment.name} environment")
             prepared = self.environment.prepare(
@@ -209,6 +215,7 @@ class Pipeline:
         if task.outputs is not None:
             syncing = PeriodicSync(task.outputs.sync, self.config.output_sync_interval)
             syncing.start()
+        metrics = task.metrics.start() if task.metrics is not None else None
         try:
             outcome = supervise(
                 process,
@@ -216,6 +223,7 @@ class Pipeline:
                 should_stop=task.should_stop,
                 timeout=timeout,
                 grace=self._grace(task),
+                observe=metrics.observe if metrics is not None else None,
             )
         finally:
             starter.cancel()
@@ -223,6 +231,8 @@ class Pipeline:
             monitor.stop()
             if syncing is not None:
                 syncing.stop()
+            if metrics is not None:
+                metrics.stop()
         return outcome, monitor.report()
 
     def _collect_outputs(self, task: ActiveTask, workspace: Path, spec: TaskSpec) -> None:
@@ -240,6 +250,25 @@ class Pipeline:
             patterns=spec.outputs,
             cap_bytes=self.config.output_cap_bytes,
         )
+
+    def _read_metrics(
+        self, task: ActiveTask, tree: Path, spec: TaskSpec, *, resumed: bool = False
+    ) -> None:
+        """Make the feed that reads the run's metrics from its output and metrics files; a
+        resumed run goes on from what its record holds."""
+        tracker = MetricTracker(started=task.record.started)
+        if resumed and task.record.metrics:
+            series = self._retry(lambda: self.store.metric_series(task.task_id))
+            tracker.resume(task.record.metrics, series)
+        files = None
+        if spec.metric_files:
+            files = MetricFiles(
+                tracker,
+                tree,
+                spec.metric_files,
+                warn=lambda message: task.sink.line(f"[overnight] warning: {message}"),
+            )
+        task.metrics = MetricFeed(tracker, files, poll_interval=self.config.monitor_interval)
 
     def _samplers(self, task: ActiveTask, process: Process) -> list[Sampler]:
         samplers = process.samplers()
@@ -406,7 +435,12 @@ class Pipeline:
             )
             return
         failed = ending.status is TaskStatus.FAILED
+        metrics = None
+        if task.metrics is not None:  # the series first: the final status is the last write
+            task.metrics.write(self.store, task.task_id, agent=self.agent, expect=ACTIVE_STATUSES)
+            metrics = task.metrics.tracker.summaries()
         change = Change(
+            metrics=metrics,
             extra=ending.extra,
             exit_code=ending.exit_code,
             phase=ending.phase if failed or ending.status is TaskStatus.CANCELED else None,

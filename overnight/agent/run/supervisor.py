@@ -14,6 +14,10 @@ Between the reader and the sender sits a bounded buffer (``max_buffer_bytes``). 
 is slower than the task or keeps failing and the buffer is full, the oldest batches are dropped
 and the next batch sent starts with a marker line saying how many lines were lost there.
 ``RunOutcome.dropped_lines`` counts them. The sink is called from the sender thread.
+
+``observe``, when given, sees every batch of output in order on the reader's thread, whatever
+becomes of it in the buffer (the run's metrics are read there: :mod:`overnight.agent.run.metricfeed`);
+it must be quick and must not raise.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from overnight.agent.run.logbatch import Line, LogBatcher, Notice
 from overnight.units import format_duration
 
 Sink = Callable[[Sequence[Line]], None]
+Observer = Callable[[Sequence[Line]], None]
 
 EXITED = "exited"
 CANCELED = "canceled"
@@ -92,6 +97,7 @@ def supervise(
     max_buffer_bytes: int = 16 * 1024 * 1024,
     drain_timeout: float = 2.0,
     sink_drain_timeout: float = 10.0,
+    observe: Observer | None = None,
 ) -> RunOutcome:
     """Run ``process`` to its end, streaming its output to ``sink`` in batches.
 
@@ -102,7 +108,8 @@ def supervise(
     """
     started, clock0 = time.time(), time.monotonic()
     outbox = _Outbox(sink, max_buffer_bytes)
-    pump = _Pump(LogBatcher(flush_interval=flush_interval, flush_bytes=flush_bytes), outbox)
+    batcher = LogBatcher(flush_interval=flush_interval, flush_bytes=flush_bytes)
+    pump = _Pump(batcher, outbox, observe)
     sender = threading.Thread(target=outbox.run, name="overnight-log-sender", daemon=True)
     reader = threading.Thread(
         target=pump.read_all, args=(process,), name="overnight-log-reader", daemon=True
@@ -192,9 +199,10 @@ def _asked_to_stop(should_stop: Callable[[], bool]) -> bool:
 class _Pump:
     """The batcher behind a lock: the reader feeds it, the supervisor's ticks flush it."""
 
-    def __init__(self, batcher: LogBatcher, outbox: _Outbox) -> None:
+    def __init__(self, batcher: LogBatcher, outbox: _Outbox, observe: Observer | None) -> None:
         self._batcher = batcher
         self._outbox = outbox
+        self._observe = observe
         self._lock = threading.Lock()
         self._closed = False
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -241,6 +249,8 @@ class _Pump:
 
     def _send(self, lines: list[Line]) -> None:
         self.tail.extend(text for _, text in lines)
+        if self._observe is not None and lines:
+            self._observe(lines)
         self._outbox.put(lines)
 
 

@@ -9,6 +9,7 @@ import threading
 
 from overnight.agent.environments.base import Process
 from overnight.agent.run.logsink import LogSink
+from overnight.agent.run.metricfeed import MetricFeed
 from overnight.agent.run.monitor import Monitor
 from overnight.agent.run.outputs import OutputCollector
 from overnight.queue.records import TaskRecord
@@ -31,6 +32,7 @@ class ActiveTask:
     process: Process | None = None  # once started
     monitor: Monitor | None = None  # while it runs
     outputs: OutputCollector | None = None  # once its tree is there
+    metrics: MetricFeed | None = None  # once its tree is there
 
     @property
     def task_id(self) -> str:

@@ -141,8 +141,12 @@ class Control:
         self._strays_thread.start()
 
     def write_reports(self, tasks: list[ActiveTask]) -> None:
-        """Store the resource report so far of every task that is running and has samples."""
+        """Store the resource report and the metrics so far of every task that is running."""
         for task in tasks:
+            if task.metrics is not None:
+                task.metrics.write(
+                    self.store, task.task_id, agent=self.worker.name, expect={TaskStatus.RUNNING}
+                )
             report = task.monitor.report() if task.monitor is not None else None
             if report is None or not report["summary"]:
                 continue

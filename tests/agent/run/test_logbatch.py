@@ -5,7 +5,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overnight.agent.run.logbatch import MAX_LINE, LineAssembler, LogBatcher
+from overnight.agent.run.logbatch import MAX_LINE, LineAssembler, LineEnd, LogBatcher, Partial
 
 
 def texts(lines: list[tuple[float, str]]) -> list[str]:
@@ -94,6 +94,17 @@ def test_taking_a_partial_line_then_finishing_it() -> None:
     assert asm.take_partial(2.0) == (1.0, "epoch 1: ")
     assert asm.take_partial(2.5) is None
     assert texts(asm.feed(b"loss 0.5\n", 3.0)) == ["loss 0.5"]
+
+
+def test_pieces_of_a_line_are_marked_so_readers_can_put_them_together() -> None:
+    asm = LineAssembler(max_line=10)
+    asm.feed(b"loss: 0.", 1.0)
+    first = asm.take_partial(1.5)
+    assert first is not None and isinstance(first[1], Partial)
+    end = asm.feed(b"25\nwhole\n" + b"x" * 12 + b"\n", 2.0)
+    assert [type(text) for _, text in end] == [LineEnd, str, Partial, LineEnd]
+    assert "".join(text for _, text in [first, *end[:1]]) == "loss: 0.25"
+    assert end[3][1] == "xx"
 
 
 def test_a_progress_bar_shown_as_partial_then_closed_adds_no_empty_line() -> None:

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,7 @@ def run(
     should_stop: Callable[[], bool] = lambda: False,
     timeout: float | None = None,
     grace: float = 5.0,
-    **kwargs: float,
+    **kwargs: Any,
 ) -> tuple[RunOutcome, Collector]:
     collector = Collector()
     outcome = supervise(
@@ -73,7 +74,7 @@ def run(
         should_stop=should_stop,
         timeout=timeout,
         grace=grace,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
     return outcome, collector
 
@@ -90,6 +91,21 @@ def test_output_arrives_in_order_with_timestamps(tmp_path: Path) -> None:
     assert outcome.started <= stamps[0] and stamps[-1] <= outcome.ended + 1
     assert outcome.lines == 500 and outcome.dropped_lines == 0
     assert outcome.describe() == "exited with 0"
+
+
+def test_an_observer_sees_every_line_in_order_even_those_the_sink_loses(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def failing(batch: Sequence[Line]) -> None:
+        raise OSError("sink down")
+
+    script = "for i in range(300): print(f'loss={i}')"
+    outcome, _ = run(
+        tmp_path, script, failing, observe=lambda lines: seen.extend(t for _, t in lines),
+        sink_drain_timeout=0.2,
+    )  # fmt: skip
+    assert outcome.exit_code == 0 and outcome.lines == 0
+    assert seen == [f"loss={i}" for i in range(300)]
 
 
 def test_exit_code_is_reported(tmp_path: Path) -> None:
