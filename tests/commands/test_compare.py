@@ -199,7 +199,9 @@ def test_only_changed_hides_equal_fields(two_runs: tuple[str, str]) -> None:
 
 
 def test_runs_with_the_same_code_show_no_diff(cli_env: Repo, store: TaskStore) -> None:
-    ids = invoke("enqueue", "--sweep", "lr=0.1,0.2", "--", "python", "train.py").stdout.split()
+    ids = invoke(
+        "enqueue", "--sweep", "lr=0.1,0.2", "--", "python", "train.py", "--lr", "1"
+    ).stdout.split()
     out = invoke("compare", *ids).stdout
     assert f"code of {ids[1]} against {ids[0]}: same commit" in out and "same tree" in out
     assert "diff --git" not in out
