@@ -44,6 +44,7 @@ class Submission:
     argv: tuple[str, ...] | None = None  # None: the recorded argv
     name: str | None = None  # None: the recorded name
     retry_of: str | None = None
+    sweep: str | None = None  # the sweep it belongs to (a retry keeps its first task's)
 
 
 def check_options(options: TaskOptions) -> None:
@@ -75,12 +76,15 @@ def submit_sweep(
     *,
     name: str | None = None,
 ) -> list[TaskRecord]:
-    """One task, or one per combination of the sweeps' values, all sharing ``snapshot``."""
+    """One task, or one per combination of the sweeps' values, all sharing ``snapshot`` and a new
+    sweep id (``record.sweep``)."""
     if not sweeps:
         return submit_many(store, [Submission(snapshot, options, name=name)])
     variants = expand(snapshot.spec.argv, sweeps)
+    sweep = keys.new_sweep_id()
     return submit_many(
-        store, [Submission(snapshot, options, argv=argv, name=name) for argv, _ in variants]
+        store,
+        [Submission(snapshot, options, argv=argv, name=name, sweep=sweep) for argv, _ in variants],
     )
 
 
@@ -120,6 +124,8 @@ def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[Tas
                 params=params,
                 tags=spec.tags,
                 retry_of=sub.retry_of,
+                sweep=sub.sweep,
+                note=spec.note,
             )
         )
     inline = {sha: data for sha, data in blobs.items() if len(data) <= INLINE_BLOB_BYTES}
