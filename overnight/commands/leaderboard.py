@@ -101,8 +101,8 @@ def arrange(
     warning = None
     if missing and records:
         warning = (
-            f"no selected task has the metric {', '.join(missing)} (yet); their metrics: "
-            f"{', '.join(metric_names(records)) or 'none'}"
+            f"no selected task has the metric {listed(missing)} (yet); their metrics: "
+            f"{listed(metric_names(records))}"
         )
     return Board(ordered[:limit] if limit else ordered, columns, warning)
 
@@ -177,9 +177,17 @@ def _value_of(
         return lambda record: None
     raise UsageError(
         f"cannot sort by {name!r}: no selected task has that metric or param; their metrics: "
-        f"{', '.join(metric_names(records)) or 'none'}; params: {', '.join(sorted(params)) or 'none'}"
-        f"; or sort by {' or '.join(_FIELDS)}"
+        f"{listed(metric_names(records))}; params: {listed(sorted(params))}; or sort by "
+        f"{' or '.join(_FIELDS)}"
     )
+
+
+def listed(names: Sequence[str], most: int = 20) -> str:
+    """Names for a message, the first ``most`` of them: ``a, b, c and 7 more``."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _number(text: str) -> float | None:
@@ -208,13 +216,12 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """Rows as CSV with a header: nested objects flattened (``params.lr``, ``metrics.loss``, as
     ``pandas.json_normalize`` names them), columns in first-seen order, None as an empty cell;
     text made :func:`~overnight.terminal.visible` (a task's name stays one line, one cell)."""
-    flat = [_flatten(row) for row in rows]
+    flat = [{visible(k): _cell(v) for k, v in _flatten(row).items()} for row in rows]
     headers = list(dict.fromkeys(k for row in flat for k in row))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=headers, lineterminator="\n")
     writer.writeheader()
-    for row in flat:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
+    writer.writerows(flat)
     return out.getvalue()
 
 

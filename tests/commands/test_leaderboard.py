@@ -71,6 +71,9 @@ def test_an_unknown_sort_key_names_the_metrics_and_params_there_are() -> None:
     assert "'lss'" in message and "metrics: acc, loss" in message and "params: lr" in message
     assert "\n" not in message
     assert sort_records([], SortKey("lss")) == []  # nothing selected: nothing to complain about
+    many = [task("a", **{f"m{i:02}": 0.5 for i in range(25)})]
+    with pytest.raises(UsageError, match="m19 and 5 more; params: none"):
+        sort_records(many, SortKey("lss"))
 
 
 def test_arrange_adds_the_sort_metric_and_warns_of_missing_ones() -> None:
@@ -87,14 +90,15 @@ def test_csv_flattens_params_and_metrics_and_keeps_task_text_on_one_line() -> No
     rows = [
         {"id": "a", "params": {"lr": "0.1"}, "metrics": {"loss": 0.5}, "note": "x\x1b]52;\ny"},
         {"id": "b", "params": {"bs": "32"}, "metrics": {"loss": None}, "note": ""},
+        {"id": "c", "params": {"x\x1b[2J": "1"}},
     ]
     text = to_csv(rows)
-    assert text.splitlines()[0] == "id,params.lr,metrics.loss,note,params.bs"
+    assert text.splitlines()[0] == "id,params.lr,metrics.loss,note,params.bs,params.x\\x1b[2J"
     read = list(csv.DictReader(io.StringIO(text)))
     assert read[0] == {"id": "a", "params.lr": "0.1", "metrics.loss": "0.5",
-                       "note": "x\\x1b]52;\\ny", "params.bs": ""}  # fmt: skip
+                       "note": "x\\x1b]52;\\ny", "params.bs": "", "params.x\\x1b[2J": ""}  # fmt: skip
     assert read[1]["metrics.loss"] == "" and read[1]["params.bs"] == "32"
-    assert len(text.splitlines()) == 3
+    assert len(text.splitlines()) == 4 and "\x1b" not in text
 
 
 def test_values_and_notes_as_shown() -> None:

@@ -98,6 +98,7 @@ _COMMANDS = [
     ["ls"], ["ls", "--json"], ["show"], ["show", "--json"], ["logs"], ["logs", "-f"],
     ["cancel"], ["retry"], ["clone", "--set", "lr=1"], ["wait"], ["queues"], ["workers"],
     ["summary"], ["top", "--once"], ["top", "--json"], ["cancel", "-q", "gpu"],
+    ["ls", "--sort", "-duration", "--metric", "loss"], ["summary", "--sort", "duration", "--csv"],
 ]  # fmt: skip
 
 
