@@ -71,7 +71,8 @@ def test_an_unknown_sort_key_names_the_metrics_and_params_there_are() -> None:
     assert "'lss'" in message and "metrics: acc, loss" in message and "params: lr" in message
     assert "\n" not in message
     assert sort_records([], SortKey("lss")) == []  # nothing selected: nothing to complain about
-    many = [task("a", **{f"m{i:02}": 0.5 for i in range(25)})]
+    many = [task("a")]
+    many[0].metrics = {f"m{i:02}": MetricSummary.first(0.5) for i in range(25)}
     with pytest.raises(UsageError, match="m19 and 5 more; params: none"):
         sort_records(many, SortKey("lss"))
 
