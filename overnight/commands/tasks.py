@@ -330,7 +330,10 @@ def cancel_command(
         click.echo(f"canceled {len(canceled)} queued task(s) of queue {queue}")
     chosen = [store.resolve(t) for t in task_ids]
     if sweep is not None:
-        chosen += _sweep_tasks(store, sweep, ended=False)
+        open_tasks = _sweep_tasks(store, sweep, ended=False)
+        if not open_tasks:
+            click.echo(f"every task of sweep {store.resolve_sweep(sweep)} has ended already")
+        chosen += open_tasks
     for task_id in dict.fromkeys(chosen):
         try:
             record = request_cancel(store, task_id)

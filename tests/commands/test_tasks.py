@@ -479,6 +479,11 @@ def test_wait_and_cancel_take_a_sweep(cli_env: Repo, store: TaskStore) -> None:
         f"{runs[2].id} canceled",
     ]
     assert invoke("wait").exit_code == ExitCode.USAGE
+    again = invoke("cancel", "--sweep", runs[0].id)
+    assert (
+        again.exit_code == 0
+        and again.stdout == f"every task of sweep {runs[0].sweep} has ended already\n"
+    )
 
 
 def test_a_retry_stays_in_the_sweep_and_a_clone_joins_only_if_asked(
