@@ -61,7 +61,12 @@ _REAP_EVERY = 5.0  # seconds between lost-task checks while a command waits
     "-s", "--status", "statuses", multiple=True, type=click.Choice(_STATUSES), help="Only these."
 )
 @click.option("--tag", default=None, help="Only tasks with this tag.")
-@click.option("--sweep", default=None, metavar="ID", help="Only this sweep (or ID's sweep).")
+@click.option(
+    "--sweep",
+    default=None,
+    metavar="ID",
+    help="Only the tasks of sweep ID (or of task ID's sweep).",
+)
 @click.option("--since", default=None, metavar="WHEN", help="Created since: 2d, 12h or a date.")
 @click.option(
     "--grep", default=None, metavar="TEXT", help="Only tasks whose name, note, tags or command "
