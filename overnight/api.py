@@ -124,12 +124,16 @@ class Client:
         queue: str | None = None,
         status: TaskStatus | str | Collection[TaskStatus | str] = (),
         tag: str | None = None,
+        sweep: str | None = None,
         limit: int | None = 50,
     ) -> list[TaskRecord]:
-        """Tasks, newest first, as ``overnight ls`` lists them (but without reaping first)."""
+        """Tasks, newest first, as ``overnight ls`` lists them (but without reaping first);
+        ``sweep`` is a sweep id (or prefix, or the id of one of its tasks)."""
         wanted = [status] if isinstance(status, str) else list(status)
         statuses = frozenset(TaskStatus(s) for s in wanted)
-        return self.store.find(Query(queue=queue, statuses=statuses, tag=tag, limit=limit))
+        found = self.store.resolve_sweep(sweep) if sweep is not None else None
+        query = Query(queue=queue, statuses=statuses, tag=tag, sweep=found, limit=limit)
+        return self.store.find(query)
 
     def cancel(self, task_id: str) -> TaskRecord:
         """Cancel a queued or waiting task now; ask the agent of a started one to stop it."""

@@ -114,6 +114,10 @@ class AmbiguousTaskId(QueueError):
     """Raised when an id prefix matches more than one task."""
 
 
+class SweepNotFound(QueueError):
+    """Raised when no sweep matches a sweep id, id prefix or the id of one of its tasks."""
+
+
 class CorruptRecord(QueueError):
     """Raised when a record in Redis cannot be decoded or validated."""
 
@@ -178,6 +182,7 @@ class ExitCode(enum.IntEnum):
 _CODES: list[tuple[type[OvernightError], ExitCode]] = [
     (ConnectionFailed, ExitCode.CONNECTION),
     (TaskNotFound, ExitCode.NOT_FOUND),
+    (SweepNotFound, ExitCode.NOT_FOUND),
     (QueueError, ExitCode.QUEUE),
     (ConfigError, ExitCode.CONFIG),
     (UsageError, ExitCode.USAGE),

@@ -38,6 +38,10 @@ def test_enqueue_and_get(repo: Repo, redis_url: str) -> None:
         "python train.py", sweep={"seed": [1]}, add_params=True, cwd=repo.path, redis_url=redis_url
     )
     assert added.argv == ("python", "train.py", "--seed", "1")
+    assert task.note == "api" and task.sweep is None and runs[0].sweep == runs[1].sweep
+    with overnight.Client(redis_url) as client:
+        assert client.ls(sweep=str(runs[0].sweep)[:6]) == runs[::-1]
+        assert client.ls(sweep=runs[1].id) == runs[::-1]
     with pytest.raises(TaskNotFound):
         overnight.get("ffffffffffff", redis_url=redis_url)
 

@@ -89,6 +89,9 @@ def enqueue_command(
 ) -> None:
     """Snapshot the working tree and queue CMD; prints the task id (one per line for a sweep).
 
+    A sweep also prints its sweep id on stderr: `ls`, `summary`, `wait`, `cancel` and `pull`
+    take it with --sweep ID.
+
     \b
     overnight enqueue -q gpu --gpus 1 -m "baseline" -- python train.py --lr 0.01
     overnight enqueue --sweep lr=0.1,0.01 --sweep bs=32,64 -- python train.py
@@ -119,6 +122,11 @@ def enqueue_command(
         store, Path.cwd(), command, options, snapshot_options, parsed_sweeps,
         declared=declared, add_param=add_param,
     )  # fmt: skip
+    sweep = records[0].sweep
+    if sweep is not None:  # on stderr: stdout holds the ids alone, for $(...) and xargs
+        click.echo(
+            f"sweep {sweep}: {len(records)} task(s); overnight summary --sweep {sweep}", err=True
+        )
     if as_json:
         echo_json([record_json(r) for r in records])
     else:

@@ -16,7 +16,7 @@ from overnight.commands.common import (
     print_table,
     redis_option,
 )
-from overnight.errors import OutputError, UsageError
+from overnight.errors import OutputError, SweepNotFound, UsageError
 from overnight.outputs.manifest import Manifest, OutputEntry
 from overnight.units import format_bytes
 
@@ -64,7 +64,9 @@ def outputs_command(task_id: str, as_json: bool, redis_url: str | None) -> None:
 
 @click.command("pull")
 @click.argument("task_id", metavar="[ID]", required=False)
-@click.option("--sweep", "sweep", metavar="ID", help="Every task of ID's sweep, a folder each.")
+@click.option(
+    "--sweep", "sweep", metavar="ID", help="Every task of a sweep (or of task ID's), a folder each."
+)
 @click.option("--tag", "tag", metavar="TAG", help="Every task with this tag, a folder each.")
 @click.option(
     "--to",
@@ -137,13 +139,17 @@ def _pull_one(client: Client, found: Manifest, where: Path) -> PullReport:
 def _manifests(
     client: Client, task_id: str | None, sweep: str | None, tag: str | None
 ) -> Iterator[Manifest]:
-    """The manifests to pull: one task's, its sweep's (tasks sharing its spec), a tag's."""
+    """The manifests to pull: one task's, a sweep's, a tag's."""
     if task_id is not None:
         yield client.outputs(task_id)
         return
     if sweep is not None:
-        spec_id = client.get(sweep).spec_id
-        records = [r for r in client.ls(limit=None) if r.spec_id == spec_id]
+        try:
+            records = client.ls(sweep=sweep, limit=None)
+        except SweepNotFound:
+            # A task enqueued before sweeps had ids: the tasks sharing its recorded spec.
+            spec_id = client.get(sweep).spec_id
+            records = [r for r in client.ls(limit=None) if r.spec_id == spec_id]
     else:
         records = client.ls(tag=tag, limit=None)
     if not records:

@@ -24,7 +24,17 @@ from typing import Any
 
 import click
 
-from overnight.commands.common import echo_lines, store_for
+from overnight.commands.common import echo, echo_lines, store_for
+from overnight.commands.leaderboard import (
+    MetricColumn,
+    arrange,
+    check_formats,
+    echo_csv,
+    format_value,
+    leaderboard_options,
+    metric_values,
+    short_note,
+)
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.durations import parse_since
 from overnight.queue.index import Query
@@ -115,9 +125,15 @@ def _runtime(record: TaskRecord, now: float) -> float | None:
 # -- summary ------------------------------------------------------------------------------------
 
 
-def tasks_since(store: TaskStore, since: float, *, queue: str | None = None) -> list[TaskRecord]:
-    """Tasks created, started or ended at or after ``since``, and tasks still active; newest first."""
-    found = store.find(Query(queue=queue, since=since - LOOKBACK, limit=None))
+def tasks_since(
+    store: TaskStore, since: float | None, *, queue: str | None = None, sweep: str | None = None
+) -> list[TaskRecord]:
+    """Tasks created, started or ended at or after ``since`` (None: any time), and tasks still
+    active; newest first."""
+    low = None if since is None else since - LOOKBACK
+    found = store.find(Query(queue=queue, since=low, sweep=sweep, limit=None))
+    if since is None:
+        return found
     return [
         r
         for r in found
@@ -125,19 +141,32 @@ def tasks_since(store: TaskStore, since: float, *, queue: str | None = None) -> 
     ]
 
 
-def summary_report(records: Sequence[TaskRecord], since: float, now: float) -> dict[str, Any]:
-    """JSON-ready: counts by status and one entry per task."""
+def summary_report(
+    records: Sequence[TaskRecord],
+    since: float | None,
+    now: float,
+    columns: Sequence[MetricColumn] = (),
+    *,
+    sweep: str | None = None,
+) -> dict[str, Any]:
+    """JSON-ready: counts by status and one entry per task, in the order given; ``since`` is None
+    for a whole sweep."""
     counts = collections.Counter(r.status.value for r in records)
     return {
         "since": since,
+        "sweep": sweep,
         "now": now,
         "counts": dict(counts.most_common()),
+        "columns": [c.label for c in columns],
         "tasks": [
             {
                 "id": r.id,
                 "status": r.status.value,
                 "name": _label(r),
                 "params": dict(r.params),
+                "metrics": metric_values(r, columns),
+                "note": r.note,
+                "sweep": r.sweep,
                 "duration": _runtime(r, now),
                 "exit_code": r.exit_code,
                 "peak_gpu_mem_mb": peak_gpu_memory_mb(r),
@@ -150,14 +179,20 @@ def summary_report(records: Sequence[TaskRecord], since: float, now: float) -> d
 
 
 def render_summary(report: Mapping[str, Any]) -> list[str]:
-    since = datetime.fromtimestamp(report["since"])
+    if report["since"] is None:
+        where = f"sweep {visible(str(report['sweep']))}"
+    else:
+        where = f"since {datetime.fromtimestamp(report['since']):%a %Y-%m-%d %H:%M}"
     total = sum(report["counts"].values())
     counts = ", ".join(f"{n} {status}" for status, n in report["counts"].items())
-    head = f"since {since:%a %Y-%m-%d %H:%M}: {total} task{'s' if total != 1 else ''}"
+    head = f"{where}: {total} task{'s' if total != 1 else ''}"
     lines = [f"{head}: {counts}" if total else head]
     if not total:
         return lines
-    rows = [["ID", "STATUS", "NAME", "PARAMS", "DURATION", "EXIT", "PEAK GPU MEM"]]
+    columns = [visible(c) for c in report["columns"]]
+    note = any(task["note"] for task in report["tasks"])
+    rows = [["ID", "STATUS", "NAME", "PARAMS", *columns, "DURATION", "EXIT", "PEAK GPU MEM"]]
+    rows[0] += ["NOTE"] * note
     errors: dict[int, str] = {}
     for task in report["tasks"]:
         rows.append(
@@ -166,9 +201,11 @@ def render_summary(report: Mapping[str, Any]) -> list[str]:
                 task["status"],
                 visible(task["name"]),
                 visible(" ".join(f"{k}={v}" for k, v in task["params"].items())),
+                *(format_value(task["metrics"][c]) for c in report["columns"]),
                 format_duration(task["duration"]) or "-",
                 "-" if task["exit_code"] is None else str(task["exit_code"]),
                 _size(task["peak_gpu_mem_mb"]),
+                *[visible(short_note(task["note"]))] * note,
             ]
         )
         if task["error"] and task["status"] in {s.value for s in _FAILED}:
@@ -306,17 +343,44 @@ def top_command(interval: float, once: bool, as_json: bool, redis_url: str | Non
 
 @click.command("summary")
 @click.option(
-    "--since", default="16h", show_default=True, help="A duration ago (16h, 3d) or a date."
+    "--since",
+    default=None,
+    metavar="WHEN",
+    help="A duration ago (16h, 3d) or a date [default: 16h; with --sweep: the whole sweep].",
 )
 @click.option("-q", "--queue", help="Only this queue.")
+@click.option("--sweep", default=None, metavar="ID", help="One sweep's table (or task ID's sweep).")
+@leaderboard_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--redis-url", help="Redis to read (default: $OVERNIGHT_REDIS_URL or config).")
-def summary_command(since: str, queue: str | None, as_json: bool, redis_url: str | None) -> None:
-    """What ran since a moment: counts by status; per task params, duration, exit, GPU peak."""
-    start = parse_since(since)
+def summary_command(
+    since: str | None,
+    queue: str | None,
+    sweep: str | None,
+    sort: str | None,
+    metrics: tuple[str, ...],
+    as_csv: bool,
+    as_json: bool,
+    redis_url: str | None,
+) -> None:
+    """What ran since a moment: counts by status; per task params, duration, exit, GPU peak.
+
+    \b
+    overnight summary --sweep 3f9a1c --metric loss --metric acc:max --sort -acc:max
+    overnight summary --sweep 3f9a1c --metric loss --csv > sweep.csv
+    """
+    check_formats(as_json, as_csv)
+    start = None if since is None and sweep is not None else parse_since(since or "16h")
     _, store = store_for(redis_url)
-    report = summary_report(tasks_since(store, start, queue=queue), start, time.time())
-    if as_json:
+    found_sweep = store.resolve_sweep(sweep) if sweep is not None else None
+    records = tasks_since(store, start, queue=queue, sweep=found_sweep)
+    board = arrange(records, sort=sort, metrics=metrics)
+    if board.warning:
+        echo(f"overnight: note: {board.warning}", err=True)
+    report = summary_report(board.records, start, time.time(), board.columns, sweep=found_sweep)
+    if as_csv:
+        echo_csv(report["tasks"])
+    elif as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         echo_lines(render_summary(report))

@@ -20,9 +20,22 @@ from overnight.commands.common import (
     store_for,
     to_jsonable,
 )
+from overnight.commands.leaderboard import (
+    arrange,
+    check_formats,
+    echo_csv,
+    leaderboard_options,
+)
 from overnight.commands.outputs import note_lines, summary
 from overnight.commands.reports import live_usage, offer_problem
-from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines, spec_json
+from overnight.commands.views import (
+    ls_headers,
+    ls_row,
+    ls_table_row,
+    record_json,
+    show_lines,
+    spec_json,
+)
 from overnight.errors import CorruptRecord, InvalidTransition, OvernightError, SpecError, UsageError
 from overnight.outputs import manifest
 from overnight.outputs.stores import open_store
@@ -49,47 +62,93 @@ _REAP_EVERY = 5.0  # seconds between lost-task checks while a command waits
     "-s", "--status", "statuses", multiple=True, type=click.Choice(_STATUSES), help="Only these."
 )
 @click.option("--tag", default=None, help="Only tasks with this tag.")
+@click.option(
+    "--sweep",
+    default=None,
+    metavar="ID",
+    help="Only the tasks of sweep ID (or of task ID's sweep).",
+)
 @click.option("--since", default=None, metavar="WHEN", help="Created since: 2d, 12h or a date.")
+@click.option(
+    "--grep", default=None, metavar="TEXT", help="Only tasks whose name, note, tags or command "
+    "contain TEXT (any case).",
+)  # fmt: skip
+@click.option(
+    "--param", "params", multiple=True, metavar="NAME=VALUE",
+    help="Only tasks with this param value (repeat: all of them).",
+)  # fmt: skip
 @click.option(
     "-n",
     "--limit",
     type=click.IntRange(min=0),
     default=50,
     show_default=True,
-    help="At most this many, newest first (0: all).",
+    help="At most this many, newest first (with --sort: the first of the sorted) (0: all).",
 )
+@leaderboard_options
 @json_option
 @redis_option
 def ls_command(
     queue: str | None,
     statuses: tuple[str, ...],
     tag: str | None,
+    sweep: str | None,
     since: str | None,
+    grep: str | None,
+    params: tuple[str, ...],
     limit: int,
+    sort: str | None,
+    metrics: tuple[str, ...],
+    as_csv: bool,
     as_json: bool,
     redis_url: str | None,
 ) -> None:
     """List tasks, newest first."""
+    check_formats(as_json, as_csv)
+    wanted = tuple(_param_filter(p) for p in params)
+    start = parse_since(since) if since else None
+    _, store = store_for(redis_url)
     query = Query(
         queue=queue,
         statuses=frozenset(TaskStatus(s) for s in statuses),
         tag=tag,
-        since=parse_since(since) if since else None,
-        limit=limit or None,
+        since=start,
+        sweep=store.resolve_sweep(sweep) if sweep else None,
+        grep=grep or None,
+        params=wanted,
+        limit=None if sort else limit or None,  # sorting needs every match
     )
-    _, store = store_for(redis_url)
-    records = store.find(query)
+    board = arrange(store.find(query), sort=sort, metrics=metrics, limit=limit or None)
+    records = board.records
+    if board.warning:
+        echo(f"overnight: note: {board.warning}", err=True)
+    if as_csv:
+        echo_csv([ls_table_row(r, board.columns) for r in records])
+        return
     agents = AgentRegistry(store.redis).list()
     problems = {r.id: p for r in records if (p := offer_problem(r, agents))}
     if as_json:
         echo_json([{**record_json(r), "problem": problems.get(r.id)} for r in records])
     elif records:
-        print_table(LS_HEADERS, [ls_row(r, flagged=r.id in problems) for r in records])
+        note = any(r.note for r in records)
+        rows = [
+            ls_row(r, flagged=r.id in problems, columns=board.columns, note=note) for r in records
+        ]
+        print_table(ls_headers(board.columns, note=note), rows)
         for problem, ids in _grouped(problems).items():
             shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
             echo(f"! {problem}: {shown}")
     else:
-        click.echo("no tasks" + (" match" if queue or statuses or tag or since else ""))
+        filtered = queue or statuses or tag or sweep or since or grep or params
+        click.echo("no tasks" + (" match" if filtered else ""))
+
+
+def _param_filter(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    name = name.strip().lstrip("-")
+    if not sep or not name:
+        raise UsageError(f"invalid --param {text!r}: use NAME=VALUE, e.g. --param lr=0.1")
+    return name, value.strip()
 
 
 def _grouped(problems: dict[str, str]) -> dict[str, list[str]]:
@@ -210,16 +269,25 @@ def _ended(store: TaskStore, task_id: str) -> Callable[[], bool]:
 
 
 @click.command("wait")
-@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument("task_ids", metavar="[ID...]", nargs=-1)
+@click.option("--sweep", default=None, metavar="ID", help="Wait for every task of this sweep.")
 @click.option("--timeout", default=None, metavar="DURATION", help="Give up after, e.g. 2h.")
 @redis_option
-def wait_command(task_ids: tuple[str, ...], timeout: str | None, redis_url: str | None) -> None:
+def wait_command(
+    task_ids: tuple[str, ...], sweep: str | None, timeout: str | None, redis_url: str | None
+) -> None:
     """Wait until the tasks end; exit 0 only if all of them finished."""
     from overnight.errors import ExitCode
 
+    if not task_ids and sweep is None:
+        raise UsageError(
+            "name the tasks to wait for (overnight wait ID...) or a sweep (--sweep ID)"
+        )
     limit = parse_duration(timeout, what="--timeout") if timeout else None
     _, store = store_for(redis_url)
-    pending = list(dict.fromkeys(store.resolve(t) for t in task_ids))
+    pending = list(
+        dict.fromkeys([*(store.resolve(t) for t in task_ids), *_sweep_tasks(store, sweep)])
+    )
     start = last_reap = time.monotonic()
     all_finished = True
     while pending:
@@ -247,21 +315,35 @@ def wait_command(task_ids: tuple[str, ...], timeout: str | None, redis_url: str 
 @click.command("cancel")
 @click.argument("task_ids", metavar="ID...", nargs=-1)
 @click.option("-q", "--queue", default=None, help="Cancel every queued task of this queue.")
+@click.option(
+    "--sweep", default=None, metavar="ID", help="Cancel every task of this sweep not yet ended."
+)
 @redis_option
-def cancel_command(task_ids: tuple[str, ...], queue: str | None, redis_url: str | None) -> None:
+def cancel_command(
+    task_ids: tuple[str, ...], queue: str | None, sweep: str | None, redis_url: str | None
+) -> None:
     """Cancel tasks: a queued one now, a running one by asking its agent to stop it."""
     from overnight.errors import ExitCode, exit_code_for
 
-    if not task_ids and queue is None:
-        raise UsageError("name the tasks to cancel (overnight cancel ID...) or a queue (--queue Q)")
+    if not task_ids and queue is None and sweep is None:
+        raise UsageError(
+            "name the tasks to cancel (overnight cancel ID...), a queue (--queue Q) or a sweep "
+            "(--sweep ID)"
+        )
     _, store = store_for(redis_url)
     failures: list[OvernightError] = []
     if queue is not None:
         canceled = cancel_queue(store, queue)
         click.echo(f"canceled {len(canceled)} queued task(s) of queue {queue}")
-    for given in task_ids:
+    chosen = [store.resolve(t) for t in task_ids]
+    if sweep is not None:
+        open_tasks = _sweep_tasks(store, sweep, ended=False)
+        if not open_tasks:
+            click.echo(f"every task of sweep {store.resolve_sweep(sweep)} has ended already")
+        chosen += open_tasks
+    for task_id in dict.fromkeys(chosen):
         try:
-            record = request_cancel(store, store.resolve(given))
+            record = request_cancel(store, task_id)
         except (InvalidTransition, OvernightError) as exc:
             echo(f"overnight: error: {exc}", err=True)
             failures.append(exc)
@@ -274,6 +356,14 @@ def cancel_command(task_ids: tuple[str, ...], queue: str | None, redis_url: str 
     if failures:
         code = exit_code_for(failures[0]) if len(failures) == 1 else ExitCode.FAILURE
         click.get_current_context().exit(code)
+
+
+def _sweep_tasks(store: TaskStore, sweep: str | None, *, ended: bool = True) -> list[str]:
+    """The ids of a sweep's tasks, oldest first (without those ended, unless ``ended``)."""
+    if sweep is None:
+        return []
+    records = store.find(Query(sweep=store.resolve_sweep(sweep), limit=None))
+    return [r.id for r in reversed(records) if ended or not r.status.is_final]
 
 
 _NEW_QUEUE = click.option(
@@ -308,7 +398,7 @@ def retry_command(
     snapshot = store.recorded_snapshot(record.id)
     sub = Submission(
         snapshot, options, argv=record.argv, name=record.name, retry_of=record.id,
-        note=record.note, tags=record.tags,
+        note=record.note, tags=record.tags, sweep=record.sweep,
     )  # fmt: skip
     new = submit_many(store, [sub])[0]
     store.add_note(record.id, f"retried as {new.id}")
@@ -327,6 +417,9 @@ def retry_command(
 @add_param_option
 @click.option("-m", "--note", default=None, help="Why this run exists (default: the task's).")
 @click.option("--tag", "tags", multiple=True, help="A tag added to the task's (repeatable).")
+@click.option(
+    "--in-sweep", is_flag=True, help="The copy joins the task's sweep (its leaderboard shows it)."
+)
 @_NEW_QUEUE
 @_NEW_GPUS
 @json_option
@@ -337,6 +430,7 @@ def clone_command(
     add_param: bool,
     note: str | None,
     tags: tuple[str, ...],
+    in_sweep: bool,
     queue: str | None,
     gpus: int | None,
     as_json: bool,
@@ -362,6 +456,8 @@ def clone_command(
     argv = record.argv
     for name, value in changes:
         argv = set_param(argv, name, value, add=add_param)
+    if in_sweep and record.sweep is None:
+        raise UsageError(f"task {record.id} is in no sweep; clone it without --in-sweep")
     options = _new_options(record, queue, gpus)
     sub = Submission(
         store.recorded_snapshot(record.id),
@@ -371,6 +467,7 @@ def clone_command(
         clone_of=record.id,
         note=record.note if note is None else note,
         tags=tuple(dict.fromkeys((*record.tags, *tags))),
+        sweep=record.sweep if in_sweep else None,
     )
     _print_new(submit_many(store, [sub])[0], as_json)
 

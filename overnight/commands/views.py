@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as _dt
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from overnight.commands.common import to_jsonable
+from overnight.commands.leaderboard import MetricColumn, format_value, metric_values, short_note
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.recorder.requirements import without_credentials
 from overnight.recorder.secrets import masked_env
@@ -50,14 +51,27 @@ def params_text(params: Mapping[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
-def ls_row(record: TaskRecord, *, flagged: bool = False) -> list[str]:
+def ls_headers(columns: Sequence[MetricColumn] = (), *, note: bool = False) -> list[str]:
+    """``ls``'s headers: :data:`LS_HEADERS` with a column per metric after PARAMS, and NOTE."""
+    return [*LS_HEADERS[:3], *(c.label for c in columns), *LS_HEADERS[3:], *(["NOTE"] * note)]
+
+
+def ls_row(
+    record: TaskRecord,
+    *,
+    flagged: bool = False,
+    columns: Sequence[MetricColumn] = (),
+    note: bool = False,
+) -> list[str]:
     """One ``ls`` row; ``flagged`` marks the status of a task no live agent could run (``!``)."""
     if record.status is TaskStatus.CORRUPT:
-        return [record.id, "(record cannot be decoded)", "", "corrupt", "", "", "", "", "", ""]
+        shown = [record.id, "(record cannot be decoded)", "", *[""] * len(columns), "corrupt"]
+        return [*shown, *[""] * (6 + note)]
     return [
         record.id,
         label(record),
         params_text(record.params),
+        *(format_value(c.value(record)) for c in columns),
         record.status.value + (" !" if flagged else ""),
         record.options.queue,
         record.agent or "",
@@ -67,7 +81,27 @@ def ls_row(record: TaskRecord, *, flagged: bool = False) -> list[str]:
         when(record.started),
         format_duration(duration(record)),
         "" if record.exit_code is None else str(record.exit_code),
+        *([short_note(record.note)] * note),
     ]
+
+
+def ls_table_row(record: TaskRecord, columns: Sequence[MetricColumn]) -> dict[str, Any]:
+    """One ``ls --csv`` row: the table's columns, unformatted (times as unix seconds)."""
+    return {
+        "id": record.id,
+        "task": label(record),
+        "params": dict(record.params),
+        "metrics": metric_values(record, columns),
+        "status": record.status.value,
+        "queue": record.options.queue,
+        "agent": record.agent,
+        "gpus": ",".join(record.gpu_ids),
+        "started": record.started,
+        "duration": duration(record),
+        "exit_code": record.exit_code,
+        "sweep": record.sweep,
+        "note": record.note,
+    }
 
 
 def record_json(record: TaskRecord) -> dict[str, Any]:
@@ -132,7 +166,7 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
                 f"{spec.requirements.source}, {len(spec.requirements.text.splitlines())} lines",
             )
         )
-        note = spec.note if record.note is None else record.note
+        note = record.note or spec.note
         if note:
             rows.append(("note", note))
         if record.tags:

@@ -131,6 +131,7 @@ def _delete(store: TaskStore, records: list[TaskRecord]) -> int:
         store.index.remove(pipe, record)
         store.rq.delete(pipe, record.id, record.options.queue)
     pipe.execute()
+    store.index.prune_sweeps({r.sweep for r in records if r.sweep is not None})
     deleted = 0
     uses = collections.Counter(r.spec_id for r in records)
     for spec_id, count in uses.items():

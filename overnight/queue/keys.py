@@ -20,6 +20,11 @@ def new_task_id() -> str:
     return uuid.uuid4().hex[:ID_LENGTH]
 
 
+def new_sweep_id() -> str:
+    """A sweep's id: like a task id (12 hex digits), for the tasks one ``--sweep`` enqueue made."""
+    return uuid.uuid4().hex[:ID_LENGTH]
+
+
 def looks_like_id(text: str) -> bool:
     """Whether ``text`` could be a task id or a prefix of one."""
     return bool(_ID.match(text))
@@ -80,6 +85,16 @@ BY_CREATED = f"{PREFIX}idx:created"
 
 BY_ID = f"{PREFIX}idx:ids"
 """Sorted set of all task ids with score 0, for prefix lookups (ZRANGEBYLEX)."""
+
+
+SWEEPS = f"{PREFIX}idx:sweeps"
+"""Sorted set of every sweep id with score 0, for prefix lookups; an id whose sweep index is gone
+(its tasks removed) is skipped, and pruned by gc."""
+
+
+def by_sweep(sweep: str) -> str:
+    """Sorted set of a sweep's task ids, scored by creation time."""
+    return f"{PREFIX}idx:sweep:{sweep}"
 
 
 def by_queue(queue: str) -> str:

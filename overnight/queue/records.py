@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from overnight.errors import CorruptRecord
 from overnight.metrics.summary import MetricSummary
+from overnight.queue import keys
 
 
 class TaskStatus(str, enum.Enum):
@@ -143,7 +144,8 @@ class TaskRecord:
     attempt: int = 0
     retry_of: str | None = None
     clone_of: str | None = None
-    note: str | None = None  # why this run exists, where it differs from the spec's (a clone's -m)
+    sweep: str | None = None  # the sweep id of the ``--sweep`` enqueue that made it (or its retry)
+    note: str = ""  # why this run exists: the spec's note (``-m``), or a clone's own
     notes: list[str] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # hardware, resource peaks...
     metrics: dict[str, MetricSummary] = dataclasses.field(default_factory=dict)  # name -> summary
@@ -212,7 +214,8 @@ class TaskRecord:
             attempt=_int(data.get("attempt", 0)),
             retry_of=_opt(data.get("retry_of"), _str),
             clone_of=_opt(data.get("clone_of"), _str),
-            note=_opt(data.get("note"), _str),
+            sweep=_opt(data.get("sweep"), _sweep_id),
+            note=_str(data.get("note", "")),
             notes=list(_strs(data.get("notes", []))),
             extra=_extra(data.get("extra", {})),
             metrics={
@@ -239,6 +242,14 @@ def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {type(value).__name__}")
     return value
+
+
+def _sweep_id(value: Any) -> str:
+    """A sweep id: it names a Redis key (``keys.by_sweep``), so only the hex ids overnight makes."""
+    text = _str(value)
+    if len(text) != keys.ID_LENGTH or not keys.looks_like_id(text):
+        raise ValueError(f"sweep id {text!r} is not {keys.ID_LENGTH} hex digits")
+    return text
 
 
 def _strs(value: Any) -> tuple[str, ...]:

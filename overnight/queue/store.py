@@ -24,6 +24,7 @@ from overnight.errors import (
     CorruptRecord,
     InvalidTransition,
     SpecError,
+    SweepNotFound,
     TaskNotFound,
 )
 from overnight.metrics.summary import MetricSummary
@@ -101,6 +102,26 @@ class TaskStore:
 
     def resolve(self, id_or_prefix: str) -> str:
         return self.index.resolve(id_or_prefix)
+
+    def resolve_sweep(self, id_or_prefix: str) -> str:
+        """The sweep named by its id (or a unique prefix), or by the id of one of its tasks."""
+        sweep = self.index.resolve_sweep(id_or_prefix)
+        if sweep is not None:
+            return sweep
+        try:
+            task_id = self.resolve(id_or_prefix)
+        except TaskNotFound:
+            raise SweepNotFound(
+                f"no sweep or task has an id starting with {id_or_prefix.strip().lower()}; "
+                "`enqueue --sweep` prints a sweep's id, `overnight ls` shows tasks'"
+            ) from None
+        record = self.get(task_id)
+        if record.sweep is None:
+            raise SweepNotFound(
+                f"task {task_id} is in no sweep (only tasks enqueued with --sweep, and their "
+                "retries, are); `overnight show` tells where it came from"
+            )
+        return record.sweep
 
     def find(self, query: Query) -> list[TaskRecord]:
         """Tasks matching ``query``, newest first, at most ``query.limit``."""

@@ -47,6 +47,7 @@ class Submission:
     clone_of: str | None = None
     note: str | None = None  # None: the recorded note
     tags: tuple[str, ...] | None = None  # None: the recorded tags
+    sweep: str | None = None  # the sweep it belongs to (a retry keeps its first task's)
 
 
 def check_options(options: TaskOptions) -> None:
@@ -80,13 +81,16 @@ def submit_sweep(
     declared: Iterable[Param] = (),
     add_params: bool = False,
 ) -> list[TaskRecord]:
-    """One task, or one per combination of the sweeps' values, all sharing ``snapshot``;
-    ``declared`` and ``add_params`` say which names a sweep may set (:func:`expand`)."""
+    """One task, or one per combination of the sweeps' values, all sharing ``snapshot`` and a new
+    sweep id (``record.sweep``); ``declared`` and ``add_params`` say which names a sweep may set
+    (:func:`expand`)."""
     if not sweeps:
         return submit_many(store, [Submission(snapshot, options, name=name)])
     variants = expand(snapshot.spec.argv, sweeps, declared=declared, add=add_params)
+    sweep = keys.new_sweep_id()
     return submit_many(
-        store, [Submission(snapshot, options, argv=argv, name=name) for argv, _ in variants]
+        store,
+        [Submission(snapshot, options, argv=argv, name=name, sweep=sweep) for argv, _ in variants],
     )
 
 
@@ -127,7 +131,8 @@ def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[Tas
                 tags=sub.tags if sub.tags is not None else spec.tags,
                 retry_of=sub.retry_of,
                 clone_of=sub.clone_of,
-                note=sub.note,
+                sweep=sub.sweep,
+                note=sub.note if sub.note is not None else spec.note,
             )
         )
     inline = {sha: data for sha, data in blobs.items() if len(data) <= INLINE_BLOB_BYTES}

@@ -29,6 +29,7 @@ def test_enqueue_prints_the_id_and_stores_the_snapshot(cli_env: Repo, store: Tas
     assert record.status is TaskStatus.QUEUED
     assert record.argv == ("python", "train.py", "--lr", "0.01")
     assert record.params == {"lr": "0.01"} and record.tags == ("abl",)
+    assert record.note == "why" and record.sweep is None and result.stderr == ""
     assert (record.options.queue, record.options.gpus) == ("gpu", 2)
     assert (record.options.timeout, record.options.retries) == (8 * 3600, 1)
     snapshot = store.load_snapshot(task_id)
@@ -55,6 +56,12 @@ def test_sweep_is_a_cross_product_sharing_one_snapshot(
     ]
     assert records[3].argv == ("python", "train.py", "--lr", "0.01", "--bs", "64")
     assert len({r.spec_id for r in records}) == 1
+    sweep = records[0].sweep
+    assert sweep is not None and {r.sweep for r in records} == {sweep}
+    assert result.stderr == f"sweep {sweep}: 4 task(s); overnight summary --sweep {sweep}\n"
+    again = invoke("enqueue", "--sweep", "lr=0.1", "--", "python", "train.py", "--lr", "1")
+    assert again.exit_code == 0, again.output
+    assert store.get(again.stdout.strip()).sweep not in (None, sweep)  # each enqueue: a new one
     assert len(redis_client.keys(keys.blob("*"))) == 1  # the patch, stored once
 
 

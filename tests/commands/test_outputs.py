@@ -14,7 +14,8 @@ from overnight.outputs import manifest
 from overnight.outputs.redisstore import RedisOutputStore
 from overnight.queue.records import TaskOptions
 from overnight.queue.store import TaskStore
-from overnight.queue.submit import submit
+from overnight.queue.submit import submit, submit_sweep
+from overnight.queue.sweeps import Sweep
 from overnight.spec import Snapshot
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.tasks import invoke, make_snapshot
@@ -22,6 +23,11 @@ from tests.fixtures.tasks import invoke, make_snapshot
 
 def _with_outputs(store: TaskStore, tree: Path, snapshot: Snapshot | None = None) -> str:
     task = submit(store, snapshot or make_snapshot(), TaskOptions(queue="q")).id
+    _store_outputs(store, task, tree)
+    return task
+
+
+def _store_outputs(store: TaskStore, task: str, tree: Path) -> None:
     (tree / "outputs").mkdir(parents=True)
     (tree / "outputs" / "result.csv").write_text("epoch,loss\n0,1.5\n")
     (tree / "outputs" / "model.bin").write_bytes(os.urandom(5000))
@@ -34,7 +40,6 @@ def _with_outputs(store: TaskStore, tree: Path, snapshot: Snapshot | None = None
         patterns=("plots/*.png",),
         cap_bytes=None,
     ).sync(final=True)
-    return task
 
 
 def test_outputs_lists_the_files_and_the_notes(
@@ -83,6 +88,24 @@ def test_pull_fetches_a_whole_sweep_or_tag_a_folder_per_task(
     assert other not in result.stderr
     assert invoke("pull", "--tag", "nope").exit_code == ExitCode.USAGE
     assert invoke("pull").exit_code == ExitCode.USAGE
+
+
+def test_pull_sweep_takes_the_sweep_id_not_the_tasks_sharing_its_spec(
+    cli_env: Repo, store: TaskStore, tmp_path: Path
+) -> None:
+    snapshot = make_snapshot(("python", "train.py", "--lr", "1"))
+    swept = submit_sweep(store, snapshot, TaskOptions(queue="q"), [Sweep("lr", ("0.1", "0.2"))])
+    clone = submit(store, snapshot, TaskOptions(queue="q")).id  # same spec, in no sweep
+    for task in [r.id for r in swept] + [clone]:
+        _store_outputs(store, task, tmp_path / task)
+    sweep = swept[0].sweep
+    assert sweep is not None
+    for given in (sweep[:6], swept[1].id):
+        dest = tmp_path / f"pulled-{given}"
+        result = invoke("pull", "--sweep", given, "--to", str(dest))
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in dest.iterdir()) == sorted(r.id for r in swept)
+    assert invoke("pull", "--sweep", "f" * 12).exit_code == ExitCode.NOT_FOUND
 
 
 def test_pull_refuses_a_path_out_of_its_folder_and_exits_with_output(

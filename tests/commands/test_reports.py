@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import time
 from pathlib import Path
@@ -19,14 +21,17 @@ from overnight.commands.reports import (
     summary_report,
     tasks_since,
 )
+from overnight.errors import ExitCode
+from overnight.queue import keys
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.records import Change, Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
 from tests.fixtures.agents import Background, enqueue, wait_for, wait_status
+from tests.fixtures.cli import run_cli
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.gpus import cli_output, gpu_agent, wait_output
-from tests.fixtures.tasks import make_snapshot, redis_client, store
+from tests.fixtures.tasks import finish, make_snapshot, redis_client, store
 
 __all__ = ["redis_client", "store"]
 
@@ -252,8 +257,6 @@ def test_summary_rejects_a_bad_since(redis_url: str) -> None:
 
 
 def test_summary_window_counts_tasks_that_ended_in_it(store: TaskStore) -> None:
-    from overnight.queue import keys
-
     now = time.time()
     ended_late = _run(store, gpus=1, status=TaskStatus.FINISHED, exit_code=0)
     ended_early = _run(store, gpus=1, status=TaskStatus.FINISHED, exit_code=0)
@@ -347,3 +350,55 @@ def test_reports_of_tasks_a_real_agent_ran(
     broken_row = next(line for line in summary.splitlines() if line.startswith(broken.id[:12]))
     assert "broken" in broken_row and " 3 " in broken_row
     assert "error: [run] exited with 3" in summary
+
+
+@pytest.mark.slow
+def test_a_sweep_leaderboard_end_to_end(cli_env: Repo, store: TaskStore, redis_url: str) -> None:
+    """enqueue --sweep says the sweep id on stderr; summary --sweep is its table, sorted by a
+    metric, as text, JSON and CSV; tasks outside the sweep, or without the metric, as they
+    should be."""
+    enqueued = run_cli(
+        "enqueue", "-q", "cpu", "-m", "lr scan", "--sweep", "lr=0.1,0.01,0.001", "--",
+        "python", "train.py", "--lr", "1", cwd=cli_env.path, OVERNIGHT_REDIS_URL=redis_url,
+    )  # fmt: skip
+    assert enqueued.returncode == 0, enqueued.stderr
+    ids = enqueued.stdout.split()
+    assert len(ids) == 3 and all(len(i) == 12 for i in ids)
+    sweep = store.get(ids[0]).sweep
+    assert sweep is not None and f"sweep {sweep}: 3 task(s)" in enqueued.stderr
+    assert sweep not in enqueued.stdout
+    outsider = submit(store, make_snapshot(), TaskOptions(queue="cpu")).id
+    finish(store, outsider, loss=0.01, acc=0.99)
+    finish(store, ids[0], loss=0.4, acc=0.6)
+    finish(store, ids[1], loss=0.2, acc=0.8)
+    old = dataclasses.replace(store.get(ids[1]), created=time.time() - 30 * 86400)
+    store.redis.set(keys.task(ids[1]), old.to_json())  # a sweep's table has no time window
+
+    def summary(*args: str) -> str:
+        result = run_cli("summary", "--sweep", sweep[:7], *args, OVERNIGHT_REDIS_URL=redis_url)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    head, header, *rows = summary("--metric", "loss", "--sort", "-acc").splitlines()
+    assert head.startswith(f"sweep {sweep}: 3 tasks") and "2 finished, 1 queued" in head
+    assert header.split() == ["ID", "STATUS", "NAME", "PARAMS", "loss", "acc", "DURATION",
+                              "EXIT", "PEAK", "GPU", "MEM", "NOTE"]  # fmt: skip
+    assert [row.split()[0] for row in rows] == [ids[1], ids[0], ids[2]]
+    assert rows[0].split()[-8:-5] == ["lr=0.01", "0.2", "0.8"] and rows[0].endswith("lr scan")
+    report = json.loads(summary("--metric", "loss", "--metric", "acc:max", "--json"))
+    assert report["sweep"] == sweep and report["since"] is None
+    assert report["columns"] == ["loss", "acc:max"]
+    by_id = {task["id"]: task for task in report["tasks"]}
+    assert by_id.keys() == set(ids)
+    assert by_id[ids[0]]["metrics"] == {"loss": 0.4, "acc:max": 1.0}
+    assert by_id[ids[2]]["metrics"] == {"loss": None, "acc:max": None}
+    assert by_id[ids[0]]["note"] == "lr scan"
+    table = list(csv.DictReader(io.StringIO(summary("--sort", "loss", "--csv"))))
+    assert [row["id"] for row in table] == [ids[1], ids[0], ids[2]]
+    assert table[0]["params.lr"] == "0.01" and table[0]["metrics.loss"] == "0.2"
+    assert table[2]["metrics.loss"] == "" and table[0]["sweep"] == sweep
+    unknown = run_cli("summary", "--sweep", sweep, "--sort", "bleu", OVERNIGHT_REDIS_URL=redis_url)
+    assert unknown.returncode == ExitCode.USAGE
+    assert "metrics: acc, loss" in unknown.stderr and unknown.stderr.count("\n") == 1
+    windowed = json.loads(run_cli("summary", "--json", OVERNIGHT_REDIS_URL=redis_url).stdout)
+    assert {task["id"] for task in windowed["tasks"]} == {outsider, ids[0], ids[2]}

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import threading
 import time
@@ -14,12 +16,13 @@ from overnight.errors import ExitCode
 from overnight.metrics.summary import MetricSummary
 from overnight.queue import keys
 from overnight.queue.index import Query
-from overnight.queue.records import Change, TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
-from overnight.queue.submit import submit
+from overnight.queue.submit import submit, submit_sweep
+from overnight.queue.sweeps import Sweep
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.services import RedisServer, free_port
-from tests.fixtures.tasks import invoke, make_snapshot
+from tests.fixtures.tasks import finish, invoke, make_snapshot
 
 
 def _task(store: TaskStore, **options: object) -> str:
@@ -97,6 +100,7 @@ _COMMANDS = [
     ["ls"], ["ls", "--json"], ["show"], ["show", "--json"], ["logs"], ["logs", "-f"],
     ["cancel"], ["retry"], ["clone", "--set", "lr=1"], ["wait"], ["queues"], ["workers"],
     ["summary"], ["top", "--once"], ["top", "--json"], ["cancel", "-q", "gpu"],
+    ["ls", "--sort", "-duration", "--metric", "loss"], ["summary", "--sort", "duration", "--csv"],
 ]  # fmt: skip
 
 
@@ -447,3 +451,116 @@ def test_show_json_masks_secret_env_values_unless_asked(cli_env: Repo, store: Ta
         assert secret not in shown and secret not in invoke("show", task_id).stdout
     revealed = json.loads(invoke("show", task_id, "--json", "--show-secrets").stdout)
     assert revealed["spec"]["env"] == env
+
+
+def _sweep(store: TaskStore, *lrs: str, note: str = "") -> list[TaskRecord]:
+    snapshot = make_snapshot(("python", "train.py", "--lr", "1"), note=note)
+    return submit_sweep(store, snapshot, TaskOptions(queue="gpu"), [Sweep("lr", lrs)])
+
+
+def test_ls_filters_by_sweep_grep_and_param(cli_env: Repo, store: TaskStore) -> None:
+    swept = [r.id for r in _sweep(store, "0.1", "0.01", "0.001")]
+    sweep = store.get(swept[0]).sweep
+    assert sweep is not None
+    lone = submit(store, make_snapshot(("python", "eval.py", "--lr", "0.1"), note="Final eval"),
+                  TaskOptions()).id  # fmt: skip
+
+    def listed(*args: str) -> list[str]:
+        result = invoke("ls", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return [r["id"] for r in json.loads(result.stdout)]
+
+    assert listed("--sweep", sweep[:6]) == swept[::-1]
+    assert listed("--sweep", swept[1]) == swept[::-1]  # a task's id names its sweep
+    assert listed("--sweep", sweep, "--param", "lr=0.01") == [swept[1]]
+    assert listed("--param", "lr=0.1") == [lone, swept[0]]
+    assert listed("--param", "lr=0.1", "--param", "--queue=gpu") == []
+    assert listed("--grep", "final EVAL") == [lone]  # the note, in any case
+    assert listed("--grep", "train.py") == swept[::-1]  # the command
+    assert invoke("ls", "--grep", "nothing").stdout.strip() == "no tasks match"
+    unknown = invoke("ls", "--sweep", "f" * 12)
+    assert unknown.exit_code == ExitCode.NOT_FOUND
+    assert unknown.stderr.count("\n") == 1 and "no sweep or task" in unknown.stderr
+    not_swept = invoke("ls", "--sweep", lone)
+    assert not_swept.exit_code == ExitCode.NOT_FOUND and "is in no sweep" in not_swept.stderr
+    assert invoke("ls", "--param", "lr").exit_code == ExitCode.USAGE
+
+
+def test_ls_sorts_by_a_metric_with_metric_columns_and_the_note(
+    cli_env: Repo, store: TaskStore
+) -> None:
+    runs = _sweep(store, "0.1", "0.01", "0.001", "0.0001", note="warmup \x1b[31mred " + "x" * 40)
+    for record, (loss, acc) in zip(runs, [(0.5, 0.7), (0.2, 0.9), (0.3, 0.8)], strict=False):
+        finish(store, record.id, loss=loss, acc=acc)  # the last one has not reported yet
+    sweep = runs[0].sweep
+    assert sweep is not None
+    out = invoke("ls", "--sweep", sweep, "--sort", "-acc", "--metric", "loss").stdout
+    header, _, *rows = out.splitlines()
+    rows = rows[:4]  # then the warning that no agent serves queue gpu
+    assert header.split()[:5] == ["ID", "TASK", "PARAMS", "loss", "acc"]
+    assert header.split()[-1] == "NOTE"
+    assert [row.split()[0] for row in rows] == [runs[i].id for i in (1, 2, 0, 3)]
+    assert rows[0].split()[6:8] == ["0.2", "0.9"] and rows[3].split()[6:8] == ["-", "-"]
+    assert "warmup \\x1b[31mred xxx" in rows[0] and "\x1b" not in out and "x" * 40 not in out
+    assert rows[0].endswith("…")
+    ascending = invoke("ls", "--sweep", sweep, "--sort", "loss:min", "--json", "-n", "2").stdout
+    assert [r["id"] for r in json.loads(ascending)] == [runs[1].id, runs[2].id]
+    by_param = invoke("ls", "--sweep", sweep, "--sort", "lr", "--json").stdout
+    assert [r["params"]["lr"] for r in json.loads(by_param)] == ["0.0001", "0.001", "0.01", "0.1"]
+    bad = invoke("ls", "--sweep", sweep, "--sort", "-accuracy")
+    assert bad.exit_code == ExitCode.USAGE
+    assert "metrics: acc, loss" in bad.stderr and bad.stderr.count("\n") == 1
+    missing = invoke("ls", "--sweep", sweep, "--metric", "bleu")
+    assert missing.exit_code == 0 and "no selected task has the metric bleu" in missing.stderr
+
+
+def test_ls_csv_is_the_table_for_pandas(cli_env: Repo, store: TaskStore) -> None:
+    runs = _sweep(store, "0.1", "0.01")
+    finish(store, runs[0].id, loss=0.25)
+    result = invoke("ls", "--sweep", runs[0].id, "--sort", "loss", "--metric", "loss:min", "--csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["id"] for r in rows] == [runs[0].id, runs[1].id]
+    assert rows[0]["params.lr"] == "0.1" and rows[0]["metrics.loss:min"] == "0.25"
+    assert rows[0]["metrics.loss"] == "0.25" and rows[1]["metrics.loss"] == ""
+    assert rows[0]["status"] == "finished" and rows[0]["sweep"] == runs[0].sweep
+    assert invoke("ls", "--csv", "--json").exit_code == ExitCode.USAGE
+
+
+def test_wait_and_cancel_take_a_sweep(cli_env: Repo, store: TaskStore) -> None:
+    runs = _sweep(store, "0.1", "0.01", "0.001")
+    other = _task(store)
+    finish(store, runs[0].id, loss=0.1)
+    canceled = invoke("cancel", "--sweep", runs[0].sweep or "")
+    assert canceled.exit_code == 0, canceled.output
+    assert canceled.stdout.splitlines() == [f"{runs[1].id} canceled", f"{runs[2].id} canceled"]
+    assert store.get(other).status is TaskStatus.QUEUED
+    waited = invoke("wait", "--sweep", runs[2].id, "--timeout", "10s")
+    assert waited.exit_code == ExitCode.FAILURE  # two of them did not finish
+    assert waited.stdout.splitlines() == [
+        f"{runs[0].id} finished",
+        f"{runs[1].id} canceled",
+        f"{runs[2].id} canceled",
+    ]
+    assert invoke("wait").exit_code == ExitCode.USAGE
+    again = invoke("cancel", "--sweep", runs[0].id)
+    assert (
+        again.exit_code == 0
+        and again.stdout == f"every task of sweep {runs[0].sweep} has ended already\n"
+    )
+
+
+def test_a_retry_stays_in_the_sweep_and_a_clone_joins_only_if_asked(
+    cli_env: Repo, store: TaskStore
+) -> None:
+    runs = _sweep(store, "0.1", "0.01")
+    finish(store, runs[0].id, exit_code=1)
+    retried = invoke("retry", runs[0].id).stdout.strip()
+    cloned = invoke("clone", runs[1].id, "--set", "lr=0.5").stdout.strip()
+    joined = invoke("clone", runs[1].id, "--set", "lr=0.3", "--in-sweep").stdout.strip()
+    assert store.get(retried).sweep == store.get(joined).sweep == runs[0].sweep
+    assert store.get(cloned).sweep is None
+    listed = json.loads(invoke("ls", "--sweep", runs[0].sweep or "", "--json").stdout)
+    assert {r["id"] for r in listed} == {runs[0].id, runs[1].id, retried, joined}
+    refused = invoke("clone", cloned, "--in-sweep")
+    assert refused.exit_code == ExitCode.USAGE and "is in no sweep" in refused.stderr

@@ -14,7 +14,8 @@ from overnight.queue import keys
 from overnight.queue.gc import GcReport, collect, collect_outputs
 from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
-from overnight.queue.submit import Submission, submit, submit_many
+from overnight.queue.submit import Submission, submit, submit_many, submit_sweep
+from overnight.queue.sweeps import Sweep
 from overnight.spec import BlobRef, Snapshot
 from tests.fixtures.tasks import make_snapshot
 
@@ -165,3 +166,20 @@ def test_gc_of_outputs_alone_keeps_the_tasks_and_says_where_their_outputs_went(
     assert found.entries == () and found.notes[0].reason == "removed by gc --outputs-older-than"
     assert not redis_client.exists(blob_key(lone))
     assert redis_client.exists(blob_key(fresh))
+
+
+def test_gc_forgets_a_sweep_once_its_last_task_is_removed(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    snapshot = make_snapshot(("python", "train.py", "--lr", "1"))
+    first, second = submit_sweep(store, snapshot, TaskOptions(), [Sweep("lr", ("0.1", "0.2"))])
+    sweep = first.sweep
+    assert sweep is not None
+    _end(store, first.id)
+    collect(store, older_than=0, now=time.time() + 1)
+    assert redis_client.zrange(keys.by_sweep(sweep), 0, -1) == [second.id.encode()]
+    assert redis_client.zscore(keys.SWEEPS, sweep) == 0
+    _end(store, second.id)
+    collect(store, older_than=0, now=time.time() + 1)
+    assert not redis_client.exists(keys.by_sweep(sweep))
+    assert redis_client.zscore(keys.SWEEPS, sweep) is None

@@ -7,6 +7,7 @@ from overnight.errors import (
     AmbiguousTaskId,
     CorruptRecord,
     InvalidTransition,
+    SweepNotFound,
     TaskNotFound,
     UsageError,
 )
@@ -14,7 +15,8 @@ from overnight.metrics.summary import MetricSummary
 from overnight.queue import keys
 from overnight.queue.records import Change, Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
-from overnight.queue.submit import Submission, submit, submit_many
+from overnight.queue.submit import Submission, submit, submit_many, submit_sweep
+from overnight.queue.sweeps import Sweep
 from tests.fixtures.tasks import make_snapshot
 
 
@@ -272,3 +274,16 @@ def test_missing_blob_is_a_clear_error(store: TaskStore, redis_client: redis.Red
     redis_client.delete(keys.blob(snap.spec.patch.sha256 if snap.spec.patch else ""))
     with pytest.raises(CorruptRecord, match="missing from Redis"):
         store.load_snapshot(record.id)
+
+
+def test_resolve_sweep_takes_a_sweep_id_or_one_of_its_tasks(store: TaskStore) -> None:
+    snapshot = make_snapshot(("python", "train.py", "--lr", "1"))
+    first, second = submit_sweep(store, snapshot, TaskOptions(), [Sweep("lr", ("0.1", "0.2"))])
+    lone = submit(store, snapshot, TaskOptions())
+    assert first.sweep is not None
+    assert store.resolve_sweep(first.sweep) == first.sweep
+    assert store.resolve_sweep(second.id[:8]) == first.sweep  # a task's id: its sweep
+    with pytest.raises(SweepNotFound, match=f"task {lone.id} is in no sweep"):
+        store.resolve_sweep(lone.id)
+    with pytest.raises(SweepNotFound, match=r"no sweep or task has an id starting with f{12}"):
+        store.resolve_sweep("f" * 12)
