@@ -31,6 +31,7 @@ from overnight.agent.environments.base import AdoptedTask, Environment, Prepared
 from overnight.agent.environments.docker.build import NOBODY, WORKSPACE, Installer, confined
 from overnight.agent.environments.docker.images import EnvImages
 from overnight.agent.environments.docker.process import DockerProcess, resume_point
+from overnight.agent.environments.installs import find_uv
 from overnight.agent.progress import ProgressLine, StopCheck
 from overnight.agent.run.taskenv import BUILD_PREFIXES, TaskEnv
 from overnight.errors import ConfigError, TaskRunError
@@ -109,6 +110,7 @@ class DockerEnvironment(Environment):
         uv_toml: Path | None = None,
         build_network: str | None = None,
         task_env: Mapping[str, str] | None = None,
+        uv_bin: Path | None = None,
     ) -> None:
         for what, path in (("ca_bundle", ca_bundle), ("pip_conf", pip_conf), ("uv_toml", uv_toml)):
             if path is not None and not path.is_file():
@@ -133,6 +135,7 @@ class DockerEnvironment(Environment):
             network=build_network,
             pip_conf=pip_conf,
             uv_toml=uv_toml,
+            uv_bin=uv_bin,
         )
         self.images = EnvImages(
             client,
@@ -151,7 +154,8 @@ class DockerEnvironment(Environment):
 
         The agent's ``PIP_*`` and ``UV_*`` variables reach the install containers (under
         ``docker_installer_env``), except those naming host files: ``PIP_CONFIG_FILE`` and
-        ``UV_CONFIG_FILE`` are the default ``pip_conf`` and ``uv_toml``, copied in.
+        ``UV_CONFIG_FILE`` are the default ``pip_conf`` and ``uv_toml``, copied in. The agent's
+        uv binary is copied into builds on images without their own.
         """
         host_paths = ("PIP_CONFIG_FILE", "UV_CONFIG_FILE", "PIP_CERT")
         installer_env = {
@@ -179,6 +183,7 @@ class DockerEnvironment(Environment):
             pip_conf=Path(pip_conf).expanduser() if pip_conf else None,
             uv_toml=Path(uv_toml).expanduser() if uv_toml else None,
             task_env=TaskEnv.from_config(config, environ).task(host_paths=False),
+            uv_bin=Path(uv) if (uv := find_uv()) else None,
         )
 
     def base_image(self, spec: TaskSpec, *, image: str | None = None) -> str:
