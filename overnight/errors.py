@@ -146,6 +146,11 @@ class EnvironmentBuildError(AgentError):
     """Raised when a task's environment (venv or Docker image) cannot be built."""
 
 
+class InstallError(EnvironmentBuildError):
+    """Raised when a task's requirements fail to install: the spec's fault, which a retry of
+    the same spec meets again."""
+
+
 class TaskRunError(AgentError):
     """Raised when a task's process cannot be started or supervised."""
 

@@ -58,6 +58,7 @@ def make_environment(
         )
 
         docker_env = DockerEnvironment.from_config(client, config, host_env)
+        docker_env.check_engine()
         problem = docker_env.gpu_problem(gpu_ids[0]) if gpu_ids else None
         if problem is None:
             return docker_env

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import shlex
 import time
 from collections.abc import Callable
 
@@ -46,7 +47,7 @@ from overnight.queue.gc import collect, collect_outputs
 from overnight.queue.index import Query
 from overnight.queue.logs import LogEntry
 from overnight.queue.reaper import reap_lost
-from overnight.queue.records import TaskOptions, TaskRecord, TaskStatus
+from overnight.queue.records import FAILED_ON, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import Submission, submit_many
 from overnight.recorder.params import set_param
@@ -403,6 +404,19 @@ def retry_command(
     new = submit_many(store, [sub])[0]
     store.add_note(record.id, f"retried as {new.id}")
     _print_new(new, as_json)
+    if record.extra.get(FAILED_ON) == "requirements":
+        listed = snapshot.spec.requirements.path or "the requirements"
+        flags = [f"-q {shlex.quote(new.options.queue)}"] if new.options.queue != "default" else []
+        flags += [f"--gpus {new.options.gpus}"] if new.options.gpus else []
+        again = shlex.join(record.argv)
+        echo(
+            f"overnight: note: {record.id} failed installing its requirements, and a retry "
+            "reuses its recorded spec, requirements included: unless the package index was at "
+            f"fault, {new.id} fails the same way. To run with fixed ones, fix {listed} and "
+            f"enqueue again from the repository: overnight enqueue {' '.join([*flags, '--'])} "
+            f"{again}",
+            err=True,
+        )
 
 
 @click.command("clone")

@@ -49,6 +49,11 @@ class Phase(str, enum.Enum):
     AGENT = "agent"
 
 
+FAILED_ON = "failed_on"
+"""The ``extra`` key of a failed record saying which part of its spec the failure came from
+(``"requirements"``): a retry of the same spec meets it again."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskOptions:
     """How a task is to be run, chosen at enqueue time (not part of the recorded snapshot)."""

@@ -88,6 +88,24 @@ def test_bad_setup_is_one_line_naming_the_fix(
     assert words in proc.stderr
 
 
+def test_a_burst_agent_says_which_task_it_cannot_run_before_exiting(
+    redis_url: str, dirs: dict[str, str], agent_store: TaskStore, project: Repo
+) -> None:
+    big = enqueue(agent_store, project, gpus=2)
+    proc = run_cli(
+        "agent", "daemon", "-q", "q", "--burst", "--env-mode", "venv", "--gpus", "none",
+        "--name", "cpu-box", OVERNIGHT_REDIS_URL=redis_url, env=dirs,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    why = "the task needs 2 GPUs; this agent offers 0"
+    assert f"task {big.id} in q: agent cpu-box cannot run it: {why}" in proc.stderr
+    assert (
+        f"exiting (--burst) with work left: task {big.id} stays queued in q: this agent cannot "
+        f"run it ({why})"
+    ) in proc.stderr
+    assert agent_store.get(big.id).status is TaskStatus.QUEUED
+
+
 def test_a_closed_window_takes_no_task(
     redis_url: str, dirs: dict[str, str], agent_store: TaskStore, project: Repo
 ) -> None:

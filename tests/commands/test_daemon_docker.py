@@ -327,6 +327,42 @@ def test_a_docker_agent_whose_engine_cannot_hand_out_gpus_does_not_start(
     assert docker_sandbox.client.containers.list(all=True, filters=probes) == []
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        ([], {"OVERNIGHT_DOCKER_IMAGE_REPO": "Team Envs"},
+         "docker_image_repo 'Team Envs' is not an image repository name"),
+        ([], {"OVERNIGHT_DOCKER_IMAGE_REPO": "envs:latest"}, "no :tag); set docker_image_repo"),
+        (["--default-image", "Python:3.11"], {},
+         "default_image 'Python:3.11' is not an image reference"),
+        (["--docker-shm-size", "lots"], {}, "docker_shm_size 'lots' is not a size"),
+        ([], {"OVERNIGHT_DOCKER_CACHE_VOLUME": "pip/cache"},
+         "docker_cache_volume 'pip/cache' is not a volume name"),
+        (["--docker-network", "overnight-no-such-net"], {},
+         "docker_network 'overnight-no-such-net' is not a network of this Docker engine"),
+        (["--build-network", "overnight-no-such-net"], {}, "`docker network create"),
+        (["--docker-mount", "/overnight-no-such-dir:/data:ro"], {},
+         "docker_mounts: /overnight-no-such-dir (mounted at /data) does not exist on this host"),
+    ],
+)  # fmt: skip
+def test_a_setting_the_engine_would_refuse_stops_the_agent_at_start(
+    docker_sandbox: DockerSandbox,
+    redis_url: str,
+    tmp_path: Path,
+    args: list[str],
+    env: dict[str, str],
+    words: str,
+) -> None:
+    """Not a failed task each, with a traceback: one line before the agent takes any."""
+    proc = run_cli(
+        "agent", "daemon", "-q", "q", "--burst", "--env-mode", "docker", "--gpus", "none", *args,
+        env={**agent_env(docker_sandbox, tmp_path, redis_url), **env},
+    )  # fmt: skip
+    assert proc.returncode == ExitCode.CONFIG, proc.stderr
+    assert proc.stderr.startswith("overnight: error: ") and proc.stderr.count("\n") == 1
+    assert words in proc.stderr
+
+
 def test_auto_mode_with_gpus_runs_venvs_when_the_engine_cannot_hand_them_out(
     docker_engine: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

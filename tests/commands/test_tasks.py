@@ -16,7 +16,7 @@ from overnight.errors import ExitCode
 from overnight.metrics.summary import MetricSummary
 from overnight.queue import keys
 from overnight.queue.index import Query
-from overnight.queue.records import Change, TaskOptions, TaskRecord, TaskStatus
+from overnight.queue.records import Change, Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit, submit_sweep
 from overnight.queue.sweeps import Sweep
@@ -242,6 +242,35 @@ def test_retry_links_a_new_task_to_the_first(cli_env: Repo, store: TaskStore) ->
     assert f"retried as {retry.id}" in invoke("show", first).stdout
     elsewhere = store.get(invoke("retry", first, "-q", "cpu", "--gpus", "0").stdout.strip())
     assert (elsewhere.options.queue, elsewhere.options.gpus) == ("cpu", 0)
+
+
+def test_retry_of_a_requirements_failure_says_how_to_enqueue_fixed_ones(
+    cli_env: Repo, store: TaskStore
+) -> None:
+    failed, other = _task(store, queue="gpu", gpus=1), _task(store)
+    store.transition(failed, TaskStatus.PREPARING, Change(agent="box1", gpu_ids=("0",)))
+    store.transition(
+        failed,
+        TaskStatus.FAILED,
+        Change(
+            phase=Phase.ENVIRONMENT,
+            error="installing the requirements failed (uv exited with 1): No solution found",
+            extra={"failed_on": "requirements"},
+        ),
+    )
+    _run(store, other, TaskStatus.FAILED)
+    result = invoke("retry", failed)
+    assert result.exit_code == 0, result.output
+    new = result.stdout.strip()  # the new id alone on stdout
+    assert store.get(new).retry_of == failed
+    assert result.stderr.strip() == (
+        f"overnight: note: {failed} failed installing its requirements, and a retry reuses its "
+        f"recorded spec, requirements included: unless the package index was at fault, {new} "
+        "fails the same way. To run with fixed ones, fix the requirements and enqueue again "
+        "from the repository: overnight enqueue -q gpu --gpus 1 -- python train.py --lr 0.1 "
+        "--epochs=3"
+    )
+    assert invoke("retry", other).stderr == ""  # a failed run: nothing to say
 
 
 def test_show_says_what_retries_do(cli_env: Repo, store: TaskStore) -> None:

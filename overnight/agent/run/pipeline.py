@@ -36,6 +36,7 @@ from overnight.agent.workspace.workspaces import Workspaces
 from overnight.errors import (
     CorruptRecord,
     EnvironmentBuildError,
+    InstallError,
     InvalidTransition,
     OvernightError,
     ReconstructError,
@@ -47,7 +48,7 @@ from overnight.metrics.files import MetricFiles
 from overnight.metrics.tracker import MetricTracker
 from overnight.outputs.redisstore import RedisOutputStore
 from overnight.outputs.store import OutputStore
-from overnight.queue.records import ACTIVE_STATUSES, Change, Phase, TaskStatus
+from overnight.queue.records import ACTIVE_STATUSES, FAILED_ON, Change, Phase, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.spec import Snapshot, TaskSpec
 from overnight.units import format_duration
@@ -193,6 +194,8 @@ class Pipeline:
             fault = host_fault(exc)  # the run's own exit is no OvernightError: never one
             if fault is not None:
                 return self._host_fault(task, fault, phase, exc)
+            if isinstance(exc, InstallError):  # `retry` says a retry meets it again
+                extra[FAILED_ON] = "requirements"
             return Ending(TaskStatus.FAILED, phase, _one_line(exc), extra=extra)
         return self._ended(task, outcome, extra)
 

@@ -200,6 +200,8 @@ class Daemon:
         while not self.draining:
             try:
                 if self._step(burst):
+                    if burst:
+                        self._say_what_is_left()
                     return
             except Exception:  # a bug in one round must not end the agent
                 log.exception("agent loop error; going on")
@@ -242,6 +244,11 @@ class Daemon:
         except Exception as exc:
             self.intake.give_up(claim, exc)
         return False
+
+    def _say_what_is_left(self) -> None:
+        """Before a ``--burst`` agent exits: the queued tasks it took and could never run."""
+        for line in until_connected(self.intake.left_behind, self._backoff) or ():
+            log.warning("exiting (--burst) with work left: %s", line)
 
     def _wait(self) -> None:
         self._changed.wait(_WAKE)

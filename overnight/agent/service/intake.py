@@ -66,6 +66,7 @@ class Intake:
         self._skip: dict[str, float] = {}  # queue name -> monotonic time to look at it again
         self._waiting: dict[str, _Head] = {}  # queue name -> its head, reserved here
         self._sent_back: dict[str, float] = {}  # task id -> until when it counts as sent back
+        self.refused: dict[str, str] = {}  # task id -> why this agent can never run it
 
     def skipped(self) -> set[str]:
         """Queues to leave alone now: their head is too large, or waits and cannot start yet."""
@@ -168,8 +169,10 @@ class Intake:
         # This agent can never run it.
         self.allocator.withdraw(record.id)
         note = f"agent {self.name} cannot run it: {decision.reason}"
+        self.refused[record.id] = decision.reason
         if note not in record.notes:
             self.store.add_note(record.id, note)
+            log.warning("task %s in %s: %s", record.id, claim.queue.name, note)
         if self._nobody_runs(record):  # it must not block the tasks behind it
             self.worker.send_to_back(claim)
         else:  # at the head for the agent that can run it; its queue left alone for a while
@@ -190,6 +193,21 @@ class Intake:
                 return False
         self._sent_back[record.id] = now + SKIP_QUEUE
         return True
+
+    def left_behind(self) -> list[str]:
+        """Why each task this agent refused is still queued, for a ``--burst`` agent's exit."""
+        lines = []
+        for task_id, reason in self.refused.items():
+            try:
+                record = self.store.get(task_id)
+            except (TaskNotFound, CorruptRecord):
+                continue
+            if record.status is TaskStatus.QUEUED:
+                lines.append(
+                    f"task {task_id} stays queued in {record.options.queue}: this agent cannot "
+                    f"run it ({reason})"
+                )
+        return lines
 
     def give_up(self, claim: Claim, exc: Exception) -> None:
         """A claim that failed for an unexpected reason: fail its task, keep serving."""

@@ -221,7 +221,10 @@ def test_every_run_time_failure_is_one_line_and_the_agent_goes_on(
     assert phase is Phase.WORKSPACE and "1234567" in error
     phase, error = _failure(agent_store, ids["requirements"])
     assert phase is Phase.ENVIRONMENT and "overnight-no-such-pkg" in error
+    assert error.endswith("; fix the requirements and enqueue again (a retry reuses these)")
     assert "No solution found" in log_text(agent_store, ids["requirements"])
+    failed_on = {what: agent_store.get(i).extra.get("failed_on") for what, i in ids.items()}
+    assert failed_on == {what: "requirements" if what == "requirements" else None for what in ids}
     phase, error = _failure(agent_store, newer.id)
     assert phase is Phase.AGENT and "schema version 99" in error
     phase, error = _failure(agent_store, corrupt_spec.id)

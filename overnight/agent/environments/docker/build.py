@@ -2,18 +2,21 @@
 
 An environment image is a base image plus a venv at :data:`VENV` (with the base image's own
 packages visible, so a CUDA image's preinstalled torch satisfies a ``torch`` requirement). It is
-made by an install container that gets its script, requirements, CA bundle and installer
-settings (variables, pip.conf, uv.toml) copied in and deletes them before the commit, so no
-credential ends up in the image. Installing runs the requirements' own code (an sdist's
-setup.py), so install and probe containers are :func:`confined` like tasks, and each build
-downloads into a folder of its own, gone with it: only a ``cache_volume`` named in the settings
-is shared by builds (at :data:`CACHE_MOUNT`), and then any build can plant packages for the
-next. A standalone image is an environment image plus a task's reconstructed tree, whose
-command is the task's.
+made by an install container that gets its script, requirements, CA bundle, installer settings
+(variables, pip.conf, uv.toml) and the agent's uv binary copied in and deletes them before the
+commit, so no credential ends up in the image. Requirements install with uv, as in venv mode:
+the image's own uv, else the agent's (which needs no registry: it is copied in), else, where
+that one cannot run (a musl image), the image's pip. Installing runs the requirements' own code
+(an sdist's setup.py), so install and probe containers are :func:`confined` like tasks, and each
+build downloads into a folder of its own, gone with it: only a ``cache_volume`` named in the
+settings is shared by builds (at :data:`CACHE_MOUNT`), and then any build can plant packages
+for the next. A standalone image is an environment image plus a task's reconstructed tree,
+whose command is the task's.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import io
@@ -24,7 +27,8 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +38,10 @@ import docker.types
 import docker.utils
 import requests.exceptions
 
+from overnight.agent.environments.installs import TAIL_LINES, install_error
 from overnight.agent.progress import ProgressLine, StopCheck
 from overnight.agent.run.logbatch import Output
-from overnight.errors import EnvironmentBuildError
+from overnight.errors import EnvironmentBuildError, InstallError
 
 IMAGE_DIR = "/opt/overnight"  # the builds' own: the venv, the install files while it runs
 VENV = f"{IMAGE_DIR}/venv"
@@ -44,13 +49,18 @@ WORKSPACE = "/workspace"  # where a task's tree is: mounted for runs, copied in 
 CACHE_MOUNT = "/var/cache/overnight"  # where a shared cache_volume is mounted
 BUILD_DIR = f"{IMAGE_DIR}/build"  # copied into the install container, deleted before the commit
 OWN_CACHE = f"{BUILD_DIR}/cache"  # a build's downloads when no cache volume is shared
-RECIPE = "overnight-docker-env/3"  # part of every key: bump when the install script changes
+AGENT_UV = f"{BUILD_DIR}/uv"  # the agent's uv binary, copied in for probes and installs
+RECIPE = "overnight-docker-env/4"  # part of every key: bump when the install script changes
 NOBODY = "65534:65534"  # nobody:nogroup, the user of a root agent's containers by default
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-_PROBE = """
+NO_VENV = 98  # the install script's exit code when python3 cannot make a venv
+
+_PROBE = f"""
 python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' || exit 97
-if command -v uv >/dev/null 2>&1; then uv --version
+if command -v uv >/dev/null 2>&1; then uv --version | cut -d' ' -f1,2
+elif [ -x {AGENT_UV} ] && {AGENT_UV} --version >/dev/null 2>&1; then
+  echo "$({AGENT_UV} --version | cut -d' ' -f1,2) (agent's)"
 elif python3 -m pip --version >/dev/null 2>&1; then python3 -m pip --version | cut -d' ' -f1,2
 else echo ensurepip; fi
 """
@@ -61,20 +71,25 @@ V={VENV}
 C=$1
 . "$B/env"
 mkdir -p "$C"
-python3 -m venv --system-site-packages --without-pip "$V"
+python3 -m venv --system-site-packages --without-pip "$V" || exit {NO_VENV}
 if [ -s "$B/requirements.txt" ]; then
-  if command -v uv >/dev/null 2>&1; then
-    echo "overnight: installing the requirements with $(uv --version)"
-    UV_CACHE_DIR="$C/uv" UV_LINK_MODE=copy \\
-      uv pip install --python "$V/bin/python" -r "$B/requirements.txt"
+  U=""
+  if command -v uv >/dev/null 2>&1; then U=uv
+  elif [ -x "$B/uv" ] && "$B/uv" --version >/dev/null 2>&1; then U="$B/uv"
+  fi
+  if [ -n "$U" ]; then
+    echo "overnight: installing the requirements with $("$U" --version)"
+    UV_CACHE_DIR="$C/uv" UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never NO_COLOR=1 \\
+      "$U" pip install --python "$V/bin/python" -r "$B/requirements.txt"
   else
     "$V/bin/python" -m pip --version >/dev/null 2>&1 || "$V/bin/python" -m ensurepip -q
     echo "overnight: installing the requirements with $("$V/bin/python" -m pip --version)"
-    # a wheelhouse, not only pip's HTTP cache: proxies that drop cache headers defeat that one
+    # a wheelhouse, not only pip's HTTP cache: proxies that drop cache headers defeat that one;
+    # the index stays open to the install, which fetches the sdists' build requirements
     W="$C/pip-files"
     P="$V/bin/python -m pip --cache-dir $C/pip --no-input --disable-pip-version-check"
     $P download --progress-bar off --dest "$W" -r "$B/requirements.txt"
-    $P install --progress-bar off --no-index --find-links "$W" -r "$B/requirements.txt"
+    $P install --progress-bar off --find-links "$W" -r "$B/requirements.txt"
   fi
 else
   echo "overnight: no requirements to install"
@@ -90,7 +105,7 @@ class BaseImage:
     name: str
     id: str
     python: str  # major.minor.micro of its python3
-    installer: str  # "uv 0.4.1", "pip 23.0.1" or "ensurepip"
+    installer: str  # "uv 0.4.1", "uv 0.4.1 (agent's)", "pip 23.0.1" or "ensurepip"
     config: dict[str, Any]  # the image's Config (Env, Cmd, Entrypoint, User, WorkingDir)
 
 
@@ -114,6 +129,7 @@ class Installer:
     network: str | None = None
     pip_conf: Path | None = None  # copied in as PIP_CONFIG_FILE
     uv_toml: Path | None = None  # copied in as UV_CONFIG_FILE
+    uv_bin: Path | None = None  # the agent's uv, copied in where the image has none
 
     def probe(self, name: str, image: Any) -> BaseImage:
         """Run the image once to find its Python version and installer (uv, pip)."""
@@ -129,6 +145,9 @@ class Installer:
         except docker.errors.APIError as exc:
             raise EnvironmentBuildError(f"image {name} cannot be run: {explain(exc)}") from exc
         try:
+            if self.uv_bin is not None:
+                with self._archive({}) as archive:
+                    container.put_archive("/", archive)
             container.start()
             code = int(container.wait()["StatusCode"])
             raw = container.logs(stdout=True, stderr=False)
@@ -178,14 +197,21 @@ class Installer:
             **confined(self.user),
         )
         try:
-            container.put_archive("/", self._files(requirements))
+            with self._archive(self._files(requirements)) as archive:
+                container.put_archive("/", archive)
             container.start()
             tail = _follow(container, log, should_stop)
             code = int(container.wait()["StatusCode"])
-            if code != 0:
+            if code == NO_VENV:
                 raise EnvironmentBuildError(
+                    f"image {base.name} cannot make a venv ({install_error(tail)}); use an image "
+                    "whose python3 has the venv module (Debian: python3-venv)"
+                )
+            if code != 0:
+                raise InstallError(
                     f"requirements failed to install on {base.name} (exit code {code}): "
-                    f"{tail or 'no output'}; fix the requirements and enqueue again"
+                    f"{install_error(tail)}; fix the requirements and enqueue again (a retry "
+                    "reuses these)"
                 )
             image = container.commit(repository=repo, tag=key, changes=_changes(base, labels))
             log(f"environment {key} built as {repo}:{key}")
@@ -194,7 +220,9 @@ class Installer:
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True, v=True)
 
-    def _files(self, requirements: str) -> bytes:
+    def _files(self, requirements: str) -> dict[str, bytes]:
+        """The install's files in :data:`BUILD_DIR` (the uv binary aside): script,
+        requirements, CA bundle, installer settings, and the variables that point at them."""
         env = dict(self.env)
         files = {"install.sh": _INSTALL.encode(), "requirements.txt": requirements.encode()}
         if self.ca_bundle is not None:
@@ -209,24 +237,38 @@ class Installer:
                 files[name] = path.read_bytes()
                 env[variable] = f"{BUILD_DIR}/{name}"
         files["env"] = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()).encode()
-        # the install runs as self.user: its folders are that user's (a volume's root too)
+        return files
+
+    @contextlib.contextmanager
+    def _archive(self, files: Mapping[str, bytes]) -> Iterator[typing.IO[bytes]]:
+        """A tar of ``files`` in :data:`BUILD_DIR` and the agent's uv binary, to copy into a
+        container; everything in it belongs to the installer's user (a volume's root too)."""
         folders = {IMAGE_DIR: 0o755, BUILD_DIR: 0o700}
         if self.cache_volume:
             folders[CACHE_MOUNT] = 0o700
         uid, gid = (int(n) for n in self.user.split(":"))
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for where, mode in folders.items():
-                folder = tarfile.TarInfo(where.strip("/"))
-                folder.type, folder.mode = tarfile.DIRTYPE, mode
-                folder.uid, folder.gid, folder.mtime = uid, gid, int(time.time())
-                tar.addfile(folder)
-            for name, data in files.items():
-                info = tarfile.TarInfo(f"{BUILD_DIR.strip('/')}/{name}")
-                info.size, info.mode = len(data), 0o600
-                info.uid, info.gid, info.mtime = uid, gid, int(time.time())
-                tar.addfile(info, io.BytesIO(data))
-        return buffer.getvalue()
+
+        def owned(info: tarfile.TarInfo, mode: int) -> tarfile.TarInfo:
+            info.mode, info.uid, info.gid, info.mtime = mode, uid, gid, int(time.time())
+            info.uname = info.gname = ""
+            return info
+
+        with tempfile.TemporaryFile() as archive:
+            with tarfile.open(fileobj=archive, mode="w") as tar:
+                for where, mode in folders.items():
+                    folder = tarfile.TarInfo(where.strip("/"))
+                    folder.type = tarfile.DIRTYPE
+                    tar.addfile(owned(folder, mode))
+                for name, data in files.items():
+                    info = tarfile.TarInfo(f"{BUILD_DIR.strip('/')}/{name}")
+                    info.size = len(data)
+                    tar.addfile(owned(info, 0o600), io.BytesIO(data))
+                if self.uv_bin is not None:
+                    info = tar.gettarinfo(self.uv_bin, arcname=AGENT_UV.strip("/"))
+                    with self.uv_bin.open("rb") as binary:
+                        tar.addfile(owned(info, 0o700), binary)
+            archive.seek(0)
+            yield archive
 
 
 def commit_standalone(
@@ -288,12 +330,12 @@ def _changes(base: BaseImage, labels: Mapping[str, str]) -> list[str]:
     return changes
 
 
-def _follow(container: Any, log: ProgressLine, should_stop: StopCheck) -> str:
+def _follow(container: Any, log: ProgressLine, should_stop: StopCheck) -> Sequence[str]:
     """Stream a container's output lines to ``log`` until it exits; kill it on ``should_stop``.
 
-    Returns the last non-empty output line (the installer's error, when it failed).
+    Returns the last :data:`TAIL_LINES` output lines (the installer's error, when it failed).
     """
-    last: list[str] = [""]
+    last: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
     def pump() -> None:
         buffer = b""
@@ -303,11 +345,11 @@ def _follow(container: Any, log: ProgressLine, should_stop: StopCheck) -> str:
             for raw in lines:
                 line = raw.decode("utf-8", "replace").rstrip()
                 if line:
-                    last[0] = line
+                    last.append(line)
                     log(Output(line))
         if buffer.strip():
-            last[0] = buffer.decode("utf-8", "replace").rstrip()
-            log(Output(last[0]))
+            last.append(buffer.decode("utf-8", "replace").rstrip())
+            log(Output(last[-1]))
 
     reader = threading.Thread(target=pump, name="overnight-build-log", daemon=True)
     reader.start()
@@ -321,7 +363,7 @@ def _follow(container: Any, log: ProgressLine, should_stop: StopCheck) -> str:
                     container.kill()
                 raise EnvironmentBuildError("environment build canceled") from None
     reader.join(timeout=5)
-    return last[0]
+    return tuple(last)
 
 
 def explain(exc: docker.errors.APIError) -> str:

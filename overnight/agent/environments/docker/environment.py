@@ -31,6 +31,13 @@ from overnight.agent.environments.base import AdoptedTask, Environment, Prepared
 from overnight.agent.environments.docker.build import NOBODY, WORKSPACE, Installer, confined
 from overnight.agent.environments.docker.images import EnvImages
 from overnight.agent.environments.docker.process import DockerProcess, resume_point
+from overnight.agent.environments.docker.references import (
+    check_image,
+    check_repository,
+    check_size,
+    check_volume,
+)
+from overnight.agent.environments.installs import find_uv
 from overnight.agent.progress import ProgressLine, StopCheck
 from overnight.agent.run.taskenv import BUILD_PREFIXES, TaskEnv
 from overnight.errors import ConfigError, TaskRunError
@@ -109,16 +116,24 @@ class DockerEnvironment(Environment):
         uv_toml: Path | None = None,
         build_network: str | None = None,
         task_env: Mapping[str, str] | None = None,
+        uv_bin: Path | None = None,
     ) -> None:
         for what, path in (("ca_bundle", ca_bundle), ("pip_conf", pip_conf), ("uv_toml", uv_toml)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{what} {path} is not a file; point {what} at an existing file")
+        check_repository("docker_image_repo", image_repo)
+        check_size("docker_shm_size", shm_size)
+        if default_image:
+            check_image("default_image", default_image)
+        if cache_volume:
+            check_volume("docker_cache_volume", cache_volume)
         self.client = client
         self.agent_name = agent_name
         self.default_image = default_image
         self.ca_bundle = ca_bundle
         self.shm_size = shm_size
         self.network = network
+        self.build_network = build_network
         self.mounts = tuple(parse_mount(m) for m in mounts)
         self.uid_gid = parse_user(uid_gid) if uid_gid else default_user()
         self.task_env = dict(task_env or {})
@@ -133,6 +148,7 @@ class DockerEnvironment(Environment):
             network=build_network,
             pip_conf=pip_conf,
             uv_toml=uv_toml,
+            uv_bin=uv_bin,
         )
         self.images = EnvImages(
             client,
@@ -151,7 +167,8 @@ class DockerEnvironment(Environment):
 
         The agent's ``PIP_*`` and ``UV_*`` variables reach the install containers (under
         ``docker_installer_env``), except those naming host files: ``PIP_CONFIG_FILE`` and
-        ``UV_CONFIG_FILE`` are the default ``pip_conf`` and ``uv_toml``, copied in.
+        ``UV_CONFIG_FILE`` are the default ``pip_conf`` and ``uv_toml``, copied in. The agent's
+        uv binary is copied into builds on images without their own.
         """
         host_paths = ("PIP_CONFIG_FILE", "UV_CONFIG_FILE", "PIP_CERT")
         installer_env = {
@@ -179,7 +196,32 @@ class DockerEnvironment(Environment):
             pip_conf=Path(pip_conf).expanduser() if pip_conf else None,
             uv_toml=Path(uv_toml).expanduser() if uv_toml else None,
             task_env=TaskEnv.from_config(config, environ).task(host_paths=False),
+            uv_bin=Path(uv) if (uv := find_uv()) else None,
         )
+
+    def check_engine(self) -> None:
+        """Refuse at the agent's start what this engine would refuse for every task: a network
+        it does not have, a mount whose host path does not exist."""
+        networks = (("docker_network", self.network), ("docker_build_network", self.build_network))
+        for setting, network in networks:
+            if not network or network.startswith("container:"):
+                continue
+            try:
+                self.client.networks.get(network)
+            except docker.errors.NotFound:
+                known = ", ".join(sorted(n.name for n in self.client.networks.list()))
+                raise ConfigError(
+                    f"{setting} {network!r} is not a network of this Docker engine (it has "
+                    f"{known}); create it with `docker network create {network}` or set "
+                    f"{setting} to one of those"
+                ) from None
+        for mount in self.mounts:
+            source = str(mount["Source"])
+            if not os.path.exists(source):
+                raise ConfigError(
+                    f"docker_mounts: {source} (mounted at {mount['Target']}) does not exist on "
+                    "this host; create it or drop it from docker_mounts (--docker-mount)"
+                )
 
     def base_image(self, spec: TaskSpec, *, image: str | None = None) -> str:
         """The task's image, else the agent's default, else ``python:X.Y-slim`` for the spec."""

@@ -29,6 +29,7 @@ from overnight.agent.config import AgentConfig
 from overnight.agent.environments.base import Environment, Prepared, Process, RunRequest
 from overnight.agent.progress import ProgressLine, StopCheck
 from overnight.agent.environments.cachekeys import environment_key, normalize_requirements
+from overnight.agent.environments.installs import TAIL_LINES, install_error, require_uv
 from overnight.agent.environments.venv.cache import EnvRecord, VenvCache, tree_size
 from overnight.agent.environments.venv.interpreters import Interpreter, find_interpreter, major_minor
 from overnight.agent.run.isolation import TaskUser, TaskUsers, handed_over, seal
@@ -41,6 +42,7 @@ from overnight.errors import (
     EnvironmentBuildError,
     LockTimeout,
     PreparationCanceled,
+    InstallError,
     TaskRunError,
 )
 from overnight.spec import TaskSpec
@@ -77,7 +79,7 @@ class VenvEnvironment(Environment):
         env = env or TaskEnv(os.environ)
         self.base_env = env.task()
         self.build_env = env.build()
-        self.uv_bin = uv_bin or _default_uv()
+        self.uv_bin = uv_bin or require_uv()
         if task_users is not None:  # builds run as a task user, which must reach uv
             self.uv_bin = task_users.reachable(self.uv_bin, self.cache.root / "bin")
         self.system_certs = system_certs
@@ -265,6 +267,7 @@ class VenvEnvironment(Environment):
                     log,
                     stop,
                     "installing the requirements",
+                    failure=InstallError,
                 )
             packages = self._freeze(python, build)
             if builder is not None:
@@ -303,10 +306,17 @@ class VenvEnvironment(Environment):
             self.task_users.give_back(user)
 
     def _uv(
-        self, args: Sequence[str], build: _Build, log: ProgressLine, stop: StopCheck, what: str
+        self,
+        args: Sequence[str],
+        build: _Build,
+        log: ProgressLine,
+        stop: StopCheck,
+        what: str,
+        failure: type[EnvironmentBuildError] = EnvironmentBuildError,
     ) -> None:
-        """Run uv with its output in the task's log; stop it within ~0.1 s of a cancel."""
-        tail: collections.deque[str] = collections.deque(maxlen=20)
+        """Run uv with its output in the task's log; stop it within ~0.1 s of a cancel. A
+        failure raises ``failure`` naming what uv said failed."""
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
         def sink(batch: Sequence[Line]) -> None:
             for _, text in batch:
@@ -321,9 +331,13 @@ class VenvEnvironment(Environment):
         if outcome.reason == CANCELED:
             raise PreparationCanceled(f"canceled while {what}")
         if outcome.exit_code != 0:
-            raise EnvironmentBuildError(
-                f"{what} failed (uv exited with {outcome.exit_code}): {_error_text(tail)}; "
-                "fix the task's requirements (uv's output is in the task's log)"
+            fix = (
+                "fix the requirements and enqueue again (a retry reuses these)"
+                if failure is InstallError
+                else "uv's output is in the task's log"
+            )
+            raise failure(
+                f"{what} failed (uv exited with {outcome.exit_code}): {install_error(tail)}; {fix}"
             )
 
     def _freeze(self, python: Path, build: _Build) -> tuple[str, ...]:
@@ -439,30 +453,3 @@ class _Build:
         if self.user is None:
             return {}
         return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
-
-
-def _default_uv() -> str:
-    try:
-        from uv import find_uv_bin
-
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        found = shutil.which("uv")
-        if found is None:
-            raise EnvironmentBuildError(
-                "uv is not installed on this agent; install it with `pip install uv`"
-            ) from None
-        return found
-
-
-def _error_text(lines: Collection[str]) -> str:
-    """uv's error, from its first ``error:`` line on, in one line."""
-    kept = list(lines)
-    for index, line in enumerate(kept):
-        if line.lstrip().startswith("error:"):
-            kept = kept[index:]
-            break
-    else:
-        kept = kept[-3:]
-    text = " ".join(line.strip() for line in kept if line.strip())
-    return text or "no output"

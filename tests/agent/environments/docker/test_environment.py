@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.metadata
 import io
 import math
 import os
@@ -45,8 +46,16 @@ from overnight.agent.environments.docker.process import (
     resume_point,
 )
 from overnight.agent.run.supervisor import CANCELED, supervise
-from overnight.errors import ConfigError, EnvironmentBuildError, TaskRunError
-from tests.fixtures.docker import BASE_IMAGE, DockerSandbox, make_spec, never, quiet
+from overnight.errors import ConfigError, EnvironmentBuildError, InstallError, TaskRunError
+from tests.fixtures.docker import (
+    BASE_IMAGE,
+    NO_BUILD_ISOLATION,
+    DockerSandbox,
+    make_spec,
+    never,
+    quiet,
+)
+from tests.fixtures.wheels import broken_sdist
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -217,7 +226,7 @@ def planting_builds(docker_sandbox: DockerSandbox, env: DockerEnvironment) -> li
 
 
 def test_a_build_cannot_plant_packages_for_the_next(docker_sandbox: DockerSandbox) -> None:
-    env = docker_sandbox.environment(installer_env={"PIP_NO_BUILD_ISOLATION": "0"})
+    env = docker_sandbox.environment(installer_env=NO_BUILD_ISOLATION)
     lines = planting_builds(docker_sandbox, env)
     assert any(f"planted in {OWN_CACHE} " in line for line in lines)  # its own, gone with it
     assert not any("saw what another build planted" in line for line in lines)
@@ -227,7 +236,7 @@ def test_a_build_cannot_plant_packages_for_the_next(docker_sandbox: DockerSandbo
 def test_a_named_cache_volume_is_shared_by_every_build(docker_sandbox: DockerSandbox) -> None:
     """The opt-in for a single-user host: downloads are shared, and so is what a build plants."""
     env = docker_sandbox.environment(
-        cache_volume=docker_sandbox.volume, installer_env={"PIP_NO_BUILD_ISOLATION": "0"}
+        cache_volume=docker_sandbox.volume, installer_env=NO_BUILD_ISOLATION
     )
     lines = planting_builds(docker_sandbox, env)
     assert any(f"planted in {CACHE_MOUNT} " in line for line in lines)
@@ -237,7 +246,7 @@ def test_a_named_cache_volume_is_shared_by_every_build(docker_sandbox: DockerSan
 def test_a_pip_conf_reaches_the_install(docker_sandbox: DockerSandbox, tmp_path: Path) -> None:
     conf = tmp_path / "pip.conf"
     conf.write_text("[global]\nindex-url = http://127.0.0.1:9/simple\nretries = 0\n")
-    env = docker_sandbox.environment(pip_conf=conf)
+    env = docker_sandbox.environment(pip_conf=conf, uv_bin=None)  # pip: the image's installer
     lines: list[str] = []
     with pytest.raises(EnvironmentBuildError, match="requirements failed to install"):
         env.prepare(make_spec("iniconfig==2.0.0\n"), lines.append, never)
@@ -278,10 +287,87 @@ def test_an_uninstallable_requirement_fails_naming_the_installer_error(
 ) -> None:
     env = docker_sandbox.environment()
     lines: list[str] = []
-    with pytest.raises(EnvironmentBuildError, match="requirements failed to install") as info:
+    with pytest.raises(InstallError, match="requirements failed to install") as info:
         env.prepare(make_spec("this is not a requirement!!\n"), lines.append, never)
-    assert lines and lines[-1] in str(info.value)
+    assert str(info.value).startswith(
+        f"requirements failed to install on {BASE_IMAGE} (exit code 2): Couldn't parse "
+        "requirement in "
+    )
+    assert ": Expected one of " in str(info.value)  # uv's cause
+    assert str(info.value).endswith(
+        "; fix the requirements and enqueue again (a retry reuses these)"
+    )
     assert not docker_sandbox.client.images.list(name=docker_sandbox.repo)
+
+
+TINY_SETUP = (
+    b"from setuptools import setup\nsetup(name='tiny', version='1.0', py_modules=['tiny'])\n"
+)
+
+
+def tiny_sdist() -> bytes:
+    """An sdist whose build needs setuptools from the index (build isolation): source-only
+    packages like gym==0.26.2 are such."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in (
+            ("setup.py", TINY_SETUP),
+            ("tiny.py", b"print('tiny imported')\n"),
+            ("PKG-INFO", b"Metadata-Version: 2.1\nName: tiny\nVersion: 1.0\n"),
+        ):
+            info = tarfile.TarInfo(f"tiny-1.0/{name}")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("agent_uv", [True, False], ids=["agents-uv", "images-pip"])
+def test_a_source_only_package_installs_as_in_venv_mode(
+    docker_sandbox: DockerSandbox, tmp_path: Path, agent_uv: bool
+) -> None:
+    """Its build requirements come from the index during the install, with uv (the agent's,
+    copied into an image that has none) as with the image's pip."""
+    base = derived_image(docker_sandbox, {"/pkgs/tiny-1.0.tar.gz": tiny_sdist()})
+    env = docker_sandbox.environment() if agent_uv else docker_sandbox.environment(uv_bin=None)
+    lines: list[str] = []
+    prepared = env.prepare(make_spec("/pkgs/tiny-1.0.tar.gz\n"), lines.append, never, image=base)
+    installer = prepared.details["installer"]
+    if agent_uv:
+        version = importlib.metadata.version("uv")
+        assert installer == f"uv {version} (agent's)"
+        assert any(f"installing the requirements with uv {version}" in x for x in lines)
+    else:
+        assert installer.startswith("pip ")
+    check = f"import os, tiny; print(os.path.exists('{BUILD_DIR}'))"  # the uv copy went too
+    proc = env.start(prepared, request(workspace(tmp_path), "python", "-c", check))
+    assert b"".join(proc.output()) == b"tiny imported\nFalse\n"
+    assert proc.wait() == 0
+    proc.discard()
+
+
+def test_a_failed_build_names_the_package_and_its_error(docker_sandbox: DockerSandbox) -> None:
+    base = derived_image(
+        docker_sandbox, {"/pkgs/bad-1.0.tar.gz": broken_sdist("bad", fails="import torch9")}
+    )
+    env = docker_sandbox.environment()
+    with pytest.raises(InstallError) as info:
+        env.prepare(make_spec("/pkgs/bad-1.0.tar.gz\n"), quiet, never, image=base)
+    assert (
+        ": Failed to build `bad @ file:///pkgs/bad-1.0.tar.gz`: ModuleNotFoundError: No module "
+        "named 'torch9'; fix the requirements"
+    ) in str(info.value)
+
+
+def test_an_image_whose_python_makes_no_venv_is_named(docker_sandbox: DockerSandbox) -> None:
+    probe = docker_sandbox.client.containers.run(
+        BASE_IMAGE, ["python3", "-c", "import venv; print(venv.__file__)"], remove=True
+    )
+    venv_main = str(Path(probe.decode().strip()).with_name("__main__.py"))
+    broken = derived_image(docker_sandbox, {venv_main: b"raise SystemExit('no ensurepip')\n"})
+    with pytest.raises(EnvironmentBuildError, match="cannot make a venv") as info:
+        docker_sandbox.environment().prepare(make_spec("six\n"), quiet, never, image=broken)
+    assert not isinstance(info.value, InstallError)
+    assert "(no ensurepip); use an image whose python3 has the venv module" in str(info.value)
 
 
 def test_an_absent_image_that_cannot_be_pulled_is_named(docker_sandbox: DockerSandbox) -> None:
@@ -318,7 +404,7 @@ def test_cancel_while_waiting_for_another_build(docker_sandbox: DockerSandbox) -
 def test_cancel_during_the_install_kills_the_build(docker_sandbox: DockerSandbox) -> None:
     slow = b"import time\nprint('slow setup', flush=True)\ntime.sleep(90)\n"
     base = derived_image(docker_sandbox, {"/slowpkg/setup.py": slow})
-    env = docker_sandbox.environment(installer_env={"PIP_NO_BUILD_ISOLATION": "0"})
+    env = docker_sandbox.environment(installer_env=NO_BUILD_ISOLATION)
     installing = threading.Event()
 
     def log(line: str) -> None:
@@ -812,6 +898,7 @@ def test_from_config_passes_every_docker_setting_through(tmp_path: Path) -> None
         "UV_INDEX_URL": "https://uv.example/simple",
     }
     assert (installer.pip_conf, installer.uv_toml) == (pip_conf, uv_toml)
+    assert installer.uv_bin == Path(uv.find_uv_bin())  # the agent's, for images without uv
     opts = env.run_options(PREPARED, request(tmp_path, "python", env={"X": "1"}))
     assert (opts["user"], opts["network_mode"]) == (config.docker_user, "none")
     assert installer.user == config.docker_user  # builds run as the tasks do
@@ -848,6 +935,7 @@ def test_only_a_root_agent_may_name_another_user(monkeypatch: pytest.MonkeyPatch
 def test_installer_files_carry_pip_conf_uv_toml_and_variables(tmp_path: Path) -> None:
     (tmp_path / "pip.conf").write_text("[global]\nindex-url = https://m.example/simple\n")
     (tmp_path / "uv.toml").write_text('index-url = "https://m.example/simple"\n')
+    (tmp_path / "uv").write_bytes(b"the agent's uv binary")
     installer = Installer(
         offline_client(),
         builder="a",
@@ -855,8 +943,12 @@ def test_installer_files_carry_pip_conf_uv_toml_and_variables(tmp_path: Path) ->
         env={"PIP_TIMEOUT": "60", "UV_HTTP_TIMEOUT": "it's 60"},
         pip_conf=tmp_path / "pip.conf",
         uv_toml=tmp_path / "uv.toml",
+        uv_bin=tmp_path / "uv",
     )
-    with tarfile.open(fileobj=io.BytesIO(installer._files("a==1\n"))) as tar:
+    with (
+        installer._archive(installer._files("a==1\n")) as archive,
+        tarfile.open(fileobj=archive) as tar,
+    ):
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
         members = tar.getmembers()
     build = BUILD_DIR.strip("/")
@@ -864,7 +956,10 @@ def test_installer_files_carry_pip_conf_uv_toml_and_variables(tmp_path: Path) ->
     assert {(m.uid, m.gid) for m in members} == {(4321, 4322)}
     folders = {m.name: m.mode for m in members if m.isdir()}
     assert folders == {IMAGE_DIR.strip("/"): 0o755, build: 0o700}  # no cache volume: no mount
-    assert {m.mode for m in members if m.isfile()} == {0o600}
+    modes = {m.name: m.mode for m in members if m.isfile()}
+    assert modes.pop(f"{build}/uv") == 0o700  # the one file the user runs
+    assert set(modes.values()) == {0o600}
+    assert files[f"{build}/uv"] == b"the agent's uv binary"
     assert files[f"{build}/pip.conf"] == (tmp_path / "pip.conf").read_bytes()
     assert files[f"{build}/uv.toml"] == (tmp_path / "uv.toml").read_bytes()
     assert files[f"{build}/requirements.txt"] == b"a==1\n"

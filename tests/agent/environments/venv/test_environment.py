@@ -15,9 +15,14 @@ from overnight.agent.environments.venv.environment import VenvEnvironment
 from overnight.agent.run.logbatch import Line
 from overnight.agent.run.supervisor import RunOutcome, supervise
 from overnight.agent.run.taskenv import TaskEnv
-from overnight.errors import EnvironmentBuildError, PreparationCanceled, TaskRunError
+from overnight.errors import (
+    EnvironmentBuildError,
+    InstallError,
+    PreparationCanceled,
+    TaskRunError,
+)
 from overnight.spec import RepoState, Requirements, TaskSpec
-from tests.fixtures.wheels import make_wheel
+from tests.fixtures.wheels import broken_sdist, make_wheel
 
 OWN = "{}.{}.{}".format(*sys.version_info[:3])
 
@@ -274,6 +279,20 @@ def test_an_install_failure_names_the_installers_error(
         venvs.prepare(spec_for(f"{missing}\n"), log, never)
     assert any("error:" in line for line in log.lines)  # uv's own lines are in the log
     assert list((tmp_path / "cache" / "envs").iterdir()) == []
+
+
+def test_a_failed_build_is_an_install_error_naming_the_package_and_its_error(
+    venvs: VenvEnvironment, tmp_path: Path
+) -> None:
+    sdist = tmp_path / "bad-1.0.tar.gz"
+    sdist.write_bytes(broken_sdist("bad", fails="import torch_absent_here"))
+    with pytest.raises(InstallError) as info:
+        venvs.prepare(spec_for(f"{sdist}\n"), Log(), never)
+    assert str(info.value) == (
+        f"installing the requirements failed (uv exited with 1): Failed to build `bad @ "
+        f"file://{sdist}`: ModuleNotFoundError: No module named 'torch_absent_here'; fix the "
+        "requirements and enqueue again (a retry reuses these)"
+    )
 
 
 def test_command_not_found(venvs: VenvEnvironment, tmp_path: Path) -> None:
