@@ -61,6 +61,10 @@ class OutputGlobError(SnapshotError):
     """Raised when an ``--outputs`` glob could name files outside the working tree."""
 
 
+class MissingScriptError(SnapshotError):
+    """Raised when the script a command runs is not in the recorded tree (missing or ignored)."""
+
+
 class RequirementsError(SnapshotError):
     """Raised when the requirements cannot be read (a missing file, a failing ``uv export``)."""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from overnight.commands.common import echo_json, json_option, load_config, redis_option
+from overnight.commands.common import echo, echo_json, json_option, load_config, redis_option
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
 from overnight.commands.views import record_json
 from overnight.config import ClientConfig
@@ -20,7 +20,8 @@ from overnight.queue.records import TaskOptions, TaskRecord
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit_sweep
 from overnight.queue.sweeps import Sweep, expand, parse_sweep
-from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+from overnight.recorder.account import review
+from overnight.recorder.snapshot import SnapshotOptions, record
 
 
 @click.command(
@@ -56,6 +57,11 @@ from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
     metavar="NAME=V1,V2",
     help="Enqueue one task per value (repeat for a cross product).",
 )
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="No account of what was recorded on stderr (warnings still print); ids on stdout.",
+)
 @json_option
 @redis_option
 @snapshot_options
@@ -69,6 +75,7 @@ def enqueue_command(
     retries: int,
     after: tuple[str, ...],
     sweeps: tuple[str, ...],
+    quiet: bool,
     as_json: bool,
     redis_url: str | None,
     command: tuple[str, ...],
@@ -101,7 +108,9 @@ def enqueue_command(
         after=after, grace=grace,
     )  # fmt: skip
     snapshot_options = options_from_flags(flags, config)
-    records = submit_command(store, Path.cwd(), command, options, snapshot_options, parsed_sweeps)
+    records = submit_command(
+        store, Path.cwd(), command, options, snapshot_options, parsed_sweeps, quiet=quiet
+    )
     if as_json:
         echo_json([record_json(r) for r in records])
     else:
@@ -146,7 +155,17 @@ def submit_command(
     options: TaskOptions,
     snapshot_options: SnapshotOptions,
     sweeps: Sequence[Sweep] = (),
+    *,
+    quiet: bool = False,
 ) -> list[TaskRecord]:
-    """Snapshot ``cwd`` for ``argv`` and enqueue it (once, or once per sweep combination)."""
-    snapshot = take_snapshot(cwd, argv, snapshot_options, dict(os.environ))
-    return submit_sweep(store, snapshot, options, sweeps, name=snapshot.spec.name)
+    """Snapshot ``cwd`` for ``argv`` and enqueue it (once, or once per sweep combination);
+    warnings and the account of what was recorded go to stderr."""
+    recording = record(cwd, argv, snapshot_options, dict(os.environ))
+    told = review(recording, quiet=quiet)  # a missing script fails here, before anything queues
+    snapshot = recording.snapshot
+    records = submit_sweep(store, snapshot, options, sweeps, name=snapshot.spec.name)
+    for warning in told.warnings:  # after: a failing enqueue says only why, in one line
+        echo(f"overnight: warning: {warning}", err=True)
+    if told.account:
+        echo(f"overnight: {told.account}", err=True)
+    return records

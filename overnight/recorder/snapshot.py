@@ -26,6 +26,7 @@ from overnight.errors import (
     SpecError,
 )
 from overnight.recorder import bundle, patch
+from overnight.recorder.commandfiles import RecordedTree, Workdir, script_folder, script_of
 from overnight.recorder.envvars import record_env
 from overnight.recorder.gitrepo import Git
 from overnight.recorder.interpreter import find_python, python_version
@@ -61,6 +62,21 @@ class SnapshotOptions:
     max_untracked_file_mb: float = 5.0
 
 
+@dataclass(frozen=True)
+class Recording:
+    """A snapshot and what recording it saw that the spec does not keep: enqueue's account of it
+    (:mod:`overnight.recorder.account`) reads them."""
+
+    snapshot: Snapshot
+    git: Git  # at the repository's top level
+    workdir: Workdir
+    tree: RecordedTree
+    changed: int = 0  # files the patch writes
+    untracked: tuple[str, ...] = ()  # untracked files recorded
+    unpushed_commits: int = 0
+    notes: tuple[str, ...] = ()  # what the user should know (a freeze taken, conda packages)
+
+
 def take_snapshot(
     cwd: Path,
     argv: Sequence[str],
@@ -68,6 +84,16 @@ def take_snapshot(
     environ: Mapping[str, str] | None = None,
 ) -> Snapshot:
     """Snapshot the repo containing ``cwd`` for running ``argv`` there; raises SnapshotError."""
+    return record(cwd, argv, options, environ).snapshot
+
+
+def record(
+    cwd: Path,
+    argv: Sequence[str],
+    options: SnapshotOptions,
+    environ: Mapping[str, str] | None = None,
+) -> Recording:
+    """:func:`take_snapshot`, with what it saw on the way (no git command more)."""
     env = os.environ if environ is None else environ
     argv = tuple(argv)
     if not argv or not argv[0].strip():
@@ -111,6 +137,13 @@ def take_snapshot(
         bundle_commits=unpushed.commits if unpushed else 0,
     )
     python = find_python(argv, cwd, env)
+    where = Workdir(git.cwd / prefix, git.cwd)
+    script = script_of(argv)
+    found = find_requirements(
+        cwd, git.cwd, options.requirements_file, python=python,
+        start=script_folder(argv, where),
+        script=where.cwd / script if script and not script.startswith("~") else None,
+    )  # fmt: skip
     blobs: dict[str, bytes] = {}
     patch_ref = _blob(blobs, tree.patch)
     bundle_ref = _blob(blobs, unpushed.data if unpushed else b"")
@@ -132,7 +165,7 @@ def take_snapshot(
         ),
         argv=argv,
         python=python_version(python),
-        requirements=find_requirements(cwd, git.cwd, options.requirements_file, python=python),
+        requirements=found.requirements,
         workdir=prefix.rstrip("/") or ".",
         patch=patch_ref,
         bundle=bundle_ref,
@@ -148,7 +181,16 @@ def take_snapshot(
         created=time.time(),
         version=SUBMODULE_CHANGES_VERSION if sub_changes else 1,
     )
-    return Snapshot(spec=spec, blobs=blobs)
+    return Recording(
+        snapshot=Snapshot(spec=spec, blobs=blobs),
+        git=git,
+        workdir=where,
+        tree=RecordedTree(tree.paths, tuple(tree.submodules)),
+        changed=len(tree.changed) + sum(len(c.changed) for c in sub_changes),
+        untracked=tuple(path for path, _ in tree.untracked),
+        unpushed_commits=unpushed.commits if unpushed else 0,
+        notes=found.notes,
+    )
 
 
 def output_globs(globs: Sequence[str]) -> tuple[str, ...]:
