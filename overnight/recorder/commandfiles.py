@@ -87,16 +87,33 @@ class RecordedTree:
         return any(path.startswith(folder) for path in self.paths)
 
 
-def script_folder(argv: Sequence[str], where: Workdir) -> Path:
-    """The folder of the command's script when it is one of the repository's, else ``cwd``:
-    where the search for the project's requirements starts."""
+def script_path(argv: Sequence[str], where: Workdir) -> Path | None:
+    """The file of the command's script in this repository, if it is one of its files: the
+    script, or the module of ``python -m pkg.train`` (``pkg/train.py``, or the package's
+    ``__main__.py``) when the working directory holds it."""
     script = script_of(argv)
-    if script is None or script.startswith("~"):
-        return where.cwd
+    if script is None:
+        module = _module_of(argv)
+        if module is None:
+            return None
+        base = where.cwd.joinpath(*module.split("."))
+        found = [p for p in (base.with_suffix(".py"), base / "__main__.py") if p.is_file()]
+        return found[0] if found else None
+    if script.startswith("~"):
+        return None
     path = Path(os.path.normpath(where.cwd / script))
-    if where.inside(path) is None or not path.parent.is_dir():
-        return where.cwd
-    return path.parent
+    return path if where.inside(path) is not None and path.is_file() else None
+
+
+def _module_of(argv: Sequence[str]) -> str | None:
+    if not argv or not _PYTHON.match(os.path.basename(argv[0])):
+        return None
+    for i, token in enumerate(argv[1:-1], start=1):
+        if token == "-m":
+            return argv[i + 1]
+        if token == "-c" or not token.startswith("-"):
+            return None
+    return None
 
 
 def check_command(argv: Sequence[str], where: Workdir, tree: RecordedTree) -> list[str]:

@@ -92,7 +92,7 @@ def _find(
         if folder == root or folder.parent == folder or root not in folder.parents:
             break
         folder = folder.parent
-    return freeze(python, script=script, searched=_relative(start, root) or ".")
+    return freeze(python, script=script, cwd=cwd, searched=_relative(start, root) or ".")
 
 
 def _found(source: str, declared: Declared, path: Path, root: Path) -> FoundRequirements:
@@ -109,14 +109,19 @@ def _relative(path: Path, root: Path) -> str | None:
 
 
 def freeze(
-    python: str = sys.executable, *, script: Path | None = None, searched: str = "."
+    python: str = sys.executable,
+    *,
+    script: Path | None = None,
+    cwd: Path | None = None,
+    searched: str = ".",
 ) -> FoundRequirements:
     """``name==version`` for what ``python`` has installed, editable and local installs left out
     (a note names them). Where overnight is installed there too, its own dependencies are left
-    out unless ``script`` (or the repository's modules it imports) imports them or another
-    installed package needs them: they are there for overnight, not for the task."""
+    out unless ``script`` (or the repository's modules it imports, found beside it or in
+    ``cwd``) imports them or another installed package needs them: they are there for
+    overnight, not for the task."""
     dists = installed(python)
-    dropped = _overnight_only(dists, script)
+    dropped = _overnight_only(dists, script, cwd)
     lines: list[str] = []
     local: list[str] = []
     for dist in dists:
@@ -149,7 +154,7 @@ def freeze(
     )
 
 
-def _overnight_only(dists: list[Distribution], script: Path | None) -> set[str]:
+def _overnight_only(dists: list[Distribution], script: Path | None, cwd: Path | None) -> set[str]:
     """The distributions installed only for overnight's sake: those its requirements reach and
     that neither ``script``'s imports nor any other distribution need."""
     by_key = {normalize_name(d.name): d for d in dists}
@@ -158,7 +163,7 @@ def _overnight_only(dists: list[Distribution], script: Path | None) -> set[str]:
     ours = _closure({"overnight"}, by_key)
     imported: set[str] = set()
     if script is not None and script.is_file():
-        modules = imported_modules(script, [script.parent])
+        modules = imported_modules(script, [script.parent, *([cwd] if cwd else [])])
         for key, dist in by_key.items():
             provides = dist.imports or (key.replace("-", "_"),)
             if modules & set(provides):

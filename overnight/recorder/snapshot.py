@@ -26,7 +26,7 @@ from overnight.errors import (
     SpecError,
 )
 from overnight.recorder import bundle, patch
-from overnight.recorder.commandfiles import RecordedTree, Workdir, script_folder, script_of
+from overnight.recorder.commandfiles import RecordedTree, Workdir, script_path
 from overnight.recorder.envvars import record_env
 from overnight.recorder.gitrepo import Git
 from overnight.recorder.interpreter import find_python, python_version
@@ -138,11 +138,10 @@ def record(
     )
     python = find_python(argv, cwd, env)
     where = Workdir(git.cwd / prefix, git.cwd)
-    script = script_of(argv)
+    script = script_path(argv, where)
     found = find_requirements(
         cwd, git.cwd, options.requirements_file, python=python,
-        start=script_folder(argv, where),
-        script=where.cwd / script if script and not script.startswith("~") else None,
+        start=where.cwd if script is None else script.parent, script=script,
     )  # fmt: skip
     blobs: dict[str, bytes] = {}
     patch_ref = _blob(blobs, tree.patch)

@@ -9,8 +9,8 @@ from overnight.recorder.commandfiles import (
     RecordedTree,
     Workdir,
     check_command,
-    script_folder,
     script_of,
+    script_path,
 )
 from overnight.recorder.snapshot import SnapshotOptions, record
 from tests.fixtures.gitrepo import Repo
@@ -95,13 +95,19 @@ def test_files_the_worker_will_not_have_are_warned_about(repo: Repo, tmp_path: P
     ]
 
 
-def test_the_requirements_search_starts_at_the_scripts_folder(repo: Repo) -> None:
+def test_the_scripts_file_in_the_repository(repo: Repo) -> None:
     repo.write("exp/train.py", "print(1)\n")
+    repo.write("pkg/cli/__main__.py", "print(1)\n")
     where = Workdir(repo.path, repo.path)
-    assert script_folder(["python", "exp/train.py"], where) == repo.path / "exp"
-    assert script_folder(["python", "-m", "exp.train"], where) == repo.path
-    assert script_folder(["python", "/elsewhere/train.py"], where) == repo.path
-    assert script_folder(["python", "../train.py"], where) == repo.path
+    assert script_path(["python", "exp/train.py"], where) == repo.path / "exp" / "train.py"
+    assert script_path(["python", "-u", "-m", "exp.train"], where) == repo.path / "exp/train.py"
+    assert script_path(["python", "-m", "pkg.cli"], where) == repo.path / "pkg/cli/__main__.py"
+    assert script_path(["python", "-m", "json.tool"], where) is None  # not the repository's
+    assert script_path(["python", "/elsewhere/train.py"], where) is None
+    assert script_path(["python", "../train.py"], where) is None
+    assert script_path(["python", "exp/gone.py"], where) is None
+    sub = Workdir(repo.path / "exp", repo.path)
+    assert script_path(["python", "../train.py"], sub) == repo.path / "train.py"
 
 
 def test_a_file_git_tracks_despite_gitignore_is_recorded(repo: Repo) -> None:

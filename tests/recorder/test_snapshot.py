@@ -249,8 +249,10 @@ def test_requirements_come_from_the_scripts_project(repo: Repo) -> None:
         "scikit-learn==1.5.0\n",
     )
     assert reqs.workdir == "."
-    root = take_snapshot(repo.path, ["python", "-m", "sklearn.simple"], SnapshotOptions()).spec
-    assert root.requirements.path == "requirements.txt"  # no script named: from the workdir
+    module = take_snapshot(repo.path, ["python", "-m", "sklearn.simple"], SnapshotOptions()).spec
+    assert module.requirements.path == "sklearn/requirements.txt"
+    root = take_snapshot(repo.path, ["python", "-c", "import sklearn"], SnapshotOptions()).spec
+    assert root.requirements.path == "requirements.txt"  # no script: from the working directory
 
 
 def test_recording_tells_what_it_saw(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
