@@ -65,6 +65,10 @@ class MetricFileError(SnapshotError):
     """Raised when an ``--metrics`` path could name a file outside the working tree."""
 
 
+class MissingScriptError(SnapshotError):
+    """Raised when the script a command runs is not in the recorded tree (missing or ignored)."""
+
+
 class RequirementsError(SnapshotError):
     """Raised when the requirements cannot be read (a missing file, a failing ``uv export``)."""
 

@@ -61,7 +61,9 @@ class RepoState:
 class Requirements:
     """What the environment needs, and where that list came from."""
 
-    source: str  # "file", "uv.lock", "requirements.txt", "pyproject.toml", "freeze", "none"
+    # "file", "uv.lock", "poetry.lock", "Pipfile.lock", "requirements.txt", "environment.yml",
+    # "pyproject.toml", "freeze" or "none"
+    source: str
     text: str = ""
     path: str | None = None  # repo-relative path of the file it was read from, if any
 

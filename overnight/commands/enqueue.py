@@ -11,6 +11,7 @@ import click
 
 from overnight.commands.common import (
     add_param_option,
+    echo,
     echo_json,
     json_option,
     load_config,
@@ -27,9 +28,10 @@ from overnight.queue.records import TaskOptions, TaskRecord
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit_sweep
 from overnight.queue.sweeps import Sweep, expand, parse_sweep
+from overnight.recorder.account import review
 from overnight.recorder.params import Param
 from overnight.recorder.scriptargs import declared_params
-from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+from overnight.recorder.snapshot import SnapshotOptions, record
 
 
 @click.command(
@@ -68,6 +70,11 @@ from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
     "the command (see --add-param).",
 )
 @add_param_option
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="No account of what was recorded on stderr (warnings still print); ids on stdout.",
+)
 @json_option
 @redis_option
 @snapshot_options
@@ -82,6 +89,7 @@ def enqueue_command(
     after: tuple[str, ...],
     sweeps: tuple[str, ...],
     add_param: bool,
+    quiet: bool,
     as_json: bool,
     redis_url: str | None,
     command: tuple[str, ...],
@@ -120,7 +128,7 @@ def enqueue_command(
     snapshot_options = options_from_flags(flags, config)
     records = submit_command(
         store, Path.cwd(), command, options, snapshot_options, parsed_sweeps,
-        declared=declared, add_param=add_param,
+        declared=declared, add_param=add_param, quiet=quiet,
     )  # fmt: skip
     sweep = records[0].sweep
     if sweep is not None:  # on stderr: stdout holds the ids alone, for $(...) and xargs
@@ -174,11 +182,20 @@ def submit_command(
     *,
     declared: Sequence[Param] = (),
     add_param: bool = False,
+    quiet: bool = False,
 ) -> list[TaskRecord]:
     """Snapshot ``cwd`` for ``argv`` and enqueue it (once, or once per sweep combination);
-    ``declared`` are the options its script declares, ``add_param`` allows sweeps over others."""
-    snapshot = take_snapshot(cwd, argv, snapshot_options, dict(os.environ))
-    return submit_sweep(
+    ``declared`` are the options its script declares, ``add_param`` allows sweeps over others.
+    Warnings and the account of what was recorded go to stderr."""
+    recording = record(cwd, argv, snapshot_options, dict(os.environ))
+    told = review(recording, quiet=quiet)  # a missing script fails here, before anything queues
+    snapshot = recording.snapshot
+    records = submit_sweep(
         store, snapshot, options, sweeps, name=snapshot.spec.name, declared=declared,
         add_params=add_param,
     )  # fmt: skip
+    for warning in told.warnings:  # after: a failing enqueue says only why, in one line
+        echo(f"overnight: warning: {warning}", err=True)
+    if told.account:
+        echo(f"overnight: {told.account}", err=True)
+    return records

@@ -34,8 +34,9 @@ def snapshot_options(f: F) -> F:
             "--requirements",
             "requirements_file",
             type=click.Path(dir_okay=False, path_type=Path),
-            help="Requirements file to record (default: uv.lock, requirements.txt or "
-            "pyproject.toml of the project, else a freeze of the command's Python).",
+            help="Requirements file to record (default: the nearest project file from the "
+            "script's folder up: uv.lock, poetry.lock, Pipfile.lock, requirements.txt, "
+            "environment.yml, pyproject.toml; else a freeze of the command's Python).",
         ),
         click.option(
             "--env",

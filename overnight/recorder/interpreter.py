@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 _PYTHON_NAME = re.compile(r"^python(\d+(\.\d+)*)?(\.exe)?$")
@@ -26,23 +26,37 @@ sys.path = [p for p in sys.path if p not in ("", os.getcwd())]
 out = {"version": "%d.%d.%d" % tuple(sys.version_info[:3]), "dists": []}
 if sys.argv[-1] == "--dists":
     import importlib.metadata as md
-    for d in md.distributions():
+    dists = list(md.distributions())
+    rows = out["dists"]
+    for d in dists:
         try:
             direct = d.read_text("direct_url.json")
         except Exception:
             direct = None
-        out["dists"].append([d.metadata["Name"] or "", d.version or "", direct])
+        meta = d.metadata
+        rows.append([meta["Name"] or "", d.version or "", direct,
+                     meta.get_all("Requires-Dist") or [], []])
+    if any((r[0] or "").lower() == "overnight" for r in rows):  # its dependencies: see freeze
+        for d, row in zip(dists, rows):
+            try:
+                row[4] = (d.read_text("top_level.txt") or "").split()
+            except Exception:
+                pass
 print(json.dumps(out))
 """
 
 
 @dataclass(frozen=True)
 class Distribution:
-    """One installed distribution: its name, version and PEP 610 ``direct_url.json`` if any."""
+    """One installed distribution: its name, version, PEP 610 ``direct_url.json`` if any, its
+    ``Requires-Dist`` lines and, where overnight is installed beside it, the top-level modules
+    it provides (``top_level.txt``: empty when the build tool wrote none)."""
 
     name: str
     version: str
     direct_url: str | None = None
+    requires: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()
 
 
 def find_python(argv: Sequence[str], cwd: Path, environ: Mapping[str, str]) -> str:
@@ -117,12 +131,17 @@ def installed(python: str) -> list[Distribution]:
     out: list[Distribution] = []
     seen: set[str] = set()
     for row in rows if isinstance(rows, list) else []:
-        name, version, direct = row
+        name, version, direct, requires, imports = (*row, [], [])[:5]
         key = normalize_name(str(name))
         if key and key not in seen:
             seen.add(key)
-            out.append(Distribution(str(name), str(version), direct))
+            found = Distribution(str(name), str(version), direct)
+            out.append(replace(found, requires=_strs(requires), imports=_strs(imports)))
     return out
+
+
+def _strs(value: object) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
 def normalize_name(name: str) -> str:

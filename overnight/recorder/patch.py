@@ -55,25 +55,29 @@ class WorkingTree:
     patch: bytes
     changed: list[tuple[str, int]] = field(default_factory=list)  # (path, size) in the patch
     submodules: dict[str, str] = field(default_factory=dict)  # path -> commit
+    untracked: list[tuple[str, int]] = field(default_factory=list)  # (path, size) recorded
+    paths: frozenset[str] = frozenset()  # every file of the tree (and each submodule's path)
 
     @property
     def dirty(self) -> bool:
         return self.tree != self.head_tree
 
 
-def _index_listing(git: Git, env: dict[str, str]) -> tuple[list[str], list[str]]:
-    """The untracked, not ignored paths and the ``assume-unchanged`` entries of the index
-    ``env`` names, from one ``git ls-files``."""
+def _index_listing(git: Git, env: dict[str, str]) -> tuple[list[str], list[str], frozenset[str]]:
+    """The untracked, not ignored paths, the ``assume-unchanged`` entries of the index ``env``
+    names and every path the two hold (what the recorded tree has), from one ``git ls-files``."""
     listing = git.run("ls-files", "-v", "-z", "--cached", "--others", "--exclude-standard", env=env)
     untracked: list[str] = []
     assumed: list[str] = []
+    paths: set[str] = set()
     for entry in split_z(listing):
         tag, path = entry[:1], entry[2:]
+        paths.add(path)
         if tag == "?":
             untracked.append(path)
         elif tag.islower():
             assumed.append(path)
-    return untracked, assumed
+    return untracked, assumed, frozenset(paths)
 
 
 def _sized(git: Git, untracked: list[str]) -> list[tuple[str, int]]:
@@ -118,7 +122,7 @@ def capture(
         }
         if index_path.exists():
             shutil.copy2(index_path, env["GIT_INDEX_FILE"])  # keep its mtime (racy entries)
-        listed, assumed = _index_listing(git, env)
+        listed, assumed, in_tree = _index_listing(git, env)
         untracked = _sized(git, listed)
         named = [(prefix + path, size) for path, size in untracked]
         if not allow_secret_files:
@@ -134,9 +138,9 @@ def capture(
             ) from exc
         submodules = _gitlinks(git, tree, env) if (git.cwd / ".gitmodules").exists() else {}
         if tree == head_tree:
-            return WorkingTree(head_tree, tree, b"", [], submodules)
+            return WorkingTree(head_tree, tree, b"", [], submodules, untracked, in_tree)
         changed, patch = _diff(git, head_tree, tree, env)
-        return WorkingTree(head_tree, tree, patch, changed, submodules)
+        return WorkingTree(head_tree, tree, patch, changed, submodules, untracked, in_tree)
 
 
 def _write_tree(git: Git, assumed: list[str], env: dict[str, str]) -> str:

@@ -27,6 +27,7 @@ from overnight.errors import (
     SpecError,
 )
 from overnight.recorder import bundle, patch
+from overnight.recorder.commandfiles import RecordedTree, Workdir, script_path
 from overnight.recorder.envvars import record_env
 from overnight.recorder.gitrepo import Git
 from overnight.recorder.interpreter import find_python, python_version
@@ -63,6 +64,21 @@ class SnapshotOptions:
     max_untracked_file_mb: float = 5.0
 
 
+@dataclass(frozen=True)
+class Recording:
+    """A snapshot and what recording it saw that the spec does not keep: enqueue's account of it
+    (:mod:`overnight.recorder.account`) reads them."""
+
+    snapshot: Snapshot
+    git: Git  # at the repository's top level
+    workdir: Workdir
+    tree: RecordedTree
+    changed: int = 0  # files the patch writes
+    untracked: tuple[str, ...] = ()  # untracked files recorded
+    unpushed_commits: int = 0
+    notes: tuple[str, ...] = ()  # what the user should know (a freeze taken, conda packages)
+
+
 def take_snapshot(
     cwd: Path,
     argv: Sequence[str],
@@ -70,6 +86,16 @@ def take_snapshot(
     environ: Mapping[str, str] | None = None,
 ) -> Snapshot:
     """Snapshot the repo containing ``cwd`` for running ``argv`` there; raises SnapshotError."""
+    return record(cwd, argv, options, environ).snapshot
+
+
+def record(
+    cwd: Path,
+    argv: Sequence[str],
+    options: SnapshotOptions,
+    environ: Mapping[str, str] | None = None,
+) -> Recording:
+    """:func:`take_snapshot`, with what it saw on the way (no git command more)."""
     env = os.environ if environ is None else environ
     argv = tuple(argv)
     if not argv or not argv[0].strip():
@@ -113,6 +139,12 @@ def take_snapshot(
         bundle_commits=unpushed.commits if unpushed else 0,
     )
     python = find_python(argv, cwd, env)
+    where = Workdir(git.cwd / prefix, git.cwd)
+    script = script_path(argv, where)
+    found = find_requirements(
+        cwd, git.cwd, options.requirements_file, python=python,
+        start=where.cwd if script is None else script.parent, script=script,
+    )  # fmt: skip
     blobs: dict[str, bytes] = {}
     patch_ref = _blob(blobs, tree.patch)
     bundle_ref = _blob(blobs, unpushed.data if unpushed else b"")
@@ -134,7 +166,7 @@ def take_snapshot(
         ),
         argv=argv,
         python=python_version(python),
-        requirements=find_requirements(cwd, git.cwd, options.requirements_file, python=python),
+        requirements=found.requirements,
         workdir=prefix.rstrip("/") or ".",
         patch=patch_ref,
         bundle=bundle_ref,
@@ -151,7 +183,16 @@ def take_snapshot(
         created=time.time(),
         version=SUBMODULE_CHANGES_VERSION if sub_changes else 1,
     )
-    return Snapshot(spec=spec, blobs=blobs)
+    return Recording(
+        snapshot=Snapshot(spec=spec, blobs=blobs),
+        git=git,
+        workdir=where,
+        tree=RecordedTree(tree.paths, tuple(tree.submodules)),
+        changed=len(tree.changed) + sum(len(c.changed) for c in sub_changes),
+        untracked=tuple(path for path, _ in tree.untracked),
+        unpushed_commits=unpushed.commits if unpushed else 0,
+        notes=found.notes,
+    )
 
 
 def output_globs(globs: Sequence[str]) -> tuple[str, ...]:

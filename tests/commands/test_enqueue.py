@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -29,7 +30,8 @@ def test_enqueue_prints_the_id_and_stores_the_snapshot(cli_env: Repo, store: Tas
     assert record.status is TaskStatus.QUEUED
     assert record.argv == ("python", "train.py", "--lr", "0.01")
     assert record.params == {"lr": "0.01"} and record.tags == ("abl",)
-    assert record.note == "why" and record.sweep is None and result.stderr == ""
+    assert record.note == "why" and record.sweep is None
+    assert "overnight: recorded " in result.stderr  # the account; the id alone on stdout
     assert (record.options.queue, record.options.gpus) == ("gpu", 2)
     assert (record.options.timeout, record.options.retries) == (8 * 3600, 1)
     snapshot = store.load_snapshot(task_id)
@@ -58,7 +60,8 @@ def test_sweep_is_a_cross_product_sharing_one_snapshot(
     assert len({r.spec_id for r in records}) == 1
     sweep = records[0].sweep
     assert sweep is not None and {r.sweep for r in records} == {sweep}
-    assert result.stderr == f"sweep {sweep}: 4 task(s); overnight summary --sweep {sweep}\n"
+    told = f"sweep {sweep}: 4 task(s); overnight summary --sweep {sweep}"
+    assert result.stderr.splitlines()[-1] == told  # after the account of what was recorded
     again = invoke("enqueue", "--sweep", "lr=0.1", "--", "python", "train.py", "--lr", "1")
     assert again.exit_code == 0, again.output
     assert store.get(again.stdout.strip()).sweep not in (None, sweep)  # each enqueue: a new one
@@ -296,3 +299,79 @@ def test_enqueue_records_metrics_files_and_refuses_one_outside_the_tree(
         assert refused.exit_code == ExitCode.SNAPSHOT, path
         assert f"--metrics {path!r} cannot be read" in refused.stderr
         assert "outputs/metrics.csv" in refused.stderr and "\n" not in refused.stderr.strip()
+
+
+def test_enqueue_gives_an_account_on_stderr_and_ids_alone_on_stdout(
+    cli_env: Repo, store: TaskStore
+) -> None:
+    cli_env.write(".gitignore", "data/\n")
+    cli_env.write("exp/requirements.txt", "scikit-learn==1.5.0\n")
+    cli_env.write("exp/simple.py", "import sklearn\n")
+    cli_env.write("requirements.txt", "jupyterlab\n")
+    cli_env.commit("two projects")
+    cli_env.push()
+    cli_env.write("data/train.csv", "a,b\n")
+    cli_env.write("notes.txt", "n\n")
+    result = invoke("enqueue", "--sweep", "lr=1,2", "--", "python", "exp/simple.py", "--lr", "0")
+    assert result.exit_code == 0, result.output
+    ids = result.stdout.split()
+    assert len(ids) == 2 and all(store.get(i) for i in ids)
+    commit = cli_env.git("rev-parse", "HEAD")[:10]
+    account, sweep = result.stderr.splitlines()
+    assert re.fullmatch(r"sweep ([0-9a-f]{12}): 2 task\(s\); overnight summary --sweep \1", sweep)
+    assert account.startswith(f"overnight: recorded {commit} on main; uncommitted: 1 file, patch")
+    assert account.endswith(
+        "untracked recorded: notes.txt; ignored, left out: 1 (data/); "
+        "requirements: exp/requirements.txt"
+    )
+    spec = store.load_snapshot(ids[0]).spec
+    assert (spec.requirements.path, spec.requirements.text) == (
+        "exp/requirements.txt",
+        "scikit-learn==1.5.0\n",
+    )
+    quiet = invoke("enqueue", "--quiet", "--", "python", "exp/simple.py")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "" and len(quiet.stdout.split()) == 1
+
+
+def test_files_the_worker_will_not_have_are_named_at_enqueue(
+    cli_env: Repo, store: TaskStore
+) -> None:
+    cli_env.write(".gitignore", "data/\n")
+    cli_env.write("requirements.txt", "numpy\n")
+    cli_env.commit("ignore data")
+    cli_env.push()
+    cli_env.write("data/train.csv", "a,b\n")
+    result = invoke(
+        "enqueue", "--quiet", "--", "python", "train.py", "--data", "data/train.csv",
+        "--cache", "~/cache", "--ref", "/srv/lab/ref.npz",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert store.get(result.stdout.strip()).status is TaskStatus.QUEUED
+    assert [line.split(",")[0] for line in result.stderr.splitlines()] == [
+        "overnight: warning: the command names data/train.csv",
+        "overnight: warning: the command names ~/cache: ~ is the home folder of whoever runs it",
+        "overnight: warning: the command names /srv/lab/ref.npz",
+    ]
+
+
+def test_a_missing_script_is_refused_before_anything_is_queued(
+    cli_env: Repo, store: TaskStore
+) -> None:
+    result = invoke("enqueue", "--sweep", "lr=1,2", "--", "python", "trian.py", "--lr", "0")
+    assert result.exit_code == ExitCode.SNAPSHOT
+    assert result.stderr == (
+        "overnight: error: the command's script trian.py does not exist in the repository root "
+        "(where the command runs); did you mean train.py?\n"
+    )
+    assert result.stdout == "" and store.index.count() == 0
+
+
+def test_a_freeze_is_said_in_one_line(cli_env: Repo, store: TaskStore) -> None:
+    result = invoke("enqueue", "--quiet", "--", "python", "train.py")
+    assert result.exit_code == 0, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        "overnight: warning: no requirements file from the repository root (requirements.txt, "
+    )
+    assert store.load_snapshot(result.stdout.strip()).spec.requirements.source == "freeze"

@@ -5,7 +5,6 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,9 +17,8 @@ from overnight.errors import (
     SnapshotError,
     SnapshotTooLargeError,
 )
-from overnight.recorder.gitrepo import Git
-from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
-from tests.fixtures.gitrepo import Repo, git, make_repo
+from overnight.recorder.snapshot import SnapshotOptions, record, take_snapshot
+from tests.fixtures.gitrepo import Repo, count_git_commands, git, make_repo
 
 ARGV = ["python", "train.py", "--lr", "0.01", "--epochs=3", "--amp"]
 
@@ -212,22 +210,9 @@ def test_unpushed_commits_holding_secrets_are_refused_unless_allowed(repo: Repo)
     assert take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.bundle is None
 
 
-def _git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The git subcommands run from now on (each one a subprocess)."""
-    commands: list[str] = []
-    run = Git.run
-
-    def counted(self: Git, *args: str, **kwargs: Any) -> bytes:
-        commands.append(args[0])
-        return run(self, *args, **kwargs)
-
-    monkeypatch.setattr(Git, "run", counted)
-    return commands
-
-
 def test_a_snapshot_runs_few_git_commands(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
     # Each one costs `overnight enqueue` milliseconds: adding one should be a choice (a count).
-    commands = _git_commands(monkeypatch)
+    commands = count_git_commands(monkeypatch)
     assert not take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.repo.dirty
     clean = ["rev-parse", "remote", "rev-list", "rev-parse", "ls-files", "add", "write-tree"]
     assert commands == clean
@@ -251,3 +236,39 @@ def test_branch_and_remote_url_are_read_as_git_names_them(repo: Repo) -> None:
     repo.git("checkout", "-q", "--detach", "HEAD")
     state = take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.repo
     assert (state.branch, state.commit) == (None, repo.git("rev-parse", "HEAD").strip())
+
+
+def test_requirements_come_from_the_scripts_project(repo: Repo) -> None:
+    repo.write("requirements.txt", "jupyterlab\n")  # the notebooks' file, at the root
+    repo.write("sklearn/simple.py", "import sklearn\n")
+    repo.write("sklearn/requirements.txt", "scikit-learn==1.5.0\n")
+    repo.commit("two projects")
+    reqs = take_snapshot(repo.path, ["python", "sklearn/simple.py"], SnapshotOptions()).spec
+    assert (reqs.requirements.path, reqs.requirements.text) == (
+        "sklearn/requirements.txt",
+        "scikit-learn==1.5.0\n",
+    )
+    assert reqs.workdir == "."
+    module = take_snapshot(repo.path, ["python", "-m", "sklearn.simple"], SnapshotOptions()).spec
+    assert module.requirements.path == "sklearn/requirements.txt"
+    root = take_snapshot(repo.path, ["python", "-c", "import sklearn"], SnapshotOptions()).spec
+    assert root.requirements.path == "requirements.txt"  # no script: from the working directory
+
+
+def test_recording_tells_what_it_saw(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo.write("train.py", "print('changed')\n")
+    repo.write("notes.txt", "new\n")
+    repo.write("README.md", "x\n")
+    repo.write("new.py", "x = 1\n")
+    repo.commit("unpushed")
+    repo.write("scratch.txt", "new\n")
+    commands = count_git_commands(monkeypatch)
+    take_snapshot(repo.path, ARGV, SnapshotOptions())
+    snapshot_commands = list(commands)
+    commands.clear()
+    seen = record(repo.path, ARGV, SnapshotOptions())
+    assert commands == snapshot_commands  # what it tells costs no git command more
+    assert (seen.changed, seen.untracked, seen.unpushed_commits) == (1, ("scratch.txt",), 1)
+    [note] = seen.notes
+    assert note.startswith("no requirements file from the repository root")
+    assert (seen.workdir.cwd, seen.workdir.root) == (seen.git.cwd, seen.git.cwd)
