@@ -156,7 +156,9 @@ def test_memory_stays_bounded_for_a_big_blob(store: FsspecOutputStore) -> None:
         tracemalloc.stop()
     assert total == count * CHUNK
     assert write_peak < 8 * CHUNK, write_peak  # 64 MB went through; a few chunks at most held
-    assert read_peak < 8 * CHUNK, read_peak
+    # sftp reads a 2 MiB window at a time, which paramiko's reader thread, the join and the
+    # slices each copy: some 9.5 MB on a loaded machine, still far below the 64 MB read
+    assert read_peak < 16 * CHUNK, read_peak
 
 
 def test_an_unreachable_sftp_host_is_one_line_without_the_password() -> None:
