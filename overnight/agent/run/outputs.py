@@ -8,6 +8,12 @@ the last sync are read; only digests the store lacks travel. Symlinks are never 
 swap a folder for a link to somewhere else while the agent reads. Whatever goes wrong (a file
 unreadable or changing, a store down, the per-task cap) is a note in the task's manifest, never
 a change of the task's status; the next sync tries again.
+
+A task that runs again (requeued, lost with retries left, or made by ``overnight retry --resume``,
+which gives the new task the first one's manifest) has its stored outputs written back into its
+fresh tree before it starts (:meth:`OutputCollector.restore`), through :func:`overnight.outputs.pull.pull`:
+the manifest is untrusted, so a path that is absolute, climbs out through ``..``, reaches into
+``.git`` or passes a symbolic link of the rebuilt tree is refused, never written.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import redis
 
 from overnight.errors import OutputError
 from overnight.outputs import manifest
+from overnight.outputs.pull import PullReport, pull
 from overnight.outputs.store import CHUNK, OutputStore
 from overnight.units import format_bytes
 
@@ -71,6 +78,23 @@ class OutputCollector:
         self._sizes: dict[str, int] | None = None  # path -> size of what the manifest keeps
         self._noted: set[str] = set()  # paths noted in this sync
         self._lock = threading.Lock()  # one sync at a time: periodic and final never overlap
+
+    def restore(self) -> PullReport | None:
+        """Write the task's stored outputs into its tree (before its run starts); None when it
+        has none. What was restored is not read again at the next sync unless it changes."""
+        with self._lock:
+            found = manifest.read(self.redis, self.task_id)
+            if not found.entries and not found.refused:
+                return None
+            report = pull(self.store, found, self.tree)
+            self._sizes = {e.path: e.size for e in found.entries}
+            for path in (*report.fetched, *report.skipped):
+                try:
+                    info = os.stat(self.tree / path, follow_symlinks=False)
+                except OSError:
+                    continue
+                self._seen[path] = (info.st_size, info.st_mtime_ns)
+            return report
 
     def sync(self, *, final: bool = False) -> SyncReport:
         """Store what changed; never raises (a failure is logged and noted where it can be)."""

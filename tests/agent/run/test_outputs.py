@@ -14,9 +14,11 @@ import redis
 from overnight.agent.run.outputs import OUTPUT_DIR, OutputCollector
 from overnight.api import Client
 from overnight.config import ClientConfig
+from overnight.errors import TaskNotFound
 from overnight.outputs import manifest
 from overnight.outputs.redisstore import RedisOutputStore
 from overnight.queue import replies
+from overnight.queue.gc import collect
 from overnight.queue.records import TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
@@ -30,6 +32,7 @@ from tests.fixtures.agents import (
     wait_for,
     wait_status,
 )
+from tests.fixtures.cli import run_cli
 from tests.fixtures.gitrepo import Repo, make_repo
 
 TRAIN = """\
@@ -243,3 +246,131 @@ def test_an_unreadable_output_is_a_note(redis_url: str, tmp_path: Path) -> None:
     report = _collector(client, tmp_path).sync(final=True)
     assert report.stored == 0
     assert manifest.read(client, "t1").entries == ()
+
+
+# -- resuming: the stored outputs restored into the next attempt's tree --------------------------
+
+RESUMING = """\
+import os, sys, time
+from pathlib import Path
+out = Path(os.environ["OVERNIGHT_OUTPUT_DIR"])
+ckpt = out / "ckpt" / "epoch.txt"
+print("resume=" + os.environ.get("OVERNIGHT_RESUME", "unset"), flush=True)
+epoch = int(ckpt.read_text()) if os.environ.get("OVERNIGHT_RESUME") else 0
+print(f"starting at epoch {epoch}", flush=True)
+ckpt.parent.mkdir(exist_ok=True)
+ckpt.write_text(str(epoch + 1))
+if len(sys.argv) > 1:
+    while not Path(sys.argv[1]).exists():
+        time.sleep(0.05)
+sys.exit(3 if epoch == 0 else 0)
+"""
+
+
+@pytest.fixture
+def resumer(tmp_path: Path) -> Repo:
+    repo = make_repo(tmp_path, name="resumer")
+    repo.write("train.py", RESUMING)
+    repo.write("requirements.txt", "")
+    os.symlink(str(tmp_path / "outside"), repo.path / "linked")  # a link the repository holds
+    repo.commit("a script that checkpoints")
+    repo.push()
+    return repo
+
+
+def _epoch(store: TaskStore, task_id: str) -> str:
+    """The checkpoint the task stored last."""
+    found = manifest.read(store.redis, task_id)
+    [entry] = [e for e in found.entries if e.path == "outputs/ckpt/epoch.txt"]
+    return b"".join(RedisOutputStore(store.redis).read(entry.digest)).decode()
+
+
+def test_a_requeued_task_resumes_from_its_stored_outputs(
+    agent_store: TaskStore, resumer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    release = tmp_path / "release"
+    task = _enqueue(agent_store, resumer, str(release))
+    agent = Background(make_daemon(agent_config(redis_url, tmp_path / "agent", venv_cache)))
+    try:
+        wait_for(lambda: "starting at epoch 0" in log_text(agent_store, task), what="epoch 0")
+    finally:
+        agent.stop(force=True)  # the agent's shutdown requeues the task, outputs stored
+    assert agent_store.get(task).status is TaskStatus.QUEUED
+    assert _epoch(agent_store, task) == "1"
+    release.touch()
+    run_burst(agent_config(redis_url, tmp_path / "other", venv_cache, name="agent-b"))
+    record = agent_store.get(task)
+    text = log_text(agent_store, task)
+    assert record.status is TaskStatus.FINISHED, text  # epoch 1: it resumed, else it fails
+    assert "resume=1" in text and "starting at epoch 1" in text
+    assert "[overnight] resuming: 1 stored output file(s) restored into the tree" in text
+    assert "attempt 1 resumed from 1 stored output file(s)" in record.notes
+    assert _epoch(agent_store, task) == "2"
+
+
+def test_a_first_attempt_is_not_told_to_resume_even_if_its_spec_says_so(
+    agent_store: TaskStore, resumer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    snap = take_snapshot(
+        resumer.path, ["python", "train.py"], SnapshotOptions(env=("OVERNIGHT_RESUME=1",))
+    )
+    task = submit(agent_store, snap, TaskOptions(queue="q")).id
+    run_burst(agent_config(redis_url, tmp_path / "agent", venv_cache))
+    assert agent_store.get(task).status is TaskStatus.FAILED  # epoch 0 exits 3
+    text = log_text(agent_store, task)
+    assert "resume=unset" in text and "resuming" not in text
+    assert not any("resumed" in n for n in agent_store.get(task).notes)
+
+
+def test_retry_resume_starts_the_new_task_from_the_first_ones_outputs(
+    agent_store: TaskStore, resumer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    first = _enqueue(agent_store, resumer)
+    config = agent_config(redis_url, tmp_path / "agent", venv_cache)
+    run_burst(config)
+    assert agent_store.get(first).status is TaskStatus.FAILED  # epoch 0 exits 3
+    plain = run_cli("retry", first, OVERNIGHT_REDIS_URL=redis_url)
+    resumed = run_cli("retry", first, "--resume", OVERNIGHT_REDIS_URL=redis_url)
+    assert plain.returncode == 0 and resumed.returncode == 0, resumed.stderr
+    plain_id, resumed_id = plain.stdout.strip(), resumed.stdout.strip()
+    assert agent_store.get(resumed_id).history[0].note == (
+        f"retry of {first}, resuming from its 1 stored output file(s)"
+    )
+    collect(agent_store, older_than=0)  # the first task goes, with its manifest
+    with pytest.raises(TaskNotFound):
+        agent_store.get(first)
+    run_burst(config)
+    assert agent_store.get(plain_id).status is TaskStatus.FAILED
+    assert "resume=unset" in log_text(agent_store, plain_id)
+    assert agent_store.get(resumed_id).status is TaskStatus.FINISHED
+    text = log_text(agent_store, resumed_id)
+    assert "resume=1" in text and "starting at epoch 1" in text
+    assert _epoch(agent_store, resumed_id) == "2"
+    again = run_cli("retry", plain_id, "--resume", OVERNIGHT_REDIS_URL=redis_url)
+    assert again.returncode == 0
+    agent_store.redis.delete(manifest.entries_key(plain_id))
+    nothing = run_cli("retry", plain_id, "--resume", OVERNIGHT_REDIS_URL=redis_url)
+    assert "has no stored outputs; the retry starts afresh" in nothing.stderr
+
+
+def test_a_manifest_aimed_outside_the_tree_restores_nothing_there(
+    agent_store: TaskStore, resumer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    task = _enqueue(agent_store, resumer)
+    store = RedisOutputStore(agent_store.redis)
+    payload = b"planted by whoever can write to Redis"
+    digest = hashlib.sha256(payload).hexdigest()
+    store.write(digest, [payload])
+    entry = manifest.OutputEntry("x", digest, len(payload), 0.0, 0.0, 0)
+    for path in (str(outside / "abs.txt"), "../../../../escaped.txt", "linked/through.txt"):
+        agent_store.redis.hset(manifest.entries_key(task), path, entry.to_json())
+    run_burst(agent_config(redis_url, tmp_path / "agent", venv_cache))
+    text = log_text(agent_store, task)
+    assert "resume=unset" in text  # nothing restored: the run is not told to resume
+    assert list(outside.iterdir()) == []
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert text.count("[overnight] warning: output not restored:") == 3
+    assert "through a symbolic link" in text and "climbs out" in text and "absolute" in text
+    assert any("3 could not be restored" in n for n in agent_store.get(task).notes)
