@@ -6,17 +6,22 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from overnight.agent.run.outputs import OUTPUT_DIR, OutputCollector
+from overnight.agent.run.outputs import OUTPUT_DIR, VANISHED, OutputCollector
 from overnight.api import Client
 from overnight.config import ClientConfig
 from overnight.errors import TaskNotFound
 from overnight.outputs import manifest
+from overnight.outputs.fsstore import FsspecOutputStore
 from overnight.outputs.redisstore import RedisOutputStore
+from overnight.outputs.store import OutputStore
 from overnight.queue import replies
 from overnight.queue.gc import collect
 from overnight.queue.records import TaskOptions, TaskStatus
@@ -32,8 +37,10 @@ from tests.fixtures.agents import (
     wait_for,
     wait_status,
 )
-from tests.fixtures.cli import run_cli
+from tests.fixtures.cli import run_cli, subprocess_env
 from tests.fixtures.gitrepo import Repo, make_repo
+from tests.fixtures.services import RedisServer, free_port
+from tests.fixtures.sshd import own_sshd
 
 TRAIN = """\
 import os, random, sys, time
@@ -193,7 +200,7 @@ def test_symlinks_out_of_the_tree_are_not_followed(
 
 
 def _collector(
-    client: redis.Redis, tree: Path, store: RedisOutputStore | None = None
+    client: redis.Redis, tree: Path, store: OutputStore | None = None
 ) -> OutputCollector:
     return OutputCollector(
         store or RedisOutputStore(client),
@@ -222,6 +229,171 @@ def test_a_store_that_is_down_is_a_note_and_the_next_sync_retries(
     assert collector.sync().stored == 1
     found = manifest.read(client, "t1")
     assert [e.path for e in found.entries] == ["outputs/a.txt"] and not found.notes
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
+def _notes(client: redis.Redis) -> dict[str, str]:
+    return {n.path: n.reason for n in manifest.read(client, "t1").notes}
+
+
+def _stored_paths(client: redis.Redis) -> list[str]:
+    return [e.path for e in manifest.read(client, "t1").entries]
+
+
+class _CountingStore(FsspecOutputStore):
+    """An fsspec store that counts the blobs it was asked about."""
+
+    asked = 0
+
+    def exists(self, digest: str) -> bool:
+        self.asked += 1
+        return super().exists(digest)
+
+
+def test_an_sftp_store_that_stops_is_a_note_per_file_and_the_next_sync_stores_them(
+    client: redis.Redis, tmp_path: Path
+) -> None:
+    outputs = tmp_path / "tree" / OUTPUT_DIR
+    outputs.mkdir(parents=True)
+    (outputs / "a.txt").write_text("a")
+    (tmp_path / "store").mkdir()
+    with own_sshd() as server:
+        store = _CountingStore(server.server.url(tmp_path / "store"), home=tmp_path)
+        collector = _collector(client, tmp_path / "tree", store)
+        assert collector.sync().stored == 1
+        server.stop()  # the listener and the agent's connection
+        (outputs / "b.txt").write_text("b")
+        (outputs / "c.txt").write_text("c")
+        store.asked = 0
+        report = collector.sync()
+        assert (report.stored, report.not_kept) == (0, 2)
+        assert store.asked == 1  # found down once: the other file waits for the next sync
+        notes = _notes(client)
+        assert set(notes) == {"outputs/b.txt", "outputs/c.txt"}
+        for reason in notes.values():
+            assert reason.startswith(f"not stored: output store {store.url}: cannot ")
+            assert reason.endswith("; retried at the next sync") and "\n" not in reason
+        server.start()
+        assert collector.sync().stored == 2
+    assert _notes(client) == {}
+    assert _stored_paths(client) == ["outputs/a.txt", "outputs/b.txt", "outputs/c.txt"]
+
+
+def test_a_full_redis_store_notes_the_file_it_refused_and_keeps_the_rest(
+    client: redis.Redis, tmp_path: Path
+) -> None:
+    server = RedisServer(port=free_port(), workdir=tmp_path / "redis")
+    server.workdir.mkdir()
+    server.start()
+    full = redis.Redis.from_url(server.url)
+    try:
+        full.config_set("maxmemory", str(full.info("memory")["used_memory"] + 2_000_000))
+        full.config_set("maxmemory-policy", "noeviction")
+        outputs = tmp_path / "tree" / OUTPUT_DIR
+        outputs.mkdir(parents=True)
+        (outputs / "big.bin").write_bytes(os.urandom(4_000_000))
+        (outputs / "small.txt").write_text("small")
+        collector = _collector(client, tmp_path / "tree", RedisOutputStore(full))
+        report = collector.sync()
+        assert (report.stored, report.not_kept) == (1, 1)
+        assert _stored_paths(client) == ["outputs/small.txt"]
+        reason = _notes(client)["outputs/big.bin"]
+        assert reason.startswith("not stored: cannot store a blob in Redis: Redis is out of memory")
+        assert full.keys("*partial*") == []  # the half-written blob went
+        full.config_set("maxmemory", "0")  # room again
+        assert collector.sync().stored == 1
+        assert _notes(client) == {}
+    finally:
+        full.close()
+        server.stop()
+
+
+class _DeletingStore(RedisOutputStore):
+    """The Redis store, and a task deleting ``victim`` while the store writes another file."""
+
+    def __init__(self, client: redis.Redis, victim: Path) -> None:
+        super().__init__(client)
+        self.victim = victim
+
+    def write(self, digest: str, chunks: Iterable[bytes]) -> None:
+        super().write(digest, chunks)
+        self.victim.unlink(missing_ok=True)
+
+
+def test_a_file_deleted_between_listing_and_reading_is_a_note(
+    client: redis.Redis, tmp_path: Path
+) -> None:
+    outputs = tmp_path / OUTPUT_DIR
+    outputs.mkdir()
+    (outputs / "a.txt").write_text("a")
+    (outputs / "b.txt").write_text("b")  # listed with a.txt, deleted while a.txt is stored
+    collector = _collector(client, tmp_path, _DeletingStore(client, outputs / "b.txt"))
+    report = collector.sync(final=True)
+    assert (report.stored, report.not_kept) == (1, 1)
+    assert _notes(client) == {"outputs/b.txt": VANISHED}
+    (outputs / "b.txt").write_text("b again")
+    assert collector.sync().stored == 1
+    assert _notes(client) == {}
+    assert _stored_paths(client) == ["outputs/a.txt", "outputs/b.txt"]
+
+
+_SYNC = """\
+import sys
+from pathlib import Path
+import redis
+from overnight.agent.run.outputs import OutputCollector
+from overnight.outputs.redisstore import RedisOutputStore
+client = redis.Redis.from_url(sys.argv[1])
+store = RedisOutputStore(client)
+OutputCollector(
+    store, client, task_id="t1", attempt=0, tree=Path(sys.argv[2]), patterns=(), cap_bytes=None
+).sync()
+client.close()
+"""
+
+
+def test_an_unreadable_file_is_a_note_and_stored_once_it_can_be_read(
+    redis_url: str, client: redis.Redis, tmp_path: Path
+) -> None:
+    outputs = tmp_path / OUTPUT_DIR
+    outputs.mkdir()
+    (outputs / "locked.txt").write_text("locked")
+    (outputs / "open.txt").write_text("open")
+    (outputs / "locked.txt").chmod(0)
+    # root reads any file: its sync runs without the capabilities that let it
+    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    command = [*(unprivileged if os.geteuid() == 0 else []), sys.executable, "-c", _SYNC]
+    subprocess.run([*command, redis_url, str(tmp_path)], check=True, env=subprocess_env())
+    assert _stored_paths(client) == ["outputs/open.txt"]
+    assert _notes(client) == {
+        "outputs/locked.txt": "unreadable: Permission denied; stored once it can be read"
+    }
+    (outputs / "locked.txt").chmod(0o644)
+    assert _collector(client, tmp_path).sync().stored == 2
+    assert _notes(client) == {}
+
+
+def test_a_task_whose_store_is_down_finishes_and_its_record_names_what_was_not_stored(
+    agent_store: TaskStore, trainer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    (tmp_path / "store").mkdir()
+    task = _enqueue(agent_store, trainer, outputs=("checkpoints",))
+    with own_sshd() as server:
+        url = server.server.url(tmp_path / "store")
+        server.stop()
+        run_burst(agent_config(redis_url, tmp_path / "agent", venv_cache, output_store=url))
+    assert agent_store.get(task).status is TaskStatus.FINISHED
+    found = manifest.read(agent_store.redis, task)
+    assert found.entries == ()
+    assert {n.path for n in found.notes} == {"checkpoints/model.bin", "outputs/result.csv"}
+    assert all(n.reason.startswith("not stored: output store sftp://") for n in found.notes)
+    assert "2 not kept" in log_text(agent_store, task)
 
 
 def test_only_changed_files_are_read_again(redis_url: str, tmp_path: Path) -> None:
