@@ -3,9 +3,13 @@ ending, deduplicated, capped, synced while it runs; and the collector's faults a
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import os
 import random
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -34,6 +38,7 @@ from tests.fixtures.agents import (
     log_text,
     make_daemon,
     run_burst,
+    start_agent,
     wait_for,
     wait_status,
 )
@@ -256,6 +261,7 @@ class _CountingStore(FsspecOutputStore):
         return super().exists(digest)
 
 
+@pytest.mark.slow
 def test_an_sftp_store_that_stops_is_a_note_per_file_and_the_next_sync_stores_them(
     client: redis.Redis, tmp_path: Path
 ) -> None:
@@ -285,6 +291,7 @@ def test_an_sftp_store_that_stops_is_a_note_per_file_and_the_next_sync_stores_th
     assert _stored_paths(client) == ["outputs/a.txt", "outputs/b.txt", "outputs/c.txt"]
 
 
+@pytest.mark.slow
 def test_a_full_redis_store_notes_the_file_it_refused_and_keeps_the_rest(
     client: redis.Redis, tmp_path: Path
 ) -> None:
@@ -358,6 +365,7 @@ client.close()
 """
 
 
+@pytest.mark.slow
 def test_an_unreadable_file_is_a_note_and_stored_once_it_can_be_read(
     redis_url: str, client: redis.Redis, tmp_path: Path
 ) -> None:
@@ -379,6 +387,7 @@ def test_an_unreadable_file_is_a_note_and_stored_once_it_can_be_read(
     assert _notes(client) == {}
 
 
+@pytest.mark.slow
 def test_a_task_whose_store_is_down_finishes_and_its_record_names_what_was_not_stored(
     agent_store: TaskStore, trainer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -427,6 +436,7 @@ import os, sys, time
 from pathlib import Path
 out = Path(os.environ["OVERNIGHT_OUTPUT_DIR"])
 ckpt = out / "ckpt" / "epoch.txt"
+print(f"pid={os.getpid()}", flush=True)
 print("resume=" + os.environ.get("OVERNIGHT_RESUME", "unset"), flush=True)
 epoch = int(ckpt.read_text()) if os.environ.get("OVERNIGHT_RESUME") else 0
 print(f"starting at epoch {epoch}", flush=True)
@@ -457,6 +467,7 @@ def _epoch(store: TaskStore, task_id: str) -> str:
     return b"".join(RedisOutputStore(store.redis).read(entry.digest)).decode()
 
 
+@pytest.mark.slow
 def test_a_requeued_task_resumes_from_its_stored_outputs(
     agent_store: TaskStore, resumer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -480,6 +491,39 @@ def test_a_requeued_task_resumes_from_its_stored_outputs(
     assert _epoch(agent_store, task) == "2"
 
 
+@pytest.mark.slow
+def test_a_task_lost_with_its_agent_resumes_on_its_retry_elsewhere(
+    agent_store: TaskStore, resumer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    release = tmp_path / "release"
+    task = _enqueue(agent_store, resumer, str(release), retries=1)
+    config = agent_config(redis_url, tmp_path / "agent", venv_cache, output_sync_interval=0.2)
+    first = start_agent(config, tmp_path, "--queue", "q")
+    second = None
+    orphan = None
+    try:
+        wait_for(lambda: manifest.read(agent_store.redis, task).entries, what="a periodic sync")
+        orphan = int(re.findall(r"^pid=(\d+)$", log_text(agent_store, task), re.M)[0])
+        first.kill()
+        os.killpg(orphan, signal.SIGKILL)  # the host went down with both
+        release.touch()
+        second = Background(make_daemon(dataclasses.replace(config, name="agent-b")))
+        record = wait_status(agent_store, task, TaskStatus.FINISHED)
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+        if orphan is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(orphan, signal.SIGKILL)
+    assert TaskStatus.LOST in [h.status for h in record.history]
+    assert (record.agent, record.attempt) == ("agent-b", 1)
+    text = log_text(agent_store, task)
+    assert "resume=1" in text and "starting at epoch 1" in text, text
+    assert _epoch(agent_store, task) == "2"
+
+
+@pytest.mark.slow
 def test_a_first_attempt_is_not_told_to_resume_even_if_its_spec_says_so(
     agent_store: TaskStore, resumer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -494,6 +538,7 @@ def test_a_first_attempt_is_not_told_to_resume_even_if_its_spec_says_so(
     assert not any("resumed" in n for n in agent_store.get(task).notes)
 
 
+@pytest.mark.slow
 def test_retry_resume_starts_the_new_task_from_the_first_ones_outputs(
     agent_store: TaskStore, resumer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
@@ -525,6 +570,7 @@ def test_retry_resume_starts_the_new_task_from_the_first_ones_outputs(
     assert "has no stored outputs; the retry starts afresh" in nothing.stderr
 
 
+@pytest.mark.slow
 def test_a_manifest_aimed_outside_the_tree_restores_nothing_there(
     agent_store: TaskStore, resumer: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
 ) -> None:
