@@ -379,14 +379,27 @@ _NEW_GPUS = click.option(
 @click.argument("task_id", metavar="ID")
 @_NEW_QUEUE
 @_NEW_GPUS
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Start from the first task's stored outputs: restored into the new task's tree, with "
+    "OVERNIGHT_RESUME=1.",
+)
 @json_option
 @redis_option
 def retry_command(
-    task_id: str, queue: str | None, gpus: int | None, as_json: bool, redis_url: str | None
+    task_id: str,
+    queue: str | None,
+    gpus: int | None,
+    resume: bool,
+    as_json: bool,
+    redis_url: str | None,
 ) -> None:
     """Enqueue the same spec again as a new task linked to the first; prints the new id.
 
-    The new task's `show` says `retry of ID`; the first one's notes say `retried as NEW`.
+    The new task's `show` says `retry of ID`; the first one's notes say `retried as NEW`. With
+    --resume the new task's tree gets the first one's stored outputs (its checkpoints) before it
+    starts, and OVERNIGHT_RESUME=1.
     """
     _, store = store_for(redis_url)
     record = store.get(store.resolve(task_id))
@@ -400,9 +413,14 @@ def retry_command(
     sub = Submission(
         snapshot, options, argv=record.argv, name=record.name, retry_of=record.id,
         note=record.note, tags=record.tags, sweep=record.sweep,
+        outputs_of=record.id if resume else None,
     )  # fmt: skip
     new = submit_many(store, [sub])[0]
     store.add_note(record.id, f"retried as {new.id}")
+    if resume and not manifest.read(store.redis, new.id).entries:
+        click.echo(
+            f"warning: task {record.id} has no stored outputs; the retry starts afresh", err=True
+        )
     _print_new(new, as_json)
     if record.extra.get(FAILED_ON) == "requirements":
         listed = snapshot.spec.requirements.path or "the requirements"

@@ -19,6 +19,7 @@ from redis.client import Pipeline
 from redis.exceptions import WatchError
 
 from overnight.errors import UsageError
+from overnight.outputs import manifest
 from overnight.queue import keys
 from overnight.queue.blobs import BlobStore, spec_id_of
 from overnight.queue.dependencies import finished_dependencies
@@ -48,6 +49,7 @@ class Submission:
     note: str | None = None  # None: the recorded note
     tags: tuple[str, ...] | None = None  # None: the recorded tags
     sweep: str | None = None  # the sweep it belongs to (a retry keeps its first task's)
+    outputs_of: str | None = None  # a task whose stored outputs it starts with (retry --resume)
 
 
 def check_options(options: TaskOptions) -> None:
@@ -138,16 +140,20 @@ def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[Tas
     inline = {sha: data for sha, data in blobs.items() if len(data) <= INLINE_BLOB_BYTES}
     store.blobs.put_blobs({sha: data for sha, data in blobs.items() if sha not in inline})
     after = sorted({a for sub in submissions for a in sub.options.after})
+    sources = sorted({sub.outputs_of for sub in submissions if sub.outputs_of})
     with store.redis.pipeline(transaction=True) as pipe:
         while True:
             try:
                 finished = finished_dependencies(pipe, after)
+                inherited = {s: manifest.watched_entries(pipe, s) for s in sources}
                 pipe.multi()
                 store.blobs.queue_blobs(pipe, inline)
                 for spec_id, (spec_json, shas) in specs.items():
                     store.blobs.add_spec(spec_id, spec_json, shas, uses[spec_id], pipe=pipe)
-                for record in records:
-                    _queue_record(store, pipe, record, finished)
+                for record, sub in zip(records, submissions, strict=True):
+                    outputs = inherited.get(sub.outputs_of or "", {})
+                    _queue_record(store, pipe, record, finished, len(outputs))
+                    manifest.queue_inherit(pipe, record.id, outputs)
                 results: list[Any] = pipe.execute()
                 break
             except WatchError:
@@ -162,13 +168,17 @@ def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[Tas
     return records
 
 
-def _queue_record(store: TaskStore, pipe: Pipeline, record: TaskRecord, finished: set[str]) -> None:
+def _queue_record(
+    store: TaskStore, pipe: Pipeline, record: TaskRecord, finished: set[str], inherited: int
+) -> None:
     pending = [a for a in record.options.after if a not in finished]
     record.status = TaskStatus.WAITING if pending else TaskStatus.QUEUED
     if pending:
         note = "waiting for " + ", ".join(pending)
     elif record.retry_of:
         note = f"retry of {record.retry_of}"
+        if inherited:
+            note += f", resuming from its {inherited} stored output file(s)"
     elif record.clone_of:
         note = f"clone of {record.clone_of}"
     else:
