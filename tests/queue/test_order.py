@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import redis
@@ -16,6 +17,16 @@ from overnight.queue.order import Selection
 from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import Submission, submit_many
+from tests.fixtures.agents import (
+    Background,
+    agent_config,
+    enqueue,
+    log_text,
+    make_daemon,
+    snapshot_of,
+    wait_status,
+)
+from tests.fixtures.gitrepo import Repo
 from tests.fixtures.tasks import make_snapshot
 
 
@@ -285,3 +296,35 @@ def test_agents_and_holds_racing_take_or_hold_each_task_once(
     assert set(started) == set(taken)
     assert _queue(redis_client).job_ids == []
     assert _queue(redis_client).intermediate_queue.get_job_ids() == []
+
+
+@pytest.mark.slow
+def test_real_agents_never_run_a_task_held_while_they_take_tasks(
+    agent_store: TaskStore, project: Repo, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    snapshot = snapshot_of(project, "--sleep", "0.05")
+    tasks = [enqueue(agent_store, project, snapshot=snapshot).id for _ in range(16)]
+    agents = [
+        Background(
+            make_daemon(
+                agent_config(redis_url, tmp_path / name, venv_cache, name=name, cpu_slots=2)
+            )
+        )
+        for name in ("agent-a", "agent-b")
+    ]
+    try:
+        held = [t for t in tasks if order.hold(agent_store, Selection(ids=(t,))).changed]
+        for task_id in set(tasks) - set(held):
+            wait_status(agent_store, task_id, TaskStatus.FINISHED)
+        for task_id in held:
+            record = agent_store.get(task_id)
+            assert record.status is TaskStatus.HELD
+            assert all(h.status is not TaskStatus.PREPARING for h in record.history)
+            assert not log_text(agent_store, task_id)
+        assert held, "every task was taken before a hold: the race was not run"
+        order.release(agent_store, Selection(ids=tuple(held)))
+        for task_id in held:
+            wait_status(agent_store, task_id, TaskStatus.FINISHED)
+    finally:
+        for agent in agents:
+            agent.stop()
