@@ -9,7 +9,7 @@ from overnight.queue import keys
 from overnight.queue.records import ACTIVE_STATUSES, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
-_NOT_STARTED = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})
+_NOT_STARTED = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.HELD})
 _FLAG_TTL = 7 * 24 * 3600  # a flag outliving its task (it ended as the flag was set) expires
 
 

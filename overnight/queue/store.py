@@ -170,6 +170,7 @@ class TaskStore:
         heartbeat_ttl: float = HEARTBEAT_TTL,
         only_if_silent: bool = False,
         held_by: str | None = None,
+        on_queue: str | None = None,
         release: bool = True,
     ) -> TaskRecord:
         """Move a task to ``status`` atomically with its indexes, RQ job and heartbeat.
@@ -179,7 +180,8 @@ class TaskStore:
         attempt: the run fields are cleared. Reaching a final status releases the tasks waiting
         for this one (unless ``release`` is False, for a caller that requeues the task at once).
         ``only_if_silent`` refuses (InvalidTransition) when the task's heartbeat is alive,
-        ``held_by`` when the task is not that agent's, both checked atomically.
+        ``held_by`` when the task is not that agent's, ``on_queue`` when it is on another queue
+        (moved since it was popped from that one), all checked atomically.
         """
         status = TaskStatus(status)
         if status is TaskStatus.CORRUPT:
@@ -194,6 +196,8 @@ class TaskStore:
                 )
             if held_by is not None and old.agent != held_by:
                 raise InvalidTransition(f"task {task_id} is not agent {held_by}'s now")
+            if on_queue is not None and old.options.queue != on_queue:
+                raise InvalidTransition(f"task {task_id} moved to queue {old.options.queue}")
             if only_if_silent:
                 replies.watch(pipe, keys.heartbeat(task_id))
                 if pipe.exists(keys.heartbeat(task_id)):
@@ -214,7 +218,11 @@ class TaskStore:
                 after=old.options.after if old.status is TaskStatus.WAITING else (),
                 agent=new.agent,
                 at_front=at_front,
+                previous=old.status,
+                old_queue=old.options.queue,
             )
+            if new.options.queue != old.options.queue:
+                pipe.sadd(keys.QUEUES, new.options.queue)
             if status in ACTIVE_STATUSES:
                 pipe.set(keys.heartbeat(task_id), new.agent or "", px=int(heartbeat_ttl * 1000))
             else:

@@ -52,18 +52,23 @@ class Submission:
     outputs_of: str | None = None  # a task whose stored outputs it starts with (retry --resume)
 
 
+def check_queue_name(queue: str) -> None:
+    """Raise :class:`UsageError` when ``queue`` cannot name a queue."""
+    if not _QUEUE_NAME.match(queue):
+        raise UsageError(f"invalid queue name {queue!r}: use letters, digits, '.', '_' and '-'")
+
+
 def check_options(options: TaskOptions) -> None:
     """Raise :class:`UsageError` naming the first invalid option."""
-    if not _QUEUE_NAME.match(options.queue):
-        raise UsageError(
-            f"invalid queue name {options.queue!r}: use letters, digits, '.', '_' and '-'"
-        )
+    check_queue_name(options.queue)
     if options.gpus < 0:
         raise UsageError(f"--gpus must be 0 or more, not {options.gpus}")
     if options.retries < 0:
         raise UsageError(f"--retries must be 0 or more, not {options.retries}")
     if options.timeout is not None and options.timeout <= 0:
         raise UsageError("--timeout must be a positive duration such as 8h or 90m")
+    if options.expect is not None and options.expect <= 0:
+        raise UsageError("--expect must be a positive duration such as 3h or 45m")
 
 
 def submit(
@@ -82,22 +87,28 @@ def submit_sweep(
     name: str | None = None,
     declared: Iterable[Param] = (),
     add_params: bool = False,
+    at_front: bool = False,
 ) -> list[TaskRecord]:
     """One task, or one per combination of the sweeps' values, all sharing ``snapshot`` and a new
     sweep id (``record.sweep``); ``declared`` and ``add_params`` say which names a sweep may set
     (:func:`expand`)."""
     if not sweeps:
-        return submit_many(store, [Submission(snapshot, options, name=name)])
+        return submit_many(store, [Submission(snapshot, options, name=name)], at_front=at_front)
     variants = expand(snapshot.spec.argv, sweeps, declared=declared, add=add_params)
     sweep = keys.new_sweep_id()
     return submit_many(
         store,
         [Submission(snapshot, options, argv=argv, name=name, sweep=sweep) for argv, _ in variants],
+        at_front=at_front,
     )
 
 
-def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[TaskRecord]:
-    """Store the tasks, their indexes and RQ jobs in one transaction; returns their records."""
+def submit_many(
+    store: TaskStore, submissions: Sequence[Submission], *, at_front: bool = False
+) -> list[TaskRecord]:
+    """Store the tasks, their indexes and RQ jobs in one transaction; returns their records.
+
+    ``at_front`` puts them ahead of every task already queued, in their order."""
     if not submissions:
         return []
     for sub in submissions:
@@ -150,9 +161,10 @@ def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[Tas
                 store.blobs.queue_blobs(pipe, inline)
                 for spec_id, (spec_json, shas) in specs.items():
                     store.blobs.add_spec(spec_id, spec_json, shas, uses[spec_id], pipe=pipe)
-                for record, sub in zip(records, submissions, strict=True):
+                pairs = list(zip(records, submissions, strict=True))
+                for record, sub in reversed(pairs) if at_front else pairs:  # front: in order
                     outputs = inherited.get(sub.outputs_of or "", {})
-                    _queue_record(store, pipe, record, finished, len(outputs))
+                    _queue_record(store, pipe, record, finished, len(outputs), at_front=at_front)
                     manifest.queue_inherit(pipe, record.id, outputs)
                 results: list[Any] = pipe.execute()
                 break
@@ -169,7 +181,13 @@ def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[Tas
 
 
 def _queue_record(
-    store: TaskStore, pipe: Pipeline, record: TaskRecord, finished: set[str], inherited: int
+    store: TaskStore,
+    pipe: Pipeline,
+    record: TaskRecord,
+    finished: set[str],
+    inherited: int,
+    *,
+    at_front: bool,
 ) -> None:
     pending = [a for a in record.options.after if a not in finished]
     record.status = TaskStatus.WAITING if pending else TaskStatus.QUEUED
@@ -187,6 +205,7 @@ def _queue_record(
     pipe.set(keys.task(record.id), record.to_json())
     TaskIndex.add(pipe, record)
     pipe.sadd(keys.QUEUES, record.options.queue)
-    store.rq.push_new(pipe, store.rq.new_job(record.id, record.options.queue, after=pending))
+    job = store.rq.new_job(record.id, record.options.queue, after=pending)
+    store.rq.push_new(pipe, job, at_front=at_front)
     for dependency in pending:
         pipe.sadd(keys.dependents(dependency), record.id)

@@ -375,9 +375,10 @@ class Pipeline:
         if task.canceled.is_set():
             where = "while running" if phase is Phase.RUN else f"during {phase.value}"
             return Ending(TaskStatus.CANCELED, phase, None, code, f"canceled {where}", extra or {})
+        why = task.evicted_why or f"agent {self.agent} shut down"
         return Ending(
             TaskStatus.QUEUED,
-            note=f"agent {self.agent} shut down during {phase.value}; requeued at the front",
+            note=f"{why} during {phase.value}; requeued at the front",
             extra=extra or {},
         )
 

@@ -147,6 +147,7 @@ class Intake:
                 TaskStatus.PREPARING,
                 Change(agent=self.name, gpu_ids=gpu_ids),
                 expect={TaskStatus.QUEUED},
+                on_queue=claim.queue.name,
                 note=f"taken by agent {self.name}",
                 heartbeat_ttl=self.config.lost_ttl,
             )

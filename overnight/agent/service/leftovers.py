@@ -38,7 +38,7 @@ from overnight.queue.store import TaskStore
 
 log = logging.getLogger(__name__)
 
-_REQUEUED = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})
+_REQUEUED = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.HELD})
 
 
 class Leftovers:
