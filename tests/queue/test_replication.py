@@ -7,8 +7,9 @@ import pytest
 import redis
 
 from overnight.queue import keys
+from overnight.queue.cancel import request_cancel
 from overnight.queue.connection import acks_for, connect
-from overnight.queue.records import TaskOptions, TaskStatus
+from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.replication import Acks
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
@@ -70,8 +71,10 @@ def test_submissions_status_changes_and_log_batches_wait_for_the_replica(
         assert not store.acks.waiting  # the next writes go on unconfirmed for a while
         fresh().logs.append(again.id, [(time.time(), "a line")])
         assert f"task {again.id}'s log batch reached 0 of 1" in caplog.text
-        fresh().transition(again.id, TaskStatus.CANCELED)
-        assert f"task {again.id}'s change to canceled reached 0 of 1" in caplog.text
+        fresh().transition(again.id, TaskStatus.PREPARING, Change(agent="box"))
+        assert f"task {again.id}'s change to preparing reached 0 of 1" in caplog.text
+        request_cancel(fresh(), again.id)
+        assert f"the cancel request of task {again.id} reached 0 of 1" in caplog.text
     finally:
         replica.close()
         client.close()
