@@ -50,11 +50,11 @@ def test_a_sweep_survives_the_master_killed_mid_sweep(
         )
         old = sentinel_deployment.kill_master().port
         sentinel_deployment.wait_for_failover(old)
-        wait_for(
-            lambda: statuses()[TaskStatus.FINISHED] == TASKS,
-            timeout=50,
-            what=f"every task to finish ({statuses()})",
-        )
+        try:
+            wait_for(lambda: statuses()[TaskStatus.FINISHED] == TASKS, timeout=50)
+        except BaseException:
+            print(statuses(), agent.output())  # what ended how, and what the agent said
+            raise
         ended: list[TaskRecord] = store.get_many([r.id for r in records])
         assert {r.attempt for r in ended} == {0}, "a task was retried"
         runs = collections.Counter(ledger.read_text().split())
