@@ -10,7 +10,10 @@
   acknowledged write (:mod:`overnight.queue.replication`) returns once that many replicas have it.
 
 The client asks the Sentinels for the master before each new connection, and drops a connection
-whose server turned into a replica, so a failover looks like a short outage to its callers.
+whose server turned into a replica, so a failover looks like a short outage to its callers. RQ
+(3.x) takes it as it takes any client: the agent's RQ ``Worker`` and ``Queue`` objects use the
+client they are given; RQ's scheduler and worker pool, which rebuild clients from a pool's
+keyword arguments, are not used.
 """
 
 from __future__ import annotations
