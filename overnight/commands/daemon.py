@@ -103,7 +103,8 @@ def _has_password(url: str | None) -> bool:
         return False
     try:
         parts = urllib.parse.urlsplit(url)
-        return bool(parts.password or urllib.parse.parse_qs(parts.query).get("password"))
+        query = urllib.parse.parse_qs(parts.query)
+        return bool(parts.password or query.get("password") or query.get("sentinel_password"))
     except ValueError:
         return False
 

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from overnight.queue import keys, replies
+from overnight.queue.replication import Acks
 from overnight.units import format_bytes
 
 DEFAULT_CAP_BYTES = 50 * 1024 * 1024
@@ -47,15 +48,23 @@ class LogEntry:
 class LogStore:
     """Appends to, reads and follows task logs."""
 
-    def __init__(self, redis_client: redis.Redis, *, cap_bytes: int = DEFAULT_CAP_BYTES) -> None:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        cap_bytes: int = DEFAULT_CAP_BYTES,
+        acks: Acks | None = None,
+    ) -> None:
         self._redis = redis_client
         self.cap_bytes = cap_bytes
+        self._acks = acks or Acks()
 
     def append(
         self, task_id: str, batch: Sequence[tuple[float, str] | tuple[float, str, bool]]
     ) -> None:
         """Add lines (unix time, text without newline, and whether the agent wrote it: False
-        when left out) in one round trip; trims past the cap."""
+        when left out) in one round trip, acknowledged by the replicas when the store asks for
+        that (the ``WAIT`` goes in the same round trip); trims past the cap."""
         if not batch:
             return
         key = keys.log(task_id)
@@ -71,7 +80,13 @@ class LogStore:
             pipe.xadd(key, fields)
             added += len(line.encode("utf-8", "replace"))
         pipe.hincrby(meta, "bytes", added)
-        total = int(pipe.execute()[-1])
+        if self._acks.waiting:
+            self._acks.queue_wait(pipe)
+            *_, total, reached = pipe.execute()
+            self._acks.check(reached, f"task {task_id}'s log batch")
+        else:
+            total = pipe.execute()[-1]
+        total = int(total)
         if total > self.cap_bytes:
             self._trim(task_id, total)
 

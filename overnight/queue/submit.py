@@ -3,7 +3,8 @@
 A submission is one Redis round trip: the blobs, the spec, the records, their indexes and RQ jobs
 go in one MULTI/EXEC. Two cases add one: a task with ``--after`` first reads (and watches) the
 tasks it waits for, and a blob over :data:`INLINE_BLOB_BYTES` is first checked for in Redis, so
-that the bytes of a large bundle already stored are never sent again.
+that the bytes of a large bundle already stored are never sent again. Behind Sentinel, one more
+waits for the replicas to have it (:mod:`overnight.queue.replication`).
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ def submit_many(
             store.blobs.put_blobs({s: blobs[s] for s in missing}, skip_existing=False)
             spec_json, shas = specs[spec_id]
             missing = store.blobs.add_spec(spec_id, spec_json, shas, uses[spec_id])
+    store.acks.confirm(store.redis, f"the submission of {len(records)} task(s)")
     return records
 
 

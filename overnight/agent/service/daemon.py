@@ -20,8 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import redis
-
 from overnight.agent.config import AgentConfig
 from overnight.agent.environments.base import Environment
 from overnight.agent.gpus.allocator import Allocator
@@ -42,7 +40,7 @@ from overnight.agent.workspace.remotes import GitCredentials
 from overnight.agent.workspace.workspaces import Workspaces
 from overnight.outputs.stores import open_store
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.connection import connect, persistence_warning
+from overnight.queue.connection import acks_for, connect, persistence_warning
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.units import format_duration
@@ -360,12 +358,8 @@ def create_daemon(
     """A daemon wired to Redis at ``config.redis_url``; raises ConnectionFailed when unreachable."""
     name = config.agent_name
     connection = connect(config.redis_url)
-    blocking = redis.Redis.from_url(
-        config.redis_url,
-        socket_timeout=config.dequeue_timeout + 10.0,
-        socket_connect_timeout=5.0,
-    )
-    store = TaskStore(connection, log_cap_mb=config.log_cap_mb)
+    blocking = connect(config.redis_url, read_timeout=config.dequeue_timeout + 10.0)
+    store = TaskStore(connection, log_cap_mb=config.log_cap_mb, acks=acks_for(config.redis_url))
     workspaces = Workspaces(
         config.workspace_path,
         credentials=GitCredentials(tokens=config.git_tokens, ssh_command=config.git_ssh_command),
