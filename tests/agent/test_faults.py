@@ -29,6 +29,7 @@ from tests.fixtures.agents import (
     log_text,
     process_gone,
     start_agent,
+    start_agent_group,
     wait_for,
     wait_status,
 )
@@ -91,6 +92,46 @@ def test_sigkilled_agent_task_is_lost_requeued_and_finished_elsewhere(
     assert (done.agent, done.attempt) == ("agent-b", 1)
 
 
+def test_a_quiet_task_dies_with_its_agent_and_never_overlaps_its_retry(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    """SIGKILL of the agent's whole process group, as a service manager or the OOM killer
+    leaves it; the task runs in a session of its own and writes nothing the agent reads. The
+    other agent has a workspace folder of its own (another host, as far as it can tell), so
+    it never sees the first one's processes."""
+    ledger = tmp_path / "ledger"
+    record = enqueue(agent_store, project, "--ledger", str(ledger), retries=1)
+    first = start_agent_group(config, tmp_path, "--queue", "q")
+    elsewhere = tmp_path / "agent-b"
+    second = None
+    try:
+        wait_status(agent_store, record.id, TaskStatus.RUNNING)
+        wait_for(ledger.exists, what="the first attempt to write its ledger")
+        second = serving = start_agent(
+            dataclasses.replace(
+                config,
+                name="agent-b",
+                workspace_dir=str(elsewhere / "workspaces"),
+                spill_dir=str(elsewhere / "spill"),
+            ),
+            tmp_path,
+        )
+        wait_for(lambda: "serving" in serving.output(), what="agent-b to serve")
+        os.killpg(first.proc.pid, signal.SIGKILL)
+        first.wait()
+        done = wait_status(agent_store, record.id, TaskStatus.FINISHED)
+        stop_cleanly(second)
+    finally:
+        kill_all(first, second)
+    assert (done.agent, done.attempt) == ("agent-b", 1)
+    attempts: dict[str, list[float]] = {}
+    for line in ledger.read_text().splitlines():
+        attempt, moment = line.split()
+        attempts.setdefault(attempt, []).append(float(moment))
+    assert sorted(attempts) == ["0", "1"]
+    assert max(attempts["0"]) < min(attempts["1"]), "the first attempt ran on beside its retry"
+
+
 def test_a_killed_agents_task_keeps_the_resource_report_written_while_it_ran(
     agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
 ) -> None:
@@ -140,7 +181,7 @@ def test_an_agent_start_stops_the_quiet_task_a_killed_agent_left_running(
     try:
         wait_status(agent_store, record.id, TaskStatus.RUNNING)
         orphan = task_pid(agent_store, record.id)
-        first.kill()
+        first.kill_unguarded()
         time.sleep(1.0)
         assert not process_gone(orphan)  # quiet, it never notices its agent is gone
         # A task process of another workspace folder (another agent, maybe another Redis).
@@ -183,7 +224,7 @@ def test_an_agent_started_after_a_kill_takes_back_the_quiet_task_at_once(
     try:
         wait_status(agent_store, record.id, TaskStatus.RUNNING)
         orphan = task_pid(agent_store, record.id)
-        first.kill()
+        first.kill_unguarded()
         assert not process_gone(orphan)  # quiet: it would hold its GPUs on
         again = start_agent(dataclasses.replace(slow, name=name), tmp_path, "--burst")
         assert again.wait() == 0, again.output()
@@ -215,7 +256,7 @@ def test_a_running_agent_stops_the_quiet_task_of_a_dead_neighbour_and_runs_it_ag
         orphan = task_pid(agent_store, record.id)
         neighbour = serving = start_agent(dataclasses.replace(slow, name="agent-b"), tmp_path)
         wait_for(lambda: "serving" in serving.output(), what="agent-b to serve")
-        first.kill()
+        first.kill_unguarded()
         assert wait_for(lambda: process_gone(orphan), what="the dead agent's task process to stop")
         done = wait_status(agent_store, record.id, TaskStatus.FINISHED)
         stop_cleanly(neighbour)
