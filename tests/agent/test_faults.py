@@ -130,6 +130,15 @@ def test_a_quiet_task_dies_with_its_agent_and_never_overlaps_its_retry(
         attempts.setdefault(attempt, []).append(float(moment))
     assert sorted(attempts) == ["0", "1"]
     assert max(attempts["0"]) < min(attempts["1"]), "the first attempt ran on beside its retry"
+    lines = log_text(agent_store, record.id).splitlines()
+    starts = [line for line in lines if line.endswith("starts here")]
+    assert starts == [
+        "[overnight] attempt 1 of 2 starts here",
+        "[overnight] attempt 2 of 2 starts here",
+    ]
+    assert lines.index(starts[1]) > lines.index(
+        "[overnight] agent agent-a: rebuilding the working tree"
+    )
 
 
 def test_a_killed_agents_task_keeps_the_resource_report_written_while_it_ran(

@@ -461,6 +461,9 @@ def test_the_tasks_own_grace_outranks_the_agents(
     finally:
         agent.stop()
     assert canceled.exit_code == -signal.SIGKILL
+    assert canceled.history[-1].note == (
+        "canceled while running; still running 0.5s after SIGTERM, it was killed with SIGKILL"
+    )
 
 
 def test_resources_and_hardware_are_recorded(
