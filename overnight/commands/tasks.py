@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import click
 
+from overnight.agent.service.reconnect import CONNECTION_ERRORS
 from overnight.commands.common import (
     add_param_option,
     echo,
@@ -41,6 +42,7 @@ from overnight.terminal import visible
 
 _STATUSES = [s.value for s in TaskStatus]
 _REAP_EVERY = 5.0  # seconds between lost-task checks while a command waits
+_FIRST_PAUSE, _MAX_PAUSE = 0.25, 10.0  # seconds between tries while Redis is away
 
 
 @click.command("ls")
@@ -173,9 +175,34 @@ def logs_command(
     after = next((e.id for e in reversed(entries) if not e.marker), None)
     if after is None:
         after = "0-0" if entries else "0"
-    for entry in store.logs.follow(full_id, until=_ended(store, full_id), after=after):
-        if not entry.marker:
-            _echo_line(entry, timestamps)
+    _follow(store, full_id, after, timestamps)
+
+
+def _follow(store: TaskStore, task_id: str, after: str, timestamps: bool) -> None:
+    """Print new lines until the task ends, waiting out Redis outages as agents do: retried
+    after pauses that double up to ``_MAX_PAUSE``, going on after the last line printed."""
+    ended = _ended(store, task_id)
+    pause, away = _FIRST_PAUSE, False
+    while True:
+        try:
+            if away:
+                store.redis.ping()
+                click.echo("overnight: Redis answers again; following the log", err=True)
+                pause, away = _FIRST_PAUSE, False
+            for entry in store.logs.follow(task_id, until=ended, after=after):
+                if not entry.marker:
+                    _echo_line(entry, timestamps)
+                    after = entry.id
+            return
+        except CONNECTION_ERRORS as exc:
+            if not away:
+                click.echo(
+                    f"overnight: Redis is unreachable ({exc}); waiting for it (Ctrl-C to stop)",
+                    err=True,
+                )
+            away = True
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
 
 
 FORGED = "[task output] "

@@ -426,12 +426,49 @@ def test_redis_going_away_midway_is_one_line(
         store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"), heartbeat_ttl=600)
         monkeypatch.setenv("OVERNIGHT_REDIS_URL", server.url)
         threading.Timer(0.5, server.stop).start()
-        result = invoke("logs", "-f", task_id)
+        result = invoke("wait", task_id)
     finally:
         server.stop()
     assert result.exit_code == ExitCode.CONNECTION
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"overnight: error: lost the connection to Redis at {server.url}")
+
+
+def test_logs_follow_waits_out_a_redis_outage(
+    cli_env: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RedisServer(port=free_port(), workdir=tmp_path)
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        store = TaskStore(client)
+        task_id = _task(store)
+        store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"), heartbeat_ttl=600)
+        store.logs.append(task_id, [(1.0, "before")])
+        monkeypatch.setenv("OVERNIGHT_REDIS_URL", server.url)
+
+        def outage() -> None:
+            time.sleep(0.5)
+            client.shutdown(save=True)  # kept on disk: the same data comes back
+            assert server.proc is not None
+            server.proc.wait(10)
+            time.sleep(1.5)
+            server.start()
+            store.logs.append(task_id, [(2.0, "after")])
+            store.transition(task_id, TaskStatus.FINISHED, Change(exit_code=0))
+
+        thread = threading.Thread(target=outage)
+        thread.start()
+        result = invoke("logs", "-f", task_id)
+        thread.join()
+    finally:
+        client.close()
+        server.stop()
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == ["before", "after"]
+    waited, back = result.stderr.strip().splitlines()
+    assert waited.startswith("overnight: Redis is unreachable (") and "waiting for it" in waited
+    assert back == "overnight: Redis answers again; following the log"
 
 
 def test_show_json_masks_secret_env_values_unless_asked(cli_env: Repo, store: TaskStore) -> None:
