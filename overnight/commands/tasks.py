@@ -128,6 +128,7 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
         data["metric_series"] = store.metric_series(record.id)
         data["spec"] = spec_json(spec, show_secrets=show_secrets) if spec is not None else None
         data["log_bytes"] = store.logs.size(record.id)
+        data["log_trimmed_lines"] = store.logs.trimmed(record.id)[0]
         found = manifest.read(store.redis, record.id)
         data["outputs"] = {"files": len(found.entries), "bytes": found.total_size,
                            "notes": {n.path: n.reason for n in found.notes}}  # fmt: skip
@@ -135,6 +136,8 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
         return
     for line in show_lines(record, spec, problem):
         echo(line)
+    for line in _log_losses(store, record):
+        echo(f"log:          {line}")
     found = manifest.read(store.redis, record.id)
     if found.entries or found.notes or found.refused:
         echo(f"outputs:      {summary(found)} (overnight outputs {record.id} lists them)")
@@ -146,6 +149,20 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
     offer = offer_problem(record, agents)
     if offer:
         echo(f"warning:      {offer}")
+
+
+def _log_losses(store: TaskStore, record: TaskRecord) -> list[str]:
+    """What of the task's output its log lacks: lines trimmed past the cap, lines lost on the
+    way (the agent could not deliver them)."""
+    losses = []
+    trimmed = store.logs.trimmed_text(record.id)
+    if trimmed:
+        losses.append(trimmed)
+    run = record.extra.get("run")
+    dropped = run.get("dropped_log_lines") if isinstance(run, dict) else None
+    if isinstance(dropped, int) and dropped > 0:
+        losses.append(f"{dropped} lines of output were lost: the agent could not store them")
+    return losses
 
 
 @click.command("logs")

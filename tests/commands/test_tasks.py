@@ -17,6 +17,7 @@ from overnight.queue.index import Query
 from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
+from overnight.units import format_bytes
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.services import RedisServer, free_port
 from tests.fixtures.tasks import invoke, make_snapshot
@@ -263,6 +264,26 @@ def test_show_says_what_a_task_ran_on_and_in(cli_env: Repo, store: TaskStore) ->
     out = invoke("show", task_id).stdout
     assert "ran on:       " in out and "2x NVIDIA H200 (GPU 2,3), driver fake-1.0, CUDA 12.4" in out
     assert "environment:  venv, python 3.11.9, key 3f2a9c0d1e2b, from the cache" in out
+
+
+def test_show_says_how_many_log_lines_were_trimmed_or_lost(cli_env: Repo, store: TaskStore) -> None:
+    task_id = _task(store)
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"))
+    agents = TaskStore(store.redis, log_cap_mb=0.001)  # an agent's 1 KB cap, not the CLI's
+    agents.logs.append(task_id, [(1.0, f"{i:09d}") for i in range(300)])  # 3 KB
+    store.transition(
+        task_id, TaskStatus.FINISHED, Change(exit_code=0, extra={"run": {"dropped_log_lines": 7}})
+    )
+    trimmed, _, _ = store.logs.trimmed(task_id)
+    assert trimmed > 0
+    out = invoke("show", task_id).stdout.splitlines()
+    logs = [line for line in out if line.startswith("log:")]
+    assert logs == [
+        f"log:          {trimmed} earlier lines ({format_bytes(trimmed * 9)}) were trimmed to keep "
+        "this log under 1.0 KB",
+        "log:          7 lines of output were lost: the agent could not store them",
+    ]
+    assert json.loads(invoke("show", task_id, "--json").stdout)["log_trimmed_lines"] == trimmed
 
 
 def test_show_lists_the_metrics_and_json_has_their_series(cli_env: Repo, store: TaskStore) -> None:
