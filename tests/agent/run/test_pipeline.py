@@ -10,7 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -582,14 +582,14 @@ def _output_numbers(store: TaskStore, task_id: str) -> Iterator[int]:
     """The number each stored line of the burst starts with, read in chunks."""
     start = "-"
     while True:
-        chunk = store.redis.xrange(keys.log(task_id), min=start, count=20_000)
+        chunk: Any = store.redis.xrange(keys.log(task_id), min=start, count=20_000)
         if not chunk:
             return
         for _, fields in chunk:
-            number, _, rest = fields[b"line"].partition(b" ")
+            number, _, rest = bytes(fields[b"line"]).partition(b" ")
             if rest == b"x" * 91:  # not the agent's lines nor the build's
                 yield int(number)
-        start = "(" + chunk[-1][0].decode()
+        start = "(" + bytes(chunk[-1][0]).decode()
 
 
 @pytest.mark.slow
