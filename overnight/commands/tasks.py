@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 
 import click
+import redis
 
-from overnight.agent.service.reconnect import CONNECTION_ERRORS
 from overnight.commands.common import (
     add_param_option,
     echo,
@@ -24,7 +24,14 @@ from overnight.commands.common import (
 from overnight.commands.outputs import note_lines, summary
 from overnight.commands.reports import live_usage, offer_problem
 from overnight.commands.views import LS_HEADERS, ls_row, record_json, show_lines, spec_json
-from overnight.errors import CorruptRecord, InvalidTransition, OvernightError, SpecError, UsageError
+from overnight.errors import (
+    ConnectionFailed,
+    CorruptRecord,
+    InvalidTransition,
+    OvernightError,
+    SpecError,
+    UsageError,
+)
 from overnight.outputs import manifest
 from overnight.outputs.stores import open_store
 from overnight.queue.agents import AgentRegistry
@@ -43,6 +50,8 @@ from overnight.terminal import visible
 _STATUSES = [s.value for s in TaskStatus]
 _REAP_EVERY = 5.0  # seconds between lost-task checks while a command waits
 _FIRST_PAUSE, _MAX_PAUSE = 0.25, 10.0  # seconds between tries while Redis is away
+_REDIS_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionFailed)
+"""The agent's ``CONNECTION_ERRORS``, without importing the agent (``ls`` stays light)."""
 
 
 @click.command("ls")
@@ -211,7 +220,7 @@ def _follow(store: TaskStore, task_id: str, after: str, timestamps: bool) -> Non
                     _echo_line(entry, timestamps)
                     after = entry.id
             return
-        except CONNECTION_ERRORS as exc:
+        except _REDIS_AWAY as exc:
             if not away:
                 click.echo(
                     f"overnight: Redis is unreachable ({exc}); waiting for it (Ctrl-C to stop)",

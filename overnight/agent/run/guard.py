@@ -19,15 +19,15 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 
 MARKER = "overnight-task-guard"
 """The guard's first argument, so that ``ps`` (and tests) tell it apart."""
 
 RELEASE = b"release\n"
 
-SOURCE = """\
-import os, signal, sys
-pgid = int(sys.argv[2])
+WAIT_FOR_AGENT = """\
+import os, sys
 said = b""
 while True:
     try:
@@ -39,26 +39,48 @@ while True:
     if not chunk:
         break
     said += chunk
-if b"release" not in said:
+released = b"release" in said
+"""
+"""The start of every guard's source: read stdin to its end; ``released`` says whether the
+agent let the guard go (else it died)."""
+
+SOURCE = (
+    WAIT_FOR_AGENT
+    + """\
+import signal
+if not released:
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(int(sys.argv[2]), signal.SIGKILL)
     except OSError:
         pass
 """
+)
 
 
 class Guard:
-    """The guard of one process group; :meth:`release` once the task's end was seen."""
+    """A guard process; :meth:`release` once the task's end was seen.
 
-    def __init__(self, pgid: int) -> None:
-        self.pgid = pgid
+    By default it guards the process group ``pgid``; ``argv`` and ``env`` run another guard
+    (docker's, over a container), which must read its stdin in the same way: act at end of
+    file unless it read :data:`RELEASE`.
+    """
+
+    def __init__(
+        self,
+        pgid: int = 0,
+        *,
+        argv: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if argv is None:
+            argv = [sys.executable, "-I", "-S", "-c", SOURCE, MARKER, str(pgid)]
         self._popen = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", SOURCE, MARKER, str(pgid)],
+            list(argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd="/",
-            env={},
+            env=dict(env or {}),
             start_new_session=True,  # out of reach of a signal to the agent's group
         )
 
