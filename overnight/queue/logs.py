@@ -121,24 +121,37 @@ class LogStore:
         pipe.hincrby(meta, "bytes", -freed)
         pipe.hincrby(meta, "trimmed_lines", lines)
         pipe.hincrby(meta, "trimmed_bytes", freed)
+        pipe.hset(meta, "cap", self.cap_bytes)  # a reader's own cap may differ from the agent's
         pipe.execute()
 
     def _marked(self, task_id: str) -> bool:
         return bool(self._redis.hexists(keys.log_meta(task_id), "marked"))
 
-    def _marker(self, task_id: str, first: LogEntry | None) -> LogEntry | None:
-        meta = self._redis.hgetall(keys.log_meta(task_id))
-        lines = int(meta.get(b"trimmed_lines", 0))
+    def trimmed(self, task_id: str) -> tuple[int, int, int]:
+        """The lines and bytes trimmed from the head of the task's log, and the cap in bytes
+        that it was trimmed to keep under."""
+        meta = self._redis.hmget(keys.log_meta(task_id), ["trimmed_lines", "trimmed_bytes", "cap"])
+        return int(meta[0] or 0), int(meta[1] or 0), int(meta[2] or self.cap_bytes)
+
+    def trimmed_text(self, task_id: str) -> str | None:
+        """What was trimmed, in words ("1200 earlier lines (3.1 MB) were trimmed to keep this
+        log under 50 MB"); None when nothing was."""
+        lines, size, cap = self.trimmed(task_id)
         if lines <= 0:
             return None
-        size = format_bytes(int(meta.get(b"trimmed_bytes", 0)))
+        return (
+            f"{lines} earlier lines ({format_bytes(size)}) were trimmed to keep this log under "
+            f"{format_bytes(cap)}"
+        )
+
+    def _marker(self, task_id: str, first: LogEntry | None) -> LogEntry | None:
+        text = self.trimmed_text(task_id)
+        if text is None:
+            return None
         return LogEntry(
             id="0-0",
             time=first.time if first else time.time(),
-            line=(
-                f"[overnight: {lines} earlier lines ({size}) were trimmed to keep this log under "
-                f"{format_bytes(self.cap_bytes)}]"
-            ),
+            line=f"[overnight: {text}]",
             marker=True,
         )
 

@@ -154,6 +154,9 @@ class Pipeline:
             snapshot = self._retry(lambda: self.store.load_snapshot(task.task_id))
             if snapshot is None or task.should_stop():
                 return self._stopped(task, phase)
+            attempt, retries = task.record.attempt, task.record.options.retries
+            if attempt or retries:  # a retried task's log holds each attempt after the last
+                say(f"[overnight] attempt {attempt + 1} of {retries + 1} starts here")
             say(f"[overnight] agent {self.agent}: rebuilding the working tree")
             workspace = self.workspaces.create(task.task_id, snapshot, say, task.should_stop)
             if task.should_stop():
@@ -316,7 +319,7 @@ class Pipeline:
             extra["run"]["dropped_log_lines"] = outcome.dropped_lines
         code = outcome.exit_code
         if outcome.reason == CANCELED:
-            return self._stopped(task, Phase.RUN, extra, code)
+            return self._stopped(task, Phase.RUN, extra, code, killed=outcome.killed)
         if outcome.reason == TIMED_OUT:
             return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
         if code in SHUTDOWN_EXITS and self._shutting_down():
@@ -369,12 +372,20 @@ class Pipeline:
         phase: Phase,
         extra: dict[str, Any] | None = None,
         code: int | None = None,
+        *,
+        killed: bool = False,
     ) -> Ending:
         if task.taken.is_set():
             return Ending(TaskStatus.FAILED, phase, task.taken_why, code, recorded=False)
         if task.canceled.is_set():
             where = "while running" if phase is Phase.RUN else f"during {phase.value}"
-            return Ending(TaskStatus.CANCELED, phase, None, code, f"canceled {where}", extra or {})
+            note = f"canceled {where}"
+            if killed:  # the bare exit code (-9, or 137 from a container) says it without words
+                note += (
+                    f"; still running {format_duration(self._grace(task))} after SIGTERM, it "
+                    "was killed with SIGKILL"
+                )
+            return Ending(TaskStatus.CANCELED, phase, None, code, note, extra or {})
         why = task.evicted_why or f"agent {self.agent} shut down"
         return Ending(
             TaskStatus.QUEUED,
