@@ -14,7 +14,9 @@ locks (exclusive to build, shared to read); beyond ``max_trees`` trees and ``max
 mirrors the least recently used go. A task's copy is made and removed under a shared lock too,
 which :mod:`overnight.agent.service.leftovers` takes exclusively to remove the copies killed agents left.
 
-Remotes are reached with the agent's own credentials, never prompting (:mod:`.remotes`). A cancel
+A commit that no branch or tag of the remote holds any more (a force-push, a deleted branch) and
+that the task carries no bundle of is fetched into the mirror by its id. Remotes are reached with
+the agent's own credentials, never prompting (:mod:`.remotes`). A cancel
 stops a task's preparation while it fetches or waits for another agent's fetch or build.
 """
 
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from overnight.agent.progress import StopCheck
 from overnight.agent.workspace.locks import FileLock
-from overnight.agent.workspace.remotes import GitCredentials, fetch
+from overnight.agent.workspace.remotes import GitCredentials, fetch, fetch_commit
 from overnight.agent.workspace.treecopy import copy_tree, fingerprint, rmtree, unshare
 from overnight.errors import PreparationCanceled, ReconstructError
 from overnight.recorder.checkout import reconstruct
@@ -252,6 +254,13 @@ class Workspaces:
             else:
                 with self._locked(mirror_lock, should_stop, "updated the mirror"):
                     self._update_mirror(repo.url, mirror, env, log, should_stop)
+                    if snapshot.spec.bundle is None and not _has_commit(mirror, repo.commit, env):
+                        log(
+                            f"no branch or tag of {repo.url} holds {repo.commit[:7]} any more "
+                            "(force-pushed or deleted?); fetching it by its id"
+                        )
+                        git = Git(mirror, extra_env=env, timeout=self.fetch_timeout)
+                        fetch_commit(git, repo.url, repo.commit, should_stop)
             with self._locked(mirror_lock, should_stop, "updated the mirror", shared=True):
                 reconstruct(
                     snapshot,
