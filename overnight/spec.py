@@ -192,6 +192,8 @@ class Snapshot:
 
     spec: TaskSpec
     blobs: dict[str, bytes] = dataclasses.field(default_factory=dict)  # sha256 -> bytes
+    # What recording changed or noticed, for the user at enqueue; never part of the JSON form.
+    notices: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     def blob(self, ref: BlobRef | None) -> bytes | None:
         if ref is None:

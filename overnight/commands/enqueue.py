@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from overnight.commands.common import echo_json, json_option, load_config, redis_option
+from overnight.commands.common import echo, echo_json, json_option, load_config, redis_option
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
 from overnight.commands.views import record_json
 from overnight.config import ClientConfig
@@ -149,4 +149,6 @@ def submit_command(
 ) -> list[TaskRecord]:
     """Snapshot ``cwd`` for ``argv`` and enqueue it (once, or once per sweep combination)."""
     snapshot = take_snapshot(cwd, argv, snapshot_options, dict(os.environ))
+    for notice in snapshot.notices:
+        echo(f"overnight: {notice}", err=True)
     return submit_sweep(store, snapshot, options, sweeps, name=snapshot.spec.name)

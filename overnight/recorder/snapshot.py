@@ -28,7 +28,7 @@ from overnight.errors import (
 from overnight.recorder import bundle, patch
 from overnight.recorder.envvars import record_env
 from overnight.recorder.gitrepo import Git
-from overnight.recorder.interpreter import find_python, python_version
+from overnight.recorder.interpreter import environment_argv, find_python, python_version
 from overnight.recorder.limits import check_total
 from overnight.recorder.params import parse_params
 from overnight.recorder.requirements import find_requirements
@@ -111,6 +111,8 @@ def take_snapshot(
         bundle_commits=unpushed.commits if unpushed else 0,
     )
     python = find_python(argv, cwd, env)
+    version = python_version(python)
+    argv, mapped = environment_argv(argv, version)
     blobs: dict[str, bytes] = {}
     patch_ref = _blob(blobs, tree.patch)
     bundle_ref = _blob(blobs, unpushed.data if unpushed else b"")
@@ -131,7 +133,7 @@ def take_snapshot(
             submodule_trees={c.path: c.tree for c in sub_changes},
         ),
         argv=argv,
-        python=python_version(python),
+        python=version,
         requirements=find_requirements(cwd, git.cwd, options.requirements_file, python=python),
         workdir=prefix.rstrip("/") or ".",
         patch=patch_ref,
@@ -148,7 +150,7 @@ def take_snapshot(
         created=time.time(),
         version=SUBMODULE_CHANGES_VERSION if sub_changes else 1,
     )
-    return Snapshot(spec=spec, blobs=blobs)
+    return Snapshot(spec=spec, blobs=blobs, notices=(mapped,) if mapped else ())
 
 
 def output_globs(globs: Sequence[str]) -> tuple[str, ...]:

@@ -217,3 +217,14 @@ def test_enqueue_imports_none_of_the_libraries_it_does_not_use(
     unused = ("rq", "docker", "psutil", "pynvml", "rich", "git", "fsspec", "paramiko")
     loaded = proc.stderr.split()
     assert [m for m in loaded if m.split(".")[0] in unused or m.startswith("overnight.agent")] == []
+
+
+def test_an_interpreter_path_is_recorded_as_python_and_said_on_stderr(
+    cli_env: Repo, store: TaskStore
+) -> None:
+    result = invoke("enqueue", "--", sys.executable, "train.py")
+    assert result.exit_code == 0, result.output
+    task_id = result.stdout.strip()
+    assert store.get(task_id).argv == ("python", "train.py")
+    assert result.stderr.startswith(f"overnight: the command's interpreter {sys.executable} is ")
+    assert "task's own environment" in result.stderr
