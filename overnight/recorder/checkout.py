@@ -1,5 +1,6 @@
 """Rebuild a recorded working tree: clone, add the bundle, check out the commit, apply the patch,
-check out the submodules and apply their changes.
+write the files a checkout does not reproduce byte for byte (.gitattributes conversions), check
+out the submodules and apply their changes.
 
 The result is verified: the tree git writes from the rebuilt index must be the recorded tree id.
 Afterwards the index is reset to the commit, so ``git status`` and ``git diff`` in the task show
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from overnight.errors import GitError, LocalRepoError, ReconstructError
-from overnight.recorder import bundle
+from overnight.recorder import bundle, conversions
 from overnight.recorder.gitrepo import Git, split_z
 from overnight.recorder.urls import ALLOW_LOCAL_HINT, require_network_url, strip_credentials
 from overnight.spec import Snapshot
@@ -36,7 +37,11 @@ def no_longer_on(commit: str, where: str) -> str:
 
 
 # Settings the rebuilt repo keeps, so the task's own git commands see the tree as recorded.
-_REPO_CONFIG = (("core.autocrlf", "false"), ("core.safecrlf", "false"))
+_REPO_CONFIG = (
+    ("core.autocrlf", "false"),
+    ("core.safecrlf", "false"),
+    *conversions.CHECKOUT_CONFIG,
+)
 
 
 def reconstruct(
@@ -135,6 +140,9 @@ def _rebuild(
     data = snapshot.blob(spec.patch)
     if data:
         _apply(git, data, short)
+    literal = snapshot.blob(spec.literal_files)
+    if literal is not None:
+        conversions.restore(git, literal)
     if repo.tree:
         rebuilt = git.text("write-tree")
         if rebuilt != repo.tree:

@@ -7,8 +7,9 @@ unstaged edits, untracked files that are not ignored, deletions, modes and symli
 git would commit them. The patch is ``git diff-tree --binary`` from HEAD's tree to that tree.
 
 Line endings: ``core.autocrlf`` is forced off, so bytes are stored as they are. Files under a
-``.gitattributes`` conversion (``text``, ``eol``, ``filter``) are stored as git stores them and
-come back as git checks them out, as in a fresh clone of a commit of the same tree.
+``.gitattributes`` conversion (``text``, ``eol``, ``ident``) are stored as git stores them; those
+a checkout would not write back as they are here travel as they are too
+(:mod:`overnight.recorder.conversions`), so the rebuilt tree matches the laptop's byte for byte.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from overnight.errors import GitError, SnapshotError
+from overnight.recorder import conversions
 from overnight.recorder.gitrepo import Git, split_z
 from overnight.recorder.limits import check_total, check_untracked
 from overnight.recorder.secrets import refuse_secret_files
@@ -55,25 +57,28 @@ class WorkingTree:
     patch: bytes
     changed: list[tuple[str, int]] = field(default_factory=list)  # (path, size) in the patch
     submodules: dict[str, str] = field(default_factory=dict)  # path -> commit
+    literal: bytes = b""  # files a checkout would not write back as they are (see conversions)
 
     @property
     def dirty(self) -> bool:
         return self.tree != self.head_tree
 
 
-def _index_listing(git: Git, env: dict[str, str]) -> tuple[list[str], list[str]]:
+def _index_listing(git: Git, env: dict[str, str]) -> tuple[list[str], list[str], bool]:
     """The untracked, not ignored paths and the ``assume-unchanged`` entries of the index
-    ``env`` names, from one ``git ls-files``."""
+    ``env`` names, and whether any path is a ``.gitattributes``, from one ``git ls-files``."""
     listing = git.run("ls-files", "-v", "-z", "--cached", "--others", "--exclude-standard", env=env)
     untracked: list[str] = []
     assumed: list[str] = []
+    paths: list[str] = []
     for entry in split_z(listing):
         tag, path = entry[:1], entry[2:]
+        paths.append(path)
         if tag == "?":
             untracked.append(path)
         elif tag.islower():
             assumed.append(path)
-    return untracked, assumed
+    return untracked, assumed, conversions.has_attributes(paths)
 
 
 def _sized(git: Git, untracked: list[str]) -> list[tuple[str, int]]:
@@ -98,15 +103,18 @@ def capture(
     max_snapshot_mb: float,
     prefix: str = "",
     allow_secret_files: bool = False,
+    literal: bool = True,
 ) -> WorkingTree:
     """Record the working tree of the repo whose top level ``git`` runs in; errors name files
     with ``prefix`` before them (a submodule's path). Untracked files named like keys are
-    refused unless ``allow_secret_files``."""
+    refused unless ``allow_secret_files``. With ``literal``, the files a checkout would not
+    write back as they are here are kept too."""
     paths = git.text(
-        "rev-parse", "--git-path", "index", "--git-path", "objects", "HEAD^{tree}"
-    ).splitlines()
-    index_path, objects = (git.cwd / line for line in paths[:2])
-    head_tree = paths[2]
+        "rev-parse", "--git-path", "index", "--git-path", "objects",
+        "--git-path", "info/attributes", "HEAD^{tree}",
+    ).splitlines()  # fmt: skip
+    index_path, objects, info_attributes = (git.cwd / line for line in paths[:3])
+    head_tree = paths[3]
     with tempfile.TemporaryDirectory(prefix="overnight-snapshot-") as tmp:
         tmp_objects = Path(tmp) / "objects"
         for sub in ("info", "pack"):
@@ -118,7 +126,7 @@ def capture(
         }
         if index_path.exists():
             shutil.copy2(index_path, env["GIT_INDEX_FILE"])  # keep its mtime (racy entries)
-        listed, assumed = _index_listing(git, env)
+        listed, assumed, attributes = _index_listing(git, env)
         untracked = _sized(git, listed)
         named = [(prefix + path, size) for path, size in untracked]
         if not allow_secret_files:
@@ -133,10 +141,19 @@ def capture(
                 "or add it to .gitignore"
             ) from exc
         submodules = _gitlinks(git, tree, env) if (git.cwd / ".gitmodules").exists() else {}
-        if tree == head_tree:
-            return WorkingTree(head_tree, tree, b"", [], submodules)
-        changed, patch = _diff(git, head_tree, tree, env)
-        return WorkingTree(head_tree, tree, patch, changed, submodules)
+        changed, patch = _diff(git, head_tree, tree, env) if tree != head_tree else ([], b"")
+        own = _has_content(info_attributes)  # git add obeyed it; agents will not see it
+        kept = b""
+        if literal and (attributes or own or conversions.changes_attributes(patch)):
+            kept = conversions.literal_files(git, env, Path(tmp), patch, every_file=own)
+        return WorkingTree(head_tree, tree, patch, changed, submodules, kept)
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _write_tree(git: Git, assumed: list[str], env: dict[str, str]) -> str:

@@ -104,7 +104,7 @@ def take_snapshot(
             refuse_secrets_in_patch(change.patch, f"{change.path}/")
     bundle_size = len(unpushed.data) if unpushed else 0
     check_total(
-        len(tree.patch) + sum(len(c.patch) for c in sub_changes),
+        len(tree.patch) + len(tree.literal) + sum(len(c.patch) for c in sub_changes),
         bundle_size,
         [*tree.changed, *(item for c in sub_changes for item in c.changed)],
         options.max_snapshot_mb,
@@ -116,6 +116,7 @@ def take_snapshot(
     blobs: dict[str, bytes] = {}
     patch_ref = _blob(blobs, tree.patch)
     bundle_ref = _blob(blobs, unpushed.data if unpushed else b"")
+    literal_ref = _blob(blobs, tree.literal)
     sub_patches: dict[str, BlobRef] = {}
     for change in sub_changes:
         ref = _blob(blobs, change.patch)
@@ -139,6 +140,7 @@ def take_snapshot(
         patch=patch_ref,
         bundle=bundle_ref,
         submodule_patches=sub_patches,
+        literal_files=literal_ref,
         params=parse_params(argv),
         env=task_env,
         note=options.note,

@@ -5,7 +5,6 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,9 +17,8 @@ from overnight.errors import (
     SnapshotError,
     SnapshotTooLargeError,
 )
-from overnight.recorder.gitrepo import Git
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
-from tests.fixtures.gitrepo import Repo, git, make_repo
+from tests.fixtures.gitrepo import Repo, git, git_commands, make_repo
 
 ARGV = ["python", "train.py", "--lr", "0.01", "--epochs=3", "--amp"]
 
@@ -212,22 +210,9 @@ def test_unpushed_commits_holding_secrets_are_refused_unless_allowed(repo: Repo)
     assert take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.bundle is None
 
 
-def _git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The git subcommands run from now on (each one a subprocess)."""
-    commands: list[str] = []
-    run = Git.run
-
-    def counted(self: Git, *args: str, **kwargs: Any) -> bytes:
-        commands.append(args[0])
-        return run(self, *args, **kwargs)
-
-    monkeypatch.setattr(Git, "run", counted)
-    return commands
-
-
 def test_a_snapshot_runs_few_git_commands(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
     # Each one costs `overnight enqueue` milliseconds: adding one should be a choice (a count).
-    commands = _git_commands(monkeypatch)
+    commands = git_commands(monkeypatch)
     assert not take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.repo.dirty
     clean = ["rev-parse", "remote", "rev-list", "rev-parse", "ls-files", "add", "write-tree"]
     assert commands == clean

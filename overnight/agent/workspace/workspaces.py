@@ -333,7 +333,7 @@ class Workspaces:
 
 def tree_key(snapshot: Snapshot) -> str:
     """A hash of everything the rebuilt tree depends on: the repo state, the patch, the bundle,
-    the submodules' patches, and how the tree is kept (``TREE_FORMAT``)."""
+    the submodules' patches, the literal files, and how the tree is kept (``TREE_FORMAT``)."""
     spec = snapshot.spec
     parts = {
         "format": TREE_FORMAT,
@@ -342,6 +342,8 @@ def tree_key(snapshot: Snapshot) -> str:
         "bundle": spec.bundle.sha256 if spec.bundle else None,
         "submodule_patches": {path: ref.sha256 for path, ref in spec.submodule_patches.items()},
     }
+    if spec.literal_files is not None:  # only then: the keys of other trees stay as they were
+        parts["literal_files"] = spec.literal_files.sha256
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -207,6 +207,22 @@ def test_a_cached_tree_changed_after_its_build_is_rebuilt_not_copied(
     git(dest, "fsck", "--strict", "--no-dangling")
 
 
+def test_a_tree_under_gitattributes_comes_back_byte_for_byte_and_keys_its_literal_files(
+    repo: Repo, tmp_path: Path
+) -> None:
+    repo.write(".gitattributes", "* text=auto\n")
+    repo.write("windows.txt", "a\r\nb\r\n")  # stored as LF; a checkout writes LF
+    repo.commit("normalised")
+    repo.push()
+    repo.write("untracked.txt", "x\r\n")
+    snap = _snap(repo)
+    assert snap.spec.literal_files is not None
+    dest = Workspaces(tmp_path / "ws").create("t", snap, _Log())
+    assert worktree_state(dest) == worktree_state(repo.path)
+    without = dataclasses.replace(snap.spec, literal_files=None)
+    assert tree_key(Snapshot(spec=without, blobs=snap.blobs)) != tree_key(snap)
+
+
 def test_the_tree_key_covers_the_submodules_patches(repo: Repo) -> None:
     snap = _snap(repo)
     keys = set()

@@ -1,0 +1,214 @@
+"""Files a checkout would not write back byte for byte, because ``.gitattributes`` converts them.
+
+git stores a file under ``text``, ``eol``, ``ident`` or ``working-tree-encoding`` as it cleans it
+(CRLF normalised to LF, ``$Id$`` collapsed) and a checkout writes its smudged form, which need not
+be the bytes the laptop has: a CRLF file under ``* text=auto``, an LF file added under
+``eol=crlf``, an unexpanded ``$Id$``. The recorder predicts the agent's checkout of the recorded
+tree (its own ``.gitattributes`` only, ``core.eol=lf``; no ``info/attributes`` file, and never a
+global or system one: :mod:`overnight.recorder.gitrepo`) and keeps the bytes of each file that
+would come back different (:func:`literal_files`); the rebuild checks out every file again and
+writes those bytes over theirs (:func:`restore`). Filter drivers (git-lfs) are not predicted:
+they run as the agent's git has them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from overnight.errors import ReconstructError, SpecError
+from overnight.recorder.gitrepo import Git, split_z
+from overnight.spec import check_path
+
+CHECKOUT_CONFIG = (("core.attributesFile", "/dev/null"), ("core.eol", "lf"))
+"""Settings of the rebuilt repo: its checkouts (the task's own git's too) convert by the recorded
+``.gitattributes`` only."""
+
+_ATTRIBUTES = ("text", "eol", "ident", "working-tree-encoding")
+_REGULAR = ("100644", "100755")
+# A diff header naming a .gitattributes on either side (a rename names both).
+_ATTRIBUTES_CHANGED = re.compile(rb'^diff --git .*/\.gitattributes(?:"| |$)', re.MULTILINE)
+
+
+def has_attributes(paths: Iterable[str]) -> bool:
+    """Whether any of ``paths`` (a tree's files) is a ``.gitattributes`` file."""
+    return any(path == ".gitattributes" or path.endswith("/.gitattributes") for path in paths)
+
+
+def changes_attributes(patch: bytes) -> bool:
+    """Whether ``patch`` adds, changes or removes a ``.gitattributes`` file: a checkout of the
+    commit converts files otherwise than one of the recorded tree."""
+    return _ATTRIBUTES_CHANGED.search(patch) is not None
+
+
+def literal_files(
+    git: Git, env: Mapping[str, str], scratch: Path, patch: bytes, *, every_file: bool = False
+) -> bytes:
+    """The files of the recorded tree whose bytes here a checkout would not reproduce, encoded
+    for :func:`restore`; empty when there are none and the patch changes no ``.gitattributes``.
+
+    ``env`` names the scratch index that holds the recorded tree and its object directories;
+    ``scratch`` is a folder to check files out into. The prediction runs against a bare
+    git folder of its own, so the repo's ``info/attributes`` plays no part, as on an agent;
+    ``every_file`` (the repo has one, which ``git add`` obeyed) compares the files no recorded
+    attribute converts with their blobs too.
+    """
+    gitdir = scratch / "attributes.git"
+    for sub in ("objects", "refs"):
+        (gitdir / sub).mkdir(parents=True)
+    (gitdir / "HEAD").write_text("ref: refs/heads/none\n")
+    trial = {**env, "GIT_DIR": str(gitdir), "GIT_WORK_TREE": str(git.cwd)}
+    config = tuple(f"{key}={value}" for key, value in CHECKOUT_CONFIG)
+    blobs: dict[str, str] = {}
+    for entry in split_z(git.run("ls-files", "-s", "-z", env=trial)):
+        meta, _, path = entry.partition("\t")
+        mode, oid, _stage = meta.split(" ")
+        if mode in _REGULAR:
+            blobs[path] = oid
+    listed = b"".join(os.fsencode(path) + b"\0" for path in blobs)
+    out = git.run(
+        "check-attr", "--cached", "-z", "--stdin", *_ATTRIBUTES, input=listed, env=trial,
+        config=config,
+    )  # fmt: skip
+    attrs: dict[str, dict[str, str]] = {}
+    fields = split_z(out)
+    for i in range(0, len(fields) - 2, 3):
+        attrs.setdefault(fields[i], {})[fields[i + 1]] = fields[i + 2]
+    differ: dict[str, bytes] = {}
+    smudged: list[str] = []
+    for path, oid in blobs.items():
+        kind = _conversion(attrs.get(path, {}))
+        if kind == "smudged":
+            smudged.append(path)
+        elif kind == "cleaned" or every_file:  # checked out as stored: the blob's bytes
+            data = _read(git.cwd / path)
+            if data is not None and _blob_id(data, oid) != oid:
+                differ[path] = data
+    if smudged:
+        out_dir = scratch / "checkout"
+        out_dir.mkdir()
+        listed = b"".join(os.fsencode(path) + b"\0" for path in smudged)
+        git.run(
+            "checkout-index", "-z", "--stdin", f"--prefix={out_dir}/", input=listed, env=trial,
+            config=config,
+        )  # fmt: skip
+        for path in smudged:
+            data = _read(git.cwd / path)
+            if data is not None and data != _read(out_dir / path):
+                differ[path] = data
+    if not differ and not changes_attributes(patch):
+        return b""
+    return encode(differ)
+
+
+def _conversion(attrs: Mapping[str, str]) -> str | None:
+    """How a checkout treats a file with these attributes: None (writes it as stored, as it was
+    added), "cleaned" (writes it as stored, but it was normalised when added), "smudged"."""
+    text, eol = attrs.get("text", "unspecified"), attrs.get("eol", "unspecified")
+    smudges = attrs.get("ident") == "set" or attrs.get("working-tree-encoding") not in (
+        None, "unspecified", "unset",
+    )  # fmt: skip
+    converts_eol = text != "unset" and (text != "unspecified" or eol != "unspecified")
+    if converts_eol and eol == "crlf":
+        smudges = True
+    if smudges:
+        return "smudged"
+    return "cleaned" if converts_eol else None
+
+
+def _blob_id(data: bytes, like: str) -> str:
+    """git's id of a blob of ``data``, in the hash of the object id ``like`` (sha1 or sha256)."""
+    algorithm = "sha256" if len(like) == 64 else "sha1"
+    return hashlib.new(algorithm, b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def encode(files: Mapping[str, bytes]) -> bytes:
+    """The task's blob of literal files: JSON of path -> base64 bytes."""
+    data = {path: base64.b64encode(files[path]).decode("ascii") for path in sorted(files)}
+    return json.dumps({"files": data}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> dict[str, bytes]:
+    """The files of a blob :func:`encode` wrote; raises SpecError for anything else."""
+    try:
+        parsed = json.loads(data)
+        files = parsed["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files")
+        decoded = {str(path): base64.b64decode(text, validate=True) for path, text in files.items()}
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SpecError(
+            "task spec's literal files are not a JSON object of path -> base64; "
+            "the task was not written by overnight"
+        ) from exc
+    for path in decoded:
+        check_path(path, "literal_files")
+    return decoded
+
+
+def restore(git: Git, data: bytes) -> None:
+    """Check every file of the rebuilt tree out again (so each comes back as the recorder
+    predicted), then write the recorded bytes over the files they belong to; their index
+    entries keep the recorded blobs.
+
+    A path must name a regular file of the rebuilt tree reached through real folders: a spec
+    cannot make the rebuild write through a symbolic link or outside the tree.
+    """
+    files = decode(data)
+    git.run("checkout-index", "--force", "--all")
+    for path, content in files.items():
+        target = _file_in(git.cwd, path)
+        fd = os.open(target, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+    if files:
+        _forget_stat(git, files)
+
+
+def _forget_stat(git: Git, paths: Iterable[str]) -> None:
+    """Clear what the index knows of the files at ``paths`` but their blobs: git then compares
+    their content, not their size, before calling them modified (a CRLF file is longer than
+    the LF blob it cleans to)."""
+    wanted = set(paths)
+    entries = b""
+    for entry in split_z(git.run("ls-files", "-s", "-z")):
+        meta, _, path = entry.partition("\t")
+        if path in wanted:
+            mode, oid, _stage = meta.split(" ")
+            entries += f"{mode} {oid}\t".encode() + os.fsencode(path) + b"\0"
+    git.run("update-index", "-z", "--index-info", input=entries)
+
+
+def _file_in(root: Path, path: str) -> Path:
+    """``root/path`` if it is a regular file reached through real folders; ReconstructError
+    otherwise."""
+    parts = path.split("/")
+    target = root
+    for i, part in enumerate(parts):
+        target = target / part
+        try:
+            mode = os.lstat(target).st_mode
+        except FileNotFoundError:
+            mode = 0
+        expected = stat.S_ISREG(mode) if i == len(parts) - 1 else stat.S_ISDIR(mode)
+        if not expected:
+            raise ReconstructError(
+                f"task spec field 'literal_files' names {path!r}, which is not a file of the "
+                "rebuilt tree; the task spec is inconsistent"
+            )
+    return target
