@@ -8,7 +8,9 @@ tree (its own ``.gitattributes`` only, ``core.eol=lf``; no ``info/attributes`` f
 global or system one: :mod:`overnight.recorder.gitrepo`) and keeps the bytes of each file that
 would come back different (:func:`literal_files`); the rebuild checks out every file again and
 writes those bytes over theirs (:func:`restore`). Filter drivers (git-lfs) are not predicted:
-they run as the agent's git has them.
+they run as the agent's git has them. A repo with no ``.gitattributes`` left (and none changed by
+its patch) is not looked at: there ``git add`` stores bytes as they are, unless the index still
+vouches for a file it cleaned before the last one was removed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from pathlib import Path
 
 from overnight.errors import ReconstructError, SpecError
 from overnight.recorder.gitrepo import Git, split_z
-from overnight.spec import check_path
 
 CHECKOUT_CONFIG = (("core.attributesFile", "/dev/null"), ("core.eol", "lf"))
 """Settings of the rebuilt repo: its checkouts (the task's own git's too) convert by the recorded
@@ -47,17 +48,15 @@ def changes_attributes(patch: bytes) -> bool:
     return _ATTRIBUTES_CHANGED.search(patch) is not None
 
 
-def literal_files(
-    git: Git, env: Mapping[str, str], scratch: Path, patch: bytes, *, every_file: bool = False
-) -> bytes:
+def literal_files(git: Git, env: Mapping[str, str], scratch: Path, patch: bytes) -> bytes:
     """The files of the recorded tree whose bytes here a checkout would not reproduce, encoded
     for :func:`restore`; empty when there are none and the patch changes no ``.gitattributes``.
 
     ``env`` names the scratch index that holds the recorded tree and its object directories;
     ``scratch`` is a folder to check files out into. The prediction runs against a bare
-    git folder of its own, so the repo's ``info/attributes`` plays no part, as on an agent;
-    ``every_file`` (the repo has one, which ``git add`` obeyed) compares the files no recorded
-    attribute converts with their blobs too.
+    git folder of its own, so the repo's ``info/attributes`` plays no part, as on an agent.
+    A file a checkout writes as stored must hash to its blob here: so are found the files
+    ``git add`` cleaned (under ``text``, or attributes changed since), whatever says so.
     """
     gitdir = scratch / "attributes.git"
     for sub in ("objects", "refs"):
@@ -83,10 +82,9 @@ def literal_files(
     differ: dict[str, bytes] = {}
     smudged: list[str] = []
     for path, oid in blobs.items():
-        kind = _conversion(attrs.get(path, {}))
-        if kind == "smudged":
+        if _smudged(attrs.get(path, {})):
             smudged.append(path)
-        elif kind == "cleaned" or every_file:  # checked out as stored: the blob's bytes
+        else:
             data = _read(git.cwd / path)
             if data is not None and _blob_id(data, oid) != oid:
                 differ[path] = data
@@ -107,19 +105,13 @@ def literal_files(
     return encode(differ)
 
 
-def _conversion(attrs: Mapping[str, str]) -> str | None:
-    """How a checkout treats a file with these attributes: None (writes it as stored, as it was
-    added), "cleaned" (writes it as stored, but it was normalised when added), "smudged"."""
+def _smudged(attrs: Mapping[str, str]) -> bool:
+    """Whether a checkout may write a file with these attributes otherwise than its blob: with
+    CRLF line ends (``eol=crlf`` on a text file), ``$Id$`` expanded, or in another encoding."""
     text, eol = attrs.get("text", "unspecified"), attrs.get("eol", "unspecified")
-    smudges = attrs.get("ident") == "set" or attrs.get("working-tree-encoding") not in (
-        None, "unspecified", "unset",
-    )  # fmt: skip
-    converts_eol = text != "unset" and (text != "unspecified" or eol != "unspecified")
-    if converts_eol and eol == "crlf":
-        smudges = True
-    if smudges:
-        return "smudged"
-    return "cleaned" if converts_eol else None
+    encoding = attrs.get("working-tree-encoding", "unspecified")
+    crlf = text != "unset" and eol == "crlf"  # eol alone makes a file text
+    return crlf or attrs.get("ident") == "set" or encoding not in ("unspecified", "unset")
 
 
 def _blob_id(data: bytes, like: str) -> str:
@@ -157,8 +149,24 @@ def decode(data: bytes) -> dict[str, bytes]:
             "the task was not written by overnight"
         ) from exc
     for path in decoded:
-        check_path(path, "literal_files")
+        _check_path(path)
     return decoded
+
+
+def _check_path(path: str) -> None:
+    """Refuse a path that could name anything but a file inside the rebuilt tree. Unlike the
+    spec's other paths, any name git can track is allowed (a tab, a backslash): these are the
+    tree's own files, and :func:`restore` reaches each through real folders only."""
+    parts = path.split("/")
+    if (
+        "\0" in path
+        or any(part in ("", ".", "..") for part in parts)
+        or any(part.lower() == ".git" for part in parts)
+    ):
+        raise SpecError(
+            f"task spec field 'literal_files' names the path {path!r}, which is not a "
+            "normalised path inside the tree; the task was not written by overnight"
+        )
 
 
 def restore(git: Git, data: bytes) -> None:

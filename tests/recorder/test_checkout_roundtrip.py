@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,13 @@ def test_any_working_tree_round_trips_exactly(data: st.DataObject) -> None:
             repo.commit(f"unpushed {i}")
         for _ in range(data.draw(st.integers(0, 8), label="changes")):
             _mutate(repo, data)
+        if attributes is not None and not (repo.path / ".gitattributes").exists():
+            # git's stat cache still vouches for files cleaned under the removed attributes
+            # (git status calls them unchanged), and overnight trusts it there: a new mtime
+            # makes git look at them again.
+            for rel in _files(repo):
+                if not (repo.path / rel).is_symlink():
+                    os.utime(repo.path / rel, (time.time() + 5, time.time() + 5))
         repo.write("train.log", "ignored\n")
         repo.write("build/out.bin", b"\x00ignored")
         snap = assert_round_trip(repo.path, base / "rebuilt")

@@ -107,6 +107,14 @@ def _attributes_renamed(repo: Repo) -> None:
     (repo.path / ".gitattributes").rename(repo.path / "attributes.txt")  # a rename in the patch
 
 
+def _attributes_narrowed(repo: Repo) -> None:
+    repo.write(".gitattributes", "*.md text\n*.txt text\n")
+    repo.write("notes.md", "a\r\nb\r\n")  # stored as LF
+    repo.write("tab\there.txt", "x\r\n")
+    repo.commit("normalised")
+    repo.write(".gitattributes", "*.txt text\n")  # git's stat cache still vouches for notes.md
+
+
 SCENES: dict[str, Callable[[Repo], None]] = {
     "text=auto eol=crlf": _crlf_everywhere,
     "text=auto, CRLF files": _text_auto_with_crlf_files,
@@ -114,6 +122,7 @@ SCENES: dict[str, Callable[[Repo], None]] = {
     "attributes added, uncommitted": _attributes_added_uncommitted,
     "attributes removed, uncommitted": _attributes_removed,
     "attributes renamed, uncommitted": _attributes_renamed,
+    "attributes narrowed, uncommitted": _attributes_narrowed,
     "info/attributes": _info_attributes,
     "core.attributesFile": _users_attributes_file,
     "-text and binary": _binary_and_minus_text,
