@@ -16,7 +16,6 @@ vouches for a file it cleaned before the last one was removed.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ CHECKOUT_CONFIG = (("core.attributesFile", "/dev/null"), ("core.eol", "lf"))
 """Settings of the rebuilt repo: its checkouts (the task's own git's too) convert by the recorded
 ``.gitattributes`` only."""
 
-_ATTRIBUTES = ("text", "eol", "ident", "working-tree-encoding")
+_ATTRIBUTES = ("text", "eol", "ident", "working-tree-encoding", "filter")
 _REGULAR = ("100644", "100755")
 # A diff header naming a .gitattributes on either side (a rename names both).
 _ATTRIBUTES_CHANGED = re.compile(rb'^diff --git .*/\.gitattributes(?:"| |$)', re.MULTILINE)
@@ -48,15 +47,19 @@ def changes_attributes(patch: bytes) -> bool:
     return _ATTRIBUTES_CHANGED.search(patch) is not None
 
 
-def literal_files(git: Git, env: Mapping[str, str], scratch: Path, patch: bytes) -> bytes:
+def literal_files(
+    git: Git, env: Mapping[str, str], scratch: Path, tree: str, patch: bytes
+) -> bytes:
     """The files of the recorded tree whose bytes here a checkout would not reproduce, encoded
     for :func:`restore`; empty when there are none and the patch changes no ``.gitattributes``.
 
-    ``env`` names the scratch index that holds the recorded tree and its object directories;
-    ``scratch`` is a folder to check files out into. The prediction runs against a bare
-    git folder of its own, so the repo's ``info/attributes`` plays no part, as on an agent.
-    A file a checkout writes as stored must hash to its blob here: so are found the files
-    ``git add`` cleaned (under ``text``, or attributes changed since), whatever says so.
+    ``env`` names the scratch index that holds the recorded ``tree`` and its object
+    directories; ``scratch`` is a folder to check files out into. The prediction runs against a
+    bare git folder of its own, so the repo's ``info/attributes`` plays no part, as on an agent.
+    A file a checkout writes as stored must have its blob's size here, or ``git add`` cleaned
+    it (CRLF dropped, ``$Id$`` collapsed: each changes the size), whatever attribute said so;
+    no such file is read. Files under a filter driver are left to it (git-lfs: the pointer
+    is the blob, the model file is here).
     """
     gitdir = scratch / "attributes.git"
     for sub in ("objects", "refs"):
@@ -64,12 +67,12 @@ def literal_files(git: Git, env: Mapping[str, str], scratch: Path, patch: bytes)
     (gitdir / "HEAD").write_text("ref: refs/heads/none\n")
     trial = {**env, "GIT_DIR": str(gitdir), "GIT_WORK_TREE": str(git.cwd)}
     config = tuple(f"{key}={value}" for key, value in CHECKOUT_CONFIG)
-    blobs: dict[str, str] = {}
-    for entry in split_z(git.run("ls-files", "-s", "-z", env=trial)):
+    blobs: dict[str, int] = {}  # path -> size
+    for entry in split_z(git.run("ls-tree", "-r", "-l", "-z", "--full-tree", tree, env=trial)):
         meta, _, path = entry.partition("\t")
-        mode, oid, _stage = meta.split(" ")
+        mode, _type, _oid, length = meta.split()
         if mode in _REGULAR:
-            blobs[path] = oid
+            blobs[path] = int(length)
     listed = b"".join(os.fsencode(path) + b"\0" for path in blobs)
     out = git.run(
         "check-attr", "--cached", "-z", "--stdin", *_ATTRIBUTES, input=listed, env=trial,
@@ -81,12 +84,15 @@ def literal_files(git: Git, env: Mapping[str, str], scratch: Path, patch: bytes)
         attrs.setdefault(fields[i], {})[fields[i + 1]] = fields[i + 2]
     differ: dict[str, bytes] = {}
     smudged: list[str] = []
-    for path, oid in blobs.items():
-        if _smudged(attrs.get(path, {})):
+    for path, size in blobs.items():
+        found = attrs.get(path, {})
+        if found.get("filter", "unspecified") not in ("unspecified", "unset"):
+            continue
+        if _smudged(found):
             smudged.append(path)
-        else:
+        elif _size(git.cwd / path) not in (None, size):
             data = _read(git.cwd / path)
-            if data is not None and _blob_id(data, oid) != oid:
+            if data is not None:
                 differ[path] = data
     if smudged:
         out_dir = scratch / "checkout"
@@ -98,7 +104,9 @@ def literal_files(git: Git, env: Mapping[str, str], scratch: Path, patch: bytes)
         )  # fmt: skip
         for path in smudged:
             data = _read(git.cwd / path)
-            if data is not None and data != _read(out_dir / path):
+            if data is None:
+                continue
+            if _size(out_dir / path) != len(data) or data != _read(out_dir / path):
                 differ[path] = data
     if not differ and not changes_attributes(patch):
         return b""
@@ -114,10 +122,13 @@ def _smudged(attrs: Mapping[str, str]) -> bool:
     return crlf or attrs.get("ident") == "set" or encoding not in ("unspecified", "unset")
 
 
-def _blob_id(data: bytes, like: str) -> str:
-    """git's id of a blob of ``data``, in the hash of the object id ``like`` (sha1 or sha256)."""
-    algorithm = "sha256" if len(like) == 64 else "sha1"
-    return hashlib.new(algorithm, b"blob %d\0" % len(data) + data).hexdigest()
+def _size(path: Path) -> int | None:
+    """The size of the regular file at ``path``; None for anything else or nothing."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 def _read(path: Path) -> bytes | None:

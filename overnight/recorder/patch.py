@@ -145,7 +145,7 @@ def capture(
         own = _has_content(info_attributes)  # git add obeyed it; agents will not see it
         kept = b""
         if literal and (attributes or own or conversions.changes_attributes(patch)):
-            kept = conversions.literal_files(git, env, Path(tmp), patch)
+            kept = conversions.literal_files(git, env, Path(tmp), tree, patch)
         return WorkingTree(head_tree, tree, patch, changed, submodules, kept)
 
 

@@ -159,6 +159,19 @@ def test_a_tree_a_checkout_reproduces_carries_no_literal_files(repo: Repo) -> No
     assert take_snapshot(repo.path, ARGV, SnapshotOptions()).spec.literal_files is None
 
 
+def test_files_under_a_filter_driver_are_left_to_it(repo: Repo) -> None:
+    # As git-lfs: the blob is a pointer, the file here is the model it points to.
+    repo.git("config", "filter.pointer.clean", "sh -c 'cat >/dev/null; echo pointer'")
+    repo.git("config", "filter.pointer.smudge", "cat")
+    repo.write(".gitattributes", "*.safetensors filter=pointer -text\n")
+    repo.write("model.safetensors", b"\x00" * 4096)
+    repo.commit("a model behind a filter")
+    repo.push()
+    assert repo.git("cat-file", "-p", "HEAD:model.safetensors") == "pointer\n"
+    snap = take_snapshot(repo.path, ARGV, SnapshotOptions())
+    assert snap.spec.literal_files is None and not snap.spec.repo.dirty
+
+
 def test_the_agents_own_attributes_and_eol_change_nothing(
     repo: Repo, tmp_path: Path, _isolated_git_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,13 +204,13 @@ def test_attributes_cost_a_listing_and_a_check_and_a_checkout_only_to_smudge(
     commands = git_commands(monkeypatch)
     take_snapshot(repo.path, ARGV, SnapshotOptions())
     clean = ["rev-parse", "remote", "rev-list", "rev-parse", "ls-files", "add", "write-tree"]
-    assert commands == [*clean, "ls-files", "check-attr"]
+    assert commands == [*clean, "ls-tree", "check-attr"]
     repo.write(".gitattributes", "*.txt text eol=crlf\n")
     repo.commit("smudged")
     repo.push()
     commands.clear()
     take_snapshot(repo.path, ARGV, SnapshotOptions())
-    assert commands == [*clean, "ls-files", "check-attr", "checkout-index"]
+    assert commands == [*clean, "ls-tree", "check-attr", "checkout-index"]
 
 
 def _aimed(snap: Snapshot, files: dict[str, bytes]) -> Snapshot:
