@@ -81,6 +81,9 @@ class TaskSpec:
     bundle: BlobRef | None = None
     # path -> patch from a submodule's commit to its working tree (see RepoState.submodule_trees)
     submodule_patches: dict[str, BlobRef] = dataclasses.field(default_factory=dict)
+    # files a checkout would not write back byte for byte (.gitattributes conversions), as
+    # they were: see overnight.recorder.conversions
+    literal_files: BlobRef | None = None
     params: dict[str, str] = dataclasses.field(default_factory=dict)
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     note: str = ""
@@ -98,7 +101,7 @@ class TaskSpec:
     def blob_refs(self) -> list[BlobRef]:
         """Every blob the spec references, each once: patch, bundle and submodule patches (two
         identical patches are one blob)."""
-        refs = [ref for ref in (self.patch, self.bundle) if ref is not None]
+        refs = [ref for ref in (self.patch, self.bundle, self.literal_files) if ref is not None]
         refs += [self.submodule_patches[path] for path in sorted(self.submodule_patches)]
         unique: dict[str, BlobRef] = {}
         for ref in refs:
@@ -115,6 +118,8 @@ class TaskSpec:
         data["metric_files"] = list(self.metric_files)
         if not self.metric_files:
             del data["metric_files"]
+        if self.literal_files is None:
+            del data["literal_files"]  # likewise
         return data
 
     @classmethod
@@ -135,6 +140,7 @@ class TaskSpec:
             reqs = Requirements(**_typed(data["requirements"], Requirements))
             patch = BlobRef(**data["patch"]) if data.get("patch") else None
             bundle = BlobRef(**data["bundle"]) if data.get("bundle") else None
+            literal = BlobRef(**data["literal_files"]) if data.get("literal_files") else None
             sub_patches = _blob_dict(data.get("submodule_patches", {}), "submodule_patches")
             for path, ref in sub_patches.items():
                 check_path(path, "submodule_patches")
@@ -142,7 +148,7 @@ class TaskSpec:
             _check_repo(repo)
             if reqs.path is not None:
                 check_path(_str(reqs.path, "requirements.path"), "requirements.path")
-            for field, blob in (("patch", patch), ("bundle", bundle)):
+            for field, blob in (("patch", patch), ("bundle", bundle), ("literal_files", literal)):
                 if blob is not None:
                     _check_blob(blob, field)
             if set(sub_patches) != set(repo.submodule_trees):
@@ -168,6 +174,7 @@ class TaskSpec:
                 patch=patch,
                 bundle=bundle,
                 submodule_patches=sub_patches,
+                literal_files=literal,
                 params=_str_dict(data.get("params", {}), "params"),
                 env=_str_dict(data.get("env", {}), "env"),
                 note=_str(data.get("note", ""), "note"),
@@ -199,6 +206,8 @@ class Snapshot:
 
     spec: TaskSpec
     blobs: dict[str, bytes] = dataclasses.field(default_factory=dict)  # sha256 -> bytes
+    # What recording changed or noticed, for the user at enqueue; never part of the JSON form.
+    notices: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     def blob(self, ref: BlobRef | None) -> bytes | None:
         if ref is None:

@@ -41,6 +41,16 @@ def test_metric_files_round_trip_and_a_spec_without_them_reads_as_before() -> No
     assert "metric_files" not in _spec().to_dict()
 
 
+def test_literal_files_round_trip_and_a_spec_without_them_reads_as_before() -> None:
+    data = b'{"files":{}}'
+    spec = _spec(literal_files=BlobRef.of(data))
+    assert TaskSpec.from_json(spec.to_json()) == spec
+    assert spec.blob_refs() == [BlobRef.of(data)]
+    assert "literal_files" not in _spec().to_dict()
+    with pytest.raises(SpecError, match="lacks the blob"):
+        Snapshot.from_dict(spec.to_dict())
+
+
 def test_snapshot_inlines_and_verifies_blobs() -> None:
     patch = b"diff --git a/x b/x\n\x00binary"
     spec = _spec(patch=BlobRef.of(patch))
@@ -84,6 +94,10 @@ def test_newer_schema_is_refused_with_upgrade_hint() -> None:
         (lambda d: d.update(patch={"sha256": "f" * 64, "size": -1}), r"'patch' has the size -1"),
         (lambda d: d.update(patch={"sha256": "f" * 64, "size": True}), r"'patch' has the size"),
         (lambda d: d.update(python="3.11; rm -rf /"), r"'python' is .*not a Python version"),
+        (
+            lambda d: d.update(literal_files={"sha256": "x/../y", "size": 1}),
+            r"'literal_files' must name its blob by sha256",
+        ),
     ],
 )
 def test_malformed_specs_name_the_problem(mutate, message: str) -> None:  # type: ignore[no-untyped-def]

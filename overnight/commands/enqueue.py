@@ -208,7 +208,9 @@ def submit_command(
         store, snapshot, options, sweeps, name=snapshot.spec.name, declared=declared,
         add_params=add_param, at_front=at_front,
     )  # fmt: skip
-    for warning in told.warnings:  # after: a failing enqueue says only why, in one line
+    for notice in snapshot.notices:  # after: a failing enqueue says only why, in one line
+        echo(f"overnight: {notice}", err=True)
+    for warning in told.warnings:
         echo(f"overnight: warning: {warning}", err=True)
     if told.account:
         echo(f"overnight: {told.account}", err=True)

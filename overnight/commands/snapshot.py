@@ -16,7 +16,7 @@ from overnight.commands.trailing import TrailingCommand
 from overnight.config import ClientConfig, load_client_config
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
-from overnight.terminal import visible_lines
+from overnight.terminal import visible, visible_lines
 from overnight.units import format_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -187,6 +187,8 @@ def snapshot_command(
         flags={k: flags.get(k) for k in ("max_snapshot_mb", "max_untracked_file_mb")}
     )
     snap = take_snapshot(Path.cwd(), command, options_from_flags(flags, config), dict(os.environ))
+    for notice in snap.notices:
+        click.echo(visible(f"overnight: {notice}"), err=True)
     if output is not None:
         tmp = output.with_name(f".{output.name}.tmp")
         tmp.write_text(snap.to_json() + "\n")

@@ -1,5 +1,6 @@
 """Rebuild a recorded working tree: clone, add the bundle, check out the commit, apply the patch,
-check out the submodules and apply their changes.
+write the files a checkout does not reproduce byte for byte (.gitattributes conversions), check
+out the submodules and apply their changes.
 
 The result is verified: the tree git writes from the rebuilt index must be the recorded tree id.
 Afterwards the index is reset to the commit, so ``git status`` and ``git diff`` in the task show
@@ -16,13 +17,31 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from overnight.errors import GitError, LocalRepoError, ReconstructError
-from overnight.recorder import bundle
+from overnight.recorder import bundle, conversions
 from overnight.recorder.gitrepo import Git, split_z
 from overnight.recorder.urls import ALLOW_LOCAL_HINT, require_network_url, strip_credentials
 from overnight.spec import Snapshot
 
+# What a remote says when it has no object of the id asked for (git's upload-pack, GitHub, GitLab).
+NO_SUCH_COMMIT = ("not our ref", "couldn't find remote ref", "no such remote ref")
+
+
+def no_longer_on(commit: str, where: str) -> str:
+    """The error line for a commit that no ref of ``where`` holds and that it no longer has."""
+    return (
+        f"commit {commit[:7]} is no longer on {where}: no branch or tag holds it any more "
+        "(force-pushed or deleted) and the remote no longer has it; push it again "
+        f"(git push origin {commit[:7]}:refs/heads/BRANCH) or enqueue again from a checkout "
+        "that has it, which bundles the commits the remote lacks"
+    )
+
+
 # Settings the rebuilt repo keeps, so the task's own git commands see the tree as recorded.
-_REPO_CONFIG = (("core.autocrlf", "false"), ("core.safecrlf", "false"))
+_REPO_CONFIG = (
+    ("core.autocrlf", "false"),
+    ("core.safecrlf", "false"),
+    *conversions.CHECKOUT_CONFIG,
+)
 
 
 def reconstruct(
@@ -106,18 +125,24 @@ def _rebuild(
         git.run("config", key, value)
     if not _has_commit(git, repo.commit):
         data = snapshot.blob(spec.bundle)
-        if data is None:
+        if data is None and origin:
+            _fetch_by_id(git, repo.commit, _where(snapshot, source))
+        elif data is None:
             raise ReconstructError(
                 f"commit {short} is not on {_where(snapshot, source)} and the task carries no "
                 "bundle; push it (git push) and enqueue again"
             )
-        bundle.unbundle(git, data, source=_where(snapshot, source))
-        if not _has_commit(git, repo.commit):
-            raise ReconstructError(f"the task's bundle does not contain commit {short}")
+        else:
+            bundle.unbundle(git, data, source=_where(snapshot, source))
+            if not _has_commit(git, repo.commit):
+                raise ReconstructError(f"the task's bundle does not contain commit {short}")
     _check_out(git, repo.commit, repo.branch)
     data = snapshot.blob(spec.patch)
     if data:
         _apply(git, data, short)
+    literal = snapshot.blob(spec.literal_files)
+    if literal is not None:
+        conversions.restore(git, literal)
     if repo.tree:
         rebuilt = git.text("write-tree")
         if rebuilt != repo.tree:
@@ -133,6 +158,18 @@ def _rebuild(
         )
     if data:
         git.run("reset", "--quiet", "--mixed")
+
+
+def _fetch_by_id(git: Git, commit: str, where: str) -> None:
+    """Fetch ``commit``, which no branch or tag of ``origin`` holds, by its id."""
+    try:
+        git.run("fetch", "--quiet", "--no-tags", "origin", commit)
+    except GitError as exc:
+        if any(hint in exc.stderr.lower() for hint in NO_SUCH_COMMIT):
+            raise ReconstructError(no_longer_on(commit, where)) from exc
+        raise ReconstructError(
+            f"cannot fetch commit {commit[:7]} from {where}: {exc.reason}"
+        ) from exc
 
 
 def _has_commit(git: Git, commit: str) -> bool:

@@ -2,7 +2,8 @@
 
 Every git call in overnight (recorder and agent) goes through :class:`Git`. User configuration
 that would change what overnight reads or writes (``diff.noprefix``, ``diff.external``,
-``color.ui=always``, ``core.autocrlf``, hooks, fsmonitor) is overridden on the command line, and
+``color.ui=always``, ``core.autocrlf``, global and system attributes files, hooks, fsmonitor) is
+overridden on the command line, and
 ``ext::`` URLs (a command as transport, say in a task's ``.gitmodules``) are never followed;
 settings that only concern access (credential helpers, ``url.*.insteadOf``, ssh) are kept.
 """
@@ -22,6 +23,7 @@ HARDENED_CONFIG: tuple[str, ...] = (
     "core.quotepath=false",
     "core.fsmonitor=false",
     "core.hooksPath=/dev/null",
+    "core.attributesFile=/dev/null",  # attributes come from the repo alone, as on an agent
     "protocol.ext.allow=never",  # ext:: URLs run commands, whatever protocol.allow says
     "core.pager=cat",
     "add.ignoreErrors=false",
@@ -72,6 +74,7 @@ _FIXED_ENV = {
     "GIT_NO_REPLACE_OBJECTS": "1",
     "GIT_TERMINAL_PROMPT": "0",
     "GIT_OPTIONAL_LOCKS": "0",  # reading never takes the user's index.lock
+    "GIT_ATTR_NOSYSTEM": "1",  # likewise: no system-wide attributes file
 }
 
 

@@ -4,6 +4,12 @@
 running overnight, so that interpreter is asked directly. Commands that are not a Python
 interpreter (``torchrun``, ``bash run.sh``) fall back to a console script's shebang, then to the
 interpreter running overnight.
+
+An interpreter the command names by a path or a version (``.venv/bin/python``,
+``/home/me/.venv/bin/python``, ``~/miniconda3/envs/x/bin/python``, ``python3.11``) is this
+machine's: on an agent the first is not there (ignored files do not travel) and the second
+would bypass the task's environment. :func:`environment_argv` records such a command with
+``python``, the interpreter of the environment the agent builds for the task.
 """
 
 from __future__ import annotations
@@ -59,10 +65,14 @@ class Distribution:
     imports: tuple[str, ...] = ()
 
 
+_ENVIRONMENT_PYTHONS = ("python", "python3")
+"""Interpreter names every task environment (venv or image) has on its PATH."""
+
+
 def find_python(argv: Sequence[str], cwd: Path, environ: Mapping[str, str]) -> str:
     """Path of the interpreter ``argv`` runs, or of the one running overnight."""
     if argv:
-        prog = argv[0]
+        prog = os.path.expanduser(argv[0])
         found = (
             str(cwd / prog)
             if os.sep in prog and not os.path.isabs(prog)
@@ -75,6 +85,23 @@ def find_python(argv: Sequence[str], cwd: Path, environ: Mapping[str, str]) -> s
             if shebang:
                 return shebang
     return sys.executable
+
+
+def environment_argv(argv: Sequence[str], version: str) -> tuple[tuple[str, ...], str | None]:
+    """``argv`` as agents run it, and the line that says what changed (None: nothing did).
+
+    A Python interpreter named by a path or by a version becomes ``python``: the interpreter of
+    the task's environment, which agents build for Python ``version`` (the recorded one).
+    """
+    prog = argv[0] if argv else ""
+    name = prog.replace("\\", "/").rsplit("/", 1)[-1]
+    if not _PYTHON_NAME.match(name) or prog in _ENVIRONMENT_PYTHONS:
+        return tuple(argv), None
+    notice = (
+        f"the command's interpreter {prog} is this machine's: recorded as python, which on "
+        f"agents runs the task's own environment (Python {version}, built from its requirements)"
+    )
+    return ("python", *argv[1:]), notice
 
 
 def _shebang_python(path: Path) -> str | None:

@@ -7,8 +7,9 @@ unstaged edits, untracked files that are not ignored, deletions, modes and symli
 git would commit them. The patch is ``git diff-tree --binary`` from HEAD's tree to that tree.
 
 Line endings: ``core.autocrlf`` is forced off, so bytes are stored as they are. Files under a
-``.gitattributes`` conversion (``text``, ``eol``, ``filter``) are stored as git stores them and
-come back as git checks them out, as in a fresh clone of a commit of the same tree.
+``.gitattributes`` conversion (``text``, ``eol``, ``ident``) are stored as git stores them; those
+a checkout would not write back as they are here travel as they are too
+(:mod:`overnight.recorder.conversions`), so the rebuilt tree matches the laptop's byte for byte.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from overnight.errors import GitError, SnapshotError
+from overnight.recorder import conversions
 from overnight.recorder.gitrepo import Git, split_z
 from overnight.recorder.limits import check_total, check_untracked
 from overnight.recorder.secrets import refuse_secret_files
@@ -57,6 +59,7 @@ class WorkingTree:
     submodules: dict[str, str] = field(default_factory=dict)  # path -> commit
     untracked: list[tuple[str, int]] = field(default_factory=list)  # (path, size) recorded
     paths: frozenset[str] = frozenset()  # every file of the tree (and each submodule's path)
+    literal: bytes = b""  # files a checkout would not write back as they are (see conversions)
 
     @property
     def dirty(self) -> bool:
@@ -102,15 +105,18 @@ def capture(
     max_snapshot_mb: float,
     prefix: str = "",
     allow_secret_files: bool = False,
+    literal: bool = True,
 ) -> WorkingTree:
     """Record the working tree of the repo whose top level ``git`` runs in; errors name files
     with ``prefix`` before them (a submodule's path). Untracked files named like keys are
-    refused unless ``allow_secret_files``."""
+    refused unless ``allow_secret_files``. With ``literal``, the files a checkout would not
+    write back as they are here are kept too."""
     paths = git.text(
-        "rev-parse", "--git-path", "index", "--git-path", "objects", "HEAD^{tree}"
-    ).splitlines()
-    index_path, objects = (git.cwd / line for line in paths[:2])
-    head_tree = paths[2]
+        "rev-parse", "--git-path", "index", "--git-path", "objects",
+        "--git-path", "info/attributes", "HEAD^{tree}",
+    ).splitlines()  # fmt: skip
+    index_path, objects, info_attributes = (git.cwd / line for line in paths[:3])
+    head_tree = paths[3]
     with tempfile.TemporaryDirectory(prefix="overnight-snapshot-") as tmp:
         tmp_objects = Path(tmp) / "objects"
         for sub in ("info", "pack"):
@@ -123,6 +129,7 @@ def capture(
         if index_path.exists():
             shutil.copy2(index_path, env["GIT_INDEX_FILE"])  # keep its mtime (racy entries)
         listed, assumed, in_tree = _index_listing(git, env)
+        attributes = conversions.has_attributes(in_tree)
         untracked = _sized(git, listed)
         named = [(prefix + path, size) for path, size in untracked]
         if not allow_secret_files:
@@ -137,10 +144,22 @@ def capture(
                 "or add it to .gitignore"
             ) from exc
         submodules = _gitlinks(git, tree, env) if (git.cwd / ".gitmodules").exists() else {}
-        if tree == head_tree:
-            return WorkingTree(head_tree, tree, b"", [], submodules, untracked, in_tree)
-        changed, patch = _diff(git, head_tree, tree, env)
-        return WorkingTree(head_tree, tree, patch, changed, submodules, untracked, in_tree)
+        changed, patch = _diff(git, head_tree, tree, env) if tree != head_tree else ([], b"")
+        own = _has_content(info_attributes)  # git add obeyed it; agents will not see it
+        kept = b""
+        if literal and (attributes or own or conversions.changes_attributes(patch)):
+            kept = conversions.literal_files(git, env, Path(tmp), tree, patch)
+        return WorkingTree(
+            head_tree, tree, patch, changed, submodules, untracked=untracked, paths=in_tree,
+            literal=kept,
+        )  # fmt: skip
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _write_tree(git: Git, assumed: list[str], env: dict[str, str]) -> str:

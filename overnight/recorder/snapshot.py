@@ -30,7 +30,7 @@ from overnight.recorder import bundle, patch
 from overnight.recorder.commandfiles import RecordedTree, Workdir, script_path
 from overnight.recorder.envvars import record_env
 from overnight.recorder.gitrepo import Git
-from overnight.recorder.interpreter import find_python, python_version
+from overnight.recorder.interpreter import environment_argv, find_python, python_version
 from overnight.recorder.limits import check_total
 from overnight.recorder.params import parse_params
 from overnight.recorder.requirements import find_requirements
@@ -132,13 +132,15 @@ def record(
             refuse_secrets_in_patch(change.patch, f"{change.path}/")
     bundle_size = len(unpushed.data) if unpushed else 0
     check_total(
-        len(tree.patch) + sum(len(c.patch) for c in sub_changes),
+        len(tree.patch) + len(tree.literal) + sum(len(c.patch) for c in sub_changes),
         bundle_size,
         [*tree.changed, *(item for c in sub_changes for item in c.changed)],
         options.max_snapshot_mb,
         bundle_commits=unpushed.commits if unpushed else 0,
     )
     python = find_python(argv, cwd, env)
+    version = python_version(python)
+    argv, mapped = environment_argv(argv, version)
     where = Workdir(git.cwd / prefix, git.cwd)
     script = script_path(argv, where)
     found = find_requirements(
@@ -148,6 +150,7 @@ def record(
     blobs: dict[str, bytes] = {}
     patch_ref = _blob(blobs, tree.patch)
     bundle_ref = _blob(blobs, unpushed.data if unpushed else b"")
+    literal_ref = _blob(blobs, tree.literal)
     sub_patches: dict[str, BlobRef] = {}
     for change in sub_changes:
         ref = _blob(blobs, change.patch)
@@ -165,12 +168,13 @@ def record(
             submodule_trees={c.path: c.tree for c in sub_changes},
         ),
         argv=argv,
-        python=python_version(python),
+        python=version,
         requirements=found.requirements,
         workdir=prefix.rstrip("/") or ".",
         patch=patch_ref,
         bundle=bundle_ref,
         submodule_patches=sub_patches,
+        literal_files=literal_ref,
         params=parse_params(argv),
         env=task_env,
         note=options.note,
@@ -184,7 +188,7 @@ def record(
         version=SUBMODULE_CHANGES_VERSION if sub_changes else 1,
     )
     return Recording(
-        snapshot=Snapshot(spec=spec, blobs=blobs),
+        snapshot=Snapshot(spec=spec, blobs=blobs, notices=(mapped,) if mapped else ()),
         git=git,
         workdir=where,
         tree=RecordedTree(tree.paths, tuple(tree.submodules)),

@@ -58,6 +58,7 @@ def capture_submodules(
                 max_snapshot_mb=max_snapshot_mb,
                 prefix=f"{full}/",
                 allow_secret_files=allow_secret_files,
+                literal=False,  # not yet kept for the files of submodules
             )
         except GitError as exc:
             raise SnapshotError(f"cannot read submodule {full}: {exc.reason}") from exc

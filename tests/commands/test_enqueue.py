@@ -376,3 +376,14 @@ def test_a_freeze_is_said_in_one_line(cli_env: Repo, store: TaskStore) -> None:
         "overnight: warning: no requirements file from the repository root (requirements.txt, "
     )
     assert store.load_snapshot(result.stdout.strip()).spec.requirements.source == "freeze"
+
+
+def test_an_interpreter_path_is_recorded_as_python_and_said_on_stderr(
+    cli_env: Repo, store: TaskStore
+) -> None:
+    result = invoke("enqueue", "--", sys.executable, "train.py")
+    assert result.exit_code == 0, result.output
+    task_id = result.stdout.strip()
+    assert store.get(task_id).argv == ("python", "train.py")
+    assert result.stderr.startswith(f"overnight: the command's interpreter {sys.executable} is ")
+    assert "task's own environment" in result.stderr

@@ -55,9 +55,25 @@ def test_commit_missing_without_bundle_is_named(repo: Repo, tmp_path: Path) -> N
     with pytest.raises(ReconstructError) as info:
         reconstruct(stripped, tmp_path / "rebuilt")
     assert str(info.value).startswith(
-        f"commit {commit[:7]} is not on origin ({repo.origin}) and the task carries no bundle"
+        f"commit {commit[:7]} is no longer on origin ({repo.origin}): no branch or tag holds it"
     )
+    assert "push it again" in str(info.value)
     assert not (tmp_path / "rebuilt").exists()
+
+
+def test_a_commit_force_pushed_off_its_branch_is_fetched_by_its_id(
+    repo: Repo, tmp_path: Path
+) -> None:
+    repo.write("train.py", "print('pushed')\n")
+    repo.commit("pushed")
+    repo.push()
+    snap = _snap(repo)
+    assert snap.spec.bundle is None
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.commit("the rewritten history")
+    repo.git("push", "-q", "--force", "origin", "HEAD")
+    reconstruct(snap, tmp_path / "rebuilt")
+    assert (tmp_path / "rebuilt" / "train.py").read_text() == "print('pushed')\n"
 
 
 def test_patch_that_does_not_apply_names_gits_error(repo: Repo, tmp_path: Path) -> None:

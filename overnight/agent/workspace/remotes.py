@@ -3,7 +3,9 @@
 Private repos use the agent's own credentials: its SSH keys and git credential helpers, or a token
 per host from the agent's config (:class:`GitCredentials`), never the laptop's. git never prompts,
 so a missing credential fails at once and the error names the host. A fetch runs in its own
-process group and is killed when the task is canceled meanwhile (:func:`fetch`).
+process group and is killed when the task is canceled meanwhile (:func:`fetch`). A commit that no
+branch or tag holds any more (a force-push, a deleted branch) is fetched by its id
+(:func:`fetch_commit`); when the remote has lost it too, the error says so.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import dataclasses
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from overnight.agent.progress import StopCheck
 from overnight.errors import GitError, PreparationCanceled, ReconstructError
+from overnight.recorder.checkout import NO_SUCH_COMMIT, no_longer_on
 from overnight.recorder.gitrepo import HARDENED_CONFIG, Git
 from overnight.recorder.urls import url_host
 
@@ -31,6 +34,8 @@ _AUTH_HINTS = (
     "returned error: 403",
     "returned error: 401",
 )
+PINNED_REFS = "refs/overnight/commits/"
+"""Where a mirror keeps the commits it fetched by id, so its pruning fetches never drop them."""
 _STOP_POLL = 0.2  # seconds between looks at the cancel flag while git works
 
 
@@ -71,7 +76,31 @@ def fetch(git: Git, url: str, should_stop: StopCheck) -> None:
 
     Raises :class:`PreparationCanceled` (git and its ssh killed) once ``should_stop()`` is true.
     """
-    args = ("fetch", "--quiet", "--prune", "--no-tags", "origin")
+    error = _fetch(git, url, should_stop, ("--prune",))
+    if error is not None:
+        raise ReconstructError(unreachable(url, error)) from error
+
+
+def fetch_commit(git: Git, url: str, commit: str, should_stop: StopCheck) -> None:
+    """Fetch ``commit`` by its id into ``git``'s mirror, kept under :data:`PINNED_REFS`.
+
+    Raises ReconstructError saying the commit is no longer on ``url`` when the remote answers
+    that it has no such object, or naming why it could not be reached otherwise.
+    """
+    refspec = f"{commit}:{PINNED_REFS}{commit}"
+    error = _fetch(git, url, should_stop, (), refspec)
+    if error is None:
+        return
+    if any(hint in error.stderr.lower() for hint in NO_SUCH_COMMIT):
+        raise ReconstructError(no_longer_on(commit, url)) from error
+    raise ReconstructError(unreachable(url, error)) from error
+
+
+def _fetch(
+    git: Git, url: str, should_stop: StopCheck, options: Sequence[str], *refspecs: str
+) -> GitError | None:
+    """Run ``git fetch`` from ``origin``; the error when it fails, None when it succeeds."""
+    args = ("fetch", "--quiet", *options, "--no-tags", "origin", *refspecs)
     cmd = ["git", *(arg for item in HARDENED_CONFIG for arg in ("-c", item)), *args]
     try:
         proc = subprocess.Popen(
@@ -102,14 +131,14 @@ def fetch(git: Git, url: str, should_stop: StopCheck) -> None:
                     raise PreparationCanceled(f"canceled while fetching {url}") from None
                 stderr = f"fatal: git fetch timed out after {git.timeout:g} s".encode()
                 break
-    if proc.returncode != 0:
-        text = stderr.decode("utf-8", "replace")
-        error = GitError(
-            f"git fetch failed: {text.strip() or f'exit code {proc.returncode}'}",
-            returncode=proc.returncode,
-            stderr=text,
-        )
-        raise ReconstructError(unreachable(url, error)) from error
+    if proc.returncode == 0:
+        return None
+    text = stderr.decode("utf-8", "replace")
+    return GitError(
+        f"git fetch failed: {text.strip() or f'exit code {proc.returncode}'}",
+        returncode=proc.returncode,
+        stderr=text,
+    )
 
 
 def unreachable(url: str, exc: GitError) -> str:

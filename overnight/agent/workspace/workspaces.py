@@ -17,7 +17,9 @@ A copy made by an agent that keeps workspaces is marked kept (``root/kept/<task_
 before the copy is made), so that no agent sharing the folder, nor a later one without
 ``keep_workspaces``, ever removes it as a leftover.
 
-Remotes are reached with the agent's own credentials, never prompting (:mod:`.remotes`). A cancel
+A commit that no branch or tag of the remote holds any more (a force-push, a deleted branch) and
+that the task carries no bundle of is fetched into the mirror by its id. Remotes are reached with
+the agent's own credentials, never prompting (:mod:`.remotes`). A cancel
 stops a task's preparation while it fetches or waits for another agent's fetch or build.
 """
 
@@ -35,7 +37,7 @@ from pathlib import Path
 
 from overnight.agent.progress import StopCheck
 from overnight.agent.workspace.locks import FileLock
-from overnight.agent.workspace.remotes import GitCredentials, fetch
+from overnight.agent.workspace.remotes import GitCredentials, fetch, fetch_commit
 from overnight.agent.workspace.treecopy import copy_tree, fingerprint, rmtree, unshare
 from overnight.errors import PreparationCanceled, ReconstructError
 from overnight.recorder.checkout import reconstruct
@@ -267,6 +269,13 @@ class Workspaces:
             else:
                 with self._locked(mirror_lock, should_stop, "updated the mirror"):
                     self._update_mirror(repo.url, mirror, env, log, should_stop)
+                    if snapshot.spec.bundle is None and not _has_commit(mirror, repo.commit, env):
+                        log(
+                            f"no branch or tag of {repo.url} holds {repo.commit[:7]} any more "
+                            "(force-pushed or deleted?); fetching it by its id"
+                        )
+                        git = Git(mirror, extra_env=env, timeout=self.fetch_timeout)
+                        fetch_commit(git, repo.url, repo.commit, should_stop)
             with self._locked(mirror_lock, should_stop, "updated the mirror", shared=True):
                 reconstruct(
                     snapshot,
@@ -339,7 +348,7 @@ class Workspaces:
 
 def tree_key(snapshot: Snapshot) -> str:
     """A hash of everything the rebuilt tree depends on: the repo state, the patch, the bundle,
-    the submodules' patches, and how the tree is kept (``TREE_FORMAT``)."""
+    the submodules' patches, the literal files, and how the tree is kept (``TREE_FORMAT``)."""
     spec = snapshot.spec
     parts = {
         "format": TREE_FORMAT,
@@ -348,6 +357,8 @@ def tree_key(snapshot: Snapshot) -> str:
         "bundle": spec.bundle.sha256 if spec.bundle else None,
         "submodule_patches": {path: ref.sha256 for path, ref in spec.submodule_patches.items()},
     }
+    if spec.literal_files is not None:  # only then: the keys of other trees stay as they were
+        parts["literal_files"] = spec.literal_files.sha256
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -207,6 +207,22 @@ def test_a_cached_tree_changed_after_its_build_is_rebuilt_not_copied(
     git(dest, "fsck", "--strict", "--no-dangling")
 
 
+def test_a_tree_under_gitattributes_comes_back_byte_for_byte_and_keys_its_literal_files(
+    repo: Repo, tmp_path: Path
+) -> None:
+    repo.write(".gitattributes", "* text=auto\n")
+    repo.write("windows.txt", "a\r\nb\r\n")  # stored as LF; a checkout writes LF
+    repo.commit("normalised")
+    repo.push()
+    repo.write("untracked.txt", "x\r\n")
+    snap = _snap(repo)
+    assert snap.spec.literal_files is not None
+    dest = Workspaces(tmp_path / "ws").create("t", snap, _Log())
+    assert worktree_state(dest) == worktree_state(repo.path)
+    without = dataclasses.replace(snap.spec, literal_files=None)
+    assert tree_key(Snapshot(spec=without, blobs=snap.blobs)) != tree_key(snap)
+
+
 def test_the_tree_key_covers_the_submodules_patches(repo: Repo) -> None:
     snap = _snap(repo)
     keys = set()
@@ -508,3 +524,52 @@ def test_an_agent_fails_tasks_whose_submodule_keys_leave_their_tree_and_writes_n
     assert agent_store.get(later.id).status is TaskStatus.FINISHED
     output = log_text(agent_store, later.id)
     assert "done" in output and "pwned" not in output
+
+
+def _pushed_then_force_pushed_away(repo: Repo) -> Snapshot:
+    """A snapshot of a pushed commit that a force-push then took off its branch."""
+    assert repo.origin is not None
+    repo.write("train.py", "print('pushed')\n")
+    repo.commit("pushed")
+    repo.push()
+    recorded = _snap(repo)
+    assert recorded.spec.bundle is None
+    lost = recorded.spec.repo.commit
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.commit("the rewritten history")
+    repo.git("push", "-q", "--force", "origin", "HEAD")
+    assert git(repo.origin, "branch", "--contains", lost, check=False) == ""
+    return recorded
+
+
+def test_a_commit_force_pushed_off_its_branch_is_fetched_by_its_id(
+    repo: Repo, tmp_path: Path
+) -> None:
+    recorded = _pushed_then_force_pushed_away(repo)
+    lost = recorded.spec.repo.commit
+    spaces = Workspaces(tmp_path / "ws")
+    log = _Log()
+    dest = spaces.create("t", recorded, log)
+    assert (dest / "train.py").read_text() == "print('pushed')\n"
+    assert any(f"holds {lost[:7]} any more" in line for line in log), log
+    mirror = Git(spaces.mirror_dir(str(repo.origin)))
+    assert mirror.text("rev-parse", f"refs/overnight/commits/{lost}") == lost
+    mirror.run("fetch", "--quiet", "--prune", "origin")  # the agent's next update keeps it
+    assert mirror.ok("cat-file", "-e", f"{lost}^{{commit}}")
+
+
+def test_a_commit_the_remote_lost_fails_saying_so_and_how_to_fix_it(
+    repo: Repo, tmp_path: Path
+) -> None:
+    assert repo.origin is not None
+    recorded = _pushed_then_force_pushed_away(repo)
+    lost = recorded.spec.repo.commit
+    git(repo.origin, "reflog", "expire", "--expire=now", "--all")
+    git(repo.origin, "gc", "-q", "--prune=now")
+    with pytest.raises(ReconstructError) as info:
+        Workspaces(tmp_path / "ws").create("t", recorded, _Log())
+    message = str(info.value)
+    assert message.startswith(f"commit {lost[:7]} is no longer on {repo.origin}: "), message
+    assert "push it again" in message and "enqueue again" in message
+    assert "\n" not in message
+    assert not (tmp_path / "ws" / "tasks" / "t").exists()
