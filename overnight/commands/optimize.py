@@ -23,6 +23,7 @@ from overnight.commands.common import (
     json_option,
     load_config,
     redis_option,
+    run_options,
 )
 from overnight.commands.enqueue import task_options
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
@@ -40,10 +41,12 @@ from overnight.optimize.settings import (
 from overnight.optimize.space import command_spellings, grid, parse_space
 from overnight.queue import keys
 from overnight.queue.reaper import reap_lost
+from overnight.queue.records import TaskOptions
 from overnight.queue.store import TaskStore
 from overnight.recorder.account import review
 from overnight.recorder.scriptargs import declared_params
-from overnight.recorder.snapshot import record
+from overnight.recorder.snapshot import SnapshotOptions, record
+from overnight.spec import Snapshot
 
 
 @click.command(
@@ -78,13 +81,7 @@ from overnight.recorder.snapshot import record
 @click.option("--lease-ttl", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
               help="Seconds a driver that stopped (killed, laptop closed) keeps the study before "
               "another may take it over.")  # fmt: skip
-@click.option("-q", "--queue", default=None, help="Queue for the trials (default: default).")
-@click.option("--gpus", type=click.IntRange(min=0), default=None, help="GPUs each trial needs.")
-@click.option("--image", default=None, help="Docker image to run in (docker agents).")
-@click.option("--timeout", default=None, metavar="DURATION", help="Stop a trial after, e.g. 2h.")
-@click.option("--grace", default=None, metavar="DURATION", help="SIGTERM to SIGKILL delay.")
-@click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Times to requeue a trial's task when its agent vanishes.")  # fmt: skip
+@run_options(retries=1)
 @add_param_option
 @click.option("--quiet", is_flag=True, help="No account of what was recorded on stderr.")
 @json_option
@@ -154,13 +151,13 @@ def optimize_command(
                   as_json=as_json)  # fmt: skip
         return
     reap_lost(store)
-    settings, snapshot = _new_study(
-        store, config, name, metric, direction, trials, parallel, params, sampler, pruner, seed,
-        storage, detach, command, add_param, quiet,
-        task_options(store, config, queue=queue, gpus=gpus, image=image, timeout=timeout,
-                     retries=retries, after=(), grace=grace),
-        options_from_flags(flags, config),
-    )  # fmt: skip
+    wanted = {"name": name, "metric": metric, "direction": direction, "trials": trials,
+              "parallel": parallel, "sampler": sampler, "pruner": pruner, "seed": seed,
+              "detached": detach, "journal": storage is None}  # fmt: skip
+    options = task_options(store, config, queue=queue, gpus=gpus, image=image, timeout=timeout,
+                           retries=retries, after=(), grace=grace)  # fmt: skip
+    settings = _new_settings(store, command, params, wanted, options, add_param=add_param)
+    snapshot = _record(command, options_from_flags(flags, config), quiet=quiet)
     from optuna.exceptions import DuplicatedStudyError
 
     with StudyStorage(config.redis_url, storage) as opened:
@@ -193,61 +190,56 @@ def _storage_for(settings: StudySettings, url: str | None) -> str | None:
     return None if settings.journal else url
 
 
-def _new_study(
+def _new_settings(
     store: TaskStore,
-    config: Any,
-    name: str | None,
-    metric: str | None,
-    direction: str,
-    trials: int,
-    parallel: int,
-    params: tuple[str, ...],
-    sampler: str,
-    pruner: str,
-    seed: int | None,
-    storage: str | None,
-    detach: bool,
     command: tuple[str, ...],
+    params: tuple[str, ...],
+    wanted: dict[str, Any],
+    options: TaskOptions,
+    *,
     add_param: bool,
-    quiet: bool,
-    options: Any,
-    snapshot_options: Any,
-) -> tuple[StudySettings, Any]:
-    """The new study's settings (checked) and the snapshot its trials share."""
+) -> StudySettings:
+    """The new study's settings, checked: its metric, its params (names the command takes),
+    a name no study here has."""
     if not command:
         raise UsageError("no command to optimize; put it after --: overnight optimize ... -- CMD")
+    metric = wanted.pop("metric")
     if not metric or not params:
         raise UsageError("give the metric to optimize (--metric NAME) and at least one --param")
-    if detach and storage is not None:
+    if wanted["detached"] and not wanted["journal"]:
         raise UsageError("--detach needs the study in overnight's Redis; leave out --storage")
     metric_name, _, reduce = metric.partition(":")
     if reduce and reduce not in REDUCERS:
         raise UsageError(f"--metric {metric}: use NAME, NAME:min, NAME:max or NAME:last")
     space = parse_space(params)
-    declared = declared_params(command, Path.cwd())
-    spellings = command_spellings(command, space, declared, add=add_param)
-    if sampler == "grid":  # each point once
-        trials = min(trials, math.prod(len(values) for values in grid(space).values()))
+    spellings = command_spellings(
+        command, space, declared_params(command, Path.cwd()), add=add_param
+    )
+    if wanted["sampler"] == "grid":  # each point once
+        points = math.prod(len(values) for values in grid(space).values())
+        wanted["trials"] = min(wanted["trials"], points)
     sweep = keys.new_sweep_id()
-    name = name or f"opt-{sweep}"
-    if stored.exists(store.redis, name):
+    wanted["name"] = wanted["name"] or f"opt-{sweep}"
+    if stored.exists(store.redis, wanted["name"]):
         raise OptimizeError(
-            f"a study named {name} was started here already; pick another --study or go on "
-            f"with it: overnight optimize --resume {name}"
+            f"a study named {wanted['name']} was started here already; pick another --study or "
+            f"go on with it: overnight optimize --resume {wanted['name']}"
         )
-    settings = StudySettings(
-        name=name, sweep=sweep, metric=metric_name, params=tuple(p.text() for p in space),
-        options=options, reduce=reduce or "last", direction=direction, trials=trials,
-        parallel=parallel, sampler=sampler, pruner=pruner, seed=seed, spellings=spellings,
-        journal=storage is None, detached=detach,
+    return StudySettings(
+        sweep=sweep, metric=metric_name, reduce=reduce or "last",
+        params=tuple(p.text() for p in space), options=options, spellings=spellings, **wanted,
     )  # fmt: skip
-    recording = record(Path.cwd(), command, snapshot_options, dict(os.environ))
+
+
+def _record(command: tuple[str, ...], options: SnapshotOptions, *, quiet: bool) -> Snapshot:
+    """The snapshot every trial shares; warnings and what was recorded on stderr."""
+    recording = record(Path.cwd(), command, options, dict(os.environ))
     told = review(recording, quiet=quiet)
     for warning in told.warnings:
         echo(f"overnight: warning: {warning}", err=True)
     if told.account:
         echo(f"overnight: {told.account}", err=True)
-    return settings, recording.snapshot
+    return recording.snapshot
 
 
 def drive(
@@ -258,7 +250,7 @@ def drive(
     poll: float,
     lease_ttl: float,
     as_json: bool,
-    snapshot: Any = None,
+    snapshot: Snapshot | None = None,
 ) -> None:
     """Drive the study until it is done (or, detached, hand it to the agents after one step)."""
     from overnight.optimize.driver import Driver
@@ -271,6 +263,8 @@ def drive(
     try:
         while True:
             if not lease.take():
+                if settings.detached:  # the agents drive it already
+                    break
                 if not waiting:
                     echo(f"study {settings.name}: {lease.holder()} drives it; waiting", err=True)
                     waiting = True

@@ -39,8 +39,9 @@ class DetachedDrivers:
     def tick(self) -> None:
         """One step of each detached study this agent may drive now."""
         names = set(replies.texts(self.store.redis.smembers(keys.DETACHED_STUDIES)))
-        for name in set(self._open) - names:  # resumed by a laptop, or done
+        for name in set(self._open) - names:  # taken back by a laptop (--resume)
             self._close(name)
+            DriverLease(self.store.redis, name, owner=self.owner).release()
         if not names:
             return
         if not optuna_installed():

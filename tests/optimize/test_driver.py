@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import optuna
 import pytest
@@ -12,7 +10,6 @@ from optuna.trial import TrialState
 
 from overnight.optimize.driver import REASON_ATTR, TASK_ATTR, Driver, StepReport
 from overnight.optimize.settings import StudySettings
-from overnight.optimize.storage import StudyStorage
 from overnight.queue.index import Query
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
@@ -20,31 +17,9 @@ from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
 from tests.fixtures.agents import wait_status
 from tests.fixtures.gitrepo import Repo
-from tests.fixtures.studies import (
-    make_quadratic,
-    settings_for,
-    start_agents,
-    stop_all,
-    study_storage,
-    task_store,
-)
+from tests.fixtures.studies import Lab, settings_for, stop_all
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[TaskStore]:
-    yield from task_store(redis_url)
-
-
-@pytest.fixture
-def storage(redis_url: str) -> Iterator[StudyStorage]:
-    yield from study_storage(redis_url)
-
-
-@pytest.fixture
-def quadratic(tmp_path: Path) -> Repo:
-    return make_quadratic(tmp_path)
 
 
 def snapshot(repo: Repo, *args: str) -> Snapshot:
@@ -80,19 +55,13 @@ def sweep_tasks(store: TaskStore, settings: StudySettings) -> list[TaskRecord]:
     return store.find(Query(sweep=settings.sweep, limit=None))
 
 
-def test_the_search_finds_the_minimum_never_over_parallel(
-    store: TaskStore,
-    storage: StudyStorage,
-    quadratic: Repo,
-    redis_url: str,
-    tmp_path: Path,
-    venv_cache: Path,
-) -> None:
+def test_the_search_finds_the_minimum_never_over_parallel(lab: Lab) -> None:
+    store, storage = lab.store, lab.storage
     settings = settings_for("quad", "x=float:-6:6", trials=14, parallel=3, seed=3)
     study = storage.create(settings)
-    agents = start_agents(redis_url, tmp_path, venv_cache)
+    agents = lab.agents()
     try:
-        reports = drive(Driver(store, settings, study, snapshot=snapshot(quadratic)))
+        reports = drive(Driver(store, settings, study, snapshot=snapshot(lab.repo)))
     finally:
         stop_all(agents)
     assert max(r.in_flight for r in reports) <= 3
@@ -110,21 +79,15 @@ def test_the_search_finds_the_minimum_never_over_parallel(
         assert record.metrics["loss"].last == trial.value
 
 
-def test_a_trial_is_enqueued_as_soon_as_one_ends(
-    store: TaskStore,
-    storage: StudyStorage,
-    quadratic: Repo,
-    redis_url: str,
-    tmp_path: Path,
-    venv_cache: Path,
-) -> None:
+def test_a_trial_is_enqueued_as_soon_as_one_ends(lab: Lab) -> None:
+    store, storage = lab.store, lab.storage
     settings = settings_for("nobarrier", "sleep=choice:0,4", trials=3, parallel=2)
     study = storage.create(settings)
     for sleep in ("4", "0", "0"):
         study.enqueue_trial({"sleep": sleep})
-    agents = start_agents(redis_url, tmp_path, venv_cache)
+    agents = lab.agents()
     try:
-        drive(Driver(store, settings, study, snapshot=snapshot(quadratic)))
+        drive(Driver(store, settings, study, snapshot=snapshot(lab.repo)))
     finally:
         stop_all(agents)
     tasks = {t.number: store.get(t.user_attrs[TASK_ATTR]) for t in study.get_trials()}
@@ -133,21 +96,15 @@ def test_a_trial_is_enqueued_as_soon_as_one_ends(
     assert tasks[0].params["sleep"] == "4"
 
 
-def test_failed_and_silent_trials_are_told_failed_with_the_reason(
-    store: TaskStore,
-    storage: StudyStorage,
-    quadratic: Repo,
-    redis_url: str,
-    tmp_path: Path,
-    venv_cache: Path,
-) -> None:
+def test_failed_and_silent_trials_are_told_failed_with_the_reason(lab: Lab) -> None:
+    store, storage = lab.store, lab.storage
     settings = settings_for(
         "modes", "mode=choice:ok,fail,silent", trials=3, parallel=3, sampler="grid"
     )
     study = storage.create(settings)
-    agents = start_agents(redis_url, tmp_path, venv_cache)
+    agents = lab.agents()
     try:
-        drive(Driver(store, settings, study, snapshot=snapshot(quadratic, "--x", "1")))
+        drive(Driver(store, settings, study, snapshot=snapshot(lab.repo, "--x", "1")))
     finally:
         stop_all(agents)
     by_mode = {t.params["mode"]: t for t in study.get_trials()}
@@ -162,22 +119,16 @@ def test_failed_and_silent_trials_are_told_failed_with_the_reason(
     assert any("printed no loss" in note for note in record.notes)
 
 
-def test_a_restarted_driver_goes_on_from_the_tasks(
-    store: TaskStore,
-    storage: StudyStorage,
-    quadratic: Repo,
-    redis_url: str,
-    tmp_path: Path,
-    venv_cache: Path,
-) -> None:
+def test_a_restarted_driver_goes_on_from_the_tasks(lab: Lab) -> None:
+    store, storage = lab.store, lab.storage
     settings = settings_for("restart", "x=float:-6:6", trials=6, parallel=2)
     study = storage.create(settings)
-    first = Driver(store, settings, study, snapshot=snapshot(quadratic, "--sleep", "0.5"))
+    first = Driver(store, settings, study, snapshot=snapshot(lab.repo, "--sleep", "0.5"))
     assert len(first.step().enqueued) == 2
     # The driver stops between asking for a trial and enqueuing its task.
     orphan = study.ask({"x": optuna.distributions.FloatDistribution(-6, 6)})
     del first
-    agents = start_agents(redis_url, tmp_path, venv_cache)
+    agents = lab.agents()
     try:
         # A new driver, a new study object, no snapshot given: all from Redis.
         again = Driver(store, settings, storage.load(settings))
@@ -192,14 +143,8 @@ def test_a_restarted_driver_goes_on_from_the_tasks(
     assert most_in_flight(records) <= 3  # the two in flight and the orphan's
 
 
-def test_trials_the_pruner_prunes_are_canceled(
-    store: TaskStore,
-    storage: StudyStorage,
-    quadratic: Repo,
-    redis_url: str,
-    tmp_path: Path,
-    venv_cache: Path,
-) -> None:
+def test_trials_the_pruner_prunes_are_canceled(lab: Lab) -> None:
+    store, storage = lab.store, lab.storage
     settings = settings_for("prune", "x=choice:8,9", trials=7, parallel=2)
     study = storage.create(settings)
     distributions: dict[str, optuna.distributions.BaseDistribution] = {
@@ -214,10 +159,10 @@ def test_trials_the_pruner_prunes_are_canceled(
                 intermediate_values={step: 0.1 for step in range(20)},
             )
         )
-    agents = start_agents(redis_url, tmp_path, venv_cache, report_interval=0.2)
+    agents = lab.agents(report_interval=0.2)
     try:
         args = ("--steps", "20", "--sleep", "0.3")
-        reports = drive(Driver(store, settings, study, snapshot=snapshot(quadratic, *args)))
+        reports = drive(Driver(store, settings, study, snapshot=snapshot(lab.repo, *args)))
         pruned = study.get_trials(states=(TrialState.PRUNED,))
         assert len(pruned) == 2 and sorted(n for r in reports for n in r.pruned) == [5, 6]
         ids = [t.user_attrs[TASK_ATTR] for t in pruned]
