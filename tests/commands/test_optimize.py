@@ -7,7 +7,9 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -186,3 +188,22 @@ def test_without_optuna_the_error_names_the_extra(lab: Lab) -> None:
         "overnight: error: overnight optimize needs Optuna, which is not installed here; "
         "install the extra: pip install 'overnight[optimize]'\n"
     )
+
+
+def test_a_study_in_a_storage_url_of_its_own(lab: Lab, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = ("--study", "own", "--trials", "2", "--parallel", "2", "--storage", url, *SEARCH)
+    agents = lab.agents()
+    try:
+        result = optimize(lab.repo, lab.redis_url, *args, "--", "python", "train.py")
+    finally:
+        stop_all(agents)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="own", storage=url)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+    without = optimize(lab.repo, lab.redis_url, "--best", "own")
+    assert without.returncode == ExitCode.USAGE and "give its URL again" in without.stderr
+    best = optimize(lab.repo, lab.redis_url, "--best", "own", "--storage", url)
+    assert best.returncode == 0 and best.stdout.startswith("best trial "), best.stderr
+    detach = optimize(lab.repo, lab.redis_url, "--resume", "own", "--detach", "--storage", url)
+    assert detach.returncode == ExitCode.USAGE and "--detach needs the study" in detach.stderr

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from overnight.optimize.driver import REASON_ATTR, TASK_ATTR, Driver, StepReport
 from overnight.optimize.settings import StudySettings
 from overnight.queue.index import Query
-from overnight.queue.records import TaskRecord, TaskStatus
+from overnight.queue.records import Change, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
 from overnight.spec import Snapshot
@@ -175,3 +175,20 @@ def test_trials_the_pruner_prunes_are_canceled(lab: Lab) -> None:
         assert record.ended is not None and record.started is not None
         assert record.ended - record.started < 5.5
         assert any("pruned at step" in note for note in record.notes)
+
+
+def test_a_lost_trial_is_in_flight_while_a_retry_is_left_then_failed(lab: Lab) -> None:
+    settings = settings_for("lost", "x=float:-6:6", trials=1, parallel=1)
+    study = lab.storage.create(settings)
+    driver = Driver(lab.store, settings, study, snapshot=snapshot(lab.repo))
+    [task_id] = driver.step().enqueued.values()
+    for attempt in (0, 1):  # retries=1: lost once, requeued; lost again: the trial failed
+        lab.store.transition(task_id, TaskStatus.PREPARING, Change(agent="gone"))
+        lab.store.transition(task_id, TaskStatus.LOST, Change(error="agent gone vanished"))
+        report = driver.step()
+        if attempt == 0:
+            assert report.told == {} and report.in_flight == 1 and not report.enqueued
+            lab.store.requeue(task_id, new_attempt=True)
+    assert report.done and "ended lost: agent gone vanished" in report.told[0]
+    [trial] = study.get_trials()
+    assert trial.state is TrialState.FAIL and task_id in trial.user_attrs[REASON_ATTR]
