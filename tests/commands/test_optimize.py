@@ -207,3 +207,16 @@ def test_a_study_in_a_storage_url_of_its_own(lab: Lab, tmp_path: Path) -> None:
     assert best.returncode == 0 and best.stdout.startswith("best trial "), best.stderr
     detach = optimize(lab.repo, lab.redis_url, "--resume", "own", "--detach", "--storage", url)
     assert detach.returncode == ExitCode.USAGE and "--detach needs the study" in detach.stderr
+
+
+def test_optuna_is_imported_only_when_a_study_is_driven() -> None:
+    code = (
+        "import sys, overnight.cli, overnight.commands.optimize\n"
+        "import overnight.agent.service.housekeeping\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'optuna'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    assert result.stdout == "[]\n"
