@@ -57,9 +57,18 @@ def make_project(base: Path, job: str = JOB) -> Path:
     return work
 
 
-def start_agent(url: str, base: Path, name: str, queue: str, *args: str) -> subprocess.Popen[bytes]:
-    """``overnight agent daemon`` in a subprocess, with its dirs under ``base``."""
-    env = {
+def start_agent(
+    url: str,
+    base: Path,
+    name: str,
+    queue: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """``overnight agent daemon`` in a subprocess, with its dirs under ``base``; ``env`` adds
+    settings (``OVERNIGHT_*``), ``log`` keeps its stderr (appended)."""
+    variables = {
         **os.environ,
         "PYTHONPATH": str(CHECKOUT),
         "OVERNIGHT_REDIS_URL": url,
@@ -68,7 +77,9 @@ def start_agent(url: str, base: Path, name: str, queue: str, *args: str) -> subp
         "OVERNIGHT_SPILL_DIR": str(base / "spill"),
         "OVERNIGHT_CONFIG": str(base / "none.yaml"),
         "OVERNIGHT_ALLOW_LOCAL_REPOS": "1",  # the bench projects' origins are local folders
+        **(env or {}),
     }
+    stderr = log.open("ab") if log is not None else None
     return subprocess.Popen(
         [
             sys.executable,
@@ -86,9 +97,9 @@ def start_agent(url: str, base: Path, name: str, queue: str, *args: str) -> subp
             "none",
             *args,
         ],
-        env=env,
+        env=variables,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr if stderr is not None else subprocess.DEVNULL,
     )
 
 

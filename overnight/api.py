@@ -71,6 +71,8 @@ class Client:
         gpus: int | None = None,
         image: str | None = None,
         timeout: float | str | None = None,
+        expect: float | str | None = None,
+        front: bool = False,
         retries: int = 0,
         after: Sequence[str] = (),
         sweep: Mapping[str, Sequence[object]] | None = None,
@@ -87,6 +89,8 @@ class Client:
         Returns the new task's record in a list, or with ``sweep`` ({"lr": [0.1, 0.01], ...})
         the records of the cross product; a sweep's names must be params of the command (its
         options, or those its script declares) unless ``add_params``. ``timeout`` is seconds or a duration such as "8h".
+        ``expect`` (seconds or "3h") is how long it is expected to run; ``front`` queues it ahead
+        of the tasks already queued.
         ``gpus`` defaults as for ``overnight enqueue`` (:meth:`ClientConfig.gpus_for`);
         ``retries`` requeues the task when its agent vanishes, not when it fails. Raises
         OvernightError subclasses, as the CLI reports them.
@@ -99,6 +103,7 @@ class Client:
             timeout=parse_duration(timeout, what="timeout")
             if isinstance(timeout, str)
             else timeout,
+            expect=parse_duration(expect, what="expect") if isinstance(expect, str) else expect,
             retries=retries,
             after=tuple(self.store.resolve(a) for a in after),
         )
@@ -111,7 +116,7 @@ class Client:
         declared = declared_params(taken.spec.argv, where) if sweeps else ()
         return submit_sweep(
             self.store, taken, options, sweeps, name=taken.spec.name, declared=declared,
-            add_params=add_params,
+            add_params=add_params, at_front=front,
         )  # fmt: skip
 
     def get(self, task_id: str) -> TaskRecord:
@@ -237,6 +242,8 @@ def enqueue(
     gpus: int | None = None,
     image: str | None = None,
     timeout: float | str | None = None,
+    expect: float | str | None = None,
+    front: bool = False,
     retries: int = 0,
     after: Sequence[str] = (),
     sweep: Mapping[str, Sequence[object]] | None = None,
@@ -252,8 +259,8 @@ def enqueue(
     """:meth:`Client.enqueue` on a client of its own."""
     with Client(redis_url) as client:
         return client.enqueue(
-            command, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
-            after=after, sweep=sweep, add_params=add_params, name=name, note=note, tags=tags, env=env,
+            command, queue=queue, gpus=gpus, image=image, timeout=timeout, expect=expect,
+            front=front, retries=retries, after=after, sweep=sweep, add_params=add_params, name=name, note=note, tags=tags, env=env,
             requirements=requirements, cwd=cwd,
         )  # fmt: skip
 

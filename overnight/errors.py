@@ -142,6 +142,14 @@ class OutputError(OvernightError):
     """Raised when a task's output files cannot be stored, listed or pulled."""
 
 
+class OutputChanged(OutputError):
+    """Raised when a file changed while it was stored: its bytes no longer hash to its digest."""
+
+
+class OutputStoreDown(OutputError):
+    """Raised when an output store cannot be reached: down, unmounted, or its connection lost."""
+
+
 class AgentError(OvernightError):
     """Raised for failures inside an agent while preparing or running a task."""
 

@@ -190,11 +190,7 @@ class TaskSpec:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TaskSpec:
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise SpecError(f"task spec is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(_parse_json(text, "task spec"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,11 +243,25 @@ class Snapshot:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Snapshot:
+        return cls.from_dict(_parse_json(text, "snapshot"))
+
+
+def _parse_json(text: str | bytes, what: str) -> Any:
+    """``text`` as JSON; a :class:`SpecError` that says it is unreadable and why, in words
+    (not "'utf-8' codec can't decode byte 0x80"), when it is not."""
+    fix = "enqueue the task again (or record the snapshot again)"
+    if isinstance(text, bytes):
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise SpecError(f"snapshot is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError(
+                f"{what} is unreadable: it is not text but binary data (byte {exc.start} of "
+                f"{len(exc.object)}); {fix}"
+            ) from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise SpecError(f"{what} is unreadable: it is not valid JSON ({exc}); {fix}") from exc
 
 
 def _str(value: Any, name: str) -> str:

@@ -85,6 +85,20 @@ def test_enqueue_defaults_gpus_by_queue(repo: Repo, redis_url: str) -> None:
     assert (cpu.options.gpus, gpu.options.gpus) == (0, 1)
 
 
+def test_enqueue_expect_and_front(repo: Repo, redis_url: str) -> None:
+    [first] = overnight.enqueue("python train.py", cwd=repo.path, redis_url=redis_url)
+    [ahead] = overnight.enqueue(
+        "python train.py", expect="3h", front=True, cwd=repo.path, redis_url=redis_url
+    )
+    assert ahead.options.expect == 10800
+    client = redis.Redis.from_url(redis_url)
+    try:
+        order = client.lrange("rq:queue:default", 0, -1)
+        assert order == [ahead.id.encode(), first.id.encode()]
+    finally:
+        client.close()
+
+
 def _readme_example() -> str:
     readme = (REPO_ROOT / "README.md").read_text()
     section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]

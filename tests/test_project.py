@@ -27,7 +27,17 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 TEST_COMMAND = "python3 -m pytest"
 INSTALL = "bash .ci/install"
 # The commands .ci/install looks for: the tests give it stand-ins that do nothing.
-INSTALL_LOOKS_FOR = ("redis-server", "git", "ssh", "sshd", "openssl", "gcc", "make", "docker")
+INSTALL_LOOKS_FOR = (
+    "redis-server",
+    "redis-sentinel",
+    "git",
+    "ssh",
+    "sshd",
+    "openssl",
+    "gcc",
+    "make",
+    "docker",
+)
 
 
 def _pyproject() -> dict[str, Any]:
@@ -145,12 +155,13 @@ def test_install_with_everything_there_installs_nothing(tmp_path: Path) -> None:
     assert "no Docker engine answers: the tests marked docker skip" in proc.stderr
 
 
-def test_install_asks_apt_for_a_missing_system_package(tmp_path: Path) -> None:
+@pytest.mark.parametrize("package", ["redis-server", "redis-sentinel"])
+def test_install_asks_apt_for_a_missing_system_package(tmp_path: Path, package: str) -> None:
     root, bin_dir = _install_in(tmp_path)
-    (bin_dir / "redis-server").unlink()
+    (bin_dir / package).unlink()
     proc = _run_install(root, bin_dir)
     assert proc.returncode == 1
-    _assert_asked_for(tmp_path, proc, "redis-server")
+    _assert_asked_for(tmp_path, proc, package)
 
 
 def test_install_docker_wants_the_engine_not_just_a_docker_client(tmp_path: Path) -> None:

@@ -203,3 +203,14 @@ def test_object_ids_of_sha256_repositories_and_prerelease_pythons_are_accepted()
     data["python"] = "3.14.0a1+"
     spec = TaskSpec.from_dict(data)
     assert spec.repo.commit == "e" * 64 and spec.python == "3.14.0a1+"
+
+
+@pytest.mark.parametrize("raw", [b"\x80\xff\x00 garbage", "{not json", b"{not json"])
+def test_a_garbage_spec_is_reported_as_unreadable(raw: str | bytes) -> None:
+    for load, what in ((TaskSpec.from_json, "task spec"), (Snapshot.from_json, "snapshot")):
+        with pytest.raises(SpecError) as info:
+            load(raw)
+        message = str(info.value)
+        assert message.startswith(f"{what} is unreadable: it is not "), message
+        assert "codec" not in message and "utf-8" not in message, message
+        assert "enqueue the task again" in message

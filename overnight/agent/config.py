@@ -19,6 +19,7 @@ from overnight.errors import ConfigError
 from overnight.outputs.locations import check_output_store
 
 ENV_MODES = ("auto", "venv", "docker")  # auto: docker when an engine answers, else venv
+WINDOW_ENDS = ("finish", "stop")  # at a window's close: let runs finish, or stop and requeue them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,12 +80,18 @@ class AgentConfig:
     docker_build_network: str | None = None  # network of install containers (default: engine's)
     uptime: tuple[str, ...] = ()  # windows when new tasks are taken: "fri 19:00-mon 07:00"
     downtime: tuple[str, ...] = ()  # windows when they are not
+    window_end: str = "finish"  # at the close: "finish" running tasks, or "stop" (and requeue)
 
     def __post_init__(self) -> None:
         if self.env_mode not in ENV_MODES:
             raise ConfigError(
                 f"env_mode {self.env_mode!r} is not one of {', '.join(ENV_MODES)}; "
                 "pass --env-mode venv, docker or auto"
+            )
+        if self.window_end not in WINDOW_ENDS:
+            raise ConfigError(
+                f"window_end {self.window_end!r} is not one of {', '.join(WINDOW_ENDS)}; "
+                "pass --window-end finish or stop"
             )
         check_output_store(self.output_store)
         if not self.queues:

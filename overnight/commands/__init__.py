@@ -47,6 +47,14 @@ COMMANDS: dict[str, dict[str, Entry]] = {
             "tasks",
             "Enqueue a copy of a task with params changed in its command; prints the new id.",
         ),
+        "bump": Entry(
+            "order", "Move queued tasks to the front of their queue, in the order given."
+        ),
+        "hold": Entry(
+            "order", "Keep queued tasks from being taken (status held) until `overnight release`."
+        ),
+        "release": Entry("order", "Queue held tasks again, each where it stood when it was held."),
+        "move": Entry("order", "Put queued or held tasks on another queue (held ones stay held)."),
         "outputs": Entry(
             "outputs", "A task's stored output files: path, size, when stored, attempt."
         ),

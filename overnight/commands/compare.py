@@ -18,8 +18,12 @@ from overnight.commands.common import (
     redis_option,
     store_for,
 )
+from overnight.commands.leaderboard import arrange
 from overnight.comparison.codediff import CodeDiff, FileChange
 from overnight.comparison.report import Comparison, Pair, compare_runs
+from overnight.errors import UsageError
+from overnight.queue.index import Query
+from overnight.queue.store import TaskStore
 from overnight.terminal import visible
 
 _STYLES = (("diff --git", {"bold": True}), ("@@", {"fg": "cyan"}), ("+", {"fg": "green"}),
@@ -28,13 +32,27 @@ _PLAIN = ("+++ ", "--- ")
 
 
 @click.command("compare")
-@click.argument("task_ids", metavar="A B [C ...]", nargs=-1, required=True)
+@click.argument("task_ids", metavar="A B [C ...]", nargs=-1)
+@click.option(
+    "--sweep",
+    default=None,
+    metavar="ID",
+    help="The sweep's tasks too, oldest first (or in --sort order), after any IDs given.",
+)
+@click.option(
+    "--sort",
+    default=None,
+    metavar="KEY",
+    help="With --sweep: order its tasks by a metric or param (-KEY descending): the first is A.",
+)
 @click.option("--only-changed", is_flag=True, help="Hide the fields that are equal in all runs.")
 @click.option("--stat", "stat_only", is_flag=True, help="The changed files only, not their diff.")
 @json_option
 @redis_option
 def compare_command(
     task_ids: tuple[str, ...],
+    sweep: str | None,
+    sort: str | None,
     only_changed: bool,
     stat_only: bool,
     as_json: bool,
@@ -49,8 +67,16 @@ def compare_command(
 
     Works from the stored snapshots: commits come from the repository you run it in, from the
     runs' bundles, or from their remote (fetched into a temporary folder, removed afterwards).
+
+    \b
+    overnight compare 38212cde a52fac01
+    overnight compare --sweep 2bef18 --sort loss --only-changed   # the winner against the rest
     """
     _, store = store_for(redis_url)
+    if sort is not None and sweep is None:
+        raise UsageError("--sort orders a sweep's tasks: give --sweep ID too")
+    if sweep is not None:
+        task_ids = (*task_ids, *_sweep_tasks(store, sweep, sort, exclude=task_ids))
     comparison = compare_runs(
         store,
         task_ids,
@@ -196,6 +222,17 @@ def _pair_json(pair: Pair, *, stat_only: bool) -> dict[str, Any]:
     if not stat_only:
         data["diff"] = code.patch
     return data
+
+
+def _sweep_tasks(
+    store: TaskStore, sweep: str, sort: str | None, *, exclude: Sequence[str]
+) -> list[str]:
+    """The ids of the sweep's tasks, oldest first or sorted by ``sort``, less those named."""
+    found = store.resolve_sweep(sweep)
+    records = sorted(store.find(Query(sweep=found, limit=None)), key=lambda r: r.created)
+    named = {store.resolve(task_id) for task_id in exclude}
+    records = [r for r in records if r.id not in named]
+    return [r.id for r in arrange(records, sort=sort, metrics=()).records]
 
 
 def register(cli: click.Group, agent: click.Group) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from overnight.agent.config import ENV_MODES, AgentConfig, load_agent_config
+from overnight.agent.config import ENV_MODES, WINDOW_ENDS, AgentConfig, load_agent_config
 from overnight.agent.environments.base import Environment
 from overnight.agent.gpus.inventory import GPUInventory, open_inventory, parse_gpu_list
 from overnight.agent.run.isolation import (
@@ -103,7 +103,8 @@ def _has_password(url: str | None) -> bool:
         return False
     try:
         parts = urllib.parse.urlsplit(url)
-        return bool(parts.password or urllib.parse.parse_qs(parts.query).get("password"))
+        query = urllib.parse.parse_qs(parts.query)
+        return bool(parts.password or query.get("password") or query.get("sentinel_password"))
     except ValueError:
         return False
 
@@ -154,6 +155,12 @@ def _gpus(config: AgentConfig) -> tuple[tuple[str, ...], GPUInventory | None]:
 @click.option("--grace", type=float, help="Seconds between SIGTERM and SIGKILL on a stop.")
 @click.option("--uptime", multiple=True, help='Take new tasks only then: "fri 19:00-mon 07:00".')
 @click.option("--downtime", multiple=True, help='Take no new tasks then: "mon-fri 09:00-18:00".')
+@click.option(
+    "--window-end",
+    type=click.Choice(WINDOW_ENDS),
+    help="When a window closes: let running tasks finish (default), or stop them (SIGTERM, "
+    "grace) and requeue them at the front.",
+)
 @click.option("--default-image", help="Docker: base image of tasks that name none.")
 @click.option(
     "--docker-user", metavar="UID:GID",

@@ -42,6 +42,14 @@ from overnight.recorder.snapshot import SnapshotOptions, record
     epilog=IGNORED_NOTE,
 )
 @run_options(retries=0)
+@click.option(
+    "--expect",
+    default=None,
+    metavar="DURATION",
+    help="How long it is expected to run, e.g. 3h: an agent whose window closes sooner leaves "
+    "it for later. Default: learned from finished runs of its sweep or command.",
+)
+@click.option("--front", is_flag=True, help="Put it ahead of the tasks already queued.")
 @click.option("--after", multiple=True, metavar="ID", help="Start only after task ID finished.")
 @click.option(
     "--sweep",
@@ -67,6 +75,8 @@ def enqueue_command(
     image: str | None,
     timeout: str | None,
     grace: str | None,
+    expect: str | None,
+    front: bool,
     retries: int,
     after: tuple[str, ...],
     sweeps: tuple[str, ...],
@@ -93,7 +103,7 @@ def enqueue_command(
     parsed_sweeps = [parse_sweep(s) for s in sweeps]
     declared = declared_params(command, Path.cwd()) if parsed_sweeps else ()
     expand(command, parsed_sweeps, declared=declared, add=add_param)  # bad sweeps fail first
-    for value, what in ((timeout, "--timeout"), (grace, "--grace")):
+    for value, what in ((timeout, "--timeout"), (grace, "--grace"), (expect, "--expect")):
         if value is not None:
             parse_duration(value, what=what)
     config = load_config(
@@ -105,12 +115,12 @@ def enqueue_command(
     reap_lost(store)
     options = task_options(
         store, config, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
-        after=after, grace=grace,
+        after=after, grace=grace, expect=expect,
     )  # fmt: skip
     snapshot_options = options_from_flags(flags, config)
     records = submit_command(
         store, Path.cwd(), command, options, snapshot_options, parsed_sweeps,
-        declared=declared, add_param=add_param, quiet=quiet,
+        declared=declared, add_param=add_param, quiet=quiet, at_front=front,
     )  # fmt: skip
     sweep = records[0].sweep
     if sweep is not None:  # on stderr: stdout holds the ids alone, for $(...) and xargs
@@ -139,6 +149,7 @@ def task_options(
     retries: int,
     after: Sequence[str],
     grace: str | None = None,
+    expect: str | None = None,
 ) -> TaskOptions:
     """How to run the task, from the flags: durations parsed, ``--after`` prefixes resolved and
     ``--gpus`` (None: not given) defaulted by queue."""
@@ -151,6 +162,7 @@ def task_options(
         retries=retries,
         after=tuple(store.resolve(a) for a in after),
         grace=parse_duration(grace, what="--grace") if grace is not None else None,
+        expect=parse_duration(expect, what="--expect") if expect is not None else None,
     )
 
 
@@ -165,16 +177,18 @@ def submit_command(
     declared: Sequence[Param] = (),
     add_param: bool = False,
     quiet: bool = False,
+    at_front: bool = False,
 ) -> list[TaskRecord]:
     """Snapshot ``cwd`` for ``argv`` and enqueue it (once, or once per sweep combination);
-    ``declared`` are the options its script declares, ``add_param`` allows sweeps over others.
-    Warnings and the account of what was recorded go to stderr."""
+    ``declared`` are the options its script declares, ``add_param`` allows sweeps over others,
+    ``at_front`` puts the tasks ahead of those already queued. Warnings and the account of what
+    was recorded go to stderr."""
     recording = record(cwd, argv, snapshot_options, dict(os.environ))
     told = review(recording, quiet=quiet)  # a missing script fails here, before anything queues
     snapshot = recording.snapshot
     records = submit_sweep(
         store, snapshot, options, sweeps, name=snapshot.spec.name, declared=declared,
-        add_params=add_param,
+        add_params=add_param, at_front=at_front,
     )  # fmt: skip
     for warning in told.warnings:  # after: a failing enqueue says only why, in one line
         echo(f"overnight: warning: {warning}", err=True)

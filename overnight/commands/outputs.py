@@ -105,6 +105,12 @@ def pull_command(
             base = dest if dest is not None else Path("overnight-outputs")
             where = base / found.task_id if several or dest is None else base
             report = _pull_one(client, found, where)
+            if report.cleaned:
+                echo(
+                    f"{found.task_id}: removed {len(report.cleaned)} partial file(s) an "
+                    "interrupted pull left",
+                    err=True,
+                )
             for failure in report.failed:
                 echo(f"not pulled: {found.task_id}: {failure}", err=True)
             echo(

@@ -45,7 +45,7 @@ from overnight.terminal import visible
 from overnight.units import format_duration
 
 LOOKBACK = 7 * 86400  # summary also looks at tasks created this long before --since
-_WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})
+_WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.HELD})
 _FAILED = frozenset({TaskStatus.FAILED, TaskStatus.LOST})
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import click
+import redis
 
 from overnight.commands.common import (
     add_param_option,
@@ -37,9 +38,17 @@ from overnight.commands.views import (
     show_lines,
     spec_json,
 )
-from overnight.errors import CorruptRecord, InvalidTransition, OvernightError, SpecError, UsageError
+from overnight.errors import (
+    ConnectionFailed,
+    CorruptRecord,
+    InvalidTransition,
+    OvernightError,
+    SpecError,
+    UsageError,
+)
 from overnight.outputs import manifest
 from overnight.outputs.stores import open_store
+from overnight.queue import keys, replies
 from overnight.queue.agents import AgentRegistry
 from overnight.queue.cancel import cancel_queue, request_cancel
 from overnight.queue.durations import parse_duration, parse_since
@@ -55,6 +64,9 @@ from overnight.terminal import visible
 
 _STATUSES = [s.value for s in TaskStatus]
 _REAP_EVERY = 5.0  # seconds between lost-task checks while a command waits
+_FIRST_PAUSE, _MAX_PAUSE = 0.25, 10.0  # seconds between tries while Redis is away
+_REDIS_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionFailed)
+"""The agent's ``CONNECTION_ERRORS``, without importing the agent (``ls`` stays light)."""
 
 
 @click.command("ls")
@@ -186,6 +198,8 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
         data["metric_series"] = store.metric_series(record.id)
         data["spec"] = spec_json(spec, show_secrets=show_secrets) if spec is not None else None
         data["log_bytes"] = store.logs.size(record.id)
+        data["waits"] = _waits(store, record)
+        data["log_trimmed_lines"] = store.logs.trimmed(record.id)[0]
         found = manifest.read(store.redis, record.id)
         data["outputs"] = {"files": len(found.entries), "bytes": found.total_size,
                            "notes": {n.path: n.reason for n in found.notes}}  # fmt: skip
@@ -193,6 +207,8 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
         return
     for line in show_lines(record, spec, problem):
         echo(line)
+    for line in _log_losses(store, record):
+        echo(f"log:          {line}")
     found = manifest.read(store.redis, record.id)
     if found.entries or found.notes or found.refused:
         echo(f"outputs:      {summary(found)} (overnight outputs {record.id} lists them)")
@@ -204,6 +220,31 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
     offer = offer_problem(record, agents)
     if offer:
         echo(f"warning:      {offer}")
+    waits = _waits(store, record)
+    if waits:
+        echo(f"waits:        {waits}")
+
+
+def _waits(store: TaskStore, record: TaskRecord) -> str | None:
+    """Why an agent leaves this queued task for later (it would not fit its window)."""
+    if record.status is not TaskStatus.QUEUED:
+        return None
+    raw = replies.raw(store.redis.get(keys.wait_reason(record.id)))
+    return raw.decode(errors="replace") if raw is not None else None
+
+
+def _log_losses(store: TaskStore, record: TaskRecord) -> list[str]:
+    """What of the task's output its log lacks: lines trimmed past the cap, lines lost on the
+    way (the agent could not deliver them)."""
+    losses = []
+    trimmed = store.logs.trimmed_text(record.id)
+    if trimmed:
+        losses.append(trimmed)
+    run = record.extra.get("run")
+    dropped = run.get("dropped_log_lines") if isinstance(run, dict) else None
+    if isinstance(dropped, int) and dropped > 0:
+        losses.append(f"{dropped} lines of output were lost: the agent could not store them")
+    return losses
 
 
 @click.command("logs")
@@ -233,9 +274,34 @@ def logs_command(
     after = next((e.id for e in reversed(entries) if not e.marker), None)
     if after is None:
         after = "0-0" if entries else "0"
-    for entry in store.logs.follow(full_id, until=_ended(store, full_id), after=after):
-        if not entry.marker:
-            _echo_line(entry, timestamps)
+    _follow(store, full_id, after, timestamps)
+
+
+def _follow(store: TaskStore, task_id: str, after: str, timestamps: bool) -> None:
+    """Print new lines until the task ends, waiting out Redis outages as agents do: retried
+    after pauses that double up to ``_MAX_PAUSE``, going on after the last line printed."""
+    ended = _ended(store, task_id)
+    pause, away = _FIRST_PAUSE, False
+    while True:
+        try:
+            if away:
+                store.redis.ping()
+                click.echo("overnight: Redis answers again; following the log", err=True)
+                pause, away = _FIRST_PAUSE, False
+            for entry in store.logs.follow(task_id, until=ended, after=after):
+                if not entry.marker:
+                    _echo_line(entry, timestamps)
+                    after = entry.id
+            return
+        except _REDIS_AWAY as exc:
+            if not away:
+                click.echo(
+                    f"overnight: Redis is unreachable ({exc}); waiting for it (Ctrl-C to stop)",
+                    err=True,
+                )
+            away = True
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
 
 
 FORGED = "[task output] "
@@ -379,14 +445,27 @@ _NEW_GPUS = click.option(
 @click.argument("task_id", metavar="ID")
 @_NEW_QUEUE
 @_NEW_GPUS
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Start from the first task's stored outputs: restored into the new task's tree, with "
+    "OVERNIGHT_RESUME=1.",
+)
 @json_option
 @redis_option
 def retry_command(
-    task_id: str, queue: str | None, gpus: int | None, as_json: bool, redis_url: str | None
+    task_id: str,
+    queue: str | None,
+    gpus: int | None,
+    resume: bool,
+    as_json: bool,
+    redis_url: str | None,
 ) -> None:
     """Enqueue the same spec again as a new task linked to the first; prints the new id.
 
-    The new task's `show` says `retry of ID`; the first one's notes say `retried as NEW`.
+    The new task's `show` says `retry of ID`; the first one's notes say `retried as NEW`. With
+    --resume the new task's tree gets the first one's stored outputs (its checkpoints) before it
+    starts, and OVERNIGHT_RESUME=1.
     """
     _, store = store_for(redis_url)
     record = store.get(store.resolve(task_id))
@@ -400,9 +479,14 @@ def retry_command(
     sub = Submission(
         snapshot, options, argv=record.argv, name=record.name, retry_of=record.id,
         note=record.note, tags=record.tags, sweep=record.sweep,
+        outputs_of=record.id if resume else None,
     )  # fmt: skip
     new = submit_many(store, [sub])[0]
     store.add_note(record.id, f"retried as {new.id}")
+    if resume and not manifest.read(store.redis, new.id).entries:
+        click.echo(
+            f"warning: task {record.id} has no stored outputs; the retry starts afresh", err=True
+        )
     _print_new(new, as_json)
     if record.extra.get(FAILED_ON) == "requirements":
         listed = snapshot.spec.requirements.path or "the requirements"

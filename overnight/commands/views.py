@@ -141,6 +141,8 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
         extras.append(f"image={options.image}")
     if options.timeout is not None:
         extras.append(f"timeout={format_duration(options.timeout)}")
+    if options.expect is not None:
+        extras.append(f"expect={format_duration(options.expect)}")
     if options.retries:
         extras.append(f"retries={options.retries} (requeued if its agent vanishes, not on failure)")
     rows.append(("options", " ".join(extras)))

@@ -107,6 +107,7 @@ class StudySettings:
             timeout=_optional(opts.get("timeout"), float),
             retries=_typed(opts["retries"], int),
             grace=_optional(opts.get("grace"), float),
+            expect=_optional(opts.get("expect"), float),
         )
         spellings = data.get("spellings", {})
         if not isinstance(spellings, dict):

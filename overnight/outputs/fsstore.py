@@ -15,6 +15,7 @@ agent outlives a store that was down.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import re
 import threading
@@ -24,11 +25,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from overnight.errors import OutputError
+from overnight.errors import OutputChanged, OutputError, OutputStoreDown
 from overnight.outputs.locations import check_output_store, public_store_url
 from overnight.outputs.store import CHUNK, OutputStore
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_UNREACHABLE = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EPIPE,
+        errno.ENOTCONN,
+    }
+)
 _EXTRA = {"s3": "s3"}  # scheme -> the extra that installs its file system (default: stores)
 
 
@@ -134,7 +147,7 @@ class FsspecOutputStore(OutputStore):
         with self._failing(action):
             out.close()  # where a pipelined or buffered write reports a full disk
         if hasher.hexdigest() != digest:
-            raise OutputError(
+            raise OutputChanged(
                 f"cannot store blob {digest} in {self.url}: its bytes hash to "
                 f"{hasher.hexdigest()} (the file changed while it was read); nothing was kept, "
                 "the next sync stores it again"
@@ -179,7 +192,7 @@ class FsspecOutputStore(OutputStore):
                 raise
             found = False
         if not found:
-            raise OutputError(
+            raise OutputStoreDown(
                 f"output store {self.url}: its folder {self._root} does not exist (a share "
                 "that is not mounted?); create it once (mkdir -p) or mount the share there"
             )
@@ -224,11 +237,13 @@ class FsspecOutputStore(OutputStore):
         except ImportError as exc:
             raise self._missing(exc) from exc
         except Exception as exc:
-            if not (isinstance(exc, OSError) and exc.errno is not None):
+            code = exc.errno if isinstance(exc, OSError) else None
+            if code is None:
                 # not the store's answer (no space, no access) but perhaps a broken or stuck
                 # connection: the next call makes a new one
                 self._drop()
-            raise OutputError(
+            down = action == "connect" or code is None or code in _UNREACHABLE
+            raise (OutputStoreDown if down else OutputError)(
                 f"output store {self.url}: cannot {action}: {self._cause(exc)}; check that it is "
                 "reachable, writable and has space, or set output_store to another store"
             ) from exc

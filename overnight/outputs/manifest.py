@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from overnight.errors import SpecError
 from overnight.queue import keys, replies
@@ -145,6 +146,31 @@ def read(client: redis.Redis, task_id: str) -> Manifest:
     entries.sort(key=lambda e: e.path)
     notes.sort(key=lambda n: n.path)
     return Manifest(task_id, tuple(entries), tuple(notes), tuple(sorted(refused)))
+
+
+def watched_entries(pipe: Pipeline, task_id: str) -> dict[str, str]:
+    """The task's valid entries (path -> their JSON), its manifest watched on ``pipe`` so that a
+    ``gc`` removing it before :func:`queue_inherit` runs makes the transaction retry."""
+    replies.watch(pipe, entries_key(task_id))
+    found: dict[str, str] = {}
+    for field, value in pipe.hgetall(entries_key(task_id)).items():
+        path, raw = replies.text(field), replies.text(value)
+        try:
+            found[path] = parse_entry(path, raw).to_json()
+        except (ValueError, TypeError):
+            continue  # refused when read: not handed on
+    return found
+
+
+def queue_inherit(pipe: Pipeline, task_id: str, entries: dict[str, str]) -> None:
+    """In a transaction: give ``task_id`` the entries of :func:`watched_entries` (``retry
+    --resume``), each blob claimed for it, so that the new task restores them and ``gc`` of the
+    first task keeps them."""
+    if not entries:
+        return
+    pipe.hset(entries_key(task_id), mapping=entries)  # type: ignore[arg-type]
+    for raw in entries.values():
+        pipe.sadd(users_key(json.loads(raw)["digest"]), task_id)
 
 
 def claim(client: redis.Redis, task_id: str, digest: str) -> None:

@@ -4,7 +4,9 @@ Nothing read from Redis is trusted: a manifest's path that could leave the folde
 (the manifest refuses it when read, and the final path is checked again against the folder), a
 file is written to a temporary name beside its place and renamed only once its bytes hashed to
 the manifest's digest, and a file already there with that digest is not fetched again, so a pull
-that was interrupted resumes by running it again.
+that was interrupted resumes by running it again. A pull killed mid-file (SIGKILL, a power cut)
+leaves its temporary file behind: the next pull removes those it finds in the folders its files go
+to, before it fetches.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class PullReport:
     fetched: list[str] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)  # identical here already
     failed: list[str] = dataclasses.field(default_factory=list)  # "path: why", refused included
+    cleaned: list[str] = dataclasses.field(default_factory=list)  # an interrupted pull's parts
 
 
 def pull(
@@ -42,6 +45,9 @@ def pull(
     report = PullReport(failed=list(manifest.refused))
     root = dest.absolute()
     root.mkdir(parents=True, exist_ok=True)
+    folders = {tuple(e.path.split("/")[:-1]) for e in manifest.entries if not path_fault(e.path)}
+    for folder in sorted(folders):
+        report.cleaned.extend(_remove_parts(root, folder))
     for entry in manifest.entries:
         try:
             target = _target(root, entry.path)
@@ -74,6 +80,35 @@ def _target(root: Path, path: str) -> Path:
             )
         folder.mkdir(exist_ok=True)
     return folder / parts[-1]
+
+
+def _remove_parts(root: Path, folder: tuple[str, ...]) -> list[str]:
+    """Remove the temporary files of an interrupted pull from ``root/folder``, reached without
+    following a symbolic link; their paths under ``root``."""
+    removed: list[str] = []
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return removed
+    try:
+        for part in folder:
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                return removed  # not there yet, or not a folder of ours: nothing left in it
+            os.close(fd)
+            fd = inner
+        with os.scandir(fd) as found:
+            names = [e.name for e in found if e.name.endswith(PART_SUFFIX) and e.is_file()]
+        for name in names:
+            try:
+                os.unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            removed.append("/".join((*folder, name)))
+    finally:
+        os.close(fd)
+    return removed
 
 
 def _identical(target: Path, entry: OutputEntry) -> bool:

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import redis
 
-from overnight.errors import OutputError
+from overnight.errors import OutputChanged, OutputError, OutputStoreDown
 from overnight.outputs.store import CHUNK, OutputStore
 from overnight.queue import keys, replies
 
@@ -52,7 +52,7 @@ class RedisOutputStore(OutputStore):
                 pipe.expire(temporary, PARTIAL_TTL)
                 pipe.execute()
             if sha.hexdigest() != digest:
-                raise OutputError(
+                raise OutputChanged(
                     f"the file changed while it was stored (its bytes hash to "
                     f"{sha.hexdigest()[:12]}, not {digest[:12]}); it is stored at the next sync"
                 )
@@ -64,9 +64,7 @@ class RedisOutputStore(OutputStore):
             pipe.execute()
         except redis.RedisError as exc:
             self._forget(temporary)
-            raise OutputError(
-                f"cannot store a blob in Redis: {exc}; check the Redis server"
-            ) from exc
+            raise _failure(exc, "cannot store a blob in Redis") from exc
         except BaseException:
             self._forget(temporary)
             raise
@@ -97,9 +95,19 @@ class RedisOutputStore(OutputStore):
         try:
             return call()
         except redis.RedisError as exc:
-            raise OutputError(
-                f"the Redis output store failed: {exc}; check the Redis server"
-            ) from exc
+            raise _failure(exc, "the Redis output store failed") from exc
+
+
+def _failure(exc: redis.RedisError, what: str) -> OutputError:
+    """Down (no connection) or refusing (out of memory, read-only): one line naming it."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return OutputStoreDown(f"{what}: {exc}; check that the Redis server is up")
+    if "maxmemory" in str(exc):
+        return OutputError(
+            f"{what}: Redis is out of memory (its maxmemory reached); set output_store to a "
+            "file:// or sftp:// store for large outputs, or give Redis more memory"
+        )
+    return OutputError(f"{what}: {exc}; check the Redis server")
 
 
 def _rechunked(chunks: Iterable[bytes]) -> Iterator[bytes]:

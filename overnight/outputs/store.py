@@ -34,8 +34,10 @@ class OutputStore(abc.ABC):
     def write(self, digest: str, chunks: Iterable[bytes]) -> None:
         """Store the bytes ``chunks`` yields under ``digest``, visible only once complete.
 
-        Raises :class:`overnight.errors.OutputError` when the bytes do not hash to ``digest``
-        (the file changed while it was read), leaving nothing stored, or when the store fails.
+        Raises :class:`overnight.errors.OutputChanged` when the bytes do not hash to ``digest``
+        (the file changed while it was read), leaving nothing stored;
+        :class:`overnight.errors.OutputStoreDown` when the store cannot be reached, and
+        :class:`overnight.errors.OutputError` when it refuses the blob (full, read-only).
         """
 
     @abc.abstractmethod

@@ -9,7 +9,7 @@ from overnight.queue import keys
 from overnight.queue.records import ACTIVE_STATUSES, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
-_NOT_STARTED = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})
+_NOT_STARTED = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.HELD})
 _FLAG_TTL = 7 * 24 * 3600  # a flag outliving its task (it ended as the flag was set) expires
 
 
@@ -27,6 +27,7 @@ def request_cancel(store: TaskStore, task_id: str) -> TaskRecord:
     if record.status in ACTIVE_STATUSES:
         store.redis.set(keys.cancel(task_id), f"{time.time():.3f}", ex=_FLAG_TTL)
         store.add_note(task_id, f"cancel requested while {record.status.value}")
+        store.acks.confirm(store.redis, f"the cancel request of task {task_id}")
         return store.get(task_id)
     raise InvalidTransition(
         f"task {task_id} already {record.status.value}; there is nothing to cancel"

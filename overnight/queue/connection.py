@@ -2,7 +2,8 @@
 
 Every form redis-py reads works: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS;
 ``?ssl_ca_certs=/path/ca.pem`` or ``?ssl_cert_reqs=none`` in the query) and
-``unix:///path/to/socket?db=0``. Messages show the URL with its password replaced.
+``unix:///path/to/socket?db=0``, and ``redis+sentinel://`` for a master found through Redis
+Sentinel (:mod:`overnight.queue.sentinel`). Messages show the URL with its password replaced.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ import redis
 from redis.exceptions import AuthorizationError
 
 from overnight.errors import ConnectionFailed
+from overnight.queue import sentinel
+from overnight.queue.replication import Acks
 
-_SECRET_PARAMS = frozenset({"password", "ssl_password"})
+_SECRET_PARAMS = frozenset({"password", "ssl_password", "sentinel_password"})
+_FORMS = (
+    "redis://[user:password@]host:port/db, rediss://..., unix:///path/to/socket or " + sentinel.FORM
+)
 
 
 def redact_url(url: str) -> str:
@@ -38,19 +44,25 @@ def redact_url(url: str) -> str:
     return text + (f"#{parts.fragment}" if parts.fragment else "")
 
 
-def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``), checked with a PING.
+def connect(url: str, *, timeout: float = 5.0, read_timeout: float | None = None) -> redis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``),
+    checked with a PING; ``read_timeout`` (else ``timeout``) bounds each reply.
 
     The client returns bytes (RQ needs that). Raises :class:`ConnectionFailed` naming the URL
     without its password.
     """
     shown = redact_url(url)
+    replies = timeout if read_timeout is None else read_timeout
     try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        if urlsplit(url).scheme == sentinel.SCHEME:
+            client = sentinel.SentinelURL.parse(url).client(replies, timeout)
+        else:
+            client = redis.Redis.from_url(
+                url, socket_timeout=replies, socket_connect_timeout=timeout
+            )
     except (ValueError, TypeError) as exc:
         raise ConnectionFailed(
-            f"invalid Redis URL {shown}: {_reason(exc, url, shown)}; use "
-            "redis://[user:password@]host:port/db, rediss://... or unix:///path/to/socket"
+            f"invalid Redis URL {shown}: {_reason(exc, url, shown)}; use {_FORMS}"
         ) from exc
     try:
         client.ping()
@@ -73,6 +85,17 @@ def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
             "--redis-url (or set OVERNIGHT_REDIS_URL)"
         ) from exc
     return client
+
+
+def acks_for(url: str) -> Acks:
+    """Which writes wait for replicas at ``url``: behind Sentinel, the URL's ``wait_replicas``
+    (default 1); elsewhere none (an invalid URL fails in :func:`connect`, not here)."""
+    try:
+        if urlsplit(url).scheme == sentinel.SCHEME:
+            return sentinel.SentinelURL.parse(url).acks()
+    except ValueError:
+        pass
+    return Acks()
 
 
 def _reason(exc: Exception, url: str, shown: str) -> str:

@@ -93,6 +93,9 @@ class TaskIndex:
 
     @staticmethod
     def move(pipe: Pipeline, old: TaskRecord, new: TaskRecord) -> None:
+        if old.options.queue != new.options.queue:
+            pipe.zrem(keys.by_queue(old.options.queue), old.id)
+            pipe.zadd(keys.by_queue(new.options.queue), {new.id: new.created})
         if old.status is not new.status:
             pipe.zrem(keys.by_status(old.status.value), old.id)
             pipe.zadd(keys.by_status(new.status.value), {new.id: new.created})

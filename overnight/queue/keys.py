@@ -69,6 +69,16 @@ def cancel(task_id: str) -> str:
     return f"{PREFIX}cancel:{task_id}"
 
 
+def held_place(task_id: str) -> str:
+    """List saying where a held task stood in its queue: a marker, then the ids behind it."""
+    return f"{PREFIX}heldplace:{task_id}"
+
+
+def wait_reason(task_id: str) -> str:
+    """Why an agent left a queued task in place (it would not fit its window); expires."""
+    return f"{PREFIX}wait:{task_id}"
+
+
 def dependents(task_id: str) -> str:
     """Set of waiting tasks that run only after this one finishes."""
     return f"{PREFIX}dependents:{task_id}"

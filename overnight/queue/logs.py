@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from overnight.queue import keys, replies
+from overnight.queue.replication import Acks
 from overnight.units import format_bytes
 
 DEFAULT_CAP_BYTES = 50 * 1024 * 1024
@@ -47,15 +48,23 @@ class LogEntry:
 class LogStore:
     """Appends to, reads and follows task logs."""
 
-    def __init__(self, redis_client: redis.Redis, *, cap_bytes: int = DEFAULT_CAP_BYTES) -> None:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        cap_bytes: int = DEFAULT_CAP_BYTES,
+        acks: Acks | None = None,
+    ) -> None:
         self._redis = redis_client
         self.cap_bytes = cap_bytes
+        self._acks = acks or Acks()
 
     def append(
         self, task_id: str, batch: Sequence[tuple[float, str] | tuple[float, str, bool]]
     ) -> None:
         """Add lines (unix time, text without newline, and whether the agent wrote it: False
-        when left out) in one round trip; trims past the cap."""
+        when left out) in one round trip, acknowledged by the replicas when the store asks for
+        that (the ``WAIT`` goes in the same round trip); trims past the cap."""
         if not batch:
             return
         key = keys.log(task_id)
@@ -71,7 +80,13 @@ class LogStore:
             pipe.xadd(key, fields)
             added += len(line.encode("utf-8", "replace"))
         pipe.hincrby(meta, "bytes", added)
-        total = int(pipe.execute()[-1])
+        if self._acks.waiting:
+            self._acks.queue_wait(pipe)
+            *_, total, reached = pipe.execute()
+            self._acks.check(reached, f"task {task_id}'s log batch")
+        else:
+            total = pipe.execute()[-1]
+        total = int(total)
         if total > self.cap_bytes:
             self._trim(task_id, total)
 
@@ -106,24 +121,37 @@ class LogStore:
         pipe.hincrby(meta, "bytes", -freed)
         pipe.hincrby(meta, "trimmed_lines", lines)
         pipe.hincrby(meta, "trimmed_bytes", freed)
+        pipe.hset(meta, "cap", self.cap_bytes)  # a reader's own cap may differ from the agent's
         pipe.execute()
 
     def _marked(self, task_id: str) -> bool:
         return bool(self._redis.hexists(keys.log_meta(task_id), "marked"))
 
-    def _marker(self, task_id: str, first: LogEntry | None) -> LogEntry | None:
-        meta = self._redis.hgetall(keys.log_meta(task_id))
-        lines = int(meta.get(b"trimmed_lines", 0))
+    def trimmed(self, task_id: str) -> tuple[int, int, int]:
+        """The lines and bytes trimmed from the head of the task's log, and the cap in bytes
+        that it was trimmed to keep under."""
+        meta = self._redis.hmget(keys.log_meta(task_id), ["trimmed_lines", "trimmed_bytes", "cap"])
+        return int(meta[0] or 0), int(meta[1] or 0), int(meta[2] or self.cap_bytes)
+
+    def trimmed_text(self, task_id: str) -> str | None:
+        """What was trimmed, in words ("1200 earlier lines (3.1 MB) were trimmed to keep this
+        log under 50 MB"); None when nothing was."""
+        lines, size, cap = self.trimmed(task_id)
         if lines <= 0:
             return None
-        size = format_bytes(int(meta.get(b"trimmed_bytes", 0)))
+        return (
+            f"{lines} earlier lines ({format_bytes(size)}) were trimmed to keep this log under "
+            f"{format_bytes(cap)}"
+        )
+
+    def _marker(self, task_id: str, first: LogEntry | None) -> LogEntry | None:
+        text = self.trimmed_text(task_id)
+        if text is None:
+            return None
         return LogEntry(
             id="0-0",
             time=first.time if first else time.time(),
-            line=(
-                f"[overnight: {lines} earlier lines ({size}) were trimmed to keep this log under "
-                f"{format_bytes(self.cap_bytes)}]"
-            ),
+            line=f"[overnight: {text}]",
             marker=True,
         )
 

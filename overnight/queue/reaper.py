@@ -128,7 +128,8 @@ def _lose(
     only_if_silent: bool = False,
     held_by: str | None = None,
 ) -> bool:
-    """Mark the task lost and requeue it if it has retries left; False when it moved on.
+    """Mark the task lost and requeue it at the front of its queue if it has retries left;
+    False when it moved on.
 
     A task whose cancel was requested (its agent vanished before it could stop it) is canceled
     instead, and never requeued.
@@ -151,10 +152,11 @@ def _lose(
         )
     except InvalidTransition:
         return False  # it heartbeated, ended or changed hands meanwhile, or was reaped
-    if retry:
+    if retry:  # at the front: it waited its turn once already
         store.requeue(
             record.id,
             note=f"attempt {record.attempt + 2} of {record.options.retries + 1}, {why}",
             new_attempt=True,
+            at_front=True,
         )
     return True

@@ -19,6 +19,7 @@ class TaskStatus(str, enum.Enum):
 
     QUEUED = "queued"
     WAITING = "waiting"  # waits for another task (--after)
+    HELD = "held"  # kept off its queue by `overnight hold` until `overnight release`
     PREPARING = "preparing"  # workspace and environment being built
     RUNNING = "running"
     FINISHED = "finished"
@@ -65,6 +66,7 @@ class TaskOptions:
     retries: int = 0
     after: tuple[str, ...] = ()  # task ids this one waits for
     grace: float | None = None  # seconds between SIGTERM and SIGKILL; None: the agent's default
+    expect: float | None = None  # seconds it is expected to run (--expect); None: learned
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,9 +86,10 @@ class Change:
     attempt: int | None = None
     name: str | None = None
     metrics: Mapping[str, MetricSummary] | None = None  # replaces the record's metrics
+    queue: str | None = None  # moves the task to this queue (its options' queue)
 
     def __post_init__(self) -> None:
-        for field in ("agent", "error", "name"):
+        for field in ("agent", "error", "name", "queue"):
             value = getattr(self, field)
             if value is not None:
                 _str(value)
@@ -114,6 +117,8 @@ class Change:
         }
         if self.extra is not None:
             values["extra"] = {**record.extra, **self.extra}
+        if self.queue is not None:
+            values["options"] = dataclasses.replace(record.options, queue=values.pop("queue"))
         return dataclasses.replace(record, **values)
 
 
@@ -346,6 +351,7 @@ _OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
     "timeout": _seconds,
     "retries": _int,
     "grace": _seconds,
+    "expect": _seconds,
 }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from overnight.queue import replies
+from overnight.queue import keys, replies
 from overnight.queue.records import ACTIVE_STATUSES, TaskStatus
 
 ENTRY_POINT = "overnight.queue.jobs.run_task"
@@ -40,6 +40,7 @@ EXECUTION = "overnight"
 _RQ_STATUS = {
     TaskStatus.QUEUED: "queued",
     TaskStatus.WAITING: "deferred",
+    TaskStatus.HELD: "deferred",  # in the deferred registry, off the queue: no worker takes it
     TaskStatus.PREPARING: "started",
     TaskStatus.RUNNING: "started",
     TaskStatus.FINISHED: "finished",
@@ -48,6 +49,49 @@ _RQ_STATUS = {
     TaskStatus.CANCELED: "canceled",
 }
 """The RQ job status (``rq.job.JobStatus``) of each task status."""
+
+PLACE_DEPTH = 100
+"""How many of the ids behind a held task its place remembers (:data:`_SAVE_PLACE`)."""
+
+_SAVE_PLACE = """
+redis.call('DEL', KEYS[2])
+local pos = redis.call('LPOS', KEYS[1], ARGV[1])
+local depth = tonumber(ARGV[2])
+local behind
+if pos then
+  behind = redis.call('LRANGE', KEYS[1], pos + 1, pos + depth)
+else
+  behind = redis.call('LRANGE', KEYS[1], 0, depth - 1)
+end
+local marker = 's'
+if not pos and #behind == 0 then marker = 'f' end
+redis.call('RPUSH', KEYS[2], marker, unpack(behind))
+return pos
+"""
+"""Where a task being held stands: the ids behind it (all of the queue when an agent has just
+popped it from the head), after a marker (``f``: it was alone at the front)."""
+
+_RESTORE_PLACE = """
+local place = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+if #place == 0 then
+  if ARGV[2] == '1' then redis.call('LPUSH', KEYS[1], ARGV[1])
+  else redis.call('RPUSH', KEYS[1], ARGV[1]) end
+  return -2
+end
+for i = 2, #place do
+  if redis.call('LPOS', KEYS[1], place[i]) then
+    redis.call('LINSERT', KEYS[1], 'BEFORE', place[i], ARGV[1])
+    return i - 1
+  end
+end
+if place[1] == 'f' or #place > 1 then redis.call('LPUSH', KEYS[1], ARGV[1])
+else redis.call('RPUSH', KEYS[1], ARGV[1]) end
+return -1
+"""
+"""A released task back where it stood: before the first of the ids that were behind it and are
+still queued; at the front when all of them were taken (so were the ones ahead); at the back
+when nothing was behind it, or no place was kept (it moved queue while held)."""
 
 QUEUES_KEY = "rq:queues"
 """The set of RQ's queue keys (``Queue.redis_queues_keys``)."""
@@ -180,34 +224,58 @@ class RQMirror:
         after: Sequence[str] = (),
         agent: str | None = None,
         at_front: bool = False,
+        previous: TaskStatus | None = None,
+        old_queue: str | None = None,
     ) -> None:
-        """Queue, on a transaction in MULTI mode, the RQ side of a status change."""
+        """Queue, on a transaction in MULTI mode, the RQ side of a status change.
+
+        ``previous`` is the task's status before it: a queued task becoming held keeps its place
+        (:data:`_SAVE_PLACE`), a held one queued again gets it back. ``old_queue``, when it is
+        not ``queue_name``, moves the job from that queue to this one.
+        """
         if not state.exists:
             if status is TaskStatus.QUEUED:
                 self.push_new(pipe, self.new_job(task_id, queue_name), at_front=at_front)
             return  # a job hash that is gone stays gone: writing parts of one would break RQ
+        source = old_queue or queue_name
         queue = queue_key(queue_name)
         stamp = _timestamp()
         mapping: dict[Any, Any] = {"status": _RQ_STATUS[status]}
+        if source != queue_name:
+            mapping["origin"] = queue_name
+            pipe.delete(keys.held_place(task_id))  # a place in another queue means nothing here
+            pipe.sadd(QUEUES_KEY, queue)
+        if status is TaskStatus.HELD and previous is TaskStatus.QUEUED:
+            place = keys.held_place(task_id)
+            pipe.eval(_SAVE_PLACE, 2, queue_key(source), place, task_id, PLACE_DEPTH)
         if state.started_entries:
-            pipe.zrem(registry_key("wip", queue_name), *state.started_entries)
-        pipe.lrem(queue, 0, task_id)
-        pipe.lrem(f"{queue}:intermediate", 0, task_id)  # RQ's Queue.intermediate_queue_key
-        pipe.zrem(registry_key("deferred", queue_name), task_id)
+            pipe.zrem(registry_key("wip", source), *state.started_entries)
+        pipe.lrem(queue_key(source), 0, task_id)
+        pipe.lrem(f"{queue_key(source)}:intermediate", 0, task_id)  # RQ's intermediate_queue_key
+        pipe.zrem(registry_key("deferred", source), task_id)
         for dependency in after:
             pipe.srem(dependents_key(dependency), task_id)
         for kind in ("finished", "failed", "canceled"):
-            pipe.zrem(registry_key(kind, queue_name), task_id)
+            pipe.zrem(registry_key(kind, source), task_id)
 
         if status is TaskStatus.QUEUED:
             mapping.update(enqueued_at=stamp, started_at="", ended_at="", worker_name="")
-            (pipe.lpush if at_front else pipe.rpush)(queue, task_id)
+            if previous is TaskStatus.HELD:
+                pipe.eval(
+                    _RESTORE_PLACE, 2, queue, keys.held_place(task_id), task_id, int(at_front)
+                )
+            else:
+                (pipe.lpush if at_front else pipe.rpush)(queue, task_id)
+        elif status is TaskStatus.HELD:
+            pipe.zadd(registry_key("deferred", queue_name), {task_id: "+inf"})
         elif status in ACTIVE_STATUSES:
             mapping.update(started_at=stamp, last_heartbeat=stamp, worker_name=agent or "")
             pipe.zadd(registry_key("wip", queue_name), {f"{task_id}:{EXECUTION}": "+inf"})
         elif status is not TaskStatus.WAITING:  # ended: in the registry of its RQ status
             mapping["ended_at"] = stamp
             pipe.zadd(registry_key(_RQ_STATUS[status], queue_name), {task_id: "+inf"})
+        if status not in (TaskStatus.QUEUED, TaskStatus.HELD):
+            pipe.delete(keys.held_place(task_id))
         pipe.hset(job_key(task_id), mapping=mapping)
 
     def delete(self, pipe: Pipeline, task_id: str, queue_name: str) -> None:
@@ -217,6 +285,7 @@ class RQMirror:
             pipe.zrem(registry_key(kind, queue_name), task_id)
         pipe.zrem(registry_key("wip", queue_name), f"{task_id}:{EXECUTION}")
         pipe.delete(
+            keys.held_place(task_id),
             job_key(task_id),
             dependents_key(task_id),
             _dependencies_key(task_id),

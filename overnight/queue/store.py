@@ -30,7 +30,7 @@ from overnight.errors import (
 from overnight.metrics.summary import MetricSummary
 from overnight.queue import keys, replies
 from overnight.queue.blobs import BlobStore
-from overnight.queue.connection import connect
+from overnight.queue.connection import acks_for, connect
 from overnight.queue.dependencies import released
 from overnight.queue.index import Query, TaskIndex
 from overnight.queue.logs import DEFAULT_CAP_BYTES, LogStore
@@ -42,6 +42,7 @@ from overnight.queue.records import (
     TaskRecord,
     TaskStatus,
 )
+from overnight.queue.replication import Acks
 from overnight.queue.rqsync import RQMirror
 from overnight.spec import Snapshot, TaskSpec
 
@@ -55,10 +56,14 @@ RUN_EXTRA = frozenset({"environment", "hardware", "resources", "run"})
 class TaskStore:
     """Tasks in Redis. One instance per process; cheap to create."""
 
-    def __init__(self, redis: redis.Redis, *, log_cap_mb: float = 50.0) -> None:
+    def __init__(
+        self, redis: redis.Redis, *, log_cap_mb: float = 50.0, acks: Acks | None = None
+    ) -> None:
         self.redis = redis
+        # Which writes wait for replicas: submissions, status changes and log batches.
+        self.acks = acks or Acks()
         cap = int(log_cap_mb * 1024 * 1024) if log_cap_mb > 0 else DEFAULT_CAP_BYTES
-        self.logs = LogStore(redis, cap_bytes=cap)
+        self.logs = LogStore(redis, cap_bytes=cap, acks=self.acks)
         self.blobs = BlobStore(redis)
         self.index = TaskIndex(redis)
 
@@ -70,7 +75,11 @@ class TaskStore:
     @classmethod
     def from_config(cls, config: ClientConfig) -> TaskStore:
         """Connect to the configured Redis; nothing is read or written yet."""
-        return cls(connect(config.redis_url), log_cap_mb=config.log_cap_mb)
+        return cls(
+            connect(config.redis_url),
+            log_cap_mb=config.log_cap_mb,
+            acks=acks_for(config.redis_url),
+        )
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -174,6 +183,7 @@ class TaskStore:
         heartbeat_ttl: float = HEARTBEAT_TTL,
         only_if_silent: bool = False,
         held_by: str | None = None,
+        on_queue: str | None = None,
         release: bool = True,
     ) -> TaskRecord:
         """Move a task to ``status`` atomically with its indexes, RQ job and heartbeat.
@@ -183,7 +193,8 @@ class TaskStore:
         attempt: the run fields are cleared. Reaching a final status releases the tasks waiting
         for this one (unless ``release`` is False, for a caller that requeues the task at once).
         ``only_if_silent`` refuses (InvalidTransition) when the task's heartbeat is alive,
-        ``held_by`` when the task is not that agent's, both checked atomically.
+        ``held_by`` when the task is not that agent's, ``on_queue`` when it is on another queue
+        (moved since it was popped from that one), all checked atomically.
         """
         status = TaskStatus(status)
         if status is TaskStatus.CORRUPT:
@@ -198,6 +209,8 @@ class TaskStore:
                 )
             if held_by is not None and old.agent != held_by:
                 raise InvalidTransition(f"task {task_id} is not agent {held_by}'s now")
+            if on_queue is not None and old.options.queue != on_queue:
+                raise InvalidTransition(f"task {task_id} moved to queue {old.options.queue}")
             if only_if_silent:
                 replies.watch(pipe, keys.heartbeat(task_id))
                 if pipe.exists(keys.heartbeat(task_id)):
@@ -218,7 +231,11 @@ class TaskStore:
                 after=old.options.after if old.status is TaskStatus.WAITING else (),
                 agent=new.agent,
                 at_front=at_front,
+                previous=old.status,
+                old_queue=old.options.queue,
             )
+            if new.options.queue != old.options.queue:
+                pipe.sadd(keys.QUEUES, new.options.queue)
             if status in ACTIVE_STATUSES:
                 pipe.set(keys.heartbeat(task_id), new.agent or "", px=int(heartbeat_ttl * 1000))
             else:
@@ -228,6 +245,7 @@ class TaskStore:
             return new
 
         old, new = self._update(task_id, write)
+        self.acks.confirm(self.redis, f"task {task_id}'s change to {status.value}")
         if release and new.status.is_final and not old.status.is_final:
             self._release_dependents(task_id, new.status)
         return new

@@ -3,7 +3,8 @@
 A submission is one Redis round trip: the blobs, the spec, the records, their indexes and RQ jobs
 go in one MULTI/EXEC. Two cases add one: a task with ``--after`` first reads (and watches) the
 tasks it waits for, and a blob over :data:`INLINE_BLOB_BYTES` is first checked for in Redis, so
-that the bytes of a large bundle already stored are never sent again.
+that the bytes of a large bundle already stored are never sent again. Behind Sentinel, one more
+waits for the replicas to have it (:mod:`overnight.queue.replication`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from redis.client import Pipeline
 from redis.exceptions import WatchError
 
 from overnight.errors import UsageError
+from overnight.outputs import manifest
 from overnight.queue import keys
 from overnight.queue.blobs import BlobStore, spec_id_of
 from overnight.queue.dependencies import finished_dependencies
@@ -48,20 +50,26 @@ class Submission:
     note: str | None = None  # None: the recorded note
     tags: tuple[str, ...] | None = None  # None: the recorded tags
     sweep: str | None = None  # the sweep it belongs to (a retry keeps its first task's)
+    outputs_of: str | None = None  # a task whose stored outputs it starts with (retry --resume)
+
+
+def check_queue_name(queue: str) -> None:
+    """Raise :class:`UsageError` when ``queue`` cannot name a queue."""
+    if not _QUEUE_NAME.match(queue):
+        raise UsageError(f"invalid queue name {queue!r}: use letters, digits, '.', '_' and '-'")
 
 
 def check_options(options: TaskOptions) -> None:
     """Raise :class:`UsageError` naming the first invalid option."""
-    if not _QUEUE_NAME.match(options.queue):
-        raise UsageError(
-            f"invalid queue name {options.queue!r}: use letters, digits, '.', '_' and '-'"
-        )
+    check_queue_name(options.queue)
     if options.gpus < 0:
         raise UsageError(f"--gpus must be 0 or more, not {options.gpus}")
     if options.retries < 0:
         raise UsageError(f"--retries must be 0 or more, not {options.retries}")
     if options.timeout is not None and options.timeout <= 0:
         raise UsageError("--timeout must be a positive duration such as 8h or 90m")
+    if options.expect is not None and options.expect <= 0:
+        raise UsageError("--expect must be a positive duration such as 3h or 45m")
 
 
 def submit(
@@ -80,22 +88,28 @@ def submit_sweep(
     name: str | None = None,
     declared: Iterable[Param] = (),
     add_params: bool = False,
+    at_front: bool = False,
 ) -> list[TaskRecord]:
     """One task, or one per combination of the sweeps' values, all sharing ``snapshot`` and a new
     sweep id (``record.sweep``); ``declared`` and ``add_params`` say which names a sweep may set
     (:func:`expand`)."""
     if not sweeps:
-        return submit_many(store, [Submission(snapshot, options, name=name)])
+        return submit_many(store, [Submission(snapshot, options, name=name)], at_front=at_front)
     variants = expand(snapshot.spec.argv, sweeps, declared=declared, add=add_params)
     sweep = keys.new_sweep_id()
     return submit_many(
         store,
         [Submission(snapshot, options, argv=argv, name=name, sweep=sweep) for argv, _ in variants],
+        at_front=at_front,
     )
 
 
-def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[TaskRecord]:
-    """Store the tasks, their indexes and RQ jobs in one transaction; returns their records."""
+def submit_many(
+    store: TaskStore, submissions: Sequence[Submission], *, at_front: bool = False
+) -> list[TaskRecord]:
+    """Store the tasks, their indexes and RQ jobs in one transaction; returns their records.
+
+    ``at_front`` puts them ahead of every task already queued, in their order."""
     if not submissions:
         return []
     for sub in submissions:
@@ -138,16 +152,21 @@ def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[Tas
     inline = {sha: data for sha, data in blobs.items() if len(data) <= INLINE_BLOB_BYTES}
     store.blobs.put_blobs({sha: data for sha, data in blobs.items() if sha not in inline})
     after = sorted({a for sub in submissions for a in sub.options.after})
+    sources = sorted({sub.outputs_of for sub in submissions if sub.outputs_of})
     with store.redis.pipeline(transaction=True) as pipe:
         while True:
             try:
                 finished = finished_dependencies(pipe, after)
+                inherited = {s: manifest.watched_entries(pipe, s) for s in sources}
                 pipe.multi()
                 store.blobs.queue_blobs(pipe, inline)
                 for spec_id, (spec_json, shas) in specs.items():
                     store.blobs.add_spec(spec_id, spec_json, shas, uses[spec_id], pipe=pipe)
-                for record in records:
-                    _queue_record(store, pipe, record, finished)
+                pairs = list(zip(records, submissions, strict=True))
+                for record, sub in reversed(pairs) if at_front else pairs:  # front: in order
+                    outputs = inherited.get(sub.outputs_of or "", {})
+                    _queue_record(store, pipe, record, finished, len(outputs), at_front=at_front)
+                    manifest.queue_inherit(pipe, record.id, outputs)
                 results: list[Any] = pipe.execute()
                 break
             except WatchError:
@@ -159,16 +178,27 @@ def submit_many(store: TaskStore, submissions: Sequence[Submission]) -> list[Tas
             store.blobs.put_blobs({s: blobs[s] for s in missing}, skip_existing=False)
             spec_json, shas = specs[spec_id]
             missing = store.blobs.add_spec(spec_id, spec_json, shas, uses[spec_id])
+    store.acks.confirm(store.redis, f"the submission of {len(records)} task(s)")
     return records
 
 
-def _queue_record(store: TaskStore, pipe: Pipeline, record: TaskRecord, finished: set[str]) -> None:
+def _queue_record(
+    store: TaskStore,
+    pipe: Pipeline,
+    record: TaskRecord,
+    finished: set[str],
+    inherited: int,
+    *,
+    at_front: bool,
+) -> None:
     pending = [a for a in record.options.after if a not in finished]
     record.status = TaskStatus.WAITING if pending else TaskStatus.QUEUED
     if pending:
         note = "waiting for " + ", ".join(pending)
     elif record.retry_of:
         note = f"retry of {record.retry_of}"
+        if inherited:
+            note += f", resuming from its {inherited} stored output file(s)"
     elif record.clone_of:
         note = f"clone of {record.clone_of}"
     else:
@@ -177,6 +207,7 @@ def _queue_record(store: TaskStore, pipe: Pipeline, record: TaskRecord, finished
     pipe.set(keys.task(record.id), record.to_json())
     TaskIndex.add(pipe, record)
     pipe.sadd(keys.QUEUES, record.options.queue)
-    store.rq.push_new(pipe, store.rq.new_job(record.id, record.options.queue, after=pending))
+    job = store.rq.new_job(record.id, record.options.queue, after=pending)
+    store.rq.push_new(pipe, job, at_front=at_front)
     for dependency in pending:
         pipe.sadd(keys.dependents(dependency), record.id)

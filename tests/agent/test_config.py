@@ -37,6 +37,7 @@ def test_agent_section_redis_url_wins_over_top_level(tmp_path: Path) -> None:
         ({"queues": ()}, "at least one queue"),
         ({"lost_ttl": 2.0, "heartbeat_interval": 5.0}, "lost_ttl"),
         ({"grace": 0.0}, "grace"),
+        ({"window_end": "kill"}, "window_end .kill. is not one of finish, stop"),
     ],
 )
 def test_bad_settings_are_one_clear_error(fields: dict[str, object], match: str) -> None:

@@ -29,6 +29,7 @@ from tests.fixtures.agents import (
     log_text,
     process_gone,
     start_agent,
+    start_agent_group,
     wait_for,
     wait_status,
 )
@@ -91,6 +92,43 @@ def test_sigkilled_agent_task_is_lost_requeued_and_finished_elsewhere(
     assert (done.agent, done.attempt) == ("agent-b", 1)
 
 
+def test_a_quiet_task_dies_with_its_agent_and_never_overlaps_its_retry(
+    agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
+) -> None:
+    """SIGKILL of the agent's whole process group, as a service manager or the OOM killer
+    leaves it; the task runs in a session of its own and writes nothing the agent reads. The
+    other agent has a workspace folder of its own (another host, as far as it can tell), so
+    it never sees the first one's processes."""
+    ledger = tmp_path / "ledger"
+    record = enqueue(agent_store, project, "--ledger", str(ledger), retries=1)
+    first = start_agent_group(config, tmp_path, "--queue", "q")
+    second = None
+    try:
+        wait_status(agent_store, record.id, TaskStatus.RUNNING)
+        wait_for(ledger.exists, what="the first attempt to write its ledger")
+        second = serving = start_agent(elsewhere(config, tmp_path, "agent-b"), tmp_path)
+        wait_for(lambda: "serving" in serving.output(), what="agent-b to serve")
+        os.killpg(first.proc.pid, signal.SIGKILL)
+        first.wait()
+        done = wait_status(agent_store, record.id, TaskStatus.FINISHED)
+        stop_cleanly(second)
+    finally:
+        kill_all(first, second)
+    assert (done.agent, done.attempt) == ("agent-b", 1)
+    attempts = attempts_in(ledger)
+    assert sorted(attempts) == ["0", "1"]
+    assert max(attempts["0"]) < min(attempts["1"]), "the first attempt ran on beside its retry"
+    lines = log_text(agent_store, record.id).splitlines()
+    starts = [line for line in lines if line.endswith("starts here")]
+    assert starts == [
+        "[overnight] attempt 1 of 2 starts here",
+        "[overnight] attempt 2 of 2 starts here",
+    ]
+    assert lines.index(starts[1]) > lines.index(
+        "[overnight] agent agent-a: rebuilding the working tree"
+    )
+
+
 def test_a_killed_agents_task_keeps_the_resource_report_written_while_it_ran(
     agent_store: TaskStore, project: Repo, config: AgentConfig, tmp_path: Path
 ) -> None:
@@ -140,7 +178,7 @@ def test_an_agent_start_stops_the_quiet_task_a_killed_agent_left_running(
     try:
         wait_status(agent_store, record.id, TaskStatus.RUNNING)
         orphan = task_pid(agent_store, record.id)
-        first.kill()
+        first.kill_unguarded()
         time.sleep(1.0)
         assert not process_gone(orphan)  # quiet, it never notices its agent is gone
         # A task process of another workspace folder (another agent, maybe another Redis).
@@ -183,7 +221,7 @@ def test_an_agent_started_after_a_kill_takes_back_the_quiet_task_at_once(
     try:
         wait_status(agent_store, record.id, TaskStatus.RUNNING)
         orphan = task_pid(agent_store, record.id)
-        first.kill()
+        first.kill_unguarded()
         assert not process_gone(orphan)  # quiet: it would hold its GPUs on
         again = start_agent(dataclasses.replace(slow, name=name), tmp_path, "--burst")
         assert again.wait() == 0, again.output()
@@ -215,7 +253,7 @@ def test_a_running_agent_stops_the_quiet_task_of_a_dead_neighbour_and_runs_it_ag
         orphan = task_pid(agent_store, record.id)
         neighbour = serving = start_agent(dataclasses.replace(slow, name="agent-b"), tmp_path)
         wait_for(lambda: "serving" in serving.output(), what="agent-b to serve")
-        first.kill()
+        first.kill_unguarded()
         assert wait_for(lambda: process_gone(orphan), what="the dead agent's task process to stop")
         done = wait_status(agent_store, record.id, TaskStatus.FINISHED)
         stop_cleanly(neighbour)
@@ -376,20 +414,8 @@ def test_docker_agent_restarted_mid_task_adopts_the_container(
     agent_store: TaskStore, project: Repo, tmp_path: Path, venv_cache: Path, docker_sandbox: Any
 ) -> None:
     from tests.fixtures.agents import snapshot_of
-    from tests.fixtures.docker import BASE_IMAGE
 
-    config = agent_config(
-        agent_store_url(agent_store),
-        tmp_path / "agent",
-        venv_cache,
-        name=docker_sandbox.agent_name,
-        env_mode="docker",
-        default_image=BASE_IMAGE,
-        docker_image_repo=docker_sandbox.repo,
-        docker_cache_volume=docker_sandbox.volume,
-        docker_shm_size="64m",
-        lost_ttl=30.0,
-    )
+    config = docker_config(agent_store, tmp_path, venv_cache, docker_sandbox, lost_ttl=30.0)
     spec = snapshot_of(project)
     argv = ("python3", "job.py", "--ticks", "20")
     snap = type(spec)(spec=dataclasses.replace(spec.spec, argv=argv), blobs=spec.blobs)
@@ -410,6 +436,86 @@ def test_docker_agent_restarted_mid_task_adopts_the_container(
     ticks = [line for line in lines if line.startswith("tick ")]
     assert ticks == [f"tick {i}" for i in range(20)]
     assert any("adopted" in line for line in lines)
+
+
+@pytest.mark.docker
+def test_a_docker_task_dies_with_its_agent_when_no_restart_adopts_it(
+    agent_store: TaskStore, project: Repo, tmp_path: Path, venv_cache: Path, docker_sandbox: Any
+) -> None:
+    """The container waits for its agent to come back and adopt it, but not past the moment
+    its task may be declared lost: the retry elsewhere never runs beside it."""
+    from tests.fixtures.agents import snapshot_of
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # the task's container runs as nobody
+    config = docker_config(
+        agent_store, tmp_path, venv_cache, docker_sandbox, docker_mounts=(f"{shared}:/shared",)
+    )
+    spec = snapshot_of(project)
+    argv = ("python3", "job.py", "--ledger", "/shared/ledger")
+    snap = type(spec)(spec=dataclasses.replace(spec.spec, argv=argv), blobs=spec.blobs)
+    record = enqueue(agent_store, project, snapshot=snap, retries=1)
+    ledger = shared / "ledger"
+    other = f"{docker_sandbox.agent_name}-b"
+    first = start_agent_group(config, tmp_path, "--queue", "q")
+    second = None
+    try:
+        wait_for(ledger.exists, timeout=180, what="the first attempt to write its ledger")
+        second = serving = start_agent(elsewhere(config, tmp_path, other), tmp_path)
+        wait_for(lambda: "serving" in serving.output(), what="the other agent to serve")
+        os.killpg(first.proc.pid, signal.SIGKILL)
+        first.wait()
+        done = wait_status(agent_store, record.id, TaskStatus.FINISHED, timeout=180)
+        stop_cleanly(second)
+    finally:
+        kill_all(first, second)
+        for container in docker_sandbox.client.containers.list(
+            all=True, filters={"label": f"overnight.agent={other}"}
+        ):
+            container.remove(force=True, v=True)
+    assert (done.agent, done.attempt) == (other, 1)
+    attempts = attempts_in(ledger)
+    assert sorted(attempts) == ["0", "1"]
+    assert max(attempts["0"]) < min(attempts["1"]), "the first container ran on beside its retry"
+
+
+def docker_config(
+    store: TaskStore, tmp_path: Path, venv_cache: Path, sandbox: Any, **fields: Any
+) -> AgentConfig:
+    from tests.fixtures.docker import BASE_IMAGE
+
+    return agent_config(
+        agent_store_url(store),
+        tmp_path / "agent",
+        venv_cache,
+        name=sandbox.agent_name,
+        env_mode="docker",
+        default_image=BASE_IMAGE,
+        docker_image_repo=sandbox.repo,
+        docker_cache_volume=sandbox.volume,
+        docker_shm_size="64m",
+        **fields,
+    )
+
+
+def elsewhere(config: AgentConfig, tmp_path: Path, name: str) -> AgentConfig:
+    """Another agent with a workspace folder of its own: another host, as far as it can tell."""
+    return dataclasses.replace(
+        config,
+        name=name,
+        workspace_dir=str(tmp_path / name / "workspaces"),
+        spill_dir=str(tmp_path / name / "spill"),
+    )
+
+
+def attempts_in(ledger: Path) -> dict[str, list[float]]:
+    """The moments each attempt wrote to its ledger (``--ledger``), by attempt."""
+    attempts: dict[str, list[float]] = {}
+    for line in ledger.read_text().splitlines():
+        attempt, moment = line.split()
+        attempts.setdefault(attempt, []).append(float(moment))
+    return attempts
 
 
 def agent_store_url(store: TaskStore) -> str:

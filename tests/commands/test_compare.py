@@ -209,6 +209,31 @@ def test_runs_with_the_same_code_show_no_diff(cli_env: Repo, store: TaskStore) -
     assert "code of" not in only and "param lr" in only
 
 
+def test_a_sweep_is_compared_with_its_winner_first(
+    cli_env: Repo, two_runs: tuple[str, str], store: TaskStore
+) -> None:
+    a, _ = two_runs
+    ids = invoke(
+        "enqueue", "--sweep", "lr=0.1,0.2,0.3", "--", "python", "train.py", "--lr", "1"
+    ).stdout.split()
+    for task_id, loss in zip(ids, (0.5, 0.25, 0.75), strict=True):
+        store.transition(task_id, TaskStatus.RUNNING, Change(agent="box"))
+        metrics = {"loss": MetricSummary.first(loss)}
+        store.transition(task_id, TaskStatus.FINISHED, Change(exit_code=0, metrics=metrics))
+    oldest = json.loads(invoke("compare", "--sweep", ids[2][:8], "--json").stdout)
+    assert [(p["base"], p["other"]) for p in oldest["pairs"]] == [
+        (ids[0], ids[1]),
+        (ids[0], ids[2]),
+    ]
+    best = json.loads(invoke("compare", "--sweep", ids[0], "--sort", "loss", "--json").stdout)
+    assert [p["other"] for p in best["pairs"]] == [ids[0], ids[2]]
+    assert best["pairs"][0]["base"] == ids[1]  # the lowest loss is A
+    against = json.loads(invoke("compare", a, "--sweep", ids[0], "--json").stdout)
+    assert [p["other"] for p in against["pairs"]] == ids  # the task named first is A
+    lonely = invoke("compare", "--sort", "loss", a)
+    assert lonely.exit_code == ExitCode.USAGE and "give --sweep ID too" in lonely.stderr
+
+
 def test_three_runs_are_each_compared_with_the_first(
     cli_env: Repo, two_runs: tuple[str, str], store: TaskStore
 ) -> None:

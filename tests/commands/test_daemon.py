@@ -11,6 +11,7 @@ import pynvml
 import pytest
 
 from overnight.agent.config import AgentConfig, load_agent_config
+from overnight.commands.daemon import _has_password
 from overnight.errors import ConfigError, ExitCode
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
@@ -219,6 +220,20 @@ def test_an_agent_on_the_nvml_path_packs_reports_and_survives_a_lost_gpu(
     assert not any(metric.startswith("gpu") for metric in after.extra["resources"]["summary"])
     warning = "GPU monitoring is off for this agent: NVML failed to read utilisation of GPU 0"
     assert agent.output().count(warning) == 1, agent.output()
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("redis+sentinel://app:pw@s1,s2/mymaster/0", True),
+        ("redis+sentinel://s1,s2/mymaster/0?sentinel_password=pw", True),
+        ("redis+sentinel://s1,s2/mymaster/0", False),
+    ],
+)
+def test_a_sentinel_urls_passwords_count_as_passwords_on_the_command_line(
+    url: str, warned: bool
+) -> None:
+    assert _has_password(url) is warned
 
 
 def test_a_password_on_the_command_line_is_warned_about(

@@ -14,15 +14,18 @@ from tests.fixtures.tasks import invoke, make_snapshot
 
 
 def test_queues_counts(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
-    ids = [submit(store, make_snapshot(), TaskOptions(queue="gpu")).id for _ in range(3)]
+    ids = [submit(store, make_snapshot(), TaskOptions(queue="gpu")).id for _ in range(4)]
     submit(store, make_snapshot(), TaskOptions(queue="gpu", after=(ids[0],)))
     store.transition(ids[0], TaskStatus.RUNNING, Change(agent="box1"))
+    store.transition(ids[3], TaskStatus.HELD)
     AgentRegistry(redis_client).register(AgentInfo(name="box1", host="h", queues=("gpu", "cpu")))
     rows = json.loads(invoke("queues", "--json").stdout)
     assert rows == [
-        {"queue": "cpu", "queued": 0, "waiting": 0, "running": 0, "total": 0, "agents": ["box1"]},
-        {"queue": "gpu", "queued": 2, "waiting": 1, "running": 1, "total": 4, "agents": ["box1"]},
-    ]
+        {"queue": "cpu", "queued": 0, "held": 0, "waiting": 0, "running": 0, "total": 0,
+         "agents": ["box1"]},
+        {"queue": "gpu", "queued": 2, "held": 1, "waiting": 1, "running": 1, "total": 5,
+         "agents": ["box1"]},
+    ]  # fmt: skip
     text = invoke("queues").stdout
     assert "gpu" in text and "box1" in text
 
@@ -42,3 +45,26 @@ def test_workers(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> 
         assert part in text
     [data] = json.loads(invoke("workers", "--json").stdout)
     assert data["name"] == "box1" and data["gpus"] == ["0", "1"]
+
+
+def test_queues_verbose_shows_the_order_with_positions(cli_env: Repo, store: TaskStore) -> None:
+    a, b, c = (submit(store, make_snapshot(), TaskOptions(queue="gpu")).id for _ in range(3))
+    store.transition(b, TaskStatus.HELD)
+    invoke("bump", c)
+    data = json.loads(invoke("queues", "-v", "--json").stdout)
+    assert [(p["position"], p["id"], p["status"]) for p in data["order"]] == [
+        (1, c, "queued"),
+        (2, a, "queued"),
+        (0, b, "held"),
+    ]
+    lines = [line.split() for line in invoke("queues", "-v").stdout.splitlines()]
+    assert ["gpu", "1", c, "queued"] in lines and ["gpu", "-", b, "held"] in lines
+
+
+def test_workers_say_why_a_task_waits(cli_env: Repo, redis_client: redis.Redis) -> None:
+    why = "agent box1: expected 3h (--expect), window closes in 1h20m"
+    info = AgentInfo(name="box1", host="h", queues=("gpu",), extra={"waits": {"abc123abc123": why}})
+    AgentRegistry(redis_client).register(info)
+    assert "abc123abc123 waits: expected 3h (--expect), window closes in 1h20m" in (
+        invoke("workers").stdout.replace("\n", "")
+    )

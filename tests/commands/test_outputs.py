@@ -68,6 +68,11 @@ def test_pull_downloads_to_the_default_folder_and_skips_on_a_second_run(
     assert (home / "outputs/model.bin").read_bytes() == (tree / "outputs/model.bin").read_bytes()
     again = invoke("pull", task)
     assert "0 file(s) pulled, 2 already there" in again.stderr
+    assert "partial" not in again.stderr
+    (home / "outputs/model.bin.overnight-part").write_bytes(b"a killed pull's")
+    cleaned = invoke("pull", task)
+    assert f"{task}: removed 1 partial file(s) an interrupted pull left" in cleaned.stderr
+    assert sorted(p.name for p in (home / "outputs").iterdir()) == ["model.bin", "result.csv"]
 
 
 def test_pull_fetches_a_whole_sweep_or_tag_a_folder_per_task(

@@ -20,6 +20,7 @@ from overnight.queue.records import Change, Phase, TaskOptions, TaskRecord, Task
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit, submit_sweep
 from overnight.queue.sweeps import Sweep
+from overnight.units import format_bytes
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.services import RedisServer, free_port
 from tests.fixtures.tasks import finish, invoke, make_snapshot
@@ -298,6 +299,26 @@ def test_show_says_what_a_task_ran_on_and_in(cli_env: Repo, store: TaskStore) ->
     assert "environment:  venv, python 3.11.9, key 3f2a9c0d1e2b, from the cache" in out
 
 
+def test_show_says_how_many_log_lines_were_trimmed_or_lost(cli_env: Repo, store: TaskStore) -> None:
+    task_id = _task(store)
+    store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"))
+    agents = TaskStore(store.redis, log_cap_mb=0.001)  # an agent's 1 KB cap, not the CLI's
+    agents.logs.append(task_id, [(1.0, f"{i:09d}") for i in range(300)])  # 3 KB
+    store.transition(
+        task_id, TaskStatus.FINISHED, Change(exit_code=0, extra={"run": {"dropped_log_lines": 7}})
+    )
+    trimmed, _, _ = store.logs.trimmed(task_id)
+    assert trimmed > 0
+    out = invoke("show", task_id).stdout.splitlines()
+    logs = [line for line in out if line.startswith("log:")]
+    assert logs == [
+        f"log:          {trimmed} earlier lines ({format_bytes(trimmed * 9)}) were trimmed to keep "
+        "this log under 1.0 KB",
+        "log:          7 lines of output were lost: the agent could not store them",
+    ]
+    assert json.loads(invoke("show", task_id, "--json").stdout)["log_trimmed_lines"] == trimmed
+
+
 def test_show_lists_the_metrics_and_json_has_their_series(cli_env: Repo, store: TaskStore) -> None:
     task_id = _task(store)
     store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"))
@@ -459,12 +480,49 @@ def test_redis_going_away_midway_is_one_line(
         store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"), heartbeat_ttl=600)
         monkeypatch.setenv("OVERNIGHT_REDIS_URL", server.url)
         threading.Timer(0.5, server.stop).start()
-        result = invoke("logs", "-f", task_id)
+        result = invoke("wait", task_id)
     finally:
         server.stop()
     assert result.exit_code == ExitCode.CONNECTION
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"overnight: error: lost the connection to Redis at {server.url}")
+
+
+def test_logs_follow_waits_out_a_redis_outage(
+    cli_env: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RedisServer(port=free_port(), workdir=tmp_path)
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        store = TaskStore(client)
+        task_id = _task(store)
+        store.transition(task_id, TaskStatus.RUNNING, Change(agent="box1"), heartbeat_ttl=600)
+        store.logs.append(task_id, [(1.0, "before")])
+        monkeypatch.setenv("OVERNIGHT_REDIS_URL", server.url)
+
+        def outage() -> None:
+            time.sleep(0.5)
+            client.shutdown(save=True)  # kept on disk: the same data comes back
+            assert server.proc is not None
+            server.proc.wait(10)
+            time.sleep(1.5)
+            server.start()
+            store.logs.append(task_id, [(2.0, "after")])
+            store.transition(task_id, TaskStatus.FINISHED, Change(exit_code=0))
+
+        thread = threading.Thread(target=outage)
+        thread.start()
+        result = invoke("logs", "-f", task_id)
+        thread.join()
+    finally:
+        client.close()
+        server.stop()
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == ["before", "after"]
+    waited, back = result.stderr.strip().splitlines()
+    assert waited.startswith("overnight: Redis is unreachable (") and "waiting for it" in waited
+    assert back == "overnight: Redis answers again; following the log"
 
 
 def test_show_json_masks_secret_env_values_unless_asked(cli_env: Repo, store: TaskStore) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from overnight.errors import OutputError
 from overnight.outputs.fsstore import FsspecOutputStore, open_fsspec_store
+from overnight.outputs.sftp import READ_WINDOW
 from overnight.outputs.store import CHUNK
 from tests.fixtures.services import free_port, missing_service
 from tests.fixtures.sshd import SshServer
@@ -140,7 +141,7 @@ def test_a_name_that_is_not_a_digest_is_refused(store: FsspecOutputStore, digest
 @pytest.mark.slow
 def test_memory_stays_bounded_for_a_big_blob(store: FsspecOutputStore) -> None:
     chunk = os.urandom(CHUNK)
-    count = 64
+    count = 128  # enough windows of an sftp read for answers paramiko kept to show
     hasher = hashlib.sha256()
     for _ in range(count):
         hasher.update(chunk)
@@ -155,8 +156,10 @@ def test_memory_stays_bounded_for_a_big_blob(store: FsspecOutputStore) -> None:
     finally:
         tracemalloc.stop()
     assert total == count * CHUNK
-    assert write_peak < 8 * CHUNK, write_peak  # 64 MB went through; a few chunks at most held
-    assert read_peak < 8 * CHUNK, read_peak
+    assert write_peak < 8 * CHUNK, write_peak  # 128 MB went through; a few chunks at most held
+    # sftp reads a window at a time, held a few times over by paramiko: never more, whatever
+    # the size (answers it kept for bytes already read grew it by some 7% of the file)
+    assert read_peak < 5 * READ_WINDOW + CHUNK, read_peak
 
 
 def test_an_unreachable_sftp_host_is_one_line_without_the_password() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import redis
@@ -13,6 +15,7 @@ from overnight.agent.run.outputs import OutputCollector
 from overnight.outputs import manifest
 from overnight.outputs.pull import PART_SUFFIX, pull
 from overnight.outputs.redisstore import RedisOutputStore, blob_key
+from tests.fixtures.cli import subprocess_env
 
 
 def _stored(redis_client: redis.Redis, tree: Path, files: dict[str, bytes]) -> RedisOutputStore:
@@ -98,9 +101,11 @@ def test_a_symlink_in_the_destination_is_not_written_through(
     home = tmp_path / "home"
     home.mkdir()
     (home / "outputs").symlink_to(outside)
+    (outside / f"mine{PART_SUFFIX}").write_text("not the pull's to remove")
     report = pull(store, manifest.read(redis_client, "t1"), home)
     assert len(report.failed) == 2 and all("outside" in why for why in report.failed)
-    assert list(outside.iterdir()) == []
+    assert report.cleaned == []
+    assert [p.name for p in outside.iterdir()] == [f"mine{PART_SUFFIX}"]
 
 
 def test_the_digest_of_what_is_pulled_is_checked(redis_client: redis.Redis, tmp_path: Path) -> None:
@@ -113,3 +118,48 @@ def test_the_digest_of_what_is_pulled_is_checked(redis_client: redis.Redis, tmp_
     assert any("damaged" in why for why in report.failed)
     assert not (tmp_path / "home/outputs/result.csv").exists()
     assert hashlib.sha256(b"tampered").hexdigest() != entry.digest
+
+
+_KILLED_PULL = """\
+import os, signal, sys
+from pathlib import Path
+import redis
+from overnight.outputs import manifest
+from overnight.outputs.pull import pull
+from overnight.outputs.redisstore import RedisOutputStore
+client = redis.Redis.from_url(sys.argv[1])
+def progress(entry, written):
+    if entry.path == sys.argv[3]:  # a part of it is on disk: die as a power cut would
+        os.kill(os.getpid(), signal.SIGKILL)
+pull(RedisOutputStore(client), manifest.read(client, "t1"), Path(sys.argv[2]), progress)
+"""
+
+
+def test_a_pull_killed_mid_file_leaves_a_part_the_next_pull_removes_and_completes(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    files = {
+        "outputs/a.bin": os.urandom(3_000_000),
+        "outputs/c.txt": b"c",
+        "outputs/ckpt/b.bin": os.urandom(3_000_000),  # pulled last: the kill lands in it
+    }
+    store = _stored(redis_client, tmp_path / "tree", files)
+    home = tmp_path / "home"
+    command = [sys.executable, "-c", _KILLED_PULL, redis_url, str(home), "outputs/ckpt/b.bin"]
+    killed = subprocess.run(command, env=subprocess_env(), capture_output=True, timeout=60)
+    assert killed.returncode == -9, killed.stderr
+    part = home / f"outputs/ckpt/b.bin{PART_SUFFIX}"
+    assert 0 < part.stat().st_size < len(files["outputs/ckpt/b.bin"])
+    assert not (home / "outputs/ckpt/b.bin").exists()
+    stale = home / f"outputs/gone.bin{PART_SUFFIX}"  # of a file the manifest no longer names
+    stale.write_bytes(b"half")
+    report = pull(store, manifest.read(redis_client, "t1"), home)
+    assert sorted(report.cleaned) == [
+        f"outputs/ckpt/b.bin{PART_SUFFIX}",
+        f"outputs/gone.bin{PART_SUFFIX}",
+    ]
+    assert report.fetched == ["outputs/ckpt/b.bin"] and not report.failed
+    assert sorted(report.skipped) == ["outputs/a.bin", "outputs/c.txt"]
+    assert {
+        str(p.relative_to(home)): p.read_bytes() for p in home.rglob("*") if p.is_file()
+    } == files

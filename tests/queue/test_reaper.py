@@ -63,6 +63,18 @@ def test_lost_task_with_retries_is_requeued_as_a_new_attempt(
     assert store.get(dependent.id).status is TaskStatus.CANCELED
 
 
+def test_a_lost_task_with_retries_goes_back_to_the_front_of_its_queue(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    record = submit(store, make_snapshot(), TaskOptions(queue="gpu", retries=1))
+    redis_client.lpop("rq:queue:gpu")
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"))
+    behind = [submit(store, make_snapshot(), TaskOptions(queue="gpu")) for _ in range(2)]
+    _expire(redis_client, record.id)
+    assert reap_lost(store, settle=0) == [record.id]
+    assert redis_client.lrange("rq:queue:gpu", 0, -1) == [t.id.encode() for t in (record, *behind)]
+
+
 def test_a_restarted_agent_loses_its_earlier_runs_tasks_at_once(
     store: TaskStore, redis_client: redis.Redis
 ) -> None:

@@ -31,7 +31,7 @@ PRIVATE, PASSAGE = 0o700, 0o711
 PASSAGES = ("tasks", "envs", "tmp", "bin")
 """The folders under the workspace and cache roots a task user passes through (its tree, its
 venv, the venv it builds, uv); their other children are 0700."""
-WORKSPACE_FOLDERS = ("tasks", "mirrors", "trees", "task-locks")
+WORKSPACE_FOLDERS = ("tasks", "mirrors", "trees", "task-locks", "kept")
 """Made at the start, so none is ever made later with the umask's mode under a 0711 root."""
 
 

@@ -6,8 +6,15 @@ the tree (a glob naming a folder takes what is in it). Only files whose size or 
 the last sync are read; only digests the store lacks travel. Symlinks are never followed and
 ``.git`` folders never entered: the walk goes through directory descriptors, so a task cannot
 swap a folder for a link to somewhere else while the agent reads. Whatever goes wrong (a file
-unreadable or changing, a store down, the per-task cap) is a note in the task's manifest, never
-a change of the task's status; the next sync tries again.
+unreadable, vanishing or changing, a store down or full, the per-task cap) is a note in the
+task's manifest naming the file and why, never a change of the task's status; the next sync
+tries again. A store found down is tried once per sync: the other files are noted at once.
+
+A task that runs again (requeued, lost with retries left, or made by ``overnight retry --resume``,
+which gives the new task the first one's manifest) has its stored outputs written back into its
+fresh tree before it starts (:meth:`OutputCollector.restore`), through :func:`overnight.outputs.pull.pull`:
+the manifest is untrusted, so a path that is absolute, climbs out through ``..``, reaches into
+``.git`` or passes a symbolic link of the rebuilt tree is refused, never written.
 """
 
 from __future__ import annotations
@@ -25,13 +32,18 @@ from pathlib import Path
 
 import redis
 
-from overnight.errors import OutputError
+from overnight.errors import OutputError, OutputStoreDown
 from overnight.outputs import manifest
+from overnight.outputs.pull import PullReport, pull
 from overnight.outputs.store import CHUNK, OutputStore
 from overnight.units import format_bytes
 
 log = logging.getLogger(__name__)
 
+VANISHED = (
+    "vanished while the outputs were synced (deleted or renamed after its folder was listed); "
+    "stored if it is there at the next sync"
+)
 OUTPUT_DIR = "outputs"
 """The folder inside each task's tree that is always collected (``OVERNIGHT_OUTPUT_DIR``)."""
 
@@ -70,7 +82,25 @@ class OutputCollector:
         self._seen: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) stored
         self._sizes: dict[str, int] | None = None  # path -> size of what the manifest keeps
         self._noted: set[str] = set()  # paths noted in this sync
+        self._down: str | None = None  # why the store could not be reached in this sync
         self._lock = threading.Lock()  # one sync at a time: periodic and final never overlap
+
+    def restore(self) -> PullReport | None:
+        """Write the task's stored outputs into its tree (before its run starts); None when it
+        has none. What was restored is not read again at the next sync unless it changes."""
+        with self._lock:
+            found = manifest.read(self.redis, self.task_id)
+            if not found.entries and not found.refused:
+                return None
+            report = pull(self.store, found, self.tree)
+            self._sizes = {e.path: e.size for e in found.entries}
+            for path in (*report.fetched, *report.skipped):
+                try:
+                    info = os.stat(self.tree / path, follow_symlinks=False)
+                except OSError:
+                    continue
+                self._seen[path] = (info.st_size, info.st_mtime_ns)
+            return report
 
     def sync(self, *, final: bool = False) -> SyncReport:
         """Store what changed; never raises (a failure is logged and noted where it can be)."""
@@ -87,6 +117,7 @@ class OutputCollector:
             known = manifest.read(self.redis, self.task_id)
             self._sizes = {e.path: e.size for e in known.entries}
         self._noted.clear()
+        self._down = None
         matched = [False] * len(self.patterns)
         for path, dir_fd, name in self._walk(matched):
             self._collect(path, dir_fd, name, report)
@@ -121,7 +152,8 @@ class OutputCollector:
         try:
             info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return  # gone since the folder was listed: nothing to keep
+            self._not_kept(path, VANISHED, report)
+            return
         if stat.S_ISLNK(info.st_mode):
             self._note(path, "a symbolic link: links are not followed; write the file itself")
             return
@@ -133,21 +165,25 @@ class OutputCollector:
         if self.cap is not None:
             total = sum(self._sizes.values()) - self._sizes.get(path, 0) + info.st_size
             if total > self.cap:
-                self._note(
+                self._not_kept(
                     path,
                     f"not kept: {format_bytes(info.st_size)} would take the task's outputs past "
                     f"max_output_mb ({format_bytes(self.cap)}); set the agent's output_store "
                     "to a file:// or sftp:// store for large files, or raise max_output_mb",
+                    report,
                 )
-                report.not_kept += 1
                 return
+        if self._down is not None:  # one try per sync: a store that is down costs no wait
+            self._not_kept(path, f"not stored: {self._down}; retried at the next sync", report)
+            return
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
         except FileNotFoundError:
+            self._not_kept(path, VANISHED, report)
             return
         except OSError as exc:
-            self._note(path, f"unreadable: {exc.strerror or exc}; stored once it can be read")
-            report.not_kept += 1
+            reason = f"unreadable: {exc.strerror or exc}; stored once it can be read"
+            self._not_kept(path, reason, report)
             return
         try:
             opened = os.fstat(fd)
@@ -160,9 +196,10 @@ class OutputCollector:
                 self.store.write(digest, _chunks(fd))
                 report.uploaded += 1
         except (OSError, OutputError) as exc:
+            if isinstance(exc, OutputStoreDown):
+                self._down = str(exc)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self._note(path, f"not stored: {reason}; retried at the next sync")
-            report.not_kept += 1
+            self._not_kept(path, f"not stored: {reason}; retried at the next sync", report)
             return
         finally:
             os.close(fd)
@@ -179,6 +216,10 @@ class OutputCollector:
         self._seen[path] = (opened.st_size, opened.st_mtime_ns)
         self._sizes[path] = opened.st_size
         report.stored += 1
+
+    def _not_kept(self, path: str, reason: str, report: SyncReport) -> None:
+        self._note(path, reason)
+        report.not_kept += 1
 
     def _note(self, path: str, reason: str) -> None:
         self._noted.add(path)

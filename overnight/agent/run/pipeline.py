@@ -154,12 +154,16 @@ class Pipeline:
             snapshot = self._retry(lambda: self.store.load_snapshot(task.task_id))
             if snapshot is None or task.should_stop():
                 return self._stopped(task, phase)
+            attempt, retries = task.record.attempt, task.record.options.retries
+            if attempt or retries:  # a retried task's log holds each attempt after the last
+                say(f"[overnight] attempt {attempt + 1} of {retries + 1} starts here")
             say(f"[overnight] agent {self.agent}: rebuilding the working tree")
             workspace = self.workspaces.create(task.task_id, snapshot, say, task.should_stop)
             if task.should_stop():
                 return self._stopped(task, phase)
             self._collect_outputs(task, workspace, snapshot.spec)
             self._read_metrics(task, workspace, snapshot.spec)
+            resumed = self._restore_outputs(task)
             phase = Phase.ENVIRONMENT
             say(f"[overnight] preparing the {self.environment.name} environment")
             prepared = self.environment.prepare(
@@ -181,7 +185,8 @@ class Pipeline:
                     heartbeat_ttl=self.config.lost_ttl,
                 )
             )
-            process = self.environment.start(prepared, self._request(task, snapshot, workspace))
+            request = self._request(task, snapshot, workspace, resumed=resumed)
+            process = self.environment.start(prepared, request)
             outcome, resources = self._supervise(task, process, task.record.options.timeout)
             extra["resources"] = resources
         except InvalidTransition as exc:  # declared lost while Redis was away, and requeued
@@ -273,6 +278,33 @@ class Pipeline:
             )
         task.metrics = MetricFeed(tracker, files, poll_interval=self.config.monitor_interval)
 
+    def _restore_outputs(self, task: ActiveTask) -> bool:
+        """Write the outputs an earlier attempt stored (or those ``retry --resume`` gave the
+        task) into its fresh tree; whether any are there now (``OVERNIGHT_RESUME=1``). A file
+        that cannot be restored is a warning, never a failed task."""
+        assert task.outputs is not None
+        try:
+            report = self._retry(task.outputs.restore)
+        except OvernightError as exc:  # its manifest unreadable: the run starts afresh
+            task.sink.line(f"[overnight] warning: outputs not restored: {_one_line(exc)}")
+            return False
+        if report is None:
+            return False
+        say = task.sink.line
+        for failure in report.failed:
+            say(f"[overnight] warning: output not restored: {failure}")
+        restored = len(report.fetched) + len(report.skipped)
+        if restored:
+            say(
+                f"[overnight] resuming: {restored} stored output file(s) restored into the tree; "
+                "OVERNIGHT_RESUME=1"
+            )
+        note = f"attempt {task.record.attempt + 1} resumed from {restored} stored output file(s)"
+        if report.failed:
+            note += f"; {len(report.failed)} could not be restored (its log says why)"
+        self._retry(lambda: self.store.add_note(task.task_id, note))
+        return restored > 0
+
     def _samplers(self, task: ActiveTask, process: Process) -> list[Sampler]:
         samplers = process.samplers()
         if task.gpu_ids:
@@ -287,7 +319,7 @@ class Pipeline:
             extra["run"]["dropped_log_lines"] = outcome.dropped_lines
         code = outcome.exit_code
         if outcome.reason == CANCELED:
-            return self._stopped(task, Phase.RUN, extra, code)
+            return self._stopped(task, Phase.RUN, extra, code, killed=outcome.killed)
         if outcome.reason == TIMED_OUT:
             return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
         if code in SHUTDOWN_EXITS and self._shutting_down():
@@ -340,19 +372,30 @@ class Pipeline:
         phase: Phase,
         extra: dict[str, Any] | None = None,
         code: int | None = None,
+        *,
+        killed: bool = False,
     ) -> Ending:
         if task.taken.is_set():
             return Ending(TaskStatus.FAILED, phase, task.taken_why, code, recorded=False)
         if task.canceled.is_set():
             where = "while running" if phase is Phase.RUN else f"during {phase.value}"
-            return Ending(TaskStatus.CANCELED, phase, None, code, f"canceled {where}", extra or {})
+            note = f"canceled {where}"
+            if killed:  # the bare exit code (-9, or 137 from a container) says it without words
+                note += (
+                    f"; still running {format_duration(self._grace(task))} after SIGTERM, it "
+                    "was killed with SIGKILL"
+                )
+            return Ending(TaskStatus.CANCELED, phase, None, code, note, extra or {})
+        why = task.evicted_why or f"agent {self.agent} shut down"
         return Ending(
             TaskStatus.QUEUED,
-            note=f"agent {self.agent} shut down during {phase.value}; requeued at the front",
+            note=f"{why} during {phase.value}; requeued at the front",
             extra=extra or {},
         )
 
-    def _request(self, task: ActiveTask, snapshot: Snapshot, workspace: Path) -> RunRequest:
+    def _request(
+        self, task: ActiveTask, snapshot: Snapshot, workspace: Path, *, resumed: bool
+    ) -> RunRequest:
         record = task.record
         env = dict(snapshot.spec.env)
         env.update(
@@ -366,6 +409,10 @@ class Pipeline:
             CUDA_VISIBLE_DEVICES=",".join(task.gpu_ids),
             CUDA_DEVICE_ORDER="PCI_BUS_ID",
         )
+        if resumed:
+            env["OVERNIGHT_RESUME"] = "1"
+        else:
+            env.pop("OVERNIGHT_RESUME", None)  # the spec's own: only the agent says it resumes
         return RunRequest(
             task_id=record.id,
             argv=snapshot.spec.argv,

@@ -1,7 +1,9 @@
 """A task's command as a local subprocess: its own process group, stdout and stderr merged.
 
 The command runs in a new session, so its process group holds it and every child it starts;
-stopping the task signals the whole group, grandchildren included. Where the kernel offers a
+stopping the task signals the whole group, grandchildren included. A guard
+(:mod:`overnight.agent.run.guard`) kills that group when the agent dies before seeing its end,
+so no task outlives its agent, whatever kills the agent. Where the kernel offers a
 pidfd (Linux 5.3+), waiting for the end is one blocking poll that wakes the moment the process
 exits, rather than a loop of short sleeps.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from overnight.agent.environments.base import Process
+from overnight.agent.run.guard import Guard, start_guard
 from overnight.agent.run.monitor import ProcessTreeSampler, Sampler, tree_pids
 from overnight.errors import TaskRunError
 
@@ -73,6 +76,10 @@ class LocalProcess(Process):
         except OSError as exc:
             raise TaskRunError(f"cannot start {argv[0]}: {exc}") from exc
         self._pgid = self._popen.pid  # a new session's leader is its process group's leader
+        self._guard: Guard | None = start_guard(self._pgid)
+        if self._guard is not None:
+            # Dropped unseen to its end, the task is nobody's: the guard kills it then.
+            weakref.finalize(self, self._guard.fire)
         self._on_exit = on_exit
         self._exit_lock = threading.Lock()
         self._ended = _pidfd_poller(self._popen.pid)
@@ -142,6 +149,9 @@ class LocalProcess(Process):
             return None
         with self._exit_lock:
             callback, self._on_exit = self._on_exit, None
+            guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.release()
         if callback is not None:
             callback(code)
         return code

@@ -11,8 +11,10 @@ Three threads share the work so that nothing the log's consumer does can stall t
   seconds, enforces the timeout and sends the stop signals.
 
 Between the reader and the sender sits a bounded buffer (``max_buffer_bytes``). When the sink
-is slower than the task or keeps failing and the buffer is full, the oldest batches are dropped
-and the next batch sent starts with a marker line saying how many lines were lost there.
+is slower than the task and the buffer is full, the reader stops reading until the sender made
+room: the pipe fills and the task waits on its writes, so a burst of output loses no line (the
+agent's sink is quick whatever Redis does: it spills to disk through an outage). Lines are lost
+only when the sink still holds them after the run's end plus ``sink_drain_timeout``;
 ``RunOutcome.dropped_lines`` counts them. The sink is called from the sender thread.
 
 ``observe``, when given, sees every batch of output in order on the reader's thread, whatever
@@ -129,6 +131,8 @@ def supervise(
     ended, duration = time.time(), time.monotonic() - clock0
 
     reader.join(drain_timeout)
+    while reader.is_alive() and pump.waiting and outbox.progressed(sink_drain_timeout):
+        reader.join(0.1)  # output the task wrote before its end, waiting for the sink
     if reader.is_alive():
         process.kill()  # children that outlived the command hold its output open
         reader.join(drain_timeout)
@@ -207,10 +211,16 @@ class _Pump:
         self._closed = False
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
+    @property
+    def waiting(self) -> bool:
+        """Whether the reader waits for room in the buffer (not for the task's output)."""
+        return self._outbox.full
+
     def read_all(self, process: Process) -> None:
         try:
             for chunk in process.output():
                 self.feed(chunk)
+                self._outbox.wait_room()  # back-pressure: the pipe fills, the task waits
         except Exception as exc:
             now = time.time()
             with self._lock:
@@ -223,6 +233,7 @@ class _Pump:
         now = time.time()
         with self._lock:
             if self._closed:
+                self._outbox.lose(chunk.count(b"\n"))
                 return
             self._batcher.feed(chunk, now)
             if self._batcher.due(now):
@@ -263,8 +274,8 @@ class _Outbox:
         self._cond = threading.Condition()
         self._queue: collections.deque[list[Line]] = collections.deque()
         self._size = 0
-        self._gap = 0  # lines dropped since the last batch went out
         self._closing = False
+        self._progress = time.monotonic()  # when a batch last went out
         self._busy = False
         self._abandoned = threading.Event()
         self.sent = 0
@@ -278,18 +289,35 @@ class _Outbox:
         with self._cond:
             return not self._queue and not self._busy
 
+    @property
+    def full(self) -> bool:
+        with self._cond:
+            return self._size >= self._max
+
     def put(self, batch: list[Line]) -> None:
+        """Queue a batch; never waits (the buffer passes its bound by at most a batch: the
+        reader, not this, waits for room)."""
         if not batch:
             return
         with self._cond:
             self._queue.append(batch)
             self._size += _size(batch)
-            while self._size > self._max and len(self._queue) > 1:
-                oldest = self._queue.popleft()
-                self._size -= _size(oldest)
-                self._gap += len(oldest)
-                self.dropped += len(oldest)
-            self._cond.notify()
+            self._cond.notify_all()
+
+    def wait_room(self) -> None:
+        """Wait while the buffer is full, until the sender empties it or the run is over."""
+        with self._cond:
+            while self._size >= self._max and not self._closing and not self._abandoned.is_set():
+                self._cond.wait(0.5)
+
+    def progressed(self, within: float) -> bool:
+        """Whether a batch went out in the last ``within`` seconds."""
+        with self._cond:
+            return time.monotonic() - self._progress < within
+
+    def lose(self, lines: int) -> None:
+        with self._cond:
+            self.dropped += lines
 
     def run(self) -> None:
         while True:
@@ -301,14 +329,11 @@ class _Outbox:
                 batch = self._queue.popleft()
                 self._busy = True
                 self._size -= _size(batch)
-                lines = len(batch)
-                if self._gap:
-                    marker = f"[overnight] {self._gap} log lines dropped here: the log sink was too slow or failing"
-                    batch = [(batch[0][0], Notice(marker)), *batch]
-                    self._gap = 0
-            delivered = self._deliver(batch, lines)
+                self._cond.notify_all()
+            delivered = self._deliver(batch, len(batch))
             with self._cond:
                 self._busy = False
+                self._progress = time.monotonic()
             if not delivered:
                 return
 
@@ -332,14 +357,14 @@ class _Outbox:
         """Let the sender empty the buffer for up to ``timeout`` seconds, then give up on it."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
+            self._cond.notify_all()
         sender.join(timeout)
         if sender.is_alive():
             self._abandoned.set()
             with self._cond:
                 self.dropped += sum(len(b) for b in self._queue)
                 self._queue.clear()
-                self._cond.notify()
+                self._cond.notify_all()
             sender.join(0.5)
 
 

@@ -29,6 +29,7 @@ class ActiveTask:
     taken: threading.Event = dataclasses.field(default_factory=threading.Event)  # not ours now
     ended: threading.Event = dataclasses.field(default_factory=threading.Event)  # being recorded
     taken_why: str = ""
+    evicted_why: str = ""  # why the agent stops it, when not for its own shutdown
     process: Process | None = None  # once started
     monitor: Monitor | None = None  # while it runs
     outputs: OutputCollector | None = None  # once its tree is there
@@ -40,6 +41,14 @@ class ActiveTask:
 
     def should_stop(self) -> bool:
         return self.canceled.is_set() or self.evicted.is_set() or self.taken.is_set()
+
+    def evict(self, why: str) -> None:
+        """Stop the run (SIGTERM, grace, SIGKILL) and requeue the task at the front: ``why``."""
+        if self.evicted.is_set():
+            return
+        self.evicted_why = why
+        self.evicted.set()
+        self.sink.line(f"[overnight] stopping this run: {why}; it goes back to the front")
 
     def take_away(self, agent: str, why: str) -> None:
         """The task is no longer this run's (declared lost, or canceled, while its heartbeats

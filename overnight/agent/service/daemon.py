@@ -20,8 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import redis
-
 from overnight.agent.config import AgentConfig
 from overnight.agent.environments.base import Environment
 from overnight.agent.gpus.allocator import Allocator
@@ -31,6 +29,7 @@ from overnight.agent.run.logsink import LogSink
 from overnight.agent.run.pipeline import Ending, Pipeline
 from overnight.agent.run.task import ActiveTask
 from overnight.agent.service.adoption import Adoption
+from overnight.agent.service.fitting import WindowFit
 from overnight.agent.service.housekeeping import Control
 from overnight.agent.service.intake import Intake
 from overnight.agent.service.leftovers import Leftovers, remove_leftovers
@@ -41,7 +40,7 @@ from overnight.agent.workspace.remotes import GitCredentials
 from overnight.agent.workspace.workspaces import Workspaces
 from overnight.outputs.stores import open_store
 from overnight.queue.agents import AgentInfo, AgentRegistry
-from overnight.queue.connection import connect, persistence_warning
+from overnight.queue.connection import acks_for, connect, persistence_warning
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.units import format_duration
@@ -90,6 +89,7 @@ class Daemon:
         self._changed = threading.Event()
         self._stop_requests = 0
         self._backoff = Backoff(longest=config.max_backoff)
+        self.fit = WindowFit(store, worker)
         self.intake = Intake(
             config,
             store,
@@ -173,6 +173,7 @@ class Daemon:
                     "state": self.windows.describe(self.clock.now()),
                 },
                 **({"hold": _describe_hold(*hold)} if hold is not None else {}),
+                **({"waits": dict(self.fit.waits)} if self.fit.waits else {}),
             },
         )
 
@@ -210,6 +211,7 @@ class Daemon:
     def _step(self, burst: bool) -> bool:
         """One round of the loop: wait for room, pop, claim. True: the loop is done."""
         if self.paused:
+            self._window_closed()
             if burst and not self.active_tasks():
                 return True
             self._wait()
@@ -223,17 +225,24 @@ class Daemon:
             # so an end that comes before this wait still wakes it (a condition would miss it).
             self._wait()
             return False
+        left = self.windows.closes_in(self.clock.now())
         try:
-            claim = self.worker.dequeue(None if burst else self.config.dequeue_timeout, skip=skip)
+            if left is None:
+                claim = self.worker.dequeue(
+                    None if burst else self.config.dequeue_timeout, skip=skip
+                )
+            else:  # a window that closes: only a task expected to end before it
+                claim = self.fit.take(self.config.queues, left, skip=skip)
         except CONNECTION_ERRORS as exc:
             self._backoff.wait(exc)
             return False
         self._backoff.reset()
         if claim is None:
-            self.intake.emptied(set(self.config.queues) - skip)
+            if left is None:
+                self.intake.emptied(set(self.config.queues) - skip)
             if burst and not self.active_tasks() and not self.intake.waiting():
                 return True
-            if burst:
+            if burst or left is not None:
                 self._wait()
             return False
         if self.draining or self.paused:  # a stop, or the window closed, while the pop waited
@@ -249,6 +258,15 @@ class Daemon:
         """Before a ``--burst`` agent exits: the queued tasks it took and could never run."""
         for line in until_connected(self.intake.left_behind, self._backoff) or ():
             log.warning("exiting (--burst) with work left: %s", line)
+
+    def _window_closed(self) -> None:
+        """With ``window_end: stop``, stop the running tasks: they go back to the front."""
+        if self.config.window_end != "stop":
+            return
+        for task in self.active_tasks():
+            if not task.evicted.is_set():
+                log.info("task %s: the window closed; stopping it", task.task_id)
+                task.evict(f"agent {self.name}'s window closed (window_end: stop)")
 
     def _wait(self) -> None:
         self._changed.wait(_WAKE)
@@ -340,12 +358,8 @@ def create_daemon(
     """A daemon wired to Redis at ``config.redis_url``; raises ConnectionFailed when unreachable."""
     name = config.agent_name
     connection = connect(config.redis_url)
-    blocking = redis.Redis.from_url(
-        config.redis_url,
-        socket_timeout=config.dequeue_timeout + 10.0,
-        socket_connect_timeout=5.0,
-    )
-    store = TaskStore(connection, log_cap_mb=config.log_cap_mb)
+    blocking = connect(config.redis_url, read_timeout=config.dequeue_timeout + 10.0)
+    store = TaskStore(connection, log_cap_mb=config.log_cap_mb, acks=acks_for(config.redis_url))
     workspaces = Workspaces(
         config.workspace_path,
         credentials=GitCredentials(tokens=config.git_tokens, ssh_command=config.git_ssh_command),

@@ -98,7 +98,9 @@ class Intake:
         """Claim a popped job: refuse it, drop it, hand it back, or launch its task.
 
         Safe to call again after a Redis outage interrupted it: a claim already written
-        (``preparing`` by this agent, resources held) goes on from there.
+        (``preparing`` by this agent, resources held) goes on from there, and one that never
+        reached Redis (still ``queued``, as after a failover that lost it) is made again with
+        the resources held for it.
         """
         job = claim.job
         # Whatever was popped is the head now; a different task waiting here has left it.
@@ -138,7 +140,10 @@ class Intake:
             log.info("task %s is %s, not queued; skipping it", task_id, record.status.value)
             self.worker.drop(claim)
             return
-        gpu_ids = self._resources(claim, record)
+        if held is not None and not self._is_active(task_id):
+            gpu_ids: tuple[str, ...] | None = held  # a take cut short before its claim was stored
+        else:
+            gpu_ids = self._resources(claim, record)
         if gpu_ids is None:
             return
         try:
@@ -147,6 +152,7 @@ class Intake:
                 TaskStatus.PREPARING,
                 Change(agent=self.name, gpu_ids=gpu_ids),
                 expect={TaskStatus.QUEUED},
+                on_queue=claim.queue.name,
                 note=f"taken by agent {self.name}",
                 heartbeat_ttl=self.config.lost_ttl,
             )

@@ -9,7 +9,8 @@ and removes every tree under its workspace folder, when no agent will use it aga
 record is final, queued again or gone, or the agent it shows is not alive (no heartbeat of the task
 and no registration of another agent by that name). Several agents may share a host, so a task that
 is preparing or running on a live agent keeps its processes and tree, and so does any task whose
-record cannot be read. Two proofs need no waiting for a heartbeat to expire: a process whose
+record cannot be read. A tree made by an agent that keeps workspaces is never removed, whatever
+the agent now starting on the folder keeps (:meth:`Workspaces.kept_mark`). Two proofs need no waiting for a heartbeat to expire: a process whose
 agent process (``OVERNIGHT_AGENT_PID``) is gone from this host is stopped and its task marked lost
 at once; and a task that shows this agent's own name is its earlier run's (only one agent of a name runs at
 once), so a restart under the same name (systemd's ``Restart=``) stops its processes and marks it
@@ -37,7 +38,7 @@ from overnight.queue.store import TaskStore
 
 log = logging.getLogger(__name__)
 
-_REQUEUED = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING})
+_REQUEUED = frozenset({TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.HELD})
 
 
 class Leftovers:

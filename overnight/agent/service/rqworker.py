@@ -31,6 +31,15 @@ from overnight.queue.upkeep import clean
 
 log = logging.getLogger(__name__)
 
+_TAKE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+"""One id out of a queue list into its intermediate list, atomically (RQ's LMOVE, mid-list)."""
+
 
 @dataclasses.dataclass
 class Claim:
@@ -135,6 +144,20 @@ class AgentWorker:
         return Claim(
             job=job, queue=Queue(queue.name, connection=self.connection, serializer=JSONSerializer)
         )
+
+    def take(self, queue_name: str, job_id: str) -> Claim | None:
+        """Pop this job from wherever it stands in its queue, as RQ's pop does from the head (into
+        the queue's intermediate list), leaving the others in place; None when it is no longer
+        there (taken, held or moved meanwhile) or its job is gone."""
+        queue = Queue(queue_name, connection=self.connection, serializer=JSONSerializer)
+        if not self.connection.eval(_TAKE, 2, queue.key, queue.intermediate_queue_key, job_id):
+            return None
+        try:
+            job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+        except Exception:  # NoSuchJobError, or a hash made unreadable: as RQ's pop skips it
+            self.connection.lrem(queue.intermediate_queue_key, 1, job_id)
+            return None
+        return Claim(job=job, queue=queue)
 
     def push_back(self, claim: Claim) -> None:
         """Return a popped job to the front of its queue, untouched (the agent can't take it now)."""

@@ -137,6 +137,13 @@ class Windows:
                 return now.replace(second=0, microsecond=0) + timedelta(minutes=delta)
         return None
 
+    def closes_in(self, now: datetime) -> float | None:
+        """Seconds until an open window closes; None when closed now or never closing."""
+        if not self.is_open(now):
+            return None
+        change = self.next_change(now)
+        return None if change is None else max(0.0, (change - now).total_seconds())
+
     def describe(self, now: datetime) -> str:
         """One line for ``overnight workers``: "open until mon 07:00", "closed until fri 19:00"."""
         state = "open" if self.is_open(now) else "closed"

@@ -13,6 +13,9 @@ rebuilt rather than copied. Mirrors and trees are shared by every agent on the h
 locks (exclusive to build, shared to read); beyond ``max_trees`` trees and ``max_mirrors``
 mirrors the least recently used go. A task's copy is made and removed under a shared lock too,
 which :mod:`overnight.agent.service.leftovers` takes exclusively to remove the copies killed agents left.
+A copy made by an agent that keeps workspaces is marked kept (``root/kept/<task_id>``, written
+before the copy is made), so that no agent sharing the folder, nor a later one without
+``keep_workspaces``, ever removes it as a leftover.
 
 Remotes are reached with the agent's own credentials, never prompting (:mod:`.remotes`). A cancel
 stops a task's preparation while it fetches or waits for another agent's fetch or build.
@@ -119,6 +122,12 @@ class Workspaces:
         self, task_id: str, snapshot: Snapshot, log: Callable[[str], None], should_stop: StopCheck
     ) -> Path:
         dest = self.task_dir(task_id)
+        if self.keep:
+            mark = self.kept_mark(task_id)
+            mark.parent.mkdir(exist_ok=True)
+            mark.touch()
+        else:
+            self.kept_mark(task_id).unlink(missing_ok=True)  # the copy is this run's now
         if dest.exists():
             log(f"removing the workspace left by an earlier attempt at {dest}")
             rmtree(dest)
@@ -163,6 +172,11 @@ class Workspaces:
             if dest.exists():
                 rmtree(dest)
 
+    def kept_mark(self, task_id: str) -> Path:
+        """The file that says an agent keeping workspaces made the task's copy."""
+        self.task_dir(task_id)  # refuses an id that cannot name a folder
+        return self.root / "kept" / task_id
+
     def task_ids(self) -> list[str]:
         """The tasks that have a tree under ``root/tasks``, by id."""
         try:
@@ -177,14 +191,15 @@ class Workspaces:
 
         ``unused`` is asked while no agent on the host creates or removes a tree of a task
         that shares the lock (a task claimed just before this call has its tree kept), and not
-        at all when the agent keeps workspaces or another agent holds the lock.
+        at all when the agent keeps workspaces, another agent holds the lock or an agent that
+        keeps workspaces made the copy (:meth:`kept_mark`).
         """
         dest = self.task_dir(task_id)
         lock = FileLock(self._task_lock(task_id))
         if self.keep or not lock.try_acquire():
             return False
         try:
-            if not dest.is_dir() or not unused(task_id):
+            if self.kept_mark(task_id).exists() or not dest.is_dir() or not unused(task_id):
                 return False
             rmtree(dest)
             return True

@@ -10,7 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -464,6 +464,9 @@ def test_the_tasks_own_grace_outranks_the_agents(
     finally:
         agent.stop()
     assert canceled.exit_code == -signal.SIGKILL
+    assert canceled.history[-1].note == (
+        "canceled while running; still running 0.5s after SIGTERM, it was killed with SIGKILL"
+    )
 
 
 def test_resources_and_hardware_are_recorded(
@@ -576,3 +579,38 @@ def test_a_relative_submodule_url_resolves_against_the_network_remote(
     done = agent_store.get(record.id)
     assert done.status is TaskStatus.FINISHED, done.error
     assert "from the lib's server" in log_text(agent_store, record.id)
+
+
+def _output_numbers(store: TaskStore, task_id: str) -> Iterator[int]:
+    """The number each stored line of the burst starts with, read in chunks."""
+    start = "-"
+    while True:
+        chunk: Any = store.redis.xrange(keys.log(task_id), min=start, count=20_000)
+        if not chunk:
+            return
+        for _, fields in chunk:
+            number, _, rest = bytes(fields[b"line"]).partition(b" ")
+            if rest == b"x" * 91:  # not the agent's lines nor the build's
+                yield int(number)
+        start = "(" + bytes(chunk[-1][0]).decode()
+
+
+@pytest.mark.slow
+def test_a_60_mb_burst_under_the_log_cap_keeps_every_line(
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
+) -> None:
+    """Printed faster than Redis takes it: the task waits on its writes, nothing is dropped."""
+    lines = 600_000  # 100 bytes each: about 60 MB, under a 100 MB cap
+    burst = f"import sys\nw = sys.stdout.write\nfor i in range({lines}): w(f'{{i:07d}} ' + 'x' * 91 + '\\n')\n"
+    snap = _replace_spec(snapshot_of(project), argv=("python", "-c", burst))
+    record = enqueue(agent_store, project, snapshot=snap)
+    run_burst(config_for(log_cap_mb=100))
+    done = agent_store.get(record.id)
+    assert done.status is TaskStatus.FINISHED, done.error
+    assert "dropped_log_lines" not in done.extra.get("run", {})
+    assert agent_store.logs.trimmed(record.id)[0] == 0
+    seen = 0
+    for number in _output_numbers(agent_store, record.id):
+        assert number == seen, f"line {seen} is missing"
+        seen += 1
+    assert seen == lines

@@ -169,6 +169,26 @@ def test_an_agent_start_removes_the_trees_its_killed_run_left(
     assert [tree.is_dir() for tree in trees] == [False, True]
 
 
+def test_a_tree_an_agent_kept_outlives_a_later_agent_that_keeps_none(
+    redis_url: str, agent_store: TaskStore, project: Repo, tmp_path: Path, venv_cache: Path
+) -> None:
+    keeping = _config(redis_url, tmp_path, venv_cache, keep_workspaces=True)
+    kept = enqueue(agent_store, project).id
+    run_burst(keeping)
+    workspaces = Workspaces(keeping.workspace_path)
+    assert agent_store.get(kept).status is TaskStatus.FINISHED
+    assert workspaces.task_dir(kept).is_dir() and workspaces.kept_mark(kept).exists()
+    left = _tree(workspaces, _task(agent_store, project, TaskStatus.CANCELED))  # no mark
+    plain = _config(redis_url, tmp_path, venv_cache, name="agent-b")
+    ran = enqueue(agent_store, project).id
+    run_burst(plain)  # cleans up at its start, then runs a task of its own
+    assert agent_store.get(ran).status is TaskStatus.FINISHED
+    assert workspaces.task_dir(kept).is_dir()
+    assert not left.exists() and not workspaces.task_dir(ran).exists()
+    assert remove_leftovers(Workspaces(keeping.workspace_path), agent_store, "agent-c") == []
+    assert workspaces.task_dir(kept).is_dir()
+
+
 def test_stray_task_processes_are_stopped_when_no_live_agent_runs_their_task(
     agent_store: TaskStore, project: Repo, tmp_path: Path
 ) -> None:

@@ -101,6 +101,49 @@ def test_push_back_returns_the_job_to_the_front(conn: redis.Redis, blocking: red
     assert again is not None and again.job_id == "a"
 
 
+def test_take_pops_one_job_from_mid_queue_leaving_the_others_in_place(
+    conn: redis.Redis, blocking: redis.Redis
+) -> None:
+    for job_id in ("a", "b", "c"):
+        push(conn, "gpu", job_id)
+    worker = AgentWorker(conn, blocking, "box", ["gpu"])
+    claim = worker.take("gpu", "b")
+    assert claim is not None and claim.job_id == "b" and claim.queue.name == "gpu"
+    queue = Queue("gpu", connection=conn, serializer=JSONSerializer)
+    assert queue.job_ids == ["a", "c"]
+    assert queue.intermediate_queue.get_job_ids() == ["b"]  # as RQ's own pop leaves it
+    worker.drop(claim)
+    assert worker.take("gpu", "b") is None
+
+
+def test_agents_taking_the_same_job_at_once_get_it_once(
+    conn: redis.Redis, blocking: redis.Redis, redis_url: str
+) -> None:
+    for n in range(40):
+        push(conn, "gpu", f"j{n}")
+    got: list[str] = []
+    start = threading.Barrier(4)
+
+    def agent(name: str) -> None:
+        client = redis.Redis.from_url(redis_url)
+        worker = AgentWorker(client, client, name, ["gpu"])
+        start.wait()
+        try:
+            for n in range(40):  # half by a mid-list take, half by RQ's own pop from the head
+                claim = worker.take("gpu", f"j{n}") if n % 2 else worker.dequeue(None)
+                if claim is not None:
+                    got.append(claim.job_id)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=agent, args=(f"box{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(got) == sorted(f"j{n}" for n in range(40))
+
+
 def test_a_live_namesake_is_an_error_a_stale_one_is_replaced(
     conn: redis.Redis, blocking: redis.Redis
 ) -> None:

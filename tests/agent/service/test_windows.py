@@ -113,6 +113,12 @@ def test_no_windows_is_always_open() -> None:
     assert always.describe(at(3, 3)) == "always open"
     full_week = Windows.parse("mon 00:00-mon 00:00")
     assert full_week.is_open(at(4, 4)) and full_week.next_change(at(4, 4)) is None
+    assert always.closes_in(at(3, 3)) is None and full_week.closes_in(at(4, 4)) is None
+
+
+def test_closes_in_counts_the_seconds_an_open_window_has_left() -> None:
+    assert WEEKEND.closes_in(at(8, 5, 40, 30)) == 80 * 60 - 30  # monday 05:40:30, closes 07:00
+    assert WEEKEND.closes_in(at(3, 12)) is None  # closed now
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,11 @@ import docker.types
 from overnight.agent.config import AgentConfig
 from overnight.agent.environments.base import AdoptedTask, Environment, Prepared, RunRequest
 from overnight.agent.environments.docker.build import NOBODY, WORKSPACE, Installer, confined
+from overnight.agent.environments.docker.guard import (
+    adoption_window,
+    end_guards,
+    start_container_guard,
+)
 from overnight.agent.environments.docker.images import EnvImages
 from overnight.agent.environments.docker.process import DockerProcess, resume_point
 from overnight.agent.environments.docker.references import (
@@ -39,6 +44,7 @@ from overnight.agent.environments.docker.references import (
 )
 from overnight.agent.environments.installs import find_uv
 from overnight.agent.progress import ProgressLine, StopCheck
+from overnight.agent.run.guard import Guard
 from overnight.agent.run.taskenv import BUILD_PREFIXES, TaskEnv
 from overnight.errors import ConfigError, TaskRunError
 from overnight.spec import TaskSpec
@@ -69,6 +75,7 @@ class AdoptedContainer(AdoptedTask):
     container: Any  # docker.models.containers.Container
     state: str  # docker's status: "running", "exited", "created", ...
     exit_code: int | None  # None while it runs
+    guard: Guard | None = None  # this agent's, over the running container
 
     @property
     def running(self) -> bool:
@@ -76,11 +83,11 @@ class AdoptedContainer(AdoptedTask):
 
     @property
     def process(self) -> DockerProcess:
-        return DockerProcess(self.container)
+        return DockerProcess(self.container, guard=self.guard)
 
     def process_since(self, since: float | None) -> DockerProcess:
         """A process whose output starts after ``since`` (a :attr:`DockerProcess.last_log_time`)."""
-        return DockerProcess(self.container, since=since)
+        return DockerProcess(self.container, since=since, guard=self.guard)
 
     def process_after(self, stored: Sequence[tuple[float, str]]) -> DockerProcess:
         """A process whose output starts after the task log's ``stored`` tail (time, line)."""
@@ -117,6 +124,8 @@ class DockerEnvironment(Environment):
         build_network: str | None = None,
         task_env: Mapping[str, str] | None = None,
         uv_bin: Path | None = None,
+        guard_window: float | None = None,
+        guard_env: Mapping[str, str] | None = None,
     ) -> None:
         for what, path in (("ca_bundle", ca_bundle), ("pip_conf", pip_conf), ("uv_toml", uv_toml)):
             if path is not None and not path.is_file():
@@ -137,6 +146,10 @@ class DockerEnvironment(Environment):
         self.mounts = tuple(parse_mount(m) for m in mounts)
         self.uid_gid = parse_user(uid_gid) if uid_gid else default_user()
         self.task_env = dict(task_env or {})
+        # Seconds a task's container outlives its dead agent, waiting for an adoption (None:
+        # no guard, the container runs on until an agent of this name comes back).
+        self.guard_window = guard_window
+        self.guard_env = dict(guard_env or {})
         state = state_dir or Path(tempfile.gettempdir()) / f"overnight-docker-{os.getuid()}"
         installer = Installer(
             client,
@@ -197,6 +210,8 @@ class DockerEnvironment(Environment):
             uv_toml=Path(uv_toml).expanduser() if uv_toml else None,
             task_env=TaskEnv.from_config(config, environ).task(host_paths=False),
             uv_bin=Path(uv) if (uv := find_uv()) else None,
+            guard_window=adoption_window(config.lost_ttl, config.heartbeat_interval),
+            guard_env=environ,
         )
 
     def check_engine(self) -> None:
@@ -337,7 +352,12 @@ class DockerEnvironment(Environment):
             if NO_GPU_DRIVER in why:
                 why = cannot_hand_gpus(why)
             raise TaskRunError(f"cannot start the task's container: {why}") from exc
-        return DockerProcess(container)
+        return DockerProcess(container, guard=self._guard(str(container.id)))
+
+    def _guard(self, container_id: str) -> Guard | None:
+        if self.guard_window is None:
+            return None
+        return start_container_guard(container_id, self.guard_window, self.guard_env)
 
     def gpu_problem(self, gpu_id: str) -> str | None:
         """Why this engine cannot hand GPU ``gpu_id`` to a container (no NVIDIA Container
@@ -399,12 +419,14 @@ class DockerEnvironment(Environment):
             state = container.attrs.get("State", {})
             status = str(state.get("Status", container.status))
             done = status in ("exited", "dead")
+            end_guards(str(container.id))  # the dead run's: this run guards it now
             found.append(
                 AdoptedContainer(
                     task_id=str(container.labels.get("overnight.task", "")),
                     container=container,
                     state=status,
                     exit_code=int(state.get("ExitCode", -1)) if done else None,
+                    guard=None if done else self._guard(str(container.id)),
                 )
             )
         return found

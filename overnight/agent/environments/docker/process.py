@@ -1,8 +1,10 @@
 """A task running in a Docker container, seen through the :class:`Process` interface.
 
-A :class:`DockerProcess` holds nothing but the container: one made for an existing container
-(after an agent restart) behaves like the one :meth:`DockerEnvironment.start` returned, and
-``since`` resumes its output after the last chunk already read.
+A :class:`DockerProcess` holds nothing but the container and its guard (which kills it if
+this agent dies before its end: :mod:`overnight.agent.environments.docker.guard`): one made for
+an existing container (after an agent restart) behaves like the one
+:meth:`DockerEnvironment.start` returned, and ``since`` resumes its output after the last chunk
+already read.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import requests.exceptions
 
 from overnight.agent.environments.base import Process
 from overnight.agent.environments.docker.stats import DockerStatsSampler, container_pids
+from overnight.agent.run.guard import Guard
 from overnight.agent.run.logbatch import LineAssembler
 from overnight.agent.run.monitor import Sampler
 
@@ -35,8 +38,11 @@ class DockerProcess(Process):
     that moment, so a new process for the same container continues where the old one stopped.
     """
 
-    def __init__(self, container: Any, *, since: float | None = None) -> None:
+    def __init__(
+        self, container: Any, *, since: float | None = None, guard: Guard | None = None
+    ) -> None:
         self.container = container
+        self._guard = guard  # kills the container if this agent dies before its end
         self.last_log_time: float | None = since  # docker's timestamp of the last chunk read
         self._exit_code: int | None = None
         self._ended = threading.Event()
@@ -106,7 +112,13 @@ class DockerProcess(Process):
                 break  # removed by someone else: the exit code is lost
             except _STREAM_ERRORS:
                 time.sleep(0.5)  # the engine restarts or the connection broke: ask again
+        self._release()
         self._ended.set()
+
+    def _release(self) -> None:
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.release()
 
     def terminate(self) -> None:
         self._signal("SIGTERM")
@@ -123,6 +135,7 @@ class DockerProcess(Process):
 
     def discard(self) -> None:
         """Delete the container; call once its output and exit code are saved."""
+        self._release()
         try:
             self.container.remove(force=True, v=True)
         except docker.errors.NotFound:
