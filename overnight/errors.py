@@ -179,6 +179,18 @@ class PreparationCanceled(AgentError):
     """Raised when a task is canceled while its tree or environment is being prepared."""
 
 
+class OptimizeError(OvernightError):
+    """Raised when an ``overnight optimize`` study cannot be set up, driven or read."""
+
+
+class OptunaMissing(OptimizeError):
+    """Raised when ``overnight optimize`` runs where Optuna is not installed."""
+
+
+class StudyNotFound(OptimizeError):
+    """Raised when no ``overnight optimize`` study has the name given."""
+
+
 class ExitCode(enum.IntEnum):
     """Exit codes of the ``overnight`` command, one per error area."""
 
@@ -194,6 +206,7 @@ class ExitCode(enum.IntEnum):
     SPEC = 9
     RECONSTRUCT = 10
     OUTPUT = 11
+    OPTIMIZE = 12
 
 
 _CODES: list[tuple[type[OvernightError], ExitCode]] = [
@@ -208,6 +221,7 @@ _CODES: list[tuple[type[OvernightError], ExitCode]] = [
     (ReconstructError, ExitCode.RECONSTRUCT),
     (AgentError, ExitCode.AGENT),
     (OutputError, ExitCode.OUTPUT),
+    (OptimizeError, ExitCode.OPTIMIZE),
 ]
 
 

@@ -85,6 +85,10 @@ COMMANDS: dict[str, dict[str, Entry]] = {
             "reports",
             "What ran since a moment: counts by status; per task params, duration, exit, GPU peak.",
         ),
+        "optimize": Entry(
+            "optimize",
+            "Search CMD's params with an Optuna study, one task per trial; prints the best trial.",
+        ),
     },
     "agent": {
         "checkout": Entry(

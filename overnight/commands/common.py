@@ -72,6 +72,45 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
+def run_options(*, retries: int) -> Callable[[F], F]:
+    """How each task runs: ``-q``, ``--gpus``, ``--image``, ``--timeout``, ``--grace`` and
+    ``--retries`` (``retries``: its default), for the commands that enqueue (enqueue, optimize)."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--retries",
+            type=click.IntRange(min=0),
+            default=retries,
+            show_default=True,
+            help="Times to requeue a task when its agent vanishes (status lost). A run that "
+            "fails (a non-zero exit, a failed build) is not retried: `overnight retry ID` does "
+            "that.",
+        )(f)
+        for option in reversed(_RUN_OPTIONS):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+_RUN_OPTIONS = (
+    click.option(
+        "-q", "--queue", default=None, help="Queue to put the task on (default: default)."
+    ),
+    click.option(
+        "--gpus",
+        type=click.IntRange(min=0),
+        default=None,
+        help="GPUs the task needs. Default: 0 on a CPU queue (one named in the cpu_queues "
+        "setting, 'default' and 'cpu' unless set, or any name starting with 'cpu'), else 1; the "
+        "default_gpus setting replaces this rule.",
+    ),
+    click.option("--image", default=None, help="Docker image to run in (docker agents)."),
+    click.option("--timeout", default=None, metavar="DURATION", help="Stop it after, e.g. 8h."),
+    click.option("--grace", default=None, metavar="DURATION", help="SIGTERM to SIGKILL delay."),
+)
+
+
 def add_param_option(f: F) -> F:
     """``--add-param``: a ``--sweep``/``--set`` name the command does not take is meant (added)."""
     return click.option(

@@ -16,6 +16,7 @@ from overnight.commands.common import (
     json_option,
     load_config,
     redis_option,
+    run_options,
 )
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
 from overnight.commands.trailing import TrailingCommand
@@ -40,18 +41,7 @@ from overnight.recorder.snapshot import SnapshotOptions, record
     context_settings={"allow_interspersed_args": False},
     epilog=IGNORED_NOTE,
 )
-@click.option("-q", "--queue", default=None, help="Queue to put the task on (default: default).")
-@click.option(
-    "--gpus",
-    type=click.IntRange(min=0),
-    default=None,
-    help="GPUs the task needs. Default: 0 on a CPU queue (one named in the cpu_queues setting, "
-    "'default' and 'cpu' unless set, or any name starting with 'cpu'), else 1; the default_gpus "
-    "setting replaces this rule.",
-)
-@click.option("--image", default=None, help="Docker image to run in (docker agents).")
-@click.option("--timeout", default=None, metavar="DURATION", help="Stop it after, e.g. 8h.")
-@click.option("--grace", default=None, metavar="DURATION", help="SIGTERM to SIGKILL delay.")
+@run_options(retries=0)
 @click.option(
     "--expect",
     default=None,
@@ -60,14 +50,6 @@ from overnight.recorder.snapshot import SnapshotOptions, record
     "it for later. Default: learned from finished runs of its sweep or command.",
 )
 @click.option("--front", is_flag=True, help="Put it ahead of the tasks already queued.")
-@click.option(
-    "--retries",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Times to requeue it when its agent vanishes (status lost). A run that fails (a "
-    "non-zero exit, a failed build) is not retried: `overnight retry ID` does that.",
-)
 @click.option("--after", multiple=True, metavar="ID", help="Start only after task ID finished.")
 @click.option(
     "--sweep",

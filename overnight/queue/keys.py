@@ -119,6 +119,28 @@ def by_tag(tag: str) -> str:
     return f"{PREFIX}idx:tag:{tag}"
 
 
+def sweep_name(name: str) -> str:
+    """A sweep's name (an ``overnight optimize`` study's) -> its id, for ``--sweep NAME``."""
+    return f"{PREFIX}sweepname:{name}"
+
+
+def study(name: str) -> str:
+    """JSON of an ``overnight optimize`` study's settings (:mod:`overnight.optimize.settings`)."""
+    return f"{PREFIX}study:{name}"
+
+
+def study_lease(name: str) -> str:
+    """Who drives the study now (a driver's id), with a TTL its driver renews."""
+    return f"{PREFIX}studylease:{name}"
+
+
+DETACHED_STUDIES = f"{PREFIX}studies:detached"
+"""Set of the names of studies that agents drive (``overnight optimize --detach``)."""
+
+OPTUNA_JOURNAL = f"{PREFIX}optuna"
+"""Prefix of the keys of Optuna's Redis journal that holds the studies (Optuna names the rest)."""
+
+
 AGENTS = f"{PREFIX}agents"
 """Sorted set of agent names, scored by the time their registration expires."""
 

@@ -113,7 +113,11 @@ class TaskStore:
         return self.index.resolve(id_or_prefix)
 
     def resolve_sweep(self, id_or_prefix: str) -> str:
-        """The sweep named by its id (or a unique prefix), or by the id of one of its tasks."""
+        """The sweep named by its id (or a unique prefix), by its name (an ``optimize``
+        study's), or by the id of one of its tasks."""
+        named = replies.raw(self.redis.get(keys.sweep_name(id_or_prefix.strip())))
+        if named is not None:
+            return named.decode(errors="replace")
         sweep = self.index.resolve_sweep(id_or_prefix)
         if sweep is not None:
             return sweep

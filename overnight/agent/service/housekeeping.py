@@ -7,12 +7,14 @@ the tasks' heartbeats (the store's, RQ's executions) and the agent's registratio
 ``report_interval`` it writes each running task's resource report so far to its record, so
 ``overnight show`` has peak and mean during the run and a task whose agent dies keeps them; every
 ``stray_interval`` it stops the task processes on this host whose agent died (another agent
-sharing the workspace folder, never restarted) and marks their tasks lost. A Redis outage pauses
+sharing the workspace folder, never restarted) and marks their tasks lost; every ``reap_interval``
+it also steps the ``overnight optimize --detach`` studies it may drive. A Redis outage pauses
 all this with backoff; the tasks keep running meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,6 +24,7 @@ from overnight.agent.config import AgentConfig
 from overnight.agent.run.task import ActiveTask
 from overnight.agent.service.reconnect import CONNECTION_ERRORS, Backoff
 from overnight.agent.service.rqworker import AgentWorker
+from overnight.optimize.detached import DetachedDrivers
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.heartbeats import renew_heartbeat
 from overnight.queue.reaper import reap_lost
@@ -58,7 +61,8 @@ class Control:
         self._next_report = time.monotonic() + config.report_interval
         self._strays = strays
         self._next_strays = time.monotonic() + config.stray_interval  # the start just looked
-        self._strays_thread: threading.Thread | None = None
+        self._studies = DetachedDrivers(store, config.redis_url, worker.name, ttl=config.lost_ttl)
+        self._apart: dict[str, threading.Thread] = {}
         self._thread = threading.Thread(target=self._run, name="overnight-control", daemon=True)
 
     def start(self) -> None:
@@ -67,6 +71,11 @@ class Control:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        studies = self._apart.get("studies")
+        if studies is not None:
+            studies.join(timeout=30)
+        with contextlib.suppress(*CONNECTION_ERRORS):  # Redis away: the leases expire
+            self._studies.close()
 
     def beat_soon(self) -> None:
         """Renew heartbeats at the next tick (a task was just claimed or ended)."""
@@ -121,24 +130,27 @@ class Control:
                 log.warning("marked lost (their agent went silent): %s", ", ".join(lost))
             self.worker.maintain()
             self._next_reap = now + self.config.reap_interval
+            self._run_apart("studies", self._studies.tick, "driving detached studies")
         if self._strays is not None and now >= self._next_strays:
             self._next_strays = now + self.config.stray_interval
-            self._look_for_strays(self._strays)
+            self._run_apart("strays", self._strays, "looking for task processes of dead agents")
 
-    def _look_for_strays(self, strays: Callable[[], object]) -> None:
-        """Run ``strays`` in a thread of its own (stopping a group waits for it to end), one
-        at a time."""
-        if self._strays_thread is not None and self._strays_thread.is_alive():
+    def _run_apart(self, name: str, work: Callable[[], object], what: str) -> None:
+        """Run ``work`` in a thread of its own (stopping a group of strays waits for it to end;
+        a study's step may import Optuna), one at a time for each ``name``."""
+        running = self._apart.get(name)
+        if running is not None and running.is_alive():
             return
 
         def look() -> None:
             try:
-                strays()
-            except Exception:  # Redis away, a process that vanished: the next look retries
-                log.exception("looking for task processes of dead agents failed")
+                work()
+            except Exception:  # Redis away, a process that vanished: the next round retries
+                log.exception("%s failed", what)
 
-        self._strays_thread = threading.Thread(target=look, name="overnight-strays", daemon=True)
-        self._strays_thread.start()
+        thread = threading.Thread(target=look, name=f"overnight-{name}", daemon=True)
+        self._apart[name] = thread
+        thread.start()
 
     def write_reports(self, tasks: list[ActiveTask]) -> None:
         """Store the resource report and the metrics so far of every task that is running."""
