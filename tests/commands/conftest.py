@@ -2,5 +2,6 @@ from __future__ import annotations
 
 from tests.fixtures.redis_urls import secured_redis
 from tests.fixtures.tasks import cli_env, redis_client, store
+from tests.fixtures.uiserver import ui_server
 
-__all__ = ["cli_env", "redis_client", "secured_redis", "store"]
+__all__ = ["cli_env", "redis_client", "secured_redis", "store", "ui_server"]
