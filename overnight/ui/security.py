@@ -33,7 +33,7 @@ HEADERS = (
         b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     ),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # "no-referrer" would make form POSTs say Origin: null
     (b"x-frame-options", b"DENY"),
 )
 
@@ -97,7 +97,8 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        host = _hostname(headers.get("host", ""))
+        netloc = headers.get("host", "")
+        host = _hostname(netloc)
         if self.access.token is None and not is_local(host):
             await _plain(send, 421, "this server answers only to 127.0.0.1 or localhost")
             return
@@ -111,7 +112,7 @@ class Guard:
                 return
         if scope["method"] == "POST":
             origin = headers.get("origin")
-            if origin is not None and _hostname(urlsplit(origin).netloc) != host:
+            if origin is not None and urlsplit(origin).netloc != netloc:
                 await _plain(send, 403, "refused: this request came from another site")
                 return
 

@@ -8,9 +8,11 @@ from starlette.testclient import TestClient
 from overnight.queue.store import TaskStore
 from overnight.ui.app import UiSettings, create_app
 from overnight.ui.security import Access
+from tests.fixtures.browser import browser, page
 from tests.fixtures.tasks import redis_client, store
+from tests.fixtures.uiserver import ui_server
 
-__all__ = ["redis_client", "store"]
+__all__ = ["browser", "page", "redis_client", "store", "ui_server"]
 
 LOCAL = "http://127.0.0.1:8765"
 

@@ -8,6 +8,7 @@ import time
 
 from starlette.testclient import TestClient
 
+from overnight.api import Client
 from overnight.metrics.summary import MetricSummary
 from overnight.outputs import manifest
 from overnight.outputs.manifest import OutputEntry
@@ -18,7 +19,9 @@ from overnight.queue.keys import new_sweep_id
 from overnight.queue.records import Change, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import Submission, submit_many
+from overnight.ui.app import UiSettings, create_app
 from overnight.ui.security import Access
+from tests.fixtures.gitrepo import Repo
 from tests.fixtures.tasks import finish, make_snapshot
 
 HOSTILE = "<script>alert('x')</script>"
@@ -219,8 +222,6 @@ def test_retry_and_clone_with_edited_params_make_new_tasks(
 
 
 def test_read_only_serves_no_action(store: TaskStore) -> None:
-    from overnight.ui.app import UiSettings, create_app
-
     task = submit(store)
     app = create_app(UiSettings(store=store, access=Access("127.0.0.1", read_only=True)))
     with TestClient(app, base_url="http://127.0.0.1:8765") as client:
@@ -274,3 +275,25 @@ def test_agents_and_queues_show_gpus_holders_and_order(
     queues = page[page.index('id="queues"') :]
     assert queues.index(first.id[:8]) < queues.index(second.id[:8])
     assert running.id[:8] not in queues
+
+
+def test_compare_shows_what_differs_and_the_code_diff(
+    repo: Repo, redis_url: str, store: TaskStore
+) -> None:
+    with Client(redis_url) as api:
+        repo.write("train.py", "lr = 0.1\n")
+        [a] = api.enqueue("python train.py --lr 0.1", cwd=repo.path)
+        repo.write("train.py", "lr = 0.5  # <higher>\n")
+        [b] = api.enqueue("python train.py --lr 0.5", cwd=repo.path)
+    settings = UiSettings(store=store, access=Access("127.0.0.1"), local_repo=repo.path)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8765") as client:
+        page = client.get(f"/compare?id={a.id}&id={b.id[:8]}").text
+        assert f"{a.id}</a> (base)" in page
+        assert (
+            '<tr class="changed"><th class="dim">params</th><th>lr</th><td>0.1</td><td>0.5</td>'
+            in page
+        )
+        assert '<tr class="same"><th class="dim">run</th><th>queue</th>' in page
+        assert '<div class="d-add">+lr = 0.5  # &lt;higher&gt;</div>' in page
+        one = client.get(f"/compare?id={a.id}").text
+        assert "compare needs at least two tasks" in one
