@@ -27,7 +27,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 TEST_COMMAND = "python3 -m pytest"
 INSTALL = "bash .ci/install"
 # The commands .ci/install looks for: the tests give it stand-ins that do nothing.
-INSTALL_LOOKS_FOR = ("redis-server", "git", "ssh", "sshd", "openssl", "gcc", "make", "docker")
+INSTALL_LOOKS_FOR = (
+    "redis-server", "git", "ssh", "sshd", "openssl", "gcc", "make", "chromium", "docker",
+)  # fmt: skip
 
 
 def _pyproject() -> dict[str, Any]:
