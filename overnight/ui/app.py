@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
@@ -33,6 +34,7 @@ from overnight.commands.views import duration, params_text, when
 from overnight.errors import CorruptRecord, OvernightError, TaskNotFound
 from overnight.outputs import manifest
 from overnight.outputs.stores import open_store
+from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.terminal import visible, visible_lines
@@ -45,6 +47,7 @@ from overnight.units import format_bytes, format_duration
 STATIC = Path(__file__).parent / "static"
 POLL_SECONDS = 0.25  # how often a followed log is read: a line shows within about this long
 KEEPALIVE_EVERY = 4  # polls between comments, so a closed page ends its stream soon
+REAP_EVERY = 5.0  # seconds between lost-task checks, so a task whose agent died shows lost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +89,15 @@ def create_app(settings: UiSettings) -> Starlette:
     store = settings.store
     access = settings.access
 
+    last_reap = [0.0]
+
+    def reap() -> None:
+        """Mark tasks whose agent vanished lost, at most every :data:`REAP_EVERY` seconds (the
+        CLI does so at each command; the page lives for days)."""
+        if time.monotonic() - last_reap[0] > REAP_EVERY:
+            last_reap[0] = time.monotonic()
+            reap_lost(store)
+
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(
             request=request, csrf=access.csrf, read_only=access.read_only, **context
@@ -112,6 +124,7 @@ def create_app(settings: UiSettings) -> Starlette:
         return RunsFilter.from_params(request.query_params, request.query_params.getlist("metric"))
 
     def runs(request: Request) -> Response:
+        reap()
         return render(request, "runs.html", runs=runs_page(store, wanted(request)))
 
     def runs_rows(request: Request) -> Response:
@@ -119,6 +132,7 @@ def create_app(settings: UiSettings) -> Starlette:
 
     def statuses(request: Request) -> Response:
         """Status, time and error line of the tasks named (the runs list polls it)."""
+        reap()
         ids = request.query_params.getlist("id")[:200]
         out = {}
         for record in store.get_many(ids):
@@ -137,6 +151,7 @@ def create_app(settings: UiSettings) -> Starlette:
         return render(request, "run.html", view=view, r=view.record)
 
     def run_status(request: Request) -> Response:
+        reap()
         record = store.get(task_id_of(request))
         return render(request, "run_status.html", r=record)
 
@@ -309,6 +324,4 @@ def _follow(store: TaskStore, task_id: str, after: str) -> Iterator[str]:
 
 
 def _quote(name: str) -> str:
-    from urllib.parse import quote
-
     return quote(name, safe="")

@@ -6,6 +6,7 @@ import hashlib
 import re
 import time
 
+import pytest
 from starlette.testclient import TestClient
 
 from overnight.api import Client
@@ -297,3 +298,14 @@ def test_compare_shows_what_differs_and_the_code_diff(
         assert '<div class="d-add">+lr = 0.5  # &lt;higher&gt;</div>' in page
         one = client.get(f"/compare?id={a.id}").text
         assert "compare needs at least two tasks" in one
+
+
+def test_a_task_whose_agent_vanished_shows_lost(
+    client: TestClient, store: TaskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("overnight.queue.reaper.REAP_SETTLE", 0.0)  # a young session Redis
+    task = submit(store)
+    store.transition(task.id, TaskStatus.RUNNING, Change(agent="box1"))
+    store.redis.delete(keys.heartbeat(task.id))
+    found = client.get(f"/runs/statuses?id={task.id}").json()[task.id]
+    assert found["status"] == "lost"

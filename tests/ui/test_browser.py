@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -14,6 +15,7 @@ from overnight.api import Client
 from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import Submission, submit_many
+from tests.fixtures.agents import Background, agent_config, enqueue, make_daemon
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.tasks import make_snapshot
 from tests.fixtures.uiserver import UiServer
@@ -100,3 +102,28 @@ def test_two_runs_ticked_in_the_list_are_compared(
     expect(page.locator("#compare thead")).to_contain_text(
         f"{b.id} (base)"
     )  # the list: newest first
+
+
+def test_a_run_by_a_real_agent_shows_its_log_growing_and_its_end(
+    page: Page,
+    ui_server: UiServer,
+    store: TaskStore,
+    project: Repo,
+    redis_url: str,
+    tmp_path: Path,
+    venv_cache: Path,
+) -> None:
+    task = enqueue(store, project, "--ticks", "12", name="ticker")
+    page.goto(f"{ui_server.url}/runs/{task.id}")
+    expect(page.locator("#status")).to_have_text("queued")
+    agent = Background(make_daemon(agent_config(redis_url, tmp_path, venv_cache)), burst=True)
+    try:
+        expect(page.locator("#status")).to_have_text("running", timeout=60_000)
+        expect(page.locator("#log")).to_contain_text("tick 2", timeout=30_000)
+        expect(page.locator("#log")).to_contain_text("tick 11", timeout=30_000)
+        expect(page.locator("#status")).to_have_text("finished", timeout=30_000)
+        expect(page.locator("#log")).to_contain_text("done")
+    finally:
+        agent.stop()
+    page.goto(f"{ui_server.url}/runs?status=finished")
+    expect(page.locator(f'tr[data-id="{task.id}"] .status')).to_have_text("finished")
