@@ -295,6 +295,7 @@ def test_compare_shows_what_differs_and_the_code_diff(
             in page
         )
         assert '<tr class="same"><th class="dim">run</th><th>queue</th>' in page
+        assert "<th>image</th>" not in page  # a field no run has is left out, as in the CLI
         assert '<div class="d-add">+lr = 0.5  # &lt;higher&gt;</div>' in page
         one = client.get(f"/compare?id={a.id}").text
         assert "compare needs at least two tasks" in one

@@ -12,7 +12,7 @@ function drawCharts() {
     var opts = {
       title: d.title, width: el.classList.contains("wide") ? 900 : 440, height: 220,
       scales: { x: { time: false } },
-      axes: [{ label: d.x_label }, {}],
+      axes: [{ label: d.x_label }, { size: 64 }],
       series: [{ label: d.x_label }].concat(names.map(function (n) {
         return points ? { label: n, stroke: "#2563eb", paths: function () { return null; },
                           points: { show: true, size: 8 } }
