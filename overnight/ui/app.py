@@ -124,11 +124,13 @@ def create_app(settings: UiSettings) -> Starlette:
         return RunsFilter.from_params(request.query_params, request.query_params.getlist("metric"))
 
     def runs(request: Request) -> Response:
+        """The runs page; its table alone for the filter form's htmx request."""
         reap()
-        return render(request, "runs.html", runs=runs_page(store, wanted(request)))
-
-    def runs_rows(request: Request) -> Response:
-        return render(request, "runs_table.html", runs=runs_page(store, wanted(request)))
+        partial = request.headers.get("hx-target") == "runs"
+        name = "runs_table.html" if partial else "runs.html"
+        response = render(request, name, runs=runs_page(store, wanted(request)))
+        response.headers["vary"] = "HX-Target"  # one address, two bodies: never cache one as both
+        return response
 
     def statuses(request: Request) -> Response:
         """Status, time and error line of the tasks named (the runs list polls it)."""
@@ -250,7 +252,6 @@ def create_app(settings: UiSettings) -> Starlette:
     routes = [
         Route("/", lambda request: RedirectResponse("/runs", 303)),
         Route("/runs", runs),
-        Route("/runs/rows", runs_rows),
         Route("/runs/statuses", statuses),
         Route("/runs/{task_id}", page(run)),
         Route("/runs/{task_id}/status", page(run_status)),

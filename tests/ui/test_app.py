@@ -93,7 +93,7 @@ def test_metric_columns_sort_and_a_failed_runs_error_line(
     assert "ValueError: nan loss at step 7" in page
     descending = client.get("/runs?metric=loss&sort=-loss").text
     assert descending.index(high.id) < descending.index(low.id)
-    rows = client.get("/runs/rows?sort=-loss")
+    rows = client.get("/runs?sort=-loss", headers={"hx-request": "true", "hx-target": "runs"})
     assert rows.text.lstrip().startswith('<div id="runs">') and "<nav>" not in rows.text
 
 

@@ -44,6 +44,14 @@ def test_the_runs_list_shows_hostile_names_as_text_and_statuses_change_live(
     store.transition(plain.id, TaskStatus.FAILED, Change(exit_code=1, error="CUDA out of memory"))
     expect(row.locator(".status")).to_have_text("failed", timeout=5000)
     expect(row.locator(".error-line")).to_have_text("CUDA out of memory")
+    page.fill('input[name="text"]', "--lr 0.3")
+    page.click("text=Show")
+    expect(page.locator("tr.run")).to_have_count(1)
+    expect(page.locator("tr.run")).to_have_attribute("data-id", plain.id)
+    assert "/runs?" in page.url and "text=--lr%200.3" in page.url
+    page.reload()  # the pushed address is the whole page, not the table alone
+    expect(page.locator("h1")).to_have_text("Runs")
+    expect(page.locator("tr.run")).to_have_count(1)
 
 
 def test_a_followed_log_shows_a_new_line_within_half_a_second(
