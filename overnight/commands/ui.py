@@ -67,7 +67,14 @@ def ui_command(
         local_repo=repo if (repo / ".git").exists() else None,
         allow_local=load_agent_config().allow_local_repos,
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    # Followed logs are streams that last as long as their task: stop waiting for them soon.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )
 
 
 def register(cli: click.Group, agent: click.Group) -> None:

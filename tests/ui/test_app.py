@@ -310,3 +310,19 @@ def test_a_task_whose_agent_vanished_shows_lost(
     store.redis.delete(keys.heartbeat(task.id))
     found = client.get(f"/runs/statuses?id={task.id}").json()[task.id]
     assert found["status"] == "lost"
+
+
+def test_chart_data_cannot_close_its_script_element(client: TestClient, store: TaskStore) -> None:
+    task = submit(store)
+    store.transition(task.id, TaskStatus.RUNNING, Change(agent="box1"))
+    hostile = "</script><script>alert(1)</script>"
+    assert store.update_metrics(
+        task.id,
+        {hostile: MetricSummary.first(1.0, 0)},
+        {hostile: [[1.0, 0, 1.0]]},
+        expect={TaskStatus.RUNNING},
+        agent="box1",
+    )
+    page = client.get(f"/runs/{task.id}").text
+    assert "<script>alert(1)" not in page
+    assert "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in page
