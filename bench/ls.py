@@ -70,7 +70,7 @@ def fill(store: TaskStore, repo: str, tasks: int) -> list[str]:
     for n in range(0, tasks, batch):
         sweep = Sweep("seed", tuple(str(n + i) for i in range(min(batch, tasks - n))))
         queue = "gpu" if (n // batch) % 2 else "cpu"
-        records = submit_sweep(store, snapshot, TaskOptions(queue=queue), [sweep])
+        records = submit_sweep(store, snapshot, TaskOptions(queue=queue), [sweep], add_params=True)
         sweeps.append(str(records[0].sweep))
         for i, record in enumerate(records[:20]):  # some of every batch ran to the end, on 8 GPUs
             metrics = {

@@ -41,6 +41,8 @@ class ClientConfig:
     # where agents keep outputs, for pull and gc: unset or "redis" (the queue's Redis), or
     # file:///mnt/shared/overnight, sftp://host/path, s3://bucket/prefix (overnight.outputs)
     output_store: str | None = None
+    # what `overnight ui` asks for when it listens on an address other than 127.0.0.1/localhost
+    ui_token: str | None = None
 
     def __post_init__(self) -> None:
         check_output_store(self.output_store)

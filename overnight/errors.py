@@ -21,6 +21,11 @@ class UsageError(OvernightError):
     """Raised when command-line input is malformed (a bad sweep, duration or id)."""
 
 
+class UiError(UsageError):
+    """Raised when ``overnight ui`` cannot start: its extra is missing, or it would listen beyond
+    this machine without a token."""
+
+
 class SpecError(OvernightError):
     """Raised when a task spec cannot be read: malformed JSON, missing fields, newer schema."""
 

@@ -36,6 +36,7 @@ INSTALL_LOOKS_FOR = (
     "openssl",
     "gcc",
     "make",
+    "chromium",
     "docker",
 )
 

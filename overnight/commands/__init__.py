@@ -81,6 +81,11 @@ COMMANDS: dict[str, dict[str, Entry]] = {
             "compare",
             "Compare runs: their fields side by side, then each one's code as a diff against A's.",
         ),
+        "ui": Entry(
+            "ui",
+            "Serve a web page of the queue: runs, logs, code, metrics, agents, and actions on "
+            "them.",
+        ),
         "summary": Entry(
             "reports",
             "What ran since a moment: counts by status; per task params, duration, exit, GPU peak.",

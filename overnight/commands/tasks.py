@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import shlex
 import time
@@ -56,10 +55,9 @@ from overnight.queue.gc import collect, collect_outputs
 from overnight.queue.index import Query
 from overnight.queue.logs import LogEntry
 from overnight.queue.reaper import reap_lost
-from overnight.queue.records import FAILED_ON, TaskOptions, TaskRecord, TaskStatus
+from overnight.queue.records import FAILED_ON, TaskRecord, TaskStatus
+from overnight.queue.resubmit import clone, parse_setting, retry
 from overnight.queue.store import TaskStore
-from overnight.queue.submit import Submission, submit_many
-from overnight.recorder.params import set_param
 from overnight.terminal import visible
 
 _STATUSES = [s.value for s in TaskStatus]
@@ -469,20 +467,8 @@ def retry_command(
     """
     _, store = store_for(redis_url)
     record = store.get(store.resolve(task_id))
-    if not record.status.is_final:
-        raise InvalidTransition(
-            f"task {record.id} is {record.status.value}; retry an ended task "
-            "(cancel this one first, or `overnight clone` it)"
-        )
-    options = _new_options(record, queue, gpus)
+    new = retry(store, record, queue=queue, gpus=gpus, resume=resume)
     snapshot = store.recorded_snapshot(record.id)
-    sub = Submission(
-        snapshot, options, argv=record.argv, name=record.name, retry_of=record.id,
-        note=record.note, tags=record.tags, sweep=record.sweep,
-        outputs_of=record.id if resume else None,
-    )  # fmt: skip
-    new = submit_many(store, [sub])[0]
-    store.add_note(record.id, f"retried as {new.id}")
     if resume and not manifest.read(store.redis, new.id).entries:
         click.echo(
             f"warning: task {record.id} has no stored outputs; the retry starts afresh", err=True
@@ -542,43 +528,14 @@ def clone_command(
     \b
     overnight clone 3f9a --set lr=0.003 --set epochs=20 -q gpu -m "longer"
     """
-    changes = []
-    for setting in settings:
-        name, sep, value = setting.partition("=")
-        name = name.strip().lstrip("-")
-        if not sep or not name:
-            raise UsageError(f"invalid --set {setting!r}: use NAME=VALUE, e.g. --set lr=0.003")
-        changes.append((name, value))
+    changes = [parse_setting(setting) for setting in settings]
     _, store = store_for(redis_url)
     record = store.get(store.resolve(task_id))
-    argv = record.argv
-    for name, value in changes:
-        argv = set_param(argv, name, value, add=add_param)
-    if in_sweep and record.sweep is None:
-        raise UsageError(f"task {record.id} is in no sweep; clone it without --in-sweep")
-    options = _new_options(record, queue, gpus)
-    sub = Submission(
-        store.recorded_snapshot(record.id),
-        options,
-        argv=argv,
-        name=record.name,
-        clone_of=record.id,
-        note=record.note if note is None else note,
-        tags=tuple(dict.fromkeys((*record.tags, *tags))),
-        sweep=record.sweep if in_sweep else None,
-    )
-    _print_new(submit_many(store, [sub])[0], as_json)
-
-
-def _new_options(record: TaskRecord, queue: str | None, gpus: int | None) -> TaskOptions:
-    """The options of a retry or clone: the first task's, with no ``after``, queue and GPUs as
-    given."""
-    return dataclasses.replace(
-        record.options,
-        queue=queue or record.options.queue,
-        gpus=record.options.gpus if gpus is None else gpus,
-        after=(),
-    )
+    new = clone(
+        store, record, changes, add_param=add_param, note=note, tags=tags, in_sweep=in_sweep,
+        queue=queue, gpus=gpus,
+    )  # fmt: skip
+    _print_new(new, as_json)
 
 
 def _print_new(record: TaskRecord, as_json: bool) -> None:
