@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from overnight.errors import ConfigError
+from overnight.notify.targets import parse_targets
 from overnight.outputs.locations import check_output_store
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -41,9 +42,14 @@ class ClientConfig:
     # where agents keep outputs, for pull and gc: unset or "redis" (the queue's Redis), or
     # file:///mnt/shared/overnight, sftp://host/path, s3://bucket/prefix (overnight.outputs)
     output_store: str | None = None
+    # where enqueued tasks tell their failure and their sweep's end (enqueue --notify adds):
+    # https:// webhooks (Slack-compatible), ntfy+https://HOST/TOPIC, mailto:ADDRESS
+    notify: tuple[str, ...] = ()
+    notify_metric: str | None = None  # a sweep's end names its best run by it: loss, -acc:max
 
     def __post_init__(self) -> None:
         check_output_store(self.output_store)
+        parse_targets(list(self.notify))
 
     def gpus_for(self, queue: str) -> int:
         """GPUs a task on ``queue`` asks for when none are named: ``default_gpus`` when set,

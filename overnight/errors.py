@@ -21,6 +21,14 @@ class UsageError(OvernightError):
     """Raised when command-line input is malformed (a bad sweep, duration or id)."""
 
 
+class NotifyTargetError(UsageError):
+    """Raised when a ``notify`` target is not a webhook URL, an ``ntfy+`` URL or a mailto:."""
+
+
+class DigestScheduleError(UsageError):
+    """Raised when a ``digest`` setting is not a day and a time such as ``mon 07:00``."""
+
+
 class SpecError(OvernightError):
     """Raised when a task spec cannot be read: malformed JSON, missing fields, newer schema."""
 
@@ -169,6 +177,10 @@ class LockTimeout(AgentError):
 
 class PreparationCanceled(AgentError):
     """Raised when a task is canceled while its tree or environment is being prepared."""
+
+
+class DeliveryFailed(AgentError):
+    """Raised when a notification cannot be delivered (the webhook or SMTP server refused it)."""
 
 
 class ExitCode(enum.IntEnum):

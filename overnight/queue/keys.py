@@ -69,6 +69,12 @@ def cancel(task_id: str) -> str:
     return f"{PREFIX}cancel:{task_id}"
 
 
+def notified(event: str) -> str:
+    """Claim of a notification's event (``sweep:<id>``, ``digest:<slot>``): the agent that sets
+    it sends the message, so one is sent however many agents see the event."""
+    return f"{PREFIX}notified:{event}"
+
+
 def dependents(task_id: str) -> str:
     """Set of waiting tasks that run only after this one finishes."""
     return f"{PREFIX}dependents:{task_id}"

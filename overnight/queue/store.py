@@ -462,6 +462,7 @@ def _changed(
             exit_code=None,
             phase=None,
             error=None,
+            failure=None,
         )
     if status is TaskStatus.RUNNING and new.started is None:
         new.started = now

@@ -22,6 +22,8 @@ from overnight.agent.config import AgentConfig
 from overnight.agent.run.task import ActiveTask
 from overnight.agent.service.reconnect import CONNECTION_ERRORS, Backoff
 from overnight.agent.service.rqworker import AgentWorker
+from overnight.notify.digest import Digest
+from overnight.notify.notifier import Notifier
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.heartbeats import renew_heartbeat
 from overnight.queue.reaper import reap_lost
@@ -44,8 +46,12 @@ class Control:
         tasks: Callable[[], list[ActiveTask]],
         info: Callable[[], AgentInfo],
         strays: Callable[[], object] | None = None,
+        notifier: Notifier | None = None,
+        digest: Digest | None = None,
     ) -> None:
         self.config = config
+        self.notifier = notifier
+        self.digest = digest
         self.store = store
         self.worker = worker
         self.registry = registry
@@ -119,8 +125,12 @@ class Control:
             lost = reap_lost(self.store, settle=self.config.lost_ttl + self.config.max_backoff)
             if lost:
                 log.warning("marked lost (their agent went silent): %s", ", ".join(lost))
+                if self.notifier is not None:
+                    self.notifier.tasks_lost(lost)
             self.worker.maintain()
             self._next_reap = now + self.config.reap_interval
+        if self.digest is not None:
+            self.digest.tick()
         if self._strays is not None and now >= self._next_strays:
             self._next_strays = now + self.config.stray_interval
             self._look_for_strays(self._strays)
