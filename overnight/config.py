@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from overnight.errors import ConfigError
+from overnight.errors import ConfigError, UsageError
 from overnight.notify.targets import parse_targets
 from overnight.outputs.locations import check_output_store
 
@@ -49,7 +49,10 @@ class ClientConfig:
 
     def __post_init__(self) -> None:
         check_output_store(self.output_store)
-        parse_targets(list(self.notify))
+        try:
+            parse_targets(list(self.notify))
+        except UsageError as exc:
+            raise ConfigError(f"setting notify: {exc}") from None
 
     def gpus_for(self, queue: str) -> int:
         """GPUs a task on ``queue`` asks for when none are named: ``default_gpus`` when set,

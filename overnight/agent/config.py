@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from overnight.config import DEFAULT_REDIS_URL, agent_section, config_path, load_file, resolve
-from overnight.errors import ConfigError
+from overnight.errors import ConfigError, UsageError
 from overnight.notify.schedule import DigestSchedule
 from overnight.notify.targets import SmtpSettings, parse_targets
 from overnight.outputs.locations import check_output_store
@@ -101,8 +101,11 @@ class AgentConfig:
                 "pass --env-mode venv, docker or auto"
             )
         check_output_store(self.output_store)
-        parse_targets(list(self.notify))
-        DigestSchedule.parse(self.digest)
+        try:
+            parse_targets(list(self.notify))
+            DigestSchedule.parse(self.digest)
+        except UsageError as exc:
+            raise ConfigError(f"agent setting: {exc}") from None
         if self.digest and not self.notify:
             raise ConfigError(
                 "digest is set but notify is not; name where to send it: --notify URL"
