@@ -19,7 +19,7 @@ from overnight.errors import CorruptRecord, DeliveryFailed, NotifyTargetError, T
 from overnight.notify.delivery import deliver
 from overnight.notify.messages import Message, agent_lost, sweep_ended, task_failed
 from overnight.notify.targets import SmtpSettings, Target, parse_target, parse_targets
-from overnight.queue import keys
+from overnight.queue import keys, replies
 from overnight.queue.index import Query
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
@@ -60,11 +60,21 @@ class Notifier:
     # -- events ---------------------------------------------------------------------------------
 
     def task_ended(self, record: TaskRecord) -> None:
-        """``record`` reached its final status here: tell its failure, and its sweep's end."""
+        """``record`` reached its final status here: tell its failure (its sweep's end is an
+        event :meth:`drain` finds)."""
         if record.status is TaskStatus.FAILED:
             self.send(task_failed(record), record.options.notify)
-        if record.sweep is not None:
-            self.sweep_changed(record.sweep)
+
+    def drain(self, most: int = 100) -> int:
+        """Tell the events anyone left in ``keys.UNTOLD`` (each popped by one agent): sweeps
+        that may have ended, tasks whose agent was lost. Returns how many it took."""
+        events = [replies.text(e) for e in self.store.redis.spop(keys.UNTOLD, most) or []]
+        lost = _ids(events, "lost:")
+        if lost:
+            self.tasks_lost(lost)
+        for sweep in sorted(set(_ids(events, "sweep:"))):
+            self.sweep_changed(sweep)
+        return len(events)
 
     def sweep_changed(self, sweep: str) -> None:
         """Tell the sweep's end once every task of it is final."""
@@ -79,20 +89,13 @@ class Notifier:
     def tasks_lost(self, task_ids: Iterable[str]) -> None:
         """Tell, per agent, that the agent holding these tasks (just marked lost) is gone."""
         by_agent: dict[str, list[TaskRecord]] = {}
-        sweeps: set[str] = set()
         for record in self.store.get_many(list(task_ids)):
-            if record.status is TaskStatus.CORRUPT:
-                continue
-            gone = _lost_agent(record)
+            gone = _lost_agent(record) if record.status is not TaskStatus.CORRUPT else None
             if gone is not None:
                 by_agent.setdefault(gone, []).append(record)
-            if record.sweep is not None:
-                sweeps.add(record.sweep)
         for gone, records in by_agent.items():
             targets = [t for r in records for t in r.options.notify]
             self.send(agent_lost(gone, records), targets, own=self.targets)
-        for sweep in sorted(sweeps):
-            self.sweep_changed(sweep)
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -184,6 +187,12 @@ class Notifier:
             pass
         except Exception:  # Redis away: the log has it
             log.exception("cannot note a failed notification on task %s", message.task_id)
+
+
+def _ids(events: Iterable[str], prefix: str) -> list[str]:
+    """The ids of the events of one kind; anything but an id overnight makes is passed over."""
+    ids = (e.removeprefix(prefix) for e in events if e.startswith(prefix))
+    return [i for i in ids if len(i) == keys.ID_LENGTH and keys.looks_like_id(i)]
 
 
 def _lost_agent(record: TaskRecord) -> str | None:

@@ -75,6 +75,11 @@ def notified(event: str) -> str:
     return f"{PREFIX}notified:{event}"
 
 
+UNTOLD = f"{PREFIX}untold"
+"""Set of events agents have yet to tell (``sweep:<id>``: a task of it became final;
+``lost:<task id>``: its agent was lost), whoever caused them: the CLI's reaping and cancels too."""
+
+
 def dependents(task_id: str) -> str:
     """Set of waiting tasks that run only after this one finishes."""
     return f"{PREFIX}dependents:{task_id}"

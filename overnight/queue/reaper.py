@@ -158,6 +158,8 @@ def _lose(
         )
     except InvalidTransition:
         return False  # it heartbeated, ended or changed hands meanwhile, or was reaped
+    if status is TaskStatus.LOST:
+        store.redis.sadd(keys.UNTOLD, f"lost:{record.id}")  # agents tell of its agent
     if retry:
         store.requeue(
             record.id,

@@ -14,7 +14,9 @@ from overnight.agent.config import AgentConfig
 from overnight.notify.messages import Message
 from overnight.notify.notifier import Notifier
 from overnight.queue import keys
+from overnight.queue.cancel import request_cancel
 from overnight.queue.failures import FailureKind
+from overnight.queue.reaper import reap_lost
 from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit, submit_sweep
@@ -109,17 +111,33 @@ def test_a_sweep_is_told_once_when_its_last_task_ends(
     agent_store: TaskStore, notifier: Notifier, webhook: Webhook
 ) -> None:
     options = TaskOptions(notify=(webhook.url(),), notify_metric="-acc")
-    first, second = submit_sweep(agent_store, make_snapshot(), options, [Sweep("lr", ("1", "2"))])
+    sweep = [Sweep("lr", ("1", "2", "3"))]
+    first, second, third = submit_sweep(agent_store, make_snapshot(), options, sweep)
     finish(agent_store, first.id, acc=0.7)
-    notifier.task_ended(agent_store.get(first.id))
-    assert webhook.requests == []  # one still queued
+    assert notifier.drain() == 1
+    assert webhook.requests == []  # two not yet final
     finish(agent_store, second.id, acc=0.9)
-    notifier.task_ended(agent_store.get(second.id))
-    notifier.task_ended(agent_store.get(second.id))  # seen twice: told once
+    request_cancel(agent_store, third.id)  # the CLI ends the last one: an agent still tells
+    assert notifier.drain() == 1  # the two ends are one event
+    assert notifier.drain() == 0
+    notifier.sweep_changed(str(first.sweep))  # looked at again: told once all the same
     notifier.close()
     (text,) = webhook.texts()
-    assert f"sweep {first.sweep} ended: 2 task(s): 2 finished" in text
+    assert f"sweep {first.sweep} ended: 3 task(s): 2 finished, 1 canceled" in text
     assert f"best by acc: {second.id}" in text and "= 0.9" in text
+
+
+def test_a_task_the_cli_reaped_is_told_by_an_agent(
+    agent_store: TaskStore, notifier: Notifier, webhook: Webhook
+) -> None:
+    task = submit(agent_store, make_snapshot(), TaskOptions(notify=(webhook.url(),)))
+    agent_store.transition(task.id, TaskStatus.RUNNING, Change(agent="ghost"), heartbeat_ttl=0.05)
+    wait_for(lambda: reap_lost(agent_store, settle=0), what="the reap")
+    agent_store.redis.sadd(keys.UNTOLD, "lost:../../etc", "sweep:*")  # not ids: passed over
+    assert notifier.drain() == 3
+    notifier.close()
+    (text,) = webhook.texts()
+    assert "agent ghost lost" in text and task.id in text
 
 
 @pytest.mark.slow

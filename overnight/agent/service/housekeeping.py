@@ -125,10 +125,10 @@ class Control:
             lost = reap_lost(self.store, settle=self.config.lost_ttl + self.config.max_backoff)
             if lost:
                 log.warning("marked lost (their agent went silent): %s", ", ".join(lost))
-                if self.notifier is not None:
-                    self.notifier.tasks_lost(lost)
             self.worker.maintain()
             self._next_reap = now + self.config.reap_interval
+        if self.notifier is not None:
+            self.notifier.drain()
         if self.digest is not None:
             self.digest.tick()
         if self._strays is not None and now >= self._next_strays:
