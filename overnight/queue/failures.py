@@ -68,6 +68,20 @@ def parse_retry_on(text: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(kinds)
 
 
+_PHASE_KINDS = {
+    "submit": FailureKind.SETUP,
+    "workspace": FailureKind.SETUP,
+    "environment": FailureKind.SETUP,
+    "run": FailureKind.RUN,
+}
+
+
+def kind_of_phase(phase: str | None) -> FailureKind:
+    """The kind of a failure in ``phase`` (a ``Phase`` value) that says nothing more: the tree
+    and the environment are setup, the run is the command's, the agent's own is infrastructure."""
+    return _PHASE_KINDS.get(phase or "", FailureKind.INFRA)
+
+
 def check_retries(retries: int) -> None:
     """Refuse a retry count below 0 or above :data:`MAX_RETRIES`."""
     if not 0 <= retries <= MAX_RETRIES:

@@ -10,6 +10,7 @@ from overnight.queue.failures import (
     MAX_RETRIES,
     FailureKind,
     check_retries,
+    kind_of_phase,
     parse_retry_on,
     retried,
 )
@@ -48,3 +49,11 @@ def test_retries_end_at_their_count_and_at_the_cap() -> None:
     assert retried(FailureKind.RUN, ("run",), attempt=1, retries=2)
     assert not retried(FailureKind.RUN, ("run",), attempt=2, retries=2)
     assert not retried(FailureKind.RUN, ("run",), attempt=MAX_RETRIES, retries=MAX_RETRIES + 5)
+
+
+def test_a_phase_says_the_kind_when_nothing_else_does() -> None:
+    assert kind_of_phase("workspace") is FailureKind.SETUP
+    assert kind_of_phase("environment") is FailureKind.SETUP
+    assert kind_of_phase("run") is FailureKind.RUN
+    assert kind_of_phase("agent") is FailureKind.INFRA
+    assert kind_of_phase(None) is FailureKind.INFRA

@@ -49,15 +49,8 @@ from overnight.metrics.tracker import MetricTracker
 from overnight.notify.notifier import Notifier
 from overnight.outputs.redisstore import RedisOutputStore
 from overnight.outputs.store import OutputStore
-from overnight.queue.failures import FailureKind, retried
-from overnight.queue.records import (
-    ACTIVE_STATUSES,
-    FAILED_ON,
-    Change,
-    Phase,
-    TaskRecord,
-    TaskStatus,
-)
+from overnight.queue.failures import FailureKind, kind_of_phase, retried
+from overnight.queue.records import ACTIVE_STATUSES, FAILED_ON, Change, Phase, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.spec import Snapshot, TaskSpec
 from overnight.units import format_duration
@@ -79,13 +72,6 @@ _PHASE_OF: tuple[tuple[type[OvernightError], Phase], ...] = (
     (SpecError, Phase.AGENT),
     (CorruptRecord, Phase.AGENT),
 )
-_KIND_OF: dict[Phase, FailureKind] = {
-    Phase.SUBMIT: FailureKind.SETUP,
-    Phase.WORKSPACE: FailureKind.SETUP,
-    Phase.ENVIRONMENT: FailureKind.SETUP,
-    Phase.RUN: FailureKind.RUN,
-    Phase.AGENT: FailureKind.INFRA,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +93,7 @@ class Ending:
         """A failed ending's kind: its own, else its phase's (queue.failures)."""
         if self.status is not TaskStatus.FAILED:
             return None
-        if self.failure is not None:
-            return self.failure
-        return _KIND_OF[self.phase] if self.phase is not None else FailureKind.INFRA
+        return self.failure or kind_of_phase(self.phase.value if self.phase else None)
 
 
 class Pipeline:
@@ -328,16 +312,10 @@ class Pipeline:
             )
         if code == 0:
             return Ending(TaskStatus.FINISHED, exit_code=0, extra=extra)
-        if task.process is not None and task.process.oom_killed():
-            return Ending(
-                TaskStatus.FAILED,
-                Phase.RUN,
-                f"{outcome.describe()} (killed by the host's OOM killer)",
-                code,
-                extra=extra,
-                failure=FailureKind.OOM,
-            )
-        return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
+        oom = task.process is not None and task.process.oom_killed()
+        error = outcome.describe() + (" (killed by the host's OOM killer)" if oom else "")
+        kind = FailureKind.OOM if oom else None
+        return Ending(TaskStatus.FAILED, Phase.RUN, error, code, extra=extra, failure=kind)
 
     def _host_fault(self, task: ActiveTask, fault: str, phase: Phase, exc: BaseException) -> Ending:
         """Put the task back at the front and hold off new tasks: the host is at fault. A task
@@ -512,15 +490,10 @@ class Pipeline:
                 new_attempt=True,
             )
         elif self.notifier is not None:
-            self._notify(record)
-
-    def _notify(self, record: TaskRecord) -> None:
-        """Tell the task's end (its failure, its sweep's end); a fault here is the log's."""
-        assert self.notifier is not None
-        try:
-            self.notifier.task_ended(record)
-        except Exception:  # Redis away, a bug: the task's end is written, its word is not
-            log.exception("task %s: cannot send its notifications", record.id)
+            try:
+                self.notifier.task_ended(record)
+            except Exception:  # Redis away, a bug: the task's end is written, its word is not
+                log.exception("task %s: cannot send its notifications", record.id)
 
     def _retry(self, call: Any) -> Any:
         return until_connected(call, Backoff(longest=self.config.max_backoff))
