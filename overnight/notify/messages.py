@@ -59,17 +59,14 @@ def sweep_ended(sweep: str, records: Sequence[TaskRecord], metric: str | None) -
     best = best_run(records, metric) if metric else None
     if best is not None:
         record, label, value = best
-        lines.append(
-            f"best by {visible(label)}: {record.id} ({_label(record)} {_params(record)}) "
-            f"= {format_value(value)}"
-        )
+        lines.append(f"best by {visible(label)}: {_who(record)} = {format_value(value)}")
     failed = [r for r in records if r.status in (TaskStatus.FAILED, TaskStatus.LOST)]
     lines += _listed(failed, _failure_line)
     lines.append(f"overnight summary --sweep {sweep}")
     return Message(
         title=f"overnight: sweep {sweep} ended ({told})",
         text="\n".join(lines),
-        key=f"sweep:{sweep}",
+        key=f"sweep:{sweep}:{len(records)}",  # a retry joins the sweep: its new end is told
         task_id=records[0].id if records else None,
     )
 
@@ -125,7 +122,13 @@ def _listed(records: Sequence[TaskRecord], line: Callable[[TaskRecord], str]) ->
 
 def _failure_line(record: TaskRecord) -> str:
     kind = f" [{record.failure.label}]" if record.failure is not None else ""
-    return f"{record.status.value}{kind} {record.id} {_params(record)}"
+    return f"{record.status.value}{kind} {_who(record)}"
+
+
+def _who(record: TaskRecord) -> str:
+    """``ID name lr=0.1``: the task's id, its name if it has one, its params."""
+    parts = [record.id, visible(record.name or ""), _params(record)]
+    return " ".join(part for part in parts if part)
 
 
 def _label(record: TaskRecord) -> str:

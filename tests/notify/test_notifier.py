@@ -125,6 +125,7 @@ def test_a_sweep_is_told_once_when_its_last_task_ends(
     (text,) = webhook.texts()
     assert f"sweep {first.sweep} ended: 3 task(s): 2 finished, 1 canceled" in text
     assert f"best by acc: {second.id}" in text and "= 0.9" in text
+    assert agent_store.redis.exists(keys.notified(f"sweep:{first.sweep}:3"))
 
 
 def test_a_task_the_cli_reaped_is_told_by_an_agent(
@@ -172,7 +173,7 @@ def test_a_sweep_run_by_two_real_agents_is_told_once_with_its_best_run_and_its_f
     assert len(ended) == 1 and len(failed) == 1 and len(texts) == 2
     best = records[1]
     assert "3 task(s): 2 finished, 1 failed" in ended[0]
-    assert f"best by loss: {best.id}" in ended[0] and "lr=0.1) = 0.1" in ended[0]
+    assert f"best by loss: {best.id}" in ended[0] and f"{best.id} lr=0.1 = 0.1" in ended[0]
     assert f"failed [run failure] {records[2].id} lr=0.9" in ended[0]
     assert f"task {records[2].id}" in failed[0] and "exited with 3" in failed[0]
     assert agent_store.get(records[2].id).failure is FailureKind.RUN
