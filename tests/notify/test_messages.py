@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from overnight.metrics.summary import MetricSummary
 from overnight.notify.messages import MAX_LISTED, agent_lost, best_run, sweep_ended, task_failed
 from overnight.queue.failures import FailureKind
@@ -10,10 +12,10 @@ from overnight.queue.records import Phase, TaskOptions, TaskRecord, TaskStatus
 SWEEP = "3f9a1c2b4d5e"
 
 
-def record(n: int, status: TaskStatus, **fields: object) -> TaskRecord:
+def record(n: int, status: TaskStatus, **fields: Any) -> TaskRecord:
     return TaskRecord(
         id=f"{n:012x}", spec_id="s", options=TaskOptions(), status=status, sweep=SWEEP, **fields
-    )  # type: ignore[arg-type]
+    )
 
 
 def metric(last: float, low: float | None = None) -> dict[str, MetricSummary]:
