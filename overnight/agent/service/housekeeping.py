@@ -7,8 +7,10 @@ the tasks' heartbeats (the store's, RQ's executions) and the agent's registratio
 ``report_interval`` it writes each running task's resource report so far to its record, so
 ``overnight show`` has peak and mean during the run and a task whose agent dies keeps them; every
 ``stray_interval`` it stops the task processes on this host whose agent died (another agent
-sharing the workspace folder, never restarted) and marks their tasks lost. A Redis outage pauses
-all this with backoff; the tasks keep running meanwhile.
+sharing the workspace folder, never restarted) and marks their tasks lost. Each tick it also tells
+the events waiting in Redis (a sweep's end, an agent lost: :mod:`overnight.notify.notifier`) and
+sends the digest when its slot is due. A Redis outage pauses all this with backoff; the tasks
+keep running meanwhile.
 """
 
 from __future__ import annotations
@@ -127,13 +129,23 @@ class Control:
                 log.warning("marked lost (their agent went silent): %s", ", ".join(lost))
             self.worker.maintain()
             self._next_reap = now + self.config.reap_interval
-        if self.notifier is not None:
-            self.notifier.drain()
-        if self.digest is not None:
-            self.digest.tick()
+        self._tell()
         if self._strays is not None and now >= self._next_strays:
             self._next_strays = now + self.config.stray_interval
             self._look_for_strays(self._strays)
+
+    def _tell(self) -> None:
+        """Tell the events waiting to be told, and the digest when its slot is due; a bug here
+        costs the word, never the rest of the housekeeping."""
+        try:
+            if self.notifier is not None:
+                self.notifier.drain()
+            if self.digest is not None:
+                self.digest.tick()
+        except CONNECTION_ERRORS:
+            raise
+        except Exception:
+            log.exception("telling events failed; trying again at the next tick")
 
     def _look_for_strays(self, strays: Callable[[], object]) -> None:
         """Run ``strays`` in a thread of its own (stopping a group waits for it to end), one
