@@ -159,7 +159,8 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
     if options.timeout is not None:
         extras.append(f"timeout={format_duration(options.timeout)}")
     if options.retries:
-        extras.append(f"retries={options.retries} (on {','.join(options.retry_on)} failures)")
+        kinds = ",".join(options.retry_on)
+        extras.append(f"retries={options.retries} (run again after {kinds} failures)")
     rows.append(("options", " ".join(extras)))
     if options.notify:
         metric = f" (best by {options.notify_metric})" if options.notify_metric else ""

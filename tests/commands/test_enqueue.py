@@ -116,7 +116,7 @@ def test_retry_on_and_notify_are_recorded_and_shown_without_the_secret(
     assert "notify:       mailto:lab@example.org https://hooks.slack.com/… (best by -acc:max)" in (
         shown.stdout
     )
-    assert "retries=2 (on infra,oom failures)" in shown.stdout
+    assert "retries=2 (run again after infra,oom failures)" in shown.stdout
     as_json = invoke("show", "--json", record.id).stdout
     assert "SECRET" not in shown.stdout and "SECRET" not in as_json
     assert json.loads(as_json)["options"]["notify"] == [
