@@ -31,6 +31,7 @@ from overnight.outputs.pull import pull as pull_outputs
 from overnight.outputs.stores import open_store
 from overnight.queue.cancel import request_cancel
 from overnight.queue.durations import parse_duration
+from overnight.queue.failures import DEFAULT_RETRY_ON, parse_retry_on
 from overnight.queue.index import Query
 from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskOptions, TaskRecord, TaskStatus
@@ -74,6 +75,7 @@ class Client:
         expect: float | str | None = None,
         front: bool = False,
         retries: int = 0,
+        retry_on: str | Sequence[str] | None = None,
         after: Sequence[str] = (),
         sweep: Mapping[str, Sequence[object]] | None = None,
         add_params: bool = False,
@@ -83,6 +85,8 @@ class Client:
         env: Sequence[str] = (),
         requirements: str | Path | None = None,
         cwd: str | Path | None = None,
+        notify: Sequence[str] = (),
+        notify_metric: str | None = None,
     ) -> list[TaskRecord]:
         """Snapshot the working tree at ``cwd`` (default: here) and queue ``command``.
 
@@ -92,7 +96,8 @@ class Client:
         ``expect`` (seconds or "3h") is how long it is expected to run; ``front`` queues it ahead
         of the tasks already queued.
         ``gpus`` defaults as for ``overnight enqueue`` (:meth:`ClientConfig.gpus_for`);
-        ``retries`` requeues the task when its agent vanishes, not when it fails. Raises
+        ``retries`` runs it again when it fails with a kind of ``retry_on`` ("infra,oom"; default
+        infra: its agent vanished); ``notify`` adds to the client's notify targets. Raises
         OvernightError subclasses, as the CLI reports them.
         """
         queue = queue or self.config.default_queue
@@ -106,6 +111,9 @@ class Client:
             expect=parse_duration(expect, what="expect") if isinstance(expect, str) else expect,
             retries=retries,
             after=tuple(self.store.resolve(a) for a in after),
+            retry_on=parse_retry_on(retry_on) if retry_on is not None else DEFAULT_RETRY_ON,
+            notify=tuple(dict.fromkeys([*self.config.notify, *notify])),
+            notify_metric=notify_metric or self.config.notify_metric,
         )
         taken = snapshot(
             command, name=name, note=note, tags=tags, env=env, requirements=requirements, cwd=cwd,
@@ -245,6 +253,7 @@ def enqueue(
     expect: float | str | None = None,
     front: bool = False,
     retries: int = 0,
+    retry_on: str | Sequence[str] | None = None,
     after: Sequence[str] = (),
     sweep: Mapping[str, Sequence[object]] | None = None,
     add_params: bool = False,
@@ -254,14 +263,17 @@ def enqueue(
     env: Sequence[str] = (),
     requirements: str | Path | None = None,
     cwd: str | Path | None = None,
+    notify: Sequence[str] = (),
+    notify_metric: str | None = None,
     redis_url: str | None = None,
 ) -> list[TaskRecord]:
     """:meth:`Client.enqueue` on a client of its own."""
     with Client(redis_url) as client:
         return client.enqueue(
             command, queue=queue, gpus=gpus, image=image, timeout=timeout, expect=expect,
-            front=front, retries=retries, after=after, sweep=sweep, add_params=add_params, name=name, note=note, tags=tags, env=env,
-            requirements=requirements, cwd=cwd,
+            front=front, retries=retries, retry_on=retry_on, after=after, sweep=sweep,
+            add_params=add_params, name=name, note=note, tags=tags, env=env,
+            requirements=requirements, cwd=cwd, notify=notify, notify_metric=notify_metric,
         )  # fmt: skip
 
 

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from overnight.errors import ConfigError
+from overnight.errors import ConfigError, UsageError
+from overnight.notify.targets import parse_targets
 from overnight.outputs.locations import check_output_store
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -43,9 +44,17 @@ class ClientConfig:
     output_store: str | None = None
     # what `overnight ui` asks for when it listens on an address other than 127.0.0.1/localhost
     ui_token: str | None = None
+    # where enqueued tasks tell their failure and their sweep's end (enqueue --notify adds):
+    # https:// webhooks (Slack-compatible), ntfy+https://HOST/TOPIC, mailto:ADDRESS
+    notify: tuple[str, ...] = ()
+    notify_metric: str | None = None  # a sweep's end names its best run by it: loss, -acc:max
 
     def __post_init__(self) -> None:
         check_output_store(self.output_store)
+        try:
+            parse_targets(list(self.notify))
+        except UsageError as exc:
+            raise ConfigError(f"setting notify: {exc}") from None
 
     def gpus_for(self, queue: str) -> int:
         """GPUs a task on ``queue`` asks for when none are named: ``default_gpus`` when set,

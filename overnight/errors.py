@@ -26,6 +26,14 @@ class UiError(UsageError):
     this machine without a token."""
 
 
+class NotifyTargetError(UsageError):
+    """Raised when a ``notify`` target is not a webhook URL, an ``ntfy+`` URL or a mailto:."""
+
+
+class DigestScheduleError(UsageError):
+    """Raised when a ``digest`` setting is not a day and a time such as ``mon 07:00``."""
+
+
 class SpecError(OvernightError):
     """Raised when a task spec cannot be read: malformed JSON, missing fields, newer schema."""
 
@@ -194,6 +202,10 @@ class OptunaMissing(OptimizeError):
 
 class StudyNotFound(OptimizeError):
     """Raised when no ``overnight optimize`` study has the name given."""
+
+
+class DeliveryFailed(AgentError):
+    """Raised when a notification cannot be delivered (the webhook or SMTP server refused it)."""
 
 
 class ExitCode(enum.IntEnum):

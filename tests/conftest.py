@@ -8,6 +8,7 @@ from tests.fixtures.agents import agent_store, project, venv_cache
 from tests.fixtures.docker import docker_sandbox
 from tests.fixtures.fakenvml import fake_driver, fake_nvml_lib
 from tests.fixtures.gitrepo import Repo, make_repo
+from tests.fixtures.listeners import mailbox, webhook
 from tests.fixtures.redis_urls import password_url
 from tests.fixtures.services import docker_engine, redis_server, redis_url
 
@@ -17,11 +18,13 @@ __all__ = [
     "docker_sandbox",
     "fake_driver",
     "fake_nvml_lib",
+    "mailbox",
     "password_url",
     "project",
     "redis_server",
     "redis_url",
     "venv_cache",
+    "webhook",
 ]
 
 

@@ -24,6 +24,15 @@ def test_enqueue_and_get(repo: Repo, redis_url: str) -> None:
         redis_url=redis_url,
     )  # fmt: skip
     assert task.status is TaskStatus.QUEUED and task.options.timeout == 7200
+    [told] = overnight.enqueue(
+        "python train.py", retries=1, retry_on="infra,oom", notify=["ntfy+https://ntfy.sh/lab"],
+        notify_metric="loss", cwd=repo.path, redis_url=redis_url,
+    )  # fmt: skip
+    assert (told.options.retry_on, told.options.notify) == (
+        ("infra", "oom"),
+        ("ntfy+https://ntfy.sh/lab",),
+    )
+    assert told.options.notify_metric == "loss" and task.options.retry_on == ("infra",)
     assert overnight.get(task.id[:6], redis_url=redis_url) == task
     repo.write("train.py", "import argparse\nargparse.ArgumentParser().add_argument('--lr')\n")
     runs = overnight.enqueue(

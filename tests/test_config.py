@@ -67,6 +67,18 @@ def test_gpus_default_from_the_config_file(tmp_path: Path) -> None:
         ClientConfig(default_gpus=-1).gpus_for("gpu")
 
 
+def test_notify_comes_from_the_file_and_is_checked(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("notify: [https://hooks.slack.com/services/T/B/SECRET]\nnotify_metric: loss\n")
+    config = load_client_config({}, {}, cfg)
+    assert config.notify == ("https://hooks.slack.com/services/T/B/SECRET",)
+    assert config.notify_metric == "loss"
+    with pytest.raises(ConfigError) as bad:
+        load_client_config({}, {"OVERNIGHT_NOTIFY": "gopher://h.org/SECRET"}, cfg)
+    assert str(bad.value).startswith("setting notify: notify target gopher://h.org/… is not a URL")
+    assert "SECRET" not in str(bad.value)
+
+
 def test_output_store_comes_from_the_file_and_is_checked(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("output_store: sftp://storage/srv/overnight\n")

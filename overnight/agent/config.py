@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from overnight.config import DEFAULT_REDIS_URL, agent_section, config_path, load_file, resolve
-from overnight.errors import ConfigError
+from overnight.errors import ConfigError, UsageError
+from overnight.notify.schedule import DigestSchedule
+from overnight.notify.targets import SmtpSettings, parse_targets
 from overnight.outputs.locations import check_output_store
 
 ENV_MODES = ("auto", "venv", "docker")  # auto: docker when an engine answers, else venv
@@ -81,6 +83,18 @@ class AgentConfig:
     uptime: tuple[str, ...] = ()  # windows when new tasks are taken: "fri 19:00-mon 07:00"
     downtime: tuple[str, ...] = ()  # windows when they are not
     window_end: str = "finish"  # at the close: "finish" running tasks, or "stop" (and requeue)
+    # where this agent tells of agents lost and sends the digest (overnight.notify.targets)
+    notify: tuple[str, ...] = ()
+    digest: tuple[str, ...] = ()  # when `overnight summary` is sent to notify: "mon 07:00"
+    notify_tries: int = 3  # tries of one delivery, the wait doubling from notify_backoff
+    notify_backoff: float = 5.0
+    smtp_host: str | None = None  # the SMTP server mailto: targets are sent through
+    smtp_port: int = 587
+    smtp_from: str | None = None
+    smtp_starttls: bool = True
+    smtp_user: str | None = None
+    # best from $OVERNIGHT_SMTP_PASSWORD; never written to Redis nor shown
+    smtp_password: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.env_mode not in ENV_MODES:
@@ -94,6 +108,15 @@ class AgentConfig:
                 "pass --window-end finish or stop"
             )
         check_output_store(self.output_store)
+        try:
+            parse_targets(list(self.notify))
+            DigestSchedule.parse(self.digest)
+        except UsageError as exc:
+            raise ConfigError(f"agent setting: {exc}") from None
+        if self.digest and not self.notify:
+            raise ConfigError(
+                "digest is set but notify is not; name where to send it: --notify URL"
+            )
         if not self.queues:
             raise ConfigError("an agent needs at least one queue; pass --queue NAME")
         if self.max_mirrors < 1:
@@ -146,6 +169,17 @@ class AgentConfig:
         if self.output_store not in (None, "", "redis"):
             return None
         return max(0, int(self.max_output_mb * 1024 * 1024))
+
+    @property
+    def smtp(self) -> SmtpSettings:
+        return SmtpSettings(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            sender=self.smtp_from or "",
+            starttls=self.smtp_starttls,
+            user=self.smtp_user,
+            password=self.smtp_password,
+        )
 
     @property
     def log_buffer_bytes(self) -> int:

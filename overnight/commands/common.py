@@ -18,6 +18,7 @@ import redis
 from overnight.config import ClientConfig, load_client_config
 from overnight.errors import ConnectionFailed, OvernightError, QueueError
 from overnight.queue.connection import redact_url
+from overnight.queue.failures import MAX_RETRIES
 from overnight.queue.reaper import reap_lost
 from overnight.queue.store import TaskStore
 from overnight.terminal import visible
@@ -82,9 +83,9 @@ def run_options(*, retries: int) -> Callable[[F], F]:
             type=click.IntRange(min=0),
             default=retries,
             show_default=True,
-            help="Times to requeue a task when its agent vanishes (status lost). A run that "
-            "fails (a non-zero exit, a failed build) is not retried: `overnight retry ID` does "
-            "that.",
+            help=f"Times to run it again when it fails with a kind --retry-on names (default: "
+            f"infrastructure: its agent lost, a full disk), at most {MAX_RETRIES}. "
+            "`overnight retry ID` reruns any by hand.",
         )(f)
         for option in reversed(_RUN_OPTIONS):
             f = option(f)

@@ -18,12 +18,14 @@ from overnight.commands.common import (
     redis_option,
     run_options,
 )
+from overnight.commands.leaderboard import MetricColumn
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
 from overnight.commands.trailing import TrailingCommand
 from overnight.commands.views import record_json
 from overnight.config import ClientConfig
 from overnight.errors import UsageError
 from overnight.queue.durations import parse_duration
+from overnight.queue.failures import DEFAULT_RETRY_ON, check_retries, parse_retry_on
 from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskOptions, TaskRecord
 from overnight.queue.store import TaskStore
@@ -48,6 +50,27 @@ from overnight.recorder.snapshot import SnapshotOptions, record
     metavar="DURATION",
     help="How long it is expected to run, e.g. 3h: an agent whose window closes sooner leaves "
     "it for later. Default: learned from finished runs of its sweep or command.",
+)
+@click.option(
+    "--retry-on",
+    default=None,
+    metavar="KINDS",
+    help="Failure kinds --retries is for, comma-separated: infra (agent lost, disk full), oom "
+    "(the host's OOM killer), run (the command's own exit, a timeout), setup (tree, "
+    "environment), all [default: infra].",
+)
+@click.option(
+    "--notify",
+    multiple=True,
+    metavar="URL",
+    help="Tell its failure and its sweep's end here (repeatable, added to the notify setting): "
+    "an https:// webhook (Slack-compatible), ntfy+https://HOST/TOPIC, mailto:ADDRESS.",
+)
+@click.option(
+    "--notify-metric",
+    default=None,
+    metavar="METRIC",
+    help="The sweep's end names its best run by it: loss (lowest), -acc:max (highest).",
 )
 @click.option("--front", is_flag=True, help="Put it ahead of the tasks already queued.")
 @click.option("--after", multiple=True, metavar="ID", help="Start only after task ID finished.")
@@ -78,6 +101,9 @@ def enqueue_command(
     expect: str | None,
     front: bool,
     retries: int,
+    retry_on: str | None,
+    notify: tuple[str, ...],
+    notify_metric: str | None,
     after: tuple[str, ...],
     sweeps: tuple[str, ...],
     add_param: bool,
@@ -115,7 +141,8 @@ def enqueue_command(
     reap_lost(store)
     options = task_options(
         store, config, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
-        after=after, grace=grace, expect=expect,
+        after=after, grace=grace, expect=expect, retry_on=retry_on, notify=notify,
+        notify_metric=notify_metric,
     )  # fmt: skip
     snapshot_options = options_from_flags(flags, config)
     records = submit_command(
@@ -150,10 +177,17 @@ def task_options(
     after: Sequence[str],
     grace: str | None = None,
     expect: str | None = None,
+    retry_on: str | None = None,
+    notify: Sequence[str] = (),
+    notify_metric: str | None = None,
 ) -> TaskOptions:
     """How to run the task, from the flags: durations parsed, ``--after`` prefixes resolved and
     ``--gpus`` (None: not given) defaulted by queue."""
     queue = queue or config.default_queue
+    check_retries(retries)
+    metric = notify_metric or config.notify_metric
+    if metric is not None:
+        MetricColumn.parse(metric.removeprefix("-"))
     return TaskOptions(
         queue=queue,
         gpus=config.gpus_for(queue) if gpus is None else gpus,
@@ -163,6 +197,9 @@ def task_options(
         after=tuple(store.resolve(a) for a in after),
         grace=parse_duration(grace, what="--grace") if grace is not None else None,
         expect=parse_duration(expect, what="--expect") if expect is not None else None,
+        retry_on=parse_retry_on(retry_on) if retry_on is not None else DEFAULT_RETRY_ON,
+        notify=tuple(dict.fromkeys([*config.notify, *notify])),
+        notify_metric=metric,
     )
 
 

@@ -37,6 +37,7 @@ from overnight.commands.leaderboard import (
 )
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.durations import parse_since
+from overnight.queue.failures import FailureKind
 from overnight.queue.index import Query
 from overnight.queue.reaper import reap_lost
 from overnight.queue.records import ACTIVE_STATUSES, TaskRecord, TaskStatus
@@ -152,11 +153,15 @@ def summary_report(
     """JSON-ready: counts by status and one entry per task, in the order given; ``since`` is None
     for a whole sweep."""
     counts = collections.Counter(r.status.value for r in records)
+    kinds = collections.Counter(
+        r.failure.value for r in records if r.status in _FAILED and r.failure is not None
+    )
     return {
         "since": since,
         "sweep": sweep,
         "now": now,
         "counts": dict(counts.most_common()),
+        "failures": {k.value: kinds[k.value] for k in FailureKind if kinds[k.value]},
         "columns": [c.label for c in columns],
         "tasks": [
             {
@@ -172,6 +177,7 @@ def summary_report(
                 "peak_gpu_mem_mb": peak_gpu_memory_mb(r),
                 "error": (r.error or "").splitlines()[0] if r.error else None,
                 "phase": r.phase.value if r.phase else None,
+                "failure": r.failure.value if r.failure else None,
             }
             for r in records
         ],
@@ -189,6 +195,10 @@ def render_summary(report: Mapping[str, Any]) -> list[str]:
     lines = [f"{head}: {counts}" if total else head]
     if not total:
         return lines
+    failures = report.get("failures") or {}
+    if failures:
+        kinds = ", ".join(f"{n} {FailureKind(k).label}" for k, n in failures.items())
+        lines.append(f"failures by kind: {kinds}")
     columns = [visible(c) for c in report["columns"]]
     note = any(task["note"] for task in report["tasks"])
     rows = [["ID", "STATUS", "NAME", "PARAMS", *columns, "DURATION", "EXIT", "PEAK GPU MEM"]]
@@ -210,7 +220,9 @@ def render_summary(report: Mapping[str, Any]) -> list[str]:
         )
         if task["error"] and task["status"] in {s.value for s in _FAILED}:
             phase = f"[{task['phase']}] " if task["phase"] else ""
-            errors[len(rows) - 1] = f"{' ' * 14}error: {phase}{task['error']}"
+            kind = task.get("failure")
+            label = f" ({FailureKind(kind).label})" if kind else ""
+            errors[len(rows) - 1] = f"{' ' * 14}error: {phase}{task['error']}{label}"
     for index, line in enumerate(_table(rows)):
         lines.append(line)
         if index in errors:

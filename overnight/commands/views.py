@@ -10,6 +10,8 @@ from typing import Any
 
 from overnight.commands.common import to_jsonable
 from overnight.commands.leaderboard import MetricColumn, format_value, metric_values, short_note
+from overnight.errors import NotifyTargetError
+from overnight.notify.targets import parse_target, redacted
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.recorder.requirements import without_credentials
 from overnight.recorder.secrets import masked_env
@@ -107,7 +109,20 @@ def ls_table_row(record: TaskRecord, columns: Sequence[MetricColumn]) -> dict[st
 def record_json(record: TaskRecord) -> dict[str, Any]:
     data: dict[str, Any] = to_jsonable(record)
     data["duration"] = duration(record)
+    if record.options.notify:  # webhook URLs are secrets: their host only
+        data["options"]["notify"] = notify_shown(record.options.notify)
     return data
+
+
+def notify_shown(targets: Sequence[str]) -> list[str]:
+    """The task's notify targets as shown: a webhook's scheme and host, never its path."""
+    shown = []
+    for value in targets:
+        try:
+            shown.append(parse_target(value).shown)
+        except NotifyTargetError:
+            shown.append(redacted(value))
+    return shown
 
 
 def spec_json(spec: TaskSpec, *, show_secrets: bool = False) -> dict[str, Any]:
@@ -128,6 +143,8 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
     status = record.status.value
     if record.phase is not None:
         status += f" in {record.phase.value}"
+    if record.failure is not None:
+        status += f" ({record.failure.label})"
     rows.append(("status", status))
     if record.error:
         rows.append(("error", record.error))
@@ -144,8 +161,12 @@ def show_lines(record: TaskRecord, spec: TaskSpec | None, spec_problem: str | No
     if options.expect is not None:
         extras.append(f"expect={format_duration(options.expect)}")
     if options.retries:
-        extras.append(f"retries={options.retries} (requeued if its agent vanishes, not on failure)")
+        kinds = ",".join(options.retry_on)
+        extras.append(f"retries={options.retries} (run again after {kinds} failures)")
     rows.append(("options", " ".join(extras)))
+    if options.notify:
+        metric = f" (best by {options.notify_metric})" if options.notify_metric else ""
+        rows.append(("notify", " ".join(notify_shown(options.notify)) + metric))
     if options.after:
         rows.append(("after", " ".join(options.after)))
     if spec is not None:

@@ -79,6 +79,17 @@ def wait_reason(task_id: str) -> str:
     return f"{PREFIX}wait:{task_id}"
 
 
+def notified(event: str) -> str:
+    """Claim of a notification's event (``sweep:<id>``, ``digest:<slot>``): the agent that sets
+    it sends the message, so one is sent however many agents see the event."""
+    return f"{PREFIX}notified:{event}"
+
+
+UNTOLD = f"{PREFIX}untold"
+"""Set of events agents have yet to tell (``sweep:<id>``: a task of it became final;
+``lost:<task id>``: its agent was lost), whoever caused them: the CLI's reaping and cancels too."""
+
+
 def dependents(task_id: str) -> str:
     """Set of waiting tasks that run only after this one finishes."""
     return f"{PREFIX}dependents:{task_id}"

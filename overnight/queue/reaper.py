@@ -21,6 +21,7 @@ import redis
 
 from overnight.errors import CorruptRecord, InvalidTransition, TaskNotFound
 from overnight.queue import keys
+from overnight.queue.failures import FailureKind, retried
 from overnight.queue.records import ACTIVE_STATUSES, Change, Phase, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 
@@ -138,12 +139,18 @@ def _lose(
         status, retry = TaskStatus.CANCELED, False
         note, error = f"{note}; canceled as requested, not run again", ""
     else:
-        status, retry = TaskStatus.LOST, record.attempt < record.options.retries
+        options = record.options
+        status = TaskStatus.LOST
+        retry = retried(FailureKind.INFRA, options.retry_on, record.attempt, options.retries)
     try:
         record = store.transition(
             record.id,
             status,
-            Change(phase=Phase.AGENT, error=error or None),
+            Change(
+                phase=Phase.AGENT,
+                error=error or None,
+                failure=FailureKind.INFRA if status is TaskStatus.LOST else None,
+            ),
             note=note,
             expect=ACTIVE_STATUSES,
             only_if_silent=only_if_silent,
@@ -152,6 +159,8 @@ def _lose(
         )
     except InvalidTransition:
         return False  # it heartbeated, ended or changed hands meanwhile, or was reaped
+    if status is TaskStatus.LOST:
+        store.redis.sadd(keys.UNTOLD, f"lost:{record.id}")  # agents tell of its agent
     if retry:  # at the front: it waited its turn once already
         store.requeue(
             record.id,

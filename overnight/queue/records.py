@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from overnight.errors import CorruptRecord
 from overnight.metrics.summary import MetricSummary
 from overnight.queue import keys
+from overnight.queue.failures import DEFAULT_RETRY_ON, FailureKind
 
 
 class TaskStatus(str, enum.Enum):
@@ -67,6 +68,11 @@ class TaskOptions:
     after: tuple[str, ...] = ()  # task ids this one waits for
     grace: float | None = None  # seconds between SIGTERM and SIGKILL; None: the agent's default
     expect: float | None = None  # seconds it is expected to run (--expect); None: learned
+    retry_on: tuple[str, ...] = DEFAULT_RETRY_ON  # failure kinds retries are for (queue.failures)
+    notify: tuple[
+        str, ...
+    ] = ()  # where its failure and its sweep's end are told (overnight.notify)
+    notify_metric: str | None = None  # a sweep's best run by it: loss, -acc:max (highest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +93,11 @@ class Change:
     name: str | None = None
     metrics: Mapping[str, MetricSummary] | None = None  # replaces the record's metrics
     queue: str | None = None  # moves the task to this queue (its options' queue)
+    failure: FailureKind | None = None
 
     def __post_init__(self) -> None:
+        if self.failure is not None:
+            object.__setattr__(self, "failure", FailureKind(self.failure))
         for field in ("agent", "error", "name", "queue"):
             value = getattr(self, field)
             if value is not None:
@@ -151,6 +160,7 @@ class TaskRecord:
     exit_code: int | None = None
     phase: Phase | None = None
     error: str | None = None
+    failure: FailureKind | None = None  # a failed or lost task's kind of failure
     attempt: int = 0
     retry_of: str | None = None
     clone_of: str | None = None
@@ -221,6 +231,7 @@ class TaskRecord:
             exit_code=_opt(data.get("exit_code"), _int),
             phase=Phase(_str(data["phase"])) if data.get("phase") else None,
             error=_opt(data.get("error"), _str),
+            failure=FailureKind(_str(data["failure"])) if data.get("failure") else None,
             attempt=_int(data.get("attempt", 0)),
             retry_of=_opt(data.get("retry_of"), _str),
             clone_of=_opt(data.get("clone_of"), _str),
@@ -352,6 +363,9 @@ _OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
     "retries": _int,
     "grace": _seconds,
     "expect": _seconds,
+    "retry_on": lambda v: tuple(FailureKind(kind).value for kind in _strs(v)),
+    "notify": _strs,
+    "notify_metric": _opt_str,
 }
 
 

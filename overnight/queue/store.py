@@ -242,6 +242,8 @@ class TaskStore:
                 pipe.delete(keys.heartbeat(task_id))
             if status.is_final or status is TaskStatus.QUEUED:
                 pipe.delete(keys.cancel(task_id))
+            if status.is_final and new.sweep is not None:
+                pipe.sadd(keys.UNTOLD, f"sweep:{new.sweep}")  # maybe its end: agents look
             return new
 
         old, new = self._update(task_id, write)
@@ -484,6 +486,7 @@ def _changed(
             exit_code=None,
             phase=None,
             error=None,
+            failure=None,
         )
     if status is TaskStatus.RUNNING and new.started is None:
         new.started = now

@@ -20,10 +20,12 @@ from redis.client import Pipeline
 from redis.exceptions import WatchError
 
 from overnight.errors import UsageError
+from overnight.notify.targets import parse_target
 from overnight.outputs import manifest
 from overnight.queue import keys
 from overnight.queue.blobs import BlobStore, spec_id_of
 from overnight.queue.dependencies import finished_dependencies
+from overnight.queue.failures import check_retries
 from overnight.queue.index import TaskIndex
 from overnight.queue.records import StatusChange, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
@@ -64,8 +66,9 @@ def check_options(options: TaskOptions) -> None:
     check_queue_name(options.queue)
     if options.gpus < 0:
         raise UsageError(f"--gpus must be 0 or more, not {options.gpus}")
-    if options.retries < 0:
-        raise UsageError(f"--retries must be 0 or more, not {options.retries}")
+    check_retries(options.retries)
+    for target in options.notify:
+        parse_target(target)
     if options.timeout is not None and options.timeout <= 0:
         raise UsageError("--timeout must be a positive duration such as 8h or 90m")
     if options.expect is not None and options.expect <= 0:

@@ -38,11 +38,32 @@ def test_agent_section_redis_url_wins_over_top_level(tmp_path: Path) -> None:
         ({"lost_ttl": 2.0, "heartbeat_interval": 5.0}, "lost_ttl"),
         ({"grace": 0.0}, "grace"),
         ({"window_end": "kill"}, "window_end .kill. is not one of finish, stop"),
+        ({"notify": ("hooks.example.org/x",)}, "is not a URL"),
+        ({"notify": ("https://h.org/x",), "digest": ("monday",)}, "mon 07:00"),
+        ({"digest": ("mon 07:00",)}, "notify is not"),
     ],
 )
 def test_bad_settings_are_one_clear_error(fields: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         AgentConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_notify_digest_and_smtp_come_from_the_environment_the_password_unshown(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text('agent:\n  notify: ["mailto:lab@example.org"]\n  digest: "mon 07:00"\n')
+    env = {"OVERNIGHT_SMTP_HOST": "mx.example.org", "OVERNIGHT_SMTP_PASSWORD": "hunter2"}
+    config = load_agent_config({}, env, cfg)
+    assert (config.notify, config.digest) == (("mailto:lab@example.org",), ("mon 07:00",))
+    smtp = config.smtp
+    assert (smtp.host, smtp.port, smtp.starttls, smtp.password) == (
+        "mx.example.org",
+        587,
+        True,
+        "hunter2",
+    )
+    assert "hunter2" not in repr(config) and "hunter2" not in repr(smtp)
 
 
 def test_paths_expand_the_home_directory() -> None:

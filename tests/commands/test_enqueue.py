@@ -83,6 +83,10 @@ def test_after_makes_it_wait(cli_env: Repo, store: TaskStore) -> None:
         (["--timeout", "8 hours"], ExitCode.USAGE, "invalid --timeout '8 hours'"),
         (["--after", "abcdef"], ExitCode.NOT_FOUND, "no task has an id starting with abcdef"),
         (["-q", "a queue"], ExitCode.USAGE, "invalid queue name 'a queue'"),
+        (["--retry-on", "network"], ExitCode.USAGE, "--retry-on names 'network'"),
+        (["--retries", "11"], ExitCode.USAGE, "--retries must be 0 to 10, not 11"),
+        (["--notify", "hooks.example.org/SECRET"], ExitCode.USAGE, "is not a URL"),
+        (["--notify", "mailto:nobody"], ExitCode.USAGE, "is not an e-mail address"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -92,6 +96,35 @@ def test_bad_input_is_one_clear_line(
     assert result.exit_code == code
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert store.index.count() == 0
+
+
+def test_retry_on_and_notify_are_recorded_and_shown_without_the_secret(
+    cli_env: Repo, store: TaskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OVERNIGHT_NOTIFY", "mailto:lab@example.org")
+    hook = "https://hooks.slack.com/services/T0/B0/SECRET"
+    result = invoke(
+        "enqueue", "--retries", "2", "--retry-on", "infra,oom", "--notify", hook,
+        "--notify-metric", "-acc:max", "--", "python", "train.py",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = store.get(result.stdout.strip())
+    assert record.options.retry_on == ("infra", "oom")
+    assert record.options.notify == ("mailto:lab@example.org", hook)
+    assert record.options.notify_metric == "-acc:max"
+    shown = invoke("show", record.id)
+    assert "notify:       mailto:lab@example.org https://hooks.slack.com/… (best by -acc:max)" in (
+        shown.stdout
+    )
+    assert "retries=2 (run again after infra,oom failures)" in shown.stdout
+    as_json = invoke("show", "--json", record.id).stdout
+    assert "SECRET" not in shown.stdout and "SECRET" not in as_json
+    assert json.loads(as_json)["options"]["notify"] == [
+        "mailto:lab@example.org",
+        "https://hooks.slack.com/…",
+    ]
+    plain = invoke("enqueue", "--", "python", "train.py")
+    assert store.get(plain.stdout.strip()).options.retry_on == ("infra",)
 
 
 def test_unknown_options_before_the_command_are_refused(cli_env: Repo, store: TaskStore) -> None:

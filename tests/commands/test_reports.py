@@ -24,6 +24,7 @@ from overnight.commands.reports import (
 from overnight.errors import ExitCode
 from overnight.queue import keys
 from overnight.queue.agents import AgentInfo, AgentRegistry
+from overnight.queue.failures import FailureKind
 from overnight.queue.records import Change, Phase, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
@@ -134,6 +135,31 @@ def test_summary_counts_and_rows() -> None:
     assert lines[4].strip() == "error: [run] RuntimeError: CUDA out of memory"
     assert lines[5].split()[:4] == ["3" * 12, "running", "sweep-3", "1m05s"]
     assert render_summary(summary_report([], NOW, NOW))[0].endswith(": 0 tasks")
+
+
+def test_summary_groups_failures_by_kind() -> None:
+    def failed(n: int, kind: FailureKind, status: TaskStatus = TaskStatus.FAILED) -> TaskRecord:
+        return record(str(n) * 32, status, phase=Phase.RUN, error="boom", failure=kind)
+
+    records = [
+        failed(1, FailureKind.RUN),
+        failed(2, FailureKind.SETUP),
+        failed(3, FailureKind.RUN),
+        failed(4, FailureKind.INFRA, TaskStatus.LOST),
+        failed(5, FailureKind.OOM),
+        record("6" * 32, TaskStatus.FINISHED),
+    ]
+    report = summary_report(records, NOW - 3600, NOW)
+    assert report["failures"] == {"setup": 1, "run": 2, "infra": 1, "oom": 1}
+    assert [t["failure"] for t in report["tasks"]] == ["run", "setup", "run", "infra", "oom", None]
+    lines = render_summary(report)
+    assert lines[1] == (
+        "failures by kind: 1 setup failure, 2 run failure, 1 infrastructure failure, "
+        "1 infrastructure failure (OOM kill)"
+    )
+    assert any(
+        line.strip() == "error: [run] boom (infrastructure failure (OOM kill))" for line in lines
+    )
 
 
 def test_top_shows_gpus_slots_windows_and_tasks() -> None:
@@ -349,7 +375,8 @@ def test_reports_of_tasks_a_real_agent_ran(
     assert "train" in row and "ticks=2" in row and "2.9 GB" in row
     broken_row = next(line for line in summary.splitlines() if line.startswith(broken.id[:12]))
     assert "broken" in broken_row and " 3 " in broken_row
-    assert "error: [run] exited with 3" in summary
+    assert "error: [run] exited with 3 (last output: done) (run failure)" in summary
+    assert "failures by kind: 1 run failure" in summary.splitlines()[1]
 
 
 @pytest.mark.slow

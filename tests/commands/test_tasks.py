@@ -277,7 +277,7 @@ def test_retry_of_a_requirements_failure_says_how_to_enqueue_fixed_ones(
 def test_show_says_what_retries_do(cli_env: Repo, store: TaskStore) -> None:
     task_id = _task(store, queue="gpu", gpus=1, retries=2)
     out = invoke("show", task_id).stdout
-    assert "retries=2 (requeued if its agent vanishes, not on failure)" in out
+    assert "retries=2 (run again after infra failures)" in out
     assert "attempt:      1 of 3" in out
 
 

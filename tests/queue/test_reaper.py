@@ -9,6 +9,7 @@ import redis
 from overnight.errors import InvalidTransition
 from overnight.queue import keys
 from overnight.queue.cancel import request_cancel
+from overnight.queue.failures import FailureKind
 from overnight.queue.reaper import reap_lost, reap_restarted
 from overnight.queue.records import Change, Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
@@ -28,8 +29,20 @@ def test_task_whose_heartbeat_expires_is_lost(store: TaskStore) -> None:
     assert reap_lost(store, settle=0) == [record.id]
     lost = store.get(record.id)
     assert lost.status is TaskStatus.LOST and lost.phase is Phase.AGENT
+    assert lost.failure is FailureKind.INFRA
     assert lost.history[-1].note == "agent box stopped sending heartbeats"
     assert reap_lost(store, settle=0) == []
+
+
+def test_a_lost_task_is_not_retried_when_retry_on_leaves_infra_out(
+    store: TaskStore, redis_client: redis.Redis
+) -> None:
+    record = submit(store, make_snapshot(), TaskOptions(retries=2, retry_on=("run",)))
+    store.transition(record.id, TaskStatus.RUNNING, Change(agent="box"))
+    _expire(redis_client, record.id)
+    assert reap_lost(store, settle=0) == [record.id]
+    lost = store.get(record.id)
+    assert (lost.status, lost.attempt, lost.failure) == (TaskStatus.LOST, 0, FailureKind.INFRA)
 
 
 def test_live_heartbeat_is_left_alone(store: TaskStore) -> None:

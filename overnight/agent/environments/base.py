@@ -93,6 +93,10 @@ class Process(abc.ABC):
         Default: nothing to remove."""
         return
 
+    def oom_killed(self) -> bool:
+        """Whether the host's OOM killer ended it (asked once it exited). Default: not known."""
+        return False
+
 
 class AdoptedTask(abc.ABC):
     """A task's process that this agent started before it restarted, found again."""

@@ -46,8 +46,10 @@ from overnight.errors import (
 )
 from overnight.metrics.files import MetricFiles
 from overnight.metrics.tracker import MetricTracker
+from overnight.notify.notifier import Notifier
 from overnight.outputs.redisstore import RedisOutputStore
 from overnight.outputs.store import OutputStore
+from overnight.queue.failures import FailureKind, kind_of_phase, retried
 from overnight.queue.records import ACTIVE_STATUSES, FAILED_ON, Change, Phase, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.spec import Snapshot, TaskSpec
@@ -84,6 +86,14 @@ class Ending:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     recorded: bool = True  # False: the record moved on without us (declared lost meanwhile)
     host_faults: int = 0  # queued after a host fault: how many the task has met so far
+    failure: FailureKind | None = None  # failed: whose fault, where the phase does not say
+
+    @property
+    def kind(self) -> FailureKind | None:
+        """A failed ending's kind: its own, else its phase's (queue.failures)."""
+        if self.status is not TaskStatus.FAILED:
+            return None
+        return self.failure or kind_of_phase(self.phase.value if self.phase else None)
 
 
 class Pipeline:
@@ -99,8 +109,10 @@ class Pipeline:
         agent_name: str,
         inventory: GPUInventory | None = None,
         outputs: OutputStore | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        self.notifier = notifier
         self.store = store
         self.workspaces = workspaces
         self.environment = environment
@@ -201,7 +213,8 @@ class Pipeline:
                 return self._host_fault(task, fault, phase, exc)
             if isinstance(exc, InstallError):  # `retry` says a retry meets it again
                 extra[FAILED_ON] = "requirements"
-            return Ending(TaskStatus.FAILED, phase, _one_line(exc), extra=extra)
+            kind = FailureKind.SETUP if isinstance(exc, (SpecError, CorruptRecord)) else None
+            return Ending(TaskStatus.FAILED, phase, _one_line(exc), extra=extra, failure=kind)
         return self._ended(task, outcome, extra)
 
     def _supervise(
@@ -331,7 +344,10 @@ class Pipeline:
             )
         if code == 0:
             return Ending(TaskStatus.FINISHED, exit_code=0, extra=extra)
-        return Ending(TaskStatus.FAILED, Phase.RUN, outcome.describe(), code, extra=extra)
+        oom = task.process is not None and task.process.oom_killed()
+        error = outcome.describe() + (" (killed by the host's OOM killer)" if oom else "")
+        kind = FailureKind.OOM if oom else None
+        return Ending(TaskStatus.FAILED, Phase.RUN, error, code, extra=extra, failure=kind)
 
     def _host_fault(self, task: ActiveTask, fault: str, phase: Phase, exc: BaseException) -> Ending:
         """Put the task back at the front and hold off new tasks: the host is at fault. A task
@@ -343,7 +359,10 @@ class Pipeline:
         met = int(task.record.extra.get("host_faults", 0)) + 1
         if met >= MAX_HOST_FAULTS:
             return Ending(
-                TaskStatus.FAILED, phase, f"{_one_line(exc)} ({met} times, each on a full disk)"
+                TaskStatus.FAILED,
+                phase,
+                f"{_one_line(exc)} ({met} times, each on a full disk)",
+                failure=FailureKind.INFRA,
             )
         log.warning(
             "task %s: %s during %s; it goes back to the front of its queue and this agent takes "
@@ -489,21 +508,39 @@ class Pipeline:
         if task.metrics is not None:  # the series first: the final status is the last write
             task.metrics.write(self.store, task.task_id, agent=self.agent, expect=ACTIVE_STATUSES)
             metrics = task.metrics.tracker.summaries()
+        kind = ending.kind
+        options, attempt = task.record.options, task.record.attempt
+        again = kind is not None and retried(kind, options.retry_on, attempt, options.retries)
         change = Change(
             metrics=metrics,
             extra=ending.extra,
             exit_code=ending.exit_code,
             phase=ending.phase if failed or ending.status is TaskStatus.CANCELED else None,
             error=ending.error if failed else None,
+            failure=kind,
         )
-        self.store.transition(
+        record = self.store.transition(
             task.task_id,
             ending.status,
             change,
             expect=ACTIVE_STATUSES,
             held_by=self.agent,
             note=ending.note or (ending.error or ""),
+            release=not again,
         )
+        if again:
+            assert kind is not None
+            self.store.requeue(
+                task.task_id,
+                note=f"attempt {attempt + 2} of {options.retries + 1}, after a {kind.value} "
+                f"failure (--retry-on {','.join(options.retry_on)})",
+                new_attempt=True,
+            )
+        elif self.notifier is not None:
+            try:
+                self.notifier.task_ended(record)
+            except Exception:  # Redis away, a bug: the task's end is written, its word is not
+                log.exception("task %s: cannot send its notifications", record.id)
 
     def _retry(self, call: Any) -> Any:
         return until_connected(call, Backoff(longest=self.config.max_backoff))

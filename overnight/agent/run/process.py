@@ -28,6 +28,19 @@ from overnight.agent.run.monitor import ProcessTreeSampler, Sampler, tree_pids
 from overnight.errors import TaskRunError
 
 READ_SIZE = 64 * 1024
+VMSTAT = Path("/proc/vmstat")
+
+
+def kernel_oom_kills() -> int | None:
+    """The kernel's count of OOM kills since boot (``oom_kill`` in /proc/vmstat, Linux 4.13+)."""
+    try:
+        for line in VMSTAT.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 class LocalProcess(Process):
@@ -36,7 +49,8 @@ class LocalProcess(Process):
     ``on_exit`` is called once, with the exit code, the first time ``poll`` or ``wait`` sees
     the process ended (the venv environment releases its in-use lease there). ``user`` is the
     (uid, gid) it runs as, without supplementary groups (default: the agent's own), ``umask``
-    its umask (default: the agent's).
+    its umask (default: the agent's). ``oom_kills`` reads the host's count of OOM kills: one
+    during the run, and a SIGKILL the agent did not send, say the OOM killer ended it.
     """
 
     def __init__(
@@ -48,7 +62,10 @@ class LocalProcess(Process):
         on_exit: Callable[[int], None] | None = None,
         user: tuple[int, int] | None = None,
         umask: int = -1,
+        oom_kills: Callable[[], int | None] = kernel_oom_kills,
     ) -> None:
+        self._oom_kills = oom_kills
+        self._oom_kills_before = oom_kills()
         if not argv:
             raise TaskRunError("the task has an empty command; record it again with a command")
         if not cwd.is_dir():
@@ -137,6 +154,12 @@ class LocalProcess(Process):
 
     def samplers(self) -> list[Sampler]:
         return [ProcessTreeSampler(self.pid)]
+
+    def oom_killed(self) -> bool:
+        if self._popen.returncode != -signal.SIGKILL or self._oom_kills_before is None:
+            return False
+        after = self._oom_kills()
+        return after is not None and after > self._oom_kills_before
 
     def _signal_group(self, sig: signal.Signals) -> None:
         # The group outlives its leader while children remain, so this also reaches processes

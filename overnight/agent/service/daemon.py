@@ -38,6 +38,9 @@ from overnight.agent.service.rqworker import AgentWorker
 from overnight.agent.service.windows import Clock, SystemClock, Windows
 from overnight.agent.workspace.remotes import GitCredentials
 from overnight.agent.workspace.workspaces import Workspaces
+from overnight.notify.digest import Digest
+from overnight.notify.notifier import Notifier
+from overnight.notify.schedule import DigestSchedule
 from overnight.outputs.stores import open_store
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.connection import acks_for, connect, persistence_warning
@@ -115,7 +118,16 @@ class Daemon:
             tasks=self.active_tasks,
             info=self.info,
             strays=self._stop_orphans,
+            notifier=pipeline.notifier,
+            digest=self._digest(),
         )
+
+    def _digest(self) -> Digest | None:
+        schedule = DigestSchedule.parse(self.config.digest)
+        notifier = self.pipeline.notifier
+        if not schedule.slots or notifier is None:
+            return None
+        return Digest(schedule, notifier, self.clock.now)
 
     # -- the outside's handles ----------------------------------------------------------------
 
@@ -196,6 +208,8 @@ class Daemon:
             self._wait_for_tasks()
             self.control.stop()
             self._unregister()
+            if self.pipeline.notifier is not None:
+                self.pipeline.notifier.close()
 
     def _loop(self, burst: bool) -> None:
         while not self.draining:
@@ -380,6 +394,14 @@ def create_daemon(
             agent_name=name,
             inventory=inventory,
             outputs=open_store(config.output_store, connection),
+            notifier=Notifier(
+                store,
+                agent=name,
+                targets=config.notify,
+                smtp=config.smtp,
+                tries=config.notify_tries,
+                backoff=config.notify_backoff,
+            ),
         ),
         gpu_ids=gpu_ids,
         inventory=inventory,

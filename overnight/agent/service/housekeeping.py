@@ -8,8 +8,10 @@ the tasks' heartbeats (the store's, RQ's executions) and the agent's registratio
 ``overnight show`` has peak and mean during the run and a task whose agent dies keeps them; every
 ``stray_interval`` it stops the task processes on this host whose agent died (another agent
 sharing the workspace folder, never restarted) and marks their tasks lost; every ``reap_interval``
-it also steps the ``overnight optimize --detach`` studies it may drive. A Redis outage pauses
-all this with backoff; the tasks keep running meanwhile.
+it also steps the ``overnight optimize --detach`` studies it may drive. Each tick it also tells
+the events waiting in Redis (a sweep's end, an agent lost: :mod:`overnight.notify.notifier`) and
+sends the digest when its slot is due. A Redis outage pauses all this with backoff; the tasks
+keep running meanwhile.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from overnight.agent.config import AgentConfig
 from overnight.agent.run.task import ActiveTask
 from overnight.agent.service.reconnect import CONNECTION_ERRORS, Backoff
 from overnight.agent.service.rqworker import AgentWorker
+from overnight.notify.digest import Digest
+from overnight.notify.notifier import Notifier
 from overnight.optimize.detached import DetachedDrivers
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.heartbeats import renew_heartbeat
@@ -47,8 +51,12 @@ class Control:
         tasks: Callable[[], list[ActiveTask]],
         info: Callable[[], AgentInfo],
         strays: Callable[[], object] | None = None,
+        notifier: Notifier | None = None,
+        digest: Digest | None = None,
     ) -> None:
         self.config = config
+        self.notifier = notifier
+        self.digest = digest
         self.store = store
         self.worker = worker
         self.registry = registry
@@ -131,9 +139,23 @@ class Control:
             self.worker.maintain()
             self._next_reap = now + self.config.reap_interval
             self._run_apart("studies", self._studies.tick, "driving detached studies")
+        self._tell()
         if self._strays is not None and now >= self._next_strays:
             self._next_strays = now + self.config.stray_interval
             self._run_apart("strays", self._strays, "looking for task processes of dead agents")
+
+    def _tell(self) -> None:
+        """Tell the events waiting to be told, and the digest when its slot is due; a bug here
+        costs the word, never the rest of the housekeeping."""
+        try:
+            if self.notifier is not None:
+                self.notifier.drain()
+            if self.digest is not None:
+                self.digest.tick()
+        except CONNECTION_ERRORS:
+            raise
+        except Exception:
+            log.exception("telling events failed; trying again at the next tick")
 
     def _run_apart(self, name: str, work: Callable[[], object], what: str) -> None:
         """Run ``work`` in a thread of its own (stopping a group of strays waits for it to end;

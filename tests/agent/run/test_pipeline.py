@@ -18,6 +18,7 @@ from overnight.agent.config import AgentConfig
 from overnight.agent.gpus.inventory import FakeInventory
 from overnight.queue import keys
 from overnight.queue.cancel import request_cancel
+from overnight.queue.failures import FailureKind
 from overnight.queue.records import Phase, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import submit
@@ -125,6 +126,7 @@ def test_nonzero_exit_is_failed_in_the_run_phase(
     failed = agent_store.get(record.id)
     assert failed.status is TaskStatus.FAILED
     assert (failed.phase, failed.exit_code) == (Phase.RUN, 3)
+    assert failed.failure is FailureKind.RUN
     assert failed.error == "exited with 3 (last output: done)"
     assert "[overnight] failed in run: exited with 3 (last output: done)" in log_text(
         agent_store, record.id
@@ -230,6 +232,31 @@ def test_every_run_time_failure_is_one_line_and_the_agent_goes_on(
     phase, error = _failure(agent_store, corrupt_spec.id)
     assert phase is Phase.AGENT and "not valid JSON" in error
     assert agent_store.get(good.id).status is TaskStatus.FINISHED
+    kinds = {what: agent_store.get(i).failure for what, i in ids.items()}
+    assert kinds == {
+        what: FailureKind.RUN if what == "command" else FailureKind.SETUP for what in ids
+    }
+    assert agent_store.get(newer.id).failure is FailureKind.SETUP
+    assert agent_store.get(good.id).failure is None
+
+
+FAILS_FIRST = "import os, sys; sys.exit(3 if os.environ['OVERNIGHT_ATTEMPT'] == '0' else 0)"
+
+
+def test_a_run_failure_is_retried_only_when_retry_on_names_it(
+    agent_store: TaskStore, project: Repo, config_for: ConfigFor
+) -> None:
+    snap = _replace_spec(snapshot_of(project), argv=("python", "-c", FAILS_FIRST))
+    default = enqueue(agent_store, project, snapshot=snap, retries=1)
+    named = enqueue(agent_store, project, snapshot=snap, retries=1, retry_on=("infra", "run"))
+    run_burst(config_for())
+    kept = agent_store.get(default.id)
+    assert (kept.status, kept.failure, kept.attempt) == (TaskStatus.FAILED, FailureKind.RUN, 0)
+    again = agent_store.get(named.id)
+    assert (again.status, again.attempt, again.failure) == (TaskStatus.FINISHED, 1, None)
+    statuses = [h.status for h in again.history]
+    assert statuses.count(TaskStatus.FAILED) == 1 and statuses[-1] is TaskStatus.FINISHED
+    assert any("attempt 2 of 2, after a run failure" in h.note for h in again.history)
 
 
 def test_corrupt_record_is_refused_and_the_agent_goes_on(

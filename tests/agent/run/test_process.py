@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from overnight.agent.run.monitor import ProcessTreeSampler
-from overnight.agent.run.process import LocalProcess
+from overnight.agent.run.process import LocalProcess, kernel_oom_kills
 from overnight.errors import TaskRunError
 
 PY = sys.executable
@@ -133,3 +133,46 @@ def test_pids_and_samplers_are_the_process_tree(tmp_path: Path) -> None:
         proc.wait()
         proc.close()
     assert proc.pids() == set()
+
+
+SELF_KILL = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+
+
+class OomCounter:
+    """The host's OOM kill count as the test sets it (the kernel's cannot be raised safely)."""
+
+    def __init__(self) -> None:
+        self.count = 5
+
+    def __call__(self) -> int:
+        return self.count
+
+
+def test_a_sigkill_during_which_the_host_counted_an_oom_kill_is_the_oom_killers(
+    tmp_path: Path,
+) -> None:
+    counter = OomCounter()
+    proc = LocalProcess(
+        [PY, "-c", SELF_KILL], cwd=tmp_path, env=dict(os.environ), oom_kills=counter
+    )
+    run_to_end(proc)
+    assert not proc.oom_killed()  # killed, but the host counted no OOM kill meanwhile
+    counter.count += 1
+    assert proc.oom_killed()
+
+
+def test_an_exit_is_never_an_oom_kill_whatever_the_host_counted(tmp_path: Path) -> None:
+    counter = OomCounter()
+    proc = LocalProcess(
+        [PY, "-c", "raise SystemExit(3)"], cwd=tmp_path, env=dict(os.environ), oom_kills=counter
+    )
+    run_to_end(proc)
+    counter.count += 1
+    assert not proc.oom_killed()
+
+
+def test_the_hosts_oom_kill_count_is_read_from_vmstat() -> None:
+    count = kernel_oom_kills()
+    assert count is None or count >= 0
+    if Path("/proc/vmstat").exists() and "oom_kill " in Path("/proc/vmstat").read_text():
+        assert isinstance(count, int)

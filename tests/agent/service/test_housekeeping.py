@@ -4,6 +4,8 @@ written is left to that write."""
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from overnight.agent.run.logsink import LogSink
 from overnight.agent.run.task import ActiveTask
 from overnight.agent.service.housekeeping import Control
 from overnight.agent.service.rqworker import AgentWorker
+from overnight.notify.notifier import Notifier
 from overnight.queue.agents import AgentInfo, AgentRegistry
 from overnight.queue.records import Change, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
@@ -68,3 +71,33 @@ def test_a_heartbeat_that_finds_the_task_moved_on_stops_the_run_unless_it_ended(
             "agent agent-a's heartbeats of this run (attempt 1) lapsed, and the task went on "
             "without it: it is lost now, as attempt 1"
         )
+
+
+class BrokenNotifier(Notifier):
+    """A notifier with a bug in telling events."""
+
+    def drain(self, most: int = 100) -> int:
+        raise RuntimeError("a bug in telling")
+
+
+def test_a_fault_in_telling_events_leaves_the_rest_of_housekeeping_to_run(
+    agent_store: TaskStore, redis_url: str, tmp_path: Path, venv_cache: Path
+) -> None:
+    config = agent_config(redis_url, tmp_path, venv_cache, stray_interval=0.01)
+    client = agent_store.redis
+    worker = AgentWorker(client, redis.Redis(connection_pool=client.connection_pool), "a", ("q",))
+    worker.register()
+    looked = threading.Event()
+    control = Control(
+        config,
+        agent_store,
+        worker,
+        AgentRegistry(client),
+        tasks=list,
+        info=lambda: AgentInfo(name="a", host="h", queues=("q",)),
+        strays=looked.set,
+        notifier=BrokenNotifier(agent_store, agent="a"),
+    )
+    time.sleep(0.02)  # the first look at strays is due
+    control.tick()  # logs the bug, raises nothing
+    assert looked.wait(5)

@@ -129,6 +129,14 @@ class DockerProcess(Process):
     def pids(self) -> set[int]:
         return container_pids(self.container)
 
+    def oom_killed(self) -> bool:
+        """The engine's own word: the container's ``State.OOMKilled``."""
+        try:
+            self.container.reload()
+            return bool(self.container.attrs.get("State", {}).get("OOMKilled"))
+        except docker.errors.DockerException:
+            return False
+
     def samplers(self) -> list[Sampler]:
         container = self.container
         return [DockerStatsSampler(lambda: container.stats(stream=False))]
