@@ -20,13 +20,12 @@ from overnight.commands.common import (
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
 from overnight.commands.trailing import TrailingCommand
 from overnight.commands.views import record_json
-from overnight.config import ClientConfig
 from overnight.errors import UsageError
 from overnight.queue.durations import parse_duration
 from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskOptions, TaskRecord
 from overnight.queue.store import TaskStore
-from overnight.queue.submit import submit_sweep
+from overnight.queue.submit import submit_sweep, task_options
 from overnight.queue.sweeps import Sweep, expand, parse_sweep
 from overnight.recorder.account import review
 from overnight.recorder.params import Param
@@ -154,34 +153,6 @@ def enqueue_command(
 
 def register(cli: click.Group, agent: click.Group) -> None:
     cli.add_command(enqueue_command)
-
-
-def task_options(
-    store: TaskStore,
-    config: ClientConfig,
-    *,
-    queue: str | None,
-    gpus: int | None,
-    image: str | None,
-    timeout: str | None,
-    retries: int,
-    after: Sequence[str],
-    grace: str | None = None,
-    expect: str | None = None,
-) -> TaskOptions:
-    """How to run the task, from the flags: durations parsed, ``--after`` prefixes resolved and
-    ``--gpus`` (None: not given) defaulted by queue."""
-    queue = queue or config.default_queue
-    return TaskOptions(
-        queue=queue,
-        gpus=config.gpus_for(queue) if gpus is None else gpus,
-        image=image,
-        timeout=parse_duration(timeout, what="--timeout") if timeout is not None else None,
-        retries=retries,
-        after=tuple(store.resolve(a) for a in after),
-        grace=parse_duration(grace, what="--grace") if grace is not None else None,
-        expect=parse_duration(expect, what="--expect") if expect is not None else None,
-    )
 
 
 def submit_command(

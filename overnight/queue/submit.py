@@ -19,11 +19,13 @@ from typing import Any
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
+from overnight.config import ClientConfig
 from overnight.errors import UsageError
 from overnight.outputs import manifest
 from overnight.queue import keys
 from overnight.queue.blobs import BlobStore, spec_id_of
 from overnight.queue.dependencies import finished_dependencies
+from overnight.queue.durations import parse_duration
 from overnight.queue.index import TaskIndex
 from overnight.queue.records import StatusChange, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
@@ -70,6 +72,39 @@ def check_options(options: TaskOptions) -> None:
         raise UsageError("--timeout must be a positive duration such as 8h or 90m")
     if options.expect is not None and options.expect <= 0:
         raise UsageError("--expect must be a positive duration such as 3h or 45m")
+
+
+def task_options(
+    store: TaskStore,
+    config: ClientConfig,
+    *,
+    queue: str | None = None,
+    gpus: int | None = None,
+    image: str | None = None,
+    timeout: float | str | None = None,
+    retries: int = 0,
+    after: Sequence[str] = (),
+    grace: float | str | None = None,
+    expect: float | str | None = None,
+) -> TaskOptions:
+    """How to run a task, as ``overnight enqueue`` and the Python API take it: durations in
+    seconds or as text ("8h"), ``after`` prefixes resolved, ``gpus`` (None: not given) defaulted
+    by queue."""
+    queue = queue or config.default_queue
+    return TaskOptions(
+        queue=queue,
+        gpus=config.gpus_for(queue) if gpus is None else gpus,
+        image=image,
+        timeout=_seconds(timeout, "--timeout"),
+        retries=retries,
+        after=tuple(store.resolve(a) for a in after),
+        grace=_seconds(grace, "--grace"),
+        expect=_seconds(expect, "--expect"),
+    )
+
+
+def _seconds(value: float | str | None, what: str) -> float | None:
+    return parse_duration(value, what=what) if isinstance(value, str) else value
 
 
 def submit(
