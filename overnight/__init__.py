@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from overnight.api import Client, compare, enqueue, get, pull, snapshot
-    from overnight.errors import OvernightError
+    from overnight.errors import OvernightError, OvernightWarning
     from overnight.queue.records import TaskRecord, TaskStatus
     from overnight.spec import Snapshot, TaskSpec
 
 __all__ = [
     "Client",
     "OvernightError",
+    "OvernightWarning",
     "Snapshot",
     "TaskRecord",
     "TaskSpec",
@@ -39,6 +40,7 @@ _HOMES = {
     "pull": "overnight.api",
     "snapshot": "overnight.api",
     "OvernightError": "overnight.errors",
+    "OvernightWarning": "overnight.errors",
     "Snapshot": "overnight.spec",
     "TaskSpec": "overnight.spec",
 }

@@ -16,30 +16,31 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import time
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 from overnight.comparison.report import Comparison, compare_runs
 from overnight.config import ClientConfig, load_client_config
-from overnight.errors import TaskNotFound, WaitTimeout
+from overnight.errors import OvernightWarning, TaskNotFound, WaitTimeout
 from overnight.outputs import manifest
 from overnight.outputs.manifest import Manifest
 from overnight.outputs.pull import Progress, PullReport
 from overnight.outputs.pull import pull as pull_outputs
 from overnight.outputs.stores import open_store
 from overnight.queue.cancel import request_cancel
-from overnight.queue.durations import parse_duration
-from overnight.queue.failures import DEFAULT_RETRY_ON, parse_retry_on
 from overnight.queue.index import Query
 from overnight.queue.reaper import reap_lost
-from overnight.queue.records import TaskOptions, TaskRecord, TaskStatus
+from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
-from overnight.queue.submit import submit_sweep
+from overnight.queue.submit import submit_sweep, task_options
 from overnight.queue.sweeps import Sweep
+from overnight.recorder.account import review
 from overnight.recorder.scriptargs import declared_params
-from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+from overnight.recorder.snapshot import SnapshotOptions, record
 from overnight.spec import Snapshot
 
 _REAP_EVERY = 30.0  # seconds between reaps while waiting, as `overnight wait` does
@@ -72,6 +73,7 @@ class Client:
         gpus: int | None = None,
         image: str | None = None,
         timeout: float | str | None = None,
+        grace: float | str | None = None,
         expect: float | str | None = None,
         front: bool = False,
         retries: int = 0,
@@ -84,40 +86,41 @@ class Client:
         tags: Sequence[str] = (),
         env: Sequence[str] = (),
         requirements: str | Path | None = None,
+        outputs: Sequence[str] = (),
+        metrics: Sequence[str] = (),
+        allow_secret_env: bool = False,
+        allow_secret_files: bool = False,
+        max_snapshot_mb: float | None = None,
+        max_untracked_file_mb: float | None = None,
         cwd: str | Path | None = None,
         notify: Sequence[str] = (),
         notify_metric: str | None = None,
     ) -> list[TaskRecord]:
-        """Snapshot the working tree at ``cwd`` (default: here) and queue ``command``.
+        """Snapshot the working tree at ``cwd`` (default: here) and queue ``command``, as
+        ``overnight enqueue`` does; each argument is the flag of its name.
 
         Returns the new task's record in a list, or with ``sweep`` ({"lr": [0.1, 0.01], ...})
         the records of the cross product; a sweep's names must be params of the command (its
-        options, or those its script declares) unless ``add_params``. ``timeout`` is seconds or a duration such as "8h".
-        ``expect`` (seconds or "3h") is how long it is expected to run; ``front`` queues it ahead
-        of the tasks already queued.
+        options, or those its script declares) unless ``add_params``. ``timeout``, ``grace``
+        (SIGTERM to SIGKILL) and ``expect`` (how long it is expected to run) are seconds or
+        durations such as "8h"; ``front`` queues it ahead of the tasks already queued.
         ``gpus`` defaults as for ``overnight enqueue`` (:meth:`ClientConfig.gpus_for`);
         ``retries`` runs it again when it fails with a kind of ``retry_on`` ("infra,oom"; default
-        infra: its agent vanished); ``notify`` adds to the client's notify targets. Raises
+        infra: its agent vanished); ``notify`` adds to the client's notify targets. The
+        recording arguments (``outputs`` globs, ``metrics`` files and the rest) are
+        :func:`snapshot`'s, and so are its warnings, issued before anything queues. Raises
         OvernightError subclasses, as the CLI reports them.
         """
-        queue = queue or self.config.default_queue
-        options = TaskOptions(
-            queue=queue,
-            gpus=self.config.gpus_for(queue) if gpus is None else gpus,
-            image=image,
-            timeout=parse_duration(timeout, what="timeout")
-            if isinstance(timeout, str)
-            else timeout,
-            expect=parse_duration(expect, what="expect") if isinstance(expect, str) else expect,
-            retries=retries,
-            after=tuple(self.store.resolve(a) for a in after),
-            retry_on=parse_retry_on(retry_on) if retry_on is not None else DEFAULT_RETRY_ON,
-            notify=tuple(dict.fromkeys([*self.config.notify, *notify])),
-            notify_metric=notify_metric or self.config.notify_metric,
-        )
+        options = task_options(
+            self.store, self.config, queue=queue, gpus=gpus, image=image, timeout=timeout,
+            retries=retries, after=after, grace=grace, expect=expect, retry_on=retry_on,
+            notify=notify, notify_metric=notify_metric,
+        )  # fmt: skip
         taken = snapshot(
-            command, name=name, note=note, tags=tags, env=env, requirements=requirements, cwd=cwd,
-            config=self.config,
+            command, name=name, note=note, tags=tags, env=env, requirements=requirements,
+            outputs=outputs, metrics=metrics, allow_secret_env=allow_secret_env,
+            allow_secret_files=allow_secret_files, max_snapshot_mb=max_snapshot_mb,
+            max_untracked_file_mb=max_untracked_file_mb, cwd=cwd, config=self.config,
         )  # fmt: skip
         sweeps = [Sweep(k, tuple(str(v) for v in values)) for k, values in (sweep or {}).items()]
         where = Path(cwd) if cwd is not None else Path.cwd()
@@ -250,6 +253,7 @@ def enqueue(
     gpus: int | None = None,
     image: str | None = None,
     timeout: float | str | None = None,
+    grace: float | str | None = None,
     expect: float | str | None = None,
     front: bool = False,
     retries: int = 0,
@@ -262,6 +266,12 @@ def enqueue(
     tags: Sequence[str] = (),
     env: Sequence[str] = (),
     requirements: str | Path | None = None,
+    outputs: Sequence[str] = (),
+    metrics: Sequence[str] = (),
+    allow_secret_env: bool = False,
+    allow_secret_files: bool = False,
+    max_snapshot_mb: float | None = None,
+    max_untracked_file_mb: float | None = None,
     cwd: str | Path | None = None,
     notify: Sequence[str] = (),
     notify_metric: str | None = None,
@@ -270,10 +280,13 @@ def enqueue(
     """:meth:`Client.enqueue` on a client of its own."""
     with Client(redis_url) as client:
         return client.enqueue(
-            command, queue=queue, gpus=gpus, image=image, timeout=timeout, expect=expect,
-            front=front, retries=retries, retry_on=retry_on, after=after, sweep=sweep,
-            add_params=add_params, name=name, note=note, tags=tags, env=env,
-            requirements=requirements, cwd=cwd, notify=notify, notify_metric=notify_metric,
+            command, queue=queue, gpus=gpus, image=image, timeout=timeout, grace=grace,
+            expect=expect, front=front, retries=retries, retry_on=retry_on, after=after,
+            sweep=sweep, add_params=add_params, name=name, note=note, tags=tags, env=env,
+            requirements=requirements, outputs=outputs, metrics=metrics,
+            allow_secret_env=allow_secret_env, allow_secret_files=allow_secret_files,
+            max_snapshot_mb=max_snapshot_mb, max_untracked_file_mb=max_untracked_file_mb,
+            cwd=cwd, notify=notify, notify_metric=notify_metric,
         )  # fmt: skip
 
 
@@ -303,25 +316,46 @@ def snapshot(
     tags: Sequence[str] = (),
     env: Sequence[str] = (),
     requirements: str | Path | None = None,
+    outputs: Sequence[str] = (),
+    metrics: Sequence[str] = (),
+    allow_secret_env: bool = False,
+    allow_secret_files: bool = False,
+    max_snapshot_mb: float | None = None,
+    max_untracked_file_mb: float | None = None,
     cwd: str | Path | None = None,
     config: ClientConfig | None = None,
 ) -> Snapshot:
-    """What ``enqueue`` would record for ``command`` at ``cwd`` (default: here), without Redis.
+    """What ``enqueue`` would record for ``command`` at ``cwd`` (default: here), without Redis,
+    as ``overnight snapshot`` does; each argument is the flag of its name.
 
+    ``outputs`` are globs of the files to bring home (besides the ``outputs`` setting's),
+    ``metrics`` the metrics files the run writes, both relative to the repository root.
     ``snapshot(...).spec`` is the task spec; ``.to_json()`` its JSON form, as
-    ``overnight snapshot --json`` prints it. Raises SnapshotError subclasses.
+    ``overnight snapshot --json`` prints it. Raises SnapshotError subclasses
+    (:class:`~overnight.errors.MissingScriptError` for a script not in the recorded tree);
+    what the CLI warns of (a file the command names that the worker will not have, a
+    requirements freeze) is issued as an :class:`~overnight.errors.OvernightWarning`.
     """
     argv = shlex.split(command) if isinstance(command, str) else list(command)
-    config = config or load_client_config()
-    recording = SnapshotOptions(
+    choices = SnapshotOptions.from_config(
+        config or load_client_config(),
         requirements_file=Path(requirements) if requirements is not None else None,
-        env=tuple(env),
-        note=note,
-        tags=tuple(tags),
-        outputs=config.outputs,
-        name=name,
-        max_snapshot_mb=config.max_snapshot_mb,
-        max_untracked_file_mb=config.max_untracked_file_mb,
-    )
+        env=env, note=note, tags=tags, outputs=outputs, metric_files=metrics, name=name,
+        allow_secret_env=allow_secret_env, allow_secret_files=allow_secret_files,
+        max_snapshot_mb=max_snapshot_mb, max_untracked_file_mb=max_untracked_file_mb,
+    )  # fmt: skip
     where = Path(cwd) if cwd is not None else Path.cwd()
-    return take_snapshot(where, argv, recording, dict(os.environ))
+    recording = record(where, argv, choices, dict(os.environ))
+    _warn(review(recording, quiet=True).warnings)  # a missing script raises here
+    return recording.snapshot
+
+
+def _warn(messages: Sequence[str]) -> None:
+    """Issue each message as an :class:`OvernightWarning` at the first caller outside this
+    module, so that it names the user's line (and filters on that line apply)."""
+    frame: FrameType | None = sys._getframe(0)
+    level = 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        level, frame = level + 1, frame.f_back
+    for message in messages:
+        warnings.warn(message, OvernightWarning, stacklevel=level)

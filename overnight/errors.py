@@ -2,6 +2,7 @@
 
 Sub-roots group errors by area; the CLI maps each sub-root to a named exit code
 (:class:`ExitCode`, below; :mod:`overnight.cli` prints them). Messages name the cause and what to do about it.
+What the CLI prints as a warning, the Python API issues as an :class:`OvernightWarning`.
 """
 
 from __future__ import annotations
@@ -206,6 +207,11 @@ class StudyNotFound(OptimizeError):
 
 class DeliveryFailed(AgentError):
     """Raised when a notification cannot be delivered (the webhook or SMTP server refused it)."""
+
+
+class OvernightWarning(UserWarning):
+    """Issued by the Python API where the CLI prints ``overnight: warning:``: a file the command
+    names that the worker will not have, a requirements freeze taken, a local-path package."""
 
 
 class ExitCode(enum.IntEnum):

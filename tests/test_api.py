@@ -2,13 +2,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import redis
 
 import overnight
-from overnight.errors import SnapshotTooLargeError, TaskNotFound, UsageError, WaitTimeout
+from overnight.errors import (
+    MetricFileError,
+    MissingScriptError,
+    OutputGlobError,
+    SnapshotTooLargeError,
+    TaskNotFound,
+    UsageError,
+    WaitTimeout,
+)
 from overnight.queue import keys
 from overnight.queue.records import Change, TaskStatus
 from overnight.queue.store import TaskStore
@@ -200,3 +209,76 @@ def test_compare_two_runs(
     with overnight.Client(redis_url) as client:  # tmp_path: no repository, the origin is fetched
         again = client.compare(a.id, b.id, cwd=tmp_path, allow_local_repos=True, stat_only=True)
     assert again.pairs[0].code.patch == "" and again.pairs[0].code.files == pair.code.files
+
+
+def test_enqueue_and_snapshot_take_what_the_flags_do(
+    repo: Repo, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OVERNIGHT_OUTPUTS", "plots")
+    monkeypatch.setenv("TOKEN_X", "t")
+    [task] = overnight.enqueue(
+        "python train.py", outputs=["./checkpoints/*.pt", "runs/"], metrics=["outputs/m.csv"],
+        grace="30s", env=["TOKEN_X"], allow_secret_env=True, cwd=repo.path, redis_url=redis_url,
+    )  # fmt: skip
+    assert task.options.grace == 30
+    with overnight.Client(redis_url) as client:
+        spec = client.store.load_snapshot(task.id).spec
+    assert spec.outputs == ("plots", "checkpoints/*.pt", "runs")  # the setting's first
+    assert (spec.metric_files, spec.env) == (("outputs/m.csv",), {"TOKEN_X": "t"})
+    snap = overnight.snapshot(
+        "python train.py", outputs=["a/*.pt"], metrics=["m.jsonl"], cwd=repo.path
+    )
+    assert (snap.spec.outputs, snap.spec.metric_files) == (("plots", "a/*.pt"), ("m.jsonl",))
+    with pytest.raises(OutputGlobError, match=r"--outputs '\.\./x'"):
+        overnight.snapshot("python train.py", outputs=["../x"], cwd=repo.path)
+    with pytest.raises(MetricFileError, match=r"--metrics '/m\.csv'"):
+        overnight.enqueue("python train.py", metrics=["/m.csv"], cwd=repo.path, redis_url=redis_url)
+    repo.write("big.bin", b"\x00" * (2 * 1024 * 1024))
+    with pytest.raises(SnapshotTooLargeError, match=r"big\.bin"):
+        overnight.enqueue(
+            "python train.py", max_untracked_file_mb=1, cwd=repo.path, redis_url=redis_url
+        )
+    [big] = overnight.enqueue(
+        "python train.py", max_untracked_file_mb=3, max_snapshot_mb=30, cwd=repo.path,
+        redis_url=redis_url,
+    )  # fmt: skip
+    with overnight.Client(redis_url) as client:
+        assert client.ls() == [big, task]
+
+
+def test_a_missing_script_is_refused_before_anything_queues(repo: Repo, redis_url: str) -> None:
+    message = r"the command's script trian\.py does not exist .*; did you mean train\.py\?"
+    with pytest.raises(MissingScriptError, match=message):
+        overnight.enqueue(
+            "python trian.py", sweep={"lr": [1, 2]}, cwd=repo.path, redis_url=redis_url
+        )
+    with pytest.raises(MissingScriptError, match=message):
+        overnight.snapshot("python trian.py", cwd=repo.path)
+    with overnight.Client(redis_url) as client:
+        assert client.ls() == []
+
+
+def test_warnings_go_to_the_warnings_module_not_the_terminal(
+    repo: Repo, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo.write(".gitignore", "data/\n")
+    repo.write("data/train.csv", "a,b\n")
+    command = "python train.py data/train.csv"
+    with pytest.warns(overnight.OvernightWarning) as caught:
+        [task] = overnight.enqueue(command, cwd=repo.path, redis_url=redis_url)
+    ignored = [w for w in caught if "which git ignores" in str(w.message)]
+    assert [str(w.message) for w in caught if "no requirements file" in str(w.message)]
+    assert len(ignored) == 1 and ignored[0].filename == __file__  # the caller's line
+    with overnight.Client(redis_url) as client, pytest.warns(overnight.OvernightWarning) as again:
+        client.enqueue(command, cwd=repo.path)
+    assert [w.filename for w in again] == [__file__] * len(again)
+    with pytest.warns(overnight.OvernightWarning, match="which git ignores") as snapped:
+        overnight.snapshot(command, cwd=repo.path)
+    assert {w.filename for w in snapped} == {__file__}
+    assert capsys.readouterr() == ("", "")  # a library prints nothing
+    with warnings.catch_warnings():  # warnings as errors: refused before anything queues
+        warnings.simplefilter("error", overnight.OvernightWarning)
+        with pytest.raises(overnight.OvernightWarning, match="no requirements file"):
+            overnight.enqueue(command, cwd=repo.path, redis_url=redis_url)
+    with overnight.Client(redis_url) as client:
+        assert len(client.ls()) == 2 and task in client.ls()

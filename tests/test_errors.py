@@ -8,8 +8,14 @@ from overnight.errors import ExitCode, exit_code_for
 CLASSES = [
     cls
     for _, cls in inspect.getmembers(errors, inspect.isclass)
-    if cls.__module__ == errors.__name__ and cls is not ExitCode
+    if cls.__module__ == errors.__name__ and cls not in (ExitCode, errors.OvernightWarning)
 ]
+
+
+def test_one_warning_category_issued_where_the_cli_warns() -> None:
+    assert issubclass(errors.OvernightWarning, UserWarning)
+    assert not issubclass(errors.OvernightWarning, errors.OvernightError)
+    assert (errors.OvernightWarning.__doc__ or "").startswith("Issued ")
 
 
 def test_one_root_and_a_raised_when_line_on_each_error() -> None:

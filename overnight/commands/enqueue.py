@@ -22,14 +22,12 @@ from overnight.commands.leaderboard import MetricColumn
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
 from overnight.commands.trailing import TrailingCommand
 from overnight.commands.views import record_json
-from overnight.config import ClientConfig
 from overnight.errors import UsageError
 from overnight.queue.durations import parse_duration
-from overnight.queue.failures import DEFAULT_RETRY_ON, check_retries, parse_retry_on
 from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskOptions, TaskRecord
 from overnight.queue.store import TaskStore
-from overnight.queue.submit import submit_sweep
+from overnight.queue.submit import submit_sweep, task_options
 from overnight.queue.sweeps import Sweep, expand, parse_sweep
 from overnight.recorder.account import review
 from overnight.recorder.params import Param
@@ -139,6 +137,9 @@ def enqueue_command(
     )
     store = TaskStore.from_config(config)  # before the snapshot: an unreachable Redis fails fast
     reap_lost(store)
+    metric = notify_metric or config.notify_metric
+    if metric is not None:  # a sweep's end names its best run by it: a name it can sort by
+        MetricColumn.parse(metric.removeprefix("-"))
     options = task_options(
         store, config, queue=queue, gpus=gpus, image=image, timeout=timeout, retries=retries,
         after=after, grace=grace, expect=expect, retry_on=retry_on, notify=notify,
@@ -163,44 +164,6 @@ def enqueue_command(
 
 def register(cli: click.Group, agent: click.Group) -> None:
     cli.add_command(enqueue_command)
-
-
-def task_options(
-    store: TaskStore,
-    config: ClientConfig,
-    *,
-    queue: str | None,
-    gpus: int | None,
-    image: str | None,
-    timeout: str | None,
-    retries: int,
-    after: Sequence[str],
-    grace: str | None = None,
-    expect: str | None = None,
-    retry_on: str | None = None,
-    notify: Sequence[str] = (),
-    notify_metric: str | None = None,
-) -> TaskOptions:
-    """How to run the task, from the flags: durations parsed, ``--after`` prefixes resolved and
-    ``--gpus`` (None: not given) defaulted by queue."""
-    queue = queue or config.default_queue
-    check_retries(retries)
-    metric = notify_metric or config.notify_metric
-    if metric is not None:
-        MetricColumn.parse(metric.removeprefix("-"))
-    return TaskOptions(
-        queue=queue,
-        gpus=config.gpus_for(queue) if gpus is None else gpus,
-        image=image,
-        timeout=parse_duration(timeout, what="--timeout") if timeout is not None else None,
-        retries=retries,
-        after=tuple(store.resolve(a) for a in after),
-        grace=parse_duration(grace, what="--grace") if grace is not None else None,
-        expect=parse_duration(expect, what="--expect") if expect is not None else None,
-        retry_on=parse_retry_on(retry_on) if retry_on is not None else DEFAULT_RETRY_ON,
-        notify=tuple(dict.fromkeys([*config.notify, *notify])),
-        notify_metric=metric,
-    )
 
 
 def submit_command(

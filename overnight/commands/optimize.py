@@ -25,7 +25,6 @@ from overnight.commands.common import (
     redis_option,
     run_options,
 )
-from overnight.commands.enqueue import task_options
 from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
 from overnight.commands.trailing import TrailingCommand
 from overnight.errors import OptimizeError, UsageError
@@ -43,6 +42,7 @@ from overnight.queue import keys
 from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskOptions
 from overnight.queue.store import TaskStore
+from overnight.queue.submit import task_options
 from overnight.recorder.account import review
 from overnight.recorder.scriptargs import declared_params
 from overnight.recorder.snapshot import SnapshotOptions, record

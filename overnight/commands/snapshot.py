@@ -14,7 +14,8 @@ import click
 
 from overnight.commands.trailing import TrailingCommand
 from overnight.config import ClientConfig, load_client_config
-from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
+from overnight.recorder.account import review
+from overnight.recorder.snapshot import SnapshotOptions, record
 from overnight.spec import Snapshot
 from overnight.terminal import visible, visible_lines
 from overnight.units import format_bytes
@@ -104,20 +105,19 @@ def options_from_flags(flags: Mapping[str, Any], config: ClientConfig) -> Snapsh
     """The :class:`SnapshotOptions` for the flags :func:`snapshot_options` added; config fills gaps."""
     max_snapshot = flags.get("max_snapshot_mb")
     max_untracked = flags.get("max_untracked_file_mb")
-    return SnapshotOptions(
+    return SnapshotOptions.from_config(
+        config,
         requirements_file=flags.get("requirements_file"),
-        env=tuple(flags.get("env") or ()),
+        env=flags.get("env") or (),
         allow_secret_env=bool(flags.get("allow_secret_env", False)),
         allow_secret_files=bool(flags.get("allow_secret_files", False)),
         note=flags.get("note") or "",
-        tags=tuple(flags.get("tags") or ()),
-        outputs=(*config.outputs, *(flags.get("outputs") or ())),
-        metric_files=tuple(flags.get("metric_files") or ()),
+        tags=flags.get("tags") or (),
+        outputs=flags.get("outputs") or (),
+        metric_files=flags.get("metric_files") or (),
         name=flags.get("name"),
-        max_snapshot_mb=config.max_snapshot_mb if max_snapshot is None else float(max_snapshot),
-        max_untracked_file_mb=(
-            config.max_untracked_file_mb if max_untracked is None else float(max_untracked)
-        ),
+        max_snapshot_mb=None if max_snapshot is None else float(max_snapshot),
+        max_untracked_file_mb=None if max_untracked is None else float(max_untracked),
     )
 
 
@@ -180,13 +180,17 @@ def snapshot_command(
 ) -> None:
     """Record the working tree and CMD as a task spec, without queueing it.
 
+    A missing script is refused and warnings print on stderr, as for enqueue.
+
     \b
     overnight snapshot --json -- python train.py --lr 0.01 > task.json
     """
     config = load_client_config(
         flags={k: flags.get(k) for k in ("max_snapshot_mb", "max_untracked_file_mb")}
     )
-    snap = take_snapshot(Path.cwd(), command, options_from_flags(flags, config), dict(os.environ))
+    recording = record(Path.cwd(), command, options_from_flags(flags, config), dict(os.environ))
+    told = review(recording, quiet=True)  # a missing script fails here, as for enqueue
+    snap = recording.snapshot
     for notice in snap.notices:
         click.echo(visible(f"overnight: {notice}"), err=True)
     if output is not None:
@@ -197,6 +201,8 @@ def snapshot_command(
         click.echo(snap.to_json())
     else:
         click.echo(visible_lines(_summary(snap)))
+    for warning in told.warnings:
+        click.echo(visible(f"overnight: warning: {warning}"), err=True)
 
 
 def register(cli: click.Group, agent: click.Group) -> None:

@@ -19,13 +19,15 @@ from typing import Any
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
+from overnight.config import ClientConfig
 from overnight.errors import UsageError
 from overnight.notify.targets import parse_target
 from overnight.outputs import manifest
 from overnight.queue import keys
 from overnight.queue.blobs import BlobStore, spec_id_of
 from overnight.queue.dependencies import finished_dependencies
-from overnight.queue.failures import check_retries
+from overnight.queue.durations import parse_duration
+from overnight.queue.failures import DEFAULT_RETRY_ON, check_retries, parse_retry_on
 from overnight.queue.index import TaskIndex
 from overnight.queue.records import StatusChange, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
@@ -73,6 +75,46 @@ def check_options(options: TaskOptions) -> None:
         raise UsageError("--timeout must be a positive duration such as 8h or 90m")
     if options.expect is not None and options.expect <= 0:
         raise UsageError("--expect must be a positive duration such as 3h or 45m")
+
+
+def task_options(
+    store: TaskStore,
+    config: ClientConfig,
+    *,
+    queue: str | None = None,
+    gpus: int | None = None,
+    image: str | None = None,
+    timeout: float | str | None = None,
+    retries: int = 0,
+    after: Sequence[str] = (),
+    grace: float | str | None = None,
+    expect: float | str | None = None,
+    retry_on: str | Sequence[str] | None = None,
+    notify: Sequence[str] = (),
+    notify_metric: str | None = None,
+) -> TaskOptions:
+    """How to run a task, as ``overnight enqueue`` and the Python API take it: durations in
+    seconds or as text ("8h"), ``after`` prefixes resolved, ``gpus`` (None: not given) defaulted
+    by queue, ``retry_on`` kinds checked, ``notify`` added to the config's targets."""
+    queue = queue or config.default_queue
+    check_retries(retries)
+    return TaskOptions(
+        queue=queue,
+        gpus=config.gpus_for(queue) if gpus is None else gpus,
+        image=image,
+        timeout=_seconds(timeout, "--timeout"),
+        retries=retries,
+        after=tuple(store.resolve(a) for a in after),
+        grace=_seconds(grace, "--grace"),
+        expect=_seconds(expect, "--expect"),
+        retry_on=parse_retry_on(retry_on) if retry_on is not None else DEFAULT_RETRY_ON,
+        notify=tuple(dict.fromkeys([*config.notify, *notify])),
+        notify_metric=notify_metric or config.notify_metric,
+    )
+
+
+def _seconds(value: float | str | None, what: str) -> float | None:
+    return parse_duration(value, what=what) if isinstance(value, str) else value
 
 
 def submit(

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from overnight.config import ClientConfig
 from overnight.errors import (
     EmptyCommandError,
     GitError,
@@ -62,6 +63,44 @@ class SnapshotOptions:
     name: str | None = None
     max_snapshot_mb: float = 20.0
     max_untracked_file_mb: float = 5.0
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ClientConfig,
+        *,
+        requirements_file: Path | None = None,
+        env: Sequence[str] = (),
+        allow_secret_env: bool = False,
+        allow_secret_files: bool = False,
+        note: str = "",
+        tags: Sequence[str] = (),
+        outputs: Sequence[str] = (),
+        metric_files: Sequence[str] = (),
+        name: str | None = None,
+        max_snapshot_mb: float | None = None,
+        max_untracked_file_mb: float | None = None,
+    ) -> SnapshotOptions:
+        """The user's choices, as ``overnight enqueue`` and the Python API both take them, with
+        the settings filling gaps: the ``outputs`` setting's globs come first, and a size limit
+        not given is the setting's."""
+        return cls(
+            requirements_file=requirements_file,
+            env=tuple(env),
+            allow_secret_env=allow_secret_env,
+            allow_secret_files=allow_secret_files,
+            note=note,
+            tags=tuple(tags),
+            outputs=(*config.outputs, *outputs),
+            metric_files=tuple(metric_files),
+            name=name,
+            max_snapshot_mb=config.max_snapshot_mb if max_snapshot_mb is None else max_snapshot_mb,
+            max_untracked_file_mb=(
+                config.max_untracked_file_mb
+                if max_untracked_file_mb is None
+                else max_untracked_file_mb
+            ),
+        )
 
 
 @dataclass(frozen=True)

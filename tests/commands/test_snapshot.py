@@ -178,3 +178,26 @@ def test_snapshot_options_decorator_and_flags_for_enqueue() -> None:
         max_untracked_file_mb=9.0,
     )
     assert options_from_flags({}, ClientConfig(max_snapshot_mb=7.0)).max_snapshot_mb == 7.0
+
+
+def test_snapshot_refuses_a_missing_script_and_warns_as_enqueue_does(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(repo.path)
+    code, out, err = _invoke(["snapshot", "--json", "--", "python", "trian.py"])
+    assert (code, out) == (ExitCode.SNAPSHOT, "")
+    assert err == (
+        "overnight: error: the command's script trian.py does not exist in the repository root "
+        "(where the command runs); did you mean train.py?\n"
+    )
+    repo.write(".gitignore", "data/\n")
+    repo.write("data/train.csv", "a,b\n")
+    code, out, err = _invoke(["snapshot", "--json", "--", "python", "train.py", "data/train.csv"])
+    assert code == 0 and Snapshot.from_json(out).spec.argv[-1] == "data/train.csv"
+    warned = err.splitlines()
+    assert warned[0].startswith("overnight: warning: no requirements file from the repository")
+    assert any(
+        w.startswith("overnight: warning: the command names data/train.csv, which git ignores")
+        for w in warned
+    ), warned
+    assert all(w.startswith("overnight: warning: ") for w in warned)
