@@ -412,7 +412,8 @@ def test_a_task_whose_agent_vanished_shows_lost(
     store.transition(task.id, TaskStatus.RUNNING, Change(agent="box1"))
     store.redis.delete(keys.heartbeat(task.id))
     found = client.get(f"/runs/statuses?id={task.id}").json()[task.id]
-    assert found["status"] == "lost"
+    assert found["status"] == "lost" and found["failure"] == "infrastructure failure"
+    assert 'id="failure">infrastructure failure<' in client.get(f"/runs/{task.id}").text
 
 
 def test_chart_data_cannot_close_its_script_element(client: TestClient, store: TaskStore) -> None:
