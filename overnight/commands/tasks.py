@@ -36,6 +36,7 @@ from overnight.commands.views import (
     record_json,
     show_lines,
     spec_json,
+    wait_reason,
 )
 from overnight.errors import (
     ConnectionFailed,
@@ -47,7 +48,6 @@ from overnight.errors import (
 )
 from overnight.outputs import manifest
 from overnight.outputs.stores import open_store
-from overnight.queue import keys, replies
 from overnight.queue.agents import AgentRegistry
 from overnight.queue.cancel import cancel_queue, request_cancel
 from overnight.queue.durations import parse_duration, parse_since
@@ -196,7 +196,7 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
         data["metric_series"] = store.metric_series(record.id)
         data["spec"] = spec_json(spec, show_secrets=show_secrets) if spec is not None else None
         data["log_bytes"] = store.logs.size(record.id)
-        data["waits"] = _waits(store, record)
+        data["waits"] = wait_reason(store, record)
         data["log_trimmed_lines"] = store.logs.trimmed(record.id)[0]
         found = manifest.read(store.redis, record.id)
         data["outputs"] = {"files": len(found.entries), "bytes": found.total_size,
@@ -218,17 +218,9 @@ def show_command(task_id: str, show_secrets: bool, as_json: bool, redis_url: str
     offer = offer_problem(record, agents)
     if offer:
         echo(f"warning:      {offer}")
-    waits = _waits(store, record)
+    waits = wait_reason(store, record)
     if waits:
         echo(f"waits:        {waits}")
-
-
-def _waits(store: TaskStore, record: TaskRecord) -> str | None:
-    """Why an agent leaves this queued task for later (it would not fit its window)."""
-    if record.status is not TaskStatus.QUEUED:
-        return None
-    raw = replies.raw(store.redis.get(keys.wait_reason(record.id)))
-    return raw.decode(errors="replace") if raw is not None else None
 
 
 def _log_losses(store: TaskStore, record: TaskRecord) -> list[str]:

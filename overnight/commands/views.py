@@ -6,17 +6,21 @@ import datetime as _dt
 import shlex
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overnight.commands.common import to_jsonable
 from overnight.commands.leaderboard import MetricColumn, format_value, metric_values, short_note
 from overnight.errors import NotifyTargetError
 from overnight.notify.targets import parse_target, redacted
+from overnight.queue import keys, replies
 from overnight.queue.records import TaskRecord, TaskStatus
 from overnight.recorder.requirements import without_credentials
 from overnight.recorder.secrets import masked_env
 from overnight.spec import TaskSpec
 from overnight.units import format_duration
+
+if TYPE_CHECKING:
+    from overnight.queue.store import TaskStore
 
 LS_HEADERS = ("ID", "TASK", "PARAMS", "STATUS", "QUEUE", "AGENT", "GPUS", "STARTED", "TIME", "EXIT")
 _LABEL_WIDTH = 48
@@ -322,3 +326,12 @@ def _resources(record: TaskRecord) -> list[str]:
     except (TypeError, ValueError, KeyError, AttributeError):  # written by hand or by a buggy agent
         return ["resources: (the report on this record cannot be read)"]
     return ["resources:", *(f"  {line}" for line in described)] if described else []
+
+
+def wait_reason(store: TaskStore, record: TaskRecord) -> str | None:
+    """Why an agent leaves this queued task for later (it would not fit its window), as the
+    agent wrote it at ``keys.wait_reason`` (``show`` and the run page print it)."""
+    if record.status is not TaskStatus.QUEUED:
+        return None
+    raw = replies.raw(store.redis.get(keys.wait_reason(record.id)))
+    return raw.decode(errors="replace") if raw is not None else None

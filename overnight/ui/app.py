@@ -142,6 +142,7 @@ def create_app(settings: UiSettings) -> Starlette:
                 "status": record.status.value,
                 "time": format_duration(d) if (d := duration(record)) is not None else "",
                 "error": visible(record.error or ""),
+                "failure": record.failure.label if record.failure is not None else "",
                 "final": record.status.is_final or record.status is TaskStatus.CORRUPT,
             }
         return JSONResponse(out)
@@ -221,7 +222,8 @@ def create_app(settings: UiSettings) -> Starlette:
     def confirm(request: Request) -> Response:
         action = request.path_params["action"]
         record = store.get(task_id_of(request))
-        return render(request, "confirm.html", action=action, r=record)
+        queues = store.known_queues() if action == "move" else []
+        return render(request, "confirm.html", action=action, r=record, queues=queues)
 
     async def act(request: Request) -> Response:
         action = request.path_params["action"]
@@ -239,6 +241,8 @@ def create_app(settings: UiSettings) -> Starlette:
                 return actions.cancel_task(store, task_id)
             if action == "retry":
                 return actions.retry_task(store, task_id)
+            if action in actions.QUEUE_ACTIONS:
+                return actions.order_task(store, action, task_id, form)
             return actions.clone_task(store, task_id, form)
 
         try:
@@ -246,7 +250,11 @@ def create_app(settings: UiSettings) -> Starlette:
         except OvernightError as exc:
             outcome = actions.Outcome(str(exc), ok=False)
         status = 200 if outcome.ok else 409
-        return render(request, "result.html", status, action=action, outcome=outcome)
+        return render(
+            request, "result.html", status, action=action, outcome=outcome,
+            task_id=request.path_params["task_id"],
+            order=action in actions.QUEUE_ACTIONS,
+        )  # fmt: skip
 
     action_path = "/runs/{task_id}/{action:str}"
     routes = [

@@ -123,6 +123,7 @@ class QueueRow:
     counts: Mapping[str, int]
     agents: list[str]
     order: list[TaskRecord]  # the queued tasks, next first
+    held: list[TaskRecord] = dataclasses.field(default_factory=list)  # kept off it, oldest first
 
 
 def agents_page(store: TaskStore) -> tuple[list[AgentRow], list[QueueRow]]:
@@ -131,7 +132,13 @@ def agents_page(store: TaskStore) -> tuple[list[AgentRow], list[QueueRow]]:
     rows = [_agent_row(a, now) for a in agents]
     active = store.get_many(
         store.index.ids(
-            (TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.PREPARING, TaskStatus.RUNNING)
+            (
+                TaskStatus.QUEUED,
+                TaskStatus.HELD,
+                TaskStatus.WAITING,
+                TaskStatus.PREPARING,
+                TaskStatus.RUNNING,
+            )
         )
     )
     counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -145,8 +152,12 @@ def agents_page(store: TaskStore) -> tuple[list[AgentRow], list[QueueRow]]:
     queues = []
     for name, ids in zip(names, orders, strict=True):
         order = store.get_many([i.decode() if isinstance(i, bytes) else str(i) for i in ids])
+        held = sorted(
+            (r for r in active if r.status is TaskStatus.HELD and r.options.queue == name),
+            key=lambda r: r.created,
+        )[:QUEUE_ORDER_SHOWN]
         queues.append(
-            QueueRow(name, counts[name], [a.name for a in agents if name in a.queues], order)
+            QueueRow(name, counts[name], [a.name for a in agents if name in a.queues], order, held)
         )
     return rows, queues
 

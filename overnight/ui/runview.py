@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from overnight.commands.reports import live_usage, offer_problem
-from overnight.commands.views import describe_hardware
+from overnight.commands.views import describe_hardware, wait_reason
 from overnight.errors import CorruptRecord, SpecError
 from overnight.outputs import manifest
 from overnight.queue.agents import AgentRegistry
@@ -71,6 +71,7 @@ class RunView:
     outputs: manifest.Manifest
     live: str | None
     problem: str | None
+    waits: str | None = None  # why an agent leaves it queued for now (its window)
 
     @property
     def log_after(self) -> str:
@@ -104,6 +105,7 @@ def run_view(store: TaskStore, task_id: str) -> RunView:
         outputs=manifest.read(store.redis, record.id),
         live=live_usage(record, agents),
         problem=offer_problem(record, agents),
+        waits=wait_reason(store, record),
     )
 
 

@@ -16,7 +16,9 @@ from overnight.outputs.manifest import OutputEntry
 from overnight.outputs.redisstore import RedisOutputStore
 from overnight.queue import keys
 from overnight.queue.agents import AgentInfo, AgentRegistry
+from overnight.queue.failures import FailureKind
 from overnight.queue.keys import new_sweep_id
+from overnight.queue.order import queue_order
 from overnight.queue.records import Change, TaskOptions, TaskRecord, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import Submission, submit_many
@@ -223,16 +225,117 @@ def test_retry_and_clone_with_edited_params_make_new_tasks(
 
 
 def test_read_only_serves_no_action(store: TaskStore) -> None:
-    task = submit(store)
+    task, other = submit(store), submit(store)
     app = create_app(UiSettings(store=store, access=Access("127.0.0.1", read_only=True)))
     with TestClient(app, base_url="http://127.0.0.1:8765") as client:
         page = client.get(f"/runs/{task.id}").text
         assert "read-only" in page and f"/runs/{task.id}/cancel" not in page
+        assert f"/runs/{task.id}/hold" not in page and f"/runs/{task.id}/bump" not in page
+        assert f"/runs/{other.id}/bump" not in client.get("/agents").text
         assert client.get(f"/runs/{task.id}/cancel").status_code == 404
         csrf = re.search(r'name="csrf" value="([^"]+)"', page)
         assert csrf is None
-        assert client.post(f"/runs/{task.id}/cancel", data={"csrf": "x"}).status_code == 404
+        for action in ("cancel", "bump", "hold", "release", "move"):
+            refused = client.post(f"/runs/{other.id}/{action}", data={"csrf": "x", "queue": "b"})
+            assert refused.status_code == 404
     assert store.get(task.id).status is TaskStatus.QUEUED
+    assert queue_order(store, "default") == [task.id, other.id]
+
+
+def test_bump_hold_release_and_move_from_a_run_page_change_rqs_order(
+    client: TestClient, store: TaskStore
+) -> None:
+    a, b, c = (submit(store, queue="gpu") for _ in range(3))
+    page = client.get(f"/runs/{c.id}").text
+    assert f'href="/runs/{c.id}/bump"' in page and f'href="/runs/{c.id}/hold"' in page
+    assert f'href="/runs/{c.id}/release"' not in page
+    confirm = client.get(f"/runs/{c.id}/bump")
+    assert confirm.status_code == 200 and "front of queue gpu" in confirm.text
+    csrf = csrf_of(confirm.text)
+    forged = client.post(f"/runs/{c.id}/bump", data={"csrf": "forged"})
+    assert forged.status_code == 403 and queue_order(store, "gpu") == [a.id, b.id, c.id]
+
+    bumped = client.post(f"/runs/{c.id}/bump", data={"csrf": csrf})
+    assert bumped.status_code == 200 and f"{c.id} bumped; 1st of 3 in gpu" in bumped.text
+    assert queue_order(store, "gpu") == [c.id, a.id, b.id]
+
+    held = client.post(f"/runs/{a.id}/hold", data={"csrf": csrf})
+    assert held.status_code == 200 and f"{a.id} held; held on gpu" in held.text
+    assert queue_order(store, "gpu") == [c.id, b.id]
+    assert store.get(a.id).status is TaskStatus.HELD
+    page = client.get(f"/runs/{a.id}").text
+    assert 'id="status">held' in page and f'href="/runs/{a.id}/release"' in page
+    assert f'href="/runs/{a.id}/hold"' not in page
+    again = client.post(f"/runs/{a.id}/hold", data={"csrf": csrf})
+    assert again.status_code == 409 and "it is held, not queued" in again.text
+
+    released = client.post(f"/runs/{a.id}/release", data={"csrf": csrf})
+    assert released.status_code == 200 and "released; 2nd of 3 in gpu" in released.text
+    assert queue_order(store, "gpu") == [c.id, a.id, b.id]
+
+    form = client.get(f"/runs/{b.id}/move").text
+    assert 'name="queue"' in form
+    unnamed = client.post(f"/runs/{b.id}/move", data={"csrf": csrf, "queue": " "})
+    assert unnamed.status_code == 409 and "name the queue" in unnamed.text
+    moved = client.post(f"/runs/{b.id}/move", data={"csrf": csrf, "queue": "cpu"})
+    assert moved.status_code == 200 and "moved to cpu; 1st of 1 in cpu" in moved.text
+    assert queue_order(store, "gpu") == [c.id, a.id] and queue_order(store, "cpu") == [b.id]
+    front = client.post(f"/runs/{a.id}/move", data={"csrf": csrf, "queue": "cpu", "front": "yes"})
+    assert front.status_code == 200 and queue_order(store, "cpu") == [a.id, b.id]
+    same = client.post(f"/runs/{a.id}/move", data={"csrf": csrf, "queue": "cpu"})
+    assert same.status_code == 409 and "on cpu already" in same.text
+    finish(store, c.id)
+    late = client.post(f"/runs/{c.id}/bump", data={"csrf": csrf})
+    assert late.status_code == 409 and "it is finished, not queued" in late.text
+
+
+def test_the_queues_page_holds_releases_and_bumps_from_its_order_list(
+    client: TestClient, store: TaskStore
+) -> None:
+    a, b, c = (submit(store, queue="gpu") for _ in range(3))
+    queues = client.get("/agents").text
+    queues = queues[queues.index('id="queues"') :]
+    assert f'href="/runs/{b.id}/hold"' in queues and f'href="/runs/{c.id}/bump"' in queues
+    assert f'href="/runs/{a.id}/bump"' not in queues  # the first one is at the front already
+    csrf = csrf_of(client.get(f"/runs/{b.id}/hold").text)
+    assert client.post(f"/runs/{b.id}/hold", data={"csrf": csrf}).status_code == 200
+    assert queue_order(store, "gpu") == [a.id, c.id]
+    queues = client.get("/agents").text
+    queues = queues[queues.index('id="queues"') :]
+    held = queues[queues.index('class="order held"') :]
+    assert f'data-id="{b.id}"' in held and f'href="/runs/{b.id}/release"' in held
+    assert f'href="/runs/{b.id}/hold"' not in queues
+    assert client.post(f"/runs/{c.id}/bump", data={"csrf": csrf}).status_code == 200
+    released = client.post(f"/runs/{b.id}/release", data={"csrf": csrf})
+    assert released.status_code == 200 and "1st of 3 in gpu" in released.text
+    assert queue_order(store, "gpu") == [b.id, c.id, a.id]  # back before c, once behind it
+    assert 'class="order held"' not in client.get("/agents").text
+
+
+def test_held_status_failure_kinds_and_a_waiting_tasks_reason_are_shown(
+    client: TestClient, store: TaskStore
+) -> None:
+    held, failed, waiting = submit(store), submit(store), submit(store)
+    store.transition(held.id, TaskStatus.HELD, note="held", expect={TaskStatus.QUEUED})
+    store.transition(failed.id, TaskStatus.RUNNING, Change(agent="box1"))
+    store.transition(
+        failed.id, TaskStatus.FAILED, Change(exit_code=137, error="killed", failure=FailureKind.OOM)
+    )
+    reason = "box1 leaves it for later: it needs about 3 h, its window closes in 1 h"
+    store.redis.set(keys.wait_reason(waiting.id), reason, ex=60)
+    listed = client.get("/runs?status=held").text
+    assert held.id in listed and failed.id not in listed
+    assert 'class="status s-held">held<' in listed
+    runs = client.get("/runs").text
+    row = runs[runs.index(f'data-id="{failed.id}"') :]
+    assert "infrastructure failure (OOM kill)" in row[: row.index("</tr>")]
+    found = client.get(f"/runs/statuses?id={failed.id}&id={held.id}").json()
+    assert found[failed.id]["failure"] == "infrastructure failure (OOM kill)"
+    assert found[held.id] == {**found[held.id], "status": "held", "failure": ""}
+    page = client.get(f"/runs/{failed.id}").text
+    assert 'id="failure">infrastructure failure (OOM kill)<' in page
+    assert f'id="waits">waits: {reason}<' in client.get(f"/runs/{waiting.id}").text
+    assert 'id="waits"' not in client.get(f"/runs/{held.id}").text
 
 
 def test_a_sweep_page_ranks_its_runs_and_charts_a_metric_against_a_param(
@@ -309,7 +412,8 @@ def test_a_task_whose_agent_vanished_shows_lost(
     store.transition(task.id, TaskStatus.RUNNING, Change(agent="box1"))
     store.redis.delete(keys.heartbeat(task.id))
     found = client.get(f"/runs/statuses?id={task.id}").json()[task.id]
-    assert found["status"] == "lost"
+    assert found["status"] == "lost" and found["failure"] == "infrastructure failure"
+    assert 'id="failure">infrastructure failure<' in client.get(f"/runs/{task.id}").text
 
 
 def test_chart_data_cannot_close_its_script_element(client: TestClient, store: TaskStore) -> None:

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from overnight.api import Client
+from overnight.queue import order
 from overnight.queue.records import Change, TaskOptions, TaskStatus
 from overnight.queue.store import TaskStore
 from overnight.queue.submit import Submission, submit_many
@@ -135,3 +136,23 @@ def test_a_run_by_a_real_agent_shows_its_log_growing_and_its_end(
         agent.stop()
     page.goto(f"{ui_server.url}/runs?status=finished")
     expect(page.locator(f'tr[data-id="{task.id}"] .status')).to_have_text("finished")
+
+
+def test_hold_and_release_from_the_run_page(
+    page: Page, ui_server: UiServer, store: TaskStore
+) -> None:
+    first, task = submit_many(store, [Submission(make_snapshot(), TaskOptions()) for _ in range(2)])
+    page.goto(f"{ui_server.url}/runs/{task.id}")
+    expect(page.locator("#status")).to_have_text("queued")
+    page.click("text=Hold")
+    page.click("#confirm")
+    expect(page.locator("#result")).to_have_text(f"{task.id} held; held on default until released")
+    assert store.get(task.id).status is TaskStatus.HELD
+    page.click("#back-run")
+    expect(page.locator("#status")).to_have_text("held")
+    page.click("text=Release")
+    page.click("#confirm")
+    expect(page.locator("#result")).to_have_text(f"{task.id} released; 2nd of 2 in default")
+    page.click("#back-run")
+    expect(page.locator("#status")).to_have_text("queued")
+    assert order.queue_order(store, "default") == [first.id, task.id]

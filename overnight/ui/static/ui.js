@@ -68,6 +68,9 @@ function liveStatuses() {
         var status = row.querySelector(".status");
         status.textContent = s.status;
         status.className = "status s-" + s.status;
+        var failure = row.querySelector(".failure");
+        failure.textContent = s.failure;
+        failure.hidden = !s.failure;
         row.querySelector(".time").textContent = s.time;
         var error = row.querySelector(".error-line");
         error.textContent = s.error;
