@@ -135,7 +135,7 @@ class Driver:
 
     def _enqueue(self, number: int, params: Mapping[str, Any]) -> TaskRecord:
         snapshot = self.snapshot
-        argv = set_values(snapshot.spec.argv, params, self.settings.spellings)
+        argv = set_values(snapshot.spec.argv, params, self.settings.spellings, self.settings.flags)
         tags = (*snapshot.spec.tags, STUDY_TAG + self.settings.name, f"{TRIAL_TAG}{number}")
         submission = Submission(
             snapshot, self.settings.options, argv=argv, tags=tags, sweep=self.settings.sweep
