@@ -227,7 +227,7 @@ def _new_settings(
     return StudySettings(
         sweep=sweep, metric=metric_name, reduce=reduce or "last",
         params=tuple(p.text() for p in space), options=options, spellings=spellings,
-        flags=command_flags(command, space, declared), **wanted,
+        flags=command_flags(command, space, declared), created=time.time(), **wanted,
     )  # fmt: skip
 
 

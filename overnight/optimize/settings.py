@@ -34,7 +34,8 @@ class StudySettings:
     ``spellings`` are the params' names as the command spells them (``--n-estimators`` for
     ``n_estimators`` where its script declares that); ``flags`` name those that are bare flags
     of the command (``--amp``: present for ``true``, absent for ``false``); ``journal`` says the study is in overnight's Redis journal (else the driver
-    needs its ``--storage`` URL, which Redis never holds).
+    needs its ``--storage`` URL, which Redis never holds); ``created`` (epoch seconds) keeps a new
+    study from gc before its first trial is enqueued.
     """
 
     name: str
@@ -53,6 +54,7 @@ class StudySettings:
     flags: tuple[str, ...] = ()
     journal: bool = True
     detached: bool = False
+    created: float = 0.0
 
     def __post_init__(self) -> None:
         if not STUDY_NAME.match(self.name):
@@ -134,6 +136,7 @@ class StudySettings:
             flags=tuple(_typed(f, str) for f in _typed(data.get("flags", []), list)),
             journal=_typed(data.get("journal", True), bool),
             detached=_typed(data.get("detached", False), bool),
+            created=_typed(data.get("created", 0.0), float),
         )
 
 
