@@ -201,6 +201,10 @@ class OptunaMissing(OptimizeError):
     """Raised when ``overnight optimize`` runs where Optuna is not installed."""
 
 
+class MetricNeverReported(OptimizeError):
+    """Raised when a study's first trials all ended without the metric it optimizes."""
+
+
 class StudyNotFound(OptimizeError):
     """Raised when no ``overnight optimize`` study has the name given."""
 

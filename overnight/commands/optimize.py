@@ -37,7 +37,7 @@ from overnight.optimize.settings import (
     SAMPLERS,
     StudySettings,
 )
-from overnight.optimize.space import command_spellings, grid, parse_space
+from overnight.optimize.space import command_flags, command_spellings, grid, parse_space
 from overnight.queue import keys
 from overnight.queue.reaper import reap_lost
 from overnight.queue.records import TaskOptions
@@ -212,9 +212,8 @@ def _new_settings(
     if reduce and reduce not in REDUCERS:
         raise UsageError(f"--metric {metric}: use NAME, NAME:min, NAME:max or NAME:last")
     space = parse_space(params)
-    spellings = command_spellings(
-        command, space, declared_params(command, Path.cwd()), add=add_param
-    )
+    declared = declared_params(command, Path.cwd())
+    spellings = command_spellings(command, space, declared, add=add_param)
     if wanted["sampler"] == "grid":  # each point once
         points = math.prod(len(values) for values in grid(space).values())
         wanted["trials"] = min(wanted["trials"], points)
@@ -227,7 +226,8 @@ def _new_settings(
         )
     return StudySettings(
         sweep=sweep, metric=metric_name, reduce=reduce or "last",
-        params=tuple(p.text() for p in space), options=options, spellings=spellings, **wanted,
+        params=tuple(p.text() for p in space), options=options, spellings=spellings,
+        flags=command_flags(command, space, declared), created=time.time(), **wanted,
     )  # fmt: skip
 
 

@@ -46,6 +46,7 @@ from overnight.errors import (
     SpecError,
     UsageError,
 )
+from overnight.optimize.gc import collect_studies
 from overnight.outputs import manifest
 from overnight.outputs.stores import open_store
 from overnight.queue.agents import AgentRegistry
@@ -571,6 +572,7 @@ def gc_command(
     )
     outputs = open_store(config.output_store, store.redis)
     report = collect(store, older_than=age, corrupt=corrupt, dry_run=dry_run, outputs=outputs)
+    collect_studies(store, report, redis_url=config.redis_url, older_than=age, dry_run=dry_run)
     if outputs_older_than:
         outputs_age = parse_duration(outputs_older_than, what="--outputs-older-than")
         collect_outputs(store, report, older_than=outputs_age, dry_run=dry_run, outputs=outputs)
@@ -587,6 +589,13 @@ def gc_command(
         line += f"; the outputs of {len(report.outputs_of)} more"
     if corrupt:
         line += f"; {len(report.corrupt)} corrupt record(s)"
+    if report.studies:
+        line += f"; {len(report.studies)} study(ies) with no task left"
+    if report.journal_kept:
+        line += (
+            f" ({len(report.journal_kept)} left in Optuna's journal: run gc where the "
+            "optimize extra is installed)"
+        )
     click.echo(line)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from overnight.errors import MetricNeverReported
 from overnight.optimize import settings as stored
 from overnight.optimize.installed import optuna_installed
 from overnight.optimize.lease import DriverLease
@@ -52,6 +53,9 @@ class DetachedDrivers:
         for name in sorted(names):
             try:
                 self._step(name)
+            except MetricNeverReported as exc:  # stop it: every trial would fail the same way
+                log.error("%s", exc)
+                self._stop(name)
             except Exception:  # one broken study must not stop the others, nor the agent
                 log.exception("driving study %s failed; trying again", name)
                 self._close(name)
@@ -64,10 +68,14 @@ class DetachedDrivers:
         driver = self._driver(name)
         report = driver.step()
         if report.done:
-            self.store.redis.srem(keys.DETACHED_STUDIES, name)
             log.info("study %s is done", name)
-            self._close(name)
-            lease.release()
+            self._stop(name)
+
+    def _stop(self, name: str) -> None:
+        """No agent drives the study any more (it is done, or cannot go on)."""
+        self.store.redis.srem(keys.DETACHED_STUDIES, name)
+        self._close(name)
+        DriverLease(self.store.redis, name, owner=self.owner).release()
 
     def _driver(self, name: str) -> Driver:
         if name not in self._open:

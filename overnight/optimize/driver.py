@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from overnight.errors import InvalidTransition, OptimizeError, TaskNotFound
+from overnight.errors import InvalidTransition, MetricNeverReported, OptimizeError, TaskNotFound
 from overnight.optimize.settings import StudySettings
 from overnight.optimize.space import set_values
 from overnight.queue.cancel import request_cancel
@@ -33,6 +33,11 @@ TASK_ATTR = "overnight_task"
 """The user attribute of a trial naming its task."""
 REASON_ATTR = "overnight_fail_reason"
 """The user attribute of a failed trial saying why."""
+METRICS_ATTR = "overnight_metrics"
+"""The user attribute of a trial whose run printed no value of the metric: the ones it did."""
+FIRST_WITHOUT_METRIC = 3
+"""When this many first trials all end without the metric, the driver stops (see
+:class:`~overnight.errors.MetricNeverReported`): the rest of the budget would go the same way."""
 STUDY_TAG = "study:"
 TRIAL_TAG = "trial:"
 
@@ -120,6 +125,7 @@ class Driver:
                 report.told[trial.number] = self._finish(trial, record)
             elif record.status is TaskStatus.RUNNING and self._prunes(trial, record):
                 report.pruned.append(trial.number)
+        self._check_metric_reported()  # a restarted driver too
         flying = sum(1 for r in tasks.values() if in_flight(r))
         asked = sum(1 for t in trials if t.state is not TrialState.WAITING)  # enqueue_trial's
         while asked < self.settings.trials and flying < self.settings.parallel:
@@ -133,9 +139,27 @@ class Driver:
         report.done = asked >= self.settings.trials and not running
         return report
 
+    def _check_metric_reported(self) -> None:
+        """Raise :class:`MetricNeverReported` when the first trials to end all lacked the metric."""
+        ended = self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        )
+        first = sorted(ended, key=lambda t: t.number)[:FIRST_WITHOUT_METRIC]
+        if len(first) < FIRST_WITHOUT_METRIC or any(
+            METRICS_ATTR not in t.user_attrs for t in first
+        ):
+            return
+        seen = sorted({str(m) for t in first for m in t.user_attrs[METRICS_ATTR]})
+        name, metric = self.settings.name, self.settings.metric
+        raise MetricNeverReported(
+            f"study {name}: its first {len(first)} trials ended with no {metric} (their runs "
+            f"reported: {', '.join(seen[:12]) or 'no metric'}); fix --metric, or print "
+            f"'{metric}: VALUE' (overnight cancel --sweep {name} stops the trials in flight)"
+        )
+
     def _enqueue(self, number: int, params: Mapping[str, Any]) -> TaskRecord:
         snapshot = self.snapshot
-        argv = set_values(snapshot.spec.argv, params, self.settings.spellings)
+        argv = set_values(snapshot.spec.argv, params, self.settings.spellings, self.settings.flags)
         tags = (*snapshot.spec.tags, STUDY_TAG + self.settings.name, f"{TRIAL_TAG}{number}")
         submission = Submission(
             snapshot, self.settings.options, argv=argv, tags=tags, sweep=self.settings.sweep
@@ -162,6 +186,7 @@ class Driver:
             return f"value {value:g}"
         if record.status is TaskStatus.FINISHED:
             shown = ", ".join(sorted(record.metrics)[:8]) or "none"
+            live.set_user_attr(METRICS_ATTR, sorted(record.metrics))
             reason = (
                 f"the run printed no {self.settings.metric} (its metrics: {shown}); print "
                 f"'{self.settings.metric}: VALUE' or fix --metric"

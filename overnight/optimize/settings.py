@@ -32,8 +32,10 @@ class StudySettings:
     size and parallelism, its search space, sampler and pruner, and how each trial's task runs.
 
     ``spellings`` are the params' names as the command spells them (``--n-estimators`` for
-    ``n_estimators`` where its script declares that); ``journal`` says the study is in overnight's Redis journal (else the driver
-    needs its ``--storage`` URL, which Redis never holds).
+    ``n_estimators`` where its script declares that); ``flags`` name those that are bare flags
+    of the command (``--amp``: present for ``true``, absent for ``false``); ``journal`` says the study is in overnight's Redis journal (else the driver
+    needs its ``--storage`` URL, which Redis never holds); ``created`` (epoch seconds) keeps a new
+    study from gc before its first trial is enqueued.
     """
 
     name: str
@@ -49,8 +51,10 @@ class StudySettings:
     pruner: str = "median"
     seed: int | None = None
     spellings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    flags: tuple[str, ...] = ()
     journal: bool = True
     detached: bool = False
+    created: float = 0.0
 
     def __post_init__(self) -> None:
         if not STUDY_NAME.match(self.name):
@@ -70,7 +74,8 @@ class StudySettings:
                 raise UsageError(f"{what} {value!r} is not one of {', '.join(allowed)}")
         if self.trials < 1 or self.parallel < 1:
             raise UsageError("--trials and --parallel must be 1 or more")
-        self.space  # noqa: B018  (the params must parse)
+        if set(self.flags) - {p.name for p in self.space}:
+            raise ValueError(f"flags {self.flags} are not all params of the study")
 
     @property
     def space(self) -> tuple[SearchParam, ...]:
@@ -128,8 +133,10 @@ class StudySettings:
             spellings={
                 _typed(k, str): check_spelling(_typed(v, str)) for k, v in spellings.items()
             },
+            flags=tuple(_typed(f, str) for f in _typed(data.get("flags", []), list)),
             journal=_typed(data.get("journal", True), bool),
             detached=_typed(data.get("detached", False), bool),
+            created=_typed(data.get("created", 0.0), float),
         )
 
 

@@ -2,7 +2,8 @@
 
 Kinds: ``float:LOW:HIGH``, ``loguniform:LOW:HIGH``, ``int:LOW:HIGH`` (both ends included) and
 ``choice:A,B,C`` (values kept as text, set in the command as given). A value a trial takes is
-set in the task's command as ``--set`` does (:func:`overnight.recorder.params.set_param`).
+set in the task's command as ``--set`` does (:func:`overnight.recorder.params.set_param`): a bare
+flag's ``choice:true,false`` gives it or leaves it out.
 """
 
 from __future__ import annotations
@@ -129,18 +130,39 @@ def command_spellings(
     known = command_params(argv, declared)
     out = {}
     for p in space:
-        sample = p.choices[0] if p.choices else str(p.low)
-        set_param(argv, p.name, sample, declared=declared, add=add, what="--param")
+        samples = p.choices or (str(p.low),)  # a flag's every choice must be true or false
+        for sample in samples if _flag(known, p.name) else samples[:1]:
+            set_param(argv, p.name, sample, declared=declared, add=add, what="--param")
         found = find_param(known, p.name)
         out[p.name] = found.preferred if found is not None else p.name
     return out
 
 
-def set_values(
-    argv: Sequence[str], values: Mapping[str, Any], spellings: Mapping[str, str]
+def command_flags(
+    argv: Sequence[str], space: Sequence[SearchParam], declared: Sequence[Param] = ()
 ) -> tuple[str, ...]:
-    """``argv`` with each param's value set, spelled as ``spellings`` say (new ones added)."""
-    declared = [Param((s,)) for s in spellings.values() if s.startswith("-")]
+    """The params of ``space`` that are bare flags of the command (``--amp``, given without a
+    value or declared ``store_true``): a trial sets them present or absent, as ``--set`` does."""
+    known = command_params(argv, declared)
+    return tuple(p.name for p in space if _flag(known, p.name))
+
+
+def _flag(known: Sequence[Param], name: str) -> bool:
+    found = find_param(known, name)
+    return found is not None and found.flag
+
+
+def set_values(
+    argv: Sequence[str],
+    values: Mapping[str, Any],
+    spellings: Mapping[str, str],
+    flags: Sequence[str] = (),
+) -> tuple[str, ...]:
+    """``argv`` with each param's value set, spelled as ``spellings`` say (new ones added);
+    the params in ``flags`` are bare flags, there for ``true`` and left out for ``false``."""
+    declared = [
+        Param((s,), flag=name in flags) for name, s in spellings.items() if s.startswith("-")
+    ]
     out = tuple(argv)
     for name, value in values.items():
         out = set_param(out, name, value_text(value), declared=declared, add=True, what="--param")

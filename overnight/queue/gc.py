@@ -3,7 +3,8 @@
 A task's record, indexes, log, RQ job, heartbeat and flags are deleted; its spec and blobs are
 released and deleted once no remaining task uses them (reference counts, see
 :mod:`overnight.queue.blobs`), and so are its output manifest and the output blobs no other task
-uses (:mod:`overnight.outputs.manifest`). Tasks that have not ended are never collected.
+uses (:mod:`overnight.outputs.manifest`). Tasks that have not ended are never collected. The
+studies whose tasks are all gone follow (:mod:`overnight.optimize.gc`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class GcReport:
     output_blobs: int = 0  # output files' blobs deleted (no task uses them now)
     outputs_of: list[str] = dataclasses.field(default_factory=list)  # kept tasks, outputs gone
     corrupt: list[str] = dataclasses.field(default_factory=list)  # corrupt records removed
+    studies: list[str] = dataclasses.field(default_factory=list)  # studies with no task left
+    journal_kept: list[str] = dataclasses.field(default_factory=list)  # in Optuna's journal still
 
 
 def collect(

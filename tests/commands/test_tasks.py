@@ -14,6 +14,8 @@ import redis
 from overnight.commands.views import LS_HEADERS, when
 from overnight.errors import ExitCode
 from overnight.metrics.summary import MetricSummary
+from overnight.optimize import settings as stored
+from overnight.optimize.storage import StudyStorage
 from overnight.queue import keys
 from overnight.queue.index import Query
 from overnight.queue.records import Change, Phase, TaskOptions, TaskRecord, TaskStatus
@@ -23,6 +25,7 @@ from overnight.queue.sweeps import Sweep
 from overnight.units import format_bytes
 from tests.fixtures.gitrepo import Repo
 from tests.fixtures.services import RedisServer, free_port
+from tests.fixtures.studies import settings_for
 from tests.fixtures.tasks import finish, invoke, make_snapshot
 
 
@@ -411,6 +414,19 @@ def test_gc(cli_env: Repo, store: TaskStore, redis_client: redis.Redis) -> None:
     assert invoke("gc", "--older-than", "0s").stdout.startswith("removed 1 task(s)")
     assert not redis_client.exists(keys.task(old)) and store.get(live)
     assert invoke("gc", "--older-than", "a month").exit_code == ExitCode.USAGE
+
+
+def test_gc_removes_a_study_with_no_task_left(
+    cli_env: Repo, store: TaskStore, redis_url: str
+) -> None:
+    settings = settings_for("gone", "x=float:0:1")  # created long ago, its tasks removed
+    with StudyStorage(redis_url) as storage:
+        storage.create(settings)
+    stored.save(store.redis, settings)
+    line = invoke("gc", "--older-than", "0s").stdout
+    assert "; 1 study(ies) with no task left" in line
+    assert not store.redis.exists(keys.study("gone"), keys.sweep_name("gone"))
+    assert not store.redis.keys(keys.OPTUNA_JOURNAL + "*")
 
 
 def test_gc_older_than_30d_keeps_what_ended_later(

@@ -13,8 +13,10 @@ from overnight.optimize.driver import Driver
 from overnight.optimize.lease import DriverLease
 from overnight.queue import keys
 from overnight.queue.index import Query
+from overnight.queue.records import TaskStatus
 from overnight.recorder.snapshot import SnapshotOptions, take_snapshot
-from tests.fixtures.studies import Lab, settings_for
+from tests.fixtures.agents import wait_status
+from tests.fixtures.studies import Lab, settings_for, stop_all
 
 pytestmark = pytest.mark.slow
 
@@ -60,3 +62,30 @@ def test_a_study_taken_back_by_a_laptop_is_left_alone(lab: Lab) -> None:
         assert DriverLease(lab.store.redis, "back").holder() is None
     finally:
         agent.close()
+
+
+def test_a_study_whose_metric_no_run_reports_is_stopped(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(
+        "nomet", "x=float:-6:6", metric="val_loss", trials=9, parallel=3, detached=True
+    )
+    study = lab.storage.create(settings)
+    stored.save(lab.store.redis, settings)
+    snapshot = take_snapshot(lab.repo.path, ["python", "train.py"], SnapshotOptions())
+    enqueued = Driver(lab.store, settings, study, snapshot=snapshot).step().enqueued
+    agents = lab.agents()
+    try:
+        for task_id in enqueued.values():
+            wait_status(lab.store, task_id, TaskStatus.FINISHED)
+    finally:
+        stop_all(agents)
+    agent = DetachedDrivers(lab.store, lab.redis_url, "agent-a", ttl=30)
+    try:
+        agent.tick()
+    finally:
+        agent.close()
+    assert "first 3 trials ended with no val_loss (their runs reported: loss)" in caplog.text
+    assert not lab.store.redis.sismember(keys.DETACHED_STUDIES, "nomet")
+    assert DriverLease(lab.store.redis, "nomet").holder() is None
+    assert len(lab.store.find(Query(sweep=settings.sweep, limit=None))) == 3  # no new trial

@@ -8,7 +8,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from overnight.optimize.driver import REASON_ATTR, TASK_ATTR, Driver, StepReport
+from overnight.errors import MetricNeverReported
+from overnight.optimize.driver import (
+    FIRST_WITHOUT_METRIC,
+    REASON_ATTR,
+    TASK_ATTR,
+    Driver,
+    StepReport,
+)
 from overnight.optimize.settings import StudySettings
 from overnight.queue.index import Query
 from overnight.queue.records import Change, TaskRecord, TaskStatus
@@ -192,3 +199,21 @@ def test_a_lost_trial_is_in_flight_while_a_retry_is_left_then_failed(lab: Lab) -
     assert report.done and "ended lost: agent gone vanished" in report.told[0]
     [trial] = study.get_trials()
     assert trial.state is TrialState.FAIL and task_id in trial.user_attrs[REASON_ATTR]
+
+
+def test_a_metric_no_run_reports_stops_the_study_naming_those_they_did(lab: Lab) -> None:
+    settings = settings_for("nometric", "x=float:-6:6", metric="val_loss", trials=20, parallel=2)
+    study = lab.storage.create(settings)
+    driver = Driver(lab.store, settings, study, snapshot=snapshot(lab.repo))
+    agents = lab.agents()
+    try:
+        with pytest.raises(MetricNeverReported) as raised:
+            drive(driver)
+    finally:
+        stop_all(agents)
+    message = str(raised.value)
+    assert "first 3 trials ended with no val_loss (their runs reported: loss)" in message
+    assert "\n" not in message
+    assert len(sweep_tasks(lab.store, settings)) <= FIRST_WITHOUT_METRIC + settings.parallel
+    with pytest.raises(MetricNeverReported):  # a restarted driver stops too
+        Driver(lab.store, settings, study, snapshot=snapshot(lab.repo)).step()

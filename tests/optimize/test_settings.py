@@ -17,7 +17,8 @@ from tests.fixtures.studies import settings_for
 
 def test_settings_round_trip_through_redis(redis_client: redis.Redis) -> None:
     settings = settings_for(
-        "s1", "lr=loguniform:1e-05:0.1", "bs=choice:32,64", reduce="min", seed=4, detached=True,
+        "s1", "lr=loguniform:1e-05:0.1", "bs=choice:32,64", "amp=choice:true,false",
+        reduce="min", seed=4, detached=True, flags=("amp",),
         options=TaskOptions(queue="gpu", gpus=1, timeout=60.0, retries=2, grace=5.0),
     )  # fmt: skip
     stored.save(redis_client, settings)
@@ -41,6 +42,7 @@ def test_the_study_name_names_its_sweep(redis_client: redis.Redis) -> None:
         ({"params": ["x=gauss:0:1"]}, "invalid --param"),
         ({"spellings": {"x": "--x; rm -rf /"}}, "not an option name"),
         ({"sweep": "../../etc"}, "hex digits"),
+        ({"flags": ["y"]}, "not all params"),
         ({"options": {"queue": 3, "gpus": 0, "retries": 0}}, "expected str"),
     ],
 )

@@ -6,6 +6,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from overnight.errors import UsageError
 from overnight.optimize.space import (
     SearchParam,
+    command_flags,
     command_spellings,
     grid,
     parse_param,
@@ -64,6 +65,33 @@ def test_spellings_follow_the_command_and_its_script() -> None:
     with pytest.raises(UsageError, match="--param depth: the command has no option depth"):
         command_spellings(argv, parse_space(["depth=int:1:3"]))
     assert command_spellings(argv, parse_space(["depth=int:1:3"]), add=True) == {"depth": "depth"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "declared", "on"),
+    [
+        (("python", "train.py", "--amp", "--lr", "0.1"), (),  # given bare
+         ("python", "train.py", "--amp", "--lr", "0.5")),
+        (("python", "train.py", "--lr", "0.1"), (Param(("--amp",), flag=True),),  # store_true
+         ("python", "train.py", "--lr", "0.5", "--amp")),
+    ],
+)  # fmt: skip
+def test_a_bare_flag_is_given_or_left_out(
+    argv: tuple[str, ...], declared: tuple[Param, ...], on: tuple[str, ...]
+) -> None:
+    space = parse_space(["amp=choice:true,false", "lr=float:0:1"])
+    spellings = command_spellings(argv, space, declared)
+    flags = command_flags(argv, space, declared)
+    assert flags == ("amp",)
+    assert set_values(argv, {"amp": "true", "lr": 0.5}, spellings, flags) == on
+    off = set_values(argv, {"amp": "false", "lr": 0.5}, spellings, flags)
+    assert off == ("python", "train.py", "--lr", "0.5")
+
+
+def test_a_bare_flag_takes_only_true_and_false() -> None:
+    argv = ("python", "train.py", "--amp")
+    with pytest.raises(UsageError, match="--amp is a bare flag"):
+        command_spellings(argv, parse_space(["amp=choice:true,maybe"]))
 
 
 def test_one_letter_options_keep_their_two_dashes() -> None:
