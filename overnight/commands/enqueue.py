@@ -11,7 +11,6 @@ import click
 
 from overnight.commands.common import (
     add_param_option,
-    echo,
     echo_json,
     json_option,
     load_config,
@@ -19,7 +18,12 @@ from overnight.commands.common import (
     run_options,
 )
 from overnight.commands.leaderboard import MetricColumn
-from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
+from overnight.commands.snapshot import (
+    IGNORED_NOTE,
+    echo_recorded,
+    options_from_flags,
+    snapshot_options,
+)
 from overnight.commands.trailing import TrailingCommand
 from overnight.commands.views import record_json
 from overnight.errors import UsageError
@@ -190,10 +194,5 @@ def submit_command(
         store, snapshot, options, sweeps, name=snapshot.spec.name, declared=declared,
         add_params=add_param, at_front=at_front,
     )  # fmt: skip
-    for notice in snapshot.notices:  # after: a failing enqueue says only why, in one line
-        echo(f"overnight: {notice}", err=True)
-    for warning in told.warnings:
-        echo(f"overnight: warning: {warning}", err=True)
-    if told.account:
-        echo(f"overnight: {told.account}", err=True)
+    echo_recorded(snapshot, told)  # after: a failing enqueue says only why, in one line
     return records

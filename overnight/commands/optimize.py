@@ -25,7 +25,12 @@ from overnight.commands.common import (
     redis_option,
     run_options,
 )
-from overnight.commands.snapshot import IGNORED_NOTE, options_from_flags, snapshot_options
+from overnight.commands.snapshot import (
+    IGNORED_NOTE,
+    echo_recorded,
+    options_from_flags,
+    snapshot_options,
+)
 from overnight.commands.trailing import TrailingCommand
 from overnight.errors import OptimizeError, UsageError
 from overnight.optimize import settings as stored
@@ -234,11 +239,7 @@ def _new_settings(
 def _record(command: tuple[str, ...], options: SnapshotOptions, *, quiet: bool) -> Snapshot:
     """The snapshot every trial shares; warnings and what was recorded on stderr."""
     recording = record(Path.cwd(), command, options, dict(os.environ))
-    told = review(recording, quiet=quiet)
-    for warning in told.warnings:
-        echo(f"overnight: warning: {warning}", err=True)
-    if told.account:
-        echo(f"overnight: {told.account}", err=True)
+    echo_recorded(recording.snapshot, review(recording, quiet=quiet))
     return recording.snapshot
 
 

@@ -14,7 +14,7 @@ import click
 
 from overnight.commands.trailing import TrailingCommand
 from overnight.config import ClientConfig, load_client_config
-from overnight.recorder.account import review
+from overnight.recorder.account import Review, review
 from overnight.recorder.snapshot import SnapshotOptions, record
 from overnight.spec import Snapshot
 from overnight.terminal import visible, visible_lines
@@ -191,8 +191,6 @@ def snapshot_command(
     recording = record(Path.cwd(), command, options_from_flags(flags, config), dict(os.environ))
     told = review(recording, quiet=True)  # a missing script fails here, as for enqueue
     snap = recording.snapshot
-    for notice in snap.notices:
-        click.echo(visible(f"overnight: {notice}"), err=True)
     if output is not None:
         tmp = output.with_name(f".{output.name}.tmp")
         tmp.write_text(snap.to_json() + "\n")
@@ -201,8 +199,19 @@ def snapshot_command(
         click.echo(snap.to_json())
     else:
         click.echo(visible_lines(_summary(snap)))
+    echo_recorded(snap, told)
+
+
+def echo_recorded(snapshot: Snapshot, told: Review) -> None:
+    """On stderr, what recording ``snapshot`` noticed (an interpreter mapped), its warnings and,
+    unless asked to be quiet, its one-line account: the same lines for every command that
+    records (snapshot, enqueue, optimize)."""
+    for notice in snapshot.notices:
+        click.echo(visible(f"overnight: {notice}"), err=True)
     for warning in told.warnings:
         click.echo(visible(f"overnight: warning: {warning}"), err=True)
+    if told.account:
+        click.echo(visible(f"overnight: {told.account}"), err=True)
 
 
 def register(cli: click.Group, agent: click.Group) -> None:
